@@ -1,0 +1,377 @@
+/**
+ * Reading an ONNX model defensively (Netron-style): every declared length is checked against the bytes
+ * that exist, tensor values are decoded only when asked for, and each failure names the file and field.
+ */
+import { ModelError } from '../errors.ts';
+import { formatBytes } from '../errors.ts';
+import {
+  DataType,
+  bfloat16ToFloat32,
+  dtypeInfo,
+  dtypeName,
+  float16ToFloat32,
+  rawByteLength,
+} from './dtypes.ts';
+import {
+  DATA_LOCATION_EXTERNAL,
+  decodeModelProto,
+  type GraphProto,
+  type ModelProto,
+  type TensorProto,
+} from './proto.ts';
+
+/** A file the parser can read ranges of without holding all of it (a Blob in a worker, an fd in Node). */
+export interface ByteSource {
+  name: string;
+  size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+export function bytesSource(name: string, bytes: Uint8Array): ByteSource {
+  return {
+    name,
+    size: bytes.byteLength,
+    read: (offset, length) => bytes.subarray(offset, offset + length),
+  };
+}
+
+/** protobuf's hard limit: a single message cannot exceed 2 GiB. */
+export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+
+export interface OnnxModel {
+  name: string;
+  fileSize: number;
+  proto: ModelProto;
+  graph: GraphProto;
+  /** External-data files by the name the model refers to them with. */
+  external: Map<string, ByteSource>;
+}
+
+export type TensorValues =
+  | Float32Array
+  | Float64Array
+  | Int8Array
+  | Uint8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array
+  | BigUint64Array;
+
+const SIGNATURES: [string, number[]][] = [
+  ['a PNG image', [0x89, 0x50, 0x4e, 0x47]],
+  ['a JPEG image', [0xff, 0xd8, 0xff]],
+  ['a GIF image', [0x47, 0x49, 0x46, 0x38]],
+  ['a WebP/RIFF file', [0x52, 0x49, 0x46, 0x46]],
+  ['a PDF document', [0x25, 0x50, 0x44, 0x46]],
+  ['a ZIP archive (PyTorch .pt/.bin or .npz?)', [0x50, 0x4b, 0x03, 0x04]],
+  ['a gzip file', [0x1f, 0x8b]],
+  ['a GGUF model (llama.cpp), not ONNX', [0x47, 0x47, 0x55, 0x46]],
+  ['a Python pickle (PyTorch checkpoint?)', [0x80]],
+  ['a JSON/text file', [0x7b]],
+];
+
+function sniff(head: Uint8Array): string | undefined {
+  for (const [what, magic] of SIGNATURES) if (magic.every((b, i) => head[i] === b)) return what;
+  // safetensors: 8-byte little-endian header length, then '{'
+  if (head.length > 9 && head[8] === 0x7b && head[7] === 0 && head[6] === 0) return 'a safetensors file';
+  return undefined;
+}
+
+function baseName(path: string): string {
+  const parts = path.split(/[\\/]/);
+  return parts[parts.length - 1];
+}
+
+/** Parse the main .onnx file; `externalFiles` are the other files dropped with it. */
+export function parseModel(main: ByteSource, externalFiles: ByteSource[] = []): OnnxModel {
+  const file = main.name;
+  if (main.size === 0)
+    throw new ModelError('empty-file', `${file} is empty (0 bytes): there is no model in it.`);
+  if (main.size > MAX_PROTOBUF_BYTES) {
+    throw new ModelError(
+      'too-large',
+      `${file} is ${formatBytes(main.size)}, but a single ONNX protobuf file cannot exceed 2 GiB. ` +
+        `Models this large store their weights as external data (a small .onnx plus .onnx_data): drop those files together.`,
+    );
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = main.read(0, main.size);
+  } catch (e) {
+    throw new ModelError(
+      'too-large',
+      `${file} (${formatBytes(main.size)}) could not be read into memory: ${(e as Error).message}`,
+    );
+  }
+  if (bytes.byteLength < main.size) {
+    throw new ModelError(
+      'truncated',
+      `${file}: only ${bytes.byteLength} of ${main.size} bytes could be read.`,
+    );
+  }
+  const looksLike = sniff(bytes.subarray(0, 16));
+  if (looksLike)
+    throw new ModelError('not-onnx', `${file} is not an ONNX model: it looks like ${looksLike}.`);
+
+  let proto: ModelProto;
+  try {
+    proto = decodeModelProto(bytes);
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    if (/index out of range|premature|truncat/i.test(msg)) {
+      throw new ModelError(
+        'truncated',
+        `${file} is truncated or corrupt: a field declares more bytes than the file holds (${msg}). ` +
+          `Was the download or copy interrupted?`,
+      );
+    }
+    throw new ModelError(
+      'not-onnx',
+      `${file} is not a valid ONNX model: its bytes are not an ONNX protobuf (${msg}).`,
+    );
+  }
+  const graph = proto.graph;
+  if (!graph || !proto.ir_version || proto.ir_version < 1 || proto.ir_version > 64) {
+    throw new ModelError(
+      'not-onnx',
+      `${file} is not an ONNX model: it has no ${!graph ? 'graph' : 'valid ir_version'} (ModelProto fields missing).`,
+    );
+  }
+
+  const external = new Map<string, ByteSource>();
+  for (const f of externalFiles) external.set(baseName(f.name), f);
+  const model: OnnxModel = { name: file, fileSize: main.size, proto, graph, external };
+  for (const t of graph.initializer) validateTensor(model, t);
+  return model;
+}
+
+function externalInfo(t: TensorProto): { location: string; offset: number; length: number | undefined } {
+  let location = '';
+  let offset = 0;
+  let length: number | undefined;
+  for (const { key, value } of t.external_data ?? []) {
+    if (key === 'location') location = value;
+    else if (key === 'offset') offset = Number(value);
+    else if (key === 'length') length = Number(value);
+  }
+  return { location, offset, length };
+}
+
+export function isExternal(t: TensorProto): boolean {
+  return t.data_location === DATA_LOCATION_EXTERNAL;
+}
+
+export function elementCount(dims: readonly number[]): number {
+  let n = 1;
+  for (const d of dims) n *= Number(d);
+  return n;
+}
+
+/** Checks a tensor's declared shape and storage against the bytes behind it, without decoding it. */
+function validateTensor(model: OnnxModel, t: TensorProto): void {
+  const where = `${model.name}: tensor '${t.name}'`;
+  for (const d of t.dims) {
+    if (!Number.isSafeInteger(Number(d)) || Number(d) < 0) {
+      throw new ModelError(
+        'corrupt',
+        `${where} has an invalid dimension ${d} in shape [${t.dims.join(', ')}].`,
+      );
+    }
+  }
+  const info = dtypeInfo(t.data_type);
+  if (!info) throw new ModelError('corrupt', `${where} has an unknown data type code ${t.data_type}.`);
+  const count = elementCount(t.dims);
+  if (!info.supported) return; // reported when its values are asked for
+  const need = rawByteLength(t.data_type, count);
+  if (isExternal(t)) {
+    const { location, offset, length } = externalInfo(t);
+    const src = model.external.get(baseName(location));
+    if (!src) {
+      const have = [...model.external.keys()];
+      throw new ModelError(
+        'missing-external-data',
+        `${model.name} keeps its weights in the external file '${location}', which was not provided` +
+          (have.length ? ` (got: ${have.join(', ')})` : '') +
+          `. Open the .onnx together with '${location}'.`,
+      );
+    }
+    const len = length ?? need;
+    if (len !== need) {
+      throw new ModelError('corrupt', `${where} declares ${len} external bytes but its shape needs ${need}.`);
+    }
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + len > src.size) {
+      throw new ModelError(
+        'truncated',
+        `${where} reads bytes ${offset}..${offset + len} of '${location}', which has only ${src.size} bytes: the external-data file is truncated or belongs to another model.`,
+      );
+    }
+    return;
+  }
+  const raw = t.raw_data;
+  if (raw && raw.byteLength > 0) {
+    if (raw.byteLength !== need) {
+      throw new ModelError(
+        'corrupt',
+        `${where}: shape [${t.dims.join(', ')}] of ${dtypeName(t.data_type)} needs ${need} bytes but raw_data holds ${raw.byteLength}.`,
+      );
+    }
+    return;
+  }
+  const typed = typedFieldLength(t);
+  if (typed !== undefined && count > 0 && typed !== expectedTypedLength(t.data_type, count)) {
+    throw new ModelError('corrupt', `${where}: shape needs ${count} values but the tensor stores ${typed}.`);
+  }
+}
+
+function typedFieldLength(t: TensorProto): number | undefined {
+  for (const f of [t.float_data, t.int32_data, t.int64_data, t.double_data, t.uint64_data]) {
+    if (f && f.length) return f.length;
+  }
+  return 0;
+}
+
+function expectedTypedLength(code: number, count: number): number {
+  // int4/uint4 pack two values per int32_data entry
+  return code === DataType.INT4 || code === DataType.UINT4 ? Math.ceil(count / 2) : count;
+}
+
+/** The tensor's little-endian bytes as raw_data would hold them, wherever they are stored. */
+export function tensorBytes(model: OnnxModel, t: TensorProto): Uint8Array {
+  const info = dtypeInfo(t.data_type);
+  if (!info || !info.supported) {
+    throw new ModelError(
+      'unsupported-dtype',
+      `${model.name}: tensor '${t.name}' has data type ${dtypeName(t.data_type)}, which the studio cannot read ` +
+        `(supported: float32, float16, bfloat16, float64, int4/8/16/32/64, uint4/8/16/32/64, bool).`,
+    );
+  }
+  const count = elementCount(t.dims);
+  const need = rawByteLength(t.data_type, count);
+  if (isExternal(t)) {
+    const { location, offset } = externalInfo(t);
+    const src = model.external.get(baseName(location));
+    if (!src)
+      throw new ModelError('missing-external-data', `${model.name}: external file '${location}' is missing.`);
+    return src.read(offset, need);
+  }
+  if (t.raw_data && t.raw_data.byteLength > 0) return t.raw_data;
+  return encodeTypedFields(t, count, need);
+}
+
+function encodeTypedFields(t: TensorProto, count: number, need: number): Uint8Array {
+  const out = new Uint8Array(need);
+  const view = new DataView(out.buffer);
+  const code = t.data_type;
+  if (count === 0) return out;
+  switch (code) {
+    case DataType.FLOAT:
+      (t.float_data ?? []).forEach((v, i) => view.setFloat32(i * 4, v, true));
+      break;
+    case DataType.DOUBLE:
+      (t.double_data ?? []).forEach((v, i) => view.setFloat64(i * 8, v, true));
+      break;
+    case DataType.INT64:
+      (t.int64_data ?? []).forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+      break;
+    case DataType.UINT64:
+      (t.uint64_data ?? []).forEach((v, i) => view.setBigUint64(i * 8, BigInt(v), true));
+      break;
+    case DataType.UINT32:
+      (t.uint64_data ?? []).forEach((v, i) => view.setUint32(i * 4, Number(v), true));
+      break;
+    case DataType.INT32:
+      (t.int32_data ?? []).forEach((v, i) => view.setInt32(i * 4, v, true));
+      break;
+    case DataType.INT16:
+    case DataType.UINT16:
+    case DataType.FLOAT16:
+    case DataType.BFLOAT16:
+      (t.int32_data ?? []).forEach((v, i) => view.setUint16(i * 2, v & 0xffff, true));
+      break;
+    case DataType.INT8:
+    case DataType.UINT8:
+    case DataType.BOOL:
+    case DataType.INT4:
+    case DataType.UINT4:
+      (t.int32_data ?? []).forEach((v, i) => view.setUint8(i, v & 0xff));
+      break;
+  }
+  return out;
+}
+
+/**
+ * The tensor's values as a typed array of its own type; float16/bfloat16 widen to float32 and
+ * int4/uint4 unpack to one Int8Array/Uint8Array entry per value. float32 is zero-copy when aligned.
+ */
+export function readTensor(model: OnnxModel, t: TensorProto): TensorValues {
+  const bytes = tensorBytes(model, t);
+  const n = elementCount(t.dims);
+  const view = <T>(ctor: {
+    new (b: ArrayBufferLike, o: number, l: number): T;
+    BYTES_PER_ELEMENT: number;
+  }): T => {
+    if (bytes.byteOffset % ctor.BYTES_PER_ELEMENT === 0) return new ctor(bytes.buffer, bytes.byteOffset, n);
+    const copy = new Uint8Array(n * ctor.BYTES_PER_ELEMENT);
+    copy.set(bytes.subarray(0, copy.byteLength));
+    return new ctor(copy.buffer, 0, n);
+  };
+  switch (t.data_type) {
+    case DataType.FLOAT:
+      return view(Float32Array);
+    case DataType.DOUBLE:
+      return view(Float64Array);
+    case DataType.INT8:
+      return view(Int8Array);
+    case DataType.UINT8:
+    case DataType.BOOL:
+      return view(Uint8Array);
+    case DataType.INT16:
+      return view(Int16Array);
+    case DataType.UINT16:
+      return view(Uint16Array);
+    case DataType.INT32:
+      return view(Int32Array);
+    case DataType.UINT32:
+      return view(Uint32Array);
+    case DataType.INT64:
+      return view(BigInt64Array);
+    case DataType.UINT64:
+      return view(BigUint64Array);
+    case DataType.FLOAT16:
+    case DataType.BFLOAT16: {
+      const half = view(Uint16Array);
+      const out = new Float32Array(n);
+      const widen = t.data_type === DataType.FLOAT16 ? float16ToFloat32 : bfloat16ToFloat32;
+      for (let i = 0; i < n; i++) out[i] = widen(half[i]);
+      return out;
+    }
+    case DataType.INT4:
+    case DataType.UINT4: {
+      const signed = t.data_type === DataType.INT4;
+      const out = signed ? new Int8Array(n) : new Uint8Array(n);
+      for (let i = 0; i < n; i++) {
+        const nib = (bytes[i >> 1] >> ((i & 1) * 4)) & 0xf; // first value in the low nibble
+        out[i] = signed && nib >= 8 ? nib - 16 : nib;
+      }
+      return out;
+    }
+  }
+  throw new ModelError('unsupported-dtype', `tensor '${t.name}' has data type ${dtypeName(t.data_type)}.`);
+}
+
+/** Any numeric tensor as float32 (copies unless it already is float32). */
+export function readTensorFloat32(model: OnnxModel, t: TensorProto): Float32Array {
+  const v = readTensor(model, t);
+  if (v instanceof Float32Array) return v;
+  const out = new Float32Array(v.length);
+  for (let i = 0; i < v.length; i++) out[i] = Number(v[i]);
+  return out;
+}
+
+export function findInitializer(model: OnnxModel, name: string): TensorProto {
+  const t = model.graph.initializer.find((x) => x.name === name);
+  if (!t) throw new ModelError('invalid-argument', `${model.name} has no initializer named '${name}'.`);
+  return t;
+}

@@ -1,0 +1,71 @@
+/** Summary statistics and histograms over a tensor's values (flat loops, float64 accumulators). */
+import type { TensorValues } from './onnx/model.ts';
+
+export interface TensorStats {
+  min: number;
+  max: number;
+  mean: number;
+  std: number;
+  /** Fraction of values that are exactly zero. */
+  zeros: number;
+}
+
+// Welford's online mean/variance: one pass, numerically stable; std is the population std.
+export function tensorStats(values: TensorValues | Float32Array): TensorStats {
+  const n = values.length;
+  if (n === 0) return { min: 0, max: 0, mean: 0, std: 0, zeros: 0 };
+  let min = Infinity;
+  let max = -Infinity;
+  let mean = 0;
+  let m2 = 0;
+  let zeros = 0;
+  const isBig = values instanceof BigInt64Array || values instanceof BigUint64Array;
+  for (let i = 0; i < n; i++) {
+    const x = isBig ? Number(values[i]) : (values[i] as number);
+    if (x < min) min = x;
+    if (x > max) max = x;
+    if (x === 0) zeros++;
+    const d = x - mean;
+    mean += d / (i + 1);
+    m2 += d * (x - mean);
+  }
+  return { min, max, mean, std: Math.sqrt(m2 / n), zeros: zeros / n };
+}
+
+export interface Histogram {
+  /** bins + 1 edges, from min to max. */
+  edges: number[];
+  counts: number[];
+}
+
+// counts[b] = #{x : edges[b] <= x < edges[b+1]}, the last bin closed on the right.
+export function histogram(values: Float32Array, bins: number, range?: [number, number]): Histogram {
+  let lo = range?.[0] ?? Infinity;
+  let hi = range?.[1] ?? -Infinity;
+  if (!range) {
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i];
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+    }
+  }
+  if (!(lo <= hi)) {
+    lo = 0;
+    hi = 0;
+  }
+  if (lo === hi) {
+    lo -= 0.5;
+    hi += 0.5;
+  }
+  const counts = new Array<number>(bins).fill(0);
+  const scale = bins / (hi - lo);
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    if (x < lo || x > hi || x !== x) continue;
+    let b = Math.floor((x - lo) * scale);
+    if (b >= bins) b = bins - 1;
+    counts[b]++;
+  }
+  const edges = Array.from({ length: bins + 1 }, (_, i) => lo + (i * (hi - lo)) / bins);
+  return { edges, counts };
+}

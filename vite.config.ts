@@ -13,7 +13,12 @@ export default defineConfig({
   base: process.env.BASE ?? './',
   plugins: [react()],
   worker: { format: 'es' },
-  optimizeDeps: { exclude: ['onnxruntime-web'] },
+  optimizeDeps: {
+    exclude: ['onnxruntime-web'],
+    // Scan the workers too, so the dev server never re-optimizes (and reloads the page) mid-session.
+    entries: ['index.html', 'workers/*.worker.ts'],
+    include: ['protobufjs/light.js'],
+  },
   server: { headers: isolation },
   preview: { headers: isolation },
   build: { target: 'es2022', chunkSizeWarningLimit: 4096 },
@@ -24,5 +29,7 @@ export default defineConfig({
     hookTimeout: 180_000,
     pool: 'forks',
     fileParallelism: false,
+    // The JSON report lets .ci/run print the plain "N passed, N failed" line CI reads.
+    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
   },
 });

@@ -29,10 +29,13 @@ export const useStudio = create<StudioState>((set, get) => ({
     const seq = ++openSeq;
     const fileName = files.map((f) => f.path).find((p) => p.endsWith('.onnx')) ?? files[0]?.path ?? '';
     set({ loading: { phase: 'reading', done: 0, total: 1, fileName }, error: undefined });
+    let finished = false;
     try {
       const summary = await openModel(files, (p) => {
-        if (seq === openSeq) set({ loading: { ...p, fileName } });
+        // progress messages can arrive after the result: never let one resurrect a finished bar
+        if (seq === openSeq && !finished) set({ loading: { ...p, fileName } });
       });
+      finished = true;
       if (seq !== openSeq) return;
       set({ summary, loading: undefined, selected: undefined, histogram: undefined });
       const firstWeight = summary.tensors.find((t) =>
@@ -40,6 +43,7 @@ export const useStudio = create<StudioState>((set, get) => ({
       );
       if (firstWeight) await get().select(firstWeight.name);
     } catch (e) {
+      finished = true;
       if (seq === openSeq) set({ loading: undefined, error: (e as Error).message });
     }
   },

@@ -1,0 +1,86 @@
+/** Real-browser tests: a Vite server for the studio and Debian's Chromium driven by playwright-core. */
+import { createServer, type ViteDevServer } from 'vite';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(__dirname, '../..');
+export const ARTIFACTS = join(ROOT, 'test-results');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+export interface Studio {
+  server: ViteDevServer;
+  url: string;
+  context: BrowserContext;
+  page: Page;
+  /** Console errors and uncaught page errors, for tests to assert none happened. */
+  pageErrors: string[];
+  close(): Promise<void>;
+}
+
+export async function openStudio(opts: { webgpu?: boolean } = {}): Promise<Studio> {
+  const server = await createServer({
+    root: ROOT,
+    configFile: join(ROOT, 'vite.config.ts'),
+    server: { port: 0, host: '127.0.0.1' },
+    logLevel: 'error',
+  });
+  await server.listen();
+  const address = server.httpServer!.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const url = `http://127.0.0.1:${port}/`;
+  const profile = mkdtempSync(join(tmpdir(), 'cs-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptDownloads: true,
+    viewport: { width: 1400, height: 900 },
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      ...(opts.webgpu ? ['--enable-unsafe-webgpu'] : []),
+    ],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const pageErrors: string[] = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  mkdirSync(ARTIFACTS, { recursive: true });
+  return {
+    server,
+    url,
+    context,
+    page,
+    pageErrors,
+    async close() {
+      await context.close();
+      await server.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Drops files on an element the way a person's drag and drop does: a DataTransfer in a drop event. */
+export async function dropFiles(page: Page, selector: string, files: { name: string; bytes: Uint8Array }[]) {
+  const payload = files.map((f) => ({ name: f.name, b64: Buffer.from(f.bytes).toString('base64') }));
+  await page.evaluate(
+    ({ selector, payload }) => {
+      const dt = new DataTransfer();
+      for (const f of payload) {
+        const bin = atob(f.b64);
+        const bytes = new Uint8Array(bin.length);
+        for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+        dt.items.add(new File([bytes], f.name));
+      }
+      const target = document.querySelector(selector)!;
+      target.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      target.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    },
+    { selector, payload },
+  );
+}

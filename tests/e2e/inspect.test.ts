@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
+
+const STORIES = join(__dirname, '../../../shared/data/stories260K/model.onnx');
+
+describe('the studio in Chromium: drop a model, see its weights', () => {
+  let studio: Studio;
+  beforeAll(async () => {
+    studio = await openStudio();
+    await studio.page.goto(studio.url);
+  });
+  afterAll(async () => {
+    await studio?.close();
+  });
+
+  it('dropping stories260K shows its tensors and a histogram', async () => {
+    const { page } = studio;
+    await page.waitForSelector('[data-testid=dropzone]');
+    expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(true);
+    await dropFiles(page, '[data-testid=dropzone]', [{ name: 'model.onnx', bytes: readFileSync(STORIES) }]);
+    await page.waitForSelector('[data-testid=tensor-table] tbody tr', { timeout: 60_000 });
+    const rows = await page.locator('[data-testid=tensor-table] tbody tr').count();
+    const expected = (await import('../../src/core/onnx/model.ts')).parseModel(
+      (await import('../../src/core/onnx/model.ts')).bytesSource('model.onnx', readFileSync(STORIES)),
+    ).graph.initializer.length;
+    expect(rows).toBe(expected);
+    await expect.poll(() => page.locator('[data-testid=param-count]').textContent()).toContain('559');
+    // the first MatMul weight is selected and its histogram drawn
+    await page.waitForSelector('[data-testid=histogram-chart] .recharts-bar-rectangle', { timeout: 30_000 });
+    const bars = await page.locator('[data-testid=histogram-chart] .recharts-bar-rectangle').count();
+    expect(bars).toBeGreaterThan(8);
+
+    // filter, then pick another tensor: the histogram follows the selection
+    await page.fill('[data-testid=tensor-filter]', 'w2');
+    const filtered = page.locator('[data-testid=tensor-table] tbody tr');
+    expect(await filtered.count()).toBeGreaterThan(0);
+    const name = (await filtered.first().locator('td.name').textContent())!;
+    await filtered.first().click();
+    await expect.poll(() => page.locator('[data-testid=histogram-tensor]').textContent()).toBe(name);
+    await page.screenshot({ path: join(ARTIFACTS, 'inspect-stories260K.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('dropping an image renamed .onnx shows an inline error, and the page still works', async () => {
+    const { page } = studio;
+    const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]);
+    await dropFiles(page, '[data-testid=dropzone]', [{ name: 'cat.onnx', bytes: png }]);
+    await page.waitForSelector('[data-testid=error]');
+    expect(await page.locator('[data-testid=error]').textContent()).toMatch(
+      /cat\.onnx is not an ONNX model: it looks like a PNG image/,
+    );
+    await page.screenshot({ path: join(ARTIFACTS, 'inspect-error.png') });
+    await dropFiles(page, '[data-testid=dropzone]', [{ name: 'model.onnx', bytes: readFileSync(STORIES) }]);
+    await page.waitForSelector('[data-testid=error]', { state: 'detached' });
+    await page.fill('[data-testid=tensor-filter]', '');
+    expect(await page.locator('[data-testid=tensor-table] tbody tr').count()).toBeGreaterThan(10);
+  });
+});

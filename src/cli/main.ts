@@ -14,6 +14,7 @@ export type Command = (args: string[], out: (s: string) => void) => Promise<numb
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: async () => inspectCommand,
+  ppl: async () => (await import('./ppl.ts')).pplCommand,
 };
 
 export async function main(

@@ -125,3 +125,8 @@ export function summarizeModel(
     tensors,
   };
 }
+
+/** The graph's real inputs (initializers listed as inputs by old exporters excluded). */
+export function summarizeInputs(graph: GraphProto): ModelSummary['inputs'] {
+  return ioInfo(graph, 'input');
+}

@@ -10,7 +10,10 @@ export interface TextTokenizer {
 
 export function loadTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown = {}): TextTokenizer {
   if (!tokenizerJson || typeof tokenizerJson !== 'object' || !('model' in tokenizerJson)) {
-    throw new ModelError('invalid-argument', 'tokenizer.json is not a Hugging Face tokenizer (no "model" section).');
+    throw new ModelError(
+      'invalid-argument',
+      'tokenizer.json is not a Hugging Face tokenizer (no "model" section).',
+    );
   }
   let tok: Tokenizer;
   try {
@@ -32,11 +35,15 @@ export function loadTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown =
 export function parseIdsText(text: string): number[][] {
   const sequences: number[][] = [];
   text.split(/\r?\n/).forEach((line, i) => {
-    const parts = line.trim().split(/[\s,]+/).filter(Boolean);
+    const parts = line
+      .trim()
+      .split(/[\s,]+/)
+      .filter(Boolean);
     if (parts.length === 0) return;
     const ids = parts.map(Number);
     const bad = ids.findIndex((x) => !Number.isInteger(x) || x < 0);
-    if (bad >= 0) throw new ModelError('invalid-argument', `ids file line ${i + 1}: '${parts[bad]}' is not a token id.`);
+    if (bad >= 0)
+      throw new ModelError('invalid-argument', `ids file line ${i + 1}: '${parts[bad]}' is not a token id.`);
     sequences.push(ids);
   });
   return sequences;

@@ -17,7 +17,11 @@ export type Feeds = Record<string, OrtTensor>;
 
 function intTensor(Tensor: TensorCtor, dtype: string, values: number[], dims: number[]): OrtTensor {
   if (dtype === 'int32') return new Tensor('int32', Int32Array.from(values), dims);
-  return new Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
+  return new Tensor(
+    'int64',
+    BigInt64Array.from(values, (v) => BigInt(v)),
+    dims,
+  );
 }
 
 function emptyPast(Tensor: TensorCtor, spec: IoSpec): OrtTensor {
@@ -38,7 +42,8 @@ export function decoderFeeds(Tensor: TensorCtor, inputs: IoSpec[], ids: number[]
   for (const spec of inputs) {
     const { name } = spec;
     if (name === 'input_ids') feeds[name] = intTensor(Tensor, spec.dtype, ids, [1, n]);
-    else if (name === 'attention_mask') feeds[name] = intTensor(Tensor, spec.dtype, new Array(n).fill(1), [1, n]);
+    else if (name === 'attention_mask')
+      feeds[name] = intTensor(Tensor, spec.dtype, new Array(n).fill(1), [1, n]);
     else if (name === 'position_ids')
       feeds[name] = intTensor(
         Tensor,
@@ -46,7 +51,8 @@ export function decoderFeeds(Tensor: TensorCtor, inputs: IoSpec[], ids: number[]
         Array.from({ length: n }, (_, i) => i),
         [1, n],
       );
-    else if (name === 'token_type_ids') feeds[name] = intTensor(Tensor, spec.dtype, new Array(n).fill(0), [1, n]);
+    else if (name === 'token_type_ids')
+      feeds[name] = intTensor(Tensor, spec.dtype, new Array(n).fill(0), [1, n]);
     else if (name === 'use_cache_branch') feeds[name] = new Tensor('bool', Uint8Array.of(0), [1]);
     else if (isPastInput(name)) feeds[name] = emptyPast(Tensor, spec);
     else
@@ -57,7 +63,10 @@ export function decoderFeeds(Tensor: TensorCtor, inputs: IoSpec[], ids: number[]
       );
   }
   if (!feeds.input_ids) {
-    throw new ModelError('invalid-argument', `The model has no 'input_ids' input, so it is not a language model the studio can evaluate.`);
+    throw new ModelError(
+      'invalid-argument',
+      `The model has no 'input_ids' input, so it is not a language model the studio can evaluate.`,
+    );
   }
   return feeds;
 }

@@ -45,7 +45,10 @@ export interface Window {
 
 export function slidingWindows(lengths: number[], ctx: number, stride: number): Window[] {
   if (!(ctx >= 2) || !(stride >= 1) || stride > ctx) {
-    throw new ModelError('invalid-argument', `Need ctx >= 2 and 1 <= stride <= ctx (got ctx ${ctx}, stride ${stride}).`);
+    throw new ModelError(
+      'invalid-argument',
+      `Need ctx >= 2 and 1 <= stride <= ctx (got ctx ${ctx}, stride ${stride}).`,
+    );
   }
   const windows: Window[] = [];
   lengths.forEach((len, seq) => {
@@ -78,7 +81,10 @@ export function windowNll(
     for (let v = 0; v < vocab; v++) z += Math.exp(logits[row + v] - max);
     const target = ids[t];
     if (target < 0 || target >= vocab) {
-      throw new ModelError('invalid-argument', `Token id ${target} is outside the model's vocabulary of ${vocab}.`);
+      throw new ModelError(
+        'invalid-argument',
+        `Token id ${target} is outside the model's vocabulary of ${vocab}.`,
+      );
     }
     sum += Math.log(z) + max - logits[row + target];
     count++;
@@ -105,7 +111,8 @@ export async function evaluatePerplexity(
     opts.ctx,
     opts.stride,
   );
-  if (windows.length === 0) throw new ModelError('invalid-argument', 'The text has fewer than two tokens: nothing to score.');
+  if (windows.length === 0)
+    throw new ModelError('invalid-argument', 'The text has fewer than two tokens: nothing to score.');
   const fed = inputs.filter((i) => session.inputNames.includes(i.name));
   const outName = logitsOutputName([...session.outputNames]);
   const start = performance.now();

@@ -1,17 +1,45 @@
+import { useEffect } from 'react';
 import { DropZone } from './components/DropZone.tsx';
 import { SummaryCard } from './components/SummaryCard.tsx';
 import { TensorTable } from './components/TensorTable.tsx';
 import { HistogramPanel } from './components/HistogramPanel.tsx';
+import { QualityPanel } from './components/QualityPanel.tsx';
 import { useStudio } from './store.ts';
+import { fetchDemo } from './demo.ts';
+
+let demoRequested = false;
+
+async function loadDemo(autoEvaluate: boolean, force = false) {
+  try {
+    const { files, heldout } = await fetchDemo();
+    // a model the person dropped meanwhile wins over the demo
+    if (!force && (useStudio.getState().summary || useStudio.getState().loading)) return;
+    await useStudio
+      .getState()
+      .open(files, { isDemo: true, evalText: heldout, evalTextLabel: 'demo held-out text' });
+    if (autoEvaluate && useStudio.getState().isDemo) await useStudio.getState().evaluate();
+  } catch (e) {
+    useStudio.setState({ error: (e as Error).message });
+  }
+}
 
 export function App() {
   const summary = useStudio((s) => s.summary);
   const error = useStudio((s) => s.error);
+  useEffect(() => {
+    const params = new URLSearchParams(location.search);
+    if (demoRequested || params.get('demo') === '0') return;
+    demoRequested = true;
+    void loadDemo(params.get('eval') !== '0');
+  }, []);
   return (
     <div className="app">
       <header className="app-header">
         <h1>Compression Studio</h1>
         <p className="tagline">Compress language models in your browser. Nothing leaves your machine.</p>
+        <button type="button" onClick={() => void loadDemo(true, true)}>
+          Load demo model
+        </button>
       </header>
       <DropZone />
       {error && (
@@ -22,6 +50,7 @@ export function App() {
       {summary && (
         <main className="workspace">
           <SummaryCard summary={summary} />
+          <QualityPanel />
           <div className="columns">
             <TensorTable tensors={summary.tensors} />
             <HistogramPanel />

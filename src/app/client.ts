@@ -2,6 +2,8 @@
 import * as Comlink from 'comlink';
 import type { ModelWorkerApi, Progress, Result } from '../../workers/model.worker.ts';
 import type { SerializedError } from '../core/errors.ts';
+import type { EvalRequest, EvalResult, EvalWorkerApi } from '../../workers/eval.worker.ts';
+import type { PerplexityProgress } from '../core/eval/perplexity.ts';
 
 let modelWorker: Comlink.Remote<ModelWorkerApi> | undefined;
 
@@ -34,4 +36,23 @@ export async function openModel(files: { path: string; file: File }[], onProgres
 
 export async function tensorHistogram(name: string, bins: number) {
   return unwrap(await model().histogram(name, bins));
+}
+
+let evalWorker: Comlink.Remote<EvalWorkerApi> | undefined;
+
+function evaluator(): Comlink.Remote<EvalWorkerApi> {
+  evalWorker ??= Comlink.wrap<EvalWorkerApi>(
+    new Worker(new URL('../../workers/eval.worker.ts', import.meta.url), { type: 'module', name: 'eval' }),
+  );
+  return evalWorker;
+}
+
+export type { EvalRequest, EvalResult, PerplexityProgress };
+
+export async function evaluatePerplexity(req: EvalRequest, onProgress: (p: PerplexityProgress) => void) {
+  return unwrap(await evaluator().evaluate(req, Comlink.proxy(onProgress)));
+}
+
+export async function cancelEvaluation() {
+  await evaluator().cancel();
 }

@@ -2,31 +2,96 @@
 import { create } from 'zustand';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
-import { openModel, tensorHistogram, type Progress } from './client.ts';
+import { parseIdsText } from '../core/tokenizer.ts';
+import {
+  cancelEvaluation,
+  evaluatePerplexity,
+  openModel,
+  tensorHistogram,
+  type EvalResult,
+  type PerplexityProgress,
+  type Progress,
+} from './client.ts';
+
+export type PickedFile = { path: string; file: File };
+
+export interface EvalState {
+  running: boolean;
+  progress?: PerplexityProgress;
+  result?: EvalResult;
+  error?: string;
+}
 
 export interface StudioState {
   summary?: ModelSummary;
+  files: PickedFile[];
+  /** Parsed config.json / tokenizer.json of the open model, when it came with them. */
+  config?: Record<string, unknown>;
+  tokenizerJson?: unknown;
+  isDemo: boolean;
   loading?: Progress & { fileName: string };
   error?: string;
   selected?: string;
   histogram?: Histogram;
   histogramBins: number;
   histogramLog: boolean;
-  open(files: { path: string; file: File }[]): Promise<void>;
+  evalText: string;
+  evalTextLabel: string;
+  /** The eval text is pre-tokenized ids (one sequence per line), for models without tokenizer.json. */
+  evalIsIds: boolean;
+  ctx: number;
+  stride: number;
+  evaluation: EvalState;
+  open(
+    files: PickedFile[],
+    opts?: { isDemo?: boolean; evalText?: string; evalTextLabel?: string },
+  ): Promise<void>;
   select(name: string): Promise<void>;
   setBins(bins: number): Promise<void>;
   setLog(log: boolean): void;
+  setEvalText(text: string, label: string, isIds?: boolean): void;
+  setTokenizer(json: unknown): void;
+  setWindow(ctx: number, stride: number): void;
+  evaluate(): Promise<void>;
+  cancelEvaluate(): void;
 }
 
 let openSeq = 0;
 let histSeq = 0;
+let evalSeq = 0;
+
+const base = (p: string) => p.split('/').pop() ?? p;
+
+async function readJson(files: PickedFile[], name: string): Promise<unknown> {
+  const f = files.find((x) => base(x.path) === name);
+  if (!f) return undefined;
+  try {
+    return JSON.parse(await f.file.text());
+  } catch {
+    return undefined;
+  }
+}
+
+function contextOf(config: Record<string, unknown> | undefined): number {
+  const n = config?.n_positions ?? config?.max_position_embeddings ?? config?.n_ctx;
+  return typeof n === 'number' && n > 1 ? Math.min(n, 2048) : 512;
+}
 
 export const useStudio = create<StudioState>((set, get) => ({
+  files: [],
+  isDemo: false,
   histogramBins: 64,
   histogramLog: false,
+  evalText: '',
+  evalTextLabel: '',
+  evalIsIds: false,
+  ctx: 512,
+  stride: 256,
+  evaluation: { running: false },
 
-  async open(files) {
+  async open(files, opts = {}) {
     const seq = ++openSeq;
+    get().cancelEvaluate();
     const fileName = files.map((f) => f.path).find((p) => p.endsWith('.onnx')) ?? files[0]?.path ?? '';
     set({ loading: { phase: 'reading', done: 0, total: 1, fileName }, error: undefined });
     let finished = false;
@@ -37,7 +102,25 @@ export const useStudio = create<StudioState>((set, get) => ({
       });
       finished = true;
       if (seq !== openSeq) return;
-      set({ summary, loading: undefined, selected: undefined, histogram: undefined });
+      const config = (await readJson(files, 'config.json')) as Record<string, unknown> | undefined;
+      const tokenizerJson = await readJson(files, 'tokenizer.json');
+      const ctx = contextOf(config);
+      set({
+        summary,
+        files,
+        config,
+        tokenizerJson,
+        isDemo: !!opts.isDemo,
+        loading: undefined,
+        selected: undefined,
+        histogram: undefined,
+        ctx,
+        stride: Math.max(1, Math.floor(ctx / 2)),
+        evaluation: { running: false },
+        ...(opts.evalText !== undefined
+          ? { evalText: opts.evalText, evalTextLabel: opts.evalTextLabel ?? '', evalIsIds: false }
+          : {}),
+      });
       const firstWeight = summary.tensors.find((t) =>
         t.consumers.some((c) => c === 'MatMul' || c === 'Gemm'),
       );
@@ -67,5 +150,56 @@ export const useStudio = create<StudioState>((set, get) => ({
 
   setLog(log) {
     set({ histogramLog: log });
+  },
+
+  setEvalText(text, label, isIds = false) {
+    set({ evalText: text, evalTextLabel: label, evalIsIds: isIds });
+  },
+
+  setTokenizer(json) {
+    set({ tokenizerJson: json });
+  },
+
+  setWindow(ctx, stride) {
+    set({ ctx, stride });
+  },
+
+  async evaluate() {
+    const { summary, files, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
+    if (!summary) return;
+    const seq = ++evalSeq;
+    set({ evaluation: { running: true } });
+    try {
+      const main = files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];
+      const externalData = files
+        .filter((f) => f !== main && !/\.(onnx|json|txt|md)$/i.test(f.path))
+        .map((f) => ({ path: base(f.path), data: f.file }));
+      const result = await evaluatePerplexity(
+        {
+          model: {
+            key: `original:${main.path}:${main.file.size}:${main.file.lastModified}`,
+            model: main.file,
+            externalData,
+            inputs: summary.inputs,
+          },
+          ...(evalIsIds ? { ids: parseIdsText(evalText) } : { text: evalText, tokenizerJson }),
+          ctx,
+          stride,
+        },
+        (progress) => {
+          if (seq === evalSeq && get().evaluation.running) set({ evaluation: { running: true, progress } });
+        },
+      );
+      if (seq === evalSeq) set({ evaluation: { running: false, result } });
+    } catch (e) {
+      if (seq !== evalSeq) return;
+      const cancelled = (e as { code?: string }).code === 'cancelled';
+      set({ evaluation: { running: false, error: cancelled ? 'Cancelled.' : (e as Error).message } });
+    }
+  },
+
+  cancelEvaluate() {
+    if (!get().evaluation.running) return;
+    void cancelEvaluation();
   },
 }));

@@ -7,7 +7,9 @@ const USAGE = `compression-studio — inspect, evaluate and compress ONNX langua
 Usage:
   compression-studio inspect MODEL.onnx [--json]
   compression-studio ppl MODEL.onnx (--text FILE --tokenizer DIR_OR_JSON | --ids FILE) [--ctx N] [--stride N] [--json]
-  compression-studio compress MODEL.onnx (--recipe RECIPE.json | --int8 | --int4 | --prune S | --kmeans K | --fp16) -o OUT.onnx [--json]
+  compression-studio compress MODEL.onnx (--recipe RECIPE.json | --int8 [--per-tensor] | --int4 [--block 32]
+                     | --prune S [--global] [--nm 2:4] | --kmeans K [--per-channel] | --fp16) -o OUT.onnx [--json]
+  compression-studio methods [--json]      list methods, their options and defaults
 `;
 
 export type Command = (args: string[], out: (s: string) => void) => Promise<number>;
@@ -15,6 +17,7 @@ export type Command = (args: string[], out: (s: string) => void) => Promise<numb
 const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: async () => inspectCommand,
   ppl: async () => (await import('./ppl.ts')).pplCommand,
+  compress: async () => (await import('./compress.ts')).compressCommand,
 };
 
 export async function main(

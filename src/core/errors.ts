@@ -8,6 +8,8 @@ export type ModelErrorCode =
   | 'missing-external-data'
   | 'unsupported-dtype'
   | 'invalid-argument'
+  | 'unsupported'
+  | 'invalid-recipe'
   | 'cancelled';
 
 export class ModelError extends Error {

@@ -60,6 +60,9 @@ export async function createSession(
     executionProviders: wantGpu ? ['webgpu', 'wasm'] : ['wasm'],
     graphOptimizationLevel: 'all',
     externalData: req.externalData,
+    // measure weight-only compression as such: without this onnxruntime fuses DequantizeLinear→MatMul
+    // into MatMulNBits that also quantizes activations to int8 (accuracy level 4)
+    extra: { session: { qdq_matmulnbits_accuracy_level: '0' } },
   };
   const session = await ort.InferenceSession.create(req.model, options);
   return { session, info: { ...base, provider: wantGpu ? 'webgpu' : 'wasm' } };

@@ -34,17 +34,18 @@ export function rawTensor(name: string, dataType: number, dims: number[], bytes:
   return { name, data_type: dataType, dims, raw_data: bytes };
 }
 
-function withGraph(proto: ModelProto, graph: GraphProto): ModelProto {
-  return { ...proto, graph };
-}
-
 /**
  * Serialize `model` (or `graph` in place of its graph: exporters pass a rewritten one).
  * Tensor bytes are read from wherever they live now, including the source model's external files.
  */
 export function writeModel(
   model: OnnxModel,
-  options: { externalData?: ExternalDataOptions; graph?: GraphProto } = {},
+  options: {
+    externalData?: ExternalDataOptions;
+    graph?: GraphProto;
+    /** Model-level fields to replace (opset_import, ir_version) when a rewrite needs newer ops. */
+    proto?: Partial<Omit<ModelProto, 'graph'>>;
+  } = {},
 ): WrittenModel {
   const graph = options.graph ?? model.graph;
   const ext = options.externalData;
@@ -81,7 +82,7 @@ export function writeModel(
       `The model's weights (${embeddedBytes} bytes) do not fit in one ONNX file (2 GiB limit): export with external data.`,
     );
   }
-  const bytes = encodeModelProto(withGraph(model.proto, { ...graph, initializer }));
+  const bytes = encodeModelProto({ ...model.proto, ...options.proto, graph: { ...graph, initializer } });
   return ext
     ? { model: bytes, externalData: { location: ext.location, chunks, size: offset } }
     : { model: bytes };

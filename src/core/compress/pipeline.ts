@@ -1,0 +1,174 @@
+/**
+ * Running a recipe over a model's weights: each step's kernel over the tensors its selector picks,
+ * in order, then per-tensor error and size against the original. Nothing here touches the source
+ * model; export reads the outcomes.
+ */
+import { ModelError } from '../errors.ts';
+import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { getMethod } from '../../methods/registry.ts';
+import type { OptionValues, WeightMatrix } from '../../methods/types.ts';
+import { errorStats, type ErrorStats } from './metrics.ts';
+import type { ResolvedStep } from './recipe.ts';
+import { selectWeights, weightCandidates, type WeightCandidate, type WeightRole } from './select.ts';
+
+export interface TensorOutcome {
+  candidate: WeightCandidate;
+  original: Float32Array;
+  values: Float32Array;
+  /** Method ids applied, in order. */
+  methods: string[];
+  /** The storage format chosen by the last encode step, if any (dropped if a transform came after). */
+  encoder: { method: string; options: OptionValues; encoding: unknown } | null;
+  storedBytes: number;
+}
+
+export interface TensorReport extends ErrorStats {
+  name: string;
+  shape: [number, number];
+  role: WeightRole;
+  /** e.g. "prune+int4" */
+  method: string;
+  params: number;
+  originalBytes: number;
+  storedBytes: number;
+  bitsPerWeight: number;
+}
+
+export interface CompressionTotals {
+  /** Size of the source model file(s). */
+  inputBytes: number;
+  /** Expected size of the export: the source with each compressed tensor's bytes swapped. */
+  estimatedOutputBytes: number;
+  tensors: number;
+  params: number;
+  originalWeightBytes: number;
+  storedWeightBytes: number;
+  bitsPerWeight: number;
+  sparsity: number;
+}
+
+export interface CompressionResult {
+  outcomes: TensorOutcome[];
+  reports: TensorReport[];
+  totals: CompressionTotals;
+  warnings: string[];
+}
+
+export interface CompressOptions {
+  onProgress?: (done: number, total: number, label: string) => void;
+  /** Checked between steps; throw to stop (the worker throws a 'cancelled' ModelError). */
+  checkCancelled?: () => void;
+}
+
+export function asMatrix(c: WeightCandidate, values: Float32Array): WeightMatrix {
+  return { name: c.name, shape: c.shape, values, channelAxis: c.channelAxis };
+}
+
+export function reportFor(o: TensorOutcome): TensorReport {
+  const params = o.original.length;
+  const stats = errorStats(o.original, o.values);
+  return {
+    name: o.candidate.name,
+    shape: o.candidate.shape,
+    role: o.candidate.role,
+    method: o.methods.join('+'),
+    params,
+    originalBytes: params * 4,
+    storedBytes: o.storedBytes,
+    bitsPerWeight: (o.storedBytes * 8) / params,
+    ...stats,
+  };
+}
+
+export function totalsFor(model: OnnxModel, reports: readonly TensorReport[]): CompressionTotals {
+  let params = 0;
+  let originalWeightBytes = 0;
+  let storedWeightBytes = 0;
+  let zeros = 0;
+  for (const r of reports) {
+    params += r.params;
+    originalWeightBytes += r.originalBytes;
+    storedWeightBytes += r.storedBytes;
+    zeros += r.sparsity * r.params;
+  }
+  let inputBytes = model.fileSize;
+  for (const f of model.external.values()) inputBytes += f.size;
+  return {
+    inputBytes,
+    estimatedOutputBytes: inputBytes - originalWeightBytes + storedWeightBytes,
+    tensors: reports.length,
+    params,
+    originalWeightBytes,
+    storedWeightBytes,
+    bitsPerWeight: params ? (storedWeightBytes * 8) / params : 32,
+    sparsity: params ? zeros / params : 0,
+  };
+}
+
+export function compressModel(
+  model: OnnxModel,
+  steps: readonly ResolvedStep[],
+  options: CompressOptions = {},
+): CompressionResult {
+  const candidates = weightCandidates(model.graph);
+  const outcomes = new Map<string, TensorOutcome>();
+  const warnings: string[] = [];
+  steps.forEach((step, i) => {
+    options.checkCancelled?.();
+    const method = getMethod(step.method);
+    const picked = selectWeights(candidates, step.select);
+    if (!picked.length) {
+      warnings.push(`Step ${i + 1} (${method.id}) selected no tensors.`);
+      return;
+    }
+    options.onProgress?.(i, steps.length, method.label);
+    const inputs = picked.map((c) => {
+      let o = outcomes.get(c.name);
+      if (!o) {
+        const original = readTensorFloat32(model, findInitializer(model, c.name));
+        o = {
+          candidate: c,
+          original,
+          values: original,
+          methods: [],
+          encoder: null,
+          storedBytes: original.byteLength,
+        };
+        outcomes.set(c.name, o);
+      }
+      return o;
+    });
+    const results = method.apply(
+      inputs.map((o) => asMatrix(o.candidate, o.values)),
+      step.options,
+    );
+    results.forEach((r, j) => {
+      const o = inputs[j];
+      if (method.role === 'transform' && o.encoder) {
+        warnings.push(
+          `${o.candidate.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
+        );
+        o.encoder = null;
+      }
+      if (method.role === 'encode' && o.encoder)
+        warnings.push(
+          `${o.candidate.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
+        );
+      o.values = r.values;
+      o.storedBytes = r.storedBytes;
+      o.methods.push(method.id);
+      if (method.role === 'encode')
+        o.encoder = { method: method.id, options: step.options, encoding: r.encoding };
+    });
+  });
+  options.onProgress?.(steps.length, steps.length, 'done');
+  if (!outcomes.size)
+    throw new ModelError(
+      'invalid-recipe',
+      `The recipe selected no weights in ${model.name} (it has ${candidates.length} weight matrices; ` +
+        `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
+    );
+  const list = [...outcomes.values()];
+  const reports = list.map(reportFor);
+  return { outcomes: list, reports, totals: totalsFor(model, reports), warnings };
+}

@@ -1,0 +1,73 @@
+/** int8 weights: symmetric or asymmetric, per output channel or per tensor, exported as DequantizeLinear. */
+import { DataType } from '../../core/onnx/dtypes.ts';
+import { makeNode } from '../../core/onnx/build.ts';
+import { rawTensor } from '../../core/onnx/write.ts';
+import type { CompressionMethod } from '../types.ts';
+import { bytesOf } from '../bytes.ts';
+import { dequantizeInt8, quantizeInt8, type Int8Quantized } from './kernel.ts';
+
+export interface Int8Options {
+  [key: string]: string | boolean;
+  granularity: 'per-channel' | 'per-tensor';
+  symmetric: boolean;
+}
+
+export const int8Method: CompressionMethod<Int8Options, Int8Quantized> = {
+  id: 'int8',
+  label: 'int8 weights',
+  summary: 'Round weights to 8-bit integers with a scale per output channel (or per tensor).',
+  role: 'encode',
+  options: [
+    {
+      key: 'granularity',
+      label: 'Scale granularity',
+      type: 'select',
+      choices: [
+        { value: 'per-channel', label: 'Per output channel' },
+        { value: 'per-tensor', label: 'Per tensor' },
+      ],
+      default: 'per-channel',
+    },
+    {
+      key: 'symmetric',
+      label: 'Symmetric',
+      type: 'boolean',
+      default: true,
+      help: 'Symmetric: int8 with zero point 0. Asymmetric: uint8 with a zero point per scale.',
+    },
+  ],
+  apply(tensors, options) {
+    return tensors.map((t) => {
+      const axis = options.granularity === 'per-tensor' ? null : t.channelAxis;
+      const [rows, cols] = t.shape;
+      const encoding = quantizeInt8(t.values, rows, cols, axis, options.symmetric);
+      const values = dequantizeInt8(encoding, rows, cols, axis);
+      const storedBytes =
+        encoding.q.byteLength + encoding.scales.byteLength + (encoding.zeroPoints?.byteLength ?? 0);
+      return { values, storedBytes, encoding };
+    });
+  },
+  rewrite(t, encoding, editor, options) {
+    const perTensor = options.granularity === 'per-tensor';
+    const scaleDims = perTensor ? [] : [encoding.scales.length];
+    const qName = editor.uniqueName(`${t.name}_quantized`);
+    const scaleName = editor.uniqueName(`${t.name}_scale`);
+    const inputs = [qName, scaleName];
+    editor.removeInitializer(t.name);
+    const qType = encoding.zeroPoints ? DataType.UINT8 : DataType.INT8;
+    editor.setInitializer(rawTensor(qName, qType, [...t.shape], bytesOf(encoding.q)));
+    editor.setInitializer(rawTensor(scaleName, DataType.FLOAT, scaleDims, bytesOf(encoding.scales)));
+    if (encoding.zeroPoints) {
+      const zpName = editor.uniqueName(`${t.name}_zero_point`);
+      editor.setInitializer(rawTensor(zpName, DataType.UINT8, scaleDims, bytesOf(encoding.zeroPoints)));
+      inputs.push(zpName);
+    }
+    editor.requireOpset('', 13);
+    const attrs: Record<string, number> = perTensor ? {} : { axis: t.channelAxis };
+    editor.addDecodeNodes(
+      makeNode('DequantizeLinear', inputs, [t.name], attrs, {
+        name: editor.uniqueName(`${t.name}_DequantizeLinear`),
+      }),
+    );
+  },
+};

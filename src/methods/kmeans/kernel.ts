@@ -1,0 +1,262 @@
+/**
+ * 1-D k-means for weight sharing. Weights are first reduced to sorted weighted points (the distinct
+ * values of a small tensor, or the bin means of a 65,536-bin histogram of a large one); k-means++
+ * seeding and Lloyd iterations then run on prefix sums over those points, so one iteration costs
+ * O(K log P) whatever the tensor size. A last exact pass assigns every weight and recomputes each
+ * centroid as the mean of its weights.
+ */
+
+/** Sorted 1-D points with weights (how many weights each stands for) and prefix sums. */
+interface Points {
+  v: Float64Array;
+  w: Float64Array;
+  /** prefix sums of w, w·v, w·v², length P + 1 */
+  cw: Float64Array;
+  cs: Float64Array;
+  cq: Float64Array;
+}
+
+const HISTOGRAM_BINS = 1 << 16;
+/** Tensors up to this size are clustered on their exact sorted values. */
+const EXACT_LIMIT = 1 << 17;
+
+function withPrefixSums(v: Float64Array, w: Float64Array): Points {
+  const p = v.length;
+  const cw = new Float64Array(p + 1);
+  const cs = new Float64Array(p + 1);
+  const cq = new Float64Array(p + 1);
+  for (let i = 0; i < p; i++) {
+    cw[i + 1] = cw[i] + w[i];
+    cs[i + 1] = cs[i] + w[i] * v[i];
+    cq[i + 1] = cq[i] + w[i] * v[i] * v[i];
+  }
+  return { v, w, cw, cs, cq };
+}
+
+/** Distinct values of x (zeros skipped when asked), weighted by multiplicity. */
+function exactPoints(x: Float32Array, skipZeros: boolean): Points {
+  const sorted = Float32Array.from(x).sort();
+  const v: number[] = [];
+  const w: number[] = [];
+  for (let i = 0; i < sorted.length; i++) {
+    const a = sorted[i];
+    if (skipZeros && a === 0) continue;
+    if (v.length && v[v.length - 1] === a) w[w.length - 1]++;
+    else {
+      v.push(a);
+      w.push(1);
+    }
+  }
+  return withPrefixSums(Float64Array.from(v), Float64Array.from(w));
+}
+
+/** One point per non-empty bin of a fine histogram, at the mean of the values that fell in it. */
+function histogramPoints(x: Float32Array, skipZeros: boolean): Points {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < x.length; i++) {
+    const a = x[i];
+    if (skipZeros && a === 0) continue;
+    if (a < lo) lo = a;
+    if (a > hi) hi = a;
+  }
+  if (!(lo <= hi)) return withPrefixSums(new Float64Array(0), new Float64Array(0));
+  const count = new Float64Array(HISTOGRAM_BINS);
+  const sum = new Float64Array(HISTOGRAM_BINS);
+  const scale = hi > lo ? (HISTOGRAM_BINS - 1) / (hi - lo) : 0;
+  for (let i = 0; i < x.length; i++) {
+    const a = x[i];
+    if (skipZeros && a === 0) continue;
+    const b = ((a - lo) * scale) | 0;
+    count[b]++;
+    sum[b] += a;
+  }
+  let p = 0;
+  for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
+  const v = new Float64Array(p);
+  const w = new Float64Array(p);
+  for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
+    if (count[b] === 0) continue;
+    v[j] = sum[b] / count[b];
+    w[j++] = count[b];
+  }
+  return withPrefixSums(v, w);
+}
+
+// mulberry32: a small seeded generator so the same recipe gives the same codebook everywhere
+function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** First index i with v[i] > x (v sorted). */
+function upperBound(v: Float64Array, x: number, from = 0, to = v.length): number {
+  let lo = from;
+  let hi = to;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (v[mid] > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+// k-means++: each next centroid drawn with probability ∝ w · D², D the distance to the nearest chosen one.
+function seedPlusPlus(p: Points, k: number, random: () => number): Float64Array {
+  const n = p.v.length;
+  const centroids = new Float64Array(k);
+  const d2 = new Float64Array(n);
+  let target = random() * p.cw[n];
+  centroids[0] = p.v[Math.min(n - 1, upperBound(p.cw, target) - 1)];
+  for (let i = 0; i < n; i++) d2[i] = (p.v[i] - centroids[0]) ** 2;
+  for (let j = 1; j < k; j++) {
+    let total = 0;
+    for (let i = 0; i < n; i++) total += p.w[i] * d2[i];
+    let pick = n - 1;
+    if (total > 0) {
+      target = random() * total;
+      for (let i = 0, acc = 0; i < n; i++) {
+        acc += p.w[i] * d2[i];
+        if (acc >= target) {
+          pick = i;
+          break;
+        }
+      }
+    }
+    const c = p.v[pick];
+    centroids[j] = c;
+    for (let i = 0; i < n; i++) {
+      const d = (p.v[i] - c) ** 2;
+      if (d < d2[i]) d2[i] = d;
+    }
+  }
+  return centroids.sort();
+}
+
+/**
+ * Lloyd iterations on sorted points: cluster j owns the points between the midpoints to its
+ * neighbours, its new centroid is their weighted mean. Stops when no boundary moves.
+ */
+function lloyd(
+  p: Points,
+  init: Float64Array,
+  maxIterations: number,
+): { centroids: Float64Array; inertia: number } {
+  const k = init.length;
+  const n = p.v.length;
+  const c = init.slice().sort();
+  const cut = new Int32Array(k + 1);
+  const prev = new Int32Array(k + 1).fill(-1);
+  cut[k] = n;
+  let inertia = 0;
+  for (let iter = 0; iter < maxIterations; iter++) {
+    for (let j = 1; j < k; j++) cut[j] = upperBound(p.v, (c[j - 1] + c[j]) / 2, cut[j - 1], n);
+    let moved = false;
+    for (let j = 0; j <= k; j++) if (cut[j] !== prev[j]) moved = true;
+    inertia = 0;
+    for (let j = 0; j < k; j++) {
+      const w = p.cw[cut[j + 1]] - p.cw[cut[j]];
+      if (w <= 0) continue; // an empty cluster keeps its centroid
+      const s = p.cs[cut[j + 1]] - p.cs[cut[j]];
+      c[j] = s / w;
+      inertia += p.cq[cut[j + 1]] - p.cq[cut[j]] - (s * s) / w;
+    }
+    c.sort();
+    if (!moved) break;
+    prev.set(cut);
+  }
+  return { centroids: c, inertia };
+}
+
+/** codes[i] = index of the centroid nearest x[i] (centroids sorted; midpoints decide). */
+function assignNearest(x: Float32Array, centroids: Float64Array, codes: Uint8Array): void {
+  const k = centroids.length;
+  const mids = new Float64Array(Math.max(0, k - 1));
+  for (let j = 0; j + 1 < k; j++) mids[j] = (centroids[j] + centroids[j + 1]) / 2;
+  for (let i = 0; i < x.length; i++) {
+    const a = x[i];
+    let lo = 0;
+    let hi = k - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (a > mids[mid]) lo = mid + 1;
+      else hi = mid;
+    }
+    codes[i] = lo;
+  }
+}
+
+export interface KMeansOptions {
+  clusters: number;
+  /** Keep exact zeros (from pruning) as a centroid of their own so sparsity survives. */
+  keepZeros: boolean;
+  restarts: number;
+  seed: number;
+  maxIterations?: number;
+}
+
+/**
+ * Cluster the `count` values x[at(0..count-1)] into at most `clusters` centroids. Writes codes
+ * (sorted-centroid indices) at the same positions and returns the codebook.
+ */
+export function kmeans1d(
+  x: Float32Array,
+  codes: Uint8Array,
+  opts: KMeansOptions,
+  at: (i: number) => number = (i) => i,
+  count: number = x.length,
+): Float32Array {
+  const identity = count === x.length && (count < 2 || at(1) === 1);
+  const values = identity ? x : Float32Array.from({ length: count }, (_, i) => x[at(i)]);
+  let hasZeros = false;
+  if (opts.keepZeros) for (let i = 0; i < values.length && !hasZeros; i++) hasZeros = values[i] === 0;
+  const free = hasZeros ? opts.clusters - 1 : opts.clusters;
+  const points =
+    values.length <= EXACT_LIMIT ? exactPoints(values, hasZeros) : histogramPoints(values, hasZeros);
+  let centroids: Float64Array;
+  if (points.v.length <= free) {
+    centroids = points.v.slice();
+  } else {
+    const random = seededRandom(opts.seed);
+    let best: { centroids: Float64Array; inertia: number } | null = null;
+    for (let r = 0; r < Math.max(1, opts.restarts); r++) {
+      const run = lloyd(points, seedPlusPlus(points, free, random), opts.maxIterations ?? 300);
+      if (!best || run.inertia < best.inertia) best = run;
+    }
+    centroids = (best as { centroids: Float64Array }).centroids;
+  }
+  if (centroids.length === 0) centroids = new Float64Array([0]);
+  // exact refinement: assign every weight, move each centroid to the mean of its weights, assign again
+  const local = new Uint8Array(count);
+  assignNearest(values, centroids, local);
+  const sum = new Float64Array(centroids.length);
+  const num = new Float64Array(centroids.length);
+  for (let i = 0; i < count; i++) {
+    if (hasZeros && values[i] === 0) continue;
+    sum[local[i]] += values[i];
+    num[local[i]]++;
+  }
+  for (let j = 0; j < centroids.length; j++) if (num[j] > 0) centroids[j] = Math.fround(sum[j] / num[j]);
+  centroids.sort();
+  let book = centroids;
+  let zeroCode = -1;
+  if (hasZeros) {
+    book = Float64Array.from([...centroids, 0]).sort();
+    zeroCode = book.indexOf(0);
+  }
+  // nonzero weights choose among the nonzero centroids only, so the sparsity pattern is kept exactly
+  const nonzero = hasZeros ? book.filter((_, j) => j !== zeroCode) : book;
+  assignNearest(values, nonzero, local);
+  for (let i = 0; i < count; i++) {
+    let code = local[i];
+    if (hasZeros) code = values[i] === 0 ? zeroCode : code >= zeroCode ? code + 1 : code;
+    codes[at(i)] = code;
+  }
+  return Float32Array.from(book);
+}

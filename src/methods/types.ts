@@ -1,0 +1,72 @@
+/**
+ * The contract every compression method folder fulfils. A method is data (id, label, options with
+ * defaults and ranges) plus pure functions: a kernel over the selected weight matrices and, for
+ * methods that choose a storage format, a graph rewrite that makes the exported model read the
+ * weight back exactly as the kernel's preview shows it.
+ */
+import type { GraphEditor } from '../core/compress/graph-editor.ts';
+
+export type OptionSpec =
+  | {
+      key: string;
+      label: string;
+      type: 'number';
+      min: number;
+      max: number;
+      step: number;
+      default: number;
+      /** Only these values are allowed (e.g. block sizes that are powers of two). */
+      choices?: readonly number[];
+      help?: string;
+    }
+  | {
+      key: string;
+      label: string;
+      type: 'select';
+      choices: readonly { value: string; label: string }[];
+      default: string;
+      help?: string;
+    }
+  | { key: string; label: string; type: 'boolean'; default: boolean; help?: string };
+
+export type OptionValues = Record<string, number | string | boolean>;
+
+/**
+ * A weight matrix as a kernel sees it. `values` is row-major over `shape` = [rows, cols].
+ * `channelAxis` is the axis of output channels (1 for a MatMul weight [K, N], 0 for a Gather table
+ * or a Gemm weight with transB); the other axis is the one a matmul reduces over.
+ */
+export interface WeightMatrix {
+  name: string;
+  shape: [number, number];
+  values: Float32Array;
+  channelAxis: 0 | 1;
+}
+
+/** What a kernel returns for one tensor. */
+export interface KernelResult<E = unknown> {
+  /** The weights the compressed model computes with, same layout as the input. */
+  values: Float32Array;
+  /** Bytes the tensor occupies in the exported file (payload, scales, codebooks). */
+  storedBytes: number;
+  /** Storage-format data the method's rewrite needs; absent for transforms that stay dense float32. */
+  encoding?: E;
+}
+
+export interface CompressionMethod<O extends OptionValues = OptionValues, E = unknown> {
+  id: string;
+  label: string;
+  /** One sentence for the UI and `--help`. */
+  summary: string;
+  /**
+   * 'transform' methods change values and keep the tensor dense float32 (pruning); 'encode' methods
+   * choose how the tensor is stored (fp16, int8, int4, palettes). A tensor has at most one encoding:
+   * a later encode step re-encodes the values the earlier one produced.
+   */
+  role: 'transform' | 'encode';
+  options: readonly OptionSpec[];
+  /** Kernel over every tensor the step selected (global pruning needs them together). */
+  apply(tensors: readonly WeightMatrix[], options: O): KernelResult<E>[];
+  /** Replace the initializer `tensor.name` by nodes that produce the encoded weight (encode methods). */
+  rewrite?(tensor: WeightMatrix, encoding: E, editor: GraphEditor, options: O): void;
+}

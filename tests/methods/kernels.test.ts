@@ -1,0 +1,199 @@
+import { describe, expect, it } from 'vitest';
+import {
+  magnitudeThreshold,
+  pruneMagnitude,
+  pruneMagnitudeGlobal,
+  pruneNM,
+} from '../../src/methods/prune/kernel.ts';
+import { dequantizeInt8, quantizeInt8 } from '../../src/methods/int8/kernel.ts';
+import {
+  dequantizeInt4Blockwise,
+  packMatMulNBits,
+  quantizeInt4Blockwise,
+} from '../../src/methods/int4/kernel.ts';
+import { kmeans1d } from '../../src/methods/kmeans/kernel.ts';
+import { buildPalette, decodePalette } from '../../src/methods/kmeans/index.ts';
+import { seededFloats } from '../helpers/models.ts';
+
+function zeros(x: Float32Array): number {
+  let n = 0;
+  for (const v of x) if (v === 0) n++;
+  return n;
+}
+
+describe('magnitude pruning', () => {
+  it('zeroes exactly round(s·n) weights, the smallest in magnitude', () => {
+    const x = seededFloats(10_000, 7);
+    for (const s of [0.1, 0.3333, 0.5, 0.9]) {
+      const y = pruneMagnitude(x, s);
+      expect(zeros(y)).toBe(Math.round(s * x.length));
+      // every kept weight is at least as large as every pruned one
+      let maxPruned = 0;
+      let minKept = Infinity;
+      for (let i = 0; i < x.length; i++) {
+        if (y[i] === 0) maxPruned = Math.max(maxPruned, Math.abs(x[i]));
+        else {
+          minKept = Math.min(minKept, Math.abs(x[i]));
+          expect(y[i]).toBe(x[i]);
+        }
+      }
+      expect(maxPruned).toBeLessThanOrEqual(minKept);
+    }
+  });
+
+  it('breaks ties in index order, so sparsity is exact even when every weight is equal', () => {
+    const x = new Float32Array(101).fill(0.25);
+    for (let i = 0; i < x.length; i += 2) x[i] = -0.25;
+    const y = pruneMagnitude(x, 0.3);
+    expect(zeros(y)).toBe(30);
+    for (let i = 0; i < 30; i++) expect(y[i]).toBe(0);
+    expect(y[30]).toBe(x[30]);
+  });
+
+  it('agrees with a sort-based reference on the threshold', () => {
+    const x = seededFloats(5000, 3);
+    const k = 1234;
+    const sorted = Array.from(x, Math.abs).sort((a, b) => a - b);
+    const t = magnitudeThreshold([x], k);
+    const bits = new Uint32Array(Float32Array.of(sorted[k - 1]).buffer)[0];
+    expect(t.bits).toBe(bits);
+  });
+
+  it('global pruning uses one threshold across tensors', () => {
+    const a = seededFloats(3000, 1, 1);
+    const b = seededFloats(1000, 2, 0.1); // small weights: pruned much harder under one threshold
+    const [pa, pb] = pruneMagnitudeGlobal([a, b], 0.4);
+    expect(zeros(pa) + zeros(pb)).toBe(Math.round(0.4 * 4000));
+    expect(zeros(pb) / 1000).toBeGreaterThan(zeros(pa) / 3000);
+  });
+
+  it('N:M keeps the N largest of every M consecutive inputs (along K of a [K, N] weight)', () => {
+    const rows = 16;
+    const cols = 6;
+    const x = seededFloats(rows * cols, 9);
+    const y = pruneNM(x, rows, cols, 1, 2, 4);
+    for (let c = 0; c < cols; c++) {
+      for (let k0 = 0; k0 < rows; k0 += 4) {
+        const group = [0, 1, 2, 3].map((j) => (k0 + j) * cols + c);
+        const kept = group.filter((i) => y[i] !== 0);
+        expect(kept.length).toBe(2);
+        const minKept = Math.min(...kept.map((i) => Math.abs(x[i])));
+        for (const i of group) if (y[i] === 0) expect(Math.abs(x[i])).toBeLessThanOrEqual(minKept);
+      }
+    }
+    // channels along rows (a Gemm transB / Gather layout): groups run along each row
+    const z = pruneNM(x, rows, cols, 0, 2, 4);
+    for (let r = 0; r < rows; r++) {
+      const row = Array.from(z.subarray(r * cols, r * cols + 4));
+      expect(row.filter((v) => v !== 0).length).toBe(2);
+    }
+  });
+});
+
+describe('int8 quantization', () => {
+  it('per-channel symmetric: |error| ≤ scale/2 and the largest weight of each channel is exact', () => {
+    const rows = 32;
+    const cols = 8;
+    const x = seededFloats(rows * cols, 4);
+    const q = quantizeInt8(x, rows, cols, 1, true);
+    expect(q.scales.length).toBe(cols);
+    const y = dequantizeInt8(q, rows, cols, 1);
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) {
+        const i = r * cols + c;
+        expect(Math.abs(x[i] - y[i])).toBeLessThanOrEqual(q.scales[c] / 2 + 1e-7);
+        expect(Math.abs(q.q[i])).toBeLessThanOrEqual(127);
+      }
+  });
+
+  it('asymmetric keeps zero exactly representable', () => {
+    const x = Float32Array.from([0, 0.5, 1, 2, 3, 0]);
+    const q = quantizeInt8(x, 1, 6, null, false);
+    const y = dequantizeInt8(q, 1, 6, null);
+    expect(y[0]).toBe(0);
+    expect(y[5]).toBe(0);
+    expect(Math.abs(y[4] - 3)).toBeLessThan(3 / 255);
+  });
+});
+
+describe('int4 block-wise quantization', () => {
+  it('matches the MatMulNBits definition: codes in 0..15, scale per (column, block), zero point 8', () => {
+    const k = 40; // not a multiple of the block: the last block is padded
+    const n = 3;
+    const x = seededFloats(k * n, 5);
+    const q = quantizeInt4Blockwise(x, k, n, 1, 16, true);
+    expect(q.blocksPerChannel).toBe(3);
+    const y = dequantizeInt4Blockwise(q, k, n, 1);
+    for (let kk = 0; kk < k; kk++)
+      for (let c = 0; c < n; c++) {
+        const b = Math.floor(kk / 16);
+        const code = q.codes[c * 48 + kk];
+        expect(code).toBeGreaterThanOrEqual(0);
+        expect(code).toBeLessThanOrEqual(15);
+        expect(y[kk * n + c]).toBeCloseTo((code - 8) * q.scales[c * 3 + b], 6);
+        // round to nearest, except the side opposite the extreme, which clips at +7 (onnxruntime's scheme)
+        const s = Math.abs(q.scales[c * 3 + b]);
+        const bound = code === 15 ? s : s / 2;
+        expect(Math.abs(y[kk * n + c] - x[kk * n + c])).toBeLessThanOrEqual(bound + 1e-6);
+      }
+    // the value of largest magnitude in each block maps to code 0 (-8 · scale) exactly
+    const block = Array.from({ length: 16 }, (_, kk) => x[kk * n]);
+    const extreme = block.reduce((m, v) => (Math.abs(v) > Math.abs(m) ? v : m), 0);
+    expect(y[block.indexOf(extreme) * n]).toBeCloseTo(extreme, 6);
+    const packed = packMatMulNBits(q);
+    expect(packed.length).toBe(n * 3 * 8);
+    expect(packed[0] & 15).toBe(q.codes[0]);
+    expect(packed[0] >> 4).toBe(q.codes[1]);
+  });
+});
+
+describe('k-means weight sharing', () => {
+  function checkLloydFixedPoint(x: Float32Array, codes: Uint8Array, book: Float32Array) {
+    // every weight sits at its nearest centroid, and every centroid is the mean of its weights
+    const sum = new Float64Array(book.length);
+    const cnt = new Float64Array(book.length);
+    for (let i = 0; i < x.length; i++) {
+      const d = Math.abs(x[i] - book[codes[i]]);
+      for (let j = 0; j < book.length; j++) expect(d).toBeLessThanOrEqual(Math.abs(x[i] - book[j]) + 1e-6);
+      sum[codes[i]] += x[i];
+      cnt[codes[i]]++;
+    }
+    for (let j = 0; j < book.length; j++) if (cnt[j]) expect(book[j]).toBeCloseTo(sum[j] / cnt[j], 5);
+  }
+
+  it('gives at most K values, at a Lloyd fixed point, on small and histogram-sized tensors', () => {
+    for (const n of [5000, 300_000]) {
+      const x = seededFloats(n, 11);
+      for (let i = 0; i < n; i++) x[i] = x[i] ** 3; // a peaked, weight-like distribution
+      const codes = new Uint8Array(n);
+      const book = kmeans1d(x, codes, { clusters: 8, keepZeros: true, restarts: 2, seed: 1 });
+      expect(book.length).toBeLessThanOrEqual(8);
+      if (n === 5000) checkLloydFixedPoint(x, codes, book);
+      const distinct = new Set(Array.from(codes, (c) => book[c]));
+      expect(distinct.size).toBeLessThanOrEqual(8);
+    }
+  });
+
+  it('keeps pruned zeros as zeros', () => {
+    const x = pruneMagnitude(seededFloats(4000, 2), 0.5);
+    const codes = new Uint8Array(x.length);
+    const book = kmeans1d(x, codes, { clusters: 4, keepZeros: true, restarts: 1, seed: 1 });
+    let z = 0;
+    for (let i = 0; i < x.length; i++) if (book[codes[i]] === 0) z++;
+    expect(z).toBe(2000);
+  });
+
+  it('per-channel codebooks: at most K distinct values in each output channel', () => {
+    const rows = 64;
+    const cols = 5;
+    const values = seededFloats(rows * cols, 8);
+    const t = { name: 'w', shape: [rows, cols] as [number, number], values, channelAxis: 1 as const };
+    const p = buildPalette(t, { clusters: 4, perChannel: true, keepZeros: true, export: 'palette' });
+    expect(p.books).toBe(cols);
+    const y = decodePalette(t, p);
+    for (let c = 0; c < cols; c++) {
+      const col = new Set(Array.from({ length: rows }, (_, r) => y[r * cols + c]));
+      expect(col.size).toBeLessThanOrEqual(4);
+    }
+  });
+});

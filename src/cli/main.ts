@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: async () => inspectCommand,
   ppl: async () => (await import('./ppl.ts')).pplCommand,
   compress: async () => (await import('./compress.ts')).compressCommand,
+  methods: async () => (await import('./methods.ts')).methodsCommand,
 };
 
 export async function main(

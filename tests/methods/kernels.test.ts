@@ -127,7 +127,7 @@ describe('int4 block-wise quantization', () => {
     for (let kk = 0; kk < k; kk++)
       for (let c = 0; c < n; c++) {
         const b = Math.floor(kk / 16);
-        const code = q.codes[c * 48 + kk];
+        const code = q.codes[kk * n + c];
         expect(code).toBeGreaterThanOrEqual(0);
         expect(code).toBeLessThanOrEqual(15);
         expect(y[kk * n + c]).toBeCloseTo((code - 8) * q.scales[c * 3 + b], 6);
@@ -140,10 +140,13 @@ describe('int4 block-wise quantization', () => {
     const block = Array.from({ length: 16 }, (_, kk) => x[kk * n]);
     const extreme = block.reduce((m, v) => (Math.abs(v) > Math.abs(m) ? v : m), 0);
     expect(y[block.indexOf(extreme) * n]).toBeCloseTo(extreme, 6);
-    const packed = packMatMulNBits(q);
+    // MatMulNBits packs column-major: byte j of column c holds K-rows 2j (low nibble) and 2j+1 (high)
+    const packed = packMatMulNBits(q, k, n, 1);
     expect(packed.length).toBe(n * 3 * 8);
     expect(packed[0] & 15).toBe(q.codes[0]);
-    expect(packed[0] >> 4).toBe(q.codes[1]);
+    expect(packed[0] >> 4).toBe(q.codes[n]);
+    expect(packed[24] & 15).toBe(q.codes[1]); // column 1 starts after 3 blocks × 8 bytes
+    expect(packed[23] & 15).toBe(8); // padding past K = 40 holds the zero point
   });
 });
 

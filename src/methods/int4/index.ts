@@ -44,7 +44,9 @@ function rewriteMatMulNBits(t: WeightMatrix, q: Int4Quantized, editor: GraphEdit
   const bName = editor.uniqueName(`${t.name}_Q4`);
   const scaleName = editor.uniqueName(`${t.name}_scales`);
   const blob = q.blockSize / 2;
-  editor.setInitializer(rawTensor(bName, DataType.UINT8, [n, q.blocksPerChannel, blob], packMatMulNBits(q)));
+  editor.setInitializer(
+    rawTensor(bName, DataType.UINT8, [n, q.blocksPerChannel, blob], packMatMulNBits(q, k, n, 1)),
+  );
   editor.setInitializer(rawTensor(scaleName, DataType.FLOAT, [q.scales.length], bytesOf(q.scales)));
   const inputs = [bName, scaleName];
   if (q.zeroPoints) {
@@ -76,7 +78,7 @@ function rewriteBlockedDequantize(t: WeightMatrix, q: Int4Quantized, editor: Gra
   const qName = editor.uniqueName(`${t.name}_DQ_Q4`);
   const scaleName = editor.uniqueName(`${t.name}_DQ_scales`);
   const qType = q.zeroPoints ? DataType.UINT4 : DataType.INT4;
-  const packed = packInt4Natural(q, rows, cols, t.channelAxis);
+  const packed = packInt4Natural(q);
   editor.setInitializer(rawTensor(qName, qType, [rows, cols], packed));
   const scales = blockedScaleLayout(q.scales, q.channels, q.blocksPerChannel, t.channelAxis);
   editor.setInitializer(rawTensor(scaleName, DataType.FLOAT, scaleDims, bytesOf(scales)));

@@ -3,13 +3,15 @@
  * Codes are kept unpacked, channel-major and zero-padded to whole blocks: codes[c * kPad + k] in 0..15.
  */
 
+import { quantizeColumns, updateColumnRanges } from '../column-ranges.ts';
+
 export interface Int4Quantized {
   channels: number;
   /** Length of the reduction axis (K). */
   k: number;
   blockSize: number;
   blocksPerChannel: number;
-  /** Unpacked 4-bit codes, [channels, blocksPerChannel * blockSize]. */
+  /** 4-bit codes 0..15, one byte each, in the matrix's own [rows, cols] layout. */
   codes: Uint8Array;
   /** [channels, blocksPerChannel] */
   scales: Float32Array;
@@ -17,10 +19,28 @@ export interface Int4Quantized {
   zeroPoints: Uint8Array | null;
 }
 
+/** Per-block scale (and zero point) from the block's range; returns 1/scale for the quantize loop. */
+function blockScale(
+  lo: number,
+  hi: number,
+  at: number,
+  scales: Float32Array,
+  zeroPoints: Uint8Array | null,
+): number {
+  if (!zeroPoints) {
+    scales[at] = (-lo > hi ? lo : hi) / -8;
+  } else {
+    scales[at] = (hi - lo) / 15;
+    zeroPoints[at] = scales[at] !== 0 ? Math.min(15, Math.max(0, Math.round(-lo / scales[at]))) : 8;
+  }
+  return scales[at] !== 0 ? 1 / scales[at] : 0;
+}
+
 /**
- * Symmetric: s = m / -8 where m is the block's value of largest magnitude, code = clamp(round(x / s), -8, 7) + 8.
- * Asymmetric: s = (max - min) / 15 with 0 inside [min, max], z = round(-min / s), code = clamp(round(x / s) + z, 0, 15).
- * Element (k, c) of the matrix is x[k * strideK + c * strideC].
+ * Symmetric: s = m / −8 where m is the block's value of largest magnitude, code = min(round(x / s), 7) + 8.
+ * Asymmetric: s = (max − min) / 15 with 0 inside [min, max], z = round(−min / s), code = clamp(round(x / s) + z, 0, 15).
+ * Blocks run along the reduction axis: down the columns of a [K, N] MatMul weight (channelAxis 1),
+ * along the rows of a [C, K] table (channelAxis 0).
  */
 export function quantizeInt4Blockwise(
   x: Float32Array,
@@ -32,81 +52,91 @@ export function quantizeInt4Blockwise(
 ): Int4Quantized {
   const channels = channelAxis === 1 ? cols : rows;
   const k = channelAxis === 1 ? rows : cols;
-  const strideK = channelAxis === 1 ? cols : 1;
-  const strideC = channelAxis === 1 ? 1 : cols;
   const blocks = Math.ceil(k / blockSize);
-  const kPad = blocks * blockSize;
-  const codes = new Uint8Array(channels * kPad).fill(symmetric ? 8 : 0);
+  const codes = new Uint8Array(rows * cols);
   const scales = new Float32Array(channels * blocks);
   const zeroPoints = symmetric ? null : new Uint8Array(channels * blocks);
-  const lo = new Float64Array(channels);
-  const hi = new Float64Array(channels);
-  const inv = new Float64Array(channels);
-  const zp = new Float64Array(channels);
+  if (channelAxis === 0) {
+    for (let c = 0; c < channels; c++) {
+      for (let b = 0; b < blocks; b++) {
+        const start = c * cols + b * blockSize;
+        const end = c * cols + Math.min(k, (b + 1) * blockSize);
+        let lo = 0;
+        let hi = 0;
+        for (let i = start; i < end; i++) {
+          const v = x[i];
+          if (v < lo) lo = v;
+          else if (v > hi) hi = v;
+        }
+        const inv = blockScale(lo, hi, c * blocks + b, scales, zeroPoints);
+        const z = zeroPoints ? zeroPoints[c * blocks + b] : 8;
+        for (let i = start; i < end; i++) {
+          const q = Math.round(x[i] * inv) + z;
+          codes[i] = q > 15 ? 15 : q < 0 ? 0 : q;
+        }
+      }
+    }
+    return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
+  }
+  const lo = new Float32Array(cols);
+  const hi = new Float32Array(cols);
+  const inv = new Float32Array(cols);
+  const offset = new Float32Array(cols).fill(8.5);
   for (let b = 0; b < blocks; b++) {
-    const k0 = b * blockSize;
-    const k1 = Math.min(k, k0 + blockSize);
+    const r0 = b * blockSize;
+    const r1 = Math.min(k, r0 + blockSize);
     lo.fill(0);
     hi.fill(0);
-    // walk the block in memory order: k outer, channel inner when channels are columns
-    for (let kk = k0; kk < k1; kk++) {
-      const rowBase = kk * strideK;
-      for (let c = 0; c < channels; c++) {
-        const v = x[rowBase + c * strideC];
-        if (v < lo[c]) lo[c] = v;
-        if (v > hi[c]) hi[c] = v;
-      }
+    updateColumnRanges(x, r0, r1, cols, lo, hi);
+    for (let c = 0; c < cols; c++) {
+      inv[c] = blockScale(lo[c], hi[c], c * blocks + b, scales, zeroPoints);
+      if (zeroPoints) offset[c] = zeroPoints[c * blocks + b] + 0.5;
     }
-    for (let c = 0; c < channels; c++) {
-      const at = c * blocks + b;
-      if (symmetric) {
-        const m = -lo[c] > hi[c] ? lo[c] : hi[c];
-        scales[at] = m / -8;
-        zp[c] = 8;
-      } else {
-        scales[at] = (hi[c] - lo[c]) / 15;
-        zp[c] = scales[at] !== 0 ? Math.min(15, Math.max(0, Math.round(-lo[c] / scales[at]))) : 8;
-        (zeroPoints as Uint8Array)[at] = zp[c];
-      }
-      inv[c] = scales[at] !== 0 ? 1 / scales[at] : 0;
-    }
-    for (let kk = k0; kk < k1; kk++) {
-      const rowBase = kk * strideK;
-      for (let c = 0; c < channels; c++) {
-        const q = Math.round(x[rowBase + c * strideC] * inv[c]) + zp[c];
-        codes[c * kPad + kk] = q > 15 ? 15 : q < 0 ? 0 : q;
-      }
-    }
+    // code = floor(x / s + z + 0.5); x / s + z ≥ −0.5 by construction, only the top needs a clamp
+    quantizeColumns(x, codes, r0, r1, cols, inv, offset, 15, 0);
   }
   return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
 }
 
-/** x' = (code - z) · s, in float32, back in the matrix's own layout. */
+/** x' = (code − z) · s, in float32. */
 export function dequantizeInt4Blockwise(
   quant: Int4Quantized,
   rows: number,
   cols: number,
   channelAxis: 0 | 1,
 ): Float32Array {
-  const { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints } = quant;
-  const strideK = channelAxis === 1 ? cols : 1;
-  const strideC = channelAxis === 1 ? 1 : cols;
-  const kPad = blocks * blockSize;
+  const { blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints } = quant;
   const out = new Float32Array(rows * cols);
-  for (let kk = 0; kk < k; kk++) {
-    const b = (kk / blockSize) | 0;
-    for (let c = 0; c < channels; c++) {
-      const at = c * blocks + b;
-      const z = zeroPoints ? zeroPoints[at] : 8;
-      out[kk * strideK + c * strideC] = (codes[c * kPad + kk] - z) * scales[at];
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0, i = r * cols; c < cols; c++, i++) {
+      const at = channelAxis === 1 ? c * blocks + ((r / blockSize) | 0) : r * blocks + ((c / blockSize) | 0);
+      out[i] = (codes[i] - (zeroPoints ? zeroPoints[at] : 8)) * scales[at];
     }
   }
   return out;
 }
 
+/** Codes of channel c in reduction order, zero-padded (code z) to whole blocks: [channels, blocks · blockSize]. */
+function channelMajorCodes(quant: Int4Quantized, rows: number, cols: number, channelAxis: 0 | 1): Uint8Array {
+  const { channels, k, blockSize, blocksPerChannel: blocks, codes } = quant;
+  const kPad = blocks * blockSize;
+  const out = new Uint8Array(channels * kPad).fill(quant.zeroPoints ? 0 : 8);
+  if (channelAxis === 0) {
+    for (let c = 0; c < channels; c++) out.set(codes.subarray(c * cols, c * cols + k), c * kPad);
+  } else {
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * kPad + r] = codes[r * cols + c];
+  }
+  return out;
+}
+
 /** MatMulNBits' B: [N, blocks, blockSize / 2] bytes, the first of each pair of codes in the low nibble. */
-export function packMatMulNBits(quant: Int4Quantized): Uint8Array {
-  const { codes } = quant;
+export function packMatMulNBits(
+  quant: Int4Quantized,
+  rows: number,
+  cols: number,
+  channelAxis: 0 | 1,
+): Uint8Array {
+  const codes = channelMajorCodes(quant, rows, cols, channelAxis);
   const out = new Uint8Array(codes.length >> 1);
   for (let i = 0; i < out.length; i++) out[i] = codes[2 * i] | (codes[2 * i + 1] << 4);
   return out;
@@ -130,27 +160,12 @@ export function packZeroPointsMatMulNBits(quant: Int4Quantized): Uint8Array {
  * Blocked DequantizeLinear (opset 21) wants the weight in its own layout as int4 (symmetric, value =
  * code - 8) or uint4 (asymmetric), two per byte, first element in the low nibble.
  */
-export function packInt4Natural(
-  quant: Int4Quantized,
-  rows: number,
-  cols: number,
-  channelAxis: 0 | 1,
-): Uint8Array {
-  const { blockSize, blocksPerChannel: blocks, codes, zeroPoints } = quant;
-  const kPad = blocks * blockSize;
-  const n = rows * cols;
-  const out = new Uint8Array((n + 1) >> 1);
-  // int4 two's complement of (code - 8) is code ^ 8 in the low 4 bits
+export function packInt4Natural(quant: Int4Quantized): Uint8Array {
+  const { codes, zeroPoints } = quant;
+  const out = new Uint8Array((codes.length + 1) >> 1);
+  // int4 two's complement of (code − 8) is code ^ 8 in the low 4 bits
   const flip = zeroPoints ? 0 : 8;
-  for (let r = 0; r < rows; r++) {
-    for (let col = 0; col < cols; col++) {
-      const i = r * cols + col;
-      const c = channelAxis === 1 ? col : r;
-      const kk = channelAxis === 1 ? r : col;
-      const nibble = codes[c * kPad + kk] ^ flip;
-      out[i >> 1] |= nibble << ((i & 1) * 4);
-    }
-  }
+  for (let i = 0; i < codes.length; i++) out[i >> 1] |= (codes[i] ^ flip) << ((i & 1) * 4);
   return out;
 }
 

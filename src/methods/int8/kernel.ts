@@ -1,4 +1,9 @@
-/** int8 weight quantization kernels: flat loops over a row-major [rows, cols] matrix. */
+/**
+ * int8 weight quantization kernels: flat loops over a row-major [rows, cols] matrix, specialised by
+ * where the channels run so the inner loop is a straight walk through memory.
+ */
+
+import { quantizeColumns, updateColumnRanges } from '../column-ranges.ts';
 
 export interface Int8Quantized {
   /** Same layout as the input; int8 when symmetric, uint8 with zero points otherwise. */
@@ -8,36 +13,51 @@ export interface Int8Quantized {
   zeroPoints: Uint8Array | null;
 }
 
-// channel of element (r, c): c when channels are columns, r when they are rows, 0 per tensor.
-function channelCount(rows: number, cols: number, channelAxis: 0 | 1 | null): number {
-  return channelAxis === null ? 1 : channelAxis === 1 ? cols : rows;
-}
-
-/** Per-channel (or per-tensor) range: min and max over each channel's values. */
+/** lo[ch], hi[ch] = min, max over each channel; channels are columns (axis 1), rows (axis 0) or one (null). */
 function channelRanges(
   x: Float32Array,
   rows: number,
   cols: number,
   channelAxis: 0 | 1 | null,
-): { lo: Float64Array; hi: Float64Array } {
-  const n = channelCount(rows, cols, channelAxis);
-  const lo = new Float64Array(n).fill(Infinity);
-  const hi = new Float64Array(n).fill(-Infinity);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) {
-      const ch = channelAxis === 1 ? c : channelAxis === 0 ? r : 0;
-      const v = x[base + c];
-      if (v < lo[ch]) lo[ch] = v;
-      if (v > hi[ch]) hi[ch] = v;
+): { lo: Float32Array; hi: Float32Array } {
+  const n = channelAxis === null ? 1 : channelAxis === 1 ? cols : rows;
+  const lo = new Float32Array(n);
+  const hi = new Float32Array(n);
+  if (channelAxis === 1) {
+    updateColumnRanges(x, 0, rows, cols, lo, hi);
+  } else {
+    const groups = channelAxis === 0 ? rows : 1;
+    const len = channelAxis === 0 ? cols : rows * cols;
+    for (let g = 0; g < groups; g++) {
+      let a = 0;
+      let b = 0;
+      for (let i = g * len, end = i + len; i < end; i++) {
+        const v = x[i];
+        if (v < a) a = v;
+        else if (v > b) b = v;
+      }
+      lo[g] = a;
+      hi[g] = b;
     }
   }
-  return { lo, hi };
+  return { lo, hi }; // both start at 0, so the range always holds zero
+}
+
+/** Expand per-channel values to the inner-loop pattern: per column (axis 1) or constant per row. */
+function forEachChannelRun(
+  rows: number,
+  cols: number,
+  channelAxis: 0 | 1 | null,
+  run: (start: number, end: number, channel: number, perColumn: boolean) => void,
+): void {
+  if (channelAxis === 1) for (let r = 0; r < rows; r++) run(r * cols, r * cols + cols, 0, true);
+  else if (channelAxis === 0) for (let r = 0; r < rows; r++) run(r * cols, r * cols + cols, r, false);
+  else run(0, rows * cols, 0, false);
 }
 
 /**
- * Symmetric: q = clamp(round(x / s), -127, 127), s = max|x| / 127.
- * Asymmetric: q = clamp(round(x / s) + z, 0, 255), s = (max - min) / 255 with 0 inside [min, max].
+ * Symmetric: q = round(x / s), s = max|x| / 127, so |q| ≤ 127.
+ * Asymmetric: q = clamp(round(x / s) + z, 0, 255), s = (max − min) / 255 with 0 inside [min, max].
  */
 export function quantizeInt8(
   x: Float32Array,
@@ -49,45 +69,44 @@ export function quantizeInt8(
   const { lo, hi } = channelRanges(x, rows, cols, channelAxis);
   const channels = lo.length;
   const scales = new Float32Array(channels);
-  const inv = new Float64Array(channels);
+  const inv = new Float32Array(channels);
+  const zp = new Float32Array(channels);
   const zeroPoints = symmetric ? null : new Uint8Array(channels);
   for (let ch = 0; ch < channels; ch++) {
-    const min = Math.min(lo[ch], 0);
-    const max = Math.max(hi[ch], 0);
-    const s = symmetric ? Math.max(-min, max) / 127 : (max - min) / 255;
-    scales[ch] = s;
+    scales[ch] = symmetric ? Math.max(-lo[ch], hi[ch]) / 127 : (hi[ch] - lo[ch]) / 255;
     // divide by the stored float32 scale so the runtime's dequantization reproduces our preview
     inv[ch] = scales[ch] > 0 ? 1 / scales[ch] : 0;
-    if (zeroPoints)
-      zeroPoints[ch] = scales[ch] > 0 ? Math.min(255, Math.max(0, Math.round(-min * inv[ch]))) : 0;
+    if (zeroPoints) {
+      zeroPoints[ch] = scales[ch] > 0 ? Math.min(255, Math.max(0, Math.round(-lo[ch] * inv[ch]))) : 0;
+      zp[ch] = zeroPoints[ch];
+    }
   }
   const n = rows * cols;
-  if (symmetric) {
-    const q = new Int8Array(n);
-    for (let r = 0; r < rows; r++) {
-      const base = r * cols;
-      for (let c = 0; c < cols; c++) {
-        const ch = channelAxis === 1 ? c : channelAxis === 0 ? r : 0;
-        const v = Math.round(x[base + c] * inv[ch]);
-        q[base + c] = v > 127 ? 127 : v < -127 ? -127 : v;
-      }
-    }
+  const q = symmetric ? new Int8Array(n) : new Uint8Array(n);
+  if (channelAxis === 1) {
+    // round(x / s) as floor(x / s + z + 0.5): symmetric codes are shifted by 128 into the unsigned range
+    const offset = symmetric ? new Float32Array(channels).fill(128.5) : zp.map((z) => z + 0.5);
+    quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0);
     return { q, scales, zeroPoints };
   }
-  const q = new Uint8Array(n);
-  const zp = zeroPoints as Uint8Array;
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) {
-      const ch = channelAxis === 1 ? c : channelAxis === 0 ? r : 0;
-      const v = Math.round(x[base + c] * inv[ch]) + zp[ch];
-      q[base + c] = v > 255 ? 255 : v < 0 ? 0 : v;
+  forEachChannelRun(rows, cols, channelAxis, (start, end, ch, perColumn) => {
+    if (symmetric && perColumn) {
+      for (let i = start, c = 0; i < end; i++, c++) q[i] = Math.round(x[i] * inv[c]);
+    } else if (symmetric) {
+      const s = inv[ch];
+      for (let i = start; i < end; i++) q[i] = Math.round(x[i] * s);
+    } else {
+      for (let i = start, c = 0; i < end; i++, c++) {
+        const k = perColumn ? c : ch;
+        const v = Math.round(x[i] * inv[k]) + zp[k];
+        q[i] = v > 255 ? 255 : v < 0 ? 0 : v;
+      }
     }
-  }
+  });
   return { q, scales, zeroPoints };
 }
 
-/** x' = (q - z) · s, computed in float32 as DequantizeLinear does. */
+/** x' = (q − z) · s, computed in float32 as DequantizeLinear does. */
 export function dequantizeInt8(
   quant: Int8Quantized,
   rows: number,
@@ -95,13 +114,15 @@ export function dequantizeInt8(
   channelAxis: 0 | 1 | null,
 ): Float32Array {
   const out = new Float32Array(rows * cols);
-  const { q, scales, zeroPoints } = quant;
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) {
-      const ch = channelAxis === 1 ? c : channelAxis === 0 ? r : 0;
-      out[base + c] = (q[base + c] - (zeroPoints ? zeroPoints[ch] : 0)) * scales[ch];
+  const { q, scales } = quant;
+  const zp = quant.zeroPoints ?? new Uint8Array(scales.length);
+  forEachChannelRun(rows, cols, channelAxis, (start, end, ch, perColumn) => {
+    if (perColumn) for (let i = start, c = 0; i < end; i++, c++) out[i] = (q[i] - zp[c]) * scales[c];
+    else {
+      const s = scales[ch];
+      const z = zp[ch];
+      for (let i = start; i < end; i++) out[i] = (q[i] - z) * s;
     }
-  }
+  });
   return out;
 }

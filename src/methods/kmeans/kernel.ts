@@ -18,7 +18,7 @@ interface Points {
 
 const HISTOGRAM_BINS = 1 << 16;
 /** Tensors up to this size are clustered on their exact sorted values. */
-const EXACT_LIMIT = 1 << 17;
+const EXACT_LIMIT = 1 << 13;
 
 function withPrefixSums(v: Float64Array, w: Float64Array): Points {
   const p = v.length;
@@ -50,8 +50,16 @@ function exactPoints(x: Float32Array, skipZeros: boolean): Points {
   return withPrefixSums(Float64Array.from(v), Float64Array.from(w));
 }
 
-/** One point per non-empty bin of a fine histogram, at the mean of the values that fell in it. */
-function histogramPoints(x: Float32Array, skipZeros: boolean): Points {
+interface Binning {
+  lo: number;
+  /** bins per unit of value */
+  scale: number;
+  /** index of the point each non-empty bin became, −1 for empty bins */
+  pointOfBin: Int32Array;
+}
+
+/** One point per non-empty bin of a fine histogram, at the exact mean of the values that fell in it. */
+function histogramPoints(x: Float32Array, skipZeros: boolean): { points: Points; binning: Binning } {
   let lo = Infinity;
   let hi = -Infinity;
   for (let i = 0; i < x.length; i++) {
@@ -60,7 +68,10 @@ function histogramPoints(x: Float32Array, skipZeros: boolean): Points {
     if (a < lo) lo = a;
     if (a > hi) hi = a;
   }
-  if (!(lo <= hi)) return withPrefixSums(new Float64Array(0), new Float64Array(0));
+  if (!(lo <= hi)) {
+    lo = 0;
+    hi = 0;
+  }
   const count = new Float64Array(HISTOGRAM_BINS);
   const sum = new Float64Array(HISTOGRAM_BINS);
   const scale = hi > lo ? (HISTOGRAM_BINS - 1) / (hi - lo) : 0;
@@ -75,12 +86,14 @@ function histogramPoints(x: Float32Array, skipZeros: boolean): Points {
   for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
   const v = new Float64Array(p);
   const w = new Float64Array(p);
+  const pointOfBin = new Int32Array(HISTOGRAM_BINS).fill(-1);
   for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
     if (count[b] === 0) continue;
+    pointOfBin[b] = j;
     v[j] = sum[b] / count[b];
     w[j++] = count[b];
   }
-  return withPrefixSums(v, w);
+  return { points: withPrefixSums(v, w), binning: { lo, scale, pointOfBin } };
 }
 
 // mulberry32: a small seeded generator so the same recipe gives the same codebook everywhere
@@ -201,9 +214,31 @@ export interface KMeansOptions {
   maxIterations?: number;
 }
 
+function bestLloyd(points: Points, k: number, opts: KMeansOptions): Float64Array {
+  if (points.v.length <= k) return points.v.slice();
+  const random = seededRandom(opts.seed);
+  let best: { centroids: Float64Array; inertia: number } | null = null;
+  for (let r = 0; r < Math.max(1, opts.restarts); r++) {
+    const run = lloyd(points, seedPlusPlus(points, k, random), opts.maxIterations ?? 300);
+    if (!best || run.inertia < best.inertia) best = run;
+  }
+  return (best as { centroids: Float64Array }).centroids;
+}
+
+/** Sorted codebook with a pinned 0 when zeros are kept; `shift(j)` maps a nonzero-centroid index into it. */
+function withZero(centroids: Float64Array, hasZeros: boolean): { book: Float32Array; zeroCode: number } {
+  if (!hasZeros) return { book: Float32Array.from(centroids), zeroCode: -1 };
+  let zeroCode = 0;
+  while (zeroCode < centroids.length && centroids[zeroCode] < 0) zeroCode++;
+  const book = new Float32Array(centroids.length + 1);
+  book.set(centroids.subarray(0, zeroCode), 0);
+  book.set(centroids.subarray(zeroCode), zeroCode + 1);
+  return { book, zeroCode };
+}
+
 /**
- * Cluster the `count` values x[at(0..count-1)] into at most `clusters` centroids. Writes codes
- * (sorted-centroid indices) at the same positions and returns the codebook.
+ * Cluster the `count` values x[at(0..count−1)] into at most `clusters` centroids. Writes codes
+ * (indices into the sorted codebook it returns) at the same positions.
  */
 export function kmeans1d(
   x: Float32Array,
@@ -217,46 +252,77 @@ export function kmeans1d(
   let hasZeros = false;
   if (opts.keepZeros) for (let i = 0; i < values.length && !hasZeros; i++) hasZeros = values[i] === 0;
   const free = hasZeros ? opts.clusters - 1 : opts.clusters;
-  const points =
-    values.length <= EXACT_LIMIT ? exactPoints(values, hasZeros) : histogramPoints(values, hasZeros);
-  let centroids: Float64Array;
-  if (points.v.length <= free) {
-    centroids = points.v.slice();
-  } else {
-    const random = seededRandom(opts.seed);
-    let best: { centroids: Float64Array; inertia: number } | null = null;
-    for (let r = 0; r < Math.max(1, opts.restarts); r++) {
-      const run = lloyd(points, seedPlusPlus(points, free, random), opts.maxIterations ?? 300);
-      if (!best || run.inertia < best.inertia) best = run;
+
+  if (values.length > EXACT_LIMIT) {
+    // large tensors: Lloyd on the histogram, then one pass that assigns each weight through a
+    // bin → code table (only bins a boundary cuts need a comparison)
+    const { points, binning } = histogramPoints(values, hasZeros);
+    let centroids = bestLloyd(points, free, opts);
+    if (centroids.length === 0) centroids = new Float64Array([0]);
+    const fround = Float64Array.from(centroids, Math.fround);
+    const { book, zeroCode } = withZero(fround, hasZeros);
+    const k = fround.length;
+    const mids = new Float64Array(Math.max(0, k - 1));
+    for (let j = 0; j + 1 < k; j++) mids[j] = (fround[j] + fround[j + 1]) / 2;
+    const nearest = (a: number) => {
+      let lo = 0;
+      let hi = k - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (a > mids[mid]) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    const lut = new Uint16Array(HISTOGRAM_BINS);
+    for (let b = 0; b < HISTOGRAM_BINS; b++) {
+      const c0 = nearest(binning.lo + b / binning.scale);
+      const c1 = nearest(binning.lo + (b + 1) / binning.scale);
+      lut[b] = c0 === c1 ? c0 : 0xffff;
     }
-    centroids = (best as { centroids: Float64Array }).centroids;
+    const shift = (c: number) => (zeroCode >= 0 && c >= zeroCode ? c + 1 : c);
+    for (let j = 0; j < HISTOGRAM_BINS; j++) if (lut[j] !== 0xffff) lut[j] = shift(lut[j]);
+    const scale = binning.scale;
+    const lo = binning.lo;
+    for (let i = 0; i < count; i++) {
+      const a = values[i];
+      let code: number;
+      if (hasZeros && a === 0) code = zeroCode;
+      else {
+        let b = ((a - lo) * scale) | 0;
+        if (b < 0) b = 0;
+        else if (b >= HISTOGRAM_BINS) b = HISTOGRAM_BINS - 1;
+        code = lut[b];
+        if (code === 0xffff) code = shift(nearest(a));
+      }
+      codes[identity ? i : at(i)] = code;
+    }
+    return book;
   }
+
+  // small tensors (and per-channel codebooks): Lloyd on the exact sorted values, then an exact update
+  const points = exactPoints(values, hasZeros);
+  let centroids = bestLloyd(points, free, opts);
   if (centroids.length === 0) centroids = new Float64Array([0]);
-  // exact refinement: assign every weight, move each centroid to the mean of its weights, assign again
   const local = new Uint8Array(count);
-  assignNearest(values, centroids, local);
-  const sum = new Float64Array(centroids.length);
-  const num = new Float64Array(centroids.length);
+  const nonzero = Float64Array.from(centroids);
+  assignNearest(values, nonzero, local);
+  const sum = new Float64Array(nonzero.length);
+  const num = new Float64Array(nonzero.length);
   for (let i = 0; i < count; i++) {
     if (hasZeros && values[i] === 0) continue;
     sum[local[i]] += values[i];
     num[local[i]]++;
   }
-  for (let j = 0; j < centroids.length; j++) if (num[j] > 0) centroids[j] = Math.fround(sum[j] / num[j]);
-  centroids.sort();
-  let book = centroids;
-  let zeroCode = -1;
-  if (hasZeros) {
-    book = Float64Array.from([...centroids, 0]).sort();
-    zeroCode = book.indexOf(0);
-  }
+  for (let j = 0; j < nonzero.length; j++) if (num[j] > 0) nonzero[j] = Math.fround(sum[j] / num[j]);
+  nonzero.sort();
   // nonzero weights choose among the nonzero centroids only, so the sparsity pattern is kept exactly
-  const nonzero = hasZeros ? book.filter((_, j) => j !== zeroCode) : book;
   assignNearest(values, nonzero, local);
+  const { book, zeroCode } = withZero(nonzero, hasZeros);
   for (let i = 0; i < count; i++) {
     let code = local[i];
     if (hasZeros) code = values[i] === 0 ? zeroCode : code >= zeroCode ? code + 1 : code;
-    codes[at(i)] = code;
+    codes[identity ? i : at(i)] = code;
   }
-  return Float32Array.from(book);
+  return book;
 }

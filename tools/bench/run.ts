@@ -1,0 +1,446 @@
+/**
+ * `npm run bench`: quality of every method at several strengths (perplexity next to file size) on
+ * the demo model and on stories260K, and the speed of every kernel against the reference Python
+ * implementations (torch / scikit-learn) on the same weights. Writes docs/BENCHMARKS.md.
+ * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import {
+  bytesSource,
+  findInitializer,
+  parseModel,
+  readTensorFloat32,
+  type OnnxModel,
+} from '../../src/core/onnx/model.ts';
+import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
+import { compressModel } from '../../src/core/compress/pipeline.ts';
+import { exportCompressed } from '../../src/core/compress/export.ts';
+import { weightCandidates } from '../../src/core/compress/select.ts';
+import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
+import { summarizeInputs } from '../../src/core/summary.ts';
+import { loadTokenizer, parseIdsText } from '../../src/core/tokenizer.ts';
+import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
+import { quantizeInt8 } from '../../src/methods/int8/kernel.ts';
+import { quantizeInt4Blockwise, dequantizeInt4Blockwise } from '../../src/methods/int4/kernel.ts';
+import { dequantizeInt8 } from '../../src/methods/int8/kernel.ts';
+import { pruneMagnitude } from '../../src/methods/prune/kernel.ts';
+import { kmeans1d } from '../../src/methods/kmeans/kernel.ts';
+import { castFloat16ToFloat32, castFloat32ToFloat16 } from '../../src/methods/fp16/index.ts';
+import { formatBytes } from '../../src/core/errors.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+const STORIES = join(ROOT, '../shared/data/stories260K');
+const args = new Set(process.argv.slice(2));
+const outIndex = process.argv.indexOf('--out');
+const OUT = outIndex > 0 ? process.argv[outIndex + 1] : join(ROOT, 'docs/BENCHMARKS.md');
+const log = (s: string) => process.stderr.write(s + '\n');
+
+// ---------------------------------------------------------------- quality
+
+const QUALITY: { label: string; steps: RecipeStep[] }[] = [
+  { label: 'fp32 (original)', steps: [] },
+  { label: 'fp16', steps: [{ method: 'fp16' }] },
+  { label: 'int8 per-channel', steps: [{ method: 'int8' }] },
+  { label: 'int8 per-tensor', steps: [{ method: 'int8', options: { granularity: 'per-tensor' } }] },
+  ...[16, 32, 64, 128].map((b) => ({
+    label: `int4 block ${b}`,
+    steps: [{ method: 'int4', options: { blockSize: b } }],
+  })),
+  { label: 'int4 block 32 asymmetric', steps: [{ method: 'int4', options: { symmetric: false } }] },
+  ...[0.1, 0.3, 0.5, 0.7].map((s) => ({
+    label: `prune ${s * 100}% per layer`,
+    steps: [{ method: 'prune', options: { sparsity: s } }],
+  })),
+  ...[0.1, 0.3, 0.5, 0.7].map((s) => ({
+    label: `prune ${s * 100}% global`,
+    steps: [{ method: 'prune', options: { sparsity: s, scope: 'global' } }],
+  })),
+  { label: 'prune 2:4', steps: [{ method: 'prune', options: { pattern: '2:4' } }] },
+  { label: 'prune 4:8', steps: [{ method: 'prune', options: { pattern: '4:8' } }] },
+  ...[4, 8, 16, 32, 64, 256].map((k) => ({
+    label: `k-means K=${k}`,
+    steps: [{ method: 'kmeans', options: { clusters: k } }],
+  })),
+  {
+    label: 'k-means K=16 per channel',
+    steps: [{ method: 'kmeans', options: { clusters: 16, perChannel: true } }],
+  },
+  {
+    label: 'prune 50% + int4 block 32',
+    steps: [{ method: 'prune', options: { sparsity: 0.5 } }, { method: 'int4' }],
+  },
+  {
+    label: 'prune 30% + k-means K=16',
+    steps: [
+      { method: 'prune', options: { sparsity: 0.3 } },
+      { method: 'kmeans', options: { clusters: 16 } },
+    ],
+  },
+];
+
+interface QualityRow {
+  label: string;
+  ppl: number;
+  bytes: number;
+  bitsPerWeight: number;
+  sparsity: number;
+  compressSeconds: number;
+}
+
+async function perplexityOf(
+  bytes: Uint8Array,
+  model: OnnxModel,
+  sequences: number[][],
+  ctx: number,
+  stride: number,
+) {
+  const session = await createNodeSession(bytes);
+  try {
+    return await evaluatePerplexity(session, Tensor, summarizeInputs(model.graph), sequences, {
+      ctx,
+      stride,
+    });
+  } finally {
+    await session.release();
+  }
+}
+
+async function qualityTable(name: string, path: string, sequences: number[][], ctx: number, stride: number) {
+  const source = new Uint8Array(readFileSync(path));
+  const model = parseModel(bytesSource(name, source));
+  const rows: QualityRow[] = [];
+  let tokens = 0;
+  for (const q of QUALITY) {
+    const t0 = performance.now();
+    let bytes: Uint8Array = source;
+    let bitsPerWeight = 32;
+    let sparsity = 0;
+    if (q.steps.length) {
+      const result = compressModel(model, resolveRecipe({ steps: q.steps }));
+      bytes = exportCompressed(model, result).model;
+      bitsPerWeight = result.totals.bitsPerWeight;
+      sparsity = result.totals.sparsity;
+    }
+    const compressSeconds = (performance.now() - t0) / 1000;
+    const r = await perplexityOf(bytes, model, sequences, ctx, stride);
+    tokens = r.tokens;
+    rows.push({
+      label: q.label,
+      ppl: r.perplexity,
+      bytes: bytes.byteLength,
+      bitsPerWeight,
+      sparsity,
+      compressSeconds,
+    });
+    log(`  ${name}: ${q.label.padEnd(28)} ppl ${r.perplexity.toFixed(3)}  ${formatBytes(bytes.byteLength)}`);
+  }
+  return { rows, tokens };
+}
+
+function qualityMarkdown(title: string, protocol: string, rows: QualityRow[]): string {
+  const base = rows[0];
+  const lines = [
+    `### ${title}`,
+    '',
+    protocol,
+    '',
+    '| recipe | perplexity | Δ vs fp32 | file size | × smaller | bits/weight (compressed tensors) | sparsity | compress time |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    lines.push(
+      `| ${r.label} | ${r.ppl.toFixed(3)} | ${r === base ? '—' : `${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} %`} | ` +
+        `${formatBytes(r.bytes)} | ${(base.bytes / r.bytes).toFixed(2)} | ${r.bitsPerWeight.toFixed(2)} | ` +
+        `${(r.sparsity * 100).toFixed(1)} % | ${r === base ? '—' : `${(r.compressSeconds * 1000).toFixed(0)} ms`} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- speed
+
+interface WeightSet {
+  name: string;
+  tensors: { name: string; shape: [number, number]; values: Float32Array }[];
+}
+
+function weightsOf(model: OnnxModel, title: string): WeightSet {
+  const tensors = weightCandidates(model.graph).map((c) => {
+    const v = readTensorFloat32(model, findInitializer(model, c.name));
+    // every kernel sees a [K, N] matrix with channels along N; transposed tables are transposed here
+    if (c.channelAxis === 1) return { name: c.name, shape: c.shape, values: v };
+    const [r, col] = c.shape;
+    const t = new Float32Array(v.length);
+    for (let i = 0; i < r; i++) for (let j = 0; j < col; j++) t[j * r + i] = v[i * col + j];
+    return { name: c.name, shape: [col, r] as [number, number], values: t };
+  });
+  return { name: title, tensors };
+}
+
+// GPT-2 small: 12 blocks of c_attn [768, 2304], attn c_proj [768, 768], c_fc [768, 3072], mlp c_proj [3072, 768];
+// wte [50257, 768], wpe [1024, 768]. Normal(0, 0.02) like GPT-2's initialisation (Box–Muller, seeded).
+function gpt2SmallSynthetic(): WeightSet {
+  const shapes: [string, [number, number]][] = [
+    ['wte', [50257, 768]],
+    ['wpe', [1024, 768]],
+  ];
+  for (let i = 0; i < 12; i++) {
+    shapes.push([`h.${i}.attn.c_attn`, [768, 2304]], [`h.${i}.attn.c_proj`, [768, 768]]);
+    shapes.push([`h.${i}.mlp.c_fc`, [768, 3072]], [`h.${i}.mlp.c_proj`, [3072, 768]]);
+  }
+  let s = 12345;
+  const uniform = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296;
+  };
+  const tensors = shapes.map(([name, shape]) => {
+    const n = shape[0] * shape[1];
+    const values = new Float32Array(n);
+    for (let i = 0; i < n; i += 2) {
+      const r = Math.sqrt(-2 * Math.log(uniform())) * 0.02;
+      const a = 2 * Math.PI * uniform();
+      values[i] = r * Math.cos(a);
+      if (i + 1 < n) values[i + 1] = r * Math.sin(a);
+    }
+    return { name, shape, values };
+  });
+  return { name: 'GPT-2-small-shaped synthetic weights (124 M parameters)', tensors };
+}
+
+type KernelName = 'int8' | 'int4' | 'prune' | 'kmeans' | 'fp16';
+
+const KERNELS: { id: KernelName; label: string; ours: string; theirs: string }[] = [
+  {
+    id: 'int8',
+    label: 'int8 per-channel',
+    ours: 'quantizeInt8',
+    theirs: 'torch textbook per-channel (amax/127, round, clamp)',
+  },
+  {
+    id: 'int4',
+    label: 'int4 block 32',
+    ours: 'quantizeInt4Blockwise',
+    theirs: 'torch textbook block RTN (amax/7 per 32)',
+  },
+  {
+    id: 'prune',
+    label: 'L1 prune 50 %',
+    ours: 'pruneMagnitude',
+    theirs: 'torch.nn.utils.prune.l1_unstructured',
+  },
+  {
+    id: 'kmeans',
+    label: 'k-means K=16',
+    ours: 'kmeans1d',
+    theirs: 'sklearn.cluster.KMeans(16, n_init=1) per tensor',
+  },
+  { id: 'fp16', label: 'fp16 cast', ours: 'castFloat32ToFloat16', theirs: 'torch Tensor.half()' },
+];
+
+function sqError(a: Float32Array, b: Float32Array): number {
+  let e = 0;
+  for (let i = 0; i < a.length; i++) e += (a[i] - b[i]) ** 2;
+  return e;
+}
+
+/** Time of the kernel proper (what export needs), then its squared error from the decoded result. */
+function runKernel(
+  id: KernelName,
+  values: Float32Array,
+  shape: [number, number],
+): { seconds: number; sq: number } {
+  const [k, n] = shape;
+  const t0 = performance.now();
+  let decode: () => Float32Array;
+  if (id === 'int8') {
+    const q = quantizeInt8(values, k, n, 1, true);
+    decode = () => dequantizeInt8(q, k, n, 1);
+  } else if (id === 'int4') {
+    const q = quantizeInt4Blockwise(values, k, n, 1, 32, true);
+    decode = () => dequantizeInt4Blockwise(q, k, n, 1);
+  } else if (id === 'prune') {
+    const p = pruneMagnitude(values, 0.5);
+    decode = () => p;
+  } else if (id === 'kmeans') {
+    const codes = new Uint8Array(values.length);
+    const book = kmeans1d(values, codes, { clusters: 16, keepZeros: true, restarts: 3, seed: 1 });
+    decode = () => Float32Array.from(codes, (c) => book[c]);
+  } else {
+    const h = castFloat32ToFloat16(values);
+    decode = () => castFloat16ToFloat32(h);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, sq: sqError(values, decode()) };
+}
+
+interface SpeedRow {
+  kernel: (typeof KERNELS)[number];
+  ours: { seconds: number; sq: number };
+  theirs?: { seconds: number; sqError: number };
+}
+
+function speedTable(
+  set: WeightSet,
+  python: boolean,
+  repeats: number,
+): { rows: SpeedRow[]; params: number; note?: string } {
+  const params = set.tensors.reduce((s, t) => s + t.values.length, 0);
+  const rows: SpeedRow[] = [];
+  for (const kernel of KERNELS) {
+    let best = { seconds: Infinity, sq: 0 };
+    for (let r = 0; r < repeats; r++) {
+      let seconds = 0;
+      let sq = 0;
+      for (const t of set.tensors) {
+        const x = runKernel(kernel.id, t.values, t.shape);
+        seconds += x.seconds;
+        sq += x.sq;
+      }
+      if (seconds < best.seconds) best = { seconds, sq };
+    }
+    rows.push({ kernel, ours: best });
+    log(`  ${set.name}: ${kernel.label} ${best.seconds.toFixed(3)} s`);
+  }
+  let note: string | undefined;
+  if (python) {
+    const dir = mkdtempSync(join(tmpdir(), 'cs-bench-'));
+    try {
+      const file = join(dir, 'weights.f32');
+      const all = new Float32Array(params);
+      const tensors = [];
+      let offset = 0;
+      for (const t of set.tensors) {
+        all.set(t.values, offset);
+        tensors.push({ name: t.name, shape: t.shape, offset });
+        offset += t.values.length;
+      }
+      writeFileSync(file, new Uint8Array(all.buffer));
+      const manifest = join(dir, 'manifest.json');
+      writeFileSync(manifest, JSON.stringify({ file, tensors, methods: KERNELS.map((k) => k.id) }));
+      log(`  ${set.name}: running the Python references…`);
+      const py = spawnSync('/usr/bin/python3', [join(ROOT, 'tools/bench/baselines.py'), manifest], {
+        encoding: 'utf8',
+        maxBuffer: 1 << 24,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      if (py.status === 0) {
+        const theirs = JSON.parse(py.stdout);
+        for (const r of rows) r.theirs = theirs[r.kernel.id];
+      } else
+        note = `Python references did not run (${py.error?.message ?? `exit ${py.status}`}); install python3-torch and python3-sklearn.`;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return { rows, params, note };
+}
+
+function speedMarkdown(set: WeightSet, table: ReturnType<typeof speedTable>): string {
+  const mb = (table.params * 4) / 1e6;
+  const lines = [
+    `### ${set.name}`,
+    '',
+    `${table.params.toLocaleString('en-US')} parameters in ${set.tensors.length} tensors (${mb.toFixed(0)} MB of float32). One thread each side.`,
+    '',
+    '| kernel | ours | ours MB/s | reference | reference time | speed-up | MSE ours | MSE reference |',
+    '|---|---:|---:|---|---:|---:|---:|---:|',
+  ];
+  for (const r of table.rows) {
+    const mse = (sq: number) => (sq / table.params).toExponential(3);
+    lines.push(
+      `| ${r.kernel.label} (\`${r.kernel.ours}\`) | ${r.ours.seconds.toFixed(3)} s | ${(mb / r.ours.seconds).toFixed(0)} | ` +
+        `${r.kernel.theirs} | ${r.theirs ? `${r.theirs.seconds.toFixed(3)} s` : 'n/a'} | ` +
+        `${r.theirs ? `${(r.theirs.seconds / r.ours.seconds).toFixed(1)}×` : 'n/a'} | ${mse(r.ours.sq)} | ` +
+        `${r.theirs ? mse(r.theirs.sqError) : 'n/a'} |`,
+    );
+  }
+  if (table.note) lines.push('', table.note);
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const python = !args.has('--no-python');
+  const sections: string[] = [];
+  const started = new Date().toISOString().slice(0, 10);
+
+  if (!args.has('--speed-only')) await qualitySections(sections);
+  speedSections(sections, python);
+  writeReport(sections, started);
+}
+
+async function qualitySections(sections: string[]) {
+  sections.push('## Quality: perplexity against size');
+  if (existsSync(join(DEMO, 'model.onnx'))) {
+    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+    const ids = tokenizer.encode(readFileSync(join(DEMO, 'heldout.txt'), 'utf8'));
+    const config = JSON.parse(readFileSync(join(DEMO, 'config.json'), 'utf8'));
+    const ctx = config.n_positions;
+    const stride = ctx / 2;
+    log('quality: demo model');
+    const demo = await qualityTable('demo', join(DEMO, 'model.onnx'), [ids], ctx, stride);
+    sections.push(
+      qualityMarkdown(
+        'Demo model (tiny-shakespeare-gpt2, GPT-2 architecture) on its held-out text',
+        `Protocol: \`heldout.txt\` (last 10 % of tinyshakespeare), ${demo.tokens.toLocaleString('en-US')} tokens scored, ` +
+          `strided window ctx ${ctx}, stride ${stride}. Linear weights compressed; the tied embedding/LM head stays fp32 (opt-in in a recipe).`,
+        demo.rows,
+      ),
+    );
+  }
+  log('quality: stories260K');
+  const storiesIds = parseIdsText(readFileSync(join(STORIES, 'ids.txt'), 'utf8'));
+  const stories = await qualityTable('stories260K', join(STORIES, 'model.onnx'), storiesIds, 512, 256);
+  sections.push(
+    qualityMarkdown(
+      'stories260K (real pretrained Llama-architecture model) on its TinyStories sample',
+      `Protocol: \`ids.txt\`, five stories each scored from its first token, ${stories.tokens.toLocaleString('en-US')} predictions ` +
+        `(reference fp32 3.5482; per-row int8 3.551, int4 4.390). Linear weights compressed; the tied embedding stays fp32.`,
+      stories.rows,
+    ),
+  );
+}
+
+function speedSections(sections: string[], python: boolean) {
+  sections.push('## Speed: kernels against the reference implementations');
+  const sets: { set: () => WeightSet; repeats: number }[] = [];
+  if (existsSync(join(DEMO, 'model.onnx'))) {
+    sets.push({
+      set: () =>
+        weightsOf(
+          parseModel(bytesSource('demo', new Uint8Array(readFileSync(join(DEMO, 'model.onnx'))))),
+          'Demo model weights (linear layers)',
+        ),
+      repeats: 3,
+    });
+  }
+  if (!args.has('--quick')) sets.push({ set: gpt2SmallSynthetic, repeats: 1 });
+  for (const { set, repeats } of sets) {
+    const s = set();
+    log(`speed: ${s.name}`);
+    sections.push(speedMarkdown(s, speedTable(s, python, repeats)));
+  }
+}
+
+function writeReport(sections: string[], started: string) {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const doc = [
+    '# Benchmarks',
+    '',
+    `Written by \`npm run bench\` on ${started}: Node ${process.version}, ${cpus().length} × ${cpu}. ` +
+      'Perplexities come from onnxruntime-node running the exported files (weight-only: `session.qdq_matmulnbits_accuracy_level = 0`, ' +
+      'so onnxruntime does not also quantize activations). Kernel times are single-threaded wall time of the kernel proper ' +
+      '(codes + scales or codebook: what export writes), excluding decoding for the preview.',
+    '',
+    ...sections.flatMap((s) => [s, '']),
+  ].join('\n');
+  writeFileSync(OUT, doc);
+  log(`wrote ${OUT}`);
+}
+
+await main();

@@ -6,6 +6,11 @@ import { histogram, type Histogram } from '../src/core/stats.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
 import { serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
+import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
+import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
+import { exportCompressed } from '../src/core/compress/export.ts';
+import type { CompressionResult, CompressionTotals, TensorReport } from '../src/core/compress/pipeline.ts';
+import type { WeightCandidate } from '../src/core/compress/select.ts';
 
 export interface Progress {
   phase: 'reading' | 'parsing' | 'statistics';
@@ -16,6 +21,9 @@ export interface Progress {
 export type Result<T> = { ok: true; value: T } | { ok: false; error: SerializedError };
 
 let current: OnnxModel | undefined;
+let session: PreviewSession | undefined;
+let lastPreview: { key: string; result: CompressionResult } | undefined;
+let latestPreview = 0;
 
 function wrap<T>(fn: () => T): Result<T> {
   try {
@@ -23,6 +31,41 @@ function wrap<T>(fn: () => T): Result<T> {
   } catch (e) {
     return { ok: false, error: serializeError(e) };
   }
+}
+
+async function wrapAsync<T>(fn: () => Promise<T>): Promise<Result<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (e) {
+    return { ok: false, error: serializeError(e) };
+  }
+}
+
+export interface Overlay {
+  name: string;
+  edges: number[];
+  original: number[];
+  compressed: number[];
+  report?: TensorReport;
+}
+
+export interface PreviewResult {
+  totals: CompressionTotals;
+  reports: TensorReport[];
+  selected?: Overlay;
+  /** Tensors recomputed by this preview (the rest were reused). */
+  computed: number;
+  millis: number;
+}
+
+function overlayFor(result: CompressionResult | undefined, name: string, bins: number): Overlay | undefined {
+  const o = result?.outcomes.find((x) => x.candidate.name === name);
+  if (!o) return undefined;
+  return {
+    name,
+    ...overlayHistogram(o.original, o.values, bins),
+    report: result?.reports.find((r) => r.name === name),
+  };
 }
 
 const api = {
@@ -46,6 +89,8 @@ const api = {
         if (done % 8 === 0 || done === total) onProgress?.({ phase: 'statistics', done, total });
       });
       current = model;
+      session = new PreviewSession(model);
+      lastPreview = undefined;
       return summary;
     });
   },
@@ -54,6 +99,64 @@ const api = {
     return wrap(() => {
       if (!current) throw new Error('No model is open.');
       return histogram(readTensorFloat32(current, findInitializer(current, name)), bins);
+    });
+  },
+
+  /** The weight matrices recipes can select, with their roles. */
+  candidates(): Result<WeightCandidate[]> {
+    return wrap(() => {
+      if (!session) throw new Error('No model is open.');
+      return session.candidates;
+    });
+  },
+
+  /**
+   * Runs the recipe on the open model. A newer call makes this one stale: it stops at the next
+   * tensor and answers 'cancelled'. The selected tensor is computed first and sent to `onSelected`.
+   */
+  async preview(
+    steps: RecipeStep[],
+    selected: string | undefined,
+    bins: number,
+    onSelected?: (o: Overlay) => void,
+  ): Promise<Result<PreviewResult>> {
+    const seq = ++latestPreview;
+    return wrapAsync(async () => {
+      if (!session || !current) throw new Error('No model is open.');
+      const t0 = performance.now();
+      const resolved = resolveRecipe({ steps });
+      const result = await session.run(resolved, {
+        priority: selected,
+        isStale: () => seq !== latestPreview,
+        onPriority: (o) =>
+          onSelected?.({ name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) }),
+      });
+      lastPreview = { key: JSON.stringify(resolved), result };
+      return {
+        totals: result.totals,
+        reports: result.reports,
+        selected: selected ? overlayFor(result, selected, bins) : undefined,
+        computed: session.lastComputed,
+        millis: performance.now() - t0,
+      };
+    });
+  },
+
+  overlay(name: string, bins: number): Result<Overlay | undefined> {
+    return wrap(() => overlayFor(lastPreview?.result, name, bins));
+  },
+
+  /** The compressed model as ONNX bytes (transferred, not copied), from the recipe's preview. */
+  async exportModel(steps: RecipeStep[]): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
+    return wrapAsync(async () => {
+      if (!session || !current) throw new Error('No model is open.');
+      const resolved = resolveRecipe({ steps });
+      const key = JSON.stringify(resolved);
+      const result = lastPreview?.key === key ? lastPreview.result : await session.run(resolved);
+      const written = exportCompressed(current, result);
+      return Comlink.transfer({ bytes: written.model, totals: result.totals }, [
+        written.model.buffer as ArrayBuffer,
+      ]);
     });
   },
 };

@@ -4,6 +4,9 @@ import { SummaryCard } from './components/SummaryCard.tsx';
 import { TensorTable } from './components/TensorTable.tsx';
 import { HistogramPanel } from './components/HistogramPanel.tsx';
 import { QualityPanel } from './components/QualityPanel.tsx';
+import { RecipePanel } from './components/RecipePanel.tsx';
+import { PreviewPanel } from './components/PreviewPanel.tsx';
+import { ComparePanel } from './components/ComparePanel.tsx';
 import { useStudio } from './store.ts';
 import { fetchDemo } from './demo.ts';
 
@@ -50,6 +53,13 @@ export function App() {
       {summary && (
         <main className="workspace">
           <SummaryCard summary={summary} />
+          <div className="studio">
+            <RecipePanel />
+            <div className="studio-main">
+              <PreviewPanel />
+              <ComparePanel />
+            </div>
+          </div>
           <QualityPanel />
           <div className="columns">
             <TensorTable tensors={summary.tensors} />

@@ -56,3 +56,29 @@ export async function evaluatePerplexity(req: EvalRequest, onProgress: (p: Perpl
 export async function cancelEvaluation() {
   await evaluator().cancel();
 }
+
+export type { Overlay, PreviewResult } from '../../workers/model.worker.ts';
+import type { Overlay } from '../../workers/model.worker.ts';
+import type { RecipeStep } from '../core/compress/recipe.ts';
+
+export async function weightCandidates() {
+  return unwrap(await model().candidates());
+}
+
+/** Newer calls supersede older ones inside the worker (the older answers 'cancelled'). */
+export async function previewRecipe(
+  steps: RecipeStep[],
+  selected: string | undefined,
+  bins: number,
+  onSelected: (o: Overlay) => void,
+) {
+  return unwrap(await model().preview(steps, selected, bins, Comlink.proxy(onSelected)));
+}
+
+export async function previewOverlay(name: string, bins: number) {
+  return unwrap(await model().overlay(name, bins));
+}
+
+export async function exportCompressedModel(steps: RecipeStep[]) {
+  return unwrap(await model().exportModel(steps));
+}

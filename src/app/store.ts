@@ -1,5 +1,6 @@
 /** The studio's one store: every panel reads from here and changes it through its actions. */
 import { create } from 'zustand';
+import { compressSlice, type CompressState } from './compress-slice.ts';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
@@ -22,7 +23,7 @@ export interface EvalState {
   error?: string;
 }
 
-export interface StudioState {
+export interface StudioState extends CompressState {
   summary?: ModelSummary;
   files: PickedFile[];
   /** Parsed config.json / tokenizer.json of the open model, when it came with them. */
@@ -78,6 +79,7 @@ function contextOf(config: Record<string, unknown> | undefined): number {
 }
 
 export const useStudio = create<StudioState>((set, get) => ({
+  ...compressSlice(set, get),
   files: [],
   isDemo: false,
   histogramBins: 64,
@@ -124,7 +126,14 @@ export const useStudio = create<StudioState>((set, get) => ({
       const firstWeight = summary.tensors.find((t) =>
         t.consumers.some((c) => c === 'MatMul' || c === 'Gemm'),
       );
+      set({
+        preview: undefined,
+        overlay: undefined,
+        overlayName: firstWeight?.name,
+        compressedEval: { running: false },
+      });
       if (firstWeight) await get().select(firstWeight.name);
+      void get().runPreview();
     } catch (e) {
       finished = true;
       if (seq === openSeq) set({ loading: undefined, error: (e as Error).message });
@@ -134,6 +143,7 @@ export const useStudio = create<StudioState>((set, get) => ({
   async select(name) {
     const seq = ++histSeq;
     set({ selected: name });
+    if (get().preview?.reports.some((r) => r.name === name)) void get().showOverlay(name);
     try {
       const histogram = await tensorHistogram(name, get().histogramBins);
       if (seq === histSeq) set({ histogram });

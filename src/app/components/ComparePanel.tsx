@@ -1,0 +1,136 @@
+/** Before/after quality, the history of evaluated recipes as a perplexity-vs-size chart, export and share. */
+import { useState } from 'react';
+import { CartesianGrid, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis } from 'recharts';
+import { useStudio } from '../store.ts';
+import { ProgressBar } from './ProgressBar.tsx';
+import { describeRecipe, type HistoryEntry } from '../share.ts';
+
+export function ComparePanel() {
+  const s = useStudio();
+  const [copied, setCopied] = useState(false);
+  const original = s.evaluation.result;
+  const compressed = s.compressedEval;
+  const points = s.history
+    .filter((h) => h.model === s.summary?.name)
+    .map((h) => ({ ...h, mb: h.bytes / 1e6 }));
+  const copyLink = async () => {
+    try {
+      await navigator.clipboard.writeText(location.href);
+      setCopied(true);
+      setTimeout(() => setCopied(false), 1500);
+    } catch {
+      setCopied(false);
+    }
+  };
+  return (
+    <section className="card compare" data-testid="compare">
+      <div className="table-tools">
+        <h2>Before / after</h2>
+        <span className="muted" data-testid="recipe-label">
+          {describeRecipe(s.recipe)}
+        </span>
+      </div>
+      <div className="buttons left">
+        <button
+          type="button"
+          data-testid="evaluate-compressed"
+          disabled={compressed.running}
+          onClick={() => void s.evaluateCompressed()}
+        >
+          Evaluate compressed
+        </button>
+        <button
+          type="button"
+          data-testid="export"
+          disabled={s.exporting}
+          onClick={() => void s.exportCompressed()}
+        >
+          Export ONNX + report
+        </button>
+        <button type="button" data-testid="copy-link" onClick={() => void copyLink()}>
+          {copied ? 'Link copied' : 'Copy link'}
+        </button>
+      </div>
+      {compressed.running && (
+        <ProgressBar
+          label={
+            compressed.progress
+              ? `Compressed model: ${Math.round(compressed.progress.tokensPerSecond).toLocaleString('en-US')} tokens/s`
+              : 'Building the compressed model…'
+          }
+          value={
+            compressed.progress
+              ? compressed.progress.windowsDone / compressed.progress.windowsTotal
+              : undefined
+          }
+          onCancel={() => s.cancelCompressedEval()}
+        />
+      )}
+      {s.exporting && <ProgressBar label={s.exportMessage ?? 'Exporting…'} />}
+      {s.exportMessage && (
+        <p className="small" data-testid="export-message">
+          {s.exportMessage}
+        </p>
+      )}
+      {compressed.error && (
+        <div className="error" role="alert">
+          {compressed.error}
+        </div>
+      )}
+      <dl className="totals">
+        <dt>Original</dt>
+        <dd data-testid="ppl-original">{original ? original.perplexity.toFixed(3) : '—'}</dd>
+        <dt>Compressed</dt>
+        <dd data-testid="ppl-compressed">
+          {compressed.result ? compressed.result.perplexity.toFixed(3) : '—'}
+          {compressed.result && original && (
+            <span className="muted">
+              {' '}
+              (
+              {(((compressed.result.perplexity - original.perplexity) / original.perplexity) * 100).toFixed(
+                1,
+              )}{' '}
+              %, {((compressed.bytes ?? 0) / 1e6).toFixed(2)} MB)
+            </span>
+          )}
+        </dd>
+      </dl>
+      {points.length > 0 && (
+        <div className="chart" data-testid="pareto-chart">
+          <ResponsiveContainer width="100%" height={220}>
+            <ScatterChart>
+              <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
+              <XAxis type="number" dataKey="mb" name="size" unit=" MB" />
+              <YAxis
+                type="number"
+                dataKey="perplexity"
+                name="perplexity"
+                width={56}
+                domain={['auto', 'auto']}
+              />
+              <Tooltip formatter={(v) => (typeof v === 'number' ? v.toFixed(3) : String(v))} />
+              <Scatter
+                data={points}
+                fill="var(--accent-2)"
+                isAnimationActive={false}
+                onClick={(p) => s.restoreRecipe(p as unknown as HistoryEntry)}
+              />
+            </ScatterChart>
+          </ResponsiveContainer>
+          <ul className="history" data-testid="history">
+            {points.map((h) => (
+              <li key={h.id}>
+                <button type="button" className="link" onClick={() => s.restoreRecipe(h)}>
+                  {h.label}
+                </button>{' '}
+                <span className="muted">
+                  ppl {h.perplexity.toFixed(3)} · {h.mb.toFixed(2)} MB
+                </span>
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,195 @@
+/** The recipe editor, generated from the method registry: every option control comes from a schema. */
+import { METHODS, getMethod } from '../../methods/registry.ts';
+import type { OptionSpec } from '../../methods/types.ts';
+import type { RecipeStep } from '../../core/compress/recipe.ts';
+import { useStudio } from '../store.ts';
+
+function OptionControl(props: {
+  spec: OptionSpec;
+  value: number | string | boolean;
+  id: string;
+  onChange: (v: number | string | boolean) => void;
+}) {
+  const { spec, value, id, onChange } = props;
+  if (spec.type === 'boolean')
+    return (
+      <label className="option">
+        <input
+          id={id}
+          data-testid={id}
+          type="checkbox"
+          checked={Boolean(value)}
+          onChange={(e) => onChange(e.target.checked)}
+        />{' '}
+        {spec.label}
+      </label>
+    );
+  if (spec.type === 'select')
+    return (
+      <label className="option">
+        {spec.label}{' '}
+        <select id={id} data-testid={id} value={String(value)} onChange={(e) => onChange(e.target.value)}>
+          {spec.choices.map((c) => (
+            <option key={c.value} value={c.value}>
+              {c.label}
+            </option>
+          ))}
+        </select>
+      </label>
+    );
+  // numbers with a fixed set of allowed values slide through that set
+  const choices = spec.choices;
+  const index = choices ? Math.max(0, choices.indexOf(Number(value))) : 0;
+  return (
+    <label className="option">
+      {spec.label}{' '}
+      <input
+        id={id}
+        data-testid={id}
+        type="range"
+        min={choices ? 0 : spec.min}
+        max={choices ? choices.length - 1 : spec.max}
+        step={choices ? 1 : spec.step}
+        value={choices ? index : Number(value)}
+        aria-valuetext={String(value)}
+        onChange={(e) => onChange(choices ? choices[Number(e.target.value)] : Number(e.target.value))}
+      />{' '}
+      <output data-testid={`${id}-value`}>
+        {spec.step < 1 ? `${Math.round(Number(value) * 100)} %` : String(value)}
+      </output>
+    </label>
+  );
+}
+
+export function RecipePanel() {
+  const recipe = useStudio((s) => s.recipe);
+  const setRecipe = useStudio((s) => s.setRecipe);
+  const update = (i: number, step: RecipeStep) => setRecipe(recipe.map((s, j) => (j === i ? step : s)));
+  const move = (i: number, d: number) => {
+    const next = [...recipe];
+    const [x] = next.splice(i, 1);
+    next.splice(i + d, 0, x);
+    setRecipe(next);
+  };
+  return (
+    <section className="card recipe" data-testid="recipe">
+      <div className="table-tools">
+        <h2>Recipe</h2>
+        <span className="muted">steps run top to bottom</span>
+      </div>
+      <ol className="steps">
+        {recipe.map((step, i) => {
+          const method = getMethod(step.method);
+          const options = step.options ?? {};
+          const select = step.select ?? {};
+          return (
+            <li key={i} className="step" data-testid={`step-${i}`}>
+              <div className="step-head">
+                <select
+                  aria-label={`Step ${i + 1} method`}
+                  data-testid={`step-${i}-method`}
+                  value={step.method}
+                  onChange={(e) => update(i, { method: e.target.value, select: step.select })}
+                >
+                  {METHODS.map((m) => (
+                    <option key={m.id} value={m.id}>
+                      {m.label}
+                    </option>
+                  ))}
+                </select>
+                <span className="buttons">
+                  <button
+                    type="button"
+                    aria-label="Move step up"
+                    disabled={i === 0}
+                    onClick={() => move(i, -1)}
+                  >
+                    ↑
+                  </button>
+                  <button
+                    type="button"
+                    aria-label="Move step down"
+                    disabled={i === recipe.length - 1}
+                    onClick={() => move(i, 1)}
+                  >
+                    ↓
+                  </button>
+                  <button
+                    type="button"
+                    aria-label="Remove step"
+                    disabled={recipe.length === 1}
+                    onClick={() => setRecipe(recipe.filter((_, j) => j !== i))}
+                  >
+                    ✕
+                  </button>
+                </span>
+              </div>
+              <p className="muted small">{method.summary}</p>
+              {method.options.map((spec) => (
+                <OptionControl
+                  key={spec.key}
+                  spec={spec}
+                  id={`opt-${i}-${spec.key}`}
+                  value={options[spec.key] ?? spec.default}
+                  onChange={(v) => update(i, { ...step, options: { ...options, [spec.key]: v } })}
+                />
+              ))}
+              <details className="selector">
+                <summary>Tensors</summary>
+                <label className="option">
+                  <input
+                    type="checkbox"
+                    checked={Boolean(select.embeddings)}
+                    onChange={(e) =>
+                      update(i, { ...step, select: { ...select, embeddings: e.target.checked } })
+                    }
+                  />{' '}
+                  include embeddings (and a tied LM head)
+                </label>
+                <label className="option">
+                  <input
+                    type="checkbox"
+                    checked={Boolean(select.lmHead)}
+                    onChange={(e) => update(i, { ...step, select: { ...select, lmHead: e.target.checked } })}
+                  />{' '}
+                  include the LM head
+                </label>
+                <label className="option">
+                  exclude{' '}
+                  <input
+                    type="text"
+                    placeholder="e.g. *.attn.*"
+                    defaultValue={(select.exclude ?? []).join(',')}
+                    onBlur={(e) => {
+                      const exclude = e.target.value
+                        .split(',')
+                        .map((x) => x.trim())
+                        .filter(Boolean);
+                      update(i, { ...step, select: { ...select, exclude } });
+                    }}
+                  />
+                </label>
+              </details>
+            </li>
+          );
+        })}
+      </ol>
+      <label className="option">
+        Add step{' '}
+        <select
+          aria-label="Add step"
+          data-testid="add-step"
+          value=""
+          onChange={(e) => e.target.value && setRecipe([...recipe, { method: e.target.value }])}
+        >
+          <option value="">choose a method…</option>
+          {METHODS.map((m) => (
+            <option key={m.id} value={m.id}>
+              {m.label}
+            </option>
+          ))}
+        </select>
+      </label>
+    </section>
+  );
+}

@@ -1,0 +1,249 @@
+/** The compression half of the studio's store: recipe, live preview, compressed evaluation, export, history. */
+import type { StoreApi } from 'zustand';
+import type { RecipeStep } from '../core/compress/recipe.ts';
+import type { EvalState, StudioState } from './store.ts';
+import {
+  cancelEvaluation,
+  evaluatePerplexity,
+  exportCompressedModel,
+  previewOverlay,
+  previewRecipe,
+  type Overlay,
+  type PreviewResult,
+} from './client.ts';
+import { parseIdsText } from '../core/tokenizer.ts';
+import {
+  DEFAULT_RECIPE,
+  describeRecipe,
+  loadStored,
+  recipeFromHash,
+  recipeToHash,
+  saveStored,
+  type HistoryEntry,
+} from './share.ts';
+
+export interface CompressState {
+  recipe: RecipeStep[];
+  preview?: PreviewResult;
+  previewing: boolean;
+  previewError?: string;
+  overlay?: Overlay;
+  overlayName?: string;
+  compressedEval: EvalState & { bytes?: number };
+  history: HistoryEntry[];
+  exporting: boolean;
+  exportMessage?: string;
+  setRecipe(recipe: RecipeStep[]): void;
+  runPreview(): Promise<void>;
+  showOverlay(name: string): Promise<void>;
+  evaluateCompressed(): Promise<void>;
+  cancelCompressedEval(): void;
+  exportCompressed(): Promise<void>;
+  restoreRecipe(entry: HistoryEntry): void;
+  clearHistory(): void;
+}
+
+type Set = StoreApi<StudioState>['setState'];
+type Get = StoreApi<StudioState>['getState'];
+
+let previewSeq = 0;
+let compressedEvalSeq = 0;
+
+function initialRecipe(): RecipeStep[] {
+  return (
+    (typeof location !== 'undefined' && recipeFromHash(location.hash)) ||
+    loadStored().recipe ||
+    DEFAULT_RECIPE
+  );
+}
+
+function persist(get: Get): void {
+  const { recipe, history } = get();
+  saveStored({ recipe, history });
+  if (typeof location !== 'undefined') {
+    const hash = recipeToHash(recipe);
+    if (location.hash !== hash) window.history.replaceState(null, '', hash);
+  }
+}
+
+/** Save a Blob: the File System Access API streams it to disk where the browser has it, a download link otherwise. */
+async function saveBlob(blob: Blob, name: string): Promise<'saved' | 'downloaded' | 'aborted'> {
+  const picker = (window as { showSaveFilePicker?: (o: unknown) => Promise<FileSystemFileHandle> })
+    .showSaveFilePicker;
+  if (picker && !navigator.webdriver) {
+    try {
+      const handle = await picker({ suggestedName: name });
+      const writable = await handle.createWritable();
+      await blob.stream().pipeTo(writable);
+      return 'saved';
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') return 'aborted';
+    }
+  }
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  return 'downloaded';
+}
+
+export function compressSlice(set: Set, get: Get): CompressState {
+  const stored = typeof localStorage !== 'undefined' ? loadStored() : {};
+  return {
+    recipe: initialRecipe(),
+    previewing: false,
+    compressedEval: { running: false },
+    history: stored.history ?? [],
+    exporting: false,
+
+    setRecipe(recipe) {
+      set({ recipe, compressedEval: { running: false } });
+      persist(get);
+      void get().runPreview();
+    },
+
+    async runPreview() {
+      const { summary, recipe, selected, histogramBins } = get();
+      if (!summary) return;
+      const seq = ++previewSeq;
+      set({ previewing: true });
+      try {
+        const preview = await previewRecipe(
+          recipe,
+          get().overlayName ?? selected,
+          histogramBins,
+          (overlay) => {
+            // the tensor being looked at arrives first, before the totals
+            if (seq === previewSeq) set({ overlay, overlayName: overlay.name });
+          },
+        );
+        if (seq !== previewSeq) return;
+        set({
+          preview,
+          previewing: false,
+          previewError: undefined,
+          ...(preview.selected ? { overlay: preview.selected, overlayName: preview.selected.name } : {}),
+        });
+        if (!get().overlayName && preview.reports[0]) await get().showOverlay(preview.reports[0].name);
+      } catch (e) {
+        if (seq !== previewSeq || (e as { code?: string }).code === 'cancelled') return;
+        set({ previewing: false, previewError: (e as Error).message });
+      }
+    },
+
+    async showOverlay(name) {
+      set({ overlayName: name });
+      const overlay = await previewOverlay(name, get().histogramBins);
+      if (get().overlayName === name && overlay) set({ overlay });
+    },
+
+    async evaluateCompressed() {
+      const { summary, recipe, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
+      if (!summary) return;
+      const seq = ++compressedEvalSeq;
+      set({ compressedEval: { running: true } });
+      try {
+        if (!get().evaluation.result && !get().evaluation.running) await get().evaluate();
+        const { bytes, totals } = await exportCompressedModel(recipe);
+        if (seq !== compressedEvalSeq) return;
+        const result = await evaluatePerplexity(
+          {
+            model: {
+              key: `compressed:${JSON.stringify(recipe)}:${summary.name}`,
+              model: bytes,
+              inputs: summary.inputs,
+            },
+            ...(evalIsIds ? { ids: parseIdsText(evalText) } : { text: evalText, tokenizerJson }),
+            ctx,
+            stride,
+          },
+          (progress) => {
+            if (seq === compressedEvalSeq) set({ compressedEval: { running: true, progress } });
+          },
+        );
+        if (seq !== compressedEvalSeq) return;
+        const entry: HistoryEntry = {
+          id: `${Date.now().toString(36)}-${seq}`,
+          model: summary.name,
+          recipe,
+          label: describeRecipe(recipe),
+          perplexity: result.perplexity,
+          bytes: bytes.byteLength,
+          bitsPerWeight: totals.bitsPerWeight,
+          at: new Date().toISOString(),
+        };
+        set({
+          compressedEval: { running: false, result, bytes: bytes.byteLength },
+          history: [
+            ...get().history.filter((h) => h.label !== entry.label || h.model !== entry.model),
+            entry,
+          ],
+        });
+        persist(get);
+      } catch (e) {
+        if (seq !== compressedEvalSeq) return;
+        const cancelled = (e as { code?: string }).code === 'cancelled';
+        set({ compressedEval: { running: false, error: cancelled ? 'Cancelled.' : (e as Error).message } });
+      }
+    },
+
+    cancelCompressedEval() {
+      if (get().compressedEval.running) void cancelEvaluation();
+    },
+
+    async exportCompressed() {
+      const { summary, recipe } = get();
+      if (!summary) return;
+      set({ exporting: true, exportMessage: 'Building the compressed model…' });
+      try {
+        const { bytes, totals } = await exportCompressedModel(recipe);
+        const base = summary.name.replace(/\.onnx$/i, '');
+        const how = await saveBlob(
+          new Blob([bytes as BlobPart], { type: 'application/octet-stream' }),
+          `${base}.compressed.onnx`,
+        );
+        const report = {
+          model: summary.name,
+          recipe: { version: 1, steps: recipe },
+          inputBytes: totals.inputBytes,
+          outputBytes: bytes.byteLength,
+          bitsPerWeight: totals.bitsPerWeight,
+          sparsity: totals.sparsity,
+          perplexity: {
+            original: get().evaluation.result?.perplexity ?? null,
+            compressed: get().compressedEval.result?.perplexity ?? null,
+            protocol: get().evaluation.result?.protocol ?? null,
+          },
+          tensors: get().preview?.reports ?? [],
+        };
+        if (how !== 'aborted')
+          await saveBlob(
+            new Blob([JSON.stringify(report, null, 2)], { type: 'application/json' }),
+            `${base}.report.json`,
+          );
+        set({
+          exporting: false,
+          exportMessage:
+            how === 'aborted'
+              ? 'Export cancelled.'
+              : `Exported ${(bytes.byteLength / 1e6).toFixed(2)} MB and its report.`,
+        });
+      } catch (e) {
+        set({ exporting: false, exportMessage: `Export failed: ${(e as Error).message}` });
+      }
+    },
+
+    restoreRecipe(entry) {
+      get().setRecipe(entry.recipe);
+    },
+
+    clearHistory() {
+      set({ history: [] });
+      persist(get);
+    },
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * Live previews of a recipe: the studio's slider loop. Results are memoised per tensor and per
+ * recipe prefix, so moving one step's slider recomputes only that step onwards and only for the
+ * tensors it selects; the tensor the person is looking at is computed first; and a run yields to
+ * the event loop between tensors so a newer request can cancel it.
+ */
+import { ModelError } from '../errors.ts';
+import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { getMethod } from '../../methods/registry.ts';
+import { yieldToEventLoop } from '../eval/yield.ts';
+import { asMatrix, reportFor, totalsFor, type CompressionResult, type TensorOutcome } from './pipeline.ts';
+import type { ResolvedStep } from './recipe.ts';
+import { selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
+
+interface State {
+  key: string;
+  outcome: TensorOutcome;
+}
+
+export interface PreviewOptions {
+  /** Computed first, and reported through `onPriority` before the rest. */
+  priority?: string;
+  onPriority?: (outcome: TensorOutcome) => void;
+  /** Polled between tensors; a true answer abandons the run with a 'cancelled' error. */
+  isStale?: () => boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export class PreviewSession {
+  readonly candidates: WeightCandidate[];
+  private readonly originals = new Map<string, Float32Array>();
+  private cache = new Map<string, TensorOutcome>();
+  /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
+  lastComputed = 0;
+
+  constructor(private readonly model: OnnxModel) {
+    this.candidates = weightCandidates(model.graph);
+  }
+
+  original(name: string): Float32Array {
+    let v = this.originals.get(name);
+    if (!v) {
+      v = readTensorFloat32(this.model, findInitializer(this.model, name));
+      this.originals.set(name, v);
+    }
+    return v;
+  }
+
+  async run(steps: readonly ResolvedStep[], options: PreviewOptions = {}): Promise<CompressionResult> {
+    const picks = steps.map((s) => new Set(selectWeights(this.candidates, s.select).map((c) => c.name)));
+    const stepKeys = steps.map((s, i) => {
+      const base = JSON.stringify([s.method, s.options]);
+      // a global threshold depends on every tensor it ranks together
+      return s.method === 'prune' && s.options.scope === 'global' && s.options.pattern === 'unstructured'
+        ? `${base}@${[...picks[i]].join(',')}`
+        : base;
+    });
+    const touched = this.candidates.filter((c) => picks.some((p) => p.has(c.name)));
+    if (!touched.length)
+      throw new ModelError(
+        'invalid-recipe',
+        'The recipe selects no weights: check each step’s tensor selection.',
+      );
+    const order = [...touched].sort(
+      (a, b) => Number(b.name === options.priority) - Number(a.name === options.priority),
+    );
+    const used = new Map<string, TensorOutcome>();
+    let computed = 0;
+    const states = new Map<string, State>();
+    const initial = (c: WeightCandidate): State => {
+      const original = this.original(c.name);
+      return {
+        key: c.name,
+        outcome: {
+          candidate: c,
+          original,
+          values: original,
+          methods: [],
+          encoder: null,
+          storedBytes: original.byteLength,
+        },
+      };
+    };
+    // the state of tensor c after steps[0..i]
+    const advance = (c: WeightCandidate, i: number): State => {
+      const prev = i === 0 ? initial(c) : stateAfter(c, i - 1);
+      if (!picks[i].has(c.name)) return prev;
+      const key = `${prev.key}>${stepKeys[i]}`;
+      let outcome = this.cache.get(key);
+      if (!outcome) {
+        const step = steps[i];
+        const method = getMethod(step.method);
+        const group = stepKeys[i].includes('@') ? this.candidates.filter((x) => picks[i].has(x.name)) : [c];
+        const inputs = group.map((g) => (g === c ? prev : stateAfter(g, i - 1 < 0 ? -1 : i - 1)));
+        const results = method.apply(
+          inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values)),
+          step.options,
+        );
+        results.forEach((r, j) => {
+          const from = inputs[j].outcome;
+          const encoder =
+            method.role === 'encode'
+              ? { method: method.id, options: step.options, encoding: r.encoding }
+              : null;
+          const o: TensorOutcome = {
+            candidate: from.candidate,
+            original: from.original,
+            values: r.values,
+            methods: [...from.methods, method.id],
+            encoder,
+            storedBytes: r.storedBytes,
+          };
+          this.cache.set(`${inputs[j].key}>${stepKeys[i]}`, o);
+          computed++;
+        });
+        outcome = this.cache.get(key) as TensorOutcome;
+      }
+      return { key, outcome };
+    };
+    const stateAfter = (c: WeightCandidate, i: number): State => {
+      if (i < 0) return initial(c);
+      const id = `${c.name}#${i}`;
+      let s = states.get(id);
+      if (!s) {
+        s = advance(c, i);
+        states.set(id, s);
+        used.set(s.key, s.outcome);
+      }
+      return s;
+    };
+    for (let t = 0; t < order.length; t++) {
+      if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
+      const c = order[t];
+      const final = stateAfter(c, steps.length - 1);
+      if (c.name === options.priority) options.onPriority?.(final.outcome);
+      options.onProgress?.(t + 1, order.length);
+      await yieldToEventLoop();
+    }
+    if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
+    // keep only what this recipe uses: the cache follows the sliders instead of growing without end
+    this.cache = new Map([...used].filter(([k]) => k.includes('>')));
+    this.lastComputed = computed;
+    const outcomes = order
+      .map((c) => stateAfter(c, steps.length - 1).outcome)
+      .sort((a, b) => this.candidates.indexOf(a.candidate) - this.candidates.indexOf(b.candidate));
+    const reports = outcomes.map(reportFor);
+    return { outcomes, reports, totals: totalsFor(this.model, reports), warnings: [] };
+  }
+}
+
+/** Histograms of the original and compressed weights over one shared range, for overlaying. */
+export function overlayHistogram(
+  original: Float32Array,
+  compressed: Float32Array,
+  bins: number,
+): { edges: number[]; original: number[]; compressed: number[] } {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const a of [original, compressed])
+    for (let i = 0; i < a.length; i++) {
+      if (a[i] < lo) lo = a[i];
+      if (a[i] > hi) hi = a[i];
+    }
+  if (!(lo < hi)) {
+    lo = (lo || 0) - 0.5;
+    hi = lo + 1;
+  }
+  const count = (a: Float32Array) => {
+    const out = new Array<number>(bins).fill(0);
+    const scale = bins / (hi - lo);
+    for (let i = 0; i < a.length; i++) out[Math.min(bins - 1, Math.floor((a[i] - lo) * scale))]++;
+    return out;
+  };
+  return {
+    edges: Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins),
+    original: count(original),
+    compressed: count(compressed),
+  };
+}

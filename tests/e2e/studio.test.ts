@@ -1,0 +1,155 @@
+/**
+ * The live studio end to end in Chromium: sliders that change the preview, before/after perplexity,
+ * export loaded back by onnxruntime-node, share links, persistence across reloads, and no model
+ * bytes on the network.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium } from 'playwright-core';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ARTIFACTS, ROOT, openStudio, type Studio } from './harness.ts';
+import { ort } from '../helpers/ort.ts';
+import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
+
+const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+
+describe('live studio', () => {
+  let studio: Studio;
+  const requests: { url: string; method: string; postBytes: number }[] = [];
+  beforeAll(async () => {
+    studio = await openStudio();
+    studio.context.on('request', (r) =>
+      requests.push({ url: r.url(), method: r.method(), postBytes: r.postDataBuffer()?.byteLength ?? 0 }),
+    );
+  });
+  afterAll(async () => {
+    await studio?.close();
+  });
+
+  const text = (id: string) => studio.page.locator(`[data-testid=${id}]`).textContent();
+  async function settled() {
+    await studio.page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
+      timeout: 120_000,
+    });
+  }
+
+  it('sliders change the numbers and the histogram of the selected tensor', async () => {
+    const { page } = studio;
+    await page.goto(`${studio.url}?eval=0`);
+    await settled();
+    expect(await text('recipe-label')).toBe('int4 b32');
+    const bitsAt32 = await text('total-bits');
+    const statsAt32 = await text('overlay-stats');
+    expect(await page.locator('[data-testid=overlay-chart] .recharts-bar-rectangle').count()).toBeGreaterThan(
+      0,
+    );
+
+    // keyboard on the block-size slider: 32 → 64 (the demo's K = 192 and 768 are whole blocks of 64)
+    await page.locator('[data-testid=opt-0-blockSize]').focus();
+    await page.keyboard.press('ArrowRight');
+    await expect.poll(() => text('opt-0-blockSize-value')).toBe('64');
+    await expect.poll(() => text('recipe-label')).toBe('int4 b64');
+    await settled();
+    expect(Number(await text('total-bits'))).toBeCloseTo(4.5, 2); // 4 bits + one float32 scale per 64
+    expect(Number(bitsAt32)).toBeCloseTo(5, 2);
+    expect(await text('overlay-stats')).not.toBe(statsAt32);
+
+    // a pruning step, moved before the quantization
+    await page.locator('[data-testid=add-step]').selectOption('prune');
+    await page.locator('[data-testid=step-1] button[aria-label="Move step up"]').click();
+    await expect.poll(() => text('recipe-label')).toBe('prune 50% → int4 b64');
+    await settled();
+    expect(await text('total-sparsity')).toMatch(/^(49|50)\.\d %$/);
+    await page.locator('[data-testid=opt-0-sparsity]').focus();
+    for (let i = 0; i < 10; i++) await page.keyboard.press('ArrowLeft');
+    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
+    await settled();
+    expect(Number((await text('total-sparsity'))!.split(' ')[0])).toBeLessThan(45);
+    await page.screenshot({ path: join(ARTIFACTS, 'studio-sliders.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('evaluates original and compressed perplexity and keeps the point in the history', async () => {
+    const { page } = studio;
+    // a shorter text keeps the test quick; the full held-out text is the quality test's job
+    const heldout = readFileSync(join(DEMO, 'heldout.txt'), 'utf8').slice(0, 4000);
+    await page.locator('[data-testid=eval-text]').fill(heldout);
+    await page.locator('[data-testid=evaluate-compressed]').click();
+    await expect.poll(() => text('ppl-compressed'), { timeout: 240_000 }).toMatch(/^\d+\.\d{3}/);
+    const original = Number(await text('ppl-original'));
+    const compressed = Number((await text('ppl-compressed'))!.split(' ')[0]);
+    expect(original).toBeGreaterThan(1);
+    expect(compressed).toBeGreaterThan(1);
+    expect(compressed).not.toBe(original);
+    expect(await page.locator('[data-testid=history] li').count()).toBe(1);
+    await page.screenshot({ path: join(ARTIFACTS, 'studio-evaluated.png'), fullPage: true });
+  });
+
+  it('exports an ONNX file that onnxruntime-node runs, and a report', async () => {
+    const { page } = studio;
+    const downloads: { name: string; path: string }[] = [];
+    const dir = mkdtempSync(join(tmpdir(), 'cs-dl-'));
+    page.on('download', async (d) => {
+      const path = join(dir, d.suggestedFilename());
+      await d.saveAs(path);
+      downloads.push({ name: d.suggestedFilename(), path });
+    });
+    await page.locator('[data-testid=export]').click();
+    await expect.poll(() => downloads.length, { timeout: 60_000 }).toBe(2);
+    const model = downloads.find((d) => d.name.endsWith('.onnx'))!;
+    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    expect(report.recipe.steps.map((s: { method: string }) => s.method)).toEqual(['prune', 'int4']);
+    const session = await ort.InferenceSession.create(model.path, { extra: EXACT_WEIGHT_ONLY });
+    const ids = [1, 2, 3, 4, 5];
+    const out = await session.run({
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
+      attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids.map(() => 1n)), [1, ids.length]),
+    });
+    expect(out.logits.dims.slice(0, 2)).toEqual([1, 5]);
+    expect(report.outputBytes).toBe(readFileSync(model.path).byteLength);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a share link opened in a fresh browser profile applies the same recipe', async () => {
+    const link = studio.page.url();
+    expect(link).toContain('#recipe=');
+    const profile = mkdtempSync(join(tmpdir(), 'cs-fresh-'));
+    const fresh = await chromium.launchPersistentContext(profile, {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    try {
+      const page = fresh.pages()[0] ?? (await fresh.newPage());
+      await page.goto(link.replace('?eval=0', '?eval=0'));
+      await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
+        timeout: 120_000,
+      });
+      expect(await page.locator('[data-testid=recipe-label]').textContent()).toBe('prune 40% → int4 b64');
+      expect(await page.locator('[data-testid=total-bits]').textContent()).toBe(await text('total-bits'));
+      await page.screenshot({ path: join(ARTIFACTS, 'studio-shared-link.png'), fullPage: true });
+    } finally {
+      await fresh.close();
+      rmSync(profile, { recursive: true, force: true });
+    }
+  });
+
+  it('survives a reload with its recipe and history', async () => {
+    const { page } = studio;
+    await page.goto(`${studio.url}?eval=0`); // no hash: the stored recipe comes back
+    await settled();
+    expect(await text('recipe-label')).toBe('prune 40% → int4 b64');
+    expect(await page.locator('[data-testid=history] li').count()).toBe(1);
+  });
+
+  it('sent nothing off the machine and no model bytes anywhere', () => {
+    expect(requests.length).toBeGreaterThan(0);
+    const origin = new URL(studio.url).origin;
+    for (const r of requests) {
+      const local = r.url.startsWith(origin) || /^(data|blob|chrome-extension):/.test(r.url);
+      expect(local, r.url).toBe(true);
+      expect(r.postBytes, `${r.method} ${r.url}`).toBe(0);
+    }
+  });
+});

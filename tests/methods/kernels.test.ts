@@ -200,3 +200,26 @@ describe('k-means weight sharing', () => {
     }
   });
 });
+
+describe('float16 casts', () => {
+  it('the fast array casts agree bit for bit with the scalar IEEE conversions', async () => {
+    const { castFloat16ToFloat32, castFloat32ToFloat16 } = await import('../../src/methods/fp16/index.ts');
+    const { float16ToFloat32, float32ToFloat16 } = await import('../../src/core/onnx/dtypes.ts');
+    const every = castFloat16ToFloat32(Uint16Array.from({ length: 65536 }, (_, i) => i));
+    for (let i = 0; i < 65536; i++) {
+      const want = float16ToFloat32(i);
+      if (!Number.isNaN(want)) expect(Object.is(every[i], want)).toBe(true);
+    }
+    const xs = new Float32Array(200_000);
+    const bits = new Uint32Array(xs.buffer);
+    let s = 1;
+    for (let i = 0; i < bits.length; i++) bits[i] = s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    // exact halfway cases between two halves, both parities
+    for (let i = 0; i < 1000; i++) bits[i] = (((i % 30) + 103) << 23) | 0x1000 | ((i & 1) << 13);
+    const h = castFloat32ToFloat16(xs);
+    let mismatches = 0;
+    for (let i = 0; i < xs.length; i++)
+      if (!Number.isNaN(xs[i]) && h[i] !== float32ToFloat16(xs[i])) mismatches++;
+    expect(mismatches).toBe(0);
+  });
+});

@@ -1,6 +1,6 @@
 /**
  * 1-D k-means for weight sharing. Weights are first reduced to sorted weighted points (the distinct
- * values of a small tensor, or the bin means of a 65,536-bin histogram of a large one); k-means++
+ * values of a small tensor, or the bin centres of a 16,384-bin histogram of a large one); k-means++
  * seeding and Lloyd iterations then run on prefix sums over those points, so one iteration costs
  * O(K log P) whatever the tensor size. A last exact pass assigns every weight and recomputes each
  * centroid as the mean of its weights.
@@ -16,7 +16,7 @@ interface Points {
   cq: Float64Array;
 }
 
-const HISTOGRAM_BINS = 1 << 16;
+const HISTOGRAM_BINS = 1 << 14;
 /** Tensors up to this size are clustered on their exact sorted values. */
 const EXACT_LIMIT = 1 << 13;
 
@@ -54,17 +54,17 @@ interface Binning {
   lo: number;
   /** bins per unit of value */
   scale: number;
-  /** index of the point each non-empty bin became, −1 for empty bins */
-  pointOfBin: Int32Array;
 }
 
-/** One point per non-empty bin of a fine histogram, at the exact mean of the values that fell in it. */
+/**
+ * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
+ * far finer than any cluster, and counting alone keeps the pass cache-resident.
+ */
 function histogramPoints(x: Float32Array, skipZeros: boolean): { points: Points; binning: Binning } {
   let lo = Infinity;
   let hi = -Infinity;
   for (let i = 0; i < x.length; i++) {
     const a = x[i];
-    if (skipZeros && a === 0) continue;
     if (a < lo) lo = a;
     if (a > hi) hi = a;
   }
@@ -72,28 +72,30 @@ function histogramPoints(x: Float32Array, skipZeros: boolean): { points: Points;
     lo = 0;
     hi = 0;
   }
-  const count = new Float64Array(HISTOGRAM_BINS);
-  const sum = new Float64Array(HISTOGRAM_BINS);
-  const scale = hi > lo ? (HISTOGRAM_BINS - 1) / (hi - lo) : 0;
+  const count = new Int32Array(HISTOGRAM_BINS);
+  const scale = hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0;
   for (let i = 0; i < x.length; i++) {
-    const a = x[i];
-    if (skipZeros && a === 0) continue;
-    const b = ((a - lo) * scale) | 0;
-    count[b]++;
-    sum[b] += a;
+    const b = ((x[i] - lo) * scale) | 0;
+    count[b < HISTOGRAM_BINS ? b : HISTOGRAM_BINS - 1]++;
+  }
+  if (skipZeros) {
+    // exact zeros have a centroid of their own: take them out of the clustering
+    let zeros = 0;
+    for (let i = 0; i < x.length; i++) if (x[i] === 0) zeros++;
+    const b = Math.min(HISTOGRAM_BINS - 1, ((0 - lo) * scale) | 0);
+    if (lo <= 0 && hi >= 0) count[b] -= zeros;
   }
   let p = 0;
   for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
   const v = new Float64Array(p);
   const w = new Float64Array(p);
-  const pointOfBin = new Int32Array(HISTOGRAM_BINS).fill(-1);
+  const width = scale > 0 ? 1 / scale : 0;
   for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
-    if (count[b] === 0) continue;
-    pointOfBin[b] = j;
-    v[j] = sum[b] / count[b];
+    if (count[b] <= 0) continue;
+    v[j] = lo + (b + 0.5) * width;
     w[j++] = count[b];
   }
-  return { points: withPrefixSums(v, w), binning: { lo, scale, pointOfBin } };
+  return { points: withPrefixSums(v, w), binning: { lo, scale } };
 }
 
 // mulberry32: a small seeded generator so the same recipe gives the same codebook everywhere
@@ -259,41 +261,36 @@ export function kmeans1d(
     const { points, binning } = histogramPoints(values, hasZeros);
     let centroids = bestLloyd(points, free, opts);
     if (centroids.length === 0) centroids = new Float64Array([0]);
-    const fround = Float64Array.from(centroids, Math.fround);
+    const fround = Float64Array.from(centroids, Math.fround).sort();
     const { book, zeroCode } = withZero(fround, hasZeros);
     const k = fround.length;
-    const mids = new Float64Array(Math.max(0, k - 1));
+    const mids = new Float64Array(k);
     for (let j = 0; j + 1 < k; j++) mids[j] = (fround[j] + fround[j + 1]) / 2;
-    const nearest = (a: number) => {
-      let lo = 0;
-      let hi = k - 1;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (a > mids[mid]) lo = mid + 1;
-        else hi = mid;
-      }
-      return lo;
-    };
+    mids[k - 1] = Infinity;
+    // lut[b]: the code of every value in bin b, or 0xffff where a midpoint cuts the bin
     const lut = new Uint16Array(HISTOGRAM_BINS);
-    for (let b = 0; b < HISTOGRAM_BINS; b++) {
-      const c0 = nearest(binning.lo + b / binning.scale);
-      const c1 = nearest(binning.lo + (b + 1) / binning.scale);
-      lut[b] = c0 === c1 ? c0 : 0xffff;
+    const { lo, scale } = binning;
+    const width = scale > 0 ? 1 / scale : 0;
+    for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
+      const left = lo + b * width;
+      const right = lo + (b + 1) * width;
+      while (mids[j] < left) j++;
+      const code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
+      lut[b] = mids[j] >= right ? code : 0xffff;
     }
-    const shift = (c: number) => (zeroCode >= 0 && c >= zeroCode ? c + 1 : c);
-    for (let j = 0; j < HISTOGRAM_BINS; j++) if (lut[j] !== 0xffff) lut[j] = shift(lut[j]);
-    const scale = binning.scale;
-    const lo = binning.lo;
+    const last = HISTOGRAM_BINS - 1;
     for (let i = 0; i < count; i++) {
       const a = values[i];
       let code: number;
       if (hasZeros && a === 0) code = zeroCode;
       else {
-        let b = ((a - lo) * scale) | 0;
-        if (b < 0) b = 0;
-        else if (b >= HISTOGRAM_BINS) b = HISTOGRAM_BINS - 1;
-        code = lut[b];
-        if (code === 0xffff) code = shift(nearest(a));
+        const b = ((a - lo) * scale) | 0;
+        code = lut[b < last ? b : last];
+        if (code === 0xffff) {
+          let j = 0;
+          while (a > mids[j]) j++;
+          code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
+        }
       }
       codes[identity ? i : at(i)] = code;
     }

@@ -30,6 +30,10 @@ import { pruneMagnitude } from '../../src/methods/prune/kernel.ts';
 import { kmeans1d } from '../../src/methods/kmeans/kernel.ts';
 import { castFloat16ToFloat32, castFloat32ToFloat16 } from '../../src/methods/fp16/index.ts';
 import { formatBytes } from '../../src/core/errors.ts';
+import { PreviewSession, overlayHistogram } from '../../src/core/compress/session.ts';
+import { errorStats } from '../../src/core/compress/metrics.ts';
+import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
+import { DataType } from '../../src/core/onnx/dtypes.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
@@ -362,6 +366,72 @@ function speedMarkdown(set: WeightSet, table: ReturnType<typeof speedTable>): st
   return lines.join('\n');
 }
 
+// ---------------------------------------------------------------- live preview latency
+
+/**
+ * What a slider move costs in the worker for a GPT-2-small MLP weight (768 × 3072): the preview
+ * session's first answer (kernel, decode, error statistics, overlay histogram) for that tensor.
+ */
+async function previewLatencyMarkdown(): Promise<string> {
+  const k = 768;
+  const n = 3072;
+  const w = gpt2SmallSynthetic().tensors.find((t) => t.name === 'h.0.mlp.c_fc')!.values;
+  const bytes = makeModelBytes({
+    nodes: [makeNode('MatMul', ['x', 'w'], ['h']), makeNode('Relu', ['h'], ['y'])],
+    inputs: [valueInfo('x', DataType.FLOAT, [1, k])],
+    outputs: [valueInfo('y', DataType.FLOAT, [1, n])],
+    initializers: [floatTensor('w', [k, n], w)],
+  });
+  const session = new PreviewSession(parseModel(bytesSource('mlp', bytes)));
+  const cases: [string, RecipeStep[]][] = [
+    ['int8 per-channel', [{ method: 'int8' }]],
+    ['int4 block 32', [{ method: 'int4' }]],
+    ['int4 block 128', [{ method: 'int4', options: { blockSize: 128 } }]],
+    ['prune 50 %', [{ method: 'prune', options: { sparsity: 0.5 } }]],
+    ['prune 2:4', [{ method: 'prune', options: { pattern: '2:4' } }]],
+    ['k-means K=16', [{ method: 'kmeans', options: { clusters: 16 } }]],
+    [
+      'prune 50 % → int4 block 32 (int4 moved)',
+      [{ method: 'prune', options: { sparsity: 0.5 } }, { method: 'int4' }],
+    ],
+    ['fp16', [{ method: 'fp16' }]],
+  ];
+  const lines = [
+    '## Live preview: one slider move on a 768 × 3072 weight',
+    '',
+    'Time from the request to the selected tensor’s answer in the preview session (kernel, decode, ' +
+      'error statistics, 64-bin overlay histogram), single thread, median of 5. The last row reuses the cached pruning.',
+    '',
+    '| recipe | ms |',
+    '|---|---:|',
+  ];
+  for (const [label, steps] of cases) {
+    const times: number[] = [];
+    const moved = label.includes('moved');
+    for (let r = 0; r < 5; r++) {
+      // the cached case moves only the int4 slider (32 ↔ 64), so pruning comes from the cache;
+      // every other case starts from an empty cache, so the number is the work itself
+      const run = moved ? [steps[0], { method: 'int4', options: { blockSize: r % 2 ? 64 : 32 } }] : steps;
+      if (!moved) session.clearCache();
+      const t0 = performance.now();
+      let answered = 0;
+      await session.run(resolveRecipe({ steps: run }), {
+        priority: 'w',
+        onPriority: (o) => {
+          errorStats(o.original, o.values);
+          overlayHistogram(o.original, o.values, 64);
+          answered = performance.now() - t0;
+        },
+      });
+      times.push(answered);
+    }
+    times.sort((a, b) => a - b);
+    lines.push(`| ${label} | ${times[2].toFixed(0)} |`);
+    log(`  preview ${label}: ${times[2].toFixed(0)} ms`);
+  }
+  return lines.join('\n');
+}
+
 // ---------------------------------------------------------------- main
 
 async function main() {
@@ -370,6 +440,7 @@ async function main() {
   const started = new Date().toISOString().slice(0, 10);
 
   if (!args.has('--speed-only')) await qualitySections(sections);
+  sections.push(await previewLatencyMarkdown());
   speedSections(sections, python);
   writeReport(sections, started);
 }

@@ -37,6 +37,11 @@ export class PreviewSession {
     this.candidates = weightCandidates(model.graph);
   }
 
+  /** Forget every memoised result (the next run recomputes everything). */
+  clearCache(): void {
+    this.cache.clear();
+  }
+
   original(name: string): Float32Array {
     let v = this.originals.get(name);
     if (!v) {

@@ -119,6 +119,7 @@ const api = {
     selected: string | undefined,
     bins: number,
     onSelected?: (o: Overlay) => void,
+    onProgress?: (done: number, total: number) => void,
   ): Promise<Result<PreviewResult>> {
     const seq = ++latestPreview;
     return wrapAsync(async () => {
@@ -128,6 +129,10 @@ const api = {
       const result = await session.run(resolved, {
         priority: selected,
         isStale: () => seq !== latestPreview,
+        // a few progress messages, not one per tensor
+        onProgress: (done, total) => {
+          if (done === total || done % Math.max(1, Math.ceil(total / 20)) === 0) onProgress?.(done, total);
+        },
         onPriority: (o) =>
           onSelected?.({ name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) }),
       });

@@ -1,4 +1,4 @@
-import { useEffect } from 'react';
+import { useEffect, useState } from 'react';
 import { DropZone } from './components/DropZone.tsx';
 import { SummaryCard } from './components/SummaryCard.tsx';
 import { TensorTable } from './components/TensorTable.tsx';
@@ -26,6 +26,29 @@ async function loadDemo(autoEvaluate: boolean, force = false) {
   }
 }
 
+const THEMES = ['auto', 'light', 'dark'] as const;
+
+function ThemeToggle() {
+  const [theme, setTheme] = useState<(typeof THEMES)[number]>(
+    () => (localStorage.getItem('compression-studio:theme') as (typeof THEMES)[number]) ?? 'auto',
+  );
+  useEffect(() => {
+    if (theme === 'auto') delete document.documentElement.dataset.theme;
+    else document.documentElement.dataset.theme = theme;
+    localStorage.setItem('compression-studio:theme', theme);
+  }, [theme]);
+  return (
+    <button
+      type="button"
+      data-testid="theme"
+      aria-label={`Colour theme: ${theme}`}
+      onClick={() => setTheme(THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length])}
+    >
+      Theme: {theme}
+    </button>
+  );
+}
+
 export function App() {
   const summary = useStudio((s) => s.summary);
   const error = useStudio((s) => s.error);
@@ -43,6 +66,7 @@ export function App() {
         <button type="button" onClick={() => void loadDemo(true, true)}>
           Load demo model
         </button>
+        <ThemeToggle />
       </header>
       <DropZone />
       {error && (

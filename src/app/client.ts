@@ -71,8 +71,17 @@ export async function previewRecipe(
   selected: string | undefined,
   bins: number,
   onSelected: (o: Overlay) => void,
+  onProgress?: (done: number, total: number) => void,
 ) {
-  return unwrap(await model().preview(steps, selected, bins, Comlink.proxy(onSelected)));
+  return unwrap(
+    await model().preview(
+      steps,
+      selected,
+      bins,
+      Comlink.proxy(onSelected),
+      onProgress ? Comlink.proxy(onProgress) : undefined,
+    ),
+  );
 }
 
 export async function previewOverlay(name: string, bins: number) {

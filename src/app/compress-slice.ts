@@ -26,6 +26,7 @@ export interface CompressState {
   recipe: RecipeStep[];
   preview?: PreviewResult;
   previewing: boolean;
+  previewProgress?: { done: number; total: number };
   previewError?: string;
   overlay?: Overlay;
   overlayName?: string;
@@ -39,6 +40,7 @@ export interface CompressState {
   evaluateCompressed(): Promise<void>;
   cancelCompressedEval(): void;
   exportCompressed(): Promise<void>;
+  cancelExport(): void;
   restoreRecipe(entry: HistoryEntry): void;
   clearHistory(): void;
 }
@@ -47,6 +49,7 @@ type Set = StoreApi<StudioState>['setState'];
 type Get = StoreApi<StudioState>['getState'];
 
 let previewSeq = 0;
+let exportSeq = 0;
 let compressedEvalSeq = 0;
 
 function initialRecipe(): RecipeStep[] {
@@ -110,7 +113,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
       const { summary, recipe, selected, histogramBins } = get();
       if (!summary) return;
       const seq = ++previewSeq;
-      set({ previewing: true });
+      set({ previewing: true, previewProgress: undefined });
+      let overlaid = false;
       try {
         const preview = await previewRecipe(
           recipe,
@@ -118,7 +122,12 @@ export function compressSlice(set: Set, get: Get): CompressState {
           histogramBins,
           (overlay) => {
             // the tensor being looked at arrives first, before the totals
-            if (seq === previewSeq) set({ overlay, overlayName: overlay.name });
+            if (seq !== previewSeq) return;
+            overlaid = true;
+            set({ overlay, overlayName: overlay.name });
+          },
+          (done, total) => {
+            if (seq === previewSeq && get().previewing) set({ previewProgress: { done, total } });
           },
         );
         if (seq !== previewSeq) return;
@@ -126,7 +135,10 @@ export function compressSlice(set: Set, get: Get): CompressState {
           preview,
           previewing: false,
           previewError: undefined,
-          ...(preview.selected ? { overlay: preview.selected, overlayName: preview.selected.name } : {}),
+          // the early answer already drew this histogram: only the stats line needs the final report
+          ...(preview.selected && !overlaid
+            ? { overlay: preview.selected, overlayName: preview.selected.name }
+            : {}),
         });
         if (!get().overlayName && preview.reports[0]) await get().showOverlay(preview.reports[0].name);
       } catch (e) {
@@ -198,9 +210,11 @@ export function compressSlice(set: Set, get: Get): CompressState {
     async exportCompressed() {
       const { summary, recipe } = get();
       if (!summary) return;
+      const seq = ++exportSeq;
       set({ exporting: true, exportMessage: 'Building the compressed model…' });
       try {
         const { bytes, totals } = await exportCompressedModel(recipe);
+        if (seq !== exportSeq) return; // cancelled: nothing is saved
         const base = summary.name.replace(/\.onnx$/i, '');
         const how = await saveBlob(
           new Blob([bytes as BlobPart], { type: 'application/octet-stream' }),
@@ -233,8 +247,14 @@ export function compressSlice(set: Set, get: Get): CompressState {
               : `Exported ${(bytes.byteLength / 1e6).toFixed(2)} MB and its report.`,
         });
       } catch (e) {
-        set({ exporting: false, exportMessage: `Export failed: ${(e as Error).message}` });
+        if (seq === exportSeq)
+          set({ exporting: false, exportMessage: `Export failed: ${(e as Error).message}` });
       }
+    },
+
+    cancelExport() {
+      exportSeq++;
+      set({ exporting: false, exportMessage: 'Export cancelled.' });
     },
 
     restoreRecipe(entry) {

@@ -1,5 +1,5 @@
 /** Real-browser tests: a Vite server for the studio and Debian's Chromium driven by playwright-core. */
-import { createServer, type ViteDevServer } from 'vite';
+import { build, createServer, preview, type PreviewServer, type ViteDevServer } from 'vite';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ export const ARTIFACTS = join(ROOT, 'test-results');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 export interface Studio {
-  server: ViteDevServer;
+  server: ViteDevServer | PreviewServer;
   url: string;
   context: BrowserContext;
   page: Page;
@@ -19,14 +19,51 @@ export interface Studio {
   close(): Promise<void>;
 }
 
-export async function openStudio(opts: { webgpu?: boolean } = {}): Promise<Studio> {
-  const server = await createServer({
-    root: ROOT,
-    configFile: join(ROOT, 'vite.config.ts'),
-    server: { port: 0, host: '127.0.0.1' },
-    logLevel: 'error',
-  });
-  await server.listen();
+let builtDir: string | undefined;
+
+/** The production build, made once per test process (what users get; React's dev checks off). */
+async function productionBuild(): Promise<string> {
+  if (builtDir) return builtDir;
+  const out = mkdtempSync(join(tmpdir(), 'cs-build-'));
+  // Vitest runs with NODE_ENV=test, which would make Vite bundle React's development build
+  const nodeEnv = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
+  try {
+    await build({
+      root: ROOT,
+      configFile: join(ROOT, 'vite.config.ts'),
+      mode: 'production',
+      logLevel: 'error',
+      build: { outDir: out },
+    });
+  } finally {
+    process.env.NODE_ENV = nodeEnv;
+  }
+  builtDir = out;
+  return out;
+}
+
+export async function openStudio(opts: { webgpu?: boolean; production?: boolean } = {}): Promise<Studio> {
+  const configFile = join(ROOT, 'vite.config.ts');
+  let server: ViteDevServer | PreviewServer;
+  if (opts.production) {
+    server = await preview({
+      root: ROOT,
+      configFile,
+      logLevel: 'error',
+      build: { outDir: await productionBuild() },
+      preview: { port: 0, host: '127.0.0.1' },
+    });
+  } else {
+    const dev = await createServer({
+      root: ROOT,
+      configFile,
+      server: { port: 0, host: '127.0.0.1' },
+      logLevel: 'error',
+    });
+    await dev.listen();
+    server = dev;
+  }
   const address = server.httpServer!.address();
   const port = typeof address === 'object' && address ? address.port : 0;
   const url = `http://127.0.0.1:${port}/`;

@@ -33,12 +33,19 @@ describe('static build from a sub-path on a host that sets no headers', () => {
 
   beforeAll(async () => {
     out = mkdtempSync(join(tmpdir(), 'cs-dist-'));
-    await build({
-      root: ROOT,
-      configFile: join(ROOT, 'vite.config.ts'),
-      logLevel: 'error',
-      build: { outDir: out, emptyOutDir: true },
-    });
+    const nodeEnv = process.env.NODE_ENV;
+    process.env.NODE_ENV = 'production'; // as `npm run build` has it, not Vitest's 'test'
+    try {
+      await build({
+        root: ROOT,
+        configFile: join(ROOT, 'vite.config.ts'),
+        mode: 'production',
+        logLevel: 'error',
+        build: { outDir: out, emptyOutDir: true },
+      });
+    } finally {
+      process.env.NODE_ENV = nodeEnv;
+    }
     server = createServer((req, res) => {
       const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
       if (!path.startsWith(SUB)) {

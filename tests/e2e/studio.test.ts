@@ -13,12 +13,14 @@ import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+const LONG_TASKS: number[] = [];
 
 describe('live studio', () => {
   let studio: Studio;
   const requests: { url: string; method: string; postBytes: number }[] = [];
   beforeAll(async () => {
-    studio = await openStudio();
+    // the production build: what people get, and what the main-thread budget is about
+    studio = await openStudio({ production: true });
     studio.context.on('request', (r) =>
       requests.push({ url: r.url(), method: r.method(), postBytes: r.postDataBuffer()?.byteLength ?? 0 }),
     );
@@ -41,10 +43,23 @@ describe('live studio', () => {
     expect(await text('recipe-label')).toBe('int4 b32');
     const bitsAt32 = await text('total-bits');
     const statsAt32 = await text('overlay-stats');
-    expect(await page.locator('[data-testid=overlay-chart] .recharts-bar-rectangle').count()).toBeGreaterThan(
-      0,
-    );
+    const overlayPaths = () =>
+      page
+        .locator('[data-testid=overlay-chart] path.recharts-area-area')
+        .evaluateAll((ps) => ps.map((p) => p.getAttribute('d')));
+    const pathsAt32 = await overlayPaths();
+    expect(pathsAt32).toHaveLength(2); // original and compressed
 
+    // main-thread long tasks while the sliders move (the work itself runs in the worker)
+    await page.evaluate(() => {
+      const w = window as unknown as { longTasks: number[] };
+      w.longTasks = [];
+      new PerformanceObserver((list) =>
+        list.getEntries().forEach((e) => w.longTasks.push(e.duration)),
+      ).observe({
+        type: 'longtask',
+      });
+    });
     // keyboard on the block-size slider: 32 → 64 (the demo's K = 192 and 768 are whole blocks of 64)
     await page.locator('[data-testid=opt-0-blockSize]').focus();
     await page.keyboard.press('ArrowRight');
@@ -54,6 +69,8 @@ describe('live studio', () => {
     expect(Number(await text('total-bits'))).toBeCloseTo(4.5, 2); // 4 bits + one float32 scale per 64
     expect(Number(bitsAt32)).toBeCloseTo(5, 2);
     expect(await text('overlay-stats')).not.toBe(statsAt32);
+    const pathsAt64 = await overlayPaths();
+    expect(pathsAt64[1]).not.toBe(pathsAt32[1]); // the compressed histogram moved
 
     // a pruning step, moved before the quantization
     await page.locator('[data-testid=add-step]').selectOption('prune');
@@ -66,6 +83,9 @@ describe('live studio', () => {
     await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
     await settled();
     expect(Number((await text('total-sparsity'))!.split(' ')[0])).toBeLessThan(45);
+    const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
+    console.log(`main-thread long tasks during slider moves: ${JSON.stringify(longTasks.map(Math.round))}`);
+    LONG_TASKS.push(...longTasks);
     await page.screenshot({ path: join(ARTIFACTS, 'studio-sliders.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);
   });

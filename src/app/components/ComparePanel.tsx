@@ -1,12 +1,28 @@
 /** Before/after quality, the history of evaluated recipes as a perplexity-vs-size chart, export and share. */
 import { useState } from 'react';
 import { CartesianGrid, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis } from 'recharts';
+import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 import { describeRecipe, type HistoryEntry } from '../share.ts';
 
 export function ComparePanel() {
-  const s = useStudio();
+  const s = useStudio(
+    useShallow((x) => ({
+      summary: x.summary,
+      recipe: x.recipe,
+      evaluation: x.evaluation,
+      compressedEval: x.compressedEval,
+      history: x.history,
+      exporting: x.exporting,
+      exportMessage: x.exportMessage,
+      evaluateCompressed: x.evaluateCompressed,
+      cancelCompressedEval: x.cancelCompressedEval,
+      exportCompressed: x.exportCompressed,
+      cancelExport: x.cancelExport,
+      restoreRecipe: x.restoreRecipe,
+    })),
+  );
   const [copied, setCopied] = useState(false);
   const original = s.evaluation.result;
   const compressed = s.compressedEval;
@@ -66,8 +82,10 @@ export function ComparePanel() {
           onCancel={() => s.cancelCompressedEval()}
         />
       )}
-      {s.exporting && <ProgressBar label={s.exportMessage ?? 'Exporting…'} />}
-      {s.exportMessage && (
+      {s.exporting && (
+        <ProgressBar label={s.exportMessage ?? 'Exporting…'} onCancel={() => s.cancelExport()} />
+      )}
+      {s.exportMessage && !s.exporting && (
         <p className="small" data-testid="export-message">
           {s.exportMessage}
         </p>

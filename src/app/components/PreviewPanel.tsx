@@ -1,7 +1,22 @@
 /** What the recipe does to the weights: totals, a per-layer chart, and the selected tensor before/after. */
-import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
+import { memo, useCallback, useMemo } from 'react';
+import type { Overlay } from '../client.ts';
+import type { TensorReport } from '../../core/compress/pipeline.ts';
+import {
+  Area,
+  AreaChart,
+  CartesianGrid,
+  Legend,
+  Line,
+  LineChart,
+  ResponsiveContainer,
+  Tooltip,
+  XAxis,
+  YAxis,
+} from 'recharts';
 import { useStudio } from '../store.ts';
 import { formatBytes, formatNumber } from './format.ts';
+import { ProgressBar } from './ProgressBar.tsx';
 
 const METRICS = {
   snrDb: { label: 'SNR (dB)', f: (x: number) => (Number.isFinite(x) ? x : 0) },
@@ -9,24 +24,115 @@ const METRICS = {
   sparsity: { label: 'sparsity (%)', f: (x: number) => x * 100 },
 } as const;
 
+// Charts are memoised on their data: a store update that leaves the data alone must not redraw them.
+const OverlayChart = memo(function OverlayChart({ overlay }: { overlay: Overlay }) {
+  const hist = useMemo(
+    () =>
+      overlay.original.map((c, i) => ({
+        x: (overlay.edges[i] + overlay.edges[i + 1]) / 2,
+        original: c,
+        compressed: overlay.compressed[i],
+      })),
+    [overlay],
+  );
+  return (
+    <div className="chart" data-testid="overlay-chart">
+      <ResponsiveContainer width="100%" height={220}>
+        {/* one step path per series, not one element per bin: redrawing stays cheap while sliders move */}
+        <AreaChart data={hist}>
+          <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
+          <XAxis dataKey="x" tickFormatter={(v: number) => formatNumber(v)} minTickGap={24} />
+          <YAxis width={48} />
+          <Tooltip labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`} />
+          <Legend />
+          <Area
+            type="step"
+            dataKey="original"
+            stroke="var(--accent)"
+            fill="var(--accent)"
+            fillOpacity={0.35}
+            isAnimationActive={false}
+          />
+          <Area
+            type="step"
+            dataKey="compressed"
+            stroke="var(--accent-2)"
+            fill="var(--accent-2)"
+            fillOpacity={0.35}
+            isAnimationActive={false}
+          />
+        </AreaChart>
+      </ResponsiveContainer>
+    </div>
+  );
+});
+
+const LayerChart = memo(function LayerChart({
+  reports,
+  onSelect,
+}: {
+  reports: TensorReport[];
+  onSelect: (name: string) => void;
+}) {
+  const layers = useMemo(
+    () =>
+      reports.map((r) => ({
+        name: r.name,
+        snrDb: METRICS.snrDb.f(r.snrDb),
+        bitsPerWeight: r.bitsPerWeight,
+        sparsity: METRICS.sparsity.f(r.sparsity),
+      })),
+    [reports],
+  );
+  return (
+    <div className="chart" data-testid="layer-chart">
+      <ResponsiveContainer width="100%" height={250}>
+        <LineChart data={layers} onClick={(e) => e?.activeLabel && onSelect(String(e.activeLabel))}>
+          <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
+          <XAxis dataKey="name" hide />
+          <YAxis yAxisId="l" width={40} />
+          <YAxis yAxisId="r" orientation="right" width={40} />
+          <Tooltip />
+          <Legend />
+          <Line
+            yAxisId="l"
+            dataKey="snrDb"
+            name={METRICS.snrDb.label}
+            stroke="var(--accent)"
+            dot={false}
+            isAnimationActive={false}
+          />
+          <Line
+            yAxisId="r"
+            dataKey="bitsPerWeight"
+            name={METRICS.bitsPerWeight.label}
+            stroke="var(--accent-2)"
+            dot={false}
+            isAnimationActive={false}
+          />
+          <Line
+            yAxisId="l"
+            dataKey="sparsity"
+            name={METRICS.sparsity.label}
+            stroke="#7a9a5a"
+            dot={false}
+            isAnimationActive={false}
+          />
+        </LineChart>
+      </ResponsiveContainer>
+    </div>
+  );
+});
+
 export function PreviewPanel() {
   const preview = useStudio((s) => s.preview);
   const previewing = useStudio((s) => s.previewing);
   const error = useStudio((s) => s.previewError);
   const overlay = useStudio((s) => s.overlay);
   const showOverlay = useStudio((s) => s.showOverlay);
+  const onSelect = useCallback((name: string) => void showOverlay(name), [showOverlay]);
+  const progress = useStudio((s) => s.previewProgress);
   const t = preview?.totals;
-  const layers = preview?.reports.map((r) => ({
-    name: r.name,
-    snrDb: METRICS.snrDb.f(r.snrDb),
-    bitsPerWeight: r.bitsPerWeight,
-    sparsity: METRICS.sparsity.f(r.sparsity),
-  }));
-  const hist = overlay?.original.map((c, i) => ({
-    x: (overlay.edges[i] + overlay.edges[i + 1]) / 2,
-    original: c,
-    compressed: overlay.compressed[i],
-  }));
   const report = preview?.reports.find((r) => r.name === overlay?.name);
   return (
     <section className="card preview" data-testid="preview" aria-busy={previewing}>
@@ -40,6 +146,12 @@ export function PreviewPanel() {
               : ''}
         </span>
       </div>
+      {previewing && progress && progress.total > 8 && (
+        <ProgressBar
+          label={`Compressing ${progress.done} / ${progress.total} tensors`}
+          value={progress.done / progress.total}
+        />
+      )}
       {error && (
         <div className="error" role="alert">
           {error}
@@ -76,62 +188,11 @@ export function PreviewPanel() {
               {formatNumber(report.mse)} · max |err| {formatNumber(report.maxAbsError)}
             </p>
           )}
-          {hist && (
-            <div className="chart" data-testid="overlay-chart">
-              <ResponsiveContainer width="100%" height={220}>
-                <BarChart data={hist} barCategoryGap={0} barGap={0}>
-                  <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-                  <XAxis dataKey="x" tickFormatter={(v: number) => formatNumber(v)} minTickGap={24} />
-                  <YAxis width={48} />
-                  <Tooltip labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`} />
-                  <Legend />
-                  <Bar dataKey="original" fill="var(--accent)" opacity={0.55} isAnimationActive={false} />
-                  <Bar dataKey="compressed" fill="var(--accent-2)" opacity={0.8} isAnimationActive={false} />
-                </BarChart>
-              </ResponsiveContainer>
-            </div>
-          )}
+          {overlay && <OverlayChart overlay={overlay} />}
         </div>
         <div>
           <h3 className="small">By layer (click a bar)</h3>
-          {layers && (
-            <div className="chart" data-testid="layer-chart">
-              <ResponsiveContainer width="100%" height={250}>
-                <BarChart
-                  data={layers}
-                  onClick={(e) => e?.activeLabel && void showOverlay(String(e.activeLabel))}
-                >
-                  <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-                  <XAxis dataKey="name" hide />
-                  <YAxis yAxisId="l" width={40} />
-                  <YAxis yAxisId="r" orientation="right" width={40} />
-                  <Tooltip />
-                  <Legend />
-                  <Bar
-                    yAxisId="l"
-                    dataKey="snrDb"
-                    name={METRICS.snrDb.label}
-                    fill="var(--accent)"
-                    isAnimationActive={false}
-                  />
-                  <Bar
-                    yAxisId="r"
-                    dataKey="bitsPerWeight"
-                    name={METRICS.bitsPerWeight.label}
-                    fill="var(--accent-2)"
-                    isAnimationActive={false}
-                  />
-                  <Bar
-                    yAxisId="l"
-                    dataKey="sparsity"
-                    name={METRICS.sparsity.label}
-                    fill="#7a9a5a"
-                    isAnimationActive={false}
-                  />
-                </BarChart>
-              </ResponsiveContainer>
-            </div>
-          )}
+          {preview && <LayerChart reports={preview.reports} onSelect={onSelect} />}
         </div>
       </div>
     </section>

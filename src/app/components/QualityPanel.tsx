@@ -1,9 +1,26 @@
 import { useRef } from 'react';
+import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 
 export function QualityPanel() {
-  const s = useStudio();
+  // only what this panel shows: a preview update elsewhere in the store must not re-render it
+  const s = useStudio(
+    useShallow((x) => ({
+      evaluation: x.evaluation,
+      evalIsIds: x.evalIsIds,
+      tokenizerJson: x.tokenizerJson,
+      evalText: x.evalText,
+      evalTextLabel: x.evalTextLabel,
+      setEvalText: x.setEvalText,
+      setTokenizer: x.setTokenizer,
+      ctx: x.ctx,
+      stride: x.stride,
+      setWindow: x.setWindow,
+      evaluate: x.evaluate,
+      cancelEvaluate: x.cancelEvaluate,
+    })),
+  );
   const textFile = useRef<HTMLInputElement>(null);
   const tokFile = useRef<HTMLInputElement>(null);
   const { evaluation: ev } = s;

@@ -159,7 +159,10 @@ export function compressSlice(set: Set, get: Get): CompressState {
       const seq = ++compressedEvalSeq;
       set({ compressedEval: { running: true } });
       try {
-        if (!get().evaluation.result && !get().evaluation.running) await get().evaluate();
+        // one evaluation at a time in the worker: let a running one on the original finish first
+        while (get().evaluation.running) await new Promise((r) => setTimeout(r, 200));
+        if (seq !== compressedEvalSeq) return;
+        if (!get().evaluation.result) await get().evaluate();
         const { bytes, totals } = await exportCompressedModel(recipe);
         if (seq !== compressedEvalSeq) return;
         const result = await evaluatePerplexity(

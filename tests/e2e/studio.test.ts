@@ -161,6 +161,12 @@ describe('live studio', () => {
     await settled();
     expect(await text('recipe-label')).toBe('prune 40% → int4 b64');
     expect(await page.locator('[data-testid=history] li').count()).toBe(1);
+    // move a slider away, then restore the evaluated recipe from the history
+    await page.locator('[data-testid=opt-1-blockSize]').focus();
+    await page.keyboard.press('ArrowLeft');
+    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b32');
+    await page.locator('[data-testid=history] li button').first().click();
+    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
   });
 
   it('sent nothing off the machine and no model bytes anywhere', () => {

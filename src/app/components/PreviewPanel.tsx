@@ -182,8 +182,8 @@ export function PreviewPanel() {
           </p>
           {report && (
             <p className="small" data-testid="overlay-stats">
-              {report.method} · {report.bitsPerWeight.toFixed(2)} bits · sparsity{' '}
-              {(report.sparsity * 100).toFixed(1)} % · SNR{' '}
+              {report.method} · {formatBytes(report.originalBytes)} → {formatBytes(report.storedBytes)} ·{' '}
+              {report.bitsPerWeight.toFixed(2)} bits · sparsity {(report.sparsity * 100).toFixed(1)} % · SNR{' '}
               {Number.isFinite(report.snrDb) ? report.snrDb.toFixed(1) : '∞'} dB · MSE{' '}
               {formatNumber(report.mse)} · max |err| {formatNumber(report.maxAbsError)}
             </p>

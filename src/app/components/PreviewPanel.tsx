@@ -1,5 +1,5 @@
 /** What the recipe does to the weights: totals, a per-layer chart, and the selected tensor before/after. */
-import { memo, useCallback, useMemo } from 'react';
+import { memo, useCallback, useDeferredValue, useMemo } from 'react';
 import type { Overlay } from '../client.ts';
 import type { TensorReport } from '../../core/compress/pipeline.ts';
 import {
@@ -129,6 +129,9 @@ export function PreviewPanel() {
   const previewing = useStudio((s) => s.previewing);
   const error = useStudio((s) => s.previewError);
   const overlay = useStudio((s) => s.overlay);
+  // charts render as interruptible transitions: React slices their work so input never waits on them
+  const chartOverlay = useDeferredValue(overlay);
+  const chartReports = useDeferredValue(preview?.reports);
   const showOverlay = useStudio((s) => s.showOverlay);
   const onSelect = useCallback((name: string) => void showOverlay(name), [showOverlay]);
   const progress = useStudio((s) => s.previewProgress);
@@ -188,11 +191,11 @@ export function PreviewPanel() {
               {formatNumber(report.mse)} · max |err| {formatNumber(report.maxAbsError)}
             </p>
           )}
-          {overlay && <OverlayChart overlay={overlay} />}
+          {chartOverlay && <OverlayChart overlay={chartOverlay} />}
         </div>
         <div>
           <h3 className="small">By layer (click a bar)</h3>
-          {preview && <LayerChart reports={preview.reports} onSelect={onSelect} />}
+          {chartReports && <LayerChart reports={chartReports} onSelect={onSelect} />}
         </div>
       </div>
     </section>

@@ -72,3 +72,33 @@ export function quantizeColumns(
       out[base + c] = Math.min(max, (x[base + c] * inv[c] + offset[c]) | 0) - bias;
   }
 }
+
+/** m[c] = max(m[c], |x[r][c]|) over rows r0..r1−1: what a symmetric scale needs, in one array. */
+export function updateColumnAbsMax(
+  x: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  m: Float32Array,
+): void {
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const b0 = r * cols;
+    const b1 = b0 + cols;
+    const b2 = b1 + cols;
+    const b3 = b2 + cols;
+    for (let c = 0; c < cols; c++) {
+      m[c] = Math.max(
+        m[c],
+        Math.abs(x[b0 + c]),
+        Math.abs(x[b1 + c]),
+        Math.abs(x[b2 + c]),
+        Math.abs(x[b3 + c]),
+      );
+    }
+  }
+  for (; r < r1; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) m[c] = Math.max(m[c], Math.abs(x[base + c]));
+  }
+}

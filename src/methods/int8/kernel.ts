@@ -3,7 +3,7 @@
  * where the channels run so the inner loop is a straight walk through memory.
  */
 
-import { quantizeColumns, updateColumnRanges } from '../column-ranges.ts';
+import { quantizeColumns, updateColumnAbsMax, updateColumnRanges } from '../column-ranges.ts';
 
 export interface Int8Quantized {
   /** Same layout as the input; int8 when symmetric, uint8 with zero points otherwise. */
@@ -19,11 +19,16 @@ function channelRanges(
   rows: number,
   cols: number,
   channelAxis: 0 | 1 | null,
+  symmetric: boolean,
 ): { lo: Float32Array; hi: Float32Array } {
   const n = channelAxis === null ? 1 : channelAxis === 1 ? cols : rows;
   const lo = new Float32Array(n);
   const hi = new Float32Array(n);
-  if (channelAxis === 1) {
+  if (channelAxis === 1 && symmetric) {
+    // a symmetric scale only needs max |x|: one array to update instead of two
+    updateColumnAbsMax(x, 0, rows, cols, hi);
+    for (let c = 0; c < cols; c++) lo[c] = -hi[c];
+  } else if (channelAxis === 1) {
     updateColumnRanges(x, 0, rows, cols, lo, hi);
   } else {
     const groups = channelAxis === 0 ? rows : 1;
@@ -66,7 +71,7 @@ export function quantizeInt8(
   channelAxis: 0 | 1 | null,
   symmetric: boolean,
 ): Int8Quantized {
-  const { lo, hi } = channelRanges(x, rows, cols, channelAxis);
+  const { lo, hi } = channelRanges(x, rows, cols, channelAxis, symmetric);
   const channels = lo.length;
   const scales = new Float32Array(channels);
   const inv = new Float32Array(channels);

@@ -60,13 +60,18 @@ interface Binning {
  * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
  * far finer than any cluster, and counting alone keeps the pass cache-resident.
  */
-function histogramPoints(x: Float32Array, skipZeros: boolean): { points: Points; binning: Binning } {
+function histogramPoints(
+  x: Float32Array,
+  keepZeros: boolean,
+): { points: Points; binning: Binning; hasZeros: boolean } {
   let lo = Infinity;
   let hi = -Infinity;
+  let zeros = 0;
   for (let i = 0; i < x.length; i++) {
     const a = x[i];
     if (a < lo) lo = a;
     if (a > hi) hi = a;
+    if (a === 0) zeros++;
   }
   if (!(lo <= hi)) {
     lo = 0;
@@ -78,13 +83,9 @@ function histogramPoints(x: Float32Array, skipZeros: boolean): { points: Points;
     const b = ((x[i] - lo) * scale) | 0;
     count[b < HISTOGRAM_BINS ? b : HISTOGRAM_BINS - 1]++;
   }
-  if (skipZeros) {
-    // exact zeros have a centroid of their own: take them out of the clustering
-    let zeros = 0;
-    for (let i = 0; i < x.length; i++) if (x[i] === 0) zeros++;
-    const b = Math.min(HISTOGRAM_BINS - 1, ((0 - lo) * scale) | 0);
-    if (lo <= 0 && hi >= 0) count[b] -= zeros;
-  }
+  const hasZeros = keepZeros && zeros > 0;
+  // exact zeros have a centroid of their own: take them out of the clustering
+  if (hasZeros) count[Math.min(HISTOGRAM_BINS - 1, ((0 - lo) * scale) | 0)] -= zeros;
   let p = 0;
   for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
   const v = new Float64Array(p);
@@ -95,7 +96,7 @@ function histogramPoints(x: Float32Array, skipZeros: boolean): { points: Points;
     v[j] = lo + (b + 0.5) * width;
     w[j++] = count[b];
   }
-  return { points: withPrefixSums(v, w), binning: { lo, scale } };
+  return { points: withPrefixSums(v, w), binning: { lo, scale }, hasZeros };
 }
 
 // mulberry32: a small seeded generator so the same recipe gives the same codebook everywhere
@@ -251,15 +252,11 @@ export function kmeans1d(
 ): Float32Array {
   const identity = count === x.length && (count < 2 || at(1) === 1);
   const values = identity ? x : Float32Array.from({ length: count }, (_, i) => x[at(i)]);
-  let hasZeros = false;
-  if (opts.keepZeros) for (let i = 0; i < values.length && !hasZeros; i++) hasZeros = values[i] === 0;
-  const free = hasZeros ? opts.clusters - 1 : opts.clusters;
-
   if (values.length > EXACT_LIMIT) {
     // large tensors: Lloyd on the histogram, then one pass that assigns each weight through a
     // bin → code table (only bins a boundary cuts need a comparison)
-    const { points, binning } = histogramPoints(values, hasZeros);
-    let centroids = bestLloyd(points, free, opts);
+    const { points, binning, hasZeros } = histogramPoints(values, opts.keepZeros);
+    let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
     if (centroids.length === 0) centroids = new Float64Array([0]);
     const fround = Float64Array.from(centroids, Math.fround).sort();
     const { book, zeroCode } = withZero(fround, hasZeros);
@@ -279,27 +276,29 @@ export function kmeans1d(
       lut[b] = mids[j] >= right ? code : 0xffff;
     }
     const last = HISTOGRAM_BINS - 1;
+    // codes land in `out` (the caller's array when its layout is ours), zeros on their own code
+    const out = identity ? codes : new Uint8Array(count);
     for (let i = 0; i < count; i++) {
       const a = values[i];
-      let code: number;
-      if (hasZeros && a === 0) code = zeroCode;
-      else {
-        const b = ((a - lo) * scale) | 0;
-        code = lut[b < last ? b : last];
-        if (code === 0xffff) {
-          let j = 0;
-          while (a > mids[j]) j++;
-          code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
-        }
+      const b = ((a - lo) * scale) | 0;
+      let code = lut[b < last ? b : last];
+      if (code === 0xffff) {
+        let j = 0;
+        while (a > mids[j]) j++;
+        code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
       }
-      codes[identity ? i : at(i)] = code;
+      out[i] = code;
     }
+    if (hasZeros) for (let i = 0; i < count; i++) if (values[i] === 0) out[i] = zeroCode;
+    if (!identity) for (let i = 0; i < count; i++) codes[at(i)] = out[i];
     return book;
   }
 
   // small tensors (and per-channel codebooks): Lloyd on the exact sorted values, then an exact update
+  let hasZeros = false;
+  if (opts.keepZeros) for (let i = 0; i < values.length && !hasZeros; i++) hasZeros = values[i] === 0;
   const points = exactPoints(values, hasZeros);
-  let centroids = bestLloyd(points, free, opts);
+  let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
   if (centroids.length === 0) centroids = new Float64Array([0]);
   const local = new Uint8Array(count);
   const nonzero = Float64Array.from(centroids);

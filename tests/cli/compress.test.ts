@@ -1,16 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { decodeModelProto } from '../../src/core/onnx/proto.ts';
 import { ort, runPath, tempDir, idsInput } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
+import { STORIES_DIR } from '../helpers/shared.ts';
 
-const ROOT = resolve(__dirname, '../..');
-const STORIES_DIR = join(ROOT, '../shared/data/stories260K');
 const STORIES = join(STORIES_DIR, 'model.onnx');
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {

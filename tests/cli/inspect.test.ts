@@ -7,9 +7,10 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { writeModel, concatChunks } from '../../src/core/onnx/write.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { tempDir, writeFiles } from '../helpers/ort.ts';
+import { STORIES_MODEL } from '../helpers/shared.ts';
 
 const ROOT = resolve(__dirname, '../..');
-const STORIES = join(ROOT, '../shared/data/stories260K/model.onnx');
+const STORIES = STORIES_MODEL;
 
 async function run(args: string[]): Promise<{ code: number; out: string }> {
   let out = '';

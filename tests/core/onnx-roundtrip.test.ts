@@ -13,8 +13,9 @@ import { DataType, float16ToFloat32 } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { float16Model, mlpModel, seededFloats } from '../helpers/models.ts';
 import { floatInput, idsInput, ort, runBytes, runPath, tempDir, writeFiles } from '../helpers/ort.ts';
+import { STORIES_MODEL } from '../helpers/shared.ts';
 
-const STORIES = join(__dirname, '../../../shared/data/stories260K/model.onnx');
+const STORIES = STORIES_MODEL;
 
 function exactlyEqual(a: ort.Tensor, b: ort.Tensor) {
   expect(a.dims).toEqual(b.dims);

@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
+import { STORIES_MODEL } from '../helpers/shared.ts';
 
-const STORIES = join(__dirname, '../../../shared/data/stories260K/model.onnx');
+const STORIES = STORIES_MODEL;
 
 describe('the studio in Chromium: drop a model, see its weights', () => {
   let studio: Studio;

@@ -3,9 +3,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARTIFACTS, ROOT, dropFiles, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
+import { STORIES_DIR } from '../helpers/shared.ts';
 
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
-const STORIES = join(ROOT, '../shared/data/stories260K');
+const STORIES = STORIES_DIR;
 
 async function cliPerplexity(args: string[]): Promise<{ perplexity: number; tokens: number }> {
   let out = '';

@@ -8,9 +8,10 @@ import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { tinyDecoder, VOCAB, type DecoderSignature } from '../helpers/decoders.ts';
 import { ort } from '../helpers/ort.ts';
+import { STORIES_DIR } from '../helpers/shared.ts';
 
 const ROOT = resolve(__dirname, '../..');
-const STORIES = join(ROOT, '../shared/data/stories260K');
+const STORIES = STORIES_DIR;
 
 /**
  * The independent reference: Hugging Face's strided loop written out plainly, feeding each input by

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { findInitializer, readTensorFloat32 } from '../../src/core/onnx/model.ts';
@@ -23,9 +23,9 @@ import {
   opTypes,
   runOutput,
 } from '../helpers/compress.ts';
+import { STORIES_DIR } from '../helpers/shared.ts';
 
-const ROOT = resolve(__dirname, '../..');
-const STORIES = join(ROOT, '../shared/data/stories260K');
+const STORIES = STORIES_DIR;
 const storiesBytes = new Uint8Array(readFileSync(join(STORIES, 'model.onnx')));
 const storiesIds = readFileSync(join(STORIES, 'ids.txt'), 'utf8')
   .trim()

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { PreviewSession, overlayHistogram } from '../../src/core/compress/session.ts';
 import { ModelError } from '../../src/core/errors.ts';
+import { STORIES_MODEL } from '../helpers/shared.ts';
 
-const STORIES = join(resolve(__dirname, '../..'), '../shared/data/stories260K/model.onnx');
+const STORIES = STORIES_MODEL;
 const model = () => parseModel(bytesSource('stories', new Uint8Array(readFileSync(STORIES))));
 
 describe('live preview session', () => {

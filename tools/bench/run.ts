@@ -37,7 +37,7 @@ import { DataType } from '../../src/core/onnx/dtypes.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
-const STORIES = join(ROOT, '../shared/data/stories260K');
+const STORIES = join(process.env.COMPRESSION_STUDIO_SHARED ?? join(ROOT, '../shared'), 'data/stories260K');
 const args = new Set(process.argv.slice(2));
 const outIndex = process.argv.indexOf('--out');
 const OUT = outIndex > 0 ? process.argv[outIndex + 1] : join(ROOT, 'docs/BENCHMARKS.md');

@@ -1,6 +1,6 @@
 import { Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
 import { useStudio } from '../store.ts';
-import { formatNumber } from './format.ts';
+import { formatCount, formatNumber } from './format.ts';
 
 export function HistogramPanel() {
   const selected = useStudio((s) => s.selected);
@@ -46,7 +46,7 @@ export function HistogramPanel() {
             <BarChart data={data} barCategoryGap={0}>
               <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
               <XAxis dataKey="x" tickFormatter={(v: number) => formatNumber(v)} minTickGap={24} />
-              <YAxis tickFormatter={(v: number) => (log ? `1e${v.toFixed(0)}` : String(v))} width={48} />
+              <YAxis tickFormatter={(v: number) => (log ? `1e${v.toFixed(0)}` : formatCount(v))} width={60} />
               <Tooltip
                 formatter={(_v, _n, item) => [String((item.payload as { raw: number }).raw), 'count']}
                 labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`}

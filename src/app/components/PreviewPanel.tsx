@@ -15,7 +15,7 @@ import {
   YAxis,
 } from 'recharts';
 import { useStudio } from '../store.ts';
-import { formatBytes, formatNumber } from './format.ts';
+import { formatBytes, formatCount, formatNumber } from './format.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 
 const METRICS = {
@@ -42,7 +42,7 @@ const OverlayChart = memo(function OverlayChart({ overlay }: { overlay: Overlay 
         <AreaChart data={hist}>
           <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
           <XAxis dataKey="x" tickFormatter={(v: number) => formatNumber(v)} minTickGap={24} />
-          <YAxis width={48} />
+          <YAxis width={60} tickFormatter={(v: number) => formatCount(v)} />
           <Tooltip labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`} />
           <Legend />
           <Area
@@ -194,7 +194,7 @@ export function PreviewPanel() {
           {chartOverlay && <OverlayChart overlay={chartOverlay} />}
         </div>
         <div>
-          <h3 className="small">By layer (click a bar)</h3>
+          <h3 className="small">By layer (click to inspect)</h3>
           {chartReports && <LayerChart reports={chartReports} onSelect={onSelect} />}
         </div>
       </div>

@@ -9,7 +9,7 @@ import { rawTensor, writeModel, type ExternalDataOptions, type WrittenModel } fr
 import type { OnnxModel } from '../onnx/model.ts';
 import type { OperatorSetIdProto } from '../onnx/proto.ts';
 import { getMethod } from '../../methods/registry.ts';
-import { bytesOf } from '../../methods/bytes.ts';
+import { bytesOf } from '../onnx/build.ts';
 import { GraphEditor } from './graph-editor.ts';
 import { asMatrix, type CompressionResult } from './pipeline.ts';
 

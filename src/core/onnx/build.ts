@@ -53,7 +53,8 @@ export function valueInfo(name: string, elemType: number, shape: (number | strin
   };
 }
 
-function bytesOf(a: ArrayBufferView): Uint8Array {
+/** The bytes of a typed array as a fresh Uint8Array (an initializer owns its raw_data). */
+export function bytesOf(a: ArrayBufferView): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength).slice();
 }
 

@@ -4,11 +4,10 @@
  * DequantizeLinear (opset 21), which stock onnxruntime runs on CPU/wasm.
  */
 import { DataType } from '../../core/onnx/dtypes.ts';
-import { makeNode } from '../../core/onnx/build.ts';
+import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
 import type { CompressionMethod, WeightMatrix } from '../types.ts';
-import { bytesOf } from '../bytes.ts';
 import {
   blockedScaleLayout,
   dequantizeInt4Blockwise,

@@ -1,9 +1,8 @@
 /** int8 weights: symmetric or asymmetric, per output channel or per tensor, exported as DequantizeLinear. */
 import { DataType } from '../../core/onnx/dtypes.ts';
-import { makeNode } from '../../core/onnx/build.ts';
+import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
 import type { CompressionMethod } from '../types.ts';
-import { bytesOf } from '../bytes.ts';
 import { dequantizeInt8, quantizeInt8, type Int8Quantized } from './kernel.ts';
 
 export interface Int8Options {

@@ -4,11 +4,10 @@
  * compatibility mode, as the dense float32 weights the codebook decodes to.
  */
 import { DataType } from '../../core/onnx/dtypes.ts';
-import { int64Tensor, makeNode } from '../../core/onnx/build.ts';
+import { bytesOf, int64Tensor, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
 import type { CompressionMethod, WeightMatrix } from '../types.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
-import { bytesOf } from '../bytes.ts';
 import { kmeans1d } from './kernel.ts';
 
 export interface KMeansMethodOptions {

@@ -203,8 +203,8 @@ describe('k-means weight sharing', () => {
 
 describe('float16 casts', () => {
   it('the fast array casts agree bit for bit with the scalar IEEE conversions', async () => {
-    const { castFloat16ToFloat32, castFloat32ToFloat16 } = await import('../../src/methods/fp16/index.ts');
-    const { float16ToFloat32, float32ToFloat16 } = await import('../../src/core/onnx/dtypes.ts');
+    const { castFloat16ToFloat32, castFloat32ToFloat16, float16ToFloat32, float32ToFloat16 } =
+      await import('../../src/core/onnx/dtypes.ts');
     const every = castFloat16ToFloat32(Uint16Array.from({ length: 65536 }, (_, i) => i));
     for (let i = 0; i < 65536; i++) {
       const want = float16ToFloat32(i);

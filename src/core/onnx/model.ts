@@ -9,7 +9,7 @@ import {
   bfloat16ToFloat32,
   dtypeInfo,
   dtypeName,
-  float16ToFloat32,
+  castFloat16ToFloat32,
   rawByteLength,
 } from './dtypes.ts';
 import {
@@ -340,11 +340,11 @@ export function readTensor(model: OnnxModel, t: TensorProto): TensorValues {
     case DataType.UINT64:
       return view(BigUint64Array);
     case DataType.FLOAT16:
+      return castFloat16ToFloat32(view(Uint16Array));
     case DataType.BFLOAT16: {
       const half = view(Uint16Array);
       const out = new Float32Array(n);
-      const widen = t.data_type === DataType.FLOAT16 ? float16ToFloat32 : bfloat16ToFloat32;
-      for (let i = 0; i < n; i++) out[i] = widen(half[i]);
+      for (let i = 0; i < n; i++) out[i] = bfloat16ToFloat32(half[i]);
       return out;
     }
     case DataType.INT4:

@@ -161,12 +161,8 @@ export function packZeroPointsMatMulNBits(quant: Int4Quantized): Uint8Array {
  * code - 8) or uint4 (asymmetric), two per byte, first element in the low nibble.
  */
 export function packInt4Natural(quant: Int4Quantized): Uint8Array {
-  const { codes, zeroPoints } = quant;
-  const out = new Uint8Array((codes.length + 1) >> 1);
   // int4 two's complement of (code − 8) is code ^ 8 in the low 4 bits
-  const flip = zeroPoints ? 0 : 8;
-  for (let i = 0; i < codes.length; i++) out[i >> 1] |= (codes[i] ^ flip) << ((i & 1) * 4);
-  return out;
+  return packNibbles(quant.codes, quant.zeroPoints ? 0 : 8);
 }
 
 /** Scales (or zero points) for blocked DequantizeLinear: the weight's shape with the reduction axis cut to blocks. */
@@ -183,9 +179,9 @@ export function blockedScaleLayout<T extends Float32Array | Uint8Array>(
   return out;
 }
 
-/** Uint4 zero points packed two per byte in flat order (DequantizeLinear opset 21). */
-export function packNibbles(values: Uint8Array): Uint8Array {
+/** 4-bit values (each xor'ed with `xor`) packed two per byte in flat order, the first in the low nibble. */
+export function packNibbles(values: Uint8Array, xor = 0): Uint8Array {
   const out = new Uint8Array((values.length + 1) >> 1);
-  for (let i = 0; i < values.length; i++) out[i >> 1] |= (values[i] & 15) << ((i & 1) * 4);
+  for (let i = 0; i < values.length; i++) out[i >> 1] |= ((values[i] ^ xor) & 15) << ((i & 1) * 4);
   return out;
 }

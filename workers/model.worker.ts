@@ -126,6 +126,7 @@ const api = {
       if (!session || !current) throw new Error('No model is open.');
       const t0 = performance.now();
       const resolved = resolveRecipe({ steps });
+      let early: Overlay | undefined;
       const result = await session.run(resolved, {
         priority: selected,
         isStale: () => seq !== latestPreview,
@@ -133,14 +134,18 @@ const api = {
         onProgress: (done, total) => {
           if (done === total || done % Math.max(1, Math.ceil(total / 20)) === 0) onProgress?.(done, total);
         },
-        onPriority: (o) =>
-          onSelected?.({ name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) }),
+        onPriority: (o) => {
+          early = { name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) };
+          onSelected?.(early);
+        },
       });
       lastPreview = { key: JSON.stringify(resolved), result };
+      // the histogram sent early is this run's: add the report rather than histogram the tensor again
+      const report = result.reports.find((r) => r.name === early?.name);
       return {
         totals: result.totals,
         reports: result.reports,
-        selected: selected ? overlayFor(result, selected, bins) : undefined,
+        selected: early ? { ...early, report } : selected ? overlayFor(result, selected, bins) : undefined,
         computed: session.lastComputed,
         millis: performance.now() - t0,
       };

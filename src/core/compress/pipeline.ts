@@ -6,7 +6,7 @@
 import { ModelError } from '../errors.ts';
 import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
 import { getMethod } from '../../methods/registry.ts';
-import type { OptionValues, WeightMatrix } from '../../methods/types.ts';
+import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
 import { errorStats, type ErrorStats } from './metrics.ts';
 import type { ResolvedStep } from './recipe.ts';
 import { selectWeights, weightCandidates, type WeightCandidate, type WeightRole } from './select.ts';
@@ -62,6 +62,37 @@ export interface CompressOptions {
 
 export function asMatrix(c: WeightCandidate, values: Float32Array): WeightMatrix {
   return { name: c.name, shape: c.shape, values, channelAxis: c.channelAxis };
+}
+
+export function initialOutcome(c: WeightCandidate, original: Float32Array): TensorOutcome {
+  return {
+    candidate: c,
+    original,
+    values: original,
+    methods: [],
+    encoder: null,
+    storedBytes: original.byteLength,
+  };
+}
+
+/**
+ * The tensor after one more step: an encode step sets its storage format, a transform leaves it dense
+ * float32 (dropping an earlier encoding, whose decoded values it worked on).
+ */
+export function nextOutcome(
+  from: TensorOutcome,
+  method: CompressionMethod,
+  options: OptionValues,
+  r: KernelResult,
+): TensorOutcome {
+  return {
+    candidate: from.candidate,
+    original: from.original,
+    values: r.values,
+    methods: [...from.methods, method.id],
+    encoder: method.role === 'encode' ? { method: method.id, options, encoding: r.encoding } : null,
+    storedBytes: r.storedBytes,
+  };
 }
 
 export function reportFor(o: TensorOutcome): TensorReport {
@@ -122,43 +153,25 @@ export function compressModel(
       return;
     }
     options.onProgress?.(i, steps.length, method.label);
-    const inputs = picked.map((c) => {
-      let o = outcomes.get(c.name);
-      if (!o) {
-        const original = readTensorFloat32(model, findInitializer(model, c.name));
-        o = {
-          candidate: c,
-          original,
-          values: original,
-          methods: [],
-          encoder: null,
-          storedBytes: original.byteLength,
-        };
-        outcomes.set(c.name, o);
-      }
-      return o;
-    });
+    const inputs = picked.map(
+      (c) =>
+        outcomes.get(c.name) ?? initialOutcome(c, readTensorFloat32(model, findInitializer(model, c.name))),
+    );
     const results = method.apply(
       inputs.map((o) => asMatrix(o.candidate, o.values)),
       step.options,
     );
     results.forEach((r, j) => {
       const o = inputs[j];
-      if (method.role === 'transform' && o.encoder) {
+      if (method.role === 'transform' && o.encoder)
         warnings.push(
           `${o.candidate.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
         );
-        o.encoder = null;
-      }
       if (method.role === 'encode' && o.encoder)
         warnings.push(
           `${o.candidate.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
         );
-      o.values = r.values;
-      o.storedBytes = r.storedBytes;
-      o.methods.push(method.id);
-      if (method.role === 'encode')
-        o.encoder = { method: method.id, options: step.options, encoding: r.encoding };
+      outcomes.set(o.candidate.name, nextOutcome(o, method, step.options, r));
     });
   });
   options.onProgress?.(steps.length, steps.length, 'done');

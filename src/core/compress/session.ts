@@ -8,8 +8,18 @@ import { ModelError } from '../errors.ts';
 import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
 import { getMethod } from '../../methods/registry.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
-import { asMatrix, reportFor, totalsFor, type CompressionResult, type TensorOutcome } from './pipeline.ts';
+import {
+  asMatrix,
+  initialOutcome,
+  nextOutcome,
+  reportFor,
+  totalsFor,
+  type CompressionResult,
+  type TensorOutcome,
+  type TensorReport,
+} from './pipeline.ts';
 import type { ResolvedStep } from './recipe.ts';
+import { histogram } from '../stats.ts';
 import { selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 interface State {
@@ -30,11 +40,22 @@ export class PreviewSession {
   readonly candidates: WeightCandidate[];
   private readonly originals = new Map<string, Float32Array>();
   private cache = new Map<string, TensorOutcome>();
+  /** Reports of cached outcomes: a slider move re-measures only the tensors it recomputed. */
+  private readonly reports = new WeakMap<TensorOutcome, TensorReport>();
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
 
   constructor(private readonly model: OnnxModel) {
     this.candidates = weightCandidates(model.graph);
+  }
+
+  private reportOf(o: TensorOutcome): TensorReport {
+    let r = this.reports.get(o);
+    if (!r) {
+      r = reportFor(o);
+      this.reports.set(o, r);
+    }
+    return r;
   }
 
   /** Forget every memoised result (the next run recomputes everything). */
@@ -72,20 +93,10 @@ export class PreviewSession {
     const used = new Map<string, TensorOutcome>();
     let computed = 0;
     const states = new Map<string, State>();
-    const initial = (c: WeightCandidate): State => {
-      const original = this.original(c.name);
-      return {
-        key: c.name,
-        outcome: {
-          candidate: c,
-          original,
-          values: original,
-          methods: [],
-          encoder: null,
-          storedBytes: original.byteLength,
-        },
-      };
-    };
+    const initial = (c: WeightCandidate): State => ({
+      key: c.name,
+      outcome: initialOutcome(c, this.original(c.name)),
+    });
     // the state of tensor c after steps[0..i]
     const advance = (c: WeightCandidate, i: number): State => {
       const prev = i === 0 ? initial(c) : stateAfter(c, i - 1);
@@ -96,26 +107,16 @@ export class PreviewSession {
         const step = steps[i];
         const method = getMethod(step.method);
         const group = stepKeys[i].includes('@') ? this.candidates.filter((x) => picks[i].has(x.name)) : [c];
-        const inputs = group.map((g) => (g === c ? prev : stateAfter(g, i - 1 < 0 ? -1 : i - 1)));
+        const inputs = group.map((g) => (g === c ? prev : stateAfter(g, i - 1)));
         const results = method.apply(
           inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values)),
           step.options,
         );
         results.forEach((r, j) => {
-          const from = inputs[j].outcome;
-          const encoder =
-            method.role === 'encode'
-              ? { method: method.id, options: step.options, encoding: r.encoding }
-              : null;
-          const o: TensorOutcome = {
-            candidate: from.candidate,
-            original: from.original,
-            values: r.values,
-            methods: [...from.methods, method.id],
-            encoder,
-            storedBytes: r.storedBytes,
-          };
-          this.cache.set(`${inputs[j].key}>${stepKeys[i]}`, o);
+          this.cache.set(
+            `${inputs[j].key}>${stepKeys[i]}`,
+            nextOutcome(inputs[j].outcome, method, step.options, r),
+          );
           computed++;
         });
         outcome = this.cache.get(key) as TensorOutcome;
@@ -148,7 +149,7 @@ export class PreviewSession {
     const outcomes = order
       .map((c) => stateAfter(c, steps.length - 1).outcome)
       .sort((a, b) => this.candidates.indexOf(a.candidate) - this.candidates.indexOf(b.candidate));
-    const reports = outcomes.map(reportFor);
+    const reports = outcomes.map((o) => this.reportOf(o));
     return { outcomes, reports, totals: totalsFor(this.model, reports), warnings: [] };
   }
 }
@@ -166,19 +167,10 @@ export function overlayHistogram(
       if (a[i] < lo) lo = a[i];
       if (a[i] > hi) hi = a[i];
     }
-  if (!(lo < hi)) {
-    lo = (lo || 0) - 0.5;
-    hi = lo + 1;
-  }
-  const count = (a: Float32Array) => {
-    const out = new Array<number>(bins).fill(0);
-    const scale = bins / (hi - lo);
-    for (let i = 0; i < a.length; i++) out[Math.min(bins - 1, Math.floor((a[i] - lo) * scale))]++;
-    return out;
-  };
+  const before = histogram(original, bins, [lo, hi]);
   return {
-    edges: Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins),
-    original: count(original),
-    compressed: count(compressed),
+    edges: before.edges,
+    original: before.counts,
+    compressed: histogram(compressed, bins, [lo, hi]).counts,
   };
 }

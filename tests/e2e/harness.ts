@@ -19,10 +19,40 @@ export interface Studio {
   close(): Promise<void>;
 }
 
+/** Debian's Chromium with a fresh profile of its own, as DEVELOPERS.md prescribes. */
+export async function launchChromium(
+  opts: { webgpu?: boolean } = {},
+): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+  const profile = mkdtempSync(join(tmpdir(), 'cs-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptDownloads: true,
+    viewport: { width: 1400, height: 900 },
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      ...(opts.webgpu ? ['--enable-unsafe-webgpu'] : []),
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
 let builtDir: string | undefined;
 
 /** The production build, made once per test process (what users get; React's dev checks off). */
-async function productionBuild(): Promise<string> {
+export async function productionBuild(): Promise<string> {
   if (builtDir) return builtDir;
   const out = mkdtempSync(join(tmpdir(), 'cs-build-'));
   // Vitest runs with NODE_ENV=test, which would make Vite bundle React's development build
@@ -67,23 +97,7 @@ export async function openStudio(opts: { webgpu?: boolean; production?: boolean 
   const address = server.httpServer!.address();
   const port = typeof address === 'object' && address ? address.port : 0;
   const url = `http://127.0.0.1:${port}/`;
-  const profile = mkdtempSync(join(tmpdir(), 'cs-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    acceptDownloads: true,
-    viewport: { width: 1400, height: 900 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      ...(opts.webgpu ? ['--enable-unsafe-webgpu'] : []),
-    ],
-  });
+  const { context, close } = await launchChromium({ webgpu: opts.webgpu });
   const page = context.pages()[0] ?? (await context.newPage());
   const pageErrors: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -95,9 +109,8 @@ export async function openStudio(opts: { webgpu?: boolean; production?: boolean 
     page,
     pageErrors,
     async close() {
-      await context.close();
+      await close();
       await server.close();
-      rmSync(profile, { recursive: true, force: true });
     },
   };
 }

@@ -4,13 +4,11 @@
  * must load from relative URLs, and onnxruntime-web's wasm must come from the built assets.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { build } from 'vite';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, normalize } from 'node:path';
-import { ARTIFACTS, ROOT } from './harness.ts';
+import { ARTIFACTS, launchChromium, productionBuild } from './harness.ts';
 
 const SUB = '/some/sub/path/';
 const TYPES: Record<string, string> = {
@@ -28,24 +26,11 @@ describe('static build from a sub-path on a host that sets no headers', () => {
   let out: string;
   let server: Server;
   let context: BrowserContext;
-  let profile: string;
+  let browser: Awaited<ReturnType<typeof launchChromium>>;
   let origin: string;
 
   beforeAll(async () => {
-    out = mkdtempSync(join(tmpdir(), 'cs-dist-'));
-    const nodeEnv = process.env.NODE_ENV;
-    process.env.NODE_ENV = 'production'; // as `npm run build` has it, not Vitest's 'test'
-    try {
-      await build({
-        root: ROOT,
-        configFile: join(ROOT, 'vite.config.ts'),
-        mode: 'production',
-        logLevel: 'error',
-        build: { outDir: out, emptyOutDir: true },
-      });
-    } finally {
-      process.env.NODE_ENV = nodeEnv;
-    }
+    out = await productionBuild();
     server = createServer((req, res) => {
       const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
       if (!path.startsWith(SUB)) {
@@ -62,25 +47,13 @@ describe('static build from a sub-path on a host that sets no headers', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const address = server.address();
     origin = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
-    profile = mkdtempSync(join(tmpdir(), 'cs-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium();
+    context = browser.context;
   });
 
   afterAll(async () => {
-    await context?.close();
+    await browser?.close();
     server?.close();
-    rmSync(out, { recursive: true, force: true });
-    rmSync(profile, { recursive: true, force: true });
   });
 
   it('becomes cross-origin isolated through the service worker and runs onnxruntime-web with threads', async () => {

@@ -4,11 +4,10 @@
  * bytes on the network.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium } from 'playwright-core';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, ROOT, launchChromium, openStudio, type Studio } from './harness.ts';
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 
@@ -136,14 +135,9 @@ describe('live studio', () => {
   it('a share link opened in a fresh browser profile applies the same recipe', async () => {
     const link = studio.page.url();
     expect(link).toContain('#recipe=');
-    const profile = mkdtempSync(join(tmpdir(), 'cs-fresh-'));
-    const fresh = await chromium.launchPersistentContext(profile, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    });
+    const fresh = await launchChromium(); // a new profile: the recipe can only come from the link
     try {
-      const page = fresh.pages()[0] ?? (await fresh.newPage());
+      const page = fresh.context.pages()[0] ?? (await fresh.context.newPage());
       await page.goto(link.replace('?eval=0', '?eval=0'));
       await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
         timeout: 120_000,
@@ -153,7 +147,6 @@ describe('live studio', () => {
       await page.screenshot({ path: join(ARTIFACTS, 'studio-shared-link.png'), fullPage: true });
     } finally {
       await fresh.close();
-      rmSync(profile, { recursive: true, force: true });
     }
   });
 

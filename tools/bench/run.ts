@@ -30,7 +30,7 @@ import { quantizeInt4Blockwise, dequantizeInt4Blockwise } from '../../src/method
 import { dequantizeInt8 } from '../../src/methods/int8/kernel.ts';
 import { pruneMagnitude } from '../../src/methods/prune/kernel.ts';
 import { kmeans1d } from '../../src/methods/kmeans/kernel.ts';
-import { castFloat16ToFloat32, castFloat32ToFloat16 } from '../../src/methods/fp16/index.ts';
+import { castFloat16ToFloat32, castFloat32ToFloat16 } from '../../src/core/onnx/dtypes.ts';
 import { formatBytes } from '../../src/core/errors.ts';
 import { PreviewSession, overlayHistogram } from '../../src/core/compress/session.ts';
 import { errorStats } from '../../src/core/compress/metrics.ts';
@@ -249,12 +249,6 @@ const KERNELS: { id: KernelName; label: string; ours: string; theirs: string }[]
   { id: 'fp16', label: 'fp16 cast', ours: 'castFloat32ToFloat16', theirs: 'torch Tensor.half()' },
 ];
 
-function sqError(a: Float32Array, b: Float32Array): number {
-  let e = 0;
-  for (let i = 0; i < a.length; i++) e += (a[i] - b[i]) ** 2;
-  return e;
-}
-
 /** Time of the kernel proper (what export needs), then its squared error from the decoded result. */
 function runKernel(
   id: KernelName,
@@ -282,7 +276,7 @@ function runKernel(
     decode = () => castFloat16ToFloat32(h);
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { seconds, sq: sqError(values, decode()) };
+  return { seconds, sq: errorStats(values, decode()).mse * values.length };
 }
 
 interface SpeedRow {

@@ -3,7 +3,7 @@
  * Codes are kept unpacked, channel-major and zero-padded to whole blocks: codes[c * kPad + k] in 0..15.
  */
 
-import { quantizeColumns, updateColumnRanges } from '../column-ranges.ts';
+import { quantizeColumns, updateColumnRanges } from '../../core/simd/index.ts';
 
 export interface Int4Quantized {
   channels: number;

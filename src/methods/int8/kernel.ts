@@ -3,7 +3,7 @@
  * where the channels run so the inner loop is a straight walk through memory.
  */
 
-import { quantizeColumns, updateColumnAbsMax, updateColumnRanges } from '../column-ranges.ts';
+import { quantizeColumns, updateColumnAbsMax, updateColumnRanges } from '../../core/simd/index.ts';
 
 export interface Int8Quantized {
   /** Same layout as the input; int8 when symmetric, uint8 with zero points otherwise. */

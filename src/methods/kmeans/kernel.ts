@@ -6,6 +6,8 @@
  * centroid as the mean of its weights.
  */
 
+import { assignCodesByBins, histogramCounts, rangeAndZeros } from '../../core/simd/index.ts';
+
 /** Sorted 1-D points with weights (how many weights each stands for) and prefix sums. */
 interface Points {
   v: Float64Array;
@@ -56,6 +58,11 @@ interface Binning {
   scale: number;
 }
 
+/** The bin of a value, as the SIMD histogram and code assignment compute it (float64, clamped). */
+function binOf({ lo, scale }: Binning, v: number): number {
+  return Math.max(0, Math.min(HISTOGRAM_BINS - 1, Math.trunc((v - lo) * scale)));
+}
+
 /**
  * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
  * far finer than any cluster, and counting alone keeps the pass cache-resident.
@@ -64,28 +71,16 @@ function histogramPoints(
   x: Float32Array,
   keepZeros: boolean,
 ): { points: Points; binning: Binning; hasZeros: boolean } {
-  let lo = Infinity;
-  let hi = -Infinity;
-  let zeros = 0;
-  for (let i = 0; i < x.length; i++) {
-    const a = x[i];
-    if (a < lo) lo = a;
-    if (a > hi) hi = a;
-    if (a === 0) zeros++;
-  }
-  if (!(lo <= hi)) {
-    lo = 0;
-    hi = 0;
-  }
-  const count = new Int32Array(HISTOGRAM_BINS);
+  const range = rangeAndZeros(x);
+  // all NaN (or empty): one bin at 0
+  const lo = range.lo <= range.hi ? range.lo : 0;
+  const hi = range.lo <= range.hi ? range.hi : 0;
+  const zeros = range.zeros;
   const scale = hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0;
-  for (let i = 0; i < x.length; i++) {
-    const b = ((x[i] - lo) * scale) | 0;
-    count[b < HISTOGRAM_BINS ? b : HISTOGRAM_BINS - 1]++;
-  }
+  const count = histogramCounts(x, lo, scale, HISTOGRAM_BINS);
   const hasZeros = keepZeros && zeros > 0;
   // exact zeros have a centroid of their own: take them out of the clustering
-  if (hasZeros) count[Math.min(HISTOGRAM_BINS - 1, ((0 - lo) * scale) | 0)] -= zeros;
+  if (hasZeros) count[binOf({ lo, scale }, 0)] -= zeros;
   let p = 0;
   for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
   const v = new Float64Array(p);
@@ -123,41 +118,54 @@ function upperBound(v: Float64Array, x: number, from = 0, to = v.length): number
   return lo;
 }
 
-// k-means++: each next centroid drawn with probability ∝ w · D², D the distance to the nearest chosen one.
+/** Σ w·(v − c)² over points a..b−1, from the prefix sums. */
+function segmentCost(p: Points, a: number, b: number, c: number): number {
+  const cost = p.cq[b] - p.cq[a] - 2 * c * (p.cs[b] - p.cs[a]) + c * c * (p.cw[b] - p.cw[a]);
+  return cost > 0 ? cost : 0;
+}
+
+// k-means++: each next centroid drawn with probability ∝ w · D², D the distance to the nearest chosen
+// one. On sorted points the points nearest each chosen centroid form a run between midpoints, so the
+// D² mass of a run comes from prefix sums and the draw is a walk over runs plus a binary search inside
+// one: O(K log P) per centroid instead of a sweep over all points.
 function seedPlusPlus(p: Points, k: number, random: () => number): Float64Array {
   const n = p.v.length;
-  const centroids = new Float64Array(k);
-  const d2 = new Float64Array(n);
-  let target = random() * p.cw[n];
-  centroids[0] = p.v[Math.min(n - 1, upperBound(p.cw, target) - 1)];
-  for (let i = 0; i < n; i++) d2[i] = (p.v[i] - centroids[0]) ** 2;
-  for (let j = 1; j < k; j++) {
+  const chosen = [p.v[Math.min(n - 1, upperBound(p.cw, random() * p.cw[n]) - 1)]];
+  const cuts = new Int32Array(k + 1);
+  const mass = new Float64Array(k);
+  while (chosen.length < k) {
+    const m = chosen.length;
+    cuts[m] = n;
+    for (let j = 1; j < m; j++) cuts[j] = upperBound(p.v, (chosen[j - 1] + chosen[j]) / 2, cuts[j - 1], n);
     let total = 0;
-    for (let i = 0; i < n; i++) total += p.w[i] * d2[i];
+    for (let j = 0; j < m; j++) total += mass[j] = segmentCost(p, cuts[j], cuts[j + 1], chosen[j]);
     let pick = n - 1;
     if (total > 0) {
-      target = random() * total;
-      for (let i = 0, acc = 0; i < n; i++) {
-        acc += p.w[i] * d2[i];
-        if (acc >= target) {
-          pick = i;
-          break;
-        }
+      let target = random() * total;
+      let j = 0;
+      while (j < m - 1 && target > mass[j]) target -= mass[j++];
+      // the first point of run j whose running mass reaches the target
+      let lo = cuts[j];
+      let hi = cuts[j + 1] - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (segmentCost(p, cuts[j], mid + 1, chosen[j]) >= target) hi = mid;
+        else lo = mid + 1;
       }
+      pick = Math.min(lo, n - 1); // rounding can leave the target just past an empty last run
     }
     const c = p.v[pick];
-    centroids[j] = c;
-    for (let i = 0; i < n; i++) {
-      const d = (p.v[i] - c) ** 2;
-      if (d < d2[i]) d2[i] = d;
-    }
+    let at = m;
+    while (at > 0 && chosen[at - 1] > c) at--;
+    chosen.splice(at, 0, c);
   }
-  return centroids.sort();
+  return Float64Array.from(chosen);
 }
 
 /**
  * Lloyd iterations on sorted points: cluster j owns the points between the midpoints to its
- * neighbours, its new centroid is their weighted mean. Stops when no boundary moves.
+ * neighbours, its new centroid is their weighted mean. Stops when no boundary moves. Boundaries move
+ * little once the first pass has placed them, so later passes walk from where they were.
  */
 function lloyd(
   p: Points,
@@ -166,26 +174,36 @@ function lloyd(
 ): { centroids: Float64Array; inertia: number } {
   const k = init.length;
   const n = p.v.length;
+  const v = p.v;
   const c = init.slice().sort();
   const cut = new Int32Array(k + 1);
-  const prev = new Int32Array(k + 1).fill(-1);
   cut[k] = n;
-  let inertia = 0;
   for (let iter = 0; iter < maxIterations; iter++) {
-    for (let j = 1; j < k; j++) cut[j] = upperBound(p.v, (c[j - 1] + c[j]) / 2, cut[j - 1], n);
     let moved = false;
-    for (let j = 0; j <= k; j++) if (cut[j] !== prev[j]) moved = true;
-    inertia = 0;
+    for (let j = 1; j < k; j++) {
+      const mid = (c[j - 1] + c[j]) / 2;
+      let t = cut[j];
+      if (iter === 0 || t < cut[j - 1]) t = upperBound(v, mid, cut[j - 1], n);
+      else {
+        while (t < n && v[t] <= mid) t++;
+        while (t > cut[j - 1] && v[t - 1] > mid) t--;
+      }
+      if (t !== cut[j]) moved = true;
+      cut[j] = t;
+    }
+    if (!moved && iter > 0) break;
     for (let j = 0; j < k; j++) {
       const w = p.cw[cut[j + 1]] - p.cw[cut[j]];
-      if (w <= 0) continue; // an empty cluster keeps its centroid
-      const s = p.cs[cut[j + 1]] - p.cs[cut[j]];
-      c[j] = s / w;
-      inertia += p.cq[cut[j + 1]] - p.cq[cut[j]] - (s * s) / w;
+      if (w > 0) c[j] = (p.cs[cut[j + 1]] - p.cs[cut[j]]) / w; // an empty cluster keeps its centroid
     }
-    c.sort();
-    if (!moved) break;
-    prev.set(cut);
+    // means of ordered runs stay ordered; only an empty cluster's kept centroid can be out of place
+    for (let j = 1; j < k; j++) if (c[j] < c[j - 1]) c.sort();
+  }
+  let inertia = 0;
+  for (let j = 0; j < k; j++) {
+    const w = p.cw[cut[j + 1]] - p.cw[cut[j]];
+    const s = p.cs[cut[j + 1]] - p.cs[cut[j]];
+    if (w > 0) inertia += p.cq[cut[j + 1]] - p.cq[cut[j]] - (s * s) / w;
   }
   return { centroids: c, inertia };
 }
@@ -275,21 +293,11 @@ export function kmeans1d(
       const code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
       lut[b] = mids[j] >= right ? code : 0xffff;
     }
-    const last = HISTOGRAM_BINS - 1;
+    // exact zeros take their own code: their bin goes to the exact comparison too
+    if (zeroCode >= 0) lut[binOf(binning, 0)] = 0xffff;
     // codes land in `out` (the caller's array when its layout is ours), zeros on their own code
     const out = identity ? codes : new Uint8Array(count);
-    for (let i = 0; i < count; i++) {
-      const a = values[i];
-      const b = ((a - lo) * scale) | 0;
-      let code = lut[b < last ? b : last];
-      if (code === 0xffff) {
-        let j = 0;
-        while (a > mids[j]) j++;
-        code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
-      }
-      out[i] = code;
-    }
-    if (hasZeros) for (let i = 0; i < count; i++) if (values[i] === 0) out[i] = zeroCode;
+    assignCodesByBins(values, out, lo, scale, lut, mids, zeroCode);
     if (!identity) for (let i = 0; i < count; i++) codes[at(i)] = out[i];
     return book;
   }

@@ -1,0 +1,256 @@
+/**
+ * The compressors' hot loops as WebAssembly SIMD (kernels.wat), behind plain typed-array functions.
+ * Every call stages its input in the module's memory in chunks small enough to stay in cache, runs one
+ * kernel per chunk and copies the results out, so callers never see wasm pointers and the module's
+ * memory stays a few hundred KiB however large the tensor. WebAssembly SIMD is in every engine that
+ * runs onnxruntime-web (which ships SIMD builds only), so there is no scalar fallback to keep in step.
+ */
+
+import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
+
+interface Kernels {
+  memory: WebAssembly.Memory;
+  column_ranges(x: number, rows: number, cols: number, lo: number, hi: number): void;
+  column_abs_max(x: number, rows: number, cols: number, m: number): void;
+  quantize_columns(
+    x: number,
+    out: number,
+    rows: number,
+    cols: number,
+    inv: number,
+    offset: number,
+    max: number,
+    bias: number,
+  ): void;
+  flat_range(x: number, n: number, res: number): void;
+  histogram(
+    x: number,
+    n: number,
+    lo: number,
+    scale: number,
+    count: number,
+    bins: number,
+    scratch: number,
+  ): void;
+  assign_codes(
+    x: number,
+    n: number,
+    out: number,
+    lo: number,
+    scale: number,
+    lut: number,
+    bins: number,
+    mids: number,
+    zeroCode: number,
+    scratch: number,
+  ): void;
+  float32_to_float16(x: number, n: number, h: number): void;
+  float16_to_float32(h: number, n: number, x: number): void;
+}
+
+/** Floats staged per kernel call: 256 KiB, inside a core's L2 next to the outputs. */
+const CHUNK_FLOATS = 1 << 16;
+
+let kernels: Kernels | null = null;
+
+function instance(): Kernels {
+  if (!kernels) {
+    const bytes = Uint8Array.from(atob(KERNELS_WASM_BASE64), (ch) => ch.charCodeAt(0));
+    // 1.5 KB: small enough for synchronous compilation on any thread
+    kernels = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Kernels;
+  }
+  return kernels;
+}
+
+/** Byte offsets (16-aligned, from 0) for scratch regions of the given sizes, growing memory to fit. */
+function reserve(k: Kernels, ...sizes: number[]): number[] {
+  const offsets: number[] = [];
+  let end = 0;
+  for (const size of sizes) {
+    offsets.push(end);
+    end += Math.ceil(size / 16) * 16;
+  }
+  const missing = end - k.memory.buffer.byteLength;
+  if (missing > 0) k.memory.grow(Math.ceil(missing / 65536));
+  return offsets;
+}
+
+const f32 = (k: Kernels, at: number, n: number) => new Float32Array(k.memory.buffer, at, n);
+const u8 = (k: Kernels, at: number, n: number) => new Uint8Array(k.memory.buffer, at, n);
+
+const rowsPerChunk = (cols: number) => Math.max(1, Math.floor(CHUNK_FLOATS / Math.max(1, cols)));
+
+/** Rows r0..r1−1 of a [·, cols] matrix in chunks of whole rows: fn(first row, row count). */
+function forRowChunks(r0: number, r1: number, cols: number, fn: (r: number, rows: number) => void): void {
+  const step = rowsPerChunk(cols);
+  for (let r = r0; r < r1; r += step) fn(r, Math.min(step, r1 - r));
+}
+
+/** lo[c] = min(lo[c], x[r][c]), hi[c] = max(hi[c], x[r][c]) over rows r0..r1−1; NaNs are ignored. */
+export function updateColumnRanges(
+  x: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  lo: Float32Array,
+  hi: Float32Array,
+): void {
+  const k = instance();
+  const chunkRows = Math.min(r1 - r0, rowsPerChunk(cols));
+  const [at, loAt, hiAt] = reserve(k, chunkRows * cols * 4, cols * 4, cols * 4);
+  f32(k, loAt, cols).set(lo.subarray(0, cols));
+  f32(k, hiAt, cols).set(hi.subarray(0, cols));
+  forRowChunks(r0, r1, cols, (r, rows) => {
+    f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
+    k.column_ranges(at, rows, cols, loAt, hiAt);
+  });
+  lo.set(f32(k, loAt, cols));
+  hi.set(f32(k, hiAt, cols));
+}
+
+/** m[c] = max(m[c], |x[r][c]|) over rows r0..r1−1: what a symmetric scale needs. */
+export function updateColumnAbsMax(
+  x: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  m: Float32Array,
+): void {
+  const k = instance();
+  const chunkRows = Math.min(r1 - r0, rowsPerChunk(cols));
+  const [at, mAt] = reserve(k, chunkRows * cols * 4, cols * 4);
+  f32(k, mAt, cols).set(m.subarray(0, cols));
+  forRowChunks(r0, r1, cols, (r, rows) => {
+    f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
+    k.column_abs_max(at, rows, cols, mAt);
+  });
+  m.set(f32(k, mAt, cols));
+}
+
+/**
+ * out[r][c] = clamp(trunc(x[r][c] · inv[c] + offset[c]), 0, max) − bias for rows r0..r1−1, in float32
+ * arithmetic: round to nearest of x / s plus a zero point when offset = z + 0.5. Written as bytes, so a
+ * bias of 128 into an Int8Array gives code − 128.
+ */
+export function quantizeColumns(
+  x: Float32Array,
+  out: Uint8Array | Int8Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  inv: Float32Array,
+  offset: Float32Array,
+  max: number,
+  bias: number,
+): void {
+  const k = instance();
+  const chunkRows = Math.min(r1 - r0, rowsPerChunk(cols));
+  const [at, outAt, invAt, offAt] = reserve(k, chunkRows * cols * 4, chunkRows * cols, cols * 4, cols * 4);
+  f32(k, invAt, cols).set(inv.subarray(0, cols));
+  f32(k, offAt, cols).set(offset.subarray(0, cols));
+  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length);
+  forRowChunks(r0, r1, cols, (r, rows) => {
+    f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
+    k.quantize_columns(at, outAt, rows, cols, invAt, offAt, max, bias);
+    bytes.set(u8(k, outAt, rows * cols), r * cols);
+  });
+}
+
+/** Flat chunks of x: fn(start, count) with the chunk already staged at byte offset `at`. */
+function forStagedChunks(k: Kernels, x: Float32Array, at: number, fn: (start: number, n: number) => void) {
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = Math.min(CHUNK_FLOATS, x.length - s);
+    f32(k, at, n).set(x.subarray(s, s + n));
+    fn(s, n);
+  }
+}
+
+/** Smallest and largest value of x (NaNs ignored; +∞/−∞ when x is empty or all NaN) and its count of exact zeros. */
+export function rangeAndZeros(x: Float32Array): { lo: number; hi: number; zeros: number } {
+  const k = instance();
+  const [resAt, at] = reserve(k, 16, Math.min(x.length, CHUNK_FLOATS) * 4);
+  f32(k, resAt, 2).set([Infinity, -Infinity]);
+  new Int32Array(k.memory.buffer, resAt + 8, 1)[0] = 0;
+  forStagedChunks(k, x, at, (_, n) => k.flat_range(at, n, resAt));
+  const [lo, hi] = f32(k, resAt, 2);
+  return { lo, hi, zeros: new Int32Array(k.memory.buffer, resAt + 8, 1)[0] };
+}
+
+/** count[b] = how many x fall in bin b = min(trunc((x − lo) · scale), bins − 1), in float64. */
+export function histogramCounts(x: Float32Array, lo: number, scale: number, bins: number): Int32Array {
+  const k = instance();
+  const chunk = Math.min(x.length, CHUNK_FLOATS);
+  const [countAt, at, scratchAt] = reserve(k, bins * 4, chunk * 4, chunk * 4);
+  new Int32Array(k.memory.buffer, countAt, bins).fill(0);
+  forStagedChunks(k, x, at, (_, n) => k.histogram(at, n, lo, scale, countAt, bins, scratchAt));
+  return new Int32Array(k.memory.buffer, countAt, bins).slice();
+}
+
+/**
+ * codes[i] = code of x[i] under the same binning: lut[bin] where a bin lies wholly between two
+ * midpoints, else the first j with x ≤ mids[j] (mids ascending, the last +∞), shifted past zeroCode
+ * when zeros have their own code (zeroCode ≥ 0), and zeroCode for exact zeros.
+ */
+export function assignCodesByBins(
+  x: Float32Array,
+  codes: Uint8Array,
+  lo: number,
+  scale: number,
+  lut: Uint16Array,
+  mids: Float64Array,
+  zeroCode: number,
+): void {
+  const k = instance();
+  const chunk = Math.min(x.length, CHUNK_FLOATS);
+  const [lutAt, midsAt, at, outAt, scratchAt] = reserve(
+    k,
+    lut.length * 2,
+    mids.length * 8,
+    chunk * 4,
+    chunk,
+    chunk * 4,
+  );
+  new Uint16Array(k.memory.buffer, lutAt, lut.length).set(lut);
+  new Float64Array(k.memory.buffer, midsAt, mids.length).set(mids);
+  forStagedChunks(k, x, at, (start, n) => {
+    k.assign_codes(at, n, outAt, lo, scale, lutAt, lut.length, midsAt, zeroCode, scratchAt);
+    codes.set(u8(k, outAt, n), start);
+  });
+}
+
+/** Elements per call rounded up to whole SIMD steps; the staged tail past n is zero. */
+const padded = (n: number) => Math.ceil(n / 4) * 4;
+
+/** IEEE half bits of each float, round to nearest even; NaN stays NaN (quiet, sign kept). */
+export function castFloat32ToFloat16(x: Float32Array): Uint16Array {
+  const k = instance();
+  const out = new Uint16Array(x.length);
+  const chunk = padded(Math.min(x.length, CHUNK_FLOATS));
+  const [at, hAt] = reserve(k, chunk * 4, chunk * 2);
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = Math.min(CHUNK_FLOATS, x.length - s);
+    const staged = f32(k, at, padded(n));
+    staged.set(x.subarray(s, s + n));
+    staged.fill(0, n);
+    k.float32_to_float16(at, padded(n), hAt);
+    out.set(new Uint16Array(k.memory.buffer, hAt, n), s);
+  }
+  return out;
+}
+
+/** Floats of IEEE half bits (exact: every half is a float). */
+export function castFloat16ToFloat32(h: Uint16Array): Float32Array {
+  const k = instance();
+  const out = new Float32Array(h.length);
+  const chunk = padded(Math.min(h.length, CHUNK_FLOATS));
+  const [hAt, at] = reserve(k, chunk * 2, chunk * 4);
+  for (let s = 0; s < h.length; s += CHUNK_FLOATS) {
+    const n = Math.min(CHUNK_FLOATS, h.length - s);
+    const staged = new Uint16Array(k.memory.buffer, hAt, padded(n));
+    staged.set(h.subarray(s, s + n));
+    staged.fill(0, n);
+    k.float16_to_float32(hAt, padded(n), at);
+    out.set(f32(k, at, n), s);
+  }
+  return out;
+}

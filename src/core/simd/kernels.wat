@@ -1,0 +1,345 @@
+;; WebAssembly SIMD kernels for the weight compressors' hot loops. Source of truth for
+;; kernels-wasm.ts (regenerate with `npm run build:wasm`; a test checks the two agree).
+;;
+;; All pointers are byte offsets into this module's memory; the JS side (./index.ts) stages
+;; inputs there, calls one function, and copies results out. Matrices are row-major with `cols`
+;; float32 values per row. Comparisons use pmin/pmax (b < a ? b : a), which map to one x86/ARM
+;; instruction each and leave a NaN input out of a range rather than spreading it.
+(module
+  (memory (export "memory") 1)
+
+  ;; lo[c] = min(lo[c], x[r][c]), hi[c] = max(hi[c], x[r][c]) over every row r
+  (func (export "column_ranges")
+    (param $x i32) (param $rows i32) (param $cols i32) (param $lo i32) (param $hi i32)
+    (local $row_end i32) (local $vec_end i32) (local $p i32) (local $c i32) (local $v v128) (local $s f32)
+    (local.set $row_end (i32.add (local.get $x) (i32.shl (i32.mul (local.get $rows) (local.get $cols)) (i32.const 2))))
+    (local.set $vec_end (i32.and (local.get $cols) (i32.const -4)))
+    (block $rows_done
+      (loop $rows_loop
+        (br_if $rows_done (i32.ge_u (local.get $x) (local.get $row_end)))
+        (local.set $c (i32.const 0))
+        (block $vec_done
+          (loop $vec_loop
+            (br_if $vec_done (i32.ge_u (local.get $c) (local.get $vec_end)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (local.set $v (v128.load (i32.add (local.get $x) (local.get $p))))
+            (v128.store (i32.add (local.get $lo) (local.get $p))
+              (f32x4.pmin (v128.load (i32.add (local.get $lo) (local.get $p))) (local.get $v)))
+            (v128.store (i32.add (local.get $hi) (local.get $p))
+              (f32x4.pmax (v128.load (i32.add (local.get $hi) (local.get $p))) (local.get $v)))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $vec_loop)))
+        (block $tail_done
+          (loop $tail_loop
+            (br_if $tail_done (i32.ge_u (local.get $c) (local.get $cols)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (local.set $s (f32.load (i32.add (local.get $x) (local.get $p))))
+            (f32.store (i32.add (local.get $lo) (local.get $p))
+              (call $pmin (f32.load (i32.add (local.get $lo) (local.get $p))) (local.get $s)))
+            (f32.store (i32.add (local.get $hi) (local.get $p))
+              (call $pmax (f32.load (i32.add (local.get $hi) (local.get $p))) (local.get $s)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $tail_loop)))
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+        (br $rows_loop))))
+
+  ;; m[c] = max(m[c], |x[r][c]|) over every row r: all a symmetric scale needs
+  (func (export "column_abs_max")
+    (param $x i32) (param $rows i32) (param $cols i32) (param $m i32)
+    (local $row_end i32) (local $vec_end i32) (local $p i32) (local $c i32)
+    (local.set $row_end (i32.add (local.get $x) (i32.shl (i32.mul (local.get $rows) (local.get $cols)) (i32.const 2))))
+    (local.set $vec_end (i32.and (local.get $cols) (i32.const -4)))
+    (block $rows_done
+      (loop $rows_loop
+        (br_if $rows_done (i32.ge_u (local.get $x) (local.get $row_end)))
+        (local.set $c (i32.const 0))
+        (block $vec_done
+          (loop $vec_loop
+            (br_if $vec_done (i32.ge_u (local.get $c) (local.get $vec_end)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (v128.store (i32.add (local.get $m) (local.get $p))
+              (f32x4.pmax (v128.load (i32.add (local.get $m) (local.get $p)))
+                (f32x4.abs (v128.load (i32.add (local.get $x) (local.get $p))))))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $vec_loop)))
+        (block $tail_done
+          (loop $tail_loop
+            (br_if $tail_done (i32.ge_u (local.get $c) (local.get $cols)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (f32.store (i32.add (local.get $m) (local.get $p))
+              (call $pmax (f32.load (i32.add (local.get $m) (local.get $p)))
+                (f32.abs (f32.load (i32.add (local.get $x) (local.get $p))))))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $tail_loop)))
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+        (br $rows_loop))))
+
+  ;; out[r][c] = clamp(trunc(x[r][c] · inv[c] + offset[c]), 0, max) − bias, in float32 arithmetic:
+  ;; round to nearest of x / s shifted by a zero point when offset = z + 0.5. Bytes are written
+  ;; modulo 256, so a bias of 128 gives int8 two's complement of a code in 0..255. Four columns per
+  ;; step: min against max, then two saturating narrows (i32 → i16 → u8) give the lower clamp.
+  ;; (Written out rather than calling a helper: engines do not all inline wasm calls.)
+  (func (export "quantize_columns")
+    (param $x i32) (param $out i32) (param $rows i32) (param $cols i32) (param $inv i32) (param $offset i32)
+    (param $max i32) (param $bias i32)
+    (local $r i32) (local $c i32) (local $p i32) (local $vec_end i32) (local $maxv v128) (local $biasv v128)
+    (local $q v128) (local $qs i32)
+    (local.set $vec_end (i32.and (local.get $cols) (i32.const -4)))
+    (local.set $maxv (i32x4.splat (local.get $max)))
+    (local.set $biasv (i8x16.splat (local.get $bias)))
+    (block $rows_done
+      (loop $rows_loop
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $c (i32.const 0))
+        (block $vec_done
+          (loop $vec_loop
+            (br_if $vec_done (i32.ge_u (local.get $c) (local.get $vec_end)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (local.set $q
+              (i32x4.min_s
+                (i32x4.trunc_sat_f32x4_s
+                  (f32x4.add
+                    (f32x4.mul (v128.load (i32.add (local.get $x) (local.get $p)))
+                      (v128.load (i32.add (local.get $inv) (local.get $p))))
+                    (v128.load (i32.add (local.get $offset) (local.get $p)))))
+                (local.get $maxv)))
+            (local.set $q (i16x8.narrow_i32x4_s (local.get $q) (local.get $q)))
+            (v128.store32_lane 0 (i32.add (local.get $out) (local.get $c))
+              (i8x16.sub (i8x16.narrow_i16x8_u (local.get $q) (local.get $q)) (local.get $biasv)))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $vec_loop)))
+        (block $tail_done
+          (loop $tail_loop
+            (br_if $tail_done (i32.ge_u (local.get $c) (local.get $cols)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (local.set $qs
+              (i32.trunc_sat_f32_s
+                (f32.add
+                  (f32.mul (f32.load (i32.add (local.get $x) (local.get $p)))
+                    (f32.load (i32.add (local.get $inv) (local.get $p))))
+                  (f32.load (i32.add (local.get $offset) (local.get $p))))))
+            (local.set $qs (select (local.get $max) (local.get $qs) (i32.gt_s (local.get $qs) (local.get $max))))
+            (local.set $qs (select (i32.const 0) (local.get $qs) (i32.lt_s (local.get $qs) (i32.const 0))))
+            (i32.store8 (i32.add (local.get $out) (local.get $c)) (i32.sub (local.get $qs) (local.get $bias)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $tail_loop)))
+        (local.set $x (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $out (i32.add (local.get $out) (local.get $cols)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows_loop))))
+
+  ;; res = [lo f32, hi f32, zeros i32] updated with min, max and the count of exact zeros of x[0..n)
+  (func (export "flat_range") (param $x i32) (param $n i32) (param $res i32)
+    (local $end i32) (local $vec_end i32) (local $lo v128) (local $hi v128) (local $zeros v128) (local $v v128)
+    (local $s f32) (local $a f32) (local $b f32) (local $z i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vec_end (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $lo (f32x4.splat (f32.load (local.get $res))))
+    (local.set $hi (f32x4.splat (f32.load offset=4 (local.get $res))))
+    (block $vec_done
+      (loop $vec_loop
+        (br_if $vec_done (i32.ge_u (local.get $x) (local.get $vec_end)))
+        (local.set $v (v128.load (local.get $x)))
+        (local.set $lo (f32x4.pmin (local.get $lo) (local.get $v)))
+        (local.set $hi (f32x4.pmax (local.get $hi) (local.get $v)))
+        ;; eq is all ones (−1) in lanes that hold ±0
+        (local.set $zeros (i32x4.sub (local.get $zeros) (f32x4.eq (local.get $v) (v128.const f32x4 0 0 0 0))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (br $vec_loop)))
+    (local.set $a (call $pmin
+      (call $pmin (f32x4.extract_lane 0 (local.get $lo)) (f32x4.extract_lane 1 (local.get $lo)))
+      (call $pmin (f32x4.extract_lane 2 (local.get $lo)) (f32x4.extract_lane 3 (local.get $lo)))))
+    (local.set $b (call $pmax
+      (call $pmax (f32x4.extract_lane 0 (local.get $hi)) (f32x4.extract_lane 1 (local.get $hi)))
+      (call $pmax (f32x4.extract_lane 2 (local.get $hi)) (f32x4.extract_lane 3 (local.get $hi)))))
+    (local.set $z (i32.add
+      (i32.add (i32x4.extract_lane 0 (local.get $zeros)) (i32x4.extract_lane 1 (local.get $zeros)))
+      (i32.add (i32x4.extract_lane 2 (local.get $zeros)) (i32x4.extract_lane 3 (local.get $zeros)))))
+    (block $tail_done
+      (loop $tail_loop
+        (br_if $tail_done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $s (f32.load (local.get $x)))
+        (local.set $a (call $pmin (local.get $a) (local.get $s)))
+        (local.set $b (call $pmax (local.get $b) (local.get $s)))
+        (local.set $z (i32.add (local.get $z) (f32.eq (local.get $s) (f32.const 0))))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (br $tail_loop)))
+    (f32.store (local.get $res) (local.get $a))
+    (f32.store offset=4 (local.get $res) (local.get $b))
+    (i32.store offset=8 (local.get $res) (i32.add (i32.load offset=8 (local.get $res)) (local.get $z))))
+
+  ;; bins[i] = clamp(trunc((x[i] − lo) · scale), 0, last) in float64, like the JS side that builds
+  ;; the bin → code table; two float64 lanes at a time, four bins per store
+  (func $bins_of (param $x i32) (param $n i32) (param $lo f64) (param $scale f64) (param $last i32)
+    (param $bins i32)
+    (local $end i32) (local $vec_end i32) (local $v v128) (local $lov v128) (local $scalev v128)
+    (local $lastv v128) (local $b i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vec_end (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $lov (f64x2.splat (local.get $lo)))
+    (local.set $scalev (f64x2.splat (local.get $scale)))
+    (local.set $lastv (i32x4.splat (local.get $last)))
+    (block $vec_done
+      (loop $vec_loop
+        (br_if $vec_done (i32.ge_u (local.get $x) (local.get $vec_end)))
+        (local.set $v (v128.load (local.get $x)))
+        (v128.store (local.get $bins)
+          (i32x4.max_s
+            (i32x4.min_s
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+                (i32x4.trunc_sat_f64x2_s_zero
+                  (f64x2.mul (f64x2.sub (f64x2.promote_low_f32x4 (local.get $v)) (local.get $lov))
+                    (local.get $scalev)))
+                (i32x4.trunc_sat_f64x2_s_zero
+                  (f64x2.mul
+                    (f64x2.sub
+                      (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))
+                      (local.get $lov))
+                    (local.get $scalev))))
+              (local.get $lastv))
+            (v128.const i32x4 0 0 0 0)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $bins (i32.add (local.get $bins) (i32.const 16)))
+        (br $vec_loop)))
+    (block $tail_done
+      (loop $tail_loop
+        (br_if $tail_done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $b (i32.trunc_sat_f64_s
+          (f64.mul (f64.sub (f64.promote_f32 (f32.load (local.get $x))) (local.get $lo)) (local.get $scale))))
+        (local.set $b (select (local.get $b) (local.get $last) (i32.lt_s (local.get $b) (local.get $last))))
+        (i32.store (local.get $bins) (select (local.get $b) (i32.const 0) (i32.gt_s (local.get $b) (i32.const 0))))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (local.set $bins (i32.add (local.get $bins) (i32.const 4)))
+        (br $tail_loop))))
+
+  ;; count[bin(x[i])] += 1 (count is int32[bins]); scratch holds n int32 bins
+  (func (export "histogram")
+    (param $x i32) (param $n i32) (param $lo f64) (param $scale f64) (param $count i32) (param $bins i32)
+    (param $scratch i32)
+    (local $p i32) (local $end i32) (local $at i32)
+    (call $bins_of (local.get $x) (local.get $n) (local.get $lo) (local.get $scale)
+      (i32.sub (local.get $bins) (i32.const 1)) (local.get $scratch))
+    (local.set $p (local.get $scratch))
+    (local.set $end (i32.add (local.get $scratch) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $at (i32.add (local.get $count) (i32.shl (i32.load (local.get $p)) (i32.const 2))))
+        (i32.store (local.get $at) (i32.add (i32.load (local.get $at)) (i32.const 1)))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (br $loop))))
+
+  ;; out[i] = code of x[i]: lut[bin] (uint16) when the whole bin lies between two midpoints and
+  ;; holds no exact zero; otherwise (lut 0xffff) zero_code for an exact zero when zeros have a code
+  ;; of their own (zero_code ≥ 0), else the first j with x ≤ mids[j] (float64, the last +∞), moved
+  ;; past zero_code. scratch holds n int32 bins.
+  (func (export "assign_codes")
+    (param $x i32) (param $n i32) (param $out i32) (param $lo f64) (param $scale f64) (param $lut i32)
+    (param $bins i32) (param $mids i32) (param $zero_code i32) (param $scratch i32)
+    (local $end i32) (local $a f32) (local $code i32) (local $j i32)
+    (call $bins_of (local.get $x) (local.get $n) (local.get $lo) (local.get $scale)
+      (i32.sub (local.get $bins) (i32.const 1)) (local.get $scratch))
+    (local.set $end (i32.add (local.get $out) (local.get $n)))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $code (i32.load16_u (i32.add (local.get $lut) (i32.shl (i32.load (local.get $scratch)) (i32.const 1)))))
+        (if (i32.eq (local.get $code) (i32.const 0xffff))
+          (then
+            (local.set $a (f32.load (local.get $x)))
+            (local.set $j (i32.const 0))
+            (block $found
+              (loop $search
+                ;; "not greater" rather than "less or equal", so a NaN stops at once
+                (br_if $found (i32.eqz (f64.gt (f64.promote_f32 (local.get $a))
+                  (f64.load (i32.add (local.get $mids) (i32.shl (local.get $j) (i32.const 3)))))))
+                (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                (br $search)))
+            (local.set $code
+              (select (local.get $zero_code)
+                (i32.add (local.get $j)
+                  (i32.and (i32.ge_s (local.get $zero_code) (i32.const 0))
+                    (i32.ge_s (local.get $j) (local.get $zero_code))))
+                (i32.and (i32.ge_s (local.get $zero_code) (i32.const 0)) (f32.eq (local.get $a) (f32.const 0)))))))
+        (i32.store8 (local.get $out) (local.get $code))
+        (local.set $out (i32.add (local.get $out) (i32.const 1)))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (local.set $scratch (i32.add (local.get $scratch) (i32.const 4)))
+        (br $loop))))
+
+;; h[i] = x[i] as IEEE half, round to nearest even (Giesen's float_to_half_fast3_rtne, four lanes):
+  ;; below 2^−14 the FPU rounds for us by adding 0.5 and keeping the low bits; normal values add a
+  ;; rebiased exponent plus 0xfff and the lowest kept mantissa bit, then shift; ≥ 65536, ±∞ and NaN
+  ;; (quiet, sign kept) are chosen by mask. n is a multiple of 4 (the caller pads).
+  (func (export "float32_to_float16") (param $x i32) (param $n i32) (param $h i32)
+    (local $end i32) (local $sign v128) (local $a v128) (local $sub v128) (local $norm v128) (local $big v128)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $a (v128.load (local.get $x)))
+        (local.set $sign (v128.and (local.get $a) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000)))
+        (local.set $a (v128.xor (local.get $a) (local.get $sign)))
+        (local.set $sub
+          (i32x4.sub (f32x4.add (local.get $a) (v128.const f32x4 0.5 0.5 0.5 0.5))
+            (v128.const i32x4 0x3f000000 0x3f000000 0x3f000000 0x3f000000)))
+        (local.set $norm
+          (i32x4.shr_u
+            (i32x4.add
+              (i32x4.add (local.get $a) (v128.const i32x4 0xc8000fff 0xc8000fff 0xc8000fff 0xc8000fff))
+              (v128.and (i32x4.shr_u (local.get $a) (i32.const 13)) (v128.const i32x4 1 1 1 1)))
+            (i32.const 13)))
+        (local.set $big
+          (v128.bitselect (v128.const i32x4 0x7e00 0x7e00 0x7e00 0x7e00) (v128.const i32x4 0x7c00 0x7c00 0x7c00 0x7c00)
+            (i32x4.gt_s (local.get $a) (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))))
+        (local.set $a
+          (v128.or
+            (v128.bitselect (local.get $sub)
+              (v128.bitselect (local.get $big) (local.get $norm)
+                (i32x4.ge_s (local.get $a) (v128.const i32x4 0x47800000 0x47800000 0x47800000 0x47800000)))
+              (i32x4.lt_s (local.get $a) (v128.const i32x4 0x38800000 0x38800000 0x38800000 0x38800000)))
+            (i32x4.shr_u (local.get $sign) (i32.const 16))))
+        (v128.store64_lane 0 (local.get $h) (i16x8.narrow_i32x4_u (local.get $a) (local.get $a)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $h (i32.add (local.get $h) (i32.const 8)))
+        (br $loop))))
+
+  ;; x[i] = h[i] widened (Giesen's half_to_float_fast5, four lanes): exponent and mantissa shift into
+  ;; place and rebias by 112; ±∞/NaN rebias once more; zeros and subnormals are renormalised by a
+  ;; float subtraction of 2^−14. n is a multiple of 4 (the caller pads).
+  (func (export "float16_to_float32") (param $h i32) (param $n i32) (param $x i32)
+    (local $end i32) (local $v v128) (local $o v128) (local $exp v128)
+    (local.set $end (i32.add (local.get $h) (i32.shl (local.get $n) (i32.const 1))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $h) (local.get $end)))
+        (local.set $v (i32x4.extend_low_i16x8_u (v128.load64_zero (local.get $h))))
+        (local.set $o (i32x4.shl (v128.and (local.get $v) (v128.const i32x4 0x7fff 0x7fff 0x7fff 0x7fff)) (i32.const 13)))
+        (local.set $exp (v128.and (local.get $o) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000)))
+        (local.set $o (i32x4.add (local.get $o) (v128.const i32x4 0x38000000 0x38000000 0x38000000 0x38000000)))
+        (local.set $o
+          (v128.bitselect
+            (i32x4.add (local.get $o) (v128.const i32x4 0x38000000 0x38000000 0x38000000 0x38000000))
+            (local.get $o)
+            (i32x4.eq (local.get $exp) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))))
+        (local.set $o
+          (v128.bitselect
+            (f32x4.sub
+              (i32x4.add (local.get $o) (v128.const i32x4 0x00800000 0x00800000 0x00800000 0x00800000))
+              (v128.const i32x4 0x38800000 0x38800000 0x38800000 0x38800000))
+            (local.get $o)
+            (i32x4.eq (local.get $exp) (v128.const i32x4 0 0 0 0))))
+        (v128.store (local.get $x)
+          (v128.or (local.get $o)
+            (i32x4.shl (v128.and (local.get $v) (v128.const i32x4 0x8000 0x8000 0x8000 0x8000)) (i32.const 16))))
+        (local.set $h (i32.add (local.get $h) (i32.const 8)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (br $loop))))
+
+  (func $pmin (param $a f32) (param $b f32) (result f32)
+    (select (local.get $b) (local.get $a) (f32.lt (local.get $b) (local.get $a))))
+
+  (func $pmax (param $a f32) (param $b f32) (result f32)
+    (select (local.get $b) (local.get $a) (f32.lt (local.get $a) (local.get $b))))
+)

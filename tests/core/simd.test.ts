@@ -3,7 +3,9 @@ import {
   assignCodesByBins,
   histogramCounts,
   quantizeColumns,
+  quantizeStagedBlock,
   rangeAndZeros,
+  stageColumnBlock,
   updateColumnAbsMax,
   updateColumnRanges,
 } from '../../src/core/simd/index.ts';
@@ -70,6 +72,28 @@ describe('WebAssembly SIMD kernels', () => {
           if (out[i] !== q) expect([r, c, out[i]]).toEqual([r, c, q]);
         }
     }
+  });
+
+  it('a staged block quantizes like quantizeColumns on its rows, and refuses once overwritten', () => {
+    const rows = 40;
+    const cols = 21;
+    const x = seededFloats(rows * cols, 9);
+    const block = stageColumnBlock(x, 8, 24, cols);
+    const lo = new Float32Array(cols);
+    const hi = new Float32Array(cols);
+    updateColumnRanges(x, 8, 24, cols, lo, hi);
+    expect([Array.from(block.lo), Array.from(block.hi)]).toEqual([Array.from(lo), Array.from(hi)]);
+    const stale = stageColumnBlock(x, 8, 24, cols);
+    const inv = new Float32Array(cols).fill(7.5);
+    const offset = new Float32Array(cols).fill(8.5);
+    stale.inv.set(inv);
+    stale.offset.set(offset);
+    const out = new Uint8Array(rows * cols).fill(99);
+    quantizeStagedBlock(stale, out, 15, 0);
+    const want = new Uint8Array(rows * cols).fill(99);
+    quantizeColumns(x, want, 8, 24, cols, inv, offset, 15, 0);
+    expect(Array.from(out)).toEqual(Array.from(want));
+    expect(() => quantizeStagedBlock(block, out, 15, 0)).toThrow(/overwritten/);
   });
 
   it('range and zero count of a flat array: −0 counts as zero, NaN is skipped, any length', () => {

@@ -52,6 +52,8 @@ interface Kernels {
 const CHUNK_FLOATS = 1 << 16;
 
 let kernels: Kernels | null = null;
+/** Bumped by every call that lays out scratch memory, so a stale StagedColumnBlock is caught rather than read. */
+let generation = 0;
 
 function instance(): Kernels {
   if (!kernels) {
@@ -64,6 +66,7 @@ function instance(): Kernels {
 
 /** Byte offsets (16-aligned, from 0) for scratch regions of the given sizes, growing memory to fit. */
 function reserve(k: Kernels, ...sizes: number[]): number[] {
+  generation++;
   const offsets: number[] = [];
   let end = 0;
   for (const size of sizes) {
@@ -154,6 +157,57 @@ export function quantizeColumns(
     k.quantize_columns(at, outAt, rows, cols, invAt, offAt, max, bias);
     bytes.set(u8(k, outAt, rows * cols), r * cols);
   });
+}
+
+/**
+ * Rows r0..r1−1 of a [·, cols] matrix staged in wasm memory with their column ranges (from 0, so they
+ * hold zero) and room for the caller's per-column 1/scale and offset. The arrays are views into wasm
+ * memory: valid until the next call into this module, which quantizeStagedBlock checks.
+ */
+export interface StagedColumnBlock {
+  r0: number;
+  rows: number;
+  cols: number;
+  lo: Float32Array;
+  hi: Float32Array;
+  inv: Float32Array;
+  offset: Float32Array;
+  /** wasm byte offsets: staged rows, codes, inv, offset */
+  at: [number, number, number, number];
+  generation: number;
+}
+
+export function stageColumnBlock(x: Float32Array, r0: number, r1: number, cols: number): StagedColumnBlock {
+  const k = instance();
+  const rows = r1 - r0;
+  const [at, outAt, loAt, hiAt, invAt, offAt] = reserve(
+    k,
+    rows * cols * 4,
+    rows * cols,
+    ...Array<number>(4).fill(cols * 4),
+  );
+  f32(k, at, rows * cols).set(x.subarray(r0 * cols, r1 * cols));
+  const lo = f32(k, loAt, cols).fill(0);
+  const hi = f32(k, hiAt, cols).fill(0);
+  k.column_ranges(at, rows, cols, loAt, hiAt);
+  const inv = f32(k, invAt, cols);
+  const offset = f32(k, offAt, cols);
+  return { r0, rows, cols, lo, hi, inv, offset, at: [at, outAt, invAt, offAt], generation };
+}
+
+/** quantizeColumns on a staged block (with the inv/offset its caller filled in), into out's rows r0… */
+export function quantizeStagedBlock(
+  block: StagedColumnBlock,
+  out: Uint8Array | Int8Array,
+  max: number,
+  bias: number,
+): void {
+  if (block.generation !== generation) throw new Error('staged block was overwritten by a later staging');
+  const k = instance();
+  const [at, outAt, invAt, offAt] = block.at;
+  const n = block.rows * block.cols;
+  k.quantize_columns(at, outAt, block.rows, block.cols, invAt, offAt, max, bias);
+  new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, n), block.r0 * block.cols);
 }
 
 /** Flat chunks of x: fn(start, count) with the chunk already staged at byte offset `at`. */

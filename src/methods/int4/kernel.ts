@@ -3,7 +3,7 @@
  * Codes are kept unpacked, channel-major and zero-padded to whole blocks: codes[c * kPad + k] in 0..15.
  */
 
-import { quantizeColumns, updateColumnRanges } from '../../core/simd/index.ts';
+import { quantizeStagedBlock, stageColumnBlock } from '../../core/simd/index.ts';
 
 export interface Int4Quantized {
   channels: number;
@@ -78,22 +78,15 @@ export function quantizeInt4Blockwise(
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
   }
-  const lo = new Float32Array(cols);
-  const hi = new Float32Array(cols);
-  const inv = new Float32Array(cols);
-  const offset = new Float32Array(cols).fill(8.5);
   for (let b = 0; b < blocks; b++) {
-    const r0 = b * blockSize;
-    const r1 = Math.min(k, r0 + blockSize);
-    lo.fill(0);
-    hi.fill(0);
-    updateColumnRanges(x, r0, r1, cols, lo, hi);
-    for (let c = 0; c < cols; c++) {
-      inv[c] = blockScale(lo[c], hi[c], c * blocks + b, scales, zeroPoints);
-      if (zeroPoints) offset[c] = zeroPoints[c * blocks + b] + 0.5;
-    }
+    const block = stageColumnBlock(x, b * blockSize, Math.min(k, (b + 1) * blockSize), cols);
+    const { lo, hi, inv, offset } = block;
     // code = floor(x / s + z + 0.5); x / s + z ≥ −0.5 by construction, only the top needs a clamp
-    quantizeColumns(x, codes, r0, r1, cols, inv, offset, 15, 0);
+    for (let c = 0, at = b; c < cols; c++, at += blocks) {
+      inv[c] = blockScale(lo[c], hi[c], at, scales, zeroPoints);
+      offset[c] = (zeroPoints ? zeroPoints[at] : 8) + 0.5;
+    }
+    quantizeStagedBlock(block, codes, 15, 0);
   }
   return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
 }

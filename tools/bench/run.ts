@@ -474,8 +474,12 @@ const NOTES = `## Reading the tables
   max/7 (15 levels), hence our lower error at the same bits. k-means: ours bins a 16,384-bin histogram
   of each tensor, runs k-means++ (3 seeds) and Lloyd to convergence on it, and assigns every weight
   through a bin → code table.
-- Kernel times include allocating the output arrays and vary by ±20 % between runs on this shared VM;
-  run alone and warm (best of 4), \`quantizeInt8\` does 870–890 MB/s on 768 × 3072 and 50257 × 768 weights.
+- The quantizers' range and code loops, k-means' range/histogram/assignment passes and the fp16 casts run
+  as WebAssembly SIMD (\`src/core/simd/kernels.wat\`, four lanes, one thread, the same module in workers,
+  Node and the CLI); k-means++ seeding and Lloyd run on the histogram's prefix sums in plain TypeScript.
+  torch's \`Tensor.half()\` uses the CPU's F16C conversion instructions, which WebAssembly does not have,
+  so the fp16 cast stays behind it (the issue sets no target for fp16).
+- Kernel times include allocating the output arrays and vary by ±20 % between runs on this shared VM.
 `;
 
 // ---------------------------------------------------------------- main

@@ -1,9 +1,11 @@
 /**
  * The compressors' hot loops as WebAssembly SIMD (kernels.wat), behind plain typed-array functions.
- * Every call stages its input in the module's memory in chunks small enough to stay in cache, runs one
- * kernel per chunk and copies the results out, so callers never see wasm pointers and the module's
- * memory stays a few hundred KiB however large the tensor. WebAssembly SIMD is in every engine that
- * runs onnxruntime-web (which ships SIMD builds only), so there is no scalar fallback to keep in step.
+ * Every call stages its input in the module's memory in chunks small enough to stay in cache (or one
+ * block of rows), runs one kernel per chunk and copies the results out, so callers never see wasm
+ * pointers and the module's memory is bounded by a chunk, not by the tensor. WebAssembly SIMD is in
+ * every engine that runs onnxruntime-web (which ships SIMD builds only), so there is no scalar fallback
+ * to keep in step. The loops here are plain `for` loops on purpose: a callback created per call costs
+ * V8 a fresh warm-up each time, which showed as 2× on small tensors.
  */
 
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
@@ -58,7 +60,7 @@ let generation = 0;
 function instance(): Kernels {
   if (!kernels) {
     const bytes = Uint8Array.from(atob(KERNELS_WASM_BASE64), (ch) => ch.charCodeAt(0));
-    // 1.5 KB: small enough for synchronous compilation on any thread
+    // a few KB, under Chrome's 4 KB limit for synchronous compilation on the main thread (a test keeps it so)
     kernels = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Kernels;
   }
   return kernels;
@@ -83,12 +85,6 @@ const u8 = (k: Kernels, at: number, n: number) => new Uint8Array(k.memory.buffer
 
 const rowsPerChunk = (cols: number) => Math.max(1, Math.floor(CHUNK_FLOATS / Math.max(1, cols)));
 
-/** Rows r0..r1−1 of a [·, cols] matrix in chunks of whole rows: fn(first row, row count). */
-function forRowChunks(r0: number, r1: number, cols: number, fn: (r: number, rows: number) => void): void {
-  const step = rowsPerChunk(cols);
-  for (let r = r0; r < r1; r += step) fn(r, Math.min(step, r1 - r));
-}
-
 /** lo[c] = min(lo[c], x[r][c]), hi[c] = max(hi[c], x[r][c]) over rows r0..r1−1; NaNs are ignored. */
 export function updateColumnRanges(
   x: Float32Array,
@@ -103,10 +99,11 @@ export function updateColumnRanges(
   const [at, loAt, hiAt] = reserve(k, chunkRows * cols * 4, cols * 4, cols * 4);
   f32(k, loAt, cols).set(lo.subarray(0, cols));
   f32(k, hiAt, cols).set(hi.subarray(0, cols));
-  forRowChunks(r0, r1, cols, (r, rows) => {
+  for (let r = r0, step = rowsPerChunk(cols); r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
     f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
     k.column_ranges(at, rows, cols, loAt, hiAt);
-  });
+  }
   lo.set(f32(k, loAt, cols));
   hi.set(f32(k, hiAt, cols));
 }
@@ -123,10 +120,11 @@ export function updateColumnAbsMax(
   const chunkRows = Math.min(r1 - r0, rowsPerChunk(cols));
   const [at, mAt] = reserve(k, chunkRows * cols * 4, cols * 4);
   f32(k, mAt, cols).set(m.subarray(0, cols));
-  forRowChunks(r0, r1, cols, (r, rows) => {
+  for (let r = r0, step = rowsPerChunk(cols); r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
     f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
     k.column_abs_max(at, rows, cols, mAt);
-  });
+  }
   m.set(f32(k, mAt, cols));
 }
 
@@ -152,11 +150,12 @@ export function quantizeColumns(
   f32(k, invAt, cols).set(inv.subarray(0, cols));
   f32(k, offAt, cols).set(offset.subarray(0, cols));
   const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length);
-  forRowChunks(r0, r1, cols, (r, rows) => {
+  for (let r = r0, step = rowsPerChunk(cols); r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
     f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
     k.quantize_columns(at, outAt, rows, cols, invAt, offAt, max, bias);
     bytes.set(u8(k, outAt, rows * cols), r * cols);
-  });
+  }
 }
 
 /**
@@ -210,13 +209,11 @@ export function quantizeStagedBlock(
   new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, n), block.r0 * block.cols);
 }
 
-/** Flat chunks of x: fn(start, count) with the chunk already staged at byte offset `at`. */
-function forStagedChunks(k: Kernels, x: Float32Array, at: number, fn: (start: number, n: number) => void) {
-  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
-    const n = Math.min(CHUNK_FLOATS, x.length - s);
-    f32(k, at, n).set(x.subarray(s, s + n));
-    fn(s, n);
-  }
+/** Stages x[start..start+n) at byte offset `at`; returns n, clipped to x's end and one chunk. */
+function stageChunk(k: Kernels, x: Float32Array, start: number, at: number): number {
+  const n = Math.min(CHUNK_FLOATS, x.length - start);
+  f32(k, at, n).set(x.subarray(start, start + n));
+  return n;
 }
 
 /** Smallest and largest value of x (NaNs ignored; +∞/−∞ when x is empty or all NaN) and its count of exact zeros. */
@@ -225,7 +222,7 @@ export function rangeAndZeros(x: Float32Array): { lo: number; hi: number; zeros:
   const [resAt, at] = reserve(k, 16, Math.min(x.length, CHUNK_FLOATS) * 4);
   f32(k, resAt, 2).set([Infinity, -Infinity]);
   new Int32Array(k.memory.buffer, resAt + 8, 1)[0] = 0;
-  forStagedChunks(k, x, at, (_, n) => k.flat_range(at, n, resAt));
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) k.flat_range(at, stageChunk(k, x, s, at), resAt);
   const [lo, hi] = f32(k, resAt, 2);
   return { lo, hi, zeros: new Int32Array(k.memory.buffer, resAt + 8, 1)[0] };
 }
@@ -236,7 +233,8 @@ export function histogramCounts(x: Float32Array, lo: number, scale: number, bins
   const chunk = Math.min(x.length, CHUNK_FLOATS);
   const [countAt, at, scratchAt] = reserve(k, bins * 4, chunk * 4, chunk * 4);
   new Int32Array(k.memory.buffer, countAt, bins).fill(0);
-  forStagedChunks(k, x, at, (_, n) => k.histogram(at, n, lo, scale, countAt, bins, scratchAt));
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS)
+    k.histogram(at, stageChunk(k, x, s, at), lo, scale, countAt, bins, scratchAt);
   return new Int32Array(k.memory.buffer, countAt, bins).slice();
 }
 
@@ -266,10 +264,11 @@ export function assignCodesByBins(
   );
   new Uint16Array(k.memory.buffer, lutAt, lut.length).set(lut);
   new Float64Array(k.memory.buffer, midsAt, mids.length).set(mids);
-  forStagedChunks(k, x, at, (start, n) => {
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = stageChunk(k, x, s, at);
     k.assign_codes(at, n, outAt, lo, scale, lutAt, lut.length, midsAt, zeroCode, scratchAt);
-    codes.set(u8(k, outAt, n), start);
-  });
+    codes.set(u8(k, outAt, n), s);
+  }
 }
 
 /** Elements per call rounded up to whole SIMD steps; the staged tail past n is zero. */

@@ -1,5 +1,6 @@
 /** Summary statistics and histograms over a tensor's values (flat loops, float64 accumulators). */
 import type { TensorValues } from './onnx/model.ts';
+import { histogramCounts, rangeAndZeros } from './simd/index.ts';
 
 export interface TensorStats {
   min: number;
@@ -38,17 +39,10 @@ export interface Histogram {
   counts: number[];
 }
 
-// counts[b] = #{x : edges[b] <= x < edges[b+1]}, the last bin closed on the right.
+// counts[b] = #{x : edges[b] <= x < edges[b+1]}, the last bin closed on the right; NaN and values
+// outside an explicit range are not counted. Both sweeps run as WebAssembly SIMD.
 export function histogram(values: Float32Array, bins: number, range?: [number, number]): Histogram {
-  let lo = range?.[0] ?? Infinity;
-  let hi = range?.[1] ?? -Infinity;
-  if (!range) {
-    for (let i = 0; i < values.length; i++) {
-      const x = values[i];
-      if (x < lo) lo = x;
-      if (x > hi) hi = x;
-    }
-  }
+  let { lo, hi } = range ? { lo: range[0], hi: range[1] } : rangeAndZeros(values);
   if (!(lo <= hi)) {
     lo = 0;
     hi = 0;
@@ -57,15 +51,7 @@ export function histogram(values: Float32Array, bins: number, range?: [number, n
     lo -= 0.5;
     hi += 0.5;
   }
-  const counts = new Array<number>(bins).fill(0);
-  const scale = bins / (hi - lo);
-  for (let i = 0; i < values.length; i++) {
-    const x = values[i];
-    if (x < lo || x > hi || x !== x) continue;
-    let b = Math.floor((x - lo) * scale);
-    if (b >= bins) b = bins - 1;
-    counts[b]++;
-  }
+  const counts = Array.from(histogramCounts(values, lo, hi, bins / (hi - lo), bins));
   const edges = Array.from({ length: bins + 1 }, (_, i) => lo + (i * (hi - lo)) / bins);
   return { edges, counts };
 }

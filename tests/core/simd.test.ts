@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   assignCodesByBins,
+  errorSums,
   histogramCounts,
   quantizeColumns,
   quantizeStagedBlock,
@@ -125,12 +126,17 @@ describe('WebAssembly SIMD kernels', () => {
     const x = seededFloats(65_536 + 13, 3);
     x[5] = 0;
     x[6] = 0;
-    const lo = -1;
-    const scale = bins / 2;
-    const binOf = (v: number) => Math.max(0, Math.min(bins - 1, Math.trunc((v - lo) * scale)));
+    x[7] = NaN;
+    x[8] = 0.9; // the top edge, counted in the last bin
+    // a range narrower than the data: values outside it (and NaN) are not counted
+    const lo = -0.8;
+    const hi = 0.9;
+    const scale = bins / (hi - lo);
+    const binOf = (v: number) => Math.min(bins - 1, Math.floor((v - lo) * scale));
     const expected = new Int32Array(bins);
-    for (const v of x) expected[binOf(v)]++;
-    expect(Array.from(histogramCounts(x, lo, scale, bins))).toEqual(Array.from(expected));
+    for (const v of x) if (v >= lo && v <= hi) expected[binOf(v)]++;
+    expect(expected[bins - 1]).toBeGreaterThan(0);
+    expect(Array.from(histogramCounts(x, lo, hi, scale, bins))).toEqual(Array.from(expected));
 
     // codes: three nonzero centroids with midpoints −0.3 and 0.41, zeros on code 1
     const mids = Float64Array.from([-0.3, 0.41, Infinity]);
@@ -150,8 +156,35 @@ describe('WebAssembly SIMD kernels', () => {
       lut[b] = cut ? 0xffff : codeOf((left + right) / 2);
     }
     const codes = new Uint8Array(x.length);
-    assignCodesByBins(x, codes, lo, scale, lut, mids, zeroCode);
+    assignCodesByBins(x, codes, lo, hi, scale, lut, mids, zeroCode);
+    // values outside [lo, hi] take the exact comparison too; NaN compares below every midpoint
     for (let i = 0; i < x.length; i++)
-      if (codes[i] !== codeOf(x[i])) expect([i, codes[i]]).toEqual([i, codeOf(x[i])]);
+      if (codes[i] !== codeOf(x[i])) expect([i, x[i], codes[i]]).toEqual([i, x[i], codeOf(x[i])]);
+  });
+
+  it('error sums equal a float64 scalar sweep over both arrays, any length', () => {
+    for (const n of [0, 3, 8, 65_536 + 5]) {
+      const x = seededFloats(n, n + 2);
+      const y = Float32Array.from(x, (v, i) => (i % 7 === 0 ? 0 : v + Math.fround(v * v * 0.1)));
+      if (n > 4) y[1] = NaN; // a NaN error leaves the maximum alone
+      let signal = 0;
+      let noise = 0;
+      let maxAbs = 0;
+      let zeros = 0;
+      for (let i = 0; i < n; i++) {
+        const e = x[i] - y[i];
+        signal += x[i] * x[i];
+        noise += e * e;
+        if (Math.abs(e) > maxAbs) maxAbs = Math.abs(e);
+        if (y[i] === 0) zeros++;
+      }
+      const got = errorSums(x, y);
+      expect(got.maxAbs).toBe(maxAbs);
+      expect(got.zeros).toBe(zeros);
+      // summed in another order: equal to float64 rounding
+      expect(Math.abs(got.signal - signal)).toBeLessThanOrEqual(1e-12 * signal);
+      if (n > 4) expect(got.noise).toBeNaN();
+      else expect(Math.abs(got.noise - noise)).toBeLessThanOrEqual(1e-12 * noise);
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { errorSums } from '../simd/index.ts';
+
 /** Error of a compressed tensor against its original (float64 accumulators). */
 export interface ErrorStats {
   mse: number;
@@ -9,19 +11,7 @@ export interface ErrorStats {
 }
 
 export function errorStats(original: Float32Array, compressed: Float32Array): ErrorStats {
-  let signal = 0;
-  let noise = 0;
-  let maxAbs = 0;
-  let zeros = 0;
-  for (let i = 0; i < original.length; i++) {
-    const x = original[i];
-    const e = x - compressed[i];
-    signal += x * x;
-    noise += e * e;
-    const a = Math.abs(e);
-    if (a > maxAbs) maxAbs = a;
-    if (compressed[i] === 0) zeros++;
-  }
+  const { signal, noise, maxAbs, zeros } = errorSums(original, compressed);
   const n = original.length || 1;
   return {
     mse: noise / n,

@@ -20,6 +20,7 @@ import {
 } from './pipeline.ts';
 import type { ResolvedStep } from './recipe.ts';
 import { histogram } from '../stats.ts';
+import { rangeAndZeros } from '../simd/index.ts';
 import { selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 interface State {
@@ -160,13 +161,10 @@ export function overlayHistogram(
   compressed: Float32Array,
   bins: number,
 ): { edges: number[]; original: number[]; compressed: number[] } {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const a of [original, compressed])
-    for (let i = 0; i < a.length; i++) {
-      if (a[i] < lo) lo = a[i];
-      if (a[i] > hi) hi = a[i];
-    }
+  const a = rangeAndZeros(original);
+  const b = rangeAndZeros(compressed);
+  const lo = Math.min(a.lo, b.lo);
+  const hi = Math.max(a.hi, b.hi);
   const before = histogram(original, bins, [lo, hi]);
   return {
     edges: before.edges,

@@ -29,16 +29,19 @@ interface Kernels {
     x: number,
     n: number,
     lo: number,
+    hi: number,
     scale: number,
     count: number,
     bins: number,
     scratch: number,
   ): void;
+  error_stats(x: number, y: number, n: number, res: number): void;
   assign_codes(
     x: number,
     n: number,
     out: number,
     lo: number,
+    hi: number,
     scale: number,
     lut: number,
     bins: number,
@@ -82,6 +85,9 @@ function reserve(k: Kernels, ...sizes: number[]): number[] {
 
 const f32 = (k: Kernels, at: number, n: number) => new Float32Array(k.memory.buffer, at, n);
 const u8 = (k: Kernels, at: number, n: number) => new Uint8Array(k.memory.buffer, at, n);
+
+/** Elements per call rounded up to whole SIMD steps; the staged tail past n is zero. */
+const padded = (n: number) => Math.ceil(n / 4) * 4;
 
 const rowsPerChunk = (cols: number) => Math.max(1, Math.floor(CHUNK_FLOATS / Math.max(1, cols)));
 
@@ -227,26 +233,37 @@ export function rangeAndZeros(x: Float32Array): { lo: number; hi: number; zeros:
   return { lo, hi, zeros: new Int32Array(k.memory.buffer, resAt + 8, 1)[0] };
 }
 
-/** count[b] = how many x fall in bin b = min(trunc((x − lo) · scale), bins − 1), in float64. */
-export function histogramCounts(x: Float32Array, lo: number, scale: number, bins: number): Int32Array {
+/**
+ * count[b] = how many x in [lo, hi] fall in bin b = min(floor((x − lo) · scale), bins − 1), computed in
+ * float64; NaN and values outside [lo, hi] are not counted.
+ */
+export function histogramCounts(
+  x: Float32Array,
+  lo: number,
+  hi: number,
+  scale: number,
+  bins: number,
+): Int32Array {
   const k = instance();
   const chunk = Math.min(x.length, CHUNK_FLOATS);
-  const [countAt, at, scratchAt] = reserve(k, bins * 4, chunk * 4, chunk * 4);
-  new Int32Array(k.memory.buffer, countAt, bins).fill(0);
+  const [countAt, at, scratchAt] = reserve(k, (bins + 1) * 4, chunk * 4, chunk * 4);
+  new Int32Array(k.memory.buffer, countAt, bins + 1).fill(0);
   for (let s = 0; s < x.length; s += CHUNK_FLOATS)
-    k.histogram(at, stageChunk(k, x, s, at), lo, scale, countAt, bins, scratchAt);
+    k.histogram(at, stageChunk(k, x, s, at), lo, hi, scale, countAt, bins, scratchAt);
   return new Int32Array(k.memory.buffer, countAt, bins).slice();
 }
 
 /**
  * codes[i] = code of x[i] under the same binning: lut[bin] where a bin lies wholly between two
- * midpoints, else the first j with x ≤ mids[j] (mids ascending, the last +∞), shifted past zeroCode
- * when zeros have their own code (zeroCode ≥ 0), and zeroCode for exact zeros.
+ * midpoints, else (lut 0xffff, and for NaN or values outside [lo, hi]) the first j with x ≤ mids[j]
+ * (mids ascending, the last +∞), shifted past zeroCode when zeros have their own code (zeroCode ≥ 0),
+ * and zeroCode for exact zeros.
  */
 export function assignCodesByBins(
   x: Float32Array,
   codes: Uint8Array,
   lo: number,
+  hi: number,
   scale: number,
   lut: Uint16Array,
   mids: Float64Array,
@@ -254,25 +271,54 @@ export function assignCodesByBins(
 ): void {
   const k = instance();
   const chunk = Math.min(x.length, CHUNK_FLOATS);
+  const bins = lut.length;
   const [lutAt, midsAt, at, outAt, scratchAt] = reserve(
     k,
-    lut.length * 2,
+    (bins + 1) * 2,
     mids.length * 8,
     chunk * 4,
     chunk,
     chunk * 4,
   );
-  new Uint16Array(k.memory.buffer, lutAt, lut.length).set(lut);
+  const staged = new Uint16Array(k.memory.buffer, lutAt, bins + 1);
+  staged.set(lut);
+  staged[bins] = 0xffff;
   new Float64Array(k.memory.buffer, midsAt, mids.length).set(mids);
   for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
     const n = stageChunk(k, x, s, at);
-    k.assign_codes(at, n, outAt, lo, scale, lutAt, lut.length, midsAt, zeroCode, scratchAt);
+    k.assign_codes(at, n, outAt, lo, hi, scale, lutAt, bins, midsAt, zeroCode, scratchAt);
     codes.set(u8(k, outAt, n), s);
   }
 }
 
-/** Elements per call rounded up to whole SIMD steps; the staged tail past n is zero. */
-const padded = (n: number) => Math.ceil(n / 4) * 4;
+/**
+ * Σ x², Σ (x − y)², max |x − y| (NaN ignored) and the count of exact zeros in y, accumulated in
+ * float64: everything the preview's error statistics need, in one sweep over both arrays.
+ */
+export function errorSums(
+  x: Float32Array,
+  y: Float32Array,
+): { signal: number; noise: number; maxAbs: number; zeros: number } {
+  const k = instance();
+  const chunk = padded(Math.min(x.length, CHUNK_FLOATS));
+  const [resAt, xAt, yAt] = reserve(k, 32, chunk * 4, chunk * 4);
+  new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+  let padding = 0;
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = Math.min(CHUNK_FLOATS, x.length - s);
+    const p = padded(n);
+    f32(k, xAt, p)
+      .fill(0, n)
+      .set(x.subarray(s, s + n));
+    f32(k, yAt, p)
+      .fill(0, n)
+      .set(y.subarray(s, s + n));
+    padding += p - n;
+    k.error_stats(xAt, yAt, p, resAt);
+  }
+  const [signal, noise, maxAbs, zeros] = new Float64Array(k.memory.buffer, resAt, 4);
+  return { signal, noise, maxAbs, zeros: zeros - padding };
+}
 
 /** IEEE half bits of each float, round to nearest even; NaN stays NaN (quiet, sign kept). */
 export function castFloat32ToFloat16(x: Float32Array): Uint16Array {

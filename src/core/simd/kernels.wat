@@ -168,58 +168,105 @@
     (f32.store offset=4 (local.get $res) (local.get $b))
     (i32.store offset=8 (local.get $res) (i32.add (i32.load offset=8 (local.get $res)) (local.get $z))))
 
-  ;; bins[i] = clamp(trunc((x[i] − lo) · scale), 0, last) in float64, like the JS side that builds
-  ;; the bin → code table; two float64 lanes at a time, four bins per store
-  (func $bins_of (param $x i32) (param $n i32) (param $lo f64) (param $scale f64) (param $last i32)
-    (param $bins i32)
-    (local $end i32) (local $vec_end i32) (local $v v128) (local $lov v128) (local $scalev v128)
-    (local $lastv v128) (local $b i32)
+  ;; res (float64[4]) += [Σ x², Σ (x − y)², max |x − y| (NaN ignored), #{y = 0}] over x[0..n), y[0..n),
+  ;; in float64; n is a multiple of 4 (the caller pads both with zeros and corrects the zero count)
+  (func (export "error_stats") (param $x i32) (param $y i32) (param $n i32) (param $res i32)
+    (local $end i32) (local $vx v128) (local $vy v128) (local $xa v128) (local $xb v128) (local $ea v128)
+    (local $eb v128) (local $signal v128) (local $noise v128) (local $max v128) (local $zeros v128)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $vx (v128.load (local.get $x)))
+        (local.set $vy (v128.load (local.get $y)))
+        (local.set $xa (f64x2.promote_low_f32x4 (local.get $vx)))
+        (local.set $xb (f64x2.promote_low_f32x4
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $vx) (local.get $vx))))
+        (local.set $ea (f64x2.sub (local.get $xa) (f64x2.promote_low_f32x4 (local.get $vy))))
+        (local.set $eb (f64x2.sub (local.get $xb) (f64x2.promote_low_f32x4
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $vy) (local.get $vy)))))
+        (local.set $signal (f64x2.add (local.get $signal)
+          (f64x2.add (f64x2.mul (local.get $xa) (local.get $xa)) (f64x2.mul (local.get $xb) (local.get $xb)))))
+        (local.set $noise (f64x2.add (local.get $noise)
+          (f64x2.add (f64x2.mul (local.get $ea) (local.get $ea)) (f64x2.mul (local.get $eb) (local.get $eb)))))
+        (local.set $max
+          (f64x2.pmax (f64x2.pmax (local.get $max) (f64x2.abs (local.get $ea))) (f64x2.abs (local.get $eb))))
+        (local.set $zeros (i32x4.sub (local.get $zeros) (f32x4.eq (local.get $vy) (v128.const f32x4 0 0 0 0))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $y (i32.add (local.get $y) (i32.const 16)))
+        (br $loop)))
+    (f64.store (local.get $res) (f64.add (f64.load (local.get $res))
+      (f64.add (f64x2.extract_lane 0 (local.get $signal)) (f64x2.extract_lane 1 (local.get $signal)))))
+    (f64.store offset=8 (local.get $res) (f64.add (f64.load offset=8 (local.get $res))
+      (f64.add (f64x2.extract_lane 0 (local.get $noise)) (f64x2.extract_lane 1 (local.get $noise)))))
+    (local.set $max (f64x2.pmax (local.get $max)
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $max) (local.get $max))))
+    (local.set $max (f64x2.pmax (local.get $max) (f64x2.splat (f64.load offset=16 (local.get $res)))))
+    (f64.store offset=16 (local.get $res) (f64x2.extract_lane 0 (local.get $max)))
+    (f64.store offset=24 (local.get $res) (f64.add (f64.load offset=24 (local.get $res))
+      (f64.convert_i32_s (i32.add
+        (i32.add (i32x4.extract_lane 0 (local.get $zeros)) (i32x4.extract_lane 1 (local.get $zeros)))
+        (i32.add (i32x4.extract_lane 2 (local.get $zeros)) (i32x4.extract_lane 3 (local.get $zeros))))))))
+
+  ;; bins[i] = min(floor((x[i] − lo) · scale), bins − 1) for lo ≤ x[i] ≤ hi, else `bins` (a discard slot:
+  ;; NaN and values outside the range), in float64 like the JS side that builds bin tables; two float64
+  ;; lanes at a time, four bins per store
+  (func $bins_of (param $x i32) (param $n i32) (param $lo f64) (param $hi f64) (param $scale f64)
+    (param $bins i32) (param $out i32)
+    (local $end i32) (local $vec_end i32) (local $v v128) (local $lov v128) (local $hiv v128) (local $scalev v128)
+    (local $a v128) (local $b v128) (local $last i32) (local $d f64) (local $k i32)
     (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
     (local.set $vec_end (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
     (local.set $lov (f64x2.splat (local.get $lo)))
+    (local.set $hiv (f64x2.splat (local.get $hi)))
     (local.set $scalev (f64x2.splat (local.get $scale)))
-    (local.set $lastv (i32x4.splat (local.get $last)))
+    (local.set $last (i32.sub (local.get $bins) (i32.const 1)))
     (block $vec_done
       (loop $vec_loop
         (br_if $vec_done (i32.ge_u (local.get $x) (local.get $vec_end)))
         (local.set $v (v128.load (local.get $x)))
-        (v128.store (local.get $bins)
-          (i32x4.max_s
+        (local.set $a (f64x2.promote_low_f32x4 (local.get $v)))
+        (local.set $b (f64x2.promote_low_f32x4
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))))
+        (v128.store (local.get $out)
+          (v128.bitselect
+            ;; in range (the range holds no NaN): the bin, capped so x = hi lands in the last one
             (i32x4.min_s
               (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
                 (i32x4.trunc_sat_f64x2_s_zero
-                  (f64x2.mul (f64x2.sub (f64x2.promote_low_f32x4 (local.get $v)) (local.get $lov))
-                    (local.get $scalev)))
+                  (f64x2.mul (f64x2.sub (local.get $a) (local.get $lov)) (local.get $scalev)))
                 (i32x4.trunc_sat_f64x2_s_zero
-                  (f64x2.mul
-                    (f64x2.sub
-                      (f64x2.promote_low_f32x4
-                        (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))
-                      (local.get $lov))
-                    (local.get $scalev))))
-              (local.get $lastv))
-            (v128.const i32x4 0 0 0 0)))
+                  (f64x2.mul (f64x2.sub (local.get $b) (local.get $lov)) (local.get $scalev))))
+              (i32x4.splat (local.get $last)))
+            (i32x4.splat (local.get $bins))
+            ;; lo ≤ x ≤ hi per float64 lane (all ones or zeros), the low words of both halves
+            (i8x16.shuffle 0 1 2 3 8 9 10 11 16 17 18 19 24 25 26 27
+              (v128.and (f64x2.ge (local.get $a) (local.get $lov)) (f64x2.le (local.get $a) (local.get $hiv)))
+              (v128.and (f64x2.ge (local.get $b) (local.get $lov)) (f64x2.le (local.get $b) (local.get $hiv))))))
         (local.set $x (i32.add (local.get $x) (i32.const 16)))
-        (local.set $bins (i32.add (local.get $bins) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $vec_loop)))
     (block $tail_done
       (loop $tail_loop
         (br_if $tail_done (i32.ge_u (local.get $x) (local.get $end)))
-        (local.set $b (i32.trunc_sat_f64_s
-          (f64.mul (f64.sub (f64.promote_f32 (f32.load (local.get $x))) (local.get $lo)) (local.get $scale))))
-        (local.set $b (select (local.get $b) (local.get $last) (i32.lt_s (local.get $b) (local.get $last))))
-        (i32.store (local.get $bins) (select (local.get $b) (i32.const 0) (i32.gt_s (local.get $b) (i32.const 0))))
+        (local.set $d (f64.promote_f32 (f32.load (local.get $x))))
+        (local.set $k (i32.trunc_sat_f64_s (f64.mul (f64.sub (local.get $d) (local.get $lo)) (local.get $scale))))
+        (local.set $k (select (local.get $k) (local.get $last) (i32.lt_s (local.get $k) (local.get $last))))
+        (i32.store (local.get $out)
+          (select (local.get $k) (local.get $bins)
+            (i32.and (f64.ge (local.get $d) (local.get $lo)) (f64.le (local.get $d) (local.get $hi)))))
         (local.set $x (i32.add (local.get $x) (i32.const 4)))
-        (local.set $bins (i32.add (local.get $bins) (i32.const 4)))
+        (local.set $out (i32.add (local.get $out) (i32.const 4)))
         (br $tail_loop))))
 
-  ;; count[bin(x[i])] += 1 (count is int32[bins]); scratch holds n int32 bins
+  ;; count[bin(x[i])] += 1; count is int32[bins + 1], its last slot collecting NaN and values out of
+  ;; range; scratch holds n int32 bins
   (func (export "histogram")
-    (param $x i32) (param $n i32) (param $lo f64) (param $scale f64) (param $count i32) (param $bins i32)
-    (param $scratch i32)
+    (param $x i32) (param $n i32) (param $lo f64) (param $hi f64) (param $scale f64) (param $count i32)
+    (param $bins i32) (param $scratch i32)
     (local $p i32) (local $end i32) (local $at i32)
-    (call $bins_of (local.get $x) (local.get $n) (local.get $lo) (local.get $scale)
-      (i32.sub (local.get $bins) (i32.const 1)) (local.get $scratch))
+    (call $bins_of (local.get $x) (local.get $n) (local.get $lo) (local.get $hi) (local.get $scale)
+      (local.get $bins) (local.get $scratch))
     (local.set $p (local.get $scratch))
     (local.set $end (i32.add (local.get $scratch) (i32.shl (local.get $n) (i32.const 2))))
     (block $done
@@ -233,13 +280,14 @@
   ;; out[i] = code of x[i]: lut[bin] (uint16) when the whole bin lies between two midpoints and
   ;; holds no exact zero; otherwise (lut 0xffff) zero_code for an exact zero when zeros have a code
   ;; of their own (zero_code ≥ 0), else the first j with x ≤ mids[j] (float64, the last +∞), moved
-  ;; past zero_code. scratch holds n int32 bins.
+  ;; past zero_code. lut has bins + 1 entries, the last (NaN, out of range) 0xffff; scratch holds n
+  ;; int32 bins.
   (func (export "assign_codes")
-    (param $x i32) (param $n i32) (param $out i32) (param $lo f64) (param $scale f64) (param $lut i32)
-    (param $bins i32) (param $mids i32) (param $zero_code i32) (param $scratch i32)
+    (param $x i32) (param $n i32) (param $out i32) (param $lo f64) (param $hi f64) (param $scale f64)
+    (param $lut i32) (param $bins i32) (param $mids i32) (param $zero_code i32) (param $scratch i32)
     (local $end i32) (local $a f32) (local $code i32) (local $j i32)
-    (call $bins_of (local.get $x) (local.get $n) (local.get $lo) (local.get $scale)
-      (i32.sub (local.get $bins) (i32.const 1)) (local.get $scratch))
+    (call $bins_of (local.get $x) (local.get $n) (local.get $lo) (local.get $hi) (local.get $scale)
+      (local.get $bins) (local.get $scratch))
     (local.set $end (i32.add (local.get $out) (local.get $n)))
     (block $done
       (loop $loop
@@ -268,7 +316,7 @@
         (local.set $scratch (i32.add (local.get $scratch) (i32.const 4)))
         (br $loop))))
 
-;; h[i] = x[i] as IEEE half, round to nearest even (Giesen's float_to_half_fast3_rtne, four lanes):
+  ;; h[i] = x[i] as IEEE half, round to nearest even (Giesen's float_to_half_fast3_rtne, four lanes):
   ;; below 2^−14 the FPU rounds for us by adding 0.5 and keeping the low bits; normal values add a
   ;; rebiased exponent plus 0xfff and the lowest kept mantissa bit, then shift; ≥ 65536, ±∞ and NaN
   ;; (quiet, sign kept) are chosen by mask. n is a multiple of 4 (the caller pads).

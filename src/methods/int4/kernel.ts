@@ -91,7 +91,7 @@ export function quantizeInt4Blockwise(
   return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
 }
 
-/** x' = (code − z) · s, in float32. */
+/** x' = (code − z) · s, in float32 (an exact small integer times a float32 rounds once). */
 export function dequantizeInt4Blockwise(
   quant: Int4Quantized,
   rows: number,
@@ -100,11 +100,32 @@ export function dequantizeInt4Blockwise(
 ): Float32Array {
   const { blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints } = quant;
   const out = new Float32Array(rows * cols);
+  if (channelAxis === 0) {
+    for (let r = 0; r < rows; r++)
+      for (let b = 0; b < blocks; b++) {
+        const at = r * blocks + b;
+        const s = scales[at];
+        const z = zeroPoints ? zeroPoints[at] : 8;
+        for (
+          let i = r * cols + b * blockSize, end = r * cols + Math.min(cols, (b + 1) * blockSize);
+          i < end;
+          i++
+        )
+          out[i] = (codes[i] - z) * s;
+      }
+    return out;
+  }
+  // blocks run down the columns: gather each block's per-column scale and zero point once
+  const s = new Float32Array(cols);
+  const z = new Float32Array(cols).fill(8);
   for (let r = 0; r < rows; r++) {
-    for (let c = 0, i = r * cols; c < cols; c++, i++) {
-      const at = channelAxis === 1 ? c * blocks + ((r / blockSize) | 0) : r * blocks + ((c / blockSize) | 0);
-      out[i] = (codes[i] - (zeroPoints ? zeroPoints[at] : 8)) * scales[at];
+    if (r % blockSize === 0) {
+      for (let c = 0, at = r / blockSize; c < cols; c++, at += blocks) {
+        s[c] = scales[at];
+        if (zeroPoints) z[c] = zeroPoints[at];
+      }
     }
+    for (let c = 0, i = r * cols; c < cols; c++, i++) out[i] = (codes[i] - z[c]) * s[c];
   }
   return out;
 }

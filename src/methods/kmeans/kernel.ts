@@ -54,6 +54,7 @@ function exactPoints(x: Float32Array, skipZeros: boolean): Points {
 
 interface Binning {
   lo: number;
+  hi: number;
   /** bins per unit of value */
   scale: number;
 }
@@ -77,10 +78,10 @@ function histogramPoints(
   const hi = range.lo <= range.hi ? range.hi : 0;
   const zeros = range.zeros;
   const scale = hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0;
-  const count = histogramCounts(x, lo, scale, HISTOGRAM_BINS);
+  const count = histogramCounts(x, lo, hi, scale, HISTOGRAM_BINS);
   const hasZeros = keepZeros && zeros > 0;
   // exact zeros have a centroid of their own: take them out of the clustering
-  if (hasZeros) count[binOf({ lo, scale }, 0)] -= zeros;
+  if (hasZeros) count[binOf({ lo, hi, scale }, 0)] -= zeros;
   let p = 0;
   for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
   const v = new Float64Array(p);
@@ -91,7 +92,7 @@ function histogramPoints(
     v[j] = lo + (b + 0.5) * width;
     w[j++] = count[b];
   }
-  return { points: withPrefixSums(v, w), binning: { lo, scale }, hasZeros };
+  return { points: withPrefixSums(v, w), binning: { lo, hi, scale }, hasZeros };
 }
 
 // mulberry32: a small seeded generator so the same recipe gives the same codebook everywhere
@@ -284,7 +285,7 @@ export function kmeans1d(
     mids[k - 1] = Infinity;
     // lut[b]: the code of every value in bin b, or 0xffff where a midpoint cuts the bin
     const lut = new Uint16Array(HISTOGRAM_BINS);
-    const { lo, scale } = binning;
+    const { lo, hi, scale } = binning;
     const width = scale > 0 ? 1 / scale : 0;
     for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
       const left = lo + b * width;
@@ -297,7 +298,7 @@ export function kmeans1d(
     if (zeroCode >= 0) lut[binOf(binning, 0)] = 0xffff;
     // codes land in `out` (the caller's array when its layout is ours), zeros on their own code
     const out = identity ? codes : new Uint8Array(count);
-    assignCodesByBins(values, out, lo, scale, lut, mids, zeroCode);
+    assignCodesByBins(values, out, lo, hi, scale, lut, mids, zeroCode);
     if (!identity) for (let i = 0; i < count; i++) codes[at(i)] = out[i];
     return book;
   }

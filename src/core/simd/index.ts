@@ -49,6 +49,9 @@ interface Kernels {
     zeroCode: number,
     scratch: number,
   ): void;
+  abs_high_histogram(x: number, n: number, count: number): void;
+  abs_low_histogram(x: number, n: number, high: number, count: number): void;
+  apply_threshold(x: number, n: number, t: number, ties: number): number;
   float32_to_float16(x: number, n: number, h: number): void;
   float16_to_float32(h: number, n: number, x: number): void;
 }
@@ -318,6 +321,44 @@ export function errorSums(
   }
   const [signal, noise, maxAbs, zeros] = new Float64Array(k.memory.buffer, resAt, 4);
   return { signal, noise, maxAbs, zeros: zeros - padding };
+}
+
+const RADIX_BINS = 1 << 16;
+
+/**
+ * count[b] += how many x have b as the high 16 bits of |x|'s bit pattern, or (with `high` given) as the
+ * low 16 bits among those whose high 16 bits are `high`: the two passes of a radix select on |x|.
+ */
+export function addAbsBitsHistogram(x: Float32Array, count: Float64Array, high?: number): void {
+  const k = instance();
+  const [countAt, at] = reserve(k, RADIX_BINS * 4, Math.min(x.length, CHUNK_FLOATS) * 4);
+  const counts = new Int32Array(k.memory.buffer, countAt, RADIX_BINS).fill(0);
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = stageChunk(k, x, s, at);
+    if (high === undefined) k.abs_high_histogram(at, n, countAt);
+    else k.abs_low_histogram(at, n, high, countAt);
+  }
+  for (let b = 0; b < RADIX_BINS; b++) count[b] += counts[b];
+}
+
+/**
+ * out = x with 0 where |x|'s bits are below `bits`, and for the first `ties` (index order) whose bits
+ * equal it; returns the ties left for the next tensor.
+ */
+export function applyAbsBitsThreshold(
+  x: Float32Array,
+  out: Float32Array,
+  bits: number,
+  ties: number,
+): number {
+  const k = instance();
+  const [at] = reserve(k, Math.min(x.length, CHUNK_FLOATS) * 4);
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = stageChunk(k, x, s, at);
+    ties = k.apply_threshold(at, n, bits | 0, ties);
+    out.set(f32(k, at, n), s);
+  }
+  return ties;
 }
 
 /** IEEE half bits of each float, round to nearest even; NaN stays NaN (quiet, sign kept). */

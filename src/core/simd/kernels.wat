@@ -385,6 +385,95 @@
         (local.set $x (i32.add (local.get $x) (i32.const 16)))
         (br $loop))))
 
+  ;; Magnitude pruning works on the bits of |x| (sign cleared), which order like the values for
+  ;; non-negative floats: a two-level radix select finds the threshold without sorting.
+
+  ;; count[(|x| bits) >> 16] += 1 over x[0..n) (count is int32[65536])
+  (func (export "abs_high_histogram") (param $x i32) (param $n i32) (param $count i32)
+    (local $end i32) (local $at i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $at (i32.add (local.get $count)
+          (i32.shl (i32.shr_u (i32.and (i32.load (local.get $x)) (i32.const 0x7fffffff)) (i32.const 16))
+            (i32.const 2))))
+        (i32.store (local.get $at) (i32.add (i32.load (local.get $at)) (i32.const 1)))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (br $loop))))
+
+  ;; count[(|x| bits) & 0xffff] += 1 over the x[0..n) whose high 16 bits of |x| equal `high`; groups of
+  ;; four with no such value (nearly all of them) are skipped by one vector compare
+  (func (export "abs_low_histogram") (param $x i32) (param $n i32) (param $high i32) (param $count i32)
+    (local $end i32) (local $vec_end i32) (local $highv v128)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vec_end (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $highv (i32x4.splat (local.get $high)))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $vec_end)))
+        (if (v128.any_true (i32x4.eq (local.get $highv)
+              (i32x4.shr_u (v128.and (v128.load (local.get $x)) (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff))
+                (i32.const 16))))
+          (then (call $low_histogram_scalar (local.get $x) (i32.const 4) (local.get $high) (local.get $count))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (br $loop)))
+    (call $low_histogram_scalar (local.get $x) (i32.shr_u (i32.sub (local.get $end) (local.get $x)) (i32.const 2))
+      (local.get $high) (local.get $count)))
+
+  (func $low_histogram_scalar (param $x i32) (param $n i32) (param $high i32) (param $count i32)
+    (local $end i32) (local $a i32) (local $at i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $a (i32.and (i32.load (local.get $x)) (i32.const 0x7fffffff)))
+        (if (i32.eq (i32.shr_u (local.get $a) (i32.const 16)) (local.get $high))
+          (then
+            (local.set $at (i32.add (local.get $count) (i32.shl (i32.and (local.get $a) (i32.const 0xffff)) (i32.const 2))))
+            (i32.store (local.get $at) (i32.add (i32.load (local.get $at)) (i32.const 1)))))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (br $loop))))
+
+  ;; in place over x[0..n): x = 0 where |x| bits < t, and for the first `ties` whose |x| bits equal t
+  ;; (index order); returns the ties still to zero. Groups of four without a tie take one vector step.
+  (func (export "apply_threshold") (param $x i32) (param $n i32) (param $t i32) (param $ties i32) (result i32)
+    (local $end i32) (local $vec_end i32) (local $tv v128) (local $v v128) (local $a v128)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vec_end (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $tv (i32x4.splat (local.get $t)))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $vec_end)))
+        (local.set $v (v128.load (local.get $x)))
+        (local.set $a (v128.and (local.get $v) (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff)))
+        (if (v128.any_true (i32x4.eq (local.get $a) (local.get $tv)))
+          (then (local.set $ties (call $threshold_scalar (local.get $x) (i32.const 4) (local.get $t) (local.get $ties))))
+          ;; |x| bits ≤ 0x7fffffff, so the signed compare orders them
+          (else (v128.store (local.get $x) (v128.andnot (local.get $v) (i32x4.lt_s (local.get $a) (local.get $tv))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (br $loop)))
+    (call $threshold_scalar (local.get $x) (i32.shr_u (i32.sub (local.get $end) (local.get $x)) (i32.const 2))
+      (local.get $t) (local.get $ties)))
+
+  (func $threshold_scalar (param $x i32) (param $n i32) (param $t i32) (param $ties i32) (result i32)
+    (local $end i32) (local $a i32)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $x) (local.get $end)))
+        (local.set $a (i32.and (i32.load (local.get $x)) (i32.const 0x7fffffff)))
+        (if (i32.lt_u (local.get $a) (local.get $t))
+          (then (i32.store (local.get $x) (i32.const 0)))
+          (else
+            (if (i32.and (i32.eq (local.get $a) (local.get $t)) (i32.gt_s (local.get $ties) (i32.const 0)))
+              (then
+                (i32.store (local.get $x) (i32.const 0))
+                (local.set $ties (i32.sub (local.get $ties) (i32.const 1)))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (br $loop)))
+    (local.get $ties))
+
   (func $pmin (param $a f32) (param $b f32) (result f32)
     (select (local.get $b) (local.get $a) (f32.lt (local.get $b) (local.get $a))))
 

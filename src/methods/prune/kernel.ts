@@ -1,14 +1,13 @@
 /**
  * Magnitude pruning kernels. Unstructured pruning zeroes exactly `count` weights of smallest |w|
  * found by a two-pass radix select on the bits of |w| (for non-negative floats the bit pattern
- * orders like the value), so no copy is sorted; ties at the threshold go in index order.
+ * orders like the value), so no copy is sorted; ties at the threshold go in index order. The sweeps
+ * over the weights run as WebAssembly SIMD.
  */
 
-const HIGH_BINS = 1 << 16;
+import { addAbsBitsHistogram, applyAbsBitsThreshold } from '../../core/simd/index.ts';
 
-function absBits(x: Float32Array): Uint32Array {
-  return new Uint32Array(x.buffer, x.byteOffset, x.length);
-}
+const HIGH_BINS = 1 << 16;
 
 /**
  * The exact threshold for zeroing `count` of the smallest |w| across `tensors`: every |w| with bits
@@ -21,22 +20,13 @@ export function magnitudeThreshold(
   if (count <= 0) return { bits: 0, ties: 0 };
   // pass 1: histogram of the high 16 bits of |w|
   const high = new Float64Array(HIGH_BINS);
-  for (const t of tensors) {
-    const u = absBits(t);
-    for (let i = 0; i < u.length; i++) high[(u[i] & 0x7fffffff) >>> 16]++;
-  }
+  for (const t of tensors) addAbsBitsHistogram(t, high);
   let below = 0;
   let hb = 0;
   while (below + high[hb] < count) below += high[hb++];
   // pass 2: histogram of the low 16 bits inside that high bin
   const low = new Float64Array(HIGH_BINS);
-  for (const t of tensors) {
-    const u = absBits(t);
-    for (let i = 0; i < u.length; i++) {
-      const a = u[i] & 0x7fffffff;
-      if (a >>> 16 === hb) low[a & 0xffff]++;
-    }
-  }
+  for (const t of tensors) addAbsBitsHistogram(t, low, hb);
   let lb = 0;
   while (below + low[lb] < count) below += low[lb++];
   return { bits: ((hb << 16) | lb) >>> 0, ties: count - below };
@@ -48,18 +38,7 @@ export function applyMagnitudeThreshold(
   out: Float32Array,
   threshold: { bits: number; ties: number },
 ): number {
-  const u = absBits(x);
-  let ties = threshold.ties;
-  const t = threshold.bits;
-  for (let i = 0; i < x.length; i++) {
-    const a = u[i] & 0x7fffffff;
-    if (a < t) out[i] = 0;
-    else if (a === t && ties > 0) {
-      out[i] = 0;
-      ties--;
-    } else out[i] = x[i];
-  }
-  return ties;
+  return applyAbsBitsThreshold(x, out, threshold.bits, threshold.ties);
 }
 
 /** Unstructured L1 pruning of one tensor to round(sparsity · n) zeros. */

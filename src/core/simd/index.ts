@@ -66,7 +66,8 @@ let generation = 0;
 function instance(): Kernels {
   if (!kernels) {
     const bytes = Uint8Array.from(atob(KERNELS_WASM_BASE64), (ch) => ch.charCodeAt(0));
-    // a few KB, under Chrome's 4 KB limit for synchronous compilation on the main thread (a test keeps it so)
+    // a few KB: synchronous compilation works on any thread, even on the main thread of Chrome
+    // before 114, which refused more than 4 KB there (a test keeps the module under that)
     kernels = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Kernels;
   }
   return kernels;

@@ -362,36 +362,43 @@ export function applyAbsBitsThreshold(
   return ties;
 }
 
+type HalfOrFloatArray = Float32Array | Uint16Array;
+
+/** out = kernel(src) elementwise, through zero-padded staged chunks (the fp16 casts). */
+function castInChunks(
+  src: HalfOrFloatArray,
+  out: HalfOrFloatArray,
+  kernel: 'float32_to_float16' | 'float16_to_float32',
+): void {
+  const k = instance();
+  const chunk = padded(Math.min(src.length, CHUNK_FLOATS));
+  const [srcAt, outAt] = reserve(k, chunk * src.BYTES_PER_ELEMENT, chunk * out.BYTES_PER_ELEMENT);
+  const view = (like: HalfOrFloatArray, at: number, n: number) =>
+    new (like.constructor as new (b: ArrayBufferLike, at: number, n: number) => HalfOrFloatArray)(
+      k.memory.buffer,
+      at,
+      n,
+    );
+  for (let s = 0; s < src.length; s += CHUNK_FLOATS) {
+    const n = Math.min(CHUNK_FLOATS, src.length - s);
+    const staged = view(src, srcAt, padded(n));
+    staged.set(src.subarray(s, s + n));
+    staged.fill(0, n);
+    k[kernel](srcAt, padded(n), outAt);
+    out.set(view(out, outAt, n), s);
+  }
+}
+
 /** IEEE half bits of each float, round to nearest even; NaN stays NaN (quiet, sign kept). */
 export function castFloat32ToFloat16(x: Float32Array): Uint16Array {
-  const k = instance();
   const out = new Uint16Array(x.length);
-  const chunk = padded(Math.min(x.length, CHUNK_FLOATS));
-  const [at, hAt] = reserve(k, chunk * 4, chunk * 2);
-  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
-    const n = Math.min(CHUNK_FLOATS, x.length - s);
-    const staged = f32(k, at, padded(n));
-    staged.set(x.subarray(s, s + n));
-    staged.fill(0, n);
-    k.float32_to_float16(at, padded(n), hAt);
-    out.set(new Uint16Array(k.memory.buffer, hAt, n), s);
-  }
+  castInChunks(x, out, 'float32_to_float16');
   return out;
 }
 
 /** Floats of IEEE half bits (exact: every half is a float). */
 export function castFloat16ToFloat32(h: Uint16Array): Float32Array {
-  const k = instance();
   const out = new Float32Array(h.length);
-  const chunk = padded(Math.min(h.length, CHUNK_FLOATS));
-  const [hAt, at] = reserve(k, chunk * 2, chunk * 4);
-  for (let s = 0; s < h.length; s += CHUNK_FLOATS) {
-    const n = Math.min(CHUNK_FLOATS, h.length - s);
-    const staged = new Uint16Array(k.memory.buffer, hAt, padded(n));
-    staged.set(h.subarray(s, s + n));
-    staged.fill(0, n);
-    k.float16_to_float32(hAt, padded(n), at);
-    out.set(f32(k, at, n), s);
-  }
+  castInChunks(h, out, 'float16_to_float32');
   return out;
 }

@@ -173,6 +173,8 @@ function qualityMarkdown(title: string, protocol: string, rows: QualityRow[]): s
 
 interface WeightSet {
   name: string;
+  /** the set the issue's k-means target (≥ 100× sklearn) is defined on */
+  kmeansTarget?: boolean;
   tensors: { name: string; shape: [number, number]; values: Float32Array }[];
 }
 
@@ -216,7 +218,7 @@ function gpt2SmallSynthetic(): WeightSet {
     }
     return { name, shape, values };
   });
-  return { name: 'GPT-2-small-shaped synthetic weights (124 M parameters)', tensors };
+  return { name: 'GPT-2-small-shaped synthetic weights (124 M parameters)', tensors, kmeansTarget: true };
 }
 
 type KernelName = 'int8' | 'int4' | 'prune' | 'kmeans' | 'fp16';
@@ -343,7 +345,7 @@ function speedTable(
 }
 
 /** The issue's targets, checked against this run's numbers (met / missed), not written by hand. */
-function targetLines(table: ReturnType<typeof speedTable>, mb: number): string[] {
+function targetLines(table: ReturnType<typeof speedTable>, mb: number, kmeansTarget: boolean): string[] {
   const row = (id: KernelName) => table.rows.find((r) => r.kernel.id === id)!;
   const check = (ok: boolean) => (ok ? 'met' : '**missed**');
   const out = ['Targets in this run:'];
@@ -363,8 +365,11 @@ function targetLines(table: ReturnType<typeof speedTable>, mb: number): string[]
   if (km.theirs) {
     const ratio = km.theirs.seconds / km.ours.seconds;
     const mseOk = km.ours.sq <= km.theirs.sqError;
+    const line = `- k-means ≥ 100× sklearn with MSE no higher: ${ratio.toFixed(1)}×, MSE ${mseOk ? 'lower or equal' : 'higher'}`;
+    // the issue sets this target on the whole GPT-2-small-shaped set; on small tensors our fixed
+    // per-tensor cost (Lloyd with 3 seeds on ~16 k histogram points) weighs more, so it is shown, not judged
     out.push(
-      `- k-means ≥ 100× sklearn with MSE no higher: ${ratio.toFixed(1)}×, MSE ${mseOk ? 'lower or equal' : 'higher'} — ${check(ratio >= 100 && mseOk)}`,
+      kmeansTarget ? `${line} — ${check(ratio >= 100 && mseOk)}` : `${line} (target set on the 124 M set)`,
     );
   }
   return out;
@@ -390,7 +395,7 @@ function speedMarkdown(set: WeightSet, table: ReturnType<typeof speedTable>): st
     );
   }
   if (table.note) lines.push('', table.note);
-  lines.push('', ...targetLines(table, mb));
+  lines.push('', ...targetLines(table, mb, set.kmeansTarget === true));
   return lines.join('\n');
 }
 

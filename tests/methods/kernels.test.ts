@@ -85,6 +85,33 @@ describe('magnitude pruning', () => {
         for (const i of group) if (y[i] === 0) expect(Math.abs(x[i])).toBeLessThanOrEqual(minKept);
       }
     }
+    // against the definition (rank = larger |w| in the group + equal |w| at earlier rows; keep rank < N,
+    // a short last group keeping ceil(len·N/M)) with ties, short groups, SIMD tails and staging chunks
+    for (const [r, c, n, m, levels] of [
+      [18, 7, 2, 4, 5],
+      [16, 9, 4, 8, 3],
+      [8, 70_001, 2, 4, 0],
+    ]) {
+      const w = seededFloats(r * c, r + c);
+      if (levels) for (let i = 0; i < w.length; i++) w[i] = Math.round(w[i] * levels) / levels;
+      const got = pruneNM(w, r, c, 1, n, m);
+      for (let k0 = 0; k0 < r; k0 += m) {
+        const len = Math.min(m, r - k0);
+        const keep = len === m ? n : Math.ceil((len * n) / m);
+        for (let col = 0; col < c; col++)
+          for (let i = 0; i < len; i++) {
+            const a = Math.abs(w[(k0 + i) * c + col]);
+            let rank = 0;
+            for (let j = 0; j < len; j++) {
+              const b = Math.abs(w[(k0 + j) * c + col]);
+              if (b > a || (b === a && j < i)) rank++;
+            }
+            const want = rank < keep ? w[(k0 + i) * c + col] : 0;
+            if (got[(k0 + i) * c + col] !== want)
+              expect([k0 + i, col, got[(k0 + i) * c + col]]).toEqual([k0 + i, col, want]);
+          }
+      }
+    }
     // channels along rows (a Gemm transB / Gather layout): groups run along each row
     const z = pruneNM(x, rows, cols, 0, 2, 4);
     for (let r = 0; r < rows; r++) {

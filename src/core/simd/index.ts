@@ -52,6 +52,15 @@ interface Kernels {
   abs_high_histogram(x: number, n: number, count: number): void;
   abs_low_histogram(x: number, n: number, high: number, count: number): void;
   apply_threshold(x: number, n: number, t: number, ties: number): number;
+  prune_nm_columns(
+    x: number,
+    out: number,
+    rows: number,
+    cols: number,
+    rowLen: number,
+    n: number,
+    m: number,
+  ): void;
   float32_to_float16(x: number, n: number, h: number): void;
   float16_to_float32(h: number, n: number, x: number): void;
 }
@@ -360,6 +369,37 @@ export function applyAbsBitsThreshold(
     out.set(f32(k, at, n), s);
   }
   return ties;
+}
+
+/**
+ * N:M pruning along the rows of a row-major [rows, cols] matrix, for the whole groups of m rows and
+ * the columns up to a multiple of 4: out gets each kept weight, 0 for the pruned (out's other
+ * entries are left to the caller). Keeps the n largest |w| of each group, earlier rows winning ties.
+ * Returns the columns done.
+ */
+export function pruneNMColumns(
+  x: Float32Array,
+  out: Float32Array,
+  rows: number,
+  cols: number,
+  n: number,
+  m: number,
+): number {
+  const vecCols = cols & ~3;
+  const wholeRows = rows - (rows % m);
+  if (vecCols === 0 || wholeRows === 0) return 0;
+  const k = instance();
+  const step = Math.max(m, rowsPerChunk(cols) - (rowsPerChunk(cols) % m));
+  const chunkRows = Math.min(wholeRows, step);
+  const [at, outAt] = reserve(k, chunkRows * cols * 4, chunkRows * cols * 4);
+  for (let r = 0; r < wholeRows; r += step) {
+    const rowsHere = Math.min(step, wholeRows - r);
+    f32(k, at, rowsHere * cols).set(x.subarray(r * cols, (r + rowsHere) * cols));
+    k.prune_nm_columns(at, outAt, rowsHere, vecCols, cols, n, m);
+    const done = f32(k, outAt, rowsHere * cols);
+    for (let i = 0; i < rowsHere; i++) out.set(done.subarray(i * cols, i * cols + vecCols), (r + i) * cols);
+  }
+  return vecCols;
 }
 
 type HalfOrFloatArray = Float32Array | Uint16Array;

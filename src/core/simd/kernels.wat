@@ -474,6 +474,57 @@
         (br $loop)))
     (local.get $ties))
 
+  ;; N:M pruning down the first `cols` columns (a multiple of 4) of rows of `row_len` floats (rows a
+  ;; whole number of groups of m): in each group of m rows a weight is kept when its rank is below n,
+  ;; the rank counting the group's larger |w| and its equal |w| at earlier rows (so ties keep the
+  ;; earlier row). out = x or +0.
+  (func (export "prune_nm_columns")
+    (param $x i32) (param $out i32) (param $rows i32) (param $cols i32) (param $row_len i32) (param $n i32)
+    (param $m i32)
+    (local $g i32) (local $c i32) (local $i i32) (local $j i32) (local $stride i32) (local $base i32)
+    (local $ai v128) (local $aj v128) (local $rank v128) (local $nv v128)
+    (local.set $stride (i32.shl (local.get $row_len) (i32.const 2)))
+    (local.set $nv (i32x4.splat (local.get $n)))
+    (block $groups_done
+      (loop $groups
+        (br_if $groups_done (i32.ge_u (local.get $g) (local.get $rows)))
+        (local.set $c (i32.const 0))
+        (block $cols_done
+          (loop $columns
+            (br_if $cols_done (i32.ge_u (local.get $c) (local.get $cols)))
+            ;; byte offset of (row g, column c)
+            (local.set $base (i32.add (i32.mul (local.get $g) (local.get $stride)) (i32.shl (local.get $c) (i32.const 2))))
+            (local.set $i (i32.const 0))
+            (block $rows_done
+              (loop $row_i
+                (br_if $rows_done (i32.ge_u (local.get $i) (local.get $m)))
+                (local.set $ai (f32x4.abs (v128.load (i32.add (local.get $x)
+                  (i32.add (local.get $base) (i32.mul (local.get $i) (local.get $stride)))))))
+                (local.set $rank (v128.const i32x4 0 0 0 0))
+                (local.set $j (i32.const 0))
+                (block $others_done
+                  (loop $row_j
+                    (br_if $others_done (i32.ge_u (local.get $j) (local.get $m)))
+                    (local.set $aj (f32x4.abs (v128.load (i32.add (local.get $x)
+                      (i32.add (local.get $base) (i32.mul (local.get $j) (local.get $stride)))))))
+                    ;; compare masks are −1 where true: subtracting counts them
+                    (if (i32.lt_u (local.get $j) (local.get $i))
+                      (then (local.set $rank (i32x4.sub (local.get $rank) (f32x4.ge (local.get $aj) (local.get $ai)))))
+                      (else (if (i32.gt_u (local.get $j) (local.get $i))
+                        (then (local.set $rank (i32x4.sub (local.get $rank) (f32x4.gt (local.get $aj) (local.get $ai))))))))
+                    (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                    (br $row_j)))
+                (v128.store (i32.add (local.get $out) (i32.add (local.get $base) (i32.mul (local.get $i) (local.get $stride))))
+                  (v128.and
+                    (v128.load (i32.add (local.get $x) (i32.add (local.get $base) (i32.mul (local.get $i) (local.get $stride)))))
+                    (i32x4.lt_s (local.get $rank) (local.get $nv))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br $row_i)))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $columns)))
+        (local.set $g (i32.add (local.get $g) (local.get $m)))
+        (br $groups))))
+
   (func $pmin (param $a f32) (param $b f32) (result f32)
     (select (local.get $b) (local.get $a) (f32.lt (local.get $b) (local.get $a))))
 

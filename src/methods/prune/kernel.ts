@@ -5,7 +5,7 @@
  * over the weights run as WebAssembly SIMD.
  */
 
-import { addAbsBitsHistogram, applyAbsBitsThreshold } from '../../core/simd/index.ts';
+import { addAbsBitsHistogram, applyAbsBitsThreshold, pruneNMColumns } from '../../core/simd/index.ts';
 
 const HIGH_BINS = 1 << 16;
 
@@ -77,12 +77,16 @@ export function pruneNM(
   const channels = channelAxis === 1 ? cols : rows;
   const strideK = channelAxis === 1 ? cols : 1;
   const strideC = channelAxis === 1 ? 1 : cols;
+  // SIMD takes the whole groups of the columns up to a multiple of 4 ([K, N] layout); the loop below
+  // does the rest: a short last group, the last columns, and [N, K] tables
+  const simdChannels = channelAxis === 1 ? pruneNMColumns(x, out, rows, cols, n, m) : 0;
+  const simdK = simdChannels > 0 ? k - (k % m) : 0;
   const idx = new Int32Array(m);
   const mag = new Float64Array(m);
   for (let k0 = 0; k0 < k; k0 += m) {
     const len = Math.min(m, k - k0);
     const keep = len === m ? n : Math.ceil((len * n) / m);
-    for (let c = 0; c < channels; c++) {
+    for (let c = k0 < simdK ? simdChannels : 0; c < channels; c++) {
       // insertion sort of the group by |w| descending, stable so earlier indices win ties
       for (let j = 0; j < len; j++) {
         const at = (k0 + j) * strideK + c * strideC;

@@ -54,7 +54,14 @@ export function recipeFromHash(hash: string): RecipeStep[] | undefined {
 
 interface Stored {
   recipe?: RecipeStep[];
+  /** The URL's hash when this state was saved: still the URL's after a reload that came too soon to update it. */
+  urlHash?: string;
   history?: HistoryEntry[];
+}
+
+/** The share link of a recipe: this page with the recipe in its hash (current even while the URL's own hash waits to be written). */
+export function shareLink(recipe: RecipeStep[]): string {
+  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe)}`;
 }
 
 export function loadStored(): Stored {

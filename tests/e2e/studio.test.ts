@@ -162,6 +162,15 @@ describe('live studio', () => {
     await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b32');
     await page.locator('[data-testid=history] li button').first().click();
     await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
+    // a reload right after a change, before the URL and storage writes (they wait for the recipe to
+    // rest), keeps the change, and the address bar catches up
+    await page.locator('[data-testid=opt-1-blockSize]').focus();
+    await page.keyboard.press('ArrowLeft');
+    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b32');
+    await page.reload();
+    await settled();
+    expect(await text('recipe-label')).toBe('prune 40% → int4 b32');
+    expect(decodeURIComponent(page.url())).toContain('"blockSize":32');
   });
 
   it('sent nothing off the machine and no model bytes anywhere', () => {

@@ -4,7 +4,7 @@ import { CartesianGrid, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAx
 import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
-import { describeRecipe, type HistoryEntry } from '../share.ts';
+import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -31,7 +31,7 @@ export function ComparePanel() {
     .map((h) => ({ ...h, mb: h.bytes / 1e6 }));
   const copyLink = async () => {
     try {
-      await navigator.clipboard.writeText(location.href);
+      await navigator.clipboard.writeText(shareLink(useStudio.getState().recipe));
       setCopied(true);
       setTimeout(() => setCopied(false), 1500);
     } catch {

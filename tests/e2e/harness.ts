@@ -64,7 +64,7 @@ export async function productionBuild(): Promise<string> {
       configFile: join(ROOT, 'vite.config.ts'),
       mode: 'production',
       logLevel: 'error',
-      build: { outDir: out, minify: process.env.NO_MINIFY ? false : undefined },
+      build: { outDir: out },
     });
   } finally {
     process.env.NODE_ENV = nodeEnv;

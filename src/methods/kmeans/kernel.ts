@@ -22,11 +22,29 @@ const HISTOGRAM_BINS = 1 << 14;
 /** Tensors up to this size are clustered on their exact sorted values. */
 const EXACT_LIMIT = 1 << 13;
 
-function withPrefixSums(v: Float64Array, w: Float64Array): Points {
+/**
+ * Reused storage for the histogram path's points: five arrays of 16 k doubles allocated per tensor
+ * (fresh pages each time) cost more than clustering a small tensor. Points never outlive a call.
+ */
+let pointScratch: Float64Array = new Float64Array(0);
+
+/** v, w and the three prefix sums for p points, as views of the scratch storage. */
+function scratchPoints(p: number): [Float64Array, Float64Array, Float64Array, Float64Array, Float64Array] {
+  const n = p + 1;
+  if (pointScratch.length < 5 * n) pointScratch = new Float64Array(5 * n);
+  const at = (i: number) => pointScratch.subarray(i * n, i * n + (i < 2 ? p : n));
+  return [at(0), at(1), at(2), at(3), at(4)];
+}
+
+function withPrefixSums(
+  v: Float64Array,
+  w: Float64Array,
+  cw: Float64Array = new Float64Array(v.length + 1),
+  cs: Float64Array = new Float64Array(v.length + 1),
+  cq: Float64Array = new Float64Array(v.length + 1),
+): Points {
   const p = v.length;
-  const cw = new Float64Array(p + 1);
-  const cs = new Float64Array(p + 1);
-  const cq = new Float64Array(p + 1);
+  cw[0] = cs[0] = cq[0] = 0;
   for (let i = 0; i < p; i++) {
     cw[i + 1] = cw[i] + w[i];
     cs[i + 1] = cs[i] + w[i] * v[i];
@@ -84,15 +102,14 @@ function histogramPoints(
   if (hasZeros) count[binOf({ lo, hi, scale }, 0)] -= zeros;
   let p = 0;
   for (let b = 0; b < HISTOGRAM_BINS; b++) if (count[b] > 0) p++;
-  const v = new Float64Array(p);
-  const w = new Float64Array(p);
+  const [v, w, cw, cs, cq] = scratchPoints(p);
   const width = scale > 0 ? 1 / scale : 0;
   for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
     if (count[b] <= 0) continue;
     v[j] = lo + (b + 0.5) * width;
     w[j++] = count[b];
   }
-  return { points: withPrefixSums(v, w), binning: { lo, hi, scale }, hasZeros };
+  return { points: withPrefixSums(v, w, cw, cs, cq), binning: { lo, hi, scale }, hasZeros };
 }
 
 // mulberry32: a small seeded generator so the same recipe gives the same codebook everywhere

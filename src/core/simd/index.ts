@@ -336,19 +336,22 @@ export function errorSums(
 const RADIX_BINS = 1 << 16;
 
 /**
- * count[b] += how many x have b as the high 16 bits of |x|'s bit pattern, or (with `high` given) as the
- * low 16 bits among those whose high 16 bits are `high`: the two passes of a radix select on |x|.
+ * count[b] = how many x (over all of xs) have b as the high 16 bits of |x|'s bit pattern, or (with
+ * `high` given) as the low 16 bits among those whose high 16 bits are `high`: the two passes of a radix
+ * select on |x|. The counts are a view into wasm memory, valid until the next call into this module.
  */
-export function addAbsBitsHistogram(x: Float32Array, count: Float64Array, high?: number): void {
+export function absBitsHistogram(xs: readonly Float32Array[], high?: number): Uint32Array {
   const k = instance();
-  const [countAt, at] = reserve(k, RADIX_BINS * 4, Math.min(x.length, CHUNK_FLOATS) * 4);
-  const counts = new Int32Array(k.memory.buffer, countAt, RADIX_BINS).fill(0);
-  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
-    const n = stageChunk(k, x, s, at);
-    if (high === undefined) k.abs_high_histogram(at, n, countAt);
-    else k.abs_low_histogram(at, n, high, countAt);
-  }
-  for (let b = 0; b < RADIX_BINS; b++) count[b] += counts[b];
+  const longest = xs.reduce((m, x) => Math.max(m, x.length), 0);
+  const [countAt, at] = reserve(k, RADIX_BINS * 4, Math.min(longest, CHUNK_FLOATS) * 4);
+  const counts = new Uint32Array(k.memory.buffer, countAt, RADIX_BINS).fill(0);
+  for (const x of xs)
+    for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+      const n = stageChunk(k, x, s, at);
+      if (high === undefined) k.abs_high_histogram(at, n, countAt);
+      else k.abs_low_histogram(at, n, high, countAt);
+    }
+  return counts;
 }
 
 /**

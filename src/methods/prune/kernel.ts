@@ -5,9 +5,7 @@
  * over the weights run as WebAssembly SIMD.
  */
 
-import { addAbsBitsHistogram, applyAbsBitsThreshold, pruneNMColumns } from '../../core/simd/index.ts';
-
-const HIGH_BINS = 1 << 16;
+import { absBitsHistogram, applyAbsBitsThreshold, pruneNMColumns } from '../../core/simd/index.ts';
 
 /**
  * The exact threshold for zeroing `count` of the smallest |w| across `tensors`: every |w| with bits
@@ -19,14 +17,12 @@ export function magnitudeThreshold(
 ): { bits: number; ties: number } {
   if (count <= 0) return { bits: 0, ties: 0 };
   // pass 1: histogram of the high 16 bits of |w|
-  const high = new Float64Array(HIGH_BINS);
-  for (const t of tensors) addAbsBitsHistogram(t, high);
+  const high = absBitsHistogram(tensors);
   let below = 0;
   let hb = 0;
   while (below + high[hb] < count) below += high[hb++];
   // pass 2: histogram of the low 16 bits inside that high bin
-  const low = new Float64Array(HIGH_BINS);
-  for (const t of tensors) addAbsBitsHistogram(t, low, hb);
+  const low = absBitsHistogram(tensors, hb);
   let lb = 0;
   while (below + low[lb] < count) below += low[lb++];
   return { bits: ((hb << 16) | lb) >>> 0, ties: count - below };

@@ -65,11 +65,15 @@ export function buildPalette(t: WeightMatrix, options: KMeansMethodOptions): Pal
 export function decodePalette(t: WeightMatrix, p: Palette): Float32Array {
   const [rows, cols] = t.shape;
   const out = new Float32Array(rows * cols);
+  const { codebook, codes, bookSize } = p;
+  if (p.books === 1) {
+    for (let i = 0; i < out.length; i++) out[i] = codebook[codes[i]];
+    return out;
+  }
   for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      const i = r * cols + c;
-      const book = p.books === 1 ? 0 : t.channelAxis === 1 ? c : r;
-      out[i] = p.codebook[book * p.bookSize + p.codes[i]];
+    for (let c = 0, i = r * cols; c < cols; c++, i++) {
+      const book = t.channelAxis === 1 ? c : r;
+      out[i] = codebook[book * bookSize + codes[i]];
     }
   }
   return out;

@@ -120,14 +120,19 @@ export function dequantizeInt8(
 ): Float32Array {
   const out = new Float32Array(rows * cols);
   const { q, scales } = quant;
-  const zp = quant.zeroPoints ?? new Uint8Array(scales.length);
-  forEachChannelRun(rows, cols, channelAxis, (start, end, ch, perColumn) => {
-    if (perColumn) for (let i = start, c = 0; i < end; i++, c++) out[i] = (q[i] - zp[c]) * scales[c];
-    else {
-      const s = scales[ch];
-      const z = zp[ch];
-      for (let i = start; i < end; i++) out[i] = (q[i] - z) * s;
-    }
-  });
+  // zero points as floats, one per column or per run, so the inner loops are one multiply-subtract
+  const zp = Float32Array.from(quant.zeroPoints ?? new Uint8Array(scales.length));
+  if (channelAxis === 1) {
+    for (let r = 0; r < rows; r++)
+      for (let c = 0, i = r * cols; c < cols; c++, i++) out[i] = (q[i] - zp[c]) * scales[c];
+    return out;
+  }
+  // one scale per row (axis 0) or for the whole tensor
+  const run = channelAxis === 0 ? cols : rows * cols;
+  for (let ch = 0; ch * run < out.length; ch++) {
+    const s = scales[ch];
+    const z = zp[ch];
+    for (let i = ch * run, end = i + run; i < end; i++) out[i] = (q[i] - z) * s;
+  }
   return out;
 }

@@ -4,6 +4,7 @@ import { compressSlice, type CompressState } from './compress-slice.ts';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
+import { contextFromConfig } from '../core/eval/config.ts';
 import {
   cancelEvaluation,
   evaluatePerplexity,
@@ -73,9 +74,9 @@ async function readJson(files: PickedFile[], name: string): Promise<unknown> {
   }
 }
 
+/** The evaluation window: the model's declared context, capped so a browser tab stays responsive. */
 function contextOf(config: Record<string, unknown> | undefined): number {
-  const n = config?.n_positions ?? config?.max_position_embeddings ?? config?.n_ctx;
-  return typeof n === 'number' && n > 1 ? Math.min(n, 2048) : 512;
+  return Math.min(contextFromConfig(config) ?? 512, 2048);
 }
 
 export const useStudio = create<StudioState>((set, get) => ({

@@ -8,6 +8,7 @@ import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { numberFlag, parseArgs } from './args.ts';
 import { modelSources } from './files.ts';
+import { contextFromConfig } from '../core/eval/config.ts';
 
 /** The context a model was trained for, from a config.json beside it (HF names), if there is one. */
 export function configContext(paths: string[]): number | undefined {
@@ -15,9 +16,8 @@ export function configContext(paths: string[]): number | undefined {
     const file = existsSync(p) && statSync(p).isDirectory() ? join(p, 'config.json') : p;
     if (!existsSync(file)) continue;
     try {
-      const cfg = JSON.parse(readFileSync(file, 'utf8'));
-      const n = cfg.n_positions ?? cfg.max_position_embeddings ?? cfg.n_ctx ?? cfg.seq_len;
-      if (Number.isInteger(n) && n > 1) return n;
+      const n = contextFromConfig(JSON.parse(readFileSync(file, 'utf8')));
+      if (n !== undefined) return n;
     } catch {
       // not a usable config: fall back to the default context
     }

@@ -20,6 +20,7 @@ import {
   recipeToHash,
   saveStored,
   type HistoryEntry,
+  type Stored,
 } from './share.ts';
 
 export interface CompressState {
@@ -52,8 +53,7 @@ let previewSeq = 0;
 let exportSeq = 0;
 let compressedEvalSeq = 0;
 
-function initialRecipe(): RecipeStep[] {
-  const stored = loadStored();
+function initialRecipe(stored: Stored): RecipeStep[] {
   const hash = typeof location !== 'undefined' ? location.hash : '';
   // the hash a reload found unchanged since the last save (the write waits for the recipe to rest)
   // yields to the newer stored recipe; any other hash, such as a shared link, wins
@@ -61,7 +61,7 @@ function initialRecipe(): RecipeStep[] {
   const fromHash = stale ? undefined : recipeFromHash(hash);
   if (fromHash) return fromHash;
   // the address bar shows the recipe in use from the start, ready to share
-  if (stored.recipe && hash !== recipeToHash(stored.recipe))
+  if (typeof location !== 'undefined' && stored.recipe && hash !== recipeToHash(stored.recipe))
     window.history.replaceState(null, '', recipeToHash(stored.recipe));
   return stored.recipe ?? DEFAULT_RECIPE;
 }
@@ -120,9 +120,9 @@ async function saveBlob(blob: Blob, name: string): Promise<'saved' | 'downloaded
 }
 
 export function compressSlice(set: Set, get: Get): CompressState {
-  const stored = typeof localStorage !== 'undefined' ? loadStored() : {};
+  const stored: Stored = typeof localStorage !== 'undefined' ? loadStored() : {};
   return {
-    recipe: initialRecipe(),
+    recipe: initialRecipe(stored),
     previewing: false,
     compressedEval: { running: false },
     history: stored.history ?? [],

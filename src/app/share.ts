@@ -52,7 +52,7 @@ export function recipeFromHash(hash: string): RecipeStep[] | undefined {
   }
 }
 
-interface Stored {
+export interface Stored {
   recipe?: RecipeStep[];
   /** The URL's hash when this state was saved: still the URL's after a reload that came too soon to update it. */
   urlHash?: string;

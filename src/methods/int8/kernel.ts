@@ -48,18 +48,6 @@ function channelRanges(
   return { lo, hi }; // both start at 0, so the range always holds zero
 }
 
-/** Expand per-channel values to the inner-loop pattern: per column (axis 1) or constant per row. */
-function forEachChannelRun(
-  rows: number,
-  cols: number,
-  channelAxis: 0 | 1 | null,
-  run: (start: number, end: number, channel: number, perColumn: boolean) => void,
-): void {
-  if (channelAxis === 1) for (let r = 0; r < rows; r++) run(r * cols, r * cols + cols, 0, true);
-  else if (channelAxis === 0) for (let r = 0; r < rows; r++) run(r * cols, r * cols + cols, r, false);
-  else run(0, rows * cols, 0, false);
-}
-
 /**
  * Symmetric: q = round(x / s), s = max|x| / 127, so |q| ≤ 127.
  * Asymmetric: q = clamp(round(x / s) + z, 0, 255), s = (max − min) / 255 with 0 inside [min, max].
@@ -94,20 +82,19 @@ export function quantizeInt8(
     quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0);
     return { q, scales, zeroPoints };
   }
-  forEachChannelRun(rows, cols, channelAxis, (start, end, ch, perColumn) => {
-    if (symmetric && perColumn) {
-      for (let i = start, c = 0; i < end; i++, c++) q[i] = Math.round(x[i] * inv[c]);
-    } else if (symmetric) {
-      const s = inv[ch];
-      for (let i = start; i < end; i++) q[i] = Math.round(x[i] * s);
-    } else {
-      for (let i = start, c = 0; i < end; i++, c++) {
-        const k = perColumn ? c : ch;
-        const v = Math.round(x[i] * inv[k]) + zp[k];
+  // one scale per row (axis 0) or for the whole tensor
+  const run = channelAxis === 0 ? cols : n;
+  for (let ch = 0; ch * run < n; ch++) {
+    const s = inv[ch];
+    const z = zp[ch];
+    const end = (ch + 1) * run;
+    if (symmetric) for (let i = ch * run; i < end; i++) q[i] = Math.round(x[i] * s);
+    else
+      for (let i = ch * run; i < end; i++) {
+        const v = Math.round(x[i] * s) + z;
         q[i] = v > 255 ? 255 : v < 0 ? 0 : v;
       }
-    }
-  });
+  }
   return { q, scales, zeroPoints };
 }
 

@@ -8,7 +8,7 @@ import { ModelError } from '../../src/core/errors.ts';
 import { decodeModelProto } from '../../src/core/onnx/proto.ts';
 import { ort, runPath, tempDir, idsInput } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
-import { STORIES_DIR } from '../helpers/shared.ts';
+import { STORIES_DIR } from '../helpers/fixtures.ts';
 
 const STORIES = join(STORIES_DIR, 'model.onnx');
 

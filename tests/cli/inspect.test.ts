@@ -7,7 +7,7 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { writeModel, concatChunks } from '../../src/core/onnx/write.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { tempDir, writeFiles } from '../helpers/ort.ts';
-import { STORIES_MODEL } from '../helpers/shared.ts';
+import { STORIES_MODEL } from '../helpers/fixtures.ts';
 
 const ROOT = resolve(__dirname, '../..');
 const STORIES = STORIES_MODEL;

@@ -13,7 +13,7 @@ import { DataType, float16ToFloat32 } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { float16Model, mlpModel, seededFloats } from '../helpers/models.ts';
 import { floatInput, idsInput, ort, runBytes, runPath, tempDir, writeFiles } from '../helpers/ort.ts';
-import { STORIES_MODEL } from '../helpers/shared.ts';
+import { STORIES_MODEL } from '../helpers/fixtures.ts';
 
 const STORIES = STORIES_MODEL;
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
-import { STORIES_MODEL } from '../helpers/shared.ts';
+import { STORIES_MODEL } from '../helpers/fixtures.ts';
 
 const STORIES = STORIES_MODEL;
 

@@ -8,7 +8,7 @@ import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { tinyDecoder, VOCAB, type DecoderSignature } from '../helpers/decoders.ts';
 import { ort } from '../helpers/ort.ts';
-import { STORIES_DIR } from '../helpers/shared.ts';
+import { STORIES_DIR } from '../helpers/fixtures.ts';
 
 const ROOT = resolve(__dirname, '../..');
 const STORIES = STORIES_DIR;

@@ -23,7 +23,7 @@ import {
   opTypes,
   runOutput,
 } from '../helpers/compress.ts';
-import { STORIES_DIR } from '../helpers/shared.ts';
+import { STORIES_DIR } from '../helpers/fixtures.ts';
 
 const STORIES = STORIES_DIR;
 const storiesBytes = new Uint8Array(readFileSync(join(STORIES, 'model.onnx')));

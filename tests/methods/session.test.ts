@@ -5,7 +5,7 @@ import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { PreviewSession, overlayHistogram } from '../../src/core/compress/session.ts';
 import { ModelError } from '../../src/core/errors.ts';
-import { STORIES_MODEL } from '../helpers/shared.ts';
+import { STORIES_MODEL } from '../helpers/fixtures.ts';
 
 const STORIES = STORIES_MODEL;
 const model = () => parseModel(bytesSource('stories', new Uint8Array(readFileSync(STORIES))));

@@ -41,7 +41,7 @@ const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
-const STORIES = join(process.env.COMPRESSION_STUDIO_SHARED ?? join(ROOT, '../shared'), 'data/stories260K');
+const STORIES = join(ROOT, 'tests/fixtures/stories260K');
 const args = new Set(process.argv.slice(2));
 const outIndex = process.argv.indexOf('--out');
 const OUT = outIndex > 0 ? process.argv[outIndex + 1] : join(ROOT, 'docs/BENCHMARKS.md');

@@ -98,7 +98,10 @@ function typedFlag(raw: string): string {
 /** Explains the first thing in `argv` that strict parsing refused, in the user's own spelling. */
 function explain(spec: CommandSpec, argv: string[], strictError: unknown): UsageError {
   const options = spec.options;
-  const longNames = Object.keys(options).map((k) => `--${k}`);
+  const flagNames = Object.entries(options).flatMap(([k, f]) => [
+    `--${k}`,
+    ...(f.short ? [`-${f.short}`] : []),
+  ]);
   const { tokens } = nodeParseArgs({
     args: argv,
     options: nodeOptions(spec),
@@ -122,7 +125,7 @@ function explain(spec: CommandSpec, argv: string[], strictError: unknown): Usage
     if (flag.type === 'string') {
       const needs = `${name} needs a value${flag.value ? ` (${flag.value})` : ''}`;
       if (t.value === undefined) return new UsageError(`${needs}.`);
-      if (!t.inlineValue && t.value.startsWith('-') && longNames.includes(typedFlag(t.value)))
+      if (!t.inlineValue && t.value.startsWith('-') && flagNames.includes(typedFlag(t.value)))
         return new UsageError(
           `${needs}, got the option ${t.value}; a value that starts with '-' is written ${name}=${t.value}.`,
         );

@@ -35,7 +35,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   methods: async () => (await import('./methods.ts')).methodsCommand,
 };
 
-const GLOBAL_OPTIONS = ['--help', '--version'];
+/** The options accepted before a command. */
+const GLOBAL_OPTIONS = ['help', 'version'];
 
 function usage(): string {
   const width = Math.max(...COMMAND_SPECS.map((s) => s.name.length));
@@ -78,6 +79,25 @@ function isSystemError(e: unknown): e is Error & { code: string } {
   return typeof code === 'string' && /^E[A-Z]+$/.test(code);
 }
 
+/** Writes the message for a failure and returns its exit status: 2 usage, 1 typed or file-system, 3 anything else. */
+export function reportError(e: unknown, where: string, err: (s: string) => void): number {
+  if (e instanceof UsageError) {
+    const help = where === 'compression-studio' ? 'compression-studio --help' : `${where} --help`;
+    err(`${where}: ${e.message}\nRun '${help}' for usage.\n`);
+    return EXIT.usage;
+  }
+  if (isModelError(e) || isSystemError(e)) {
+    err(`${where}: ${e.message}\n`);
+    return EXIT.failed;
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  err(
+    `${where}: internal error: ${message}\n` +
+      '(compression-studio did not anticipate this error; please report it with the command line.)\n',
+  );
+  return EXIT.internal;
+}
+
 export async function main(
   argv: string[],
   out: (s: string) => void = (s) => process.stdout.write(s),
@@ -104,15 +124,13 @@ export async function main(
       out(formatHelp(findSpec(rest[0])));
       return EXIT.ok;
     }
-    if (name.startsWith('-'))
+    if (name.startsWith('-')) {
+      const suggestions = nearest(name.replace(/^--?/, ''), GLOBAL_OPTIONS).map((o) => `--${o}`);
       throw new UsageError(
-        `unknown option ${name.split('=', 1)[0]}${didYouMean(
-          nearest(
-            name.replace(/^--?/, ''),
-            GLOBAL_OPTIONS.map((o) => o.slice(2)),
-          ).map((o) => `--${o}`),
-        )}; ` + 'the command comes first: compression-studio COMMAND [options].',
+        `unknown option ${name.split('=', 1)[0]}${didYouMean(suggestions)}; ` +
+          'the command comes first: compression-studio COMMAND [options].',
       );
+    }
     const spec = findSpec(name);
     where = `compression-studio ${name}`;
     if (wantsHelp(rest)) {
@@ -125,19 +143,6 @@ export async function main(
       await COMMANDS[name]()
     )(args, out);
   } catch (e) {
-    if (e instanceof UsageError) {
-      const help = where === 'compression-studio' ? 'compression-studio --help' : `${where} --help`;
-      err(`${where}: ${e.message}\nRun '${help}' for usage.\n`);
-      return EXIT.usage;
-    }
-    if (isModelError(e) || isSystemError(e)) {
-      err(`${where}: ${e.message}\n`);
-      return EXIT.failed;
-    }
-    const message = e instanceof Error ? e.message : String(e);
-    err(
-      `${where}: internal error: ${message}\n(compression-studio did not anticipate this error; please report it with the command line.)\n`,
-    );
-    return EXIT.internal;
+    return reportError(e, where, err);
   }
 }

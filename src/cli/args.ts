@@ -116,7 +116,9 @@ function explain(spec: CommandSpec, argv: string[], strictError: unknown): Usage
     if (!flag) {
       const typed = typedFlag(raw);
       // `-json` is read as the short flags -j -s -o -n: compare what was typed as a whole
-      const suggestions = nearest(typed.replace(/^--?/, ''), Object.keys(options)).map((k) => `--${k}`);
+      const bare = typed.replace(/^--?/, '');
+      const short = Object.values(options).find((f) => f.short === bare);
+      const suggestions = short ? [`-${bare}`] : nearest(bare, Object.keys(options)).map((k) => `--${k}`);
       return new UsageError(`unknown option ${typed}${didYouMean(suggestions)}.`);
     }
     const name = t.rawName;
@@ -125,13 +127,16 @@ function explain(spec: CommandSpec, argv: string[], strictError: unknown): Usage
     if (flag.type === 'string') {
       const needs = `${name} needs a value${flag.value ? ` (${flag.value})` : ''}`;
       if (t.value === undefined) return new UsageError(`${needs}.`);
-      if (!t.inlineValue && t.value.startsWith('-') && flagNames.includes(typedFlag(t.value)))
+      // parseArgs will not take a following argument that starts with '-' as a value: it may be a flag
+      if (!t.inlineValue && t.value.startsWith('-')) {
+        const got = flagNames.includes(typedFlag(t.value)) ? `the option ${t.value}` : `'${t.value}'`;
         return new UsageError(
-          `${needs}, got the option ${t.value}; a value that starts with '-' is written ${name}=${t.value}.`,
+          `${needs}, got ${got}; a value that starts with '-' is written --${t.name}=${t.value}.`,
         );
+      }
     }
   }
-  // nothing the loose reading flags: pass on what strict parsing said (a value starting with '-')
+  // the loose reading found nothing wrong, which strict parsing contradicts: pass its message on
   const message = strictError instanceof Error ? strictError.message.split('\n')[0] : String(strictError);
   return new UsageError(message);
 }
@@ -199,17 +204,17 @@ export function synopsis(spec: CommandSpec): string[] {
 
 /** The text `compression-studio COMMAND --help` prints. */
 export function formatHelp(spec: CommandSpec): string {
-  const lines = [`compression-studio ${spec.name} — ${spec.summary}`, '', 'Usage:'];
-  lines.push(...synopsis(spec));
-  if (spec.positionals.length) {
-    lines.push('', 'Arguments:');
-    for (const p of spec.positionals) lines.push(`  ${p.name.padEnd(26)} ${p.help}`);
-  }
-  lines.push('', 'Options:');
-  for (const [name, f] of Object.entries(spec.options)) {
-    const left = `${f.short ? `-${f.short}, ` : '    '}--${name}${f.value ? ` ${f.value}` : ''}`;
-    lines.push(`  ${left.padEnd(26)} ${f.help}`);
-  }
+  const options = Object.entries(spec.options).map(([name, f]) => ({
+    left: `${f.short ? `-${f.short}, ` : '    '}--${name}${f.value ? ` ${f.value}` : ''}`,
+    help: f.help,
+  }));
+  const positionals = spec.positionals.map((p) => ({ left: p.name, help: p.help }));
+  const width = Math.max(...[...options, ...positionals].map((row) => row.left.length));
+  const rows = (list: { left: string; help: string }[]) =>
+    list.map((row) => `  ${row.left.padEnd(width)}  ${row.help}`);
+  const lines = [`compression-studio ${spec.name} — ${spec.summary}`, '', 'Usage:', ...synopsis(spec)];
+  if (positionals.length) lines.push('', 'Arguments:', ...rows(positionals));
+  lines.push('', 'Options:', ...rows(options));
   for (const n of spec.notes ?? []) lines.push('', n);
   return lines.join('\n') + '\n';
 }

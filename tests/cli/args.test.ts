@@ -110,6 +110,24 @@ describe('values', () => {
     );
   });
 
+  it('a value that starts with a dash is written with =, so a negative number is not taken for a flag', async () => {
+    await expectUsageError(
+      ['compress', STORIES_MODEL, '--prune', '-0.5', '-o', 'x.onnx'],
+      /--prune needs a value \(S\), got '-0\.5'; a value that starts with '-' is written --prune=-0\.5\./,
+    );
+    await expectUsageError(
+      ['compress', STORIES_MODEL, '--prune=-0.5', '-o', 'x.onnx'],
+      /--prune -0\.5: prune\.sparsity must be between 0 and 0\.99, got -0\.5\./,
+    );
+  });
+
+  it('a short option typed as a long one suggests the short one', async () => {
+    await expectUsageError(
+      ['compress', STORIES_MODEL, '--int8', '--o', 'x.onnx'],
+      /unknown option --o \(did you mean -o\?\)/,
+    );
+  });
+
   it('a flag that takes no value refuses one, inline or following', async () => {
     await expectUsageError(['inspect', STORIES_MODEL, '--json=yes'], /--json takes no value, got 'yes'\./);
     await expectUsageError(

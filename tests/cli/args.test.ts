@@ -34,6 +34,10 @@ async function expectUsageError(args: string[], message: RegExp): Promise<string
   return r.err;
 }
 
+/** Outputs of commands that must fail go here, never to the working directory, should one succeed. */
+const SCRATCH = tempDir();
+const scratch = (name: string) => join(SCRATCH, name);
+
 const VERSION = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string;
 
 describe('unknown flags and commands', () => {
@@ -105,18 +109,18 @@ describe('values', () => {
   it('an option that needs a value and has none says so, with what it expects', async () => {
     await expectUsageError(['ppl', STORIES_MODEL, '--ids'], /ppl: --ids needs a value \(FILE\)\./);
     await expectUsageError(
-      ['compress', STORIES_MODEL, '--int4', '--block', '-o', 'x.onnx'],
+      ['compress', STORIES_MODEL, '--int4', '--block', '-o', scratch('x.onnx')],
       /--block needs a value \(N\), got the option -o; a value that starts with '-' is written --block=-o/,
     );
   });
 
   it('a value that starts with a dash is written with =, so a negative number is not taken for a flag', async () => {
     await expectUsageError(
-      ['compress', STORIES_MODEL, '--prune', '-0.5', '-o', 'x.onnx'],
+      ['compress', STORIES_MODEL, '--prune', '-0.5', '-o', scratch('x.onnx')],
       /--prune needs a value \(S\), got '-0\.5'; a value that starts with '-' is written --prune=-0\.5\./,
     );
     await expectUsageError(
-      ['compress', STORIES_MODEL, '--prune=-0.5', '-o', 'x.onnx'],
+      ['compress', STORIES_MODEL, '--prune=-0.5', '-o', scratch('x.onnx')],
       /--prune -0\.5: prune\.sparsity must be between 0 and 0\.99, got -0\.5\./,
     );
   });
@@ -138,11 +142,22 @@ describe('values', () => {
 
   it('the same option twice is refused rather than the last one silently winning', async () => {
     await expectUsageError(
-      ['compress', STORIES_MODEL, '--int8', '-o', 'a.onnx', '-o', 'b.onnx'],
+      ['compress', STORIES_MODEL, '--int8', '-o', scratch('a.onnx'), '-o', scratch('b.onnx')],
       /-o is given twice\./,
     );
+    expect(existsSync(scratch('a.onnx')) || existsSync(scratch('b.onnx'))).toBe(false);
     await expectUsageError(
-      ['compress', STORIES_MODEL, '--int8', '--exclude', 'l0.*', '--exclude', 'l1.*', '-o', 'a.onnx'],
+      [
+        'compress',
+        STORIES_MODEL,
+        '--int8',
+        '--exclude',
+        'l0.*',
+        '--exclude',
+        'l1.*',
+        '-o',
+        scratch('a.onnx'),
+      ],
       /--exclude is given twice; separate patterns with commas/,
     );
   });

@@ -1,5 +1,5 @@
-import { closeSync, existsSync, openSync, realpathSync, writeSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { closeSync, existsSync, openSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { parseRecipeText, resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
@@ -139,6 +139,17 @@ function stepsFromArgs(args: ParsedArgs) {
   return parseRecipeText(readTextFile(recipePath, '--recipe'));
 }
 
+/** Where -o points must be a file in an existing folder: found out before the compression runs, not after. */
+function checkOutputPlace(output: string): void {
+  const folder = dirname(resolve(output));
+  if (!existsSync(folder))
+    throw new ModelError('invalid-argument', `-o ${output}: the folder ${folder} does not exist.`);
+  if (!statSync(folder).isDirectory())
+    throw new ModelError('invalid-argument', `-o ${output}: ${folder} is not a folder.`);
+  if (existsSync(output) && statSync(output).isDirectory())
+    throw new ModelError('invalid-argument', `-o ${output} is a folder: name the .onnx file to write.`);
+}
+
 function sameFile(a: string, b: string): boolean {
   if (resolve(a) === resolve(b)) return true;
   return existsSync(b) && realpathSync(a) === realpathSync(b);
@@ -153,8 +164,9 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   const output = args.flags.get('output');
   if (typeof output !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
-  // the recipe is checked before any file is touched, so a flag mistake costs nothing
+  // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
   const steps = stepsFromArgs(args);
+  checkOutputPlace(output);
   if (sameFile(path, output))
     throw new ModelError(
       'invalid-argument',

@@ -338,6 +338,21 @@ describe('exit statuses', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('1: an -o in a folder that does not exist, or naming a folder, before any work is done', async () => {
+    const dir = tempDir();
+    const nowhere = await run(['compress', STORIES_MODEL, '--int8', '-o', join(dir, 'none', 'x.onnx')]);
+    expect(nowhere.code).toBe(EXIT.failed);
+    expect(nowhere.err).toMatch(/-o .*x\.onnx: the folder .*none does not exist\./);
+    expect(existsSync(join(dir, 'none'))).toBe(false);
+    const folder = await run(['compress', STORIES_MODEL, '--int8', '-o', dir]);
+    expect(folder.code).toBe(EXIT.failed);
+    expect(folder.err).toMatch(/is a folder: name the \.onnx file to write\./);
+    writeFileSync(join(dir, 'file'), 'not a folder');
+    const underFile = await run(['compress', STORIES_MODEL, '--int8', '-o', join(dir, 'file', 'x.onnx')]);
+    expect(underFile.code).toBe(EXIT.failed);
+    expect(underFile.err).toMatch(/file is not a folder\./);
+  });
+
   it('1 for typed and file-system errors, 2 for usage errors, 3 for anything unanticipated', () => {
     const lines: string[] = [];
     const err = (s: string) => lines.push(s);

@@ -90,6 +90,11 @@ export function didYouMean(options: string[]): string {
   return ` (did you mean ${list}?)`;
 }
 
+/** The declared flag of that name; an own-property lookup, so `--constructor` is unknown like any other. */
+function flagSpec(spec: CommandSpec, name: string): FlagSpec | undefined {
+  return Object.hasOwn(spec.options, name) ? spec.options[name] : undefined;
+}
+
 /** The flag as the person typed it, without an `=value` part. */
 function typedFlag(raw: string): string {
   return raw.split('=', 1)[0];
@@ -112,7 +117,7 @@ function explain(spec: CommandSpec, argv: string[], strictError: unknown): Usage
   for (const t of tokens) {
     if (t.kind !== 'option') continue;
     const raw = argv[t.index];
-    const flag = options[t.name];
+    const flag = flagSpec(spec, t.name);
     if (!flag) {
       const typed = typedFlag(raw);
       // `-json` is read as the short flags -j -s -o -n: compare what was typed as a whole
@@ -184,7 +189,7 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedArgs 
       flags.set(t.name, t.value ?? true);
     } else if (t.kind === 'positional' && ++positionals > spec.positionals.length) {
       const after =
-        previous?.kind === 'option' && spec.options[previous.name]?.type === 'boolean'
+        previous?.kind === 'option' && flagSpec(spec, previous.name)?.type === 'boolean'
           ? ` (${previous.rawName} takes no value)`
           : '';
       throw new UsageError(`unexpected argument '${t.value}'${after}.`);

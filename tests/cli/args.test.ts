@@ -72,6 +72,15 @@ describe('unknown flags and commands', () => {
     expect(err).not.toMatch(/did you mean/);
   });
 
+  it('names of Object.prototype members are unknown options like any other', async () => {
+    for (const flag of ['--constructor', '--__proto__', '--toString'])
+      await expectUsageError(
+        ['inspect', STORIES_MODEL, flag],
+        new RegExp(`inspect: unknown option ${flag}\\.`),
+      );
+    await expectUsageError(['constructor'], /unknown command 'constructor'/);
+  });
+
   it('an option of another command is unknown here', async () => {
     await expectUsageError(['inspect', STORIES_MODEL, '--int8'], /inspect: unknown option --int8/);
   });

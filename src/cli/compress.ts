@@ -1,21 +1,70 @@
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, writeSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { closeSync, existsSync, openSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { parseRecipeText, resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
 import { compressModel } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import type { TensorSelector } from '../core/compress/select.ts';
-import { numberFlag, parseArgs, type ParsedArgs } from './args.ts';
+import { UsageError, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
+import { getMethod, resolveOptions } from '../methods/registry.ts';
 import { modelSources } from './files.ts';
 
-const USAGE =
-  'usage: compression-studio compress MODEL.onnx (--recipe RECIPE.json | --prune S [--global] [--nm N:M] | ' +
-  '--int8 [--per-tensor] | --int4 [--block 32] [--format matmulnbits|dequantize] | --kmeans K [--per-channel] [--dense] | --fp16) ' +
-  '[--asym] [--include PATTERN] [--exclude PATTERN] [--embeddings] [--lm-head] [--external-data] -o OUT.onnx [--json]';
+/** Flags that refine one method: given without it they would be ignored, so they are refused. */
+const REFINES: Record<string, string[]> = {
+  global: ['prune'],
+  'per-tensor': ['int8'],
+  block: ['int4'],
+  format: ['int4'],
+  asym: ['int8', 'int4'],
+  'per-channel': ['kmeans'],
+  dense: ['kmeans'],
+};
+const METHOD_FLAGS = ['prune', 'nm', 'int8', 'int4', 'kmeans', 'fp16'];
+const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
+const NOTHING_TO_DO =
+  'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K or --fp16) or --recipe FILE.';
+
+/**
+ * A numeric flag that sets a method option (`--block` → int4.blockSize), checked against the method's
+ * own schema so the flag and the recipe accept exactly the same values.
+ */
+function methodNumber(
+  args: ParsedArgs,
+  flag: string,
+  methodId: string,
+  key: string,
+  fallback: number,
+): number {
+  const raw = args.flags.get(flag);
+  if (raw === undefined) return fallback;
+  const method = getMethod(methodId);
+  const spec = method.options.find((o) => o.key === key);
+  const allowed =
+    spec?.type === 'number'
+      ? spec.choices
+        ? `one of ${spec.choices.join(', ')}`
+        : `${spec.step >= 1 ? 'a whole number' : 'a number'} from ${spec.min} to ${spec.max}`
+      : 'a number';
+  const n = typeof raw === 'string' ? parseNumber(raw) : undefined;
+  if (n === undefined) throw new UsageError(`--${flag} must be ${allowed}, got '${raw}'.`);
+  try {
+    resolveOptions(method, { [key]: n });
+  } catch (e) {
+    throw new UsageError(`--${flag} ${raw}: ${(e as Error).message}`);
+  }
+  return n;
+}
 
 /** The recipe the shorthand flags describe: pruning first, then the one storage format. */
 export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
+  for (const [flag, methods] of Object.entries(REFINES))
+    if (args.flags.has(flag) && !methods.some((m) => args.flags.has(m)))
+      throw new UsageError(
+        `--${flag} applies to ${methods.map((m) => `--${m}`).join(' or ')}, which is not given; add it or drop --${flag}.`,
+      );
+  if (args.flags.has('prune') && args.flags.has('nm'))
+    throw new UsageError('--prune S and --nm N:M are two pruning patterns: choose one.');
   const select: TensorSelector = {};
   const include = args.flags.get('include');
   const exclude = args.flags.get('exclude');
@@ -26,13 +75,15 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
   const symmetric = !args.flags.has('asym');
   const steps: RecipeStep[] = [];
   const nm = args.flags.get('nm');
-  if (args.flags.has('prune') || typeof nm === 'string') {
-    const options: RecipeStep['options'] = {};
-    if (typeof nm === 'string') options.pattern = nm;
-    else {
-      options.sparsity = numberFlag(args, 'prune', 0.5);
-      options.scope = args.flags.has('global') ? 'global' : 'tensor';
-    }
+  if (typeof nm === 'string') {
+    const patterns = ['2:4', '4:8'];
+    if (!patterns.includes(nm)) throw new UsageError(`--nm must be ${patterns.join(' or ')}, got '${nm}'.`);
+    steps.push({ method: 'prune', options: { pattern: nm }, select });
+  } else if (args.flags.has('prune')) {
+    const options: RecipeStep['options'] = {
+      sparsity: methodNumber(args, 'prune', 'prune', 'sparsity', 0.5),
+      scope: args.flags.has('global') ? 'global' : 'tensor',
+    };
     steps.push({ method: 'prune', options, select });
   }
   const encoders: RecipeStep[] = [];
@@ -43,13 +94,15 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
       select,
     });
   if (args.flags.has('int4')) {
-    const format = args.flags.get('format');
+    const format = args.flags.get('format') ?? 'matmulnbits';
+    if (format !== 'matmulnbits' && format !== 'dequantize' && format !== 'dq')
+      throw new UsageError(`--format must be matmulnbits or dequantize, got '${format}'.`);
     encoders.push({
       method: 'int4',
       options: {
-        blockSize: numberFlag(args, 'block', 32),
+        blockSize: methodNumber(args, 'block', 'int4', 'blockSize', 32),
         symmetric,
-        format: format === 'dequantize' || format === 'dq' ? 'dequantize' : 'matmulnbits',
+        format: format === 'matmulnbits' ? 'matmulnbits' : 'dequantize',
       },
       select,
     });
@@ -58,7 +111,7 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
     encoders.push({
       method: 'kmeans',
       options: {
-        clusters: numberFlag(args, 'kmeans', 16),
+        clusters: methodNumber(args, 'kmeans', 'kmeans', 'clusters', 16),
         perChannel: args.flags.has('per-channel'),
         export: args.flags.has('dense') ? 'dense' : 'palette',
       },
@@ -66,12 +119,35 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
     });
   if (args.flags.has('fp16')) encoders.push({ method: 'fp16', select });
   if (encoders.length > 1)
-    throw new ModelError(
-      'invalid-argument',
+    throw new UsageError(
       'Choose one storage format (--int8, --int4, --kmeans or --fp16); write a --recipe to chain more.',
     );
   steps.push(...encoders);
+  if (steps.length === 0) throw new UsageError(NOTHING_TO_DO);
   return steps;
+}
+
+/** The steps to run: the --recipe file (alone), or the recipe the shorthand flags describe. */
+function stepsFromArgs(args: ParsedArgs) {
+  const recipePath = args.flags.get('recipe');
+  if (typeof recipePath !== 'string') return resolveRecipe({ steps: recipeFromFlags(args) });
+  const mixed = [...METHOD_FLAGS, ...SELECT_FLAGS, ...Object.keys(REFINES)].find((f) => args.flags.has(f));
+  if (mixed)
+    throw new UsageError(
+      `--recipe and --${mixed} can't be combined: put every step, with its select, in the recipe file.`,
+    );
+  return parseRecipeText(readTextFile(recipePath, '--recipe'));
+}
+
+/** Where -o points must be a file in an existing folder: found out before the compression runs, not after. */
+function checkOutputPlace(output: string): void {
+  const folder = dirname(resolve(output));
+  if (!existsSync(folder))
+    throw new ModelError('invalid-argument', `-o ${output}: the folder ${folder} does not exist.`);
+  if (!statSync(folder).isDirectory())
+    throw new ModelError('invalid-argument', `-o ${output}: ${folder} is not a folder.`);
+  if (existsSync(output) && statSync(output).isDirectory())
+    throw new ModelError('invalid-argument', `-o ${output} is a folder: name the .onnx file to write.`);
 }
 
 function sameFile(a: string, b: string): boolean {
@@ -83,33 +159,19 @@ function fmt(x: number, digits = 2): string {
   return Number.isFinite(x) ? x.toFixed(digits) : x > 0 ? 'inf' : '-inf';
 }
 
-export async function compressCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const args = parseArgs(argv, [
-    'recipe',
-    'o',
-    'output',
-    'prune',
-    'nm',
-    'block',
-    'format',
-    'kmeans',
-    'include',
-    'exclude',
-  ]);
+export async function compressCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
   const path = args.positional[0];
-  const output = args.flags.get('o') ?? args.flags.get('output');
-  if (!path || typeof output !== 'string') throw new ModelError('invalid-argument', USAGE);
+  const output = args.flags.get('output');
+  if (typeof output !== 'string')
+    throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
+  // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
+  const steps = stepsFromArgs(args);
+  checkOutputPlace(output);
   if (sameFile(path, output))
     throw new ModelError(
       'invalid-argument',
       `Refusing to overwrite the source model ${path}: choose another -o.`,
     );
-
-  const recipePath = args.flags.get('recipe');
-  const steps =
-    typeof recipePath === 'string'
-      ? parseRecipeText(readFileSync(recipePath, 'utf8'))
-      : resolveRecipe({ steps: recipeFromFlags(args) });
 
   const { main, external } = modelSources(path);
   const model = parseModel(main, external);

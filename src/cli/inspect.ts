@@ -1,15 +1,11 @@
 import { formatBytes } from '../core/errors.ts';
-import { ModelError } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { summarizeModel } from '../core/summary.ts';
-import { parseArgs } from './args.ts';
+import type { ParsedArgs } from './args.ts';
 import { modelSources } from './files.ts';
 
-export async function inspectCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const args = parseArgs(argv, []);
+export async function inspectCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
   const path = args.positional[0];
-  if (!path)
-    throw new ModelError('invalid-argument', 'usage: compression-studio inspect MODEL.onnx [--json]');
   const { main, external } = modelSources(path);
   const summary = summarizeModel(parseModel(main, external));
   if (args.flags.has('json')) {

@@ -1,9 +1,8 @@
 import { METHODS } from '../methods/registry.ts';
-import { parseArgs } from './args.ts';
+import type { ParsedArgs } from './args.ts';
 
 /** `methods`: what the registry holds, so recipes can be written without reading the source. */
-export async function methodsCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const args = parseArgs(argv, []);
+export async function methodsCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
   if (args.flags.has('json')) {
     out(
       JSON.stringify(

@@ -1,12 +1,12 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ModelError } from '../core/errors.ts';
+import { ModelError, isModelError } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { summarizeInputs } from '../core/summary.ts';
 import { evaluatePerplexity } from '../core/eval/perplexity.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
-import { numberFlag, parseArgs } from './args.ts';
+import { UsageError, integerFlag, readTextFile, type ParsedArgs } from './args.ts';
 import { modelSources } from './files.ts';
 import { contextFromConfig } from '../core/eval/config.ts';
 
@@ -25,49 +25,86 @@ export function configContext(paths: string[]): number | undefined {
   return undefined;
 }
 
+/** onnxruntime's own errors (an op it lacks, a shape it refuses) are about the model: typed, with what was being done. */
+async function onnxruntime<T>(doing: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (isModelError(e)) throw e;
+    throw new ModelError('unsupported', `onnxruntime could not ${doing}: ${(e as Error).message}`);
+  }
+}
+
 function readTokenizerJson(path: string): unknown {
   const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'tokenizer.json') : path;
   if (!existsSync(file)) throw new ModelError('invalid-argument', `No tokenizer.json at ${path}.`);
-  return JSON.parse(readFileSync(file, 'utf8'));
+  try {
+    return JSON.parse(readTextFile(file, '--tokenizer'));
+  } catch (e) {
+    if (isModelError(e)) throw e;
+    throw new ModelError('invalid-argument', `--tokenizer ${file} is not JSON (${(e as Error).message}).`);
+  }
 }
 
-export async function pplCommand(argv: string[], out: (s: string) => void): Promise<number> {
-  const args = parseArgs(argv, ['text', 'tokenizer', 'ids', 'ctx', 'stride']);
-  const path = args.positional[0];
-  const textPath = args.flags.get('text');
-  const idsPath = args.flags.get('ids');
-  const tokenizerPath = args.flags.get('tokenizer');
-  if (
-    !path ||
-    !(typeof idsPath === 'string' || (typeof textPath === 'string' && typeof tokenizerPath === 'string'))
-  ) {
-    throw new ModelError(
-      'invalid-argument',
-      'usage: compression-studio ppl MODEL.onnx (--text FILE --tokenizer DIR_OR_JSON | --ids FILE) [--ctx N] [--stride N] [--json]',
-    );
+/** Which text to score: --text with its --tokenizer, or pre-tokenized --ids; anything else is a usage error. */
+function textSource(args: ParsedArgs): { ids: string } | { text: string; tokenizer: string } {
+  const text = args.flags.get('text');
+  const ids = args.flags.get('ids');
+  const tokenizer = args.flags.get('tokenizer');
+  if (typeof ids === 'string') {
+    if (typeof text === 'string')
+      throw new UsageError('--text and --ids both name a text to score: give one of them.');
+    if (typeof tokenizer === 'string')
+      throw new UsageError('--tokenizer is only read with --text; the ids in --ids are already tokens.');
+    return { ids };
   }
+  if (typeof text === 'string') {
+    if (typeof tokenizer !== 'string')
+      throw new UsageError(
+        "--text needs --tokenizer DIR_OR_JSON: a Hugging Face tokenizer.json, or the folder holding one (the model's own folder, say). " +
+          'For a model without one, give pre-tokenized ids with --ids FILE instead.',
+      );
+    return { text, tokenizer };
+  }
+  throw new UsageError(
+    typeof tokenizer === 'string'
+      ? 'missing --text FILE: the text to score with that --tokenizer (or --ids FILE, pre-tokenized).'
+      : 'nothing to score: give --text FILE with --tokenizer DIR_OR_JSON, or --ids FILE (pre-tokenized ids, one sequence per line).',
+  );
+}
+
+export async function pplCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
+  const path = args.positional[0];
+  const source = textSource(args);
+  const tokenizerPath = 'tokenizer' in source ? source.tokenizer : undefined;
+  // flags are checked before the model is read; the context default needs only config.json
+  const configCtx = configContext([
+    dirname(path),
+    join(dirname(path), '..'),
+    ...(tokenizerPath ? [tokenizerPath, dirname(tokenizerPath)] : []),
+  ]);
+  const ctx = integerFlag(args, 'ctx', configCtx ?? 512, 2);
+  const stride = integerFlag(args, 'stride', Math.max(1, Math.floor(ctx / 2)), 1, ctx);
+
   const { main, external } = modelSources(path);
   const model = parseModel(main, external);
   const inputs = summarizeInputs(model.graph);
 
   let sequences: number[][];
-  if (typeof idsPath === 'string') {
-    sequences = parseIdsText(readFileSync(idsPath, 'utf8'));
+  if ('ids' in source) {
+    sequences = parseIdsText(readTextFile(source.ids, '--ids'));
   } else {
-    const tokenizer = loadTokenizer(readTokenizerJson(tokenizerPath as string));
-    sequences = [tokenizer.encode(readFileSync(textPath as string, 'utf8'))];
+    const tokenizer = loadTokenizer(readTokenizerJson(source.tokenizer));
+    sequences = [tokenizer.encode(readTextFile(source.text, '--text'))];
   }
-  const configCtx = configContext([
-    dirname(path),
-    join(dirname(path), '..'),
-    ...(typeof tokenizerPath === 'string' ? [tokenizerPath, dirname(tokenizerPath)] : []),
-  ]);
-  const ctx = numberFlag(args, 'ctx', configCtx ?? 512);
-  const stride = numberFlag(args, 'stride', Math.max(1, Math.floor(ctx / 2)));
 
-  const session = await createNodeSession(external.length ? path : main.read(0, main.size));
+  const session = await onnxruntime('load the model', () =>
+    createNodeSession(external.length ? path : main.read(0, main.size)),
+  );
   try {
-    const result = await evaluatePerplexity(session, Tensor, inputs, sequences, { ctx, stride });
+    const result = await onnxruntime('run the model', () =>
+      evaluatePerplexity(session, Tensor, inputs, sequences, { ctx, stride }),
+    );
     if (args.flags.has('json')) {
       out(
         JSON.stringify({

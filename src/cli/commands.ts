@@ -1,0 +1,106 @@
+/**
+ * What each command accepts. Kept apart from the commands themselves so that `--help` and argument
+ * errors are answered without loading onnxruntime or the compression kernels.
+ */
+import type { CommandSpec, FlagSpec } from './args.ts';
+
+const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object instead of text' };
+const HELP_FLAG: FlagSpec = { type: 'boolean', short: 'h', help: 'print this help and exit' };
+const MODEL = { name: 'MODEL.onnx', help: 'the ONNX model (external-data files beside it are read too)' };
+
+export const INSPECT: CommandSpec = {
+  name: 'inspect',
+  summary: 'parameters, dtypes, operators and per-tensor statistics of a model',
+  usage: ['inspect MODEL.onnx [--json]'],
+  positionals: [MODEL],
+  options: { json: JSON_FLAG, help: HELP_FLAG },
+};
+
+export const PPL: CommandSpec = {
+  name: 'ppl',
+  summary: 'perplexity of a model on a text, with a strided sliding window',
+  usage: [
+    'ppl MODEL.onnx --text FILE --tokenizer DIR_OR_JSON [--ctx N] [--stride N] [--json]',
+    'ppl MODEL.onnx --ids FILE [--ctx N] [--stride N] [--json]',
+  ],
+  positionals: [MODEL],
+  options: {
+    text: { type: 'string', value: 'FILE', help: 'a UTF-8 text file to score (needs --tokenizer)' },
+    tokenizer: {
+      type: 'string',
+      value: 'DIR_OR_JSON',
+      help: "a Hugging Face tokenizer.json, or the folder holding one (the model's own folder, say)",
+    },
+    ids: { type: 'string', value: 'FILE', help: 'pre-tokenized ids instead: one sequence per line' },
+    ctx: {
+      type: 'string',
+      value: 'N',
+      help: "window length in tokens, ≥ 2 (default: config.json's context, else 512)",
+    },
+    stride: { type: 'string', value: 'N', help: 'tokens between windows, 1…ctx (default ctx/2)' },
+    json: JSON_FLAG,
+    help: HELP_FLAG,
+  },
+};
+
+export const COMPRESS: CommandSpec = {
+  name: 'compress',
+  summary: 'apply a recipe (or the shorthand flags) and write the compressed model',
+  usage: [
+    'compress MODEL.onnx --recipe RECIPE.json -o OUT.onnx [--external-data] [--json]',
+    'compress MODEL.onnx [--prune S [--global] | --nm N:M]',
+    '         [--int8 [--per-tensor] | --int4 [--block N] [--format F] | --kmeans K [--per-channel] [--dense] | --fp16]',
+    '         [--asym] [--include PATTERNS] [--exclude PATTERNS] [--embeddings] [--lm-head]',
+    '         -o OUT.onnx [--external-data] [--json]',
+  ],
+  positionals: [MODEL],
+  options: {
+    output: { type: 'string', short: 'o', value: 'OUT.onnx', help: 'where to write the compressed model' },
+    recipe: {
+      type: 'string',
+      value: 'FILE',
+      help: 'a recipe JSON file (see `methods`); no shorthand flags with it',
+    },
+    prune: { type: 'string', value: 'S', help: 'magnitude pruning to sparsity S, 0…0.99' },
+    global: { type: 'boolean', help: 'with --prune: one threshold for all selected tensors' },
+    nm: { type: 'string', value: 'N:M', help: 'N:M structured pruning instead: 2:4 or 4:8' },
+    int8: { type: 'boolean', help: 'int8 weights (per output channel)' },
+    'per-tensor': { type: 'boolean', help: 'with --int8: one scale per tensor' },
+    int4: { type: 'boolean', help: 'block-wise int4 weights' },
+    block: { type: 'string', value: 'N', help: 'with --int4: block size, 16, 32, 64 or 128 (default 32)' },
+    format: {
+      type: 'string',
+      value: 'F',
+      help: 'with --int4: matmulnbits (default) or dequantize (opset 21)',
+    },
+    asym: { type: 'boolean', help: 'with --int8 or --int4: zero points (asymmetric)' },
+    kmeans: { type: 'string', value: 'K', help: 'k-means weight sharing with K clusters, 2…256' },
+    'per-channel': { type: 'boolean', help: 'with --kmeans: one codebook per output channel' },
+    dense: { type: 'boolean', help: 'with --kmeans: export dense weights instead of a palette' },
+    fp16: { type: 'boolean', help: 'float16 weights' },
+    include: {
+      type: 'string',
+      value: 'PATTERNS',
+      help: 'only tensors matching these (comma-separated globs or /regex/)',
+    },
+    exclude: { type: 'string', value: 'PATTERNS', help: 'not the tensors matching these' },
+    embeddings: { type: 'boolean', help: 'also compress embedding tables' },
+    'lm-head': { type: 'boolean', help: 'also compress the output projection' },
+    'external-data': { type: 'boolean', help: 'write the weights to OUT.onnx_data beside the model' },
+    json: JSON_FLAG,
+    help: HELP_FLAG,
+  },
+  notes: [
+    'The shorthands give at most one pruning step followed by one storage format; a --recipe chains more.',
+  ],
+};
+
+export const METHODS_SPEC: CommandSpec = {
+  name: 'methods',
+  summary: 'every compression method, its options and their defaults',
+  usage: ['methods [--json]'],
+  positionals: [],
+  options: { json: JSON_FLAG, help: HELP_FLAG },
+};
+
+export const COMMAND_SPECS: readonly CommandSpec[] = [INSPECT, PPL, COMPRESS, METHODS_SPEC];

@@ -15,8 +15,6 @@ export interface Consumer {
   node: NodeProto;
   /** Which input of `node` reads the tensor. */
   index: number;
-  /** The node sits in a subgraph nested in the weight's graph (it reads the weight from outer scope). */
-  nested: boolean;
 }
 
 interface Shared {
@@ -88,17 +86,17 @@ export class GraphEditor {
   /** Nodes reading `tensorName` as this graph defines it: its own, and those of nested graphs that do not hide it. */
   consumers(tensorName: string): Consumer[] {
     const out: Consumer[] = [];
-    const stack: { editor: GraphEditor; nested: boolean }[] = [{ editor: this, nested: false }];
+    const stack: GraphEditor[] = [this];
     while (stack.length) {
-      const { editor, nested } = stack.pop() as { editor: GraphEditor; nested: boolean };
+      const editor = stack.pop() as GraphEditor;
       for (const node of editor.allNodes()) {
         node.input.forEach((x, index) => {
-          if (x === tensorName) out.push({ node, index, nested });
+          if (x === tensorName) out.push({ node, index });
         });
         for (const a of node.attribute ?? []) {
           for (const g of a.g ? [a.g, ...(a.graphs ?? [])] : (a.graphs ?? [])) {
             const sub = this.shared.editors.get(g);
-            if (sub && !sub.defined.has(tensorName)) stack.push({ editor: sub, nested: true });
+            if (sub && !sub.defined.has(tensorName)) stack.push(sub);
           }
         }
       }

@@ -158,27 +158,20 @@ export function noCandidatesMessage(modelName: string, graph: GraphProto): strin
   const weights = index.weights();
   const head = `${modelName} has no float32 2-D weight read by MatMul, Gemm or Gather, so there is nothing the methods can compress`;
   if (!weights.length) return `${head}: it stores no weights at all.`;
-  const reasons = new Map<string, number>();
-  const count = (r: string) => reasons.set(r, (reasons.get(r) ?? 0) + 1);
-  const readBy = new Map<string, number>();
+  const kinds = new Map<string, number>();
+  const count = (kind: string) => kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   for (const w of weights) {
     const t = w.tensor;
-    if (t.data_type !== DataType.FLOAT) count(`${dtypeName(t.data_type)}`);
-    else if (t.dims.length !== 2) count(`${t.dims.length}-D`);
+    if (t.data_type !== DataType.FLOAT) count(dtypeName(t.data_type));
+    else if (t.dims.length !== 2) count(`${t.dims.length}-D float32`);
     else {
-      const ops = new Set(index.readers(w.scope, w.tensorName).map((n) => n.op_type));
-      if (!ops.size) count('read by no node');
-      else for (const op of ops) readBy.set(op, (readBy.get(op) ?? 0) + 1);
-      if (ops.size) count('2-D float32 read by other ops');
+      const ops = [...new Set(index.readers(w.scope, w.tensorName).map((n) => n.op_type))].sort();
+      count(ops.length ? `2-D float32 read by ${ops.join('/')}` : '2-D float32 read by no node');
     }
   }
-  const parts = [...reasons].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n} ${r}`);
-  const ops = [...readBy].sort((a, b) => b[1] - a[1]).map(([op]) => op);
-  return (
-    `${head}: of its ${weights.length} weight tensor${weights.length === 1 ? '' : 's'}, ${parts.join(', ')}` +
-    (ops.length ? ` (${ops.slice(0, 5).join(', ')})` : '') +
-    '.'
-  );
+  const parts = [...kinds].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${n} ${kind}`);
+  const shown = parts.length > 6 ? [...parts.slice(0, 6), `${parts.length - 6} more kinds`] : parts;
+  return `${head}. Its ${weights.length} weight tensor${weights.length === 1 ? ' is' : 's are'}: ${shown.join(', ')}.`;
 }
 
 function patternToRegExp(pattern: string): RegExp {

@@ -7,7 +7,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesSource, parseModel, readTensorFloat32, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
-import { encodeModelProto, decodeModelProto, type GraphProto } from '../../src/core/onnx/proto.ts';
+import {
+  encodeModelProto,
+  decodeModelProto,
+  type GraphProto,
+  type TensorProto,
+} from '../../src/core/onnx/proto.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { findWeight, graphIndex } from '../../src/core/onnx/graphs.ts';
 import { summarizeModel } from '../../src/core/summary.ts';
@@ -269,6 +274,50 @@ describe('compress reaches every weight', () => {
       expect(maxAbsDiff(got, original)).toBeLessThan(tolerance * maxAbs(original));
     });
   }
+
+  it('subgraph and Constant-node tensors kept in external data are carried into the output', async () => {
+    // then_w (a branch initializer) and else_w (a Constant in the other branch) live in model.onnx_data
+    const proto = decodeModelProto(ifModel());
+    const [thenBranch, elseBranch] = proto.graph!.node[0].attribute!.map((a) => a.g!);
+    const chunks: Uint8Array[] = [];
+    let offset = 0;
+    const externalize = (t: TensorProto) => {
+      const bytes = t.raw_data!;
+      t.data_location = 1;
+      t.external_data = [
+        { key: 'location', value: 'model.onnx_data' },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(bytes.byteLength) },
+      ];
+      delete t.raw_data;
+      chunks.push(bytes);
+      offset += bytes.byteLength;
+    };
+    externalize(thenBranch.initializer[0]);
+    externalize(elseBranch.node.find((n) => n.op_type === 'Constant')!.attribute![0].t!);
+    const data = Buffer.concat(chunks);
+    const model = parseModel(bytesSource('model.onnx', encodeModelProto(proto)), [
+      bytesSource('model.onnx_data', data),
+    ]);
+    expect(summarizeModel(model).params).toBe(K * H + 2 * H * N);
+    // only the main-graph weight is compressed: the branch weights pass through untouched
+    const result = compressModel(
+      model,
+      resolveRecipe({ steps: [{ method: 'int8', select: { include: ['shared_w'] } }] }),
+    );
+    const written = exportCompressed(model, result, {
+      externalData: { location: 'out.onnx_data', threshold: 0 },
+    });
+    const dir = tempDir();
+    writeFileSync(join(dir, 'out.onnx'), written.model);
+    writeFileSync(join(dir, 'out.onnx_data'), Buffer.concat(written.externalData!.chunks));
+    for (const cond of [true, false]) {
+      const feeds = ifFeeds(cond);
+      const original = await runOutput(ifModel(), feeds, 'y');
+      const got = (await runPath(join(dir, 'out.onnx'), feeds)).y.data as Float32Array;
+      expect(maxAbsDiff(got, original)).toBeLessThan(0.03 * maxAbs(original));
+    }
+  });
 
   it('the live preview reads subgraph and Constant weights too', async () => {
     const session = new PreviewSession(open(ifModel()));

@@ -133,10 +133,16 @@ describe('inspect sees every weight', () => {
     expect(await main(['inspect', path, '--json'], (s) => (out += s))).toBe(0);
     const report = JSON.parse(out);
     expect(report.params).toBe(K * H + 2 * H * N);
-    expect(report.tensors.map((t: { name: string }) => t.name)).toEqual([
-      'shared_w',
-      'branch/then_branch/then_w',
-      'branch/else_branch/else_w',
+    expect(
+      report.tensors.map((t: { name: string; graph?: string; source?: string }) => [
+        t.name,
+        t.graph,
+        t.source,
+      ]),
+    ).toEqual([
+      ['shared_w', undefined, undefined],
+      ['branch/then_branch/then_w', 'branch/then_branch', undefined],
+      ['branch/else_branch/else_w', 'branch/else_branch', 'constant'],
     ]);
     expect(report.opTypes.MatMul).toBe(4);
   });

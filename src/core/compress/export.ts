@@ -72,8 +72,10 @@ export function exportCompressed(
 function embedNestedExternalData(model: OnnxModel, graph: GraphProto, main: boolean): GraphProto {
   const embed = (t: TensorProto): TensorProto => {
     if (!isExternal(t)) return t;
-    const { data_location: _location, external_data: _external, ...rest } = t;
-    return { ...rest, raw_data: tensorBytes(model, t) };
+    const embedded: TensorProto = { ...t, raw_data: tensorBytes(model, t) };
+    delete embedded.data_location;
+    delete embedded.external_data;
+    return embedded;
   };
   const node = (n: NodeProto): NodeProto => {
     if (!n.attribute?.some((a) => a.g || a.graphs?.length || (a.t && isExternal(a.t)))) return n;

@@ -214,6 +214,27 @@ describe('compress reaches every weight', () => {
     expect(result.reports.map((r) => r.name)).toEqual(['branch/then_branch/then_w']);
   });
 
+  it('a MatMul whose output leaves through an If branch is an LM head (merged decoders); one inside a Loop body is not', () => {
+    // the If model with its branch outputs taken straight from the second MatMuls
+    const proto = decodeModelProto(ifModel());
+    for (const a of proto.graph!.node[0].attribute!) {
+      const g = a.g!;
+      const last = g.node[g.node.length - 1];
+      g.node = g.node.slice(0, -1);
+      g.node[g.node.length - 1].output = [last.output[0]];
+    }
+    const roles = weightCandidates(open(encodeModelProto(proto)).graph).map((c) => [c.name, c.role]);
+    expect(roles).toEqual([
+      ['shared_w', 'linear'],
+      ['branch/then_branch/then_w', 'lmHead'],
+      ['branch/else_branch/else_w', 'lmHead'],
+    ]);
+    const loop = decodeModelProto(loopModel());
+    const body = loop.graph!.node[0].attribute![0].g!;
+    body.node = [body.node[0], { ...body.node[1], output: ['v_out'] }];
+    expect(weightCandidates(open(encodeModelProto(loop)).graph).map((c) => c.role)).toEqual(['linear']);
+  });
+
   for (const { label, steps, tolerance } of RECIPES) {
     it(`${label}: Constant-node weights are compressed and onnxruntime runs the result`, async () => {
       const source = constantWeightsModel();

@@ -1,6 +1,7 @@
 /**
- * Which initializers are weight matrices, what role they play (linear layer, embedding table, LM
- * head) and along which axis their output channels run; and which of them a step's selector picks.
+ * Which weights (initializers or Constant-node values, in the main graph or any subgraph) are weight
+ * matrices, what role they play (linear layer, embedding table, LM head) and along which axis their
+ * output channels run; and which of them a step's selector picks.
  */
 import { DataType, dtypeName } from '../onnx/dtypes.ts';
 import { graphIndex, type GraphIndex, type Scope } from '../onnx/graphs.ts';
@@ -108,17 +109,17 @@ export function weightCandidates(graph: GraphProto): WeightCandidate[] {
     const consumers: string[] = [];
     let ok = true;
     for (const node of users) {
-      const index_ = node.input.indexOf(w.tensorName);
+      const position = node.input.indexOf(w.tensorName);
       if (node.domain) ok = false;
-      else if (node.op_type === 'MatMul' && index_ === 1) {
+      else if (node.op_type === 'MatMul' && position === 1) {
         axis ??= 1;
         head ||= isHead(node);
         consumers.push('MatMul');
-      } else if (node.op_type === 'Gemm' && index_ === 1) {
+      } else if (node.op_type === 'Gemm' && position === 1) {
         axis ??= intAttr(node, 'transB', 0) ? 0 : 1;
         head ||= isHead(node);
         consumers.push('Gemm');
-      } else if (node.op_type === 'Gather' && index_ === 0 && intAttr(node, 'axis', 0) === 0) {
+      } else if (node.op_type === 'Gather' && position === 0 && intAttr(node, 'axis', 0) === 0) {
         axis = 0;
         gather = true;
         consumers.push('Gather');

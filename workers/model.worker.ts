@@ -1,6 +1,7 @@
 /** The model worker: owns the parsed model; the page gets summaries and histograms, never the weights. */
 import * as Comlink from 'comlink';
-import { parseModel, findInitializer, readTensorFloat32, type OnnxModel } from '../src/core/onnx/model.ts';
+import { parseModel, readTensorFloat32, type OnnxModel } from '../src/core/onnx/model.ts';
+import { findWeight } from '../src/core/onnx/graphs.ts';
 import { summarizeModel, type ModelSummary } from '../src/core/summary.ts';
 import { histogram, type Histogram } from '../src/core/stats.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
@@ -98,7 +99,7 @@ const api = {
   histogram(name: string, bins: number): Result<Histogram> {
     return wrap(() => {
       if (!current) throw new Error('No model is open.');
-      return histogram(readTensorFloat32(current, findInitializer(current, name)), bins);
+      return histogram(readTensorFloat32(current, findWeight(current, name).tensor), bins);
     });
   },
 

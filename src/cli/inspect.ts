@@ -25,6 +25,9 @@ export async function inspectCommand(args: ParsedArgs, out: (s: string) => void)
           mean: t.mean ?? null,
           std: t.std ?? null,
           zeros: t.zeros ?? null,
+          // where a weight outside the main graph's initializers lives
+          ...(t.graph ? { graph: t.graph } : {}),
+          ...(t.source ? { source: t.source } : {}),
           ...(t.error ? { error: t.error } : {}),
         })),
       }) + '\n',

@@ -1,7 +1,8 @@
 /** What the studio shows about a model: totals, dtype mix, op types and a row per weight tensor. */
 import { dtypeName, rawByteLength } from './onnx/dtypes.ts';
 import { elementCount, readTensor, type OnnxModel } from './onnx/model.ts';
-import type { GraphProto } from './onnx/proto.ts';
+import type { GraphProto, TensorShapeDimension } from './onnx/proto.ts';
+import { graphIndex } from './onnx/graphs.ts';
 import { isModelError } from './errors.ts';
 import { tensorStats, type TensorStats } from './stats.ts';
 
@@ -12,10 +13,14 @@ export interface TensorSummary extends Partial<TensorStats> {
   params: number;
   bytes: number;
   external: boolean;
-  /** Op types of the nodes that read this tensor directly. */
+  /** Op types of the nodes that read this tensor directly (in nested subgraphs too). */
   consumers: string[];
   /** Why values could not be read (e.g. an unsupported dtype); the stats are absent then. */
   error?: string;
+  /** The subgraph holding it (e.g. 'If_0/then_branch'); absent for the main graph. */
+  graph?: string;
+  /** 'constant' for a weight held in a Constant node; absent for an initializer. */
+  source?: 'constant';
 }
 
 export interface ModelSummary {
@@ -30,31 +35,34 @@ export interface ModelSummary {
   producer: string;
   inputs: { name: string; dtype: string; shape: (number | string)[] }[];
   outputs: { name: string; dtype: string; shape: (number | string)[] }[];
-  /** Parameters per dtype. */
+  /** Parameters per dtype (a null-prototype object). */
   dtypes: Record<string, number>;
+  /** Nodes per op type over the main graph and every subgraph (a null-prototype object). */
   opTypes: Record<string, number>;
+  /** Every weight: initializers of every graph and the weights Constant nodes hold. */
   tensors: TensorSummary[];
 }
 
-export function consumerOpTypes(graph: GraphProto): Map<string, Set<string>> {
-  const map = new Map<string, Set<string>>();
-  for (const node of graph.node) {
-    for (const input of node.input) {
-      let set = map.get(input);
-      if (!set) map.set(input, (set = new Set()));
-      set.add(node.op_type);
-    }
-  }
-  return map;
+/**
+ * Counts in a null-prototype object: op types are free text in a model, and one named `constructor`,
+ * `toString` or `__proto__` must count like any other instead of hitting Object.prototype.
+ */
+function countsRecord(counts: Map<string, number>): Record<string, number> {
+  const out = Object.create(null) as Record<string, number>;
+  for (const [k, v] of counts) out[k] = v;
+  return out;
 }
 
-function opTypeHistogram(graph: GraphProto): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const node of graph.node) {
-    const key = node.domain && node.domain !== 'ai.onnx' ? `${node.domain}.${node.op_type}` : node.op_type;
-    counts[key] = (counts[key] ?? 0) + 1;
-  }
-  return counts;
+/** A dimension as the model declares it: its size, its symbolic name, or '?' when it states neither. */
+function dimension(d: TensorShapeDimension): number | string {
+  if (d.dim_param) return d.dim_param;
+  if (
+    Object.prototype.hasOwnProperty.call(d, 'dim_value') &&
+    d.dim_value !== undefined &&
+    d.dim_value !== null
+  )
+    return Number(d.dim_value);
+  return '?';
 }
 
 function ioInfo(graph: GraphProto, which: 'input' | 'output') {
@@ -64,7 +72,7 @@ function ioInfo(graph: GraphProto, which: 'input' | 'output') {
     .map((v) => ({
       name: v.name,
       dtype: dtypeName(v.type?.tensor_type?.elem_type ?? 0),
-      shape: (v.type?.tensor_type?.shape?.dim ?? []).map((d) => d.dim_param || Number(d.dim_value ?? 0)),
+      shape: (v.type?.tensor_type?.shape?.dim ?? []).map(dimension),
     }));
 }
 
@@ -74,25 +82,29 @@ export function summarizeModel(
   shouldStop?: () => boolean,
 ): ModelSummary {
   const { graph } = model;
-  const consumers = consumerOpTypes(graph);
-  const dtypes: Record<string, number> = {};
+  const index = graphIndex(graph);
+  const weights = index.weights();
+  const dtypes = new Map<string, number>();
   const tensors: TensorSummary[] = [];
   let params = 0;
   let bytes = 0;
-  const total = graph.initializer.length;
-  graph.initializer.forEach((t, i) => {
+  const total = weights.length;
+  weights.forEach((w, i) => {
     if (shouldStop?.()) return;
+    const t = w.tensor;
     const count = elementCount(t.dims);
     const size = rawByteLength(t.data_type, count);
     const row: TensorSummary = {
-      name: t.name,
+      name: w.name,
       dtype: dtypeName(t.data_type),
       shape: t.dims.map(Number),
       params: count,
       bytes: size,
       external: t.data_location === 1,
-      consumers: [...(consumers.get(t.name) ?? [])].sort(),
+      consumers: [...new Set(index.readers(w.scope, w.tensorName).map((n) => n.op_type))].sort(),
     };
+    if (w.scope.label) row.graph = w.scope.label;
+    if (w.source === 'constant') row.source = 'constant';
     try {
       Object.assign(row, tensorStats(readTensor(model, t)));
     } catch (e) {
@@ -102,7 +114,7 @@ export function summarizeModel(
     tensors.push(row);
     params += count;
     bytes += size;
-    dtypes[row.dtype] = (dtypes[row.dtype] ?? 0) + count;
+    dtypes.set(row.dtype, (dtypes.get(row.dtype) ?? 0) + count);
     onProgress?.(i + 1, total);
   });
   const externalSize = [...model.external.values()].reduce((s, f) => s + f.size, 0);
@@ -120,8 +132,8 @@ export function summarizeModel(
     producer: [model.proto.producer_name, model.proto.producer_version].filter(Boolean).join(' '),
     inputs: ioInfo(graph, 'input'),
     outputs: ioInfo(graph, 'output'),
-    dtypes,
-    opTypes: opTypeHistogram(graph),
+    dtypes: countsRecord(dtypes),
+    opTypes: countsRecord(index.opTypeCounts()),
     tensors,
   };
 }

@@ -6,8 +6,9 @@
 import { DataType } from '../onnx/dtypes.ts';
 import { upgradeDefaultOpset } from '../onnx/opset.ts';
 import { rawTensor, writeModel, type ExternalDataOptions, type WrittenModel } from '../onnx/write.ts';
-import type { OnnxModel } from '../onnx/model.ts';
-import type { OperatorSetIdProto } from '../onnx/proto.ts';
+import { isExternal, tensorBytes, type OnnxModel } from '../onnx/model.ts';
+import { findWeight } from '../onnx/graphs.ts';
+import type { GraphProto, NodeProto, OperatorSetIdProto, TensorProto } from '../onnx/proto.ts';
 import { getMethod } from '../../methods/registry.ts';
 import { bytesOf } from '../onnx/build.ts';
 import { GraphEditor } from './graph-editor.ts';
@@ -27,23 +28,31 @@ export function exportCompressed(
   result: CompressionResult,
   options: ExportOptions = {},
 ): WrittenModel {
-  const editor = new GraphEditor(model.graph, model.proto.opset_import);
+  const root = new GraphEditor(model.graph, model.proto.opset_import);
   for (const o of result.outcomes) {
-    const matrix = asMatrix(o.candidate, o.values);
+    // rewritten in the graph that holds it, under the name that graph's nodes read it by
+    const weight = findWeight(model, o.candidate.name);
+    const editor = root.editorFor(weight.scope.graph);
+    if (weight.source === 'constant') editor.constantToInitializer(weight.tensorName);
+    const matrix = { ...asMatrix(o.candidate, o.values), name: weight.tensorName };
     if (o.encoder) {
       const method = getMethod(o.encoder.method);
       method.rewrite?.(matrix, o.encoder.encoding, editor, o.encoder.options);
     } else {
       editor.setInitializer(
-        rawTensor(o.candidate.name, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values)),
+        rawTensor(weight.tensorName, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values)),
       );
     }
   }
   const before = new Map(model.proto.opset_import.map((o) => [o.domain ?? '', Number(o.version)]));
   const fromDefault = before.get('') ?? 1;
-  const toDefault = editor.opsets.get('') ?? fromDefault;
-  const graph = upgradeDefaultOpset(editor.finish(), fromDefault, toDefault);
-  const opsetImport: OperatorSetIdProto[] = [...editor.opsets].map(([domain, version]) => ({
+  const toDefault = root.opsets.get('') ?? fromDefault;
+  const graph = embedNestedExternalData(
+    model,
+    upgradeDefaultOpset(root.finish(), fromDefault, toDefault),
+    true,
+  );
+  const opsetImport: OperatorSetIdProto[] = [...root.opsets].map(([domain, version]) => ({
     domain,
     version,
   }));
@@ -53,4 +62,38 @@ export function exportCompressed(
     externalData: options.externalData,
     proto: { opset_import: opsetImport, ir_version: irVersion },
   });
+}
+
+/**
+ * `graph` with the external-data tensors of its subgraphs and Constant nodes embedded: the writer
+ * moves main-graph initializers to the new data file, and a reference left pointing at the source's
+ * data file would make the output depend on (or misread) a file that is not part of it.
+ */
+function embedNestedExternalData(model: OnnxModel, graph: GraphProto, main: boolean): GraphProto {
+  const embed = (t: TensorProto): TensorProto => {
+    if (!isExternal(t)) return t;
+    const embedded: TensorProto = { ...t, raw_data: tensorBytes(model, t) };
+    delete embedded.data_location;
+    delete embedded.external_data;
+    return embedded;
+  };
+  const node = (n: NodeProto): NodeProto => {
+    if (!n.attribute?.some((a) => a.g || a.graphs?.length || (a.t && isExternal(a.t)))) return n;
+    return {
+      ...n,
+      attribute: n.attribute.map((a) => ({
+        ...a,
+        ...(a.t ? { t: embed(a.t) } : {}),
+        ...(a.g ? { g: embedNestedExternalData(model, a.g, false) } : {}),
+        ...(a.graphs?.length
+          ? { graphs: a.graphs.map((g) => embedNestedExternalData(model, g, false)) }
+          : {}),
+      })),
+    };
+  };
+  return {
+    ...graph,
+    node: graph.node.map(node),
+    initializer: main ? graph.initializer : graph.initializer.map(embed),
+  };
 }

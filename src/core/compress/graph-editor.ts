@@ -1,8 +1,14 @@
 /**
  * Rewrites of a graph for export: weights swapped for decode nodes, MatMuls swapped for
  * MatMulNBits. The source graph is never mutated: the editor works on shallow copies of its lists.
+ *
+ * One editor per graph of the model (the main graph and each If/Loop/Scan subgraph), sharing one set
+ * of taken names (ONNX names are unique across the whole model) and one opset table. A weight is
+ * rewritten by the editor of the graph that holds it, so its decode nodes land in that graph; its
+ * consumers are looked up through nested graphs too (a main-graph weight read inside a branch).
  */
 import { ModelError } from '../errors.ts';
+import { constantValue, graphIndex } from '../onnx/graphs.ts';
 import type { GraphProto, NodeProto, OperatorSetIdProto, TensorProto } from '../onnx/proto.ts';
 
 export interface Consumer {
@@ -11,47 +17,95 @@ export interface Consumer {
   index: number;
 }
 
+interface Shared {
+  names: Set<string>;
+  opsets: Map<string, number>;
+  editors: Map<GraphProto, GraphEditor>;
+  /** Which editor's node list holds each node (replaced nodes included). */
+  owners: Map<NodeProto, GraphEditor>;
+}
+
 export class GraphEditor {
   private readonly initializers: Map<string, TensorProto>;
   private nodes: NodeProto[];
   private readonly decodeNodes: NodeProto[] = [];
   private readonly inputs: GraphProto['input'];
-  private readonly names = new Set<string>();
-  readonly opsets = new Map<string, number>();
+  /** Names this graph defines: they hide the same name of an outer graph from its nodes. */
+  private readonly defined = new Set<string>();
+  private readonly shared: Shared;
+  readonly opsets: Map<string, number>;
 
   constructor(
     private readonly graph: GraphProto,
     opsetImport: readonly OperatorSetIdProto[],
+    shared?: Shared,
   ) {
     this.initializers = new Map(graph.initializer.map((t) => [t.name, t]));
     this.nodes = [...graph.node];
     this.inputs = [...graph.input];
+    for (const t of graph.initializer) this.defined.add(t.name);
+    for (const v of graph.input) this.defined.add(v.name);
+    for (const n of graph.node) for (const x of n.output) this.defined.add(x);
+    const root = !shared;
+    this.shared = shared ?? { names: new Set(), opsets: new Map(), editors: new Map(), owners: new Map() };
+    this.opsets = this.shared.opsets;
+    this.shared.editors.set(graph, this);
+    for (const n of this.nodes) this.shared.owners.set(n, this);
+    if (!root) return;
     for (const o of opsetImport) this.opsets.set(o.domain ?? '', Number(o.version));
-    for (const t of graph.initializer) this.names.add(t.name);
-    for (const n of graph.node) {
-      for (const x of n.input) this.names.add(x);
-      for (const x of n.output) this.names.add(x);
-      if (n.name) this.names.add(n.name);
+    for (const scope of graphIndex(graph).scopes) {
+      const g = scope.graph;
+      if (g !== graph && !this.shared.editors.has(g)) new GraphEditor(g, [], this.shared);
+      const names = this.shared.names;
+      for (const t of g.initializer) names.add(t.name);
+      for (const n of g.node) {
+        for (const x of n.input) names.add(x);
+        for (const x of n.output) names.add(x);
+        if (n.name) names.add(n.name);
+      }
+      for (const v of [...g.input, ...g.output]) names.add(v.name);
     }
-    for (const v of [...graph.input, ...graph.output]) this.names.add(v.name);
   }
 
-  /** A name no tensor or node in the graph uses yet, derived from `base`. */
+  /** The editor of `graph`, this model's main graph or one of its subgraphs. */
+  editorFor(graph: GraphProto): GraphEditor {
+    const e = this.shared.editors.get(graph);
+    if (!e)
+      throw new ModelError('invalid-argument', `The graph '${graph.name ?? ''}' is not part of this model.`);
+    return e;
+  }
+
+  /** A name no tensor or node in the model uses yet, derived from `base`. */
   uniqueName(base: string): string {
     let name = base;
-    for (let i = 1; this.names.has(name); i++) name = `${base}_${i}`;
-    this.names.add(name);
+    for (let i = 1; this.shared.names.has(name); i++) name = `${base}_${i}`;
+    this.shared.names.add(name);
     return name;
   }
 
+  /** Nodes reading `tensorName` as this graph defines it: its own, and those of nested graphs that do not hide it. */
   consumers(tensorName: string): Consumer[] {
     const out: Consumer[] = [];
-    for (const node of this.nodes) {
-      node.input.forEach((x, index) => {
-        if (x === tensorName) out.push({ node, index });
-      });
+    const stack: GraphEditor[] = [this];
+    while (stack.length) {
+      const editor = stack.pop() as GraphEditor;
+      for (const node of editor.allNodes()) {
+        node.input.forEach((x, index) => {
+          if (x === tensorName) out.push({ node, index });
+        });
+        for (const a of node.attribute ?? []) {
+          for (const g of a.g ? [a.g, ...(a.graphs ?? [])] : (a.graphs ?? [])) {
+            const sub = this.shared.editors.get(g);
+            if (sub && !sub.defined.has(tensorName)) stack.push(sub);
+          }
+        }
+      }
     }
     return out;
+  }
+
+  private allNodes(): NodeProto[] {
+    return [...this.decodeNodes, ...this.nodes];
   }
 
   getInitializer(name: string): TensorProto {
@@ -62,7 +116,8 @@ export class GraphEditor {
 
   setInitializer(t: TensorProto): void {
     this.initializers.set(t.name, t);
-    this.names.add(t.name);
+    this.shared.names.add(t.name);
+    this.defined.add(t.name);
   }
 
   removeInitializer(name: string): void {
@@ -71,15 +126,34 @@ export class GraphEditor {
     if (i >= 0) this.inputs.splice(i, 1);
   }
 
+  /**
+   * A weight held by a Constant node becomes an initializer of the same name (the node goes), so
+   * every method rewrites it as it rewrites any initializer.
+   */
+  constantToInitializer(name: string): void {
+    const i = this.nodes.findIndex((n) => n.output[0] === name && constantValue(n));
+    if (i < 0) throw new ModelError('invalid-argument', `The graph has no Constant node writing '${name}'.`);
+    const value = constantValue(this.nodes[i]) as TensorProto;
+    this.nodes.splice(i, 1);
+    this.setInitializer({ ...value, name });
+  }
+
   /** Nodes that compute a weight from initializers only: they run first, before any consumer. */
   addDecodeNodes(...nodes: NodeProto[]): void {
     this.decodeNodes.push(...nodes);
+    for (const n of nodes) {
+      this.shared.owners.set(n, this);
+      for (const x of n.output) this.defined.add(x);
+    }
   }
 
+  /** Replace `node` wherever it is: in this graph or in a nested one (the editor holding it does it). */
   replaceNode(node: NodeProto, replacement: NodeProto[]): void {
-    const i = this.nodes.indexOf(node);
+    const owner = this.shared.owners.get(node) ?? this;
+    const i = owner.nodes.indexOf(node);
     if (i < 0) throw new Error(`replaceNode: node ${node.name ?? node.op_type} is not in the graph`);
-    this.nodes.splice(i, 1, ...replacement);
+    owner.nodes.splice(i, 1, ...replacement);
+    for (const n of replacement) this.shared.owners.set(n, owner);
   }
 
   requireOpset(domain: string, version: number): void {
@@ -90,9 +164,23 @@ export class GraphEditor {
     const initializer = [...this.initializers.values()];
     return {
       ...this.graph,
-      node: [...this.decodeNodes, ...this.nodes],
+      node: this.allNodes().map((n) => this.withEditedSubgraphs(n)),
       initializer,
       input: this.inputs,
+    };
+  }
+
+  /** `node` with each subgraph it holds replaced by that graph's edited form. */
+  private withEditedSubgraphs(node: NodeProto): NodeProto {
+    if (!node.attribute?.some((a) => a.g || a.graphs?.length)) return node;
+    const edited = (g: GraphProto) => this.shared.editors.get(g)?.finish() ?? g;
+    return {
+      ...node,
+      attribute: node.attribute.map((a) => ({
+        ...a,
+        ...(a.g ? { g: edited(a.g) } : {}),
+        ...(a.graphs?.length ? { graphs: a.graphs.map(edited) } : {}),
+      })),
     };
   }
 }

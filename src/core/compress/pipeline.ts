@@ -4,12 +4,19 @@
  * model; export reads the outcomes.
  */
 import { ModelError } from '../errors.ts';
-import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { findWeight } from '../onnx/graphs.ts';
 import { getMethod } from '../../methods/registry.ts';
 import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
 import { errorStats, type ErrorStats } from './metrics.ts';
 import type { ResolvedStep } from './recipe.ts';
-import { selectWeights, weightCandidates, type WeightCandidate, type WeightRole } from './select.ts';
+import {
+  noCandidatesMessage,
+  selectWeights,
+  weightCandidates,
+  type WeightCandidate,
+  type WeightRole,
+} from './select.ts';
 
 export interface TensorOutcome {
   candidate: WeightCandidate;
@@ -155,7 +162,7 @@ export function compressModel(
     options.onProgress?.(i, steps.length, method.label);
     const inputs = picked.map(
       (c) =>
-        outcomes.get(c.name) ?? initialOutcome(c, readTensorFloat32(model, findInitializer(model, c.name))),
+        outcomes.get(c.name) ?? initialOutcome(c, readTensorFloat32(model, findWeight(model, c.name).tensor)),
     );
     const results = method.apply(
       inputs.map((o) => asMatrix(o.candidate, o.values)),
@@ -175,6 +182,8 @@ export function compressModel(
     });
   });
   options.onProgress?.(steps.length, steps.length, 'done');
+  if (!outcomes.size && !candidates.length)
+    throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
   if (!outcomes.size)
     throw new ModelError(
       'invalid-recipe',

@@ -5,7 +5,8 @@
  * the event loop between tensors so a newer request can cancel it.
  */
 import { ModelError } from '../errors.ts';
-import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { findWeight } from '../onnx/graphs.ts';
 import { getMethod } from '../../methods/registry.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import {
@@ -21,7 +22,7 @@ import {
 import type { ResolvedStep } from './recipe.ts';
 import { histogram } from '../stats.ts';
 import { rangeAndZeros } from '../simd/index.ts';
-import { selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
+import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 interface State {
   key: string;
@@ -67,7 +68,7 @@ export class PreviewSession {
   original(name: string): Float32Array {
     let v = this.originals.get(name);
     if (!v) {
-      v = readTensorFloat32(this.model, findInitializer(this.model, name));
+      v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
       this.originals.set(name, v);
     }
     return v;
@@ -83,6 +84,8 @@ export class PreviewSession {
         : base;
     });
     const touched = this.candidates.filter((c) => picks.some((p) => p.has(c.name)));
+    if (!this.candidates.length)
+      throw new ModelError('unsupported', noCandidatesMessage(this.model.name, this.model.graph));
     if (!touched.length)
       throw new ModelError(
         'invalid-recipe',

@@ -19,6 +19,7 @@ import {
   type ModelProto,
   type TensorProto,
 } from './proto.ts';
+import { allStoredTensors } from './graphs.ts';
 
 /** A file the parser can read ranges of without holding all of it (a Blob in a worker, an fd in Node). */
 export interface ByteSource {
@@ -143,7 +144,8 @@ export function parseModel(main: ByteSource, externalFiles: ByteSource[] = []): 
   const external = new Map<string, ByteSource>();
   for (const f of externalFiles) external.set(baseName(f.name), f);
   const model: OnnxModel = { name: file, fileSize: main.size, proto, graph, external };
-  for (const t of graph.initializer) validateTensor(model, t);
+  // subgraph initializers and Constant-node tensors are read as weights too: check them alike
+  for (const t of allStoredTensors(graph)) validateTensor(model, t);
   return model;
 }
 

@@ -70,8 +70,9 @@ function overlayFor(result: CompressionResult | undefined, name: string, bins: n
 
 const api = {
   open(files: { path: string; file: File }[], onProgress?: (p: Progress) => void): Result<ModelSummary> {
+    // everything is parsed into locals and swapped in only on success: a file that fails to open
+    // leaves the previous model fully working (preview, export, histograms)
     return wrap(() => {
-      current = undefined;
       const dropped: DroppedFile<File>[] = files.map((f) => ({
         path: f.path,
         size: f.file.size,
@@ -88,9 +89,12 @@ const api = {
       const summary = summarizeModel(model, (done, total) => {
         if (done % 8 === 0 || done === total) onProgress?.({ phase: 'statistics', done, total });
       });
+      const nextSession = new PreviewSession(model);
       current = model;
-      session = new PreviewSession(model);
+      session = nextSession;
       lastPreview = undefined;
+      // a preview of the previous model still running answers 'cancelled' rather than mixing models
+      latestPreview++;
       return summary;
     });
   },

@@ -5,6 +5,7 @@ import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
+import { evaluationInputProblem } from '../eval-input.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -12,6 +13,7 @@ export function ComparePanel() {
       summary: x.summary,
       recipe: x.recipe,
       evaluation: x.evaluation,
+      evalProblem: evaluationInputProblem(x),
       compressedEval: x.compressedEval,
       history: x.history,
       exporting: x.exporting,
@@ -50,7 +52,8 @@ export function ComparePanel() {
         <button
           type="button"
           data-testid="evaluate-compressed"
-          disabled={compressed.running}
+          disabled={compressed.running || !!s.evalProblem}
+          title={s.evalProblem}
           onClick={() => void s.evaluateCompressed()}
         >
           Evaluate compressed
@@ -67,6 +70,11 @@ export function ComparePanel() {
           {copied ? 'Link copied' : 'Copy link'}
         </button>
       </div>
+      {s.evalProblem && (
+        <p className="muted small" data-testid="evaluate-compressed-reason">
+          Evaluate needs input: {s.evalProblem}
+        </p>
+      )}
       {compressed.running && (
         <ProgressBar
           label={

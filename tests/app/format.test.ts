@@ -71,3 +71,17 @@ describe('evaluation input', () => {
     );
   });
 });
+
+describe('auto backend', () => {
+  it('refuses a software WebGPU adapter and says why', async () => {
+    const { judgeAdapter } = await import('../../src/runtime/ort-web.ts');
+    expect(
+      judgeAdapter({ info: { vendor: 'google', architecture: 'swiftshader', device: 'swiftshader' } }),
+    ).toEqual({ usable: false, reason: 'WebGPU adapter is a software fallback (SwiftShader)' });
+    expect(judgeAdapter({ isFallbackAdapter: true, info: {} }).usable).toBe(false);
+    expect(judgeAdapter({ info: { isFallbackAdapter: true } }).usable).toBe(false);
+    expect(judgeAdapter(null)).toEqual({ usable: false, reason: 'the browser offers no WebGPU adapter' });
+    const gpu = judgeAdapter({ info: { vendor: 'nvidia', architecture: 'ampere' } });
+    expect(gpu).toEqual({ usable: true, reason: 'WebGPU adapter: nvidia ampere' });
+  });
+});

@@ -165,8 +165,13 @@ export function QualityPanel() {
           <div className="muted">
             {ev.result.tokens.toLocaleString('en-US')} tokens scored · ctx {ev.result.protocol.ctx}, stride{' '}
             {ev.result.protocol.stride} · {Math.round(ev.result.tokensPerSecond).toLocaleString('en-US')}{' '}
-            tokens/s · {ev.result.runtime.provider}, {ev.result.runtime.threads} thread
-            {ev.result.runtime.threads > 1 ? 's' : ''}
+            tokens/s ·{' '}
+            <span data-testid="runtime">
+              {ev.result.runtime.provider}
+              {ev.result.runtime.provider === 'wasm' &&
+                `, ${ev.result.runtime.threads} thread${ev.result.runtime.threads > 1 ? 's' : ''}`}
+              {ev.result.runtime.reason && ` — ${ev.result.runtime.reason}`}
+            </span>
           </div>
           {ev.result.runtime.notice && <div className="notice">{ev.result.runtime.notice}</div>}
         </div>

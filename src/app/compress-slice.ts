@@ -133,6 +133,17 @@ async function saveBlob(blob: Blob, name: string): Promise<'saved' | 'downloaded
 export function compressSlice(set: Set, get: Get): CompressState {
   const stored: Stored = typeof localStorage !== 'undefined' ? loadStored() : {};
   const initial = initialRecipe(stored);
+  // a link pasted into this tab changes only the hash: apply its recipe, or say why it cannot be
+  // (the studio's own replaceState writes fire no hashchange)
+  if (typeof addEventListener !== 'undefined')
+    addEventListener('hashchange', () => {
+      const { steps, error } = readHashRecipe(location.hash);
+      if (steps) {
+        set({ recipeNotice: undefined });
+        get().setRecipe(steps);
+      } else if (error)
+        set({ recipeNotice: `${error} Kept the current recipe (${describeRecipe(get().recipe)}).` });
+    });
   return {
     recipe: initial.recipe,
     recipeNotice: initial.notice,

@@ -143,7 +143,11 @@ export const useStudio = create<StudioState>((set, get) => ({
       void get().runPreview();
     } catch (e) {
       finished = true;
-      if (seq === openSeq) set({ loading: undefined, error: (e as Error).message });
+      if (seq !== openSeq) return;
+      // nothing was swapped: the model open before is still the one every panel works on
+      const previous = get().summary;
+      const still = previous ? ` ${previous.name} is still open.` : '';
+      set({ loading: undefined, error: `${(e as Error).message}${still}` });
     }
   },
 

@@ -1,6 +1,6 @@
 import { Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
 import { useStudio } from '../store.ts';
-import { formatCount, formatNumber, niceTicks } from './format.ts';
+import { formatCount, formatNumber, niceTicks, formatTick } from './format.ts';
 
 export function HistogramPanel() {
   const selected = useStudio((s) => s.selected);
@@ -56,7 +56,7 @@ export function HistogramPanel() {
                 domain={domain}
                 ticks={ticks}
                 allowDataOverflow
-                tickFormatter={(v: number) => formatNumber(v)}
+                tickFormatter={formatTick}
               />
               <YAxis tickFormatter={(v: number) => (log ? `1e${v.toFixed(0)}` : formatCount(v))} width={60} />
               <Tooltip

@@ -15,7 +15,7 @@ import {
   YAxis,
 } from 'recharts';
 import { useStudio } from '../store.ts';
-import { formatBytes, formatCount, formatNumber, niceTicks } from './format.ts';
+import { formatBytes, formatCount, formatNumber, niceTicks, formatTick } from './format.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 
 const METRICS = {
@@ -52,7 +52,7 @@ const OverlayChart = memo(function OverlayChart({ overlay }: { overlay: Overlay 
             domain={domain}
             ticks={ticks}
             allowDataOverflow
-            tickFormatter={(v: number) => formatNumber(v)}
+            tickFormatter={formatTick}
           />
           <YAxis width={60} tickFormatter={(v: number) => formatCount(v)} />
           <Tooltip labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`} />

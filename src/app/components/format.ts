@@ -32,3 +32,8 @@ export function niceTicks(min: number, max: number, target = 6): number[] {
     ticks.push(Number((i * step).toFixed(decimals)) || 0);
   return ticks;
 }
+
+/** A nice tick as written: 0.1 rather than 0.1000 (the value is already round). */
+export function formatTick(x: number): string {
+  return String(Number(x.toPrecision(6)));
+}

@@ -60,6 +60,8 @@ export interface StudioState extends CompressState {
 }
 
 let openSeq = 0;
+/** The newest open that succeeded: the model the worker holds. */
+let appliedOpenSeq = 0;
 let histSeq = 0;
 let evalSeq = 0;
 
@@ -104,10 +106,13 @@ export const useStudio = create<StudioState>((set, get) => ({
         if (seq === openSeq && !finished) set({ loading: { ...p, fileName } });
       });
       finished = true;
-      if (seq !== openSeq) return;
       const config = (await readJson(files, 'config.json')) as Record<string, unknown> | undefined;
       const tokenizerJson = await readJson(files, 'tokenizer.json');
       const ctx = contextOf(config);
+      // the worker opens files in call order and keeps the last that opened: so does the page, even
+      // when a newer open is still running (it may yet fail and leave this model in the worker)
+      if (seq < appliedOpenSeq) return;
+      appliedOpenSeq = seq;
       // the previous model's evaluations stop silently: the studio cancelled them, not the person
       evalSeq++;
       if (get().evaluation.running) void cancelEvaluation();
@@ -118,7 +123,7 @@ export const useStudio = create<StudioState>((set, get) => ({
         config,
         tokenizerJson,
         isDemo: !!opts.isDemo,
-        loading: undefined,
+        ...(seq === openSeq ? { loading: undefined } : {}),
         selected: undefined,
         histogram: undefined,
         ctx,

@@ -4,7 +4,7 @@ import { parseModel, findInitializer, readTensorFloat32, type OnnxModel } from '
 import { summarizeModel, type ModelSummary } from '../src/core/summary.ts';
 import { histogram, type Histogram } from '../src/core/stats.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
-import { serializeError, type SerializedError } from '../src/core/errors.ts';
+import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
 import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
@@ -24,6 +24,9 @@ let current: OnnxModel | undefined;
 let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
+
+/** Typed like every other error the page shows (the buttons that lead here need an open model). */
+const noModel = () => new ModelError('invalid-argument', 'No model is open: open an .onnx file first.');
 
 function wrap<T>(fn: () => T): Result<T> {
   try {
@@ -101,7 +104,7 @@ const api = {
 
   histogram(name: string, bins: number): Result<Histogram> {
     return wrap(() => {
-      if (!current) throw new Error('No model is open.');
+      if (!current) throw noModel();
       return histogram(readTensorFloat32(current, findInitializer(current, name)), bins);
     });
   },
@@ -109,7 +112,7 @@ const api = {
   /** The weight matrices recipes can select, with their roles. */
   candidates(): Result<WeightCandidate[]> {
     return wrap(() => {
-      if (!session) throw new Error('No model is open.');
+      if (!session) throw noModel();
       return session.candidates;
     });
   },
@@ -127,7 +130,7 @@ const api = {
   ): Promise<Result<PreviewResult>> {
     const seq = ++latestPreview;
     return wrapAsync(async () => {
-      if (!session || !current) throw new Error('No model is open.');
+      if (!session || !current) throw noModel();
       const t0 = performance.now();
       const resolved = resolveRecipe({ steps });
       let early: Overlay | undefined;
@@ -163,7 +166,7 @@ const api = {
   /** The compressed model as ONNX bytes (transferred, not copied), from the recipe's preview. */
   async exportModel(steps: RecipeStep[]): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
     return wrapAsync(async () => {
-      if (!session || !current) throw new Error('No model is open.');
+      if (!session || !current) throw noModel();
       const resolved = resolveRecipe({ steps });
       const key = JSON.stringify(resolved);
       const result = lastPreview?.key === key ? lastPreview.result : await session.run(resolved);

@@ -5,7 +5,7 @@ import { findWeight } from '../src/core/onnx/graphs.ts';
 import { summarizeModel, type ModelSummary } from '../src/core/summary.ts';
 import { histogram, type Histogram } from '../src/core/stats.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
-import { serializeError, type SerializedError } from '../src/core/errors.ts';
+import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
 import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
@@ -25,6 +25,9 @@ let current: OnnxModel | undefined;
 let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
+
+/** Typed like every other error the page shows (the buttons that lead here need an open model). */
+const noModel = () => new ModelError('invalid-argument', 'No model is open: open an .onnx file first.');
 
 function wrap<T>(fn: () => T): Result<T> {
   try {
@@ -71,8 +74,9 @@ function overlayFor(result: CompressionResult | undefined, name: string, bins: n
 
 const api = {
   open(files: { path: string; file: File }[], onProgress?: (p: Progress) => void): Result<ModelSummary> {
+    // everything is parsed into locals and swapped in only on success: a file that fails to open
+    // leaves the previous model fully working (preview, export, histograms)
     return wrap(() => {
-      current = undefined;
       const dropped: DroppedFile<File>[] = files.map((f) => ({
         path: f.path,
         size: f.file.size,
@@ -89,16 +93,19 @@ const api = {
       const summary = summarizeModel(model, (done, total) => {
         if (done % 8 === 0 || done === total) onProgress?.({ phase: 'statistics', done, total });
       });
+      const nextSession = new PreviewSession(model);
       current = model;
-      session = new PreviewSession(model);
+      session = nextSession;
       lastPreview = undefined;
+      // a preview of the previous model still running answers 'cancelled' rather than mixing models
+      latestPreview++;
       return summary;
     });
   },
 
   histogram(name: string, bins: number): Result<Histogram> {
     return wrap(() => {
-      if (!current) throw new Error('No model is open.');
+      if (!current) throw noModel();
       return histogram(readTensorFloat32(current, findWeight(current, name).tensor), bins);
     });
   },
@@ -106,7 +113,7 @@ const api = {
   /** The weight matrices recipes can select, with their roles. */
   candidates(): Result<WeightCandidate[]> {
     return wrap(() => {
-      if (!session) throw new Error('No model is open.');
+      if (!session) throw noModel();
       return session.candidates;
     });
   },
@@ -124,7 +131,7 @@ const api = {
   ): Promise<Result<PreviewResult>> {
     const seq = ++latestPreview;
     return wrapAsync(async () => {
-      if (!session || !current) throw new Error('No model is open.');
+      if (!session || !current) throw noModel();
       const t0 = performance.now();
       const resolved = resolveRecipe({ steps });
       let early: Overlay | undefined;
@@ -160,7 +167,7 @@ const api = {
   /** The compressed model as ONNX bytes (transferred, not copied), from the recipe's preview. */
   async exportModel(steps: RecipeStep[]): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
     return wrapAsync(async () => {
-      if (!session || !current) throw new Error('No model is open.');
+      if (!session || !current) throw noModel();
       const resolved = resolveRecipe({ steps });
       const key = JSON.stringify(resolved);
       const result = lastPreview?.key === key ? lastPreview.result : await session.run(resolved);

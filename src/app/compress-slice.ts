@@ -2,6 +2,7 @@
 import type { StoreApi } from 'zustand';
 import type { RecipeStep } from '../core/compress/recipe.ts';
 import type { EvalState, StudioState } from './store.ts';
+import { evaluationInputProblem } from './eval-input.ts';
 import {
   cancelEvaluation,
   evaluatePerplexity,
@@ -16,7 +17,7 @@ import {
   DEFAULT_RECIPE,
   describeRecipe,
   loadStored,
-  recipeFromHash,
+  readHashRecipe,
   recipeToHash,
   saveStored,
   type HistoryEntry,
@@ -25,6 +26,9 @@ import {
 
 export interface CompressState {
   recipe: RecipeStep[];
+  /** Why the recipe in the page's link was not used (an unknown method, a bad option). */
+  recipeNotice?: string;
+  dismissRecipeNotice(): void;
   preview?: PreviewResult;
   previewing: boolean;
   previewProgress?: { done: number; total: number };
@@ -40,6 +44,8 @@ export interface CompressState {
   showOverlay(name: string): Promise<void>;
   evaluateCompressed(): Promise<void>;
   cancelCompressedEval(): void;
+  /** Drops a running compressed evaluation without a message (a new model was opened). */
+  abandonCompressedEval(): void;
   exportCompressed(): Promise<void>;
   cancelExport(): void;
   restoreRecipe(entry: HistoryEntry): void;
@@ -53,17 +59,22 @@ let previewSeq = 0;
 let exportSeq = 0;
 let compressedEvalSeq = 0;
 
-function initialRecipe(stored: Stored): RecipeStep[] {
+function initialRecipe(stored: Stored): { recipe: RecipeStep[]; notice?: string } {
   const hash = typeof location !== 'undefined' ? location.hash : '';
   // the hash a reload found unchanged since the last save (the write waits for the recipe to rest)
   // yields to the newer stored recipe; any other hash, such as a shared link, wins
   const stale = stored.recipe !== undefined && stored.urlHash === hash;
-  const fromHash = stale ? undefined : recipeFromHash(hash);
-  if (fromHash) return fromHash;
+  const fromHash = stale ? {} : readHashRecipe(hash);
+  if (fromHash.steps) return { recipe: fromHash.steps };
+  const recipe = stored.recipe ?? DEFAULT_RECIPE;
+  // a link that named a recipe the studio cannot use says so, rather than silently loading another
+  const notice = fromHash.error
+    ? `${fromHash.error} Loaded ${stored.recipe ? 'your last recipe' : 'the default recipe'} (${describeRecipe(recipe)}) instead.`
+    : undefined;
   // the address bar shows the recipe in use from the start, ready to share
-  if (typeof location !== 'undefined' && stored.recipe && hash !== recipeToHash(stored.recipe))
-    window.history.replaceState(null, '', recipeToHash(stored.recipe));
-  return stored.recipe ?? DEFAULT_RECIPE;
+  if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== recipeToHash(recipe))
+    window.history.replaceState(null, '', recipeToHash(recipe));
+  return { recipe, notice };
 }
 
 let pendingPersist: (() => void) | null = null;
@@ -121,8 +132,24 @@ async function saveBlob(blob: Blob, name: string): Promise<'saved' | 'downloaded
 
 export function compressSlice(set: Set, get: Get): CompressState {
   const stored: Stored = typeof localStorage !== 'undefined' ? loadStored() : {};
+  const initial = initialRecipe(stored);
+  // a link pasted into this tab changes only the hash: apply its recipe, or say why it cannot be
+  // (the studio's own replaceState writes fire no hashchange)
+  if (typeof addEventListener !== 'undefined')
+    addEventListener('hashchange', () => {
+      const { steps, error } = readHashRecipe(location.hash);
+      if (steps) {
+        set({ recipeNotice: undefined });
+        get().setRecipe(steps);
+      } else if (error)
+        set({ recipeNotice: `${error} Kept the current recipe (${describeRecipe(get().recipe)}).` });
+    });
   return {
-    recipe: initialRecipe(stored),
+    recipe: initial.recipe,
+    recipeNotice: initial.notice,
+    dismissRecipeNotice() {
+      set({ recipeNotice: undefined });
+    },
     previewing: false,
     compressedEval: { running: false },
     history: stored.history ?? [],
@@ -182,12 +209,30 @@ export function compressSlice(set: Set, get: Get): CompressState {
       const { summary, recipe, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
       if (!summary) return;
       const seq = ++compressedEvalSeq;
+      // said once, here, instead of the worker failing on the original and then on the compressed model
+      const missing = evaluationInputProblem(get());
+      if (missing) {
+        set({ compressedEval: { running: false, error: missing } });
+        return;
+      }
       set({ compressedEval: { running: true } });
       try {
         // one evaluation at a time in the worker: let a running one on the original finish first
         while (get().evaluation.running) await new Promise((r) => setTimeout(r, 200));
         if (seq !== compressedEvalSeq) return;
         if (!get().evaluation.result) await get().evaluate();
+        if (seq !== compressedEvalSeq) return;
+        // the reason is shown once, in the Quality panel, not repeated by a second run that fails alike
+        if (get().evaluation.error) {
+          set({
+            compressedEval: {
+              running: false,
+              error:
+                'The original model could not be evaluated (see Quality), so there is nothing to compare.',
+            },
+          });
+          return;
+        }
         const { bytes, totals } = await exportCompressedModel(recipe);
         if (seq !== compressedEvalSeq) return;
         const result = await evaluatePerplexity(
@@ -233,6 +278,14 @@ export function compressSlice(set: Set, get: Get): CompressState {
 
     cancelCompressedEval() {
       if (get().compressedEval.running) void cancelEvaluation();
+    },
+
+    abandonCompressedEval() {
+      compressedEvalSeq++;
+      if (get().compressedEval.running) {
+        void cancelEvaluation();
+        set({ compressedEval: { running: false } });
+      }
     },
 
     async exportCompressed() {

@@ -4,6 +4,7 @@ import { compressSlice, type CompressState } from './compress-slice.ts';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
+import { evaluationInputProblem } from './eval-input.ts';
 import { contextFromConfig } from '../core/eval/config.ts';
 import {
   cancelEvaluation,
@@ -59,6 +60,8 @@ export interface StudioState extends CompressState {
 }
 
 let openSeq = 0;
+/** The newest open that succeeded: the model the worker holds. */
+let appliedOpenSeq = 0;
 let histSeq = 0;
 let evalSeq = 0;
 
@@ -94,7 +97,6 @@ export const useStudio = create<StudioState>((set, get) => ({
 
   async open(files, opts = {}) {
     const seq = ++openSeq;
-    get().cancelEvaluate();
     const fileName = files.map((f) => f.path).find((p) => p.endsWith('.onnx')) ?? files[0]?.path ?? '';
     set({ loading: { phase: 'reading', done: 0, total: 1, fileName }, error: undefined });
     let finished = false;
@@ -104,25 +106,34 @@ export const useStudio = create<StudioState>((set, get) => ({
         if (seq === openSeq && !finished) set({ loading: { ...p, fileName } });
       });
       finished = true;
-      if (seq !== openSeq) return;
       const config = (await readJson(files, 'config.json')) as Record<string, unknown> | undefined;
       const tokenizerJson = await readJson(files, 'tokenizer.json');
       const ctx = contextOf(config);
+      // the worker opens files in call order and keeps the last that opened: so does the page, even
+      // when a newer open is still running (it may yet fail and leave this model in the worker)
+      if (seq < appliedOpenSeq) return;
+      appliedOpenSeq = seq;
+      // the previous model's evaluations stop silently: the studio cancelled them, not the person
+      evalSeq++;
+      if (get().evaluation.running) void cancelEvaluation();
+      get().abandonCompressedEval();
       set({
         summary,
         files,
         config,
         tokenizerJson,
         isDemo: !!opts.isDemo,
-        loading: undefined,
+        ...(seq === openSeq ? { loading: undefined } : {}),
         selected: undefined,
         histogram: undefined,
         ctx,
         stride: Math.max(1, Math.floor(ctx / 2)),
         evaluation: { running: false },
+        // the previous model's text (the demo's Shakespeare) means nothing to another model: a model
+        // without a tokenizer starts in ids mode, the only input it can score
         ...(opts.evalText !== undefined
           ? { evalText: opts.evalText, evalTextLabel: opts.evalTextLabel ?? '', evalIsIds: false }
-          : {}),
+          : { evalText: '', evalTextLabel: '', evalIsIds: !tokenizerJson }),
       });
       const firstWeight = summary.tensors.find((t) =>
         t.consumers.some((c) => c === 'MatMul' || c === 'Gemm'),
@@ -137,7 +148,11 @@ export const useStudio = create<StudioState>((set, get) => ({
       void get().runPreview();
     } catch (e) {
       finished = true;
-      if (seq === openSeq) set({ loading: undefined, error: (e as Error).message });
+      if (seq !== openSeq) return;
+      // nothing was swapped: the model open before is still the one every panel works on
+      const previous = get().summary;
+      const still = previous ? ` ${previous.name} is still open.` : '';
+      set({ loading: undefined, error: `${(e as Error).message}${still}` });
     }
   },
 
@@ -179,6 +194,11 @@ export const useStudio = create<StudioState>((set, get) => ({
     const { summary, files, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
     if (!summary) return;
     const seq = ++evalSeq;
+    const missing = evaluationInputProblem(get());
+    if (missing) {
+      set({ evaluation: { running: false, error: missing } });
+      return;
+    }
     set({ evaluation: { running: true } });
     try {
       const main = files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];

@@ -9,18 +9,64 @@ export interface RuntimeInfo {
   threads: number;
   crossOriginIsolated: boolean;
   notice?: string;
+  /** Why this provider ran, e.g. "WebGPU adapter is a software fallback (SwiftShader)". */
+  reason?: string;
 }
 
 let configured: RuntimeInfo | undefined;
-let webgpuAvailable: Promise<boolean> | undefined;
+let webgpuChoice: Promise<WebGpuChoice> | undefined;
 
-function hasWebGpuAdapter(): Promise<boolean> {
-  const gpu = (globalThis.navigator as Navigator & { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-  if (!gpu) return Promise.resolve(false);
-  return gpu.requestAdapter().then(
-    (a) => !!a,
-    () => false,
-  );
+/** Whether 'auto' may use WebGPU, and why (shown on the runtime line under a result). */
+export interface WebGpuChoice {
+  usable: boolean;
+  reason: string;
+}
+
+interface AdapterInfoLike {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+  isFallbackAdapter?: boolean;
+}
+interface AdapterLike {
+  isFallbackAdapter?: boolean;
+  info?: AdapterInfoLike;
+  requestAdapterInfo?: () => Promise<AdapterInfoLike>;
+}
+
+/** Software rasterisers that implement WebGPU on the CPU: slower than onnxruntime's own wasm kernels. */
+const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|\bwarp\b|basic render|software/i;
+
+/**
+ * Judges an adapter for 'auto': a fallback (software) adapter — `isFallbackAdapter`, or an adapter
+ * whose info names SwiftShader/llvmpipe — runs models many times slower than wasm, so it is refused.
+ */
+export function judgeAdapter(adapter: AdapterLike | null | undefined, info?: AdapterInfoLike): WebGpuChoice {
+  if (!adapter) return { usable: false, reason: 'the browser offers no WebGPU adapter' };
+  const i = info ?? adapter.info ?? {};
+  const named = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ');
+  const software = named.match(SOFTWARE_ADAPTER)?.[0];
+  if (adapter.isFallbackAdapter || i.isFallbackAdapter || software) {
+    const which = software ? (/swiftshader/i.test(software) ? 'SwiftShader' : software) : 'no GPU';
+    return { usable: false, reason: `WebGPU adapter is a software fallback (${which})` };
+  }
+  return { usable: true, reason: `WebGPU adapter${named ? `: ${named}` : ''}` };
+}
+
+async function chooseWebGpu(): Promise<WebGpuChoice> {
+  // typed loosely: older Chromium has requestAdapterInfo() where newer has adapter.info
+  const gpu = (globalThis.navigator as unknown as { gpu?: { requestAdapter(): Promise<AdapterLike | null> } })
+    .gpu;
+  if (!gpu) return { usable: false, reason: 'this browser has no WebGPU' };
+  try {
+    const adapter = await gpu.requestAdapter();
+    const info =
+      adapter && !adapter.info ? await adapter.requestAdapterInfo?.().catch(() => undefined) : undefined;
+    return judgeAdapter(adapter, info);
+  } catch {
+    return { usable: false, reason: 'the WebGPU adapter request failed' };
+  }
 }
 
 /** Threads when the page is cross-origin isolated (SharedArrayBuffer), one thread with a notice otherwise. */
@@ -46,7 +92,7 @@ export function configureRuntime(): RuntimeInfo {
 export interface SessionRequest {
   model: Uint8Array;
   externalData?: { path: string; data: Uint8Array }[];
-  /** 'auto' picks WebGPU when the browser has an adapter, wasm otherwise. */
+  /** 'auto' picks WebGPU when the browser has a hardware adapter, wasm otherwise (a software one is slower). */
   provider?: 'auto' | 'webgpu' | 'wasm';
 }
 
@@ -54,8 +100,15 @@ export async function createSession(
   req: SessionRequest,
 ): Promise<{ session: ort.InferenceSession; info: RuntimeInfo }> {
   const base = configureRuntime();
-  webgpuAvailable ??= hasWebGpuAdapter();
-  const wantGpu = req.provider === 'webgpu' || (req.provider === 'auto' && (await webgpuAvailable));
+  let wantGpu: boolean;
+  let reason: string;
+  if (req.provider === 'webgpu') [wantGpu, reason] = [true, 'WebGPU was asked for'];
+  else if (req.provider === 'wasm') [wantGpu, reason] = [false, 'wasm was asked for'];
+  else {
+    webgpuChoice ??= chooseWebGpu();
+    const choice = await webgpuChoice;
+    [wantGpu, reason] = [choice.usable, choice.reason];
+  }
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: wantGpu ? ['webgpu', 'wasm'] : ['wasm'],
     graphOptimizationLevel: 'all',
@@ -65,7 +118,7 @@ export async function createSession(
     extra: { session: { qdq_matmulnbits_accuracy_level: '0' } },
   };
   const session = await ort.InferenceSession.create(req.model, options);
-  return { session, info: { ...base, provider: wantGpu ? 'webgpu' : 'wasm' } };
+  return { session, info: { ...base, provider: wantGpu ? 'webgpu' : 'wasm', reason } };
 }
 
 export const Tensor = ort.Tensor;

@@ -89,10 +89,11 @@ describe('quality in the browser (onnxruntime-web in a worker)', () => {
   it('stories260K with pre-tokenized ids reproduces its reference perplexity', async () => {
     const { page } = studio;
     await dropFiles(page, '[data-testid=dropzone]', [
-      { name: 'model.onnx', bytes: readFileSync(join(STORIES, 'model.onnx')) },
+      { name: 'stories260K.onnx', bytes: readFileSync(join(STORIES, 'model.onnx')) },
     ]);
+    // named apart from the demo's model.onnx, so the wait ends when stories260K is the open model
     await page.waitForFunction(
-      () => document.querySelector('[data-testid=summary] h2')?.textContent === 'model.onnx',
+      () => document.querySelector('[data-testid=summary] h2')?.textContent === 'stories260K.onnx',
       undefined,
       { timeout: 60_000 },
     );

@@ -70,9 +70,8 @@ describe('live studio', () => {
     const pathsAt64 = await overlayPaths();
     expect(pathsAt64[1]).not.toBe(pathsAt32[1]); // the compressed histogram moved
 
-    // a pruning step, moved before the quantization
+    // a pruning step: a transform, so it goes before the quantization that stores the weights
     await page.locator('[data-testid=add-step]').selectOption('prune');
-    await page.locator('[data-testid=step-1] button[aria-label="Move step up"]').click();
     await expect.poll(() => text('recipe-label')).toBe('prune 50% → int4 b64');
     await settled();
     expect(await text('total-sparsity')).toMatch(/^(49|50)\.\d %$/);

@@ -1,10 +1,12 @@
 /** Before/after quality, the history of evaluated recipes as a perplexity-vs-size chart, export and share. */
-import { useState } from 'react';
+import { useMemo, useState } from 'react';
+import { formatTick, niceTicks } from './format.ts';
 import { CartesianGrid, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis } from 'recharts';
 import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
+import { evaluationInputProblem } from '../eval-input.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -12,6 +14,7 @@ export function ComparePanel() {
       summary: x.summary,
       recipe: x.recipe,
       evaluation: x.evaluation,
+      evalProblem: evaluationInputProblem(x),
       compressedEval: x.compressedEval,
       history: x.history,
       exporting: x.exporting,
@@ -29,6 +32,13 @@ export function ComparePanel() {
   const points = s.history
     .filter((h) => h.model === s.summary?.name)
     .map((h) => ({ ...h, mb: h.bytes / 1e6 }));
+  // round sizes on the axis (0, 1, 2, 3, 4 MB), up to the first round value past the largest point
+  const maxMb = Math.max(0, ...points.map((p) => p.mb));
+  const sizeTicks = useMemo(() => {
+    const t = niceTicks(0, maxMb, 4);
+    const step = t.length > 1 ? t[1] - t[0] : maxMb || 1;
+    return t[t.length - 1] < maxMb ? [...t, Number(formatTick(t[t.length - 1] + step))] : t;
+  }, [maxMb]);
   const copyLink = async () => {
     try {
       await navigator.clipboard.writeText(shareLink(useStudio.getState().recipe));
@@ -50,7 +60,8 @@ export function ComparePanel() {
         <button
           type="button"
           data-testid="evaluate-compressed"
-          disabled={compressed.running}
+          disabled={compressed.running || !!s.evalProblem}
+          title={s.evalProblem}
           onClick={() => void s.evaluateCompressed()}
         >
           Evaluate compressed
@@ -67,6 +78,11 @@ export function ComparePanel() {
           {copied ? 'Link copied' : 'Copy link'}
         </button>
       </div>
+      {s.evalProblem && (
+        <p className="muted small" data-testid="evaluate-compressed-reason">
+          Evaluate needs input: {s.evalProblem}
+        </p>
+      )}
       {compressed.running && (
         <ProgressBar
           label={
@@ -118,7 +134,15 @@ export function ComparePanel() {
           <ResponsiveContainer width="100%" height={220}>
             <ScatterChart>
               <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-              <XAxis type="number" dataKey="mb" name="size" unit=" MB" />
+              <XAxis
+                type="number"
+                dataKey="mb"
+                name="size"
+                unit=" MB"
+                domain={[0, sizeTicks[sizeTicks.length - 1] ?? 'auto']}
+                ticks={sizeTicks}
+                tickFormatter={formatTick}
+              />
               <YAxis
                 type="number"
                 dataKey="perplexity"

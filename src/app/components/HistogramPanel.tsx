@@ -1,6 +1,6 @@
 import { Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
 import { useStudio } from '../store.ts';
-import { formatCount, formatNumber } from './format.ts';
+import { formatCount, formatNumber, niceTicks, formatTick } from './format.ts';
 
 export function HistogramPanel() {
   const selected = useStudio((s) => s.selected);
@@ -15,6 +15,11 @@ export function HistogramPanel() {
     count: log ? Math.log10(1 + c) : c,
     raw: c,
   }));
+  // the axis spans the bins' edges, labelled at round values
+  const domain: [number, number] | undefined = histogram
+    ? [histogram.edges[0], histogram.edges[histogram.edges.length - 1]]
+    : undefined;
+  const ticks = domain ? niceTicks(domain[0], domain[1]) : undefined;
   return (
     <section className="card histogram" data-testid="histogram">
       <div className="table-tools">
@@ -45,7 +50,14 @@ export function HistogramPanel() {
           <ResponsiveContainer width="100%" height={260}>
             <BarChart data={data} barCategoryGap={0}>
               <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-              <XAxis dataKey="x" tickFormatter={(v: number) => formatNumber(v)} minTickGap={24} />
+              <XAxis
+                dataKey="x"
+                type="number"
+                domain={domain}
+                ticks={ticks}
+                allowDataOverflow
+                tickFormatter={formatTick}
+              />
               <YAxis tickFormatter={(v: number) => (log ? `1e${v.toFixed(0)}` : formatCount(v))} width={60} />
               <Tooltip
                 formatter={(_v, _n, item) => [String((item.payload as { raw: number }).raw), 'count']}

@@ -15,7 +15,7 @@ import {
   YAxis,
 } from 'recharts';
 import { useStudio } from '../store.ts';
-import { formatBytes, formatCount, formatNumber } from './format.ts';
+import { formatBytes, formatCount, formatNumber, niceTicks, formatTick } from './format.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 
 const METRICS = {
@@ -35,13 +35,25 @@ const OverlayChart = memo(function OverlayChart({ overlay }: { overlay: Overlay 
       })),
     [overlay],
   );
+  // the axis spans the bins' edges, labelled at round values
+  const lo = overlay.edges[0];
+  const hi = overlay.edges[overlay.edges.length - 1];
+  const domain = useMemo((): [number, number] => [lo, hi], [lo, hi]);
+  const ticks = useMemo(() => niceTicks(lo, hi), [lo, hi]);
   return (
     <div className="chart" data-testid="overlay-chart">
       <ResponsiveContainer width="100%" height={220}>
         {/* one step path per series, not one element per bin: redrawing stays cheap while sliders move */}
         <AreaChart data={hist}>
           <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-          <XAxis dataKey="x" tickFormatter={(v: number) => formatNumber(v)} minTickGap={24} />
+          <XAxis
+            dataKey="x"
+            type="number"
+            domain={domain}
+            ticks={ticks}
+            allowDataOverflow
+            tickFormatter={formatTick}
+          />
           <YAxis width={60} tickFormatter={(v: number) => formatCount(v)} />
           <Tooltip labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`} />
           <Legend />

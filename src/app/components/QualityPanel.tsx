@@ -1,7 +1,8 @@
-import { useRef } from 'react';
+import { useRef, useState } from 'react';
 import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
+import { evaluationInputProblem, parseTokenizerFile } from '../eval-input.ts';
 
 export function QualityPanel() {
   // only what this panel shows: a preview update elsewhere in the store must not re-render it
@@ -24,7 +25,8 @@ export function QualityPanel() {
   const textFile = useRef<HTMLInputElement>(null);
   const tokFile = useRef<HTMLInputElement>(null);
   const { evaluation: ev } = s;
-  const needsTokenizer = !s.evalIsIds && !s.tokenizerJson;
+  const problem = evaluationInputProblem(s);
+  const [tokenizerError, setTokenizerError] = useState<string>();
   const tokens = s.evalIsIds ? undefined : s.evalText.length;
   return (
     <section className="card quality" data-testid="quality">
@@ -82,7 +84,14 @@ export function QualityPanel() {
             hidden
             onChange={async (e) => {
               const f = e.target.files?.[0];
-              if (f) s.setTokenizer(JSON.parse(await f.text()));
+              e.target.value = ''; // the same file chosen again (after fixing it) fires again
+              if (!f) return;
+              try {
+                s.setTokenizer(parseTokenizerFile(f.name, await f.text()));
+                setTokenizerError(undefined);
+              } catch (err) {
+                setTokenizerError((err as Error).message);
+              }
             }}
           />
         </div>
@@ -112,7 +121,8 @@ export function QualityPanel() {
           <button
             type="button"
             className="primary"
-            disabled={ev.running || needsTokenizer || !s.evalText.trim()}
+            disabled={ev.running || !!problem}
+            title={problem}
             onClick={() => void s.evaluate()}
             data-testid="evaluate"
           >
@@ -120,10 +130,15 @@ export function QualityPanel() {
           </button>
         </div>
       </div>
-      {needsTokenizer && (
-        <p className="muted">
-          This model came without a tokenizer.json: load one, or give pre-tokenized ids.
+      {problem && !ev.running && (
+        <p className="muted" data-testid="eval-disabled-reason">
+          {problem}
         </p>
+      )}
+      {tokenizerError && (
+        <div className="error" role="alert" data-testid="tokenizer-error">
+          {tokenizerError}
+        </div>
       )}
       {ev.running && (
         <ProgressBar
@@ -150,8 +165,13 @@ export function QualityPanel() {
           <div className="muted">
             {ev.result.tokens.toLocaleString('en-US')} tokens scored · ctx {ev.result.protocol.ctx}, stride{' '}
             {ev.result.protocol.stride} · {Math.round(ev.result.tokensPerSecond).toLocaleString('en-US')}{' '}
-            tokens/s · {ev.result.runtime.provider}, {ev.result.runtime.threads} thread
-            {ev.result.runtime.threads > 1 ? 's' : ''}
+            tokens/s ·{' '}
+            <span data-testid="runtime">
+              {ev.result.runtime.provider}
+              {ev.result.runtime.provider === 'wasm' &&
+                `, ${ev.result.runtime.threads} thread${ev.result.runtime.threads > 1 ? 's' : ''}`}
+              {ev.result.runtime.reason && ` — ${ev.result.runtime.reason}`}
+            </span>
           </div>
           {ev.result.runtime.notice && <div className="notice">{ev.result.runtime.notice}</div>}
         </div>

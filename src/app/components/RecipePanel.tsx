@@ -61,9 +61,34 @@ function OptionControl(props: {
   );
 }
 
+/**
+ * A new transform (pruning) goes before the first encoder: after int4/int8/k-means/fp16 its zeros
+ * would be stored in the encoder's format at the same size, and the size would not change. Encoders
+ * go last, as the recipe's storage format.
+ */
+export function withStep(recipe: RecipeStep[], step: RecipeStep): RecipeStep[] {
+  const isEncoder = (s: RecipeStep) => METHODS.find((m) => m.id === s.method)?.role === 'encode';
+  if (getMethod(step.method).role !== 'transform') return [...recipe, step];
+  const at = recipe.findIndex(isEncoder);
+  return at < 0 ? [...recipe, step] : [...recipe.slice(0, at), step, ...recipe.slice(at)];
+}
+
+/** Transform steps placed after an encoder: they change the values, never the stored size. */
+function lateTransforms(recipe: RecipeStep[]): number[] {
+  const firstEncoder = recipe.findIndex((s) => METHODS.find((m) => m.id === s.method)?.role === 'encode');
+  if (firstEncoder < 0) return [];
+  return recipe
+    .map((s, i) =>
+      i > firstEncoder && METHODS.find((m) => m.id === s.method)?.role === 'transform' ? i : -1,
+    )
+    .filter((i) => i >= 0);
+}
+
 export function RecipePanel() {
   const recipe = useStudio((s) => s.recipe);
   const setRecipe = useStudio((s) => s.setRecipe);
+  const notice = useStudio((s) => s.recipeNotice);
+  const dismissNotice = useStudio((s) => s.dismissRecipeNotice);
   const update = (i: number, step: RecipeStep) => setRecipe(recipe.map((s, j) => (j === i ? step : s)));
   const move = (i: number, d: number) => {
     const next = [...recipe];
@@ -71,12 +96,21 @@ export function RecipePanel() {
     next.splice(i + d, 0, x);
     setRecipe(next);
   };
+  const late = lateTransforms(recipe);
   return (
     <section className="card recipe" data-testid="recipe">
       <div className="table-tools">
         <h2>Recipe</h2>
         <span className="muted">steps run top to bottom</span>
       </div>
+      {notice && (
+        <div className="error" role="alert" data-testid="recipe-notice">
+          {notice}{' '}
+          <button type="button" className="link" onClick={dismissNotice}>
+            Dismiss
+          </button>
+        </div>
+      )}
       <ol className="steps">
         {recipe.map((step, i) => {
           const method = getMethod(step.method);
@@ -125,6 +159,12 @@ export function RecipePanel() {
                 </span>
               </div>
               <p className="muted small">{method.summary}</p>
+              {late.includes(i) && (
+                <p className="notice small" data-testid={`step-${i}-late`}>
+                  This step runs after an encoder, so it changes the weights but not the size: the encoder has
+                  already chosen how they are stored. Move it up to shrink the model.
+                </p>
+              )}
               {method.options.map((spec) => (
                 <OptionControl
                   key={spec.key}
@@ -180,7 +220,7 @@ export function RecipePanel() {
           aria-label="Add step"
           data-testid="add-step"
           value=""
-          onChange={(e) => e.target.value && setRecipe([...recipe, { method: e.target.value }])}
+          onChange={(e) => e.target.value && setRecipe(withStep(recipe, { method: e.target.value }))}
         >
           <option value="">choose a method…</option>
           {METHODS.map((m) => (

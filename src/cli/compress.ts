@@ -1,5 +1,15 @@
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, writeSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import {
+  closeSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { parseRecipeText, resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
@@ -12,7 +22,7 @@ import { modelSources } from './files.ts';
 const USAGE =
   'usage: compression-studio compress MODEL.onnx (--recipe RECIPE.json | --prune S [--global] [--nm N:M] | ' +
   '--int8 [--per-tensor] | --int4 [--block 32] [--format matmulnbits|dequantize] | --kmeans K [--per-channel] [--dense] | --fp16) ' +
-  '[--asym] [--include PATTERN] [--exclude PATTERN] [--embeddings] [--lm-head] [--external-data] -o OUT.onnx [--json]';
+  '[--asym] [--include PATTERN] [--exclude PATTERN] [--embeddings] [--lm-head] [--external-data] [--copy] -o OUT.onnx [--json]';
 
 /** The recipe the shorthand flags describe: pruning first, then the one storage format. */
 export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
@@ -74,9 +84,102 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
   return steps;
 }
 
-function sameFile(a: string, b: string): boolean {
-  if (resolve(a) === resolve(b)) return true;
-  return existsSync(b) && realpathSync(a) === realpathSync(b);
+/** A file's identity (device + inode), or undefined when nothing is there. */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The path with symlinks resolved as far as it exists (an output file usually does not yet). */
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    try {
+      return join(realpathSync(dirname(resolve(path))), basename(path));
+    } catch {
+      return resolve(path);
+    }
+  }
+}
+
+/**
+ * Refuses any output that is one of the inputs: the same path, the same real path (a symlink) or
+ * the same file (a hard link: same device and inode), for the .onnx and its data file alike.
+ */
+function checkOutputsAreNotInputs(outputs: string[], inputs: string[]): void {
+  for (const output of outputs) {
+    const id = fileIdentity(output);
+    const real = realPath(output);
+    for (const input of inputs) {
+      const same =
+        resolve(output) === resolve(input) ||
+        real === realPath(input) ||
+        (id !== undefined && id === fileIdentity(input));
+      if (same)
+        throw new ModelError(
+          'invalid-argument',
+          `Refusing to overwrite the source model: ${output} is ${resolve(output) === resolve(input) ? '' : 'the same file as '}` +
+            `${input}, which compress reads and never writes. Choose another -o.`,
+        );
+    }
+  }
+}
+
+/** The output's folder must exist and be a folder, and the output must not be one, before any work. */
+function checkOutputPath(output: string): void {
+  const dir = dirname(resolve(output));
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    throw new ModelError('invalid-argument', `The output folder ${dir} does not exist: create it first.`);
+  }
+  if (!st.isDirectory())
+    throw new ModelError('invalid-argument', `${dir} is not a folder: -o needs a folder to write into.`);
+  try {
+    if (statSync(output).isDirectory())
+      throw new ModelError('invalid-argument', `${output} is a folder: -o names the .onnx file to write.`);
+  } catch (e) {
+    if (e instanceof ModelError) throw e;
+  }
+}
+
+/**
+ * Writes each file to a temporary file in its folder, then renames them over their names: a
+ * failure leaves no half-written output, and an existing file is replaced, never written through.
+ */
+function writeFilesAtomically(files: { path: string; chunks: Uint8Array[] }[]): void {
+  const temps: string[] = [];
+  try {
+    const staged = files.map(({ path, chunks }) => {
+      const temp = join(
+        dirname(resolve(path)),
+        `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+      );
+      temps.push(temp);
+      const fd = openSync(temp, 'wx'); // exclusive: never follows or reuses an existing file
+      try {
+        for (const c of chunks) for (let at = 0; at < c.byteLength;) at += writeSync(fd, c, at);
+      } finally {
+        closeSync(fd);
+      }
+      return { temp, path };
+    });
+    for (const { temp, path } of staged) renameSync(temp, path);
+  } catch (e) {
+    for (const t of temps) rmSync(t, { force: true });
+    if (e instanceof ModelError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    throw new ModelError(
+      'invalid-argument',
+      `Could not write the output: ${err.code ?? ''} ${err.message}`.trim(),
+    );
+  }
 }
 
 function fmt(x: number, digits = 2): string {
@@ -99,40 +202,36 @@ export async function compressCommand(argv: string[], out: (s: string) => void):
   const path = args.positional[0];
   const output = args.flags.get('o') ?? args.flags.get('output');
   if (!path || typeof output !== 'string') throw new ModelError('invalid-argument', USAGE);
-  if (sameFile(path, output))
-    throw new ModelError(
-      'invalid-argument',
-      `Refusing to overwrite the source model ${path}: choose another -o.`,
-    );
+  checkOutputPath(output);
+  const location = `${basename(output)}_data`;
+  const outputs = [output, join(dirname(resolve(output)), location)];
+  checkOutputsAreNotInputs(outputs, [path]);
 
   const recipePath = args.flags.get('recipe');
-  const steps =
-    typeof recipePath === 'string'
+  // --copy: no step, the model is rewritten as it is (byte-identical when it has no external data)
+  const steps = args.flags.has('copy')
+    ? []
+    : typeof recipePath === 'string'
       ? parseRecipeText(readFileSync(recipePath, 'utf8'))
       : resolveRecipe({ steps: recipeFromFlags(args) });
 
-  const { main, external } = modelSources(path);
-  const model = parseModel(main, external);
+  const sources = modelSources(path);
+  const model = parseModel(sources.main, sources.external);
+  checkOutputsAreNotInputs(outputs, sources.inputs());
   const result = compressModel(model, steps);
-  const wantExternal = args.flags.has('external-data') || external.length > 0;
-  const location = `${basename(output)}_data`;
+  const wantExternal = args.flags.has('external-data') || model.external.size > 0;
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
+  // files opened while compressing (weights read lazily) are inputs too
+  checkOutputsAreNotInputs(outputs, sources.inputs());
 
-  // stream the file out piece by piece: the data file is written chunk by chunk, never joined in memory
-  const writeAll = (file: string, chunks: Uint8Array[]) => {
-    const fd = openSync(file, 'w');
-    try {
-      for (const c of chunks) writeSync(fd, c);
-    } finally {
-      closeSync(fd);
-    }
-  };
-  writeAll(output, [written.model]);
+  // the data file goes out chunk by chunk, never joined in memory; the .onnx is renamed into place last
+  const files = [{ path: output, chunks: [written.model] }];
   let outputBytes = written.model.byteLength;
   if (written.externalData) {
-    writeAll(resolve(output, '..', location), written.externalData.chunks);
+    files.unshift({ path: outputs[1], chunks: written.externalData.chunks });
     outputBytes += written.externalData.size;
   }
+  writeFilesAtomically(files);
 
   if (args.flags.has('json')) {
     out(

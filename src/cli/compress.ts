@@ -13,7 +13,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { parseRecipeText, resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
-import { compressModel } from '../core/compress/pipeline.ts';
+import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import type { TensorSelector } from '../core/compress/select.ts';
 import { numberFlag, parseArgs, type ParsedArgs } from './args.ts';
@@ -218,7 +218,9 @@ export async function compressCommand(argv: string[], out: (s: string) => void):
   const sources = modelSources(path);
   const model = parseModel(sources.main, sources.external);
   checkOutputsAreNotInputs(outputs, sources.inputs());
-  const result = compressModel(model, steps);
+  const result: CompressionResult = steps.length
+    ? compressModel(model, steps)
+    : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
   const wantExternal = args.flags.has('external-data') || model.external.size > 0;
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
   // files opened while compressing (weights read lazily) are inputs too

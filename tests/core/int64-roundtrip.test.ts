@@ -18,7 +18,6 @@ import { makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.t
 import {
   AttributeType,
   decodeModelProto,
-  encodeModelProto,
   exactInt64s,
   type AttributeProto,
 } from '../../src/core/onnx/proto.ts';

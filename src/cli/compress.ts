@@ -204,8 +204,8 @@ export async function compressCommand(argv: string[], out: (s: string) => void):
   if (!path || typeof output !== 'string') throw new ModelError('invalid-argument', USAGE);
   checkOutputPath(output);
   const location = `${basename(output)}_data`;
-  const outputs = [output, join(dirname(resolve(output)), location)];
-  checkOutputsAreNotInputs(outputs, [path]);
+  const dataOutput = join(dirname(resolve(output)), location);
+  checkOutputsAreNotInputs(args.flags.has('external-data') ? [output, dataOutput] : [output], [path]);
 
   const recipePath = args.flags.get('recipe');
   // --copy: no step, the model is rewritten as it is (byte-identical when it has no external data)
@@ -217,11 +217,13 @@ export async function compressCommand(argv: string[], out: (s: string) => void):
 
   const sources = modelSources(path);
   const model = parseModel(sources.main, sources.external);
+  // a source with external data is written with external data: its data file is an output too
+  const wantExternal = args.flags.has('external-data') || model.external.size > 0;
+  const outputs = wantExternal ? [output, dataOutput] : [output];
   checkOutputsAreNotInputs(outputs, sources.inputs());
   const result: CompressionResult = steps.length
     ? compressModel(model, steps)
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
-  const wantExternal = args.flags.has('external-data') || model.external.size > 0;
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
   // files opened while compressing (weights read lazily) are inputs too
   checkOutputsAreNotInputs(outputs, sources.inputs());
@@ -230,7 +232,7 @@ export async function compressCommand(argv: string[], out: (s: string) => void):
   const files = [{ path: output, chunks: [written.model] }];
   let outputBytes = written.model.byteLength;
   if (written.externalData) {
-    files.unshift({ path: outputs[1], chunks: written.externalData.chunks });
+    files.unshift({ path: dataOutput, chunks: written.externalData.chunks });
     outputBytes += written.externalData.size;
   }
   writeFilesAtomically(files);

@@ -18,6 +18,7 @@ import { makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.t
 import {
   AttributeType,
   decodeModelProto,
+  exactInt64,
   exactInt64s,
   type AttributeProto,
 } from '../../src/core/onnx/proto.ts';
@@ -75,6 +76,7 @@ describe('int64 values are exact from read to write', () => {
     expect(exactInt64s(intsNode.attribute![0], 'ints')).toEqual(BIG_VALUES);
     // the field itself holds the nearest number; the exact value rides beside it
     expect(Number(intNode.attribute![0].i)).toBe(Number(INT64_MAX));
+    expect(exactInt64(intNode.attribute![0], 'i')).toBe(INT64_MAX);
     expect(Array.from(readTensor(model, findInitializer(model, 'typed')) as BigInt64Array)).toEqual(
       BIG_VALUES,
     );
@@ -112,6 +114,23 @@ describe('int64 values are exact from read to write', () => {
     const original = new Uint8Array([...base, 0xd2, 0x01, 3, 0x61, 0x62, 0x63]); // tag 26·8+2 as a varint
     const written = writeModel(parseModel(bytesSource('u.onnx', original))).model;
     expect(sameBytes(written, original)).toBe(true);
+  });
+
+  it('a name that is not valid UTF-8 is written back with its own bytes', () => {
+    const base = Buffer.from(
+      makeModelBytes({
+        nodes: [makeNode('Identity', ['x'], ['y'], {}, { name: 'NODE_X' })],
+        inputs: [valueInfo('x', DataType.FLOAT, [1])],
+        outputs: [valueInfo('y', DataType.FLOAT, [1])],
+      }),
+    );
+    const at = base.indexOf('NODE_X');
+    base[at + 4] = 0xff; // "NODE\xff\xfe": not UTF-8, decoded with U+FFFD
+    base[at + 5] = 0xfe;
+    const original = new Uint8Array(base);
+    const model = parseModel(bytesSource('n.onnx', original));
+    expect(model.graph.node[0].name).toBe('NODE\ufffd\ufffd');
+    expect(sameBytes(writeModel(model).model, original)).toBe(true);
   });
 
   it('nesting deeper than protobuf allows is a typed error, not a stack overflow', () => {

@@ -201,6 +201,8 @@ interface Extras {
   packing?: Map<number, boolean>;
   /** Exact int64 values of fields holding one beyond 2^53 (the field holds their nearest number). */
   exact?: Map<string, bigint | bigint[]>;
+  /** The bytes of strings that were not valid UTF-8 (decoding replaced them with U+FFFD). */
+  rawStrings?: Map<string, Map<number, { text: string; bytes: Uint8Array }>>;
 }
 
 const extras = new WeakMap<object, Extras>();
@@ -219,6 +221,15 @@ export function carryOver<T extends object>(from: object, to: T): T {
   const e = extras.get(from);
   if (e && from !== to && !extras.has(to)) extras.set(to, e);
   return to;
+}
+
+/** A scalar int64 field's exact value (undefined when absent), also where its number lost precision. */
+export function exactInt64(msg: object, field: string): bigint | undefined {
+  const v = (msg as Record<string, unknown>)[field];
+  if (v === undefined || v === null) return undefined;
+  const exact = extras.get(msg)?.exact?.get(field);
+  if (typeof exact === 'bigint' && typeof v === 'number' && Number(exact) === v) return exact;
+  return typeof v === 'bigint' ? v : BigInt(Math.trunc(Number(v)));
 }
 
 /** An int64 field's exact values: bigints, also where the field's numbers lost precision. */
@@ -405,8 +416,13 @@ function decodeMessage(spec: MessageSpec, r: Reader, end: number, depth: number)
       const bytes = r.buf.subarray(r.pos, r.pos + n);
       r.pos += n;
       const value = f.kind === 'string' ? utf8Decoder.decode(bytes) : bytes;
-      if (f.repeated) pushValue(msg, f.name, value);
-      else msg[f.name] = value;
+      const index = f.repeated ? pushValue(msg, f.name, value) : ((msg[f.name] = value), -1);
+      if (typeof value === 'string' && value.includes('\ufffd')) {
+        // possibly not UTF-8: keep the bytes, to write them back while the text is unchanged
+        const raw = (mine().rawStrings ??= new Map());
+        if (!raw.has(f.name)) raw.set(f.name, new Map());
+        raw.get(f.name)!.set(index, { text: value, bytes });
+      }
     } else if (f.repeated) {
       if (packedHere !== f.packed) (mine().packing ??= new Map()).set(f.id, packedHere);
       const values = (Object.prototype.hasOwnProperty.call(msg, f.name) ? msg[f.name] : []) as number[];
@@ -439,9 +455,10 @@ function decodeMessage(spec: MessageSpec, r: Reader, end: number, depth: number)
   return msg;
 }
 
-function pushValue(msg: Record<string, unknown>, name: string, value: unknown): void {
-  if (Object.prototype.hasOwnProperty.call(msg, name)) (msg[name] as unknown[]).push(value);
-  else msg[name] = [value];
+/** Appends to a repeated field; returns the value's index. */
+function pushValue(msg: Record<string, unknown>, name: string, value: unknown): number {
+  if (!Object.prototype.hasOwnProperty.call(msg, name)) msg[name] = [];
+  return (msg[name] as unknown[]).push(value) - 1;
 }
 
 function decode(spec: MessageSpec, bytes: Uint8Array): Record<string, unknown> {
@@ -618,13 +635,14 @@ function encodeMessage(spec: MessageSpec, msg: Record<string, unknown>, depth: n
           });
         }
       } else {
-        for (const v of list) writeLengthDelimited(w, f, v, depth);
+        const raw = e?.rawStrings?.get(f.name);
+        list.forEach((v, i) => writeLengthDelimited(w, f, v, depth, raw?.get(i)));
       }
     } else if (isNumberKind(f.kind)) {
       tag(w, f.id, wireTypeOf(f.kind));
       writeNumber(w, f.kind, value, typeof exact === 'bigint' ? exact : undefined);
     } else {
-      writeLengthDelimited(w, f, value, depth);
+      writeLengthDelimited(w, f, value, depth, e?.rawStrings?.get(f.name)?.get(-1));
     }
   }
   for (const raw of e?.unknown ?? []) w.bytes(raw);
@@ -632,8 +650,19 @@ function encodeMessage(spec: MessageSpec, msg: Record<string, unknown>, depth: n
   return w;
 }
 
-function writeLengthDelimited(w: Writer, f: FieldSpec, v: unknown, depth: number): void {
+function writeLengthDelimited(
+  w: Writer,
+  f: FieldSpec,
+  v: unknown,
+  depth: number,
+  raw?: { text: string; bytes: Uint8Array },
+): void {
   tag(w, f.id, 2);
+  if (raw && raw.text === v) {
+    w.varint(raw.bytes.byteLength);
+    w.bytes(raw.bytes);
+    return;
+  }
   if (f.kind === 'message') {
     const child = encodeMessage(f.message!, v as Record<string, unknown>, depth + 1);
     w.varint(child.length());

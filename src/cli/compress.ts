@@ -209,6 +209,11 @@ export async function compressCommand(argv: string[], out: (s: string) => void):
 
   const recipePath = args.flags.get('recipe');
   // --copy: no step, the model is rewritten as it is (byte-identical when it has no external data)
+  if (args.flags.has('copy') && (typeof recipePath === 'string' || recipeFromFlags(args).length > 0))
+    throw new ModelError(
+      'invalid-argument',
+      '--copy rewrites the model unchanged: drop --recipe and the method flags, or drop --copy.',
+    );
   const steps = args.flags.has('copy')
     ? []
     : typeof recipePath === 'string'

@@ -138,6 +138,12 @@ describe('writing the output', () => {
 });
 
 describe('compress --copy', () => {
+  it('with a method flag is an error, not a silent copy', async () => {
+    const r = await run(['compress', STORIES_MODEL, '--copy', '--int8', '-o', join(tempDir(), 'x.onnx')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/--copy rewrites the model unchanged: drop --recipe and the method flags/);
+  });
+
   for (const [label, source] of [
     ['stories260K', STORIES_MODEL],
     ['the demo GPT-2 model', DEMO_MODEL],

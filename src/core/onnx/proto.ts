@@ -229,7 +229,7 @@ export function exactInt64(msg: object, field: string): bigint | undefined {
   if (v === undefined || v === null) return undefined;
   const exact = extras.get(msg)?.exact?.get(field);
   if (typeof exact === 'bigint' && typeof v === 'number' && Number(exact) === v) return exact;
-  return typeof v === 'bigint' ? v : BigInt(Math.trunc(Number(v)));
+  return toBigInt(v);
 }
 
 /** An int64 field's exact values: bigints, also where the field's numbers lost precision. */
@@ -240,8 +240,16 @@ export function exactInt64s(msg: object, field: string): bigint[] {
   return values.map((v, i) => {
     const e = Array.isArray(exact) ? exact[i] : undefined;
     if (e !== undefined && typeof v === 'number' && Number(e) === v) return e;
-    return typeof v === 'bigint' ? v : BigInt(Math.trunc(Number(v)));
+    return toBigInt(v);
   });
+}
+
+/** Any int64 value code may hold (number, bigint, decimal string) as a bigint; NaN and garbage as 0. */
+function toBigInt(v: unknown): bigint {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'string' && /^-?\d+$/.test(v.trim())) return BigInt(v.trim());
+  const n = Number(v);
+  return Number.isFinite(n) ? BigInt(Math.trunc(n)) : 0n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,13 +576,6 @@ const utf8Encoder = new TextEncoder();
 
 function tag(w: Writer, id: number, wireType: number): void {
   w.varint(id * 8 + wireType);
-}
-
-function toBigInt(v: unknown): bigint {
-  if (typeof v === 'bigint') return v;
-  if (typeof v === 'string') return BigInt(v);
-  const n = Number(v);
-  return Number.isFinite(n) ? BigInt(Math.trunc(n)) : 0n;
 }
 
 function writeNumber(w: Writer, kind: Kind, v: unknown, exact: bigint | undefined): void {

@@ -420,6 +420,22 @@ function encodeTypedFields(t: TensorProto, count: number, need: number): Uint8Ar
  * int4/uint4 unpack to one Int8Array/Uint8Array entry per value. float32 is zero-copy when aligned.
  */
 export function readTensor(model: OnnxModel, t: TensorProto): TensorValues {
+  try {
+    return decodeTensor(model, t);
+  } catch (e) {
+    // an array the engine cannot allocate (a huge float16 tensor widened to float32, say)
+    if (e instanceof RangeError) {
+      const count = elementCount(t.dims);
+      throw new ModelError(
+        'too-large',
+        `${model.name}: tensor '${t.name}' (${count} values of ${dtypeName(t.data_type)}) is too large to decode in memory here: ${e.message}`,
+      );
+    }
+    throw e;
+  }
+}
+
+function decodeTensor(model: OnnxModel, t: TensorProto): TensorValues {
   const bytes = tensorBytes(model, t);
   const n = elementCount(t.dims);
   const view = <T>(ctor: {

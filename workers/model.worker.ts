@@ -87,7 +87,7 @@ const api = {
       const main = blobSource(name, picked.main.file, (done, total) =>
         onProgress?.({ phase: 'reading', done, total }),
       );
-      const external = picked.external.map((f) => blobSource(f.path.split('/').pop() ?? f.path, f.file));
+      const external = picked.external.map((f) => blobSource(f.location, f.file));
       onProgress?.({ phase: 'parsing', done: 0, total: 1 });
       const model = parseModel(main, external);
       const summary = summarizeModel(model, (done, total) => {

@@ -48,6 +48,7 @@ export const COMPRESS: CommandSpec = {
   summary: 'apply a recipe (or the shorthand flags) and write the compressed model',
   usage: [
     'compress MODEL.onnx --recipe RECIPE.json -o OUT.onnx [--external-data] [--json]',
+    'compress MODEL.onnx --copy -o OUT.onnx        rewrite the model unchanged (byte-identical)',
     'compress MODEL.onnx [--prune S [--global] | --nm N:M]',
     '         [--int8 [--per-tensor] | --int4 [--block N] [--format F] | --kmeans K [--per-channel] [--dense] | --fp16]',
     '         [--asym] [--include PATTERNS] [--exclude PATTERNS] [--embeddings] [--lm-head]',
@@ -87,6 +88,7 @@ export const COMPRESS: CommandSpec = {
     embeddings: { type: 'boolean', help: 'also compress embedding tables' },
     'lm-head': { type: 'boolean', help: 'also compress the output projection' },
     'external-data': { type: 'boolean', help: 'write the weights to OUT.onnx_data beside the model' },
+    copy: { type: 'boolean', help: 'no method: rewrite the model as it is (a round trip)' },
     json: JSON_FLAG,
     help: HELP_FLAG,
   },

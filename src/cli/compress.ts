@@ -1,9 +1,19 @@
-import { closeSync, existsSync, openSync, realpathSync, statSync, writeSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { parseRecipeText, resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
-import { compressModel } from '../core/compress/pipeline.ts';
+import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import type { TensorSelector } from '../core/compress/select.ts';
 import { UsageError, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
@@ -130,6 +140,17 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
 /** The steps to run: the --recipe file (alone), or the recipe the shorthand flags describe. */
 function stepsFromArgs(args: ParsedArgs) {
   const recipePath = args.flags.get('recipe');
+  if (args.flags.has('copy')) {
+    // --copy: no step, the model is rewritten as it is (byte-identical when nothing needs rewriting)
+    const mixed = ['recipe', ...METHOD_FLAGS, ...SELECT_FLAGS, ...Object.keys(REFINES)].find((f) =>
+      args.flags.has(f),
+    );
+    if (mixed)
+      throw new UsageError(
+        `--copy rewrites the model unchanged: drop --${mixed}, or drop --copy to compress.`,
+      );
+    return [];
+  }
   if (typeof recipePath !== 'string') return resolveRecipe({ steps: recipeFromFlags(args) });
   const mixed = [...METHOD_FLAGS, ...SELECT_FLAGS, ...Object.keys(REFINES)].find((f) => args.flags.has(f));
   if (mixed)
@@ -150,9 +171,83 @@ function checkOutputPlace(output: string): void {
     throw new ModelError('invalid-argument', `-o ${output} is a folder: name the .onnx file to write.`);
 }
 
-function sameFile(a: string, b: string): boolean {
-  if (resolve(a) === resolve(b)) return true;
-  return existsSync(b) && realpathSync(a) === realpathSync(b);
+/** A file's identity (device + inode), or undefined when nothing is there. */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The path with symlinks resolved as far as it exists (an output file usually does not yet). */
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    try {
+      return join(realpathSync(dirname(resolve(path))), basename(path));
+    } catch {
+      return resolve(path);
+    }
+  }
+}
+
+/**
+ * Refuses any output that is one of the inputs: the same path, the same real path (a symlink) or
+ * the same file (a hard link: same device and inode), for the .onnx and its data file alike.
+ */
+function checkOutputsAreNotInputs(outputs: string[], inputs: string[]): void {
+  for (const output of outputs) {
+    const id = fileIdentity(output);
+    const real = realPath(output);
+    for (const input of inputs) {
+      const same =
+        resolve(output) === resolve(input) ||
+        real === realPath(input) ||
+        (id !== undefined && id === fileIdentity(input));
+      if (same)
+        throw new ModelError(
+          'invalid-argument',
+          `Refusing to overwrite the source model: ${output} is ${resolve(output) === resolve(input) ? '' : 'the same file as '}` +
+            `${input}, which compress reads and never writes. Choose another -o.`,
+        );
+    }
+  }
+}
+
+/**
+ * Writes each file to a temporary file in its folder, then renames them over their names: a
+ * failure leaves no half-written output, and an existing file is replaced, never written through.
+ */
+function writeFilesAtomically(files: { path: string; chunks: Uint8Array[] }[]): void {
+  const temps: string[] = [];
+  try {
+    const staged = files.map(({ path, chunks }) => {
+      const temp = join(
+        dirname(resolve(path)),
+        `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+      );
+      temps.push(temp);
+      const fd = openSync(temp, 'wx'); // exclusive: never follows or reuses an existing file
+      try {
+        for (const c of chunks) for (let at = 0; at < c.byteLength;) at += writeSync(fd, c, at);
+      } finally {
+        closeSync(fd);
+      }
+      return { temp, path };
+    });
+    for (const { temp, path } of staged) renameSync(temp, path);
+  } catch (e) {
+    for (const t of temps) rmSync(t, { force: true });
+    if (e instanceof ModelError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    throw new ModelError(
+      'invalid-argument',
+      `Could not write the output: ${err.code ?? ''} ${err.message}`.trim(),
+    );
+  }
 }
 
 function fmt(x: number, digits = 2): string {
@@ -167,34 +262,31 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
   const steps = stepsFromArgs(args);
   checkOutputPlace(output);
-  if (sameFile(path, output))
-    throw new ModelError(
-      'invalid-argument',
-      `Refusing to overwrite the source model ${path}: choose another -o.`,
-    );
-
-  const { main, external } = modelSources(path);
-  const model = parseModel(main, external);
-  const result = compressModel(model, steps);
-  const wantExternal = args.flags.has('external-data') || external.length > 0;
   const location = `${basename(output)}_data`;
-  const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
+  const dataOutput = join(dirname(resolve(output)), location);
+  checkOutputsAreNotInputs(args.flags.has('external-data') ? [output, dataOutput] : [output], [path]);
 
-  // stream the file out piece by piece: the data file is written chunk by chunk, never joined in memory
-  const writeAll = (file: string, chunks: Uint8Array[]) => {
-    const fd = openSync(file, 'w');
-    try {
-      for (const c of chunks) writeSync(fd, c);
-    } finally {
-      closeSync(fd);
-    }
-  };
-  writeAll(output, [written.model]);
+  const sources = modelSources(path);
+  const model = parseModel(sources.main, sources.external);
+  // a source with external data is written with external data: its data file is an output too
+  const wantExternal = args.flags.has('external-data') || model.external.size > 0;
+  const outputs = wantExternal ? [output, dataOutput] : [output];
+  checkOutputsAreNotInputs(outputs, sources.inputs());
+  const result: CompressionResult = steps.length
+    ? compressModel(model, steps)
+    : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
+  const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
+  // files opened while compressing (weights read lazily) are inputs too
+  checkOutputsAreNotInputs(outputs, sources.inputs());
+
+  // the data file goes out chunk by chunk, never joined in memory; the .onnx is renamed into place last
+  const files = [{ path: output, chunks: [written.model] }];
   let outputBytes = written.model.byteLength;
   if (written.externalData) {
-    writeAll(resolve(output, '..', location), written.externalData.chunks);
+    files.unshift({ path: dataOutput, chunks: written.externalData.chunks });
     outputBytes += written.externalData.size;
   }
+  writeFilesAtomically(files);
 
   if (args.flags.has('json')) {
     out(

@@ -1,23 +1,58 @@
 /** Node-side byte sources: files read by range through a descriptor, never slurped unless asked. */
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { closeSync, openSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { ByteSource } from '../core/onnx/model.ts';
-import { ModelError } from '../core/errors.ts';
+import { ModelError, formatBytes } from '../core/errors.ts';
 
-export function fileSource(path: string): ByteSource {
-  if (!existsSync(path)) throw new ModelError('invalid-argument', `${path}: no such file.`);
-  const size = statSync(path).size;
+/**
+ * Bytes per read call. Node reads at most 2 GiB per `readSync`, and a single external tensor may be
+ * larger (2.5 GB is legal), so every range is read in pieces of at most this size.
+ */
+export const READ_PIECE_BYTES = 2 ** 30;
+
+function statOrThrow(path: string, what: string): Stats {
+  try {
+    return statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ModelError(
+      'invalid-argument',
+      code === 'ENOENT'
+        ? `${path}: no such file.`
+        : `${path}: cannot read this ${what} (${code ?? String(e)}).`,
+    );
+  }
+}
+
+/** A regular file read by range; `name` is what messages call it, `pieceBytes` bounds each read call. */
+export function fileSource(path: string, options: { name?: string; pieceBytes?: number } = {}): ByteSource {
+  const st = statOrThrow(path, 'file');
+  if (st.isDirectory()) throw new ModelError('invalid-argument', `${path} is a folder, not a model file.`);
+  if (!st.isFile())
+    throw new ModelError(
+      'invalid-argument',
+      `${path} is not a regular file (a FIFO, socket or device): the studio reads only files.`,
+    );
+  const name = options.name ?? basename(path);
+  const piece = Math.max(1, Math.floor(options.pieceBytes ?? READ_PIECE_BYTES));
   return {
-    name: basename(path),
-    size,
+    name,
+    size: st.size,
     read(offset, length) {
-      const out = new Uint8Array(length);
+      let out: Uint8Array;
+      try {
+        out = new Uint8Array(length);
+      } catch (e) {
+        throw new ModelError(
+          'too-large',
+          `${name}: ${formatBytes(length)} (${length} bytes) from offset ${offset} cannot be held in memory (${(e as Error).message}).`,
+        );
+      }
       const fd = openSync(path, 'r');
       try {
         let at = 0;
         while (at < length) {
-          const n = readSync(fd, out, at, length - at, offset + at);
+          const n = readSync(fd, out, at, Math.min(piece, length - at), offset + at);
           if (n === 0) break;
           at += n;
         }
@@ -29,19 +64,48 @@ export function fileSource(path: string): ByteSource {
   };
 }
 
-/** The .onnx and the external-data files beside it that it may refer to (every other file in its folder). */
-export function modelSources(path: string): { main: ByteSource; external: ByteSource[] } {
-  const main = fileSource(path);
-  const dir = dirname(path);
-  const external: ByteSource[] = [];
-  // Only files named as the HF/onnx exporters name external data, so a folder of models stays cheap to open.
-  for (const candidate of [
-    `${basename(path)}_data`,
-    `${basename(path)}.data`,
-    `${basename(path, '.onnx')}.onnx_data`,
-  ]) {
-    const p = join(dir, candidate);
-    if (existsSync(p) && candidate !== basename(path)) external.push(fileSource(p));
-  }
-  return { main, external };
+function inside(dir: string, path: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+}
+
+export interface ModelSources {
+  main: ByteSource;
+  /** Opens an external-data file by its location relative to the model's folder (as parseModel asks). */
+  external: (location: string) => ByteSource | undefined;
+  /** Real paths of every file read so far: the .onnx and each external-data file opened. */
+  inputs: () => string[];
+}
+
+/**
+ * The .onnx and a lookup of the external-data files it names, each resolved inside the model's
+ * folder: a location whose real path (symlinks followed) leaves the folder, a folder, or anything
+ * but a regular file (a FIFO would block the read forever) is refused with an 'unsafe-path' error.
+ */
+export function modelSources(path: string, options: { pieceBytes?: number } = {}): ModelSources {
+  const main = fileSource(path, options);
+  const dir = dirname(resolve(path));
+  const realDir = realpathSync(dir);
+  const inputs = [realpathSync(path)];
+  const refuse = (location: string, why: string) =>
+    new ModelError(
+      'unsafe-path',
+      `${main.name}: its external-data location '${location}' ${why}; external data must be a regular file inside the model's folder (${dir}).`,
+    );
+  const external = (location: string): ByteSource | undefined => {
+    const candidate = join(dir, location);
+    let real: string;
+    try {
+      real = realpathSync(candidate);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw refuse(location, `cannot be opened (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    }
+    if (!inside(realDir, real)) throw refuse(location, `is a link to ${real}, outside the model's folder`);
+    const st = statSync(real);
+    if (st.isDirectory()) throw refuse(location, 'is a folder, not a data file');
+    if (!st.isFile()) throw refuse(location, 'is not a regular file (a FIFO, socket or device)');
+    if (!inputs.includes(real)) inputs.push(real);
+    return fileSource(real, { ...options, name: location });
+  };
+  return { main, external, inputs: () => [...inputs] };
 }

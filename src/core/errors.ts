@@ -6,6 +6,8 @@ export type ModelErrorCode =
   | 'corrupt'
   | 'too-large'
   | 'missing-external-data'
+  /** An external-data location that leaves the model's folder or is not a regular file. */
+  | 'unsafe-path'
   | 'unsupported-dtype'
   | 'invalid-argument'
   | 'unsupported'

@@ -8,9 +8,16 @@ export interface DroppedFile<T> {
   file: T;
 }
 
+/** A file beside the model that its external-data locations may name. */
+export interface ExternalFile<T> extends DroppedFile<T> {
+  /** Its path relative to the model's folder: what an ONNX external-data `location` names it by. */
+  location: string;
+}
+
 export interface ModelFiles<T> {
   main: DroppedFile<T>;
-  external: DroppedFile<T>[];
+  /** Files in the model's folder or below it (ONNX locations are relative to the model file). */
+  external: ExternalFile<T>[];
   config?: DroppedFile<T>;
   tokenizer?: DroppedFile<T>;
   /** Other .onnx files in a folder (quantized variants, decoder_with_past…), for the user to switch to. */
@@ -40,10 +47,13 @@ export function pickModelFiles<T>(files: DroppedFile<T>[]): ModelFiles<T> {
     return (ra < 0 ? 99 : ra) - (rb < 0 ? 99 : rb) || a.path.localeCompare(b.path);
   });
   const main = onnx[0];
-  const others = files.filter((f) => !/\.(onnx|json|txt|md)$/i.test(f.path));
+  const folder = main.path.includes('/') ? main.path.slice(0, main.path.lastIndexOf('/') + 1) : '';
+  const external: ExternalFile<T>[] = files
+    .filter((f) => !/\.(onnx|json|txt|md)$/i.test(f.path) && f.path.startsWith(folder))
+    .map((f) => ({ ...f, location: f.path.slice(folder.length) }));
   return {
     main,
-    external: others,
+    external,
     config: files.find((f) => base(f.path) === 'config.json'),
     tokenizer: files.find((f) => base(f.path) === 'tokenizer.json'),
     variants: onnx.slice(1),

@@ -8,7 +8,7 @@ import { upgradeDefaultOpset } from '../onnx/opset.ts';
 import { rawTensor, writeModel, type ExternalDataOptions, type WrittenModel } from '../onnx/write.ts';
 import { isExternal, tensorBytes, type OnnxModel } from '../onnx/model.ts';
 import { findWeight } from '../onnx/graphs.ts';
-import type { GraphProto, NodeProto, OperatorSetIdProto, TensorProto } from '../onnx/proto.ts';
+import type { GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto } from '../onnx/proto.ts';
 import { getMethod } from '../../methods/registry.ts';
 import { bytesOf } from '../onnx/build.ts';
 import { GraphEditor } from './graph-editor.ts';
@@ -57,11 +57,14 @@ export function exportCompressed(
     version,
   }));
   const irVersion = Math.max(Number(model.proto.ir_version), minIrVersion(toDefault));
-  return writeModel(model, {
-    graph,
-    externalData: options.externalData,
-    proto: { opset_import: opsetImport, ir_version: irVersion },
-  });
+  // opset_import and ir_version stay as they were when nothing was rewritten (a copy is byte-identical)
+  const opsetsChanged =
+    opsetImport.length !== before.size || opsetImport.some((o) => before.get(o.domain ?? '') !== o.version);
+  const rewritten = result.outcomes.length > 0 || opsetsChanged;
+  const proto: Partial<ModelProto> = {};
+  if (opsetsChanged) proto.opset_import = opsetImport;
+  if (rewritten && irVersion !== Number(model.proto.ir_version)) proto.ir_version = irVersion;
+  return writeModel(model, { graph, externalData: options.externalData, proto });
 }
 
 /**

@@ -15,6 +15,7 @@ import {
 import {
   DATA_LOCATION_EXTERNAL,
   decodeModelProto,
+  exactInt64s,
   type GraphProto,
   type ModelProto,
   type TensorProto,
@@ -39,12 +40,25 @@ export function bytesSource(name: string, bytes: Uint8Array): ByteSource {
 /** protobuf's hard limit: a single message cannot exceed 2 GiB. */
 export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
 
+/**
+ * The largest tensor the studio reads into one typed array. V8 and the browsers refuse bigger
+ * ArrayBuffers (or fail to allocate them); past this a tensor gets a 'too-large' error naming it.
+ */
+export const MAX_TENSOR_BYTES = 2 ** 32 - 1;
+
+/**
+ * The external-data files a model may read: a list whose names are paths relative to the model's
+ * folder ("model.onnx_data", "weights/w0.bin"), or a lookup by such a path (the CLI opens files
+ * lazily). A lookup may throw a ModelError for a location it refuses (a directory, a symlink out).
+ */
+export type ExternalFiles = ByteSource[] | ((location: string) => ByteSource | undefined);
+
 export interface OnnxModel {
   name: string;
   fileSize: number;
   proto: ModelProto;
   graph: GraphProto;
-  /** External-data files by the name the model refers to them with. */
+  /** The external-data files the model reads, by their location (relative to the model's folder). */
   external: Map<string, ByteSource>;
 }
 
@@ -80,13 +94,56 @@ function sniff(head: Uint8Array): string | undefined {
   return undefined;
 }
 
-function baseName(path: string): string {
-  const parts = path.split(/[\\/]/);
-  return parts[parts.length - 1];
+/**
+ * An external-data `location` as a path relative to the model's folder, '/'-separated, or a
+ * ModelError when it is empty or would leave that folder (absolute, a drive, `..` above it).
+ * ONNX defines locations relative to the model file; they must not reach anything else.
+ */
+export function normalizeLocation(modelName: string, location: string): string {
+  const refuse = (why: string) =>
+    new ModelError(
+      'unsafe-path',
+      `${modelName} names the external-data location '${location}', which ${why}: ` +
+        `external data must be a file inside the model's folder.`,
+    );
+  if (!location) throw new ModelError('corrupt', `${modelName} has an external tensor with no location.`);
+  if (location.includes('\0')) throw refuse('contains a NUL character');
+  if (/^[\\/]/.test(location) || /^[A-Za-z]:/.test(location)) throw refuse('is an absolute path');
+  const parts: string[] = [];
+  for (const part of location.split(/[\\/]/)) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (!parts.length) throw refuse("climbs out of the model's folder with '..'");
+      parts.pop();
+    } else parts.push(part);
+  }
+  if (!parts.length) throw refuse('names the folder itself');
+  return parts.join('/');
 }
 
-/** Parse the main .onnx file; `externalFiles` are the other files dropped with it. */
-export function parseModel(main: ByteSource, externalFiles: ByteSource[] = []): OnnxModel {
+const resolvers = new WeakMap<OnnxModel, (location: string) => ByteSource | undefined>();
+
+/** The file behind a tensor's location, opened once per location and remembered in `model.external`. */
+function externalFile(model: OnnxModel, location: string): ByteSource | undefined {
+  const key = normalizeLocation(model.name, location);
+  const known = model.external.get(key);
+  if (known) return known;
+  const found = resolvers.get(model)?.(key);
+  if (found) model.external.set(key, found);
+  return found;
+}
+
+function missingExternal(model: OnnxModel, location: string, have: string[]): ModelError {
+  return new ModelError(
+    'missing-external-data',
+    `${model.name} keeps its weights in the external file '${location}', which was not provided` +
+      (have.length ? ` (got: ${have.join(', ')})` : '') +
+      `. Open the .onnx together with '${location}' (or its whole folder).`,
+  );
+}
+
+/** Parse the main .onnx file; `externalFiles` are the external-data files it may read. */
+export function parseModel(main: ByteSource, externalFiles: ExternalFiles = []): OnnxModel {
   const file = main.name;
   if (main.size === 0)
     throw new ModelError('empty-file', `${file} is empty (0 bytes): there is no model in it.`);
@@ -141,9 +198,26 @@ export function parseModel(main: ByteSource, externalFiles: ByteSource[] = []): 
     );
   }
 
-  const external = new Map<string, ByteSource>();
-  for (const f of externalFiles) external.set(baseName(f.name), f);
-  const model: OnnxModel = { name: file, fileSize: main.size, proto, graph, external };
+  const model: OnnxModel = { name: file, fileSize: main.size, proto, graph, external: new Map() };
+  if (typeof externalFiles === 'function') resolvers.set(model, externalFiles);
+  else {
+    const byLocation = new Map<string, ByteSource>();
+    for (const f of externalFiles) {
+      let key = f.name;
+      try {
+        key = normalizeLocation(file, f.name);
+      } catch {
+        // a provided name no location can match: it is simply never read
+      }
+      byLocation.set(key, f);
+    }
+    const have = [...byLocation.keys()];
+    resolvers.set(model, (location) => {
+      const found = byLocation.get(location);
+      if (!found) throw missingExternal(model, location, have);
+      return found;
+    });
+  }
   // subgraph initializers and Constant-node tensors are read as weights too: check them alike
   for (const t of allStoredTensors(graph)) validateTensor(model, t);
   return model;
@@ -189,16 +263,8 @@ function validateTensor(model: OnnxModel, t: TensorProto): void {
   const need = rawByteLength(t.data_type, count);
   if (isExternal(t)) {
     const { location, offset, length } = externalInfo(t);
-    const src = model.external.get(baseName(location));
-    if (!src) {
-      const have = [...model.external.keys()];
-      throw new ModelError(
-        'missing-external-data',
-        `${model.name} keeps its weights in the external file '${location}', which was not provided` +
-          (have.length ? ` (got: ${have.join(', ')})` : '') +
-          `. Open the .onnx together with '${location}'.`,
-      );
-    }
+    const src = externalFile(model, location);
+    if (!src) throw missingExternal(model, location, []);
     const len = length ?? need;
     if (len !== need) {
       throw new ModelError('corrupt', `${where} declares ${len} external bytes but its shape needs ${need}.`);
@@ -251,15 +317,62 @@ export function tensorBytes(model: OnnxModel, t: TensorProto): Uint8Array {
   }
   const count = elementCount(t.dims);
   const need = rawByteLength(t.data_type, count);
-  if (isExternal(t)) {
-    const { location, offset } = externalInfo(t);
-    const src = model.external.get(baseName(location));
-    if (!src)
-      throw new ModelError('missing-external-data', `${model.name}: external file '${location}' is missing.`);
-    return src.read(offset, need);
-  }
+  if (isExternal(t)) return externalBytes(model, t);
   if (t.raw_data && t.raw_data.byteLength > 0) return t.raw_data;
   return encodeTypedFields(t, count, need);
+}
+
+/**
+ * The bytes an external tensor stores, read as they are (any dtype whose size is known): its
+ * declared `length`, or what its shape needs.
+ */
+export function externalBytes(model: OnnxModel, t: TensorProto): Uint8Array {
+  const { location, offset, length } = externalInfo(t);
+  const need = length ?? rawByteLength(t.data_type, elementCount(t.dims));
+  const src = externalFile(model, location);
+  if (!src) throw missingExternal(model, location, []);
+  if (!Number.isSafeInteger(need) || need > MAX_TENSOR_BYTES) {
+    throw new ModelError(
+      'too-large',
+      `${model.name}: tensor '${t.name}' holds ${formatBytes(need)} (${need} bytes) in '${location}', ` +
+        `more than one array can hold here (${formatBytes(MAX_TENSOR_BYTES)}).`,
+    );
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || need < 0 || offset + need > src.size) {
+    throw new ModelError(
+      'truncated',
+      `${model.name}: tensor '${t.name}' reads bytes ${offset}..${offset + need} of '${location}', which has only ${src.size} bytes.`,
+    );
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = src.read(offset, need);
+  } catch (e) {
+    if (e instanceof RangeError) {
+      throw new ModelError(
+        'too-large',
+        `${model.name}: tensor '${t.name}' (${formatBytes(need)}) could not be held in memory: ${e.message}`,
+      );
+    }
+    throw e;
+  }
+  if (bytes.byteLength !== need) {
+    throw new ModelError(
+      'truncated',
+      `${model.name}: only ${bytes.byteLength} of the ${need} bytes of tensor '${t.name}' could be read from '${location}'.`,
+    );
+  }
+  return bytes;
+}
+
+/**
+ * A tensor's bytes as it stores them, to move it between embedded and external data: external or
+ * raw bytes of any dtype as they are, typed fields (supported dtypes) as raw bytes.
+ */
+export function storedBytes(model: OnnxModel, t: TensorProto): Uint8Array {
+  if (isExternal(t)) return externalBytes(model, t);
+  if (t.raw_data && t.raw_data.byteLength > 0) return t.raw_data;
+  return tensorBytes(model, t);
 }
 
 function encodeTypedFields(t: TensorProto, count: number, need: number): Uint8Array {
@@ -275,10 +388,11 @@ function encodeTypedFields(t: TensorProto, count: number, need: number): Uint8Ar
       (t.double_data ?? []).forEach((v, i) => view.setFloat64(i * 8, v, true));
       break;
     case DataType.INT64:
-      (t.int64_data ?? []).forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+      // exact values: a number field beyond 2^53 would round (2^63 - 1 would wrap to -2^63)
+      exactInt64s(t, 'int64_data').forEach((v, i) => view.setBigInt64(i * 8, BigInt.asIntN(64, v), true));
       break;
     case DataType.UINT64:
-      (t.uint64_data ?? []).forEach((v, i) => view.setBigUint64(i * 8, BigInt(v), true));
+      exactInt64s(t, 'uint64_data').forEach((v, i) => view.setBigUint64(i * 8, BigInt.asUintN(64, v), true));
       break;
     case DataType.UINT32:
       (t.uint64_data ?? []).forEach((v, i) => view.setUint32(i * 4, Number(v), true));
@@ -308,6 +422,22 @@ function encodeTypedFields(t: TensorProto, count: number, need: number): Uint8Ar
  * int4/uint4 unpack to one Int8Array/Uint8Array entry per value. float32 is zero-copy when aligned.
  */
 export function readTensor(model: OnnxModel, t: TensorProto): TensorValues {
+  try {
+    return decodeTensor(model, t);
+  } catch (e) {
+    // an array the engine cannot allocate (a huge float16 tensor widened to float32, say)
+    if (e instanceof RangeError) {
+      const count = elementCount(t.dims);
+      throw new ModelError(
+        'too-large',
+        `${model.name}: tensor '${t.name}' (${count} values of ${dtypeName(t.data_type)}) is too large to decode in memory here: ${e.message}`,
+      );
+    }
+    throw e;
+  }
+}
+
+function decodeTensor(model: OnnxModel, t: TensorProto): TensorValues {
   const bytes = tensorBytes(model, t);
   const n = elementCount(t.dims);
   const view = <T>(ctor: {

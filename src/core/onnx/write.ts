@@ -3,15 +3,16 @@
  * (4 KiB-aligned offsets, as onnxruntime mmaps them). Never mutates the model it is given.
  */
 import { ModelError } from '../errors.ts';
-import { elementCount, MAX_PROTOBUF_BYTES, tensorBytes, type OnnxModel } from './model.ts';
+import { elementCount, isExternal, MAX_PROTOBUF_BYTES, storedBytes, type OnnxModel } from './model.ts';
 import {
+  carryOver,
   DATA_LOCATION_EXTERNAL,
   encodeModelProto,
   type GraphProto,
   type ModelProto,
   type TensorProto,
 } from './proto.ts';
-import { rawByteLength } from './dtypes.ts';
+import { dtypeInfo, rawByteLength } from './dtypes.ts';
 
 export interface ExternalDataOptions {
   /** File name the .onnx refers to, e.g. "model.onnx_data". */
@@ -36,7 +37,10 @@ export function rawTensor(name: string, dataType: number, dims: number[], bytes:
 
 /**
  * Serialize `model` (or `graph` in place of its graph: exporters pass a rewritten one).
- * Tensor bytes are read from wherever they live now, including the source model's external files.
+ * Tensors pass through exactly as they are stored (raw_data, typed fields, any dtype, fields this
+ * studio does not know) unless they must move: with `externalData`, tensors of at least `threshold`
+ * bytes go to the data file; tensors stored in the source's external files are embedded otherwise.
+ * Only those moving tensors are read, from wherever they live now.
  */
 export function writeModel(
   model: OnnxModel,
@@ -53,39 +57,72 @@ export function writeModel(
   const align = ext?.align ?? 4096;
   const chunks: Uint8Array[] = [];
   let offset = 0;
+  let embeddedBytes = 0;
   const initializer = graph.initializer.map((t): TensorProto => {
-    const count = elementCount(t.dims);
-    const bytes = tensorBytes(model, t);
-    const base: TensorProto = { name: t.name, dims: t.dims, data_type: t.data_type };
-    if (t.doc_string) base.doc_string = t.doc_string;
-    if (!ext || rawByteLength(t.data_type, count) < threshold) return { ...base, raw_data: bytes };
+    const movesOut = ext !== undefined && storedByteLength(t) >= threshold && canExternalize(t);
+    if (!movesOut && !isExternal(t)) {
+      embeddedBytes += storedByteLength(t);
+      return t; // untouched: written back exactly as it was read
+    }
+    const bytes = storedBytes(model, t);
+    // the same tensor with its bytes as raw_data: storage fields go, every other field stays
+    const embedded: TensorProto = carryOver(t, { ...t, raw_data: bytes });
+    for (const field of STORAGE_FIELDS) delete embedded[field];
+    if (!movesOut) {
+      embeddedBytes += bytes.byteLength;
+      return embedded;
+    }
     const pad = (align - (offset % align)) % align;
     if (pad) chunks.push(new Uint8Array(pad));
     offset += pad;
     chunks.push(bytes);
-    const entry: TensorProto = {
-      ...base,
+    const entry: TensorProto = carryOver(t, {
+      ...embedded,
       data_location: DATA_LOCATION_EXTERNAL,
       external_data: [
         { key: 'location', value: ext.location },
         { key: 'offset', value: String(offset) },
         { key: 'length', value: String(bytes.byteLength) },
       ],
-    };
+    });
+    delete entry.raw_data;
     offset += bytes.byteLength;
     return entry;
   });
-  const embeddedBytes = initializer.reduce((s, t) => s + (t.raw_data?.byteLength ?? 0), 0);
   if (embeddedBytes > MAX_PROTOBUF_BYTES) {
     throw new ModelError(
       'too-large',
       `The model's weights (${embeddedBytes} bytes) do not fit in one ONNX file (2 GiB limit): export with external data.`,
     );
   }
-  const bytes = encodeModelProto({ ...model.proto, ...options.proto, graph: { ...graph, initializer } });
+  // the rewritten graph and model keep what the source's carried beside their fields (unknown fields)
+  const outGraph = carryOver(model.graph, carryOver(graph, { ...graph, initializer }));
+  const outProto = carryOver(model.proto, { ...model.proto, ...options.proto, graph: outGraph });
+  const bytes = encodeModelProto(outProto);
   return ext
     ? { model: bytes, externalData: { location: ext.location, chunks, size: offset } }
     : { model: bytes };
+}
+
+const STORAGE_FIELDS = [
+  'float_data',
+  'int32_data',
+  'int64_data',
+  'double_data',
+  'uint64_data',
+  'data_location',
+  'external_data',
+] as const;
+
+/** Bytes a tensor's values take as raw data (0 for strings, which are never moved). */
+function storedByteLength(t: TensorProto): number {
+  return rawByteLength(t.data_type, elementCount(t.dims));
+}
+
+/** Whether the tensor's bytes can be read to move them: a dtype the studio decodes, or raw bytes as stored. */
+function canExternalize(t: TensorProto): boolean {
+  if (dtypeInfo(t.data_type)?.supported) return true;
+  return (dtypeInfo(t.data_type)?.bits ?? 0) > 0 && (t.raw_data?.byteLength ?? 0) > 0;
 }
 
 export function concatChunks(chunks: Uint8Array[]): Uint8Array {

@@ -478,6 +478,16 @@ describe('Wanda', () => {
     for (let k = 0; k < K; k++) for (let c = 0; c < N; c++) expect(outT[c * K + k]).toBe(out[k * N + c]);
   });
 
+  it('with the whole tensor as comparison group: the lowest |W|·‖X_j‖ over all weights, exactly', () => {
+    const norms = Array.from({ length: K }, (_, j) => Math.sqrt(STATS.sumSquares[j]));
+    const order = Array.from(W.keys()).sort(
+      (a, b) => Math.abs(W[a]) * norms[Math.floor(a / N)] - Math.abs(W[b]) * norms[Math.floor(b / N)] || a - b,
+    );
+    const want = W.slice();
+    for (const i of order.slice(0, Math.round(0.4 * K * N))) want[i] = 0;
+    expect(wandaPrune(matrix(W, [K, N]), STATS, { sparsity: 0.4, pattern: 'unstructured', group: 'tensor' })).toEqual(want);
+  });
+
   it('rejects a pattern it cannot apply', () => {
     expect(() => wandaPrune(matrix(W, [K, N]), STATS, { sparsity: 0, pattern: '5:4' })).toThrow(/N ≤ M/);
   });

@@ -5,6 +5,11 @@
  * sparsity · K by cumulative rounding; ties go to the lower input index. N:M keeps, per output, the N
  * of highest score in every group of M consecutive inputs (earlier index wins a tie; a trailing short
  * group keeps ceil(len · N / M)), as the studio's magnitude N:M does.
+ *
+ * The comparison group can also be the whole tensor (exactly round(sparsity · K · N) lowest scores,
+ * ties in index order): on stories260K's attention projections, whose output channels differ widely
+ * in scale, per-output Wanda has a larger layer error than per-tensor magnitude pruning and the
+ * per-tensor group a smaller one on every layer (tests/calibrate/stories-layers.test.ts).
  */
 import { ModelError } from '../../core/errors.ts';
 import type { InputStats } from '../../core/calibrate/stats.ts';
@@ -14,6 +19,8 @@ import { parsePattern } from '../sparsegpt/kernel.ts';
 export interface WandaOptions {
   sparsity: number;
   pattern: 'unstructured' | '2:4' | '4:8' | `${number}:${number}`;
+  /** Which weights compete for the unstructured budget: each output's own (Wanda's default) or all. */
+  group?: 'output' | 'tensor';
 }
 
 export function wandaPrune(
@@ -38,6 +45,18 @@ export function wandaPrune(
   const strideK = w.channelAxis === 1 ? cols : 1;
   const strideC = w.channelAxis === 1 ? 1 : cols;
   const out = w.values.slice();
+  if (!nm && opts.group === 'tensor') {
+    const scores = new Float64Array(k * n);
+    for (let j = 0; j < k; j++)
+      for (let c = 0; c < n; c++) {
+        const at = j * strideK + c * strideC;
+        scores[at] = Math.abs(w.values[at]) * norm[j];
+      }
+    const order = Uint32Array.from({ length: k * n }, (_, i) => i);
+    order.sort((a, b) => scores[a] - scores[b] || a - b);
+    for (let t = 0, count = Math.round(sparsity * k * n); t < count; t++) out[order[t]] = 0;
+    return out;
+  }
   const score = new Float64Array(k);
   const order = new Uint32Array(k);
   const total = Math.round(sparsity * k * n);

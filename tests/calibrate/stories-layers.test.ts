@@ -38,7 +38,12 @@ beforeAll(async () => {
       values: readTensorFloat32(model, findInitializer(model, c.name)),
     }));
   const session = await createNodeSession(bytes);
-  const sequences = await generateCalibrationSequences(session, Tensor, inputs, { count: 6, length: 48, seed: 1, bos: 1 });
+  const sequences = await generateCalibrationSequences(session, Tensor, inputs, {
+    count: 6,
+    length: 48,
+    seed: 1,
+    bos: 1,
+  });
   await session.release();
   const plan = planCapture(
     model,
@@ -81,7 +86,12 @@ describe('stories260K, every linear layer, calibrated on generated sequences', (
       const rtn = int4Method.apply([w], { blockSize: 32, symmetric: true, format: 'matmulnbits' })[0].values;
       const eRtn = layerError(w, rtn);
       for (const actOrder of [false, true]) {
-        const g = gptqInt4(w, stats.layers[w.name], { blockSize: 32, symmetric: true, dampening: 0.01, actOrder });
+        const g = gptqInt4(w, stats.layers[w.name], {
+          blockSize: 32,
+          symmetric: true,
+          dampening: 0.01,
+          actOrder,
+        });
         const e = layerError(w, g.values);
         expect(e, `${w.name} act-order ${actOrder}`).toBeLessThan(eRtn);
         ratios.push(e / eRtn);

@@ -87,7 +87,8 @@ function inverse(a: Float64Array, k: number): Float64Array {
 function referenceHessian(x: Float32Array, rows: number, k: number, damp: number) {
   const h = new Float64Array(k * k);
   for (let r = 0; r < rows; r++)
-    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) h[i * k + j] += (2 * x[r * k + i] * x[r * k + j]) / rows;
+    for (let i = 0; i < k; i++)
+      for (let j = 0; j < k; j++) h[i * k + j] += (2 * x[r * k + i] * x[r * k + j]) / rows;
   const dead: boolean[] = [];
   for (let i = 0; i < k; i++) {
     dead.push(h[i * k + i] === 0);
@@ -127,7 +128,7 @@ function referenceGptq(
   const groupSize = grid.kind === 'int4' ? grid.blockSize : K;
   // scale (and zero point) per [group][output] from a set of rows
   const scale = new Map<number, { s: number; z: number }[]>();
-  const fit = (g: number, src: Float64Array, given = false) => {
+  const fit = (g: number, src: Float64Array) => {
     const params = [];
     for (let c = 0; c < N; c++) {
       let lo = 0;
@@ -148,7 +149,6 @@ function referenceGptq(
         params.push({ s, z: s ? Math.min(255, Math.max(0, Math.round(-lo / s))) : 0 });
       }
     }
-    void given;
     scale.set(g, params);
   };
   if (grid.kind === 'int8') fit(0, Float64Array.from(w));
@@ -189,7 +189,8 @@ describe('calibration statistics', () => {
   it('accumulate XᵀX, Σx², max |x| and the range exactly as a direct computation', () => {
     const direct = new Float64Array(K * K);
     for (let r = 0; r < ROWS; r++)
-      for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) direct[i * K + j] += X[r * K + i] * X[r * K + j];
+      for (let i = 0; i < K; i++)
+        for (let j = 0; j < K; j++) direct[i * K + j] += X[r * K + i] * X[r * K + j];
     expectClose(STATS.xtx!, direct, 1e-9 * Math.max(...direct));
     expect(STATS.rows).toBe(ROWS);
     for (let j = 0; j < K; j++) {
@@ -293,13 +294,27 @@ describe('GPTQ', () => {
     const x = X.slice();
     for (let r = 0; r < ROWS; r++) x[r * K + 3] = 0;
     const stats = statsOf(x, ROWS, K);
-    const r = gptqInt4(matrix(W, [K, N]), stats, { blockSize: 16, symmetric: true, dampening: 0.01, actOrder: false });
+    const r = gptqInt4(matrix(W, [K, N]), stats, {
+      blockSize: 16,
+      symmetric: true,
+      dampening: 0.01,
+      actOrder: false,
+    });
     for (let c = 0; c < N; c++) expect(Math.abs(r.values[3 * N + c])).toBe(0);
     const wrongShape = () =>
-      gptqInt4(matrix(W, [N, K], 1), STATS, { blockSize: 16, symmetric: true, dampening: 0.01, actOrder: false });
+      gptqInt4(matrix(W, [N, K], 1), STATS, {
+        blockSize: 16,
+        symmetric: true,
+        dampening: 0.01,
+        actOrder: false,
+      });
     expect(wrongShape).toThrow(/input features/);
     const noXtx = () =>
-      gptqInt8(matrix(W, [K, N]), { ...STATS, xtx: null }, { symmetric: true, dampening: 0.01, actOrder: false });
+      gptqInt8(
+        matrix(W, [K, N]),
+        { ...STATS, xtx: null },
+        { symmetric: true, dampening: 0.01, actOrder: false },
+      );
     try {
       noXtx();
       expect.unreachable();
@@ -307,7 +322,11 @@ describe('GPTQ', () => {
       expect(isModelError(e) && e.code).toBe('invalid-argument');
     }
     const empty = () =>
-      gptqInt8(matrix(W, [K, N]), emptyInputStats('x', K, true), { symmetric: true, dampening: 0.01, actOrder: false });
+      gptqInt8(matrix(W, [K, N]), emptyInputStats('x', K, true), {
+        symmetric: true,
+        dampening: 0.01,
+        actOrder: false,
+      });
     expect(empty).toThrow(/0 rows/);
   });
 });
@@ -345,7 +364,8 @@ function referenceSparseGpt(sparsity: number, nm: [number, number] | null, maskB
       const i2 = Math.min(K, i + maskBlock);
       const count = Math.round((total * i2) / K) - Math.round((total * i) / K);
       const cand = [];
-      for (let r = i; r < i2; r++) for (let c = 0; c < N; c++) cand.push({ at: r * N + c, s: Wr[r * N + c] ** 2 / dseq[r] });
+      for (let r = i; r < i2; r++)
+        for (let c = 0; c < N; c++) cand.push({ at: r * N + c, s: Wr[r * N + c] ** 2 / dseq[r] });
       cand.sort((a, b) => a.s - b.s || a.at - b.at);
       for (const { at } of cand.slice(0, count)) pruned.add(at);
     }
@@ -395,7 +415,12 @@ describe('SparseGPT', () => {
     [0.5, 128],
   ] as const)
     it(`unstructured ${sparsity * 100} % (mask block ${lazyBlock}) equals the reference, exact sparsity`, () => {
-      const out = sparsegptPrune(matrix(W, [K, N]), STATS, { sparsity, pattern: 'unstructured', dampening: 0.01, lazyBlock });
+      const out = sparsegptPrune(matrix(W, [K, N]), STATS, {
+        sparsity,
+        pattern: 'unstructured',
+        dampening: 0.01,
+        lazyBlock,
+      });
       expectClose(out, referenceSparseGpt(sparsity, null, lazyBlock), 1e-5);
       expect(zeros(out)).toBe(Math.round(sparsity * K * N));
     });
@@ -481,11 +506,14 @@ describe('Wanda', () => {
   it('with the whole tensor as comparison group: the lowest |W|·‖X_j‖ over all weights, exactly', () => {
     const norms = Array.from({ length: K }, (_, j) => Math.sqrt(STATS.sumSquares[j]));
     const order = Array.from(W.keys()).sort(
-      (a, b) => Math.abs(W[a]) * norms[Math.floor(a / N)] - Math.abs(W[b]) * norms[Math.floor(b / N)] || a - b,
+      (a, b) =>
+        Math.abs(W[a]) * norms[Math.floor(a / N)] - Math.abs(W[b]) * norms[Math.floor(b / N)] || a - b,
     );
     const want = W.slice();
     for (const i of order.slice(0, Math.round(0.4 * K * N))) want[i] = 0;
-    expect(wandaPrune(matrix(W, [K, N]), STATS, { sparsity: 0.4, pattern: 'unstructured', group: 'tensor' })).toEqual(want);
+    expect(
+      wandaPrune(matrix(W, [K, N]), STATS, { sparsity: 0.4, pattern: 'unstructured', group: 'tensor' }),
+    ).toEqual(want);
   });
 
   it('rejects a pattern it cannot apply', () => {

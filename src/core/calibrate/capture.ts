@@ -49,7 +49,10 @@ function findActivation(model: OnnxModel, weight: string): { input: string; k: n
   const { graph } = model;
   const init = graph.initializer.find((t) => t.name === weight);
   if (!init || init.dims.length !== 2)
-    throw new ModelError('invalid-argument', `${model.name} has no 2-D weight named '${weight}' to calibrate.`);
+    throw new ModelError(
+      'invalid-argument',
+      `${model.name} has no 2-D weight named '${weight}' to calibrate.`,
+    );
   const [d0, d1] = init.dims.map(Number);
   const uses: { input: string; k: number }[] = [];
   for (const node of graph.node) {
@@ -65,7 +68,8 @@ function findActivation(model: OnnxModel, weight: string): { input: string; k: n
     } else if (node.op_type === 'Transpose' && node.input[0] === weight) {
       // a weight stored [N, K] and transposed for a MatMul
       for (const m of graph.node)
-        if (m.op_type === 'MatMul' && !m.domain && m.input[1] === node.output[0]) uses.push({ input: m.input[0], k: d1 });
+        if (m.op_type === 'MatMul' && !m.domain && m.input[1] === node.output[0])
+          uses.push({ input: m.input[0], k: d1 });
     }
   }
   if (!uses.length)
@@ -87,7 +91,8 @@ export function planCapture(model: OnnxModel, weights: readonly string[]): Captu
   if (!weights.length) throw new ModelError('invalid-argument', 'No weights selected to calibrate.');
   const taken = new Set<string>();
   for (const n of model.graph.node) for (const o of n.output) taken.add(o);
-  for (const v of [...model.graph.input, ...model.graph.output, ...model.graph.initializer]) taken.add(v.name);
+  for (const v of [...model.graph.input, ...model.graph.output, ...model.graph.initializer])
+    taken.add(v.name);
   const outputOf = new Map<string, string>();
   const nodes: NodeProto[] = [];
   const outputs: ValueInfoProto[] = [];
@@ -131,7 +136,10 @@ export interface CaptureProgress {
 function activationAsFloat32(data: unknown, name: string): Float32Array {
   if (data instanceof Float32Array) return data;
   if (data instanceof Uint16Array) return Float32Array.from(data, float16ToFloat32);
-  throw new ModelError('unsupported', `Activation '${name}' is not float32 or float16; it cannot be calibrated.`);
+  throw new ModelError(
+    'unsupported',
+    `Activation '${name}' is not float32 or float16; it cannot be calibrated.`,
+  );
 }
 
 /**
@@ -149,7 +157,10 @@ export async function captureActivationStats(
   if (!sequences.length) throw new ModelError('invalid-argument', 'No calibration sequences to run.');
   for (const o of plan.outputs)
     if (!session.outputNames.includes(o))
-      throw new ModelError('invalid-argument', `The session was not created from this capture plan (no output '${o}').`);
+      throw new ModelError(
+        'invalid-argument',
+        `The session was not created from this capture plan (no output '${o}').`,
+      );
   const wantHessian = opts.hessian ?? true;
   const byOutput = new Map<string, InputStats>();
   const layers: Record<string, InputStats> = {};
@@ -161,7 +172,10 @@ export async function captureActivationStats(
       byOutput.set(t.output, stats);
     } else if (withXtx && !stats.xtx) stats.xtx = new Float64Array(t.k * t.k);
     if (stats.k !== t.k)
-      throw new ModelError('invalid-argument', `Weights reading '${t.input}' disagree on its width (${stats.k}, ${t.k}).`);
+      throw new ModelError(
+        'invalid-argument',
+        `Weights reading '${t.input}' disagree on its width (${stats.k}, ${t.k}).`,
+      );
     layers[t.weight] = stats;
   }
   const fed = inputs.filter((i) => session.inputNames.includes(i.name));

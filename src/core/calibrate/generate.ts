@@ -87,7 +87,8 @@ export async function generateCalibrationSequences(
   for (let s = 0; s < count; s++) {
     const ids = [bos];
     while (ids.length < length) {
-      if (opts.signal?.aborted) throw new ModelError('cancelled', 'Generating calibration sequences cancelled.');
+      if (opts.signal?.aborted)
+        throw new ModelError('cancelled', 'Generating calibration sequences cancelled.');
       const out = await session.run(decoderFeeds(Tensor, fed, ids), [outName]);
       const logits = out[outName];
       const vocab = Number(logits.dims[logits.dims.length - 1]);

@@ -58,7 +58,12 @@ export function runObsPass(pass: ObsPass): void {
 }
 
 /** The weight as [K, N] float64 (input-major), whichever axis its output channels run along. */
-export function inputMajor(values: Float32Array, rows: number, cols: number, channelAxis: 0 | 1): Float64Array {
+export function inputMajor(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  channelAxis: 0 | 1,
+): Float64Array {
   if (channelAxis === 1) return Float64Array.from(values);
   // [N, K] → [K, N]
   const out = new Float64Array(rows * cols);

@@ -89,7 +89,13 @@ function lazyBlockFor(opts: GptqCommonOptions, multipleOf: number): number {
 }
 
 /** The int4 grid's scale (and zero point) from a block's range [lo, hi] ∋ 0, as quantizeInt4Blockwise fits it. */
-function fitInt4(lo: number, hi: number, at: number, scales: Float32Array, zeroPoints: Uint8Array | null): void {
+function fitInt4(
+  lo: number,
+  hi: number,
+  at: number,
+  scales: Float32Array,
+  zeroPoints: Uint8Array | null,
+): void {
   if (!zeroPoints) {
     scales[at] = (-lo > hi ? lo : hi) / -8;
   } else {
@@ -107,7 +113,11 @@ function gridCode(x: number, inv: number, offset: number, max: number): number {
   return code < 0 ? 0 : code > max ? max : code;
 }
 
-export function gptqInt4(w: WeightMatrix, stats: HessianSource, opts: GptqInt4Options): GptqResult<Int4Quantized> {
+export function gptqInt4(
+  w: WeightMatrix,
+  stats: HessianSource,
+  opts: GptqInt4Options,
+): GptqResult<Int4Quantized> {
   const { blockSize, symmetric } = opts;
   if (!(blockSize >= 2) || !Number.isInteger(blockSize))
     throw new ModelError('invalid-argument', `int4 block size must be a whole number ≥ 2, got ${blockSize}.`);
@@ -130,7 +140,8 @@ export function gptqInt4(w: WeightMatrix, stats: HessianSource, opts: GptqInt4Op
       }
     for (let c = 0; c < n; c++) fitInt4(lo[c], hi[c], c * blocks + b, scales, zeroPoints);
   };
-  if (opts.actOrder) for (let b = 0; b < blocks; b++) fitBlock(b, original, b * blockSize, Math.min(k, (b + 1) * blockSize));
+  if (opts.actOrder)
+    for (let b = 0; b < blocks; b++) fitBlock(b, original, b * blockSize, Math.min(k, (b + 1) * blockSize));
   const block = lazyBlockFor(opts, blockSize);
   runObsPass({
     work,
@@ -156,11 +167,23 @@ export function gptqInt4(w: WeightMatrix, stats: HessianSource, opts: GptqInt4Op
   });
   const [rows, cols] = w.shape;
   const codes = w.channelAxis === 1 ? codesKN : transposeBytes(codesKN, k, n);
-  const encoding: Int4Quantized = { channels: n, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
+  const encoding: Int4Quantized = {
+    channels: n,
+    k,
+    blockSize,
+    blocksPerChannel: blocks,
+    codes,
+    scales,
+    zeroPoints,
+  };
   return { values: dequantizeInt4Blockwise(encoding, rows, cols, w.channelAxis), encoding };
 }
 
-export function gptqInt8(w: WeightMatrix, stats: HessianSource, opts: GptqInt8Options): GptqResult<Int8Quantized> {
+export function gptqInt8(
+  w: WeightMatrix,
+  stats: HessianSource,
+  opts: GptqInt8Options,
+): GptqResult<Int8Quantized> {
   const { symmetric } = opts;
   // the per-channel grid is fitted once, on the weights as given (GPTQ's quantizer.find_params)
   const [rows, cols] = w.shape;
@@ -180,7 +203,8 @@ export function gptqInt8(w: WeightMatrix, stats: HessianSource, opts: GptqInt8Op
   for (let c = 0; c < n; c++) {
     scales[c] = symmetric ? Math.max(-lo[c], hi[c]) / 127 : (hi[c] - lo[c]) / 255;
     inv[c] = scales[c] > 0 ? 1 / scales[c] : 0;
-    if (zeroPoints) zeroPoints[c] = scales[c] > 0 ? Math.min(255, Math.max(0, Math.round(-lo[c] * inv[c]))) : 0;
+    if (zeroPoints)
+      zeroPoints[c] = scales[c] > 0 ? Math.min(255, Math.max(0, Math.round(-lo[c] * inv[c]))) : 0;
   }
   const codesKN = symmetric ? new Int8Array(k * n) : new Uint8Array(k * n);
   runObsPass({

@@ -31,7 +31,10 @@ export function parsePattern(pattern: string): [number, number] | null {
   const m = /^(\d+):(\d+)$/.exec(pattern);
   const nm = m ? ([Number(m[1]), Number(m[2])] as [number, number]) : null;
   if (!nm || nm[1] < 1 || nm[0] > nm[1])
-    throw new ModelError('invalid-argument', `Pattern must be 'unstructured' or N:M with N ≤ M, got '${pattern}'.`);
+    throw new ModelError(
+      'invalid-argument',
+      `Pattern must be 'unstructured' or N:M with N ≤ M, got '${pattern}'.`,
+    );
   return nm;
 }
 
@@ -60,7 +63,10 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
   for (let i = 0; i < k; i++) if (dead[i]) work.fill(0, i * n, (i + 1) * n);
   const want = opts.lazyBlock ?? 128;
   if (!(want >= 1) || !Number.isInteger(want))
-    throw new ModelError('invalid-argument', `SparseGPT's lazy block must be a whole number ≥ 1, got ${want}.`);
+    throw new ModelError(
+      'invalid-argument',
+      `SparseGPT's lazy block must be a whole number ≥ 1, got ${want}.`,
+    );
   // N:M groups must not straddle a lazy block: their rows are scored together with every update applied
   const block = nm ? Math.ceil(want / nm[1]) * nm[1] : want;
   const pruned = new Uint8Array(k * n); // input-major mask

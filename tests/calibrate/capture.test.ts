@@ -162,8 +162,8 @@ describe('activation capture', () => {
   it('captures the input each MatMul multiplies: X·W reproduces the layer’s own output, XᵀX is X’s', async () => {
     const weights = ['l1.wq', 'l1.wk', 'l1.w2'];
     const plan = planCapture(model, weights);
-    // q and k read the same activation: captured once, statistics shared
-    expect(plan.outputs.length).toBe(2);
+    // q and k read the same activation: captured once (activation and its XᵀX), statistics shared
+    expect(plan.outputs.length).toBe(4);
     // the capture graph, plus the two MatMuls' own outputs as outputs, so the test can check X·W
     const capture = parseModel(bytesSource('capture.onnx', plan.bytes));
     const matmulOut = (w: string) =>
@@ -223,15 +223,15 @@ describe('activation capture', () => {
         for (let r = 0; r < seq.length; r++) d += x[r * s.k + i] * x[r * s.k + j];
         worst = Math.max(worst, Math.abs(d - s.xtx![i * s.k + j]) / (1 + Math.abs(d)));
       }
-    expect(worst).toBeLessThan(1e-9);
+    // onnxruntime's float32 Gemm against a float64 sum here
+    expect(worst).toBeLessThan(1e-5);
   });
 
   it('streams sequence by sequence with progress, honours cancel, skips XᵀX where not asked for', async () => {
-    const plan = planCapture(model, ['l0.wq', 'l0.w1', 'l4.w2']);
+    const plan = planCapture(model, ['l0.wq', 'l0.w1', 'l4.w2'], { hessian: (w) => w !== 'l0.wq' });
     const captureSession = await createNodeSession(plan.bytes);
     const seen: number[] = [];
     const stats = await captureActivationStats(captureSession, Tensor, inputs(), plan, ids.slice(0, 3), {
-      hessian: (w) => w !== 'l0.wq',
       onProgress: (p) => seen.push(p.sequencesDone),
     });
     expect(seen).toEqual([1, 2, 3]);
@@ -242,7 +242,7 @@ describe('activation capture', () => {
     expect(stats.layers['l4.w2'].rows).toBe(120);
     const s = stats.layers['l4.w2'];
     for (let i = 0; i < s.k; i++) {
-      expect(s.sumSquares[i]).toBeCloseTo(s.xtx![i * s.k + i], 6);
+      expect(Math.abs(s.sumSquares[i] - s.xtx![i * s.k + i])).toBeLessThan(1e-5 * s.sumSquares[i]);
       expect(s.absMax[i]).toBeGreaterThan(0);
       expect(s.absMax[i] ** 2).toBeLessThanOrEqual(s.sumSquares[i] * (1 + 1e-6));
     }

@@ -7,10 +7,10 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import { ModelError } from '../errors.ts';
 import { DataType, float16ToFloat32 } from '../onnx/dtypes.ts';
-import { makeNode } from '../onnx/build.ts';
+import { int64Tensor, makeNode } from '../onnx/build.ts';
 import { writeModel } from '../onnx/write.ts';
 import type { OnnxModel } from '../onnx/model.ts';
-import type { NodeProto, ValueInfoProto } from '../onnx/proto.ts';
+import type { NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
 import { decoderFeeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import {
@@ -27,6 +27,8 @@ export interface CaptureTarget {
   input: string;
   /** The graph output that carries it in the capture model. */
   output: string;
+  /** The graph output carrying this run's XᵀX, [k, k], when the Hessian was asked for. */
+  gramOutput: string | null;
   /** Input features (the weight's reduction length). */
   k: number;
 }
@@ -86,42 +88,83 @@ function findActivation(model: OnnxModel, weight: string): { input: string; k: n
   return uses[0];
 }
 
+export interface PlanOptions {
+  /**
+   * Also compute XᵀX for these weights (GPTQ, SparseGPT need it; k² doubles each); default all. The
+   * capture graph computes it per run with a Gemm (XᵀX of the [rows, k] activation), so onnxruntime's
+   * threaded kernels do the k²·rows multiply-adds.
+   */
+  hessian?: boolean | ((weight: string) => boolean);
+}
+
 /** The capture model for `weights`: every graph node unchanged, each activation also an output. */
-export function planCapture(model: OnnxModel, weights: readonly string[]): CapturePlan {
+export function planCapture(
+  model: OnnxModel,
+  weights: readonly string[],
+  opts: PlanOptions = {},
+): CapturePlan {
   if (!weights.length) throw new ModelError('invalid-argument', 'No weights selected to calibrate.');
   const taken = new Set<string>();
   for (const n of model.graph.node) for (const o of n.output) taken.add(o);
   for (const v of [...model.graph.input, ...model.graph.output, ...model.graph.initializer])
     taken.add(v.name);
+  const fresh = (base: string) => {
+    let name = base;
+    for (let i = 1; taken.has(name); i++) name = `${base}_${i}`;
+    taken.add(name);
+    return name;
+  };
+  const wantHessian = opts.hessian ?? true;
   const outputOf = new Map<string, string>();
+  const gramOf = new Map<string, string>();
   const nodes: NodeProto[] = [];
+  const initializers: TensorProto[] = [];
   const outputs: ValueInfoProto[] = [];
   const targets: CaptureTarget[] = [];
+  const floatOutput = (name: string): ValueInfoProto => ({
+    name,
+    type: { tensor_type: { elem_type: DataType.FLOAT } },
+  });
   for (const weight of new Set(weights)) {
     const { input, k } = findActivation(model, weight);
     let output = outputOf.get(input);
     if (!output) {
-      output = `${input}__calibration`;
-      for (let i = 1; taken.has(output); i++) output = `${input}__calibration_${i}`;
-      taken.add(output);
+      output = fresh(`${input}__calibration`);
       outputOf.set(input, output);
       // an Identity gives the activation a name of its own, so graph inputs and outputs can be captured too
       nodes.push(makeNode('Identity', [input], [output], {}, { name: output }));
-      outputs.push({ name: output, type: { tensor_type: { elem_type: DataType.FLOAT } } });
+      outputs.push(floatOutput(output));
     }
-    targets.push({ weight, input, output, k });
+    let gramOutput: string | null = null;
+    if (typeof wantHessian === 'function' ? wantHessian(weight) : wantHessian) {
+      gramOutput = gramOf.get(input) ?? null;
+      if (!gramOutput) {
+        gramOutput = fresh(`${input}__xtx`);
+        gramOf.set(input, gramOutput);
+        const shape = fresh(`${input}__rows_shape`);
+        const rows = fresh(`${input}__rows`);
+        initializers.push(int64Tensor(shape, [2], [-1, k]));
+        nodes.push(makeNode('Reshape', [output, shape], [rows], {}, { name: rows }));
+        nodes.push(makeNode('Gemm', [rows, rows], [gramOutput], { transA: 1 }, { name: gramOutput }));
+        outputs.push(floatOutput(gramOutput));
+      }
+    }
+    targets.push({ weight, input, output, gramOutput, k });
   }
   const graph = {
     ...model.graph,
     node: [...model.graph.node, ...nodes],
     output: [...model.graph.output, ...outputs],
+    initializer: [...model.graph.initializer, ...initializers],
   };
-  return { targets, outputs: [...outputOf.values()], bytes: writeModel(model, { graph }).model };
+  return {
+    targets,
+    outputs: [...outputOf.values(), ...gramOf.values()],
+    bytes: writeModel(model, { graph }).model,
+  };
 }
 
 export interface CaptureOptions {
-  /** Accumulate XᵀX (k² doubles per activation) for these weights; default all (GPTQ, SparseGPT need it). */
-  hessian?: boolean | ((weight: string) => boolean);
   signal?: AbortSignal;
   onProgress?: (p: CaptureProgress) => void;
 }
@@ -161,16 +204,19 @@ export async function captureActivationStats(
         'invalid-argument',
         `The session was not created from this capture plan (no output '${o}').`,
       );
-  const wantHessian = opts.hessian ?? true;
   const byOutput = new Map<string, InputStats>();
+  const gramOutput = new Map<string, string>();
   const layers: Record<string, InputStats> = {};
   for (const t of plan.targets) {
-    const withXtx = typeof wantHessian === 'function' ? wantHessian(t.weight) : wantHessian;
     let stats = byOutput.get(t.output);
     if (!stats) {
-      stats = emptyInputStats(t.input, t.k, withXtx);
+      stats = emptyInputStats(t.input, t.k, false);
       byOutput.set(t.output, stats);
-    } else if (withXtx && !stats.xtx) stats.xtx = new Float64Array(t.k * t.k);
+    }
+    if (t.gramOutput && !stats.xtx) {
+      stats.xtx = new Float64Array(t.k * t.k);
+      gramOutput.set(t.output, t.gramOutput);
+    }
     if (stats.k !== t.k)
       throw new ModelError(
         'invalid-argument',
@@ -191,7 +237,13 @@ export async function captureActivationStats(
           'invalid-argument',
           `Activation '${stats.input}' has ${x.length} values, not a whole number of rows of ${stats.k}.`,
         );
-      accumulateInputStats(stats, x, x.length / stats.k);
+      const gram = gramOutput.get(name);
+      accumulateInputStats(
+        stats,
+        x,
+        x.length / stats.k,
+        gram ? activationAsFloat32(out[gram].data, gram) : undefined,
+      );
     }
     for (const t of Object.values(out)) t.dispose?.();
     tokens += sequences[s].length;

@@ -53,9 +53,16 @@ const XTX_ROW_CHUNK = 64;
 /**
  * Adds `rows` activation rows x[rows, k] (row-major) into `stats`. XᵀX is accumulated on its upper
  * triangle in chunks of rows (each accumulator row i gets Σ_r x[r,i]·x[r,i..k) in one sweep) and
- * mirrored by `finishInputStats`.
+ * mirrored by `finishInputStats` — unless `gram`, these rows' XᵀX computed elsewhere (the capture
+ * graph computes it with onnxruntime's MatMul, k²·rows multiply-adds that are slow in plain JS), is
+ * given: then it is added in float64.
  */
-export function accumulateInputStats(stats: InputStats, x: Float32Array, rows: number): void {
+export function accumulateInputStats(
+  stats: InputStats,
+  x: Float32Array,
+  rows: number,
+  gram?: ArrayLike<number>,
+): void {
   const { k } = stats;
   if (x.length !== rows * k)
     throw new ModelError(
@@ -85,6 +92,15 @@ export function accumulateInputStats(stats: InputStats, x: Float32Array, rows: n
   stats.rows += rows;
   const xtx = stats.xtx;
   if (!xtx) return;
+  if (gram) {
+    if (gram.length !== k * k)
+      throw new ModelError(
+        'invalid-argument',
+        `XᵀX of '${stats.input}' has ${gram.length} values, expected ${k}².`,
+      );
+    for (let i = 0; i < k * k; i++) xtx[i] += gram[i];
+    return;
+  }
   const chunk = new Float64Array(XTX_ROW_CHUNK * k);
   for (let r0 = 0; r0 < rows; r0 += XTX_ROW_CHUNK) {
     const n = Math.min(XTX_ROW_CHUNK, rows - r0);

@@ -214,6 +214,9 @@ describe('calibration statistics', () => {
         for (let m = 0; m < K; m++) utu[i * K + j] += u[m * K + i] * u[m * K + j];
       }
     expectClose(utu, hinv, 1e-9 * Math.max(...hinv.map(Math.abs)));
+    // the blocked factorisation, blocks not dividing k, equals the one-block one
+    for (const block of [1, 5, 8])
+      expectClose(upperCholeskyOfInverse(h, K, block), u, 1e-12 * Math.max(...u));
   });
 });
 

@@ -93,13 +93,17 @@ export async function generateCalibrationSequences(
       const logits = out[outName];
       const vocab = Number(logits.dims[logits.dims.length - 1]);
       const data = logits.data;
-      const at = (ids.length - 1) * vocab;
+      // the last row is the next token's distribution, whether the graph returns every position or only the last
+      const at = data.length - vocab;
+      if (!(vocab > 0) || at < 0 || data.length % vocab !== 0)
+        throw new ModelError(
+          'invalid-argument',
+          `The model's logits (shape [${logits.dims.join(', ')}]) have no vocabulary axis.`,
+        );
       const row =
         data instanceof Uint16Array
-          ? Float32Array.from(data.subarray(at, at + vocab), float16ToFloat32)
-          : (data as Float32Array).subarray(at, at + vocab);
-      if (row.length !== vocab)
-        throw new ModelError('invalid-argument', `The model's logits do not have one row per input token.`);
+          ? Float32Array.from(data.subarray(at), float16ToFloat32)
+          : (data as Float32Array).subarray(at);
       ids.push(sampleFromLogits(row, temperature, uniform()));
       for (const t of Object.values(out)) t.dispose?.();
     }

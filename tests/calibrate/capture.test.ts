@@ -210,6 +210,8 @@ describe('activation capture', () => {
     const stats = await captureActivationStats(captureSession, Tensor, inputs(), plan, [seq]);
     await captureSession.release();
     expect(stats.layers['l1.wq']).toBe(stats.layers['l1.wk']);
+    // plain data: survives structured clone (postMessage to and from a worker, IndexedDB)
+    expect(structuredClone(stats)).toEqual(stats);
     expect(stats.tokens).toBe(seq.length);
     const t = plan.targets.find((x) => x.weight === 'l1.w2')!;
     const x = out[t.output].data as Float32Array;

@@ -446,6 +446,17 @@ describe('SparseGPT', () => {
       }
     });
 
+  it('gives the transposed result for a weight stored [N, K] (channelAxis 0)', () => {
+    const t = new Float32Array(K * N);
+    for (let k = 0; k < K; k++) for (let c = 0; c < N; c++) t[c * K + k] = W[k * N + c];
+    for (const pattern of ['unstructured', '2:4'] as const) {
+      const opts = { sparsity: 0.5, pattern, dampening: 0.01 };
+      const a = sparsegptPrune(matrix(W, [K, N], 1), STATS, opts);
+      const b = sparsegptPrune(matrix(t, [N, K], 0), STATS, opts);
+      for (let k = 0; k < K; k++) for (let c = 0; c < N; c++) expect(b[c * K + k]).toBe(a[k * N + c]);
+    }
+  });
+
   it('lowers the layer error below magnitude pruning at the same sparsity', () => {
     const w = matrix(W, [K, N]);
     const magnitude = W.map((v) => v);

@@ -4,3 +4,4 @@ export * from './generate.ts';
 export * from './capture.ts';
 export * from './linalg.ts';
 export * from './obs.ts';
+export * from './sequential.ts';

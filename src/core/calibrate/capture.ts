@@ -5,7 +5,7 @@
  * statistics. The caller creates the session (onnxruntime-node or -web) from `planCapture`'s bytes.
  */
 import type { InferenceSession } from 'onnxruntime-common';
-import { ModelError } from '../errors.ts';
+import { isModelError, ModelError } from '../errors.ts';
 import { DataType, float16ToFloat32 } from '../onnx/dtypes.ts';
 import { int64Tensor, makeNode } from '../onnx/build.ts';
 import { writeModel } from '../onnx/write.ts';
@@ -229,7 +229,17 @@ export async function captureActivationStats(
   let tokens = 0;
   for (let s = 0; s < sequences.length; s++) {
     if (opts.signal?.aborted) throw new ModelError('cancelled', 'Activation capture cancelled.');
-    const out = await session.run(decoderFeeds(Tensor, fed, sequences[s]), plan.outputs);
+    let out: Awaited<ReturnType<InferenceSession['run']>>;
+    try {
+      out = await session.run(decoderFeeds(Tensor, fed, sequences[s]), plan.outputs);
+    } catch (e) {
+      if (isModelError(e)) throw e;
+      // e.g. a token id outside the vocabulary: onnxruntime's message, as the error of this input
+      throw new ModelError(
+        'invalid-argument',
+        `The model could not run calibration sequence ${s + 1}: ${(e as Error).message ?? String(e)}`,
+      );
+    }
     for (const [name, stats] of byOutput) {
       const x = activationAsFloat32(out[name].data, stats.input);
       if (x.length % stats.k !== 0)

@@ -5,7 +5,7 @@
  * each step reruns the prefix, since not every graph exposes a KV cache.
  */
 import type { InferenceSession } from 'onnxruntime-common';
-import { ModelError } from '../errors.ts';
+import { isModelError, ModelError } from '../errors.ts';
 import { float16ToFloat32 } from '../onnx/dtypes.ts';
 import { decoderFeeds, logitsOutputName, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
@@ -89,7 +89,17 @@ export async function generateCalibrationSequences(
     while (ids.length < length) {
       if (opts.signal?.aborted)
         throw new ModelError('cancelled', 'Generating calibration sequences cancelled.');
-      const out = await session.run(decoderFeeds(Tensor, fed, ids), [outName]);
+      let out: Awaited<ReturnType<InferenceSession['run']>>;
+      try {
+        out = await session.run(decoderFeeds(Tensor, fed, ids), [outName]);
+      } catch (e) {
+        if (isModelError(e)) throw e;
+        // e.g. a BOS id outside the vocabulary: onnxruntime's message, as the error of this input
+        throw new ModelError(
+          'invalid-argument',
+          `The model could not run on the sequence being generated: ${(e as Error).message ?? String(e)}`,
+        );
+      }
       const logits = out[outName];
       const vocab = Number(logits.dims[logits.dims.length - 1]);
       const data = logits.data;

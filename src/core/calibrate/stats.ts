@@ -23,6 +23,9 @@ export interface InputStats {
   max: number;
 }
 
+/** What the second-order kernels (GPTQ, SparseGPT) read: XᵀX, its row count and width. */
+export type HessianSource = Pick<InputStats, 'xtx' | 'rows' | 'k'>;
+
 /**
  * Statistics for a model on one calibration set, keyed by weight (initializer) name. Weights that read
  * the same activation (a layer's q/k/v projections) share one InputStats object.

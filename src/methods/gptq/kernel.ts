@@ -10,12 +10,12 @@
 import { ModelError } from '../../core/errors.ts';
 import { layerHessian, permuteSymmetric, upperCholeskyOfInverse } from '../../core/calibrate/linalg.ts';
 import { inputMajor, runObsPass } from '../../core/calibrate/obs.ts';
-import type { InputStats } from '../../core/calibrate/stats.ts';
+import type { HessianSource } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
 import { dequantizeInt4Blockwise, type Int4Quantized } from '../int4/kernel.ts';
 import { dequantizeInt8, type Int8Quantized } from '../int8/kernel.ts';
 
-export type HessianSource = Pick<InputStats, 'xtx' | 'rows' | 'k'>;
+export type { HessianSource };
 
 export interface GptqCommonOptions {
   /** λ = dampening · mean(diag H) added to H's diagonal (GPTQ's percdamp; default 0.01). */

@@ -13,7 +13,7 @@ import { ModelError } from '../../core/errors.ts';
 import { layerHessian, upperCholeskyOfInverse } from '../../core/calibrate/linalg.ts';
 import { inputMajor, ownLayout, runObsPass } from '../../core/calibrate/obs.ts';
 import type { WeightMatrix } from '../types.ts';
-import type { HessianSource } from '../gptq/kernel.ts';
+import type { HessianSource } from '../../core/calibrate/stats.ts';
 
 export interface SparseGptOptions {
   /** Fraction of weights zeroed (unstructured pattern). */

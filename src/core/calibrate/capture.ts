@@ -1,0 +1,271 @@
+/**
+ * Activation capture: a copy of the graph in which the activation input of every selected MatMul /
+ * Gemm weight is also a graph output, run sequence by sequence, each sequence's activations folded
+ * into per-weight statistics and dropped, so memory stays at one sequence's activations plus the
+ * statistics. The caller creates the session (onnxruntime-node or -web) from `planCapture`'s bytes.
+ */
+import type { InferenceSession } from 'onnxruntime-common';
+import { isModelError, ModelError } from '../errors.ts';
+import { DataType, float16ToFloat32 } from '../onnx/dtypes.ts';
+import { int64Tensor, makeNode } from '../onnx/build.ts';
+import { writeModel } from '../onnx/write.ts';
+import type { OnnxModel } from '../onnx/model.ts';
+import type { NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
+import { decoderFeeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
+import { yieldToEventLoop } from '../eval/yield.ts';
+import {
+  accumulateInputStats,
+  emptyInputStats,
+  finishInputStats,
+  type CalibrationStats,
+  type InputStats,
+} from './stats.ts';
+
+export interface CaptureTarget {
+  weight: string;
+  /** The activation tensor the weight multiplies. */
+  input: string;
+  /** The graph output that carries it in the capture model. */
+  output: string;
+  /** The graph output carrying this run's XᵀX, [k, k], when the Hessian was asked for. */
+  gramOutput: string | null;
+  /** Input features (the weight's reduction length). */
+  k: number;
+}
+
+export interface CapturePlan {
+  targets: CaptureTarget[];
+  /** Distinct capture outputs, one per activation however many weights read it. */
+  outputs: string[];
+  /** The capture model, serialised (the original graph plus Identity → output per activation). */
+  bytes: Uint8Array;
+}
+
+function intAttr(node: NodeProto, name: string): number {
+  const a = node.attribute?.find((x) => x.name === name);
+  return a?.i !== undefined ? Number(a.i) : 0;
+}
+
+/** The activation `weight` is multiplied with, and its feature count, from the weight's consumers. */
+function findActivation(model: OnnxModel, weight: string): { input: string; k: number } {
+  const { graph } = model;
+  const init = graph.initializer.find((t) => t.name === weight);
+  if (!init || init.dims.length !== 2)
+    throw new ModelError(
+      'invalid-argument',
+      `${model.name} has no 2-D weight named '${weight}' to calibrate.`,
+    );
+  const [d0, d1] = init.dims.map(Number);
+  const uses: { input: string; k: number }[] = [];
+  for (const node of graph.node) {
+    if (node.domain) continue;
+    if (node.op_type === 'MatMul' && node.input[1] === weight) uses.push({ input: node.input[0], k: d0 });
+    else if (node.op_type === 'Gemm' && node.input[1] === weight) {
+      if (intAttr(node, 'transA'))
+        throw new ModelError(
+          'unsupported',
+          `'${weight}' feeds a Gemm with transA=1; calibration reads activations as [rows, K] only.`,
+        );
+      uses.push({ input: node.input[0], k: intAttr(node, 'transB') ? d1 : d0 });
+    } else if (node.op_type === 'Transpose' && node.input[0] === weight) {
+      // a weight stored [N, K] and transposed for a MatMul
+      for (const m of graph.node)
+        if (m.op_type === 'MatMul' && !m.domain && m.input[1] === node.output[0])
+          uses.push({ input: m.input[0], k: d1 });
+    }
+  }
+  if (!uses.length)
+    throw new ModelError(
+      'invalid-argument',
+      `'${weight}' is not the weight of a MatMul or Gemm, so it has no activations to calibrate on.`,
+    );
+  if (uses.some((u) => u.input !== uses[0].input))
+    throw new ModelError(
+      'unsupported',
+      `'${weight}' multiplies several different activations (${[...new Set(uses.map((u) => u.input))].join(', ')}); ` +
+        `calibrating a shared weight is not supported.`,
+    );
+  return uses[0];
+}
+
+export interface PlanOptions {
+  /**
+   * Also compute XᵀX for these weights (GPTQ, SparseGPT need it; k² doubles each); default all. The
+   * capture graph computes it per run with a Gemm (XᵀX of the [rows, k] activation), so onnxruntime's
+   * threaded kernels do the k²·rows multiply-adds.
+   */
+  hessian?: boolean | ((weight: string) => boolean);
+}
+
+/** The capture model for `weights`: every graph node unchanged, each activation also an output. */
+export function planCapture(
+  model: OnnxModel,
+  weights: readonly string[],
+  opts: PlanOptions = {},
+): CapturePlan {
+  if (!weights.length) throw new ModelError('invalid-argument', 'No weights selected to calibrate.');
+  const taken = new Set<string>();
+  for (const n of model.graph.node) for (const o of n.output) taken.add(o);
+  for (const v of [...model.graph.input, ...model.graph.output, ...model.graph.initializer])
+    taken.add(v.name);
+  const fresh = (base: string) => {
+    let name = base;
+    for (let i = 1; taken.has(name); i++) name = `${base}_${i}`;
+    taken.add(name);
+    return name;
+  };
+  const wantHessian = opts.hessian ?? true;
+  const outputOf = new Map<string, string>();
+  const gramOf = new Map<string, string>();
+  const nodes: NodeProto[] = [];
+  const initializers: TensorProto[] = [];
+  const outputs: ValueInfoProto[] = [];
+  const targets: CaptureTarget[] = [];
+  const floatOutput = (name: string): ValueInfoProto => ({
+    name,
+    type: { tensor_type: { elem_type: DataType.FLOAT } },
+  });
+  for (const weight of new Set(weights)) {
+    const { input, k } = findActivation(model, weight);
+    let output = outputOf.get(input);
+    if (!output) {
+      output = fresh(`${input}__calibration`);
+      outputOf.set(input, output);
+      // an Identity gives the activation a name of its own, so graph inputs and outputs can be captured too
+      nodes.push(makeNode('Identity', [input], [output], {}, { name: output }));
+      outputs.push(floatOutput(output));
+    }
+    let gramOutput: string | null = null;
+    if (typeof wantHessian === 'function' ? wantHessian(weight) : wantHessian) {
+      gramOutput = gramOf.get(input) ?? null;
+      if (!gramOutput) {
+        gramOutput = fresh(`${input}__xtx`);
+        gramOf.set(input, gramOutput);
+        const shape = fresh(`${input}__rows_shape`);
+        const rows = fresh(`${input}__rows`);
+        initializers.push(int64Tensor(shape, [2], [-1, k]));
+        nodes.push(makeNode('Reshape', [output, shape], [rows], {}, { name: rows }));
+        nodes.push(makeNode('Gemm', [rows, rows], [gramOutput], { transA: 1 }, { name: gramOutput }));
+        outputs.push(floatOutput(gramOutput));
+      }
+    }
+    targets.push({ weight, input, output, gramOutput, k });
+  }
+  const graph = {
+    ...model.graph,
+    node: [...model.graph.node, ...nodes],
+    output: [...model.graph.output, ...outputs],
+    initializer: [...model.graph.initializer, ...initializers],
+  };
+  return {
+    targets,
+    outputs: [...outputOf.values(), ...gramOf.values()],
+    bytes: writeModel(model, { graph }).model,
+  };
+}
+
+export interface CaptureOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: CaptureProgress) => void;
+}
+
+export interface CaptureProgress {
+  sequencesDone: number;
+  sequencesTotal: number;
+  tokens: number;
+  tokensPerSecond: number;
+}
+
+function activationAsFloat32(data: unknown, name: string): Float32Array {
+  if (data instanceof Float32Array) return data;
+  if (data instanceof Uint16Array) return Float32Array.from(data, float16ToFloat32);
+  throw new ModelError(
+    'unsupported',
+    `Activation '${name}' is not float32 or float16; it cannot be calibrated.`,
+  );
+}
+
+/**
+ * Runs `sequences` through the capture session and returns the statistics of every planned weight.
+ * `session` must be created from `plan.bytes`.
+ */
+export async function captureActivationStats(
+  session: InferenceSession,
+  Tensor: TensorCtor,
+  inputs: IoSpec[],
+  plan: CapturePlan,
+  sequences: readonly number[][],
+  opts: CaptureOptions = {},
+): Promise<CalibrationStats> {
+  if (!sequences.length) throw new ModelError('invalid-argument', 'No calibration sequences to run.');
+  for (const o of plan.outputs)
+    if (!session.outputNames.includes(o))
+      throw new ModelError(
+        'invalid-argument',
+        `The session was not created from this capture plan (no output '${o}').`,
+      );
+  const byOutput = new Map<string, InputStats>();
+  const gramOutput = new Map<string, string>();
+  const layers: Record<string, InputStats> = {};
+  for (const t of plan.targets) {
+    let stats = byOutput.get(t.output);
+    if (!stats) {
+      stats = emptyInputStats(t.input, t.k, false);
+      byOutput.set(t.output, stats);
+    }
+    if (t.gramOutput && !stats.xtx) {
+      stats.xtx = new Float64Array(t.k * t.k);
+      gramOutput.set(t.output, t.gramOutput);
+    }
+    if (stats.k !== t.k)
+      throw new ModelError(
+        'invalid-argument',
+        `Weights reading '${t.input}' disagree on its width (${stats.k}, ${t.k}).`,
+      );
+    layers[t.weight] = stats;
+  }
+  const fed = inputs.filter((i) => session.inputNames.includes(i.name));
+  const start = performance.now();
+  let tokens = 0;
+  for (let s = 0; s < sequences.length; s++) {
+    if (opts.signal?.aborted) throw new ModelError('cancelled', 'Activation capture cancelled.');
+    let out: Awaited<ReturnType<InferenceSession['run']>>;
+    try {
+      out = await session.run(decoderFeeds(Tensor, fed, sequences[s]), plan.outputs);
+    } catch (e) {
+      if (isModelError(e)) throw e;
+      // e.g. a token id outside the vocabulary: onnxruntime's message, as the error of this input
+      throw new ModelError(
+        'invalid-argument',
+        `The model could not run calibration sequence ${s + 1}: ${(e as Error).message ?? String(e)}`,
+      );
+    }
+    for (const [name, stats] of byOutput) {
+      const x = activationAsFloat32(out[name].data, stats.input);
+      if (x.length % stats.k !== 0)
+        throw new ModelError(
+          'invalid-argument',
+          `Activation '${stats.input}' has ${x.length} values, not a whole number of rows of ${stats.k}.`,
+        );
+      const gram = gramOutput.get(name);
+      accumulateInputStats(
+        stats,
+        x,
+        x.length / stats.k,
+        gram ? activationAsFloat32(out[gram].data, gram) : undefined,
+      );
+    }
+    for (const t of Object.values(out)) t.dispose?.();
+    tokens += sequences[s].length;
+    const seconds = (performance.now() - start) / 1000;
+    opts.onProgress?.({
+      sequencesDone: s + 1,
+      sequencesTotal: sequences.length,
+      tokens,
+      tokensPerSecond: tokens / Math.max(seconds, 1e-9),
+    });
+    await yieldToEventLoop();
+  }
+  for (const stats of byOutput.values()) finishInputStats(stats);
+  return { version: 1, sequences: sequences.length, tokens, layers };
+}

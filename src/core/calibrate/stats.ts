@@ -1,0 +1,132 @@
+/**
+ * Per-weight activation statistics gathered from calibration data: what the data-aware methods need
+ * to know about the inputs X ([rows, K], one row per token) that a weight W is multiplied with.
+ * Plain objects of typed arrays, so they survive structured clone (postMessage, IndexedDB) as they are.
+ */
+import { ModelError } from '../errors.ts';
+
+export interface InputStats {
+  /** The graph tensor the statistics were captured from (the MatMul/Gemm's activation input). */
+  input: string;
+  /** Input features: the length of the weight's reduction axis. */
+  k: number;
+  /** Activation rows (tokens) accumulated. */
+  rows: number;
+  /** XᵀX, [k, k] row-major, accumulated in float64; null when it was not asked for (it is k² doubles). */
+  xtx: Float64Array | null;
+  /** Σ x² per input feature, [k] (the diagonal of XᵀX, kept also when XᵀX is not). */
+  sumSquares: Float64Array;
+  /** max |x| per input feature, [k]. */
+  absMax: Float32Array;
+  /** Smallest and largest activation over the whole input (static activation quantization). */
+  min: number;
+  max: number;
+}
+
+/** What the second-order kernels (GPTQ, SparseGPT) read: XᵀX, its row count and width. */
+export type HessianSource = Pick<InputStats, 'xtx' | 'rows' | 'k'>;
+
+/**
+ * Statistics for a model on one calibration set, keyed by weight (initializer) name. Weights that read
+ * the same activation (a layer's q/k/v projections) share one InputStats object.
+ */
+export interface CalibrationStats {
+  version: 1;
+  sequences: number;
+  tokens: number;
+  layers: Record<string, InputStats>;
+}
+
+export function emptyInputStats(input: string, k: number, withXtx: boolean): InputStats {
+  return {
+    input,
+    k,
+    rows: 0,
+    xtx: withXtx ? new Float64Array(k * k) : null,
+    sumSquares: new Float64Array(k),
+    absMax: new Float32Array(k),
+    min: Infinity,
+    max: -Infinity,
+  };
+}
+
+// Rows accumulated per pass over XᵀX: enough to reuse each row of the accumulator while it is in cache.
+const XTX_ROW_CHUNK = 64;
+
+/**
+ * Adds `rows` activation rows x[rows, k] (row-major) into `stats`. XᵀX is accumulated on its upper
+ * triangle in chunks of rows (each accumulator row i gets Σ_r x[r,i]·x[r,i..k) in one sweep) and
+ * mirrored by `finishInputStats` — unless `gram`, these rows' XᵀX computed elsewhere (the capture
+ * graph computes it with onnxruntime's MatMul, k²·rows multiply-adds that are slow in plain JS), is
+ * given: then it is added in float64.
+ */
+export function accumulateInputStats(
+  stats: InputStats,
+  x: Float32Array,
+  rows: number,
+  gram?: ArrayLike<number>,
+): void {
+  const { k } = stats;
+  if (x.length !== rows * k)
+    throw new ModelError(
+      'invalid-argument',
+      `Activation '${stats.input}' has ${x.length} values, expected ${rows} rows of ${k}.`,
+    );
+  const { sumSquares, absMax } = stats;
+  let lo = stats.min;
+  let hi = stats.max;
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0, at = r * k; i < k; i++, at++) {
+      const v = x[at];
+      if (!Number.isFinite(v))
+        throw new ModelError(
+          'invalid-argument',
+          `The model produced a non-finite activation (${v}) at '${stats.input}' on the calibration data.`,
+        );
+      sumSquares[i] += v * v;
+      const a = v < 0 ? -v : v;
+      if (a > absMax[i]) absMax[i] = a;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  stats.min = lo;
+  stats.max = hi;
+  stats.rows += rows;
+  const xtx = stats.xtx;
+  if (!xtx) return;
+  if (gram) {
+    if (gram.length !== k * k)
+      throw new ModelError(
+        'invalid-argument',
+        `XᵀX of '${stats.input}' has ${gram.length} values, expected ${k}².`,
+      );
+    for (let i = 0; i < k * k; i++) xtx[i] += gram[i];
+    return;
+  }
+  const chunk = new Float64Array(XTX_ROW_CHUNK * k);
+  for (let r0 = 0; r0 < rows; r0 += XTX_ROW_CHUNK) {
+    const n = Math.min(XTX_ROW_CHUNK, rows - r0);
+    for (let i = 0; i < n * k; i++) chunk[i] = x[r0 * k + i];
+    for (let i = 0; i < k; i++) {
+      const rowAt = i * k;
+      for (let r = 0; r < n; r++) {
+        const xi = chunk[r * k + i];
+        if (xi === 0) continue;
+        for (let j = i, at = r * k + i; j < k; j++, at++) xtx[rowAt + j] += xi * chunk[at];
+      }
+    }
+  }
+}
+
+/** Mirrors XᵀX's upper triangle into its lower one; call once, after the last accumulate. */
+export function finishInputStats(stats: InputStats): void {
+  const { xtx, k } = stats;
+  if (!xtx) return;
+  for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) xtx[j * k + i] = xtx[i * k + j];
+}
+
+/** E[x²] per input feature, [k]. */
+export function meanSquare(stats: Pick<InputStats, 'sumSquares' | 'rows'>): Float64Array {
+  return stats.sumSquares.map((s) => (stats.rows > 0 ? s / stats.rows : 0));
+}

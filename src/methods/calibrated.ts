@@ -1,0 +1,52 @@
+/**
+ * The contract of a data-aware method: a CompressionMethod whose kernel also reads activation
+ * statistics, and which declares which ones, so the orchestrator can capture them once (for every
+ * step that needs them) before running the steps. Kernels stay pure functions of weights,
+ * statistics and options.
+ */
+import type { CalibrationStats, InputStats } from '../core/calibrate/stats.ts';
+import { ModelError } from '../core/errors.ts';
+import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from './types.ts';
+
+/** 'hessian': XᵀX per weight (k² doubles); 'inputNorms': Σx² per input feature (always captured). */
+export type StatisticNeed = 'hessian' | 'inputNorms';
+
+export interface CalibratedMethod<O extends OptionValues = OptionValues, E = unknown> extends Omit<
+  CompressionMethod<O, E>,
+  'apply'
+> {
+  needs: readonly StatisticNeed[];
+  apply(tensors: readonly WeightMatrix[], options: O, calibration: CalibrationStats): KernelResult<E>[];
+}
+
+/** The statistics of `weight`, checked for what the method needs. */
+export function statsFor(
+  calibration: CalibrationStats,
+  weight: WeightMatrix,
+  methodId: string,
+  needs: readonly StatisticNeed[],
+): InputStats {
+  const stats = calibration.layers[weight.name];
+  if (!stats)
+    throw new ModelError(
+      'invalid-argument',
+      `${methodId} needs calibration statistics for '${weight.name}', and the calibration run did not capture it.`,
+    );
+  if (needs.includes('hessian') && !stats.xtx)
+    throw new ModelError(
+      'invalid-argument',
+      `${methodId} needs XᵀX for '${weight.name}', which this calibration run did not accumulate.`,
+    );
+  return stats;
+}
+
+export const DAMPENING_OPTION = {
+  key: 'dampening',
+  label: 'Dampening',
+  type: 'number',
+  min: 0,
+  max: 1,
+  step: 0.001,
+  default: 0.01,
+  help: 'Added to the Hessian’s diagonal, as a fraction of its mean; raise it if the Hessian is singular.',
+} as const;

@@ -1,0 +1,119 @@
+/**
+ * SparseGPT (Frantar & Alistarh 2023): prune a weight one input at a time, choosing what to drop by
+ * the OBS saliency w² / [H⁻¹]ᵢᵢ² and folding each pruned weight's loss into the inputs not yet
+ * visited. Unstructured pruning picks its mask per lazy block of inputs (all outputs together), so
+ * the mask adapts to the updated weights; N:M picks, per output, the N to keep in each group of M
+ * consecutive inputs when the group comes up (the studio's N:M convention: along the reduction axis,
+ * a trailing short group keeps ceil(len · N / M)).
+ *
+ * Sparsity is exact: the unstructured mask zeroes round(sparsity · K · N) weights in all, each block
+ * taking its share by cumulative rounding; ties go to the lower index in input-major order.
+ */
+import { ModelError } from '../../core/errors.ts';
+import { layerHessian, upperCholeskyOfInverse } from '../../core/calibrate/linalg.ts';
+import { inputMajor, ownLayout, runObsPass } from '../../core/calibrate/obs.ts';
+import type { WeightMatrix } from '../types.ts';
+import type { HessianSource } from '../../core/calibrate/stats.ts';
+
+export interface SparseGptOptions {
+  /** Fraction of weights zeroed (unstructured pattern). */
+  sparsity: number;
+  /** 'unstructured' or 'N:M' (N kept of every M inputs). */
+  pattern: 'unstructured' | '2:4' | '4:8' | `${number}:${number}`;
+  /** λ = dampening · mean(diag H) (default 0.01). */
+  dampening: number;
+  /** Inputs per lazy block, which is also the unstructured mask's block (default 128). */
+  lazyBlock?: number;
+}
+
+export function parsePattern(pattern: string): [number, number] | null {
+  if (pattern === 'unstructured') return null;
+  const m = /^(\d+):(\d+)$/.exec(pattern);
+  const nm = m ? ([Number(m[1]), Number(m[2])] as [number, number]) : null;
+  if (!nm || nm[1] < 1 || nm[0] > nm[1])
+    throw new ModelError(
+      'invalid-argument',
+      `Pattern must be 'unstructured' or N:M with N ≤ M, got '${pattern}'.`,
+    );
+  return nm;
+}
+
+/** Indices of the `count` smallest scores among idx (ties: lower index first), sorted in place. */
+function smallest(scores: Float64Array, idx: Uint32Array, count: number): Uint32Array {
+  idx.sort((a, b) => scores[a] - scores[b] || a - b);
+  return idx.subarray(0, count);
+}
+
+export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: SparseGptOptions): Float32Array {
+  const [rows, cols] = w.shape;
+  const k = w.channelAxis === 1 ? rows : cols;
+  const n = w.channelAxis === 1 ? cols : rows;
+  const nm = parsePattern(opts.pattern);
+  const { sparsity } = opts;
+  if (!nm && !(sparsity >= 0 && sparsity <= 1))
+    throw new ModelError('invalid-argument', `Sparsity must be between 0 and 1, got ${sparsity}.`);
+  if (stats.k !== k)
+    throw new ModelError(
+      'invalid-argument',
+      `Calibration statistics for '${w.name}' have ${stats.k} input features but the weight has ${k}.`,
+    );
+  const { h, dead } = layerHessian(stats, opts.dampening);
+  const u = upperCholeskyOfInverse(h, k);
+  const work = inputMajor(w.values, rows, cols, w.channelAxis);
+  for (let i = 0; i < k; i++) if (dead[i]) work.fill(0, i * n, (i + 1) * n);
+  const want = opts.lazyBlock ?? 128;
+  if (!(want >= 1) || !Number.isInteger(want))
+    throw new ModelError(
+      'invalid-argument',
+      `SparseGPT's lazy block must be a whole number ≥ 1, got ${want}.`,
+    );
+  // N:M groups must not straddle a lazy block: their rows are scored together with every update applied
+  const block = nm ? Math.ceil(want / nm[1]) * nm[1] : want;
+  const pruned = new Uint8Array(k * n); // input-major mask
+  const total = Math.round(sparsity * k * n);
+  const scores = new Float64Array(block * n);
+  runObsPass({
+    work,
+    k,
+    n,
+    u,
+    block,
+    startBlock(i1, i2) {
+      if (nm) return;
+      const count = Math.round((total * i2) / k) - Math.round((total * i1) / k);
+      if (count <= 0) return;
+      const len = (i2 - i1) * n;
+      for (let i = i1; i < i2; i++) {
+        const d = u[i * k + i];
+        for (let c = 0, at = i * n; c < n; c++, at++) scores[at - i1 * n] = (work[at] * work[at]) / (d * d);
+      }
+      const idx = Uint32Array.from({ length: len }, (_, i) => i);
+      for (const at of smallest(scores.subarray(0, len), idx, count)) pruned[i1 * n + at] = 1;
+    },
+    compressRow(i, row, q) {
+      if (nm && i % nm[1] === 0) pickNM(i);
+      for (let c = 0; c < n; c++) q[c] = pruned[i * n + c] ? 0 : row[c];
+    },
+  });
+  return ownLayout(work, rows, cols, w.channelAxis);
+
+  /** For each output, prune the group's len − keep inputs of lowest saliency (earlier index kept on ties). */
+  function pickNM(i0: number): void {
+    const [keepN, m] = nm as [number, number];
+    const len = Math.min(m, k - i0);
+    const keep = len === m ? keepN : Math.ceil((len * keepN) / m);
+    const sal = new Float64Array(len);
+    const order = new Uint32Array(len);
+    for (let c = 0; c < n; c++) {
+      for (let j = 0; j < len; j++) {
+        const v = work[(i0 + j) * n + c];
+        const d = u[(i0 + j) * k + i0 + j];
+        sal[j] = (v * v) / (d * d);
+        order[j] = j;
+      }
+      // descending saliency, earlier index first on ties: the first `keep` stay
+      order.sort((a, b) => sal[b] - sal[a] || a - b);
+      for (let j = keep; j < len; j++) pruned[(i0 + order[j]) * n + c] = 1;
+    }
+  }
+}

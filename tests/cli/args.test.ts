@@ -6,23 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { EXIT, main, reportError } from '../../src/cli/main.ts';
+import { EXIT, reportError } from '../../src/cli/main.ts';
 import { UsageError, editDistance, nearest } from '../../src/cli/args.ts';
 import { COMMAND_SPECS } from '../../src/cli/commands.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { tempDir } from '../helpers/ort.ts';
 import { ROOT, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(
-    args,
-    (s) => (out += s),
-    (s) => (err += s),
-  );
-  return { code, out, err };
-}
+import { runCli as run } from '../helpers/cli.ts';
 
 /** A usage error: status 2, nothing on stdout, the message and the pointer to --help on stderr. */
 async function expectUsageError(args: string[], message: RegExp): Promise<string> {

@@ -1,31 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { main } from '../../src/cli/main.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { decodeModelProto } from '../../src/core/onnx/proto.ts';
 import { ort, runPath, tempDir, idsInput } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { runCli as run, sha256File } from '../helpers/cli.ts';
 
 const STORIES = join(STORIES_DIR, 'model.onnx');
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-  try {
-    const code = await main(args, (s) => (out += s));
-    return { code, out, err };
-  } finally {
-    process.stderr.write = write;
-  }
-}
-
-const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+const sha = sha256File;
 
 describe('compression-studio compress', () => {
   it('--int4 --json writes a model onnxruntime runs and reports every tensor; the source is untouched', async () => {

@@ -2,21 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { main } from '../../src/cli/main.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { writeModel, concatChunks } from '../../src/core/onnx/write.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { tempDir, writeFiles } from '../helpers/ort.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { runCli as run } from '../helpers/cli.ts';
 
 const ROOT = resolve(__dirname, '../..');
 const STORIES = STORIES_MODEL;
-
-async function run(args: string[]): Promise<{ code: number; out: string }> {
-  let out = '';
-  const code = await main(args, (s) => (out += s));
-  return { code, out };
-}
 
 /** Statistics computed independently: raw little-endian float32 bytes via DataView, two passes. */
 function independentStats(raw: Uint8Array) {

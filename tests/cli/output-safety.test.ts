@@ -14,31 +14,17 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { main } from '../../src/cli/main.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { writeModel } from '../../src/core/onnx/write.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { floatInput, idsInput, ort, runBytes, runPath, tempDir } from '../helpers/ort.ts';
+import { runCli as run, sha256File } from '../helpers/cli.ts';
 
 const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
-  try {
-    const code = await main(args, (s) => (out += s));
-    return { code, out, err };
-  } finally {
-    process.stderr.write = write;
-  }
-}
-
-const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+const sha = sha256File;
 
 /** A folder holding mlp.onnx with its weights in mlp.onnx_data. */
 function externalModelFolder(): { dir: string; model: string; data: string } {

@@ -1,8 +1,8 @@
 /** Node-side byte sources: files read by range through a descriptor, never slurped unless asked. */
 import { closeSync, openSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import type { ByteSource } from '../core/onnx/model.ts';
-import { ModelError, formatBytes } from '../core/errors.ts';
+import { allocateRead, type ByteSource } from '../core/onnx/model.ts';
+import { ModelError } from '../core/errors.ts';
 
 /**
  * Bytes per read call. Node reads at most 2 GiB per `readSync`, and a single external tensor may be
@@ -39,15 +39,7 @@ export function fileSource(path: string, options: { name?: string; pieceBytes?: 
     name,
     size: st.size,
     read(offset, length) {
-      let out: Uint8Array;
-      try {
-        out = new Uint8Array(length);
-      } catch (e) {
-        throw new ModelError(
-          'too-large',
-          `${name}: ${formatBytes(length)} (${length} bytes) from offset ${offset} cannot be held in memory (${(e as Error).message}).`,
-        );
-      }
+      const out = allocateRead(name, offset, length);
       const fd = openSync(path, 'r');
       try {
         let at = 0;

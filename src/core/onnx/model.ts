@@ -29,6 +29,21 @@ export interface ByteSource {
   read(offset: number, length: number): Uint8Array;
 }
 
+/**
+ * A buffer for `length` bytes a byte source is about to read: the engine's ArrayBuffer limit (or its
+ * memory) becomes a typed 'too-large' error naming the file and range, not a RangeError.
+ */
+export function allocateRead(name: string, offset: number, length: number): Uint8Array {
+  try {
+    return new Uint8Array(length);
+  } catch (e) {
+    throw new ModelError(
+      'too-large',
+      `${name}: ${formatBytes(length)} (${length} bytes) from offset ${offset} cannot be held in memory (${(e as Error).message}).`,
+    );
+  }
+}
+
 export function bytesSource(name: string, bytes: Uint8Array): ByteSource {
   return {
     name,

@@ -149,7 +149,7 @@ function mutateBytes(b: Uint8Array, rng: Rng, file: string): { bytes: Uint8Array
     'inflate-length',
     'copy-chunk',
   ]);
-  const out = b.slice();
+  const out = new Uint8Array(b); // a plain copy: protobufjs hands back Buffers, whose fill() throws past the end
   if (kind === 'bitflip') {
     const n = 1 + rng.int(8);
     const at: number[] = [];
@@ -164,7 +164,7 @@ function mutateBytes(b: Uint8Array, rng: Rng, file: string): { bytes: Uint8Array
     const n = 1 + rng.int(8);
     const pos = rng.int(out.byteLength);
     const value = rng.pick([0x00, 0xff, 0x7f, 0x80, rng.int(256)]);
-    out.fill(value, pos, pos + n);
+    out.fill(value, pos, Math.min(pos + n, out.byteLength));
     return { bytes: out, what: `${file}: bytes ${pos}..${pos + n} = 0x${value.toString(16)}` };
   }
   if (kind === 'truncate') {
@@ -252,6 +252,16 @@ function someValues(t: TensorProto, n: number, rng: Rng): number[] {
 
 const TYPED_FIELDS = ['float_data', 'int32_data', 'int64_data', 'double_data', 'uint64_data'] as const;
 type TypedField = (typeof TYPED_FIELDS)[number];
+const TYPED_DTYPES = [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16, 21, 22];
+
+/** The field onnx.proto says holds a dtype's values (float_data for float32, int32_data for int8 …). */
+function typedFieldFor(code: number): TypedField {
+  if (code === DataType.FLOAT) return 'float_data';
+  if (code === DataType.DOUBLE) return 'double_data';
+  if (code === DataType.INT64) return 'int64_data';
+  if (code === DataType.UINT32 || code === DataType.UINT64) return 'uint64_data';
+  return 'int32_data';
+}
 
 function mutateTensor(t: TensorProto, rng: Rng, where: string, env: MutationEnv): string {
   const kind = rng.pick([
@@ -325,30 +335,33 @@ function mutateTensor(t: TensorProto, rng: Rng, where: string, env: MutationEnv)
     return `${where}: raw_data ${raw.byteLength} -> ${len} bytes`;
   }
   if (kind === 'typed-fields') {
-    // Values move from raw_data into typed fields that disagree with the dtype or with each other.
+    // Values move from raw_data into the typed fields (float_data, int32_data, …), in one of four
+    // layouts: consistent (valid ONNX), the dtype's field with a wrong count, only a field the dtype
+    // does not use, or a decoy: another field with the right count beside the dtype's wrong one.
     const count = Math.min(elementCountOf(t), 1 << 16);
     const values = someValues(t, count, rng);
-    t.raw_data = new Uint8Array(0);
-    const wrong = rng.pick(TYPED_FIELDS);
-    const lengthOf = rng.pick([count, count, count + 1, Math.max(0, count - 1), count * 3]);
     const fill = (field: TypedField, n: number) => {
       const vals = Array.from({ length: n }, (_, i) => values[i % Math.max(1, values.length)] ?? 0);
       (t as unknown as Record<TypedField, number[]>)[field] =
         field === 'float_data' || field === 'double_data' ? vals : vals.map((v) => Math.trunc(v));
     };
-    fill(wrong, lengthOf);
-    let what = `${where}: raw_data moved to ${wrong} (${lengthOf} values for ${count})`;
-    if (rng.chance(0.5)) {
-      const other = rng.pick(TYPED_FIELDS);
-      const n = rng.pick([count, count * 3, 1, count + 7]);
-      fill(other, n);
-      what += `, and ${other} holds ${n}`;
+    t.raw_data = new Uint8Array(0);
+    if (rng.chance(0.5)) t.data_type = rng.pick(TYPED_DTYPES);
+    const own = typedFieldFor(t.data_type);
+    const others = TYPED_FIELDS.filter((f) => f !== own);
+    const layout = rng.pick(['consistent', 'wrong-count', 'wrong-field', 'decoy', 'decoy']);
+    const badCount = rng.pick([count + 1, Math.max(0, count - 1), count * 3, 0]);
+    if (layout === 'consistent') fill(own, count);
+    else if (layout === 'wrong-count') fill(own, badCount);
+    else if (layout === 'wrong-field') fill(rng.pick(others), count);
+    else {
+      // the decoy sits in the field a reader that scans fields in order meets first
+      fill(own === 'float_data' ? 'int32_data' : 'float_data', count);
+      fill(own, rng.chance(0.7) ? rng.pick([count + 1, count * 3]) : badCount);
     }
-    if (rng.chance(0.3)) {
-      t.data_type = rng.pick([1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16, 21, 22]);
-      what += `, data_type -> ${t.data_type}`;
-    }
-    return what;
+    return `${where}: raw_data moved to typed fields, layout ${layout}, data_type ${t.data_type}, ${count} values; fields ${TYPED_FIELDS.map(
+      (f) => `${f}=${(t as unknown as Record<TypedField, number[] | undefined>)[f]?.length ?? 0}`,
+    ).join(' ')}`;
   }
   if (kind === 'string') {
     t.data_type = rng.pick([DataType.STRING, DataType.FLOAT8E4M3FN, DataType.COMPLEX64]);
@@ -424,12 +437,32 @@ function mutateTensor(t: TensorProto, rng: Rng, where: string, env: MutationEnv)
 function mutateNode(graphs: GraphProto[], rng: Rng): string {
   const nodes = allNodes(graphs);
   if (!nodes.length) return 'no nodes to mutate';
-  const weighty = nodes.filter((n) =>
-    /^(MatMul|Gemm|Gather|Transpose|Reduce|Constant|If|Loop)/.test(n.op_type),
+  // Nodes that read a weight, or that a rewrite edits (Reduce*), are where the compress path looks.
+  const weights = new Set(graphs.flatMap((g) => (g.initializer ?? []).map((t) => t.name)));
+  const weighty = nodes.filter(
+    (n) => n.input.some((x) => weights.has(x)) || /^(Reduce|Constant|If|Loop)/.test(n.op_type),
   );
-  const node = rng.chance(0.8) && weighty.length ? rng.pick(weighty) : rng.pick(nodes);
+  // The nodes export rewrites: MatMuls reading a weight as B (MatMulNBits) and Reduce ops (opset 18).
+  const rewritten = nodes.filter(
+    (n) => (n.op_type === 'MatMul' && weights.has(n.input[1])) || n.op_type.startsWith('Reduce'),
+  );
+  const node =
+    rng.chance(0.4) && rewritten.length
+      ? rng.pick(rewritten)
+      : rng.chance(0.7) && weighty.length
+        ? rng.pick(weighty)
+        : rng.pick(nodes);
   const label = `node '${node.name ?? ''}' (${node.op_type})`;
-  const kind = rng.pick(['inputs', 'inputs', 'outputs', 'op-type', 'domain', 'attribute', 'attribute']);
+  const kind = rng.pick([
+    'inputs',
+    'inputs',
+    'outputs',
+    'outputs',
+    'op-type',
+    'domain',
+    'attribute',
+    'attribute',
+  ]);
   if (kind === 'inputs') {
     const before = node.input.length;
     const op = rng.int(4);
@@ -551,7 +584,7 @@ function mutateProto(
   if (!model.graph) return null;
   const graphs = allGraphs(model.graph);
   const tensors = allTensors(graphs);
-  const kind = rng.pick(['tensor', 'tensor', 'tensor', 'node', 'node', 'graph']);
+  const kind = rng.pick(['tensor', 'tensor', 'node', 'node', 'graph']);
   let what: string;
   if (kind === 'tensor' && tensors.length) {
     const { tensor, where } = rng.pick(tensors);

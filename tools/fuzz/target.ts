@@ -197,6 +197,8 @@ export interface MutantPlan {
   models: SeedModel[];
   weights?: number[];
   inMemory: number;
+  /** Recipes every mutant also runs in memory (the rewrites most sensitive to damaged nodes). */
+  alwaysInMemory?: string[];
   written: number;
   fifo: boolean;
 }
@@ -215,7 +217,7 @@ export async function runSeed(root: string, seed: number, plan: MutantPlan): Pro
   const names = Object.keys(RECIPES);
   const pickRecipes = (n: number) => Array.from({ length: n }, () => rng.pick(names));
   const recipes = {
-    inMemory: [...new Set(pickRecipes(plan.inMemory))],
+    inMemory: [...new Set([...(plan.alwaysInMemory ?? []), ...pickRecipes(plan.inMemory)])],
     written: [...new Set(pickRecipes(plan.written))],
   };
   const start = performance.now();

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FIXTURE_DIRS, seedModels } from '../../tools/fuzz/models.ts';
 import { mutantSeed } from '../../tools/fuzz/prng.ts';
+import { TEST_PLAN } from '../../tools/fuzz/plans.ts';
 import { changedEntries, fingerprint, isUntyped, runSeed, type MutantPlan } from '../../tools/fuzz/target.ts';
 
 const SEED = 4;
@@ -23,15 +24,7 @@ describe('fuzz: mutated models through read → inspect → compress → export 
   it(`${COUNT} mutants (seed ${SEED}) give only typed errors and write only the output folder`, async () => {
     const models = seedModels();
     expect(models.length).toBeGreaterThanOrEqual(4);
-    const plan: MutantPlan = {
-      models,
-      // the 12 MB GPT-2 is slow to re-encode: it comes up rarely here and often in `npm run fuzz`
-      weights: [1.5, 0.1, 1, 1, 2],
-      inMemory: 0,
-      alwaysInMemory: ['int4-matmulnbits', 'int4-dequantize'],
-      written: 1,
-      fifo: false,
-    };
+    const plan: MutantPlan = { models, ...TEST_PLAN };
     const fixturesBefore = FIXTURE_DIRS.map((d) => fingerprint(d));
     const failures: string[] = [];
     const reached = new Set<string>();
@@ -43,7 +36,7 @@ describe('fuzz: mutated models through read → inspect → compress → export 
         const untyped = run.stages.filter((s) => s.result === 'untyped');
         failures.push(
           [
-            `mutant ${i} (npm run fuzz -- --replay ${seed}) of ${run.model}: ${run.mutations.join(' ; ')}`,
+            `mutant ${i} (npm run fuzz -- --replay ${seed} --test) of ${run.model}: ${run.mutations.join(' ; ')}`,
             ...untyped.map((s) => `  ${s.stage}: ${s.message}\n    at ${s.stack}`),
             ...(run.outsideWrites.length
               ? [`  wrote outside the output folder: ${run.outsideWrites.join(', ')}`]

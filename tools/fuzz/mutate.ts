@@ -24,14 +24,20 @@ export interface MutationEnv {
   modelDir: string;
   /** Absolute path of a file outside modelDir that must never be read as the model's data. */
   outsideFile: string;
-  /** Whether modelDir holds a FIFO named 'fifo' (only in the long runner: reading one can block). */
-  fifo: boolean;
+  /**
+   * Whether each mutant runs in its own process (the long runner), which allows mutations that may
+   * block or exhaust time and memory: modelDir then holds a FIFO named 'fifo', and shared-output
+   * chains grow long.
+   */
+  isolated: boolean;
 }
 
 export interface Mutant {
   files: Record<string, Uint8Array>;
   /** One line per mutation applied, in order. */
   mutations: string[];
+  /** Files to extend (sparse, so no disk is used) to this many bytes after writing them. */
+  sparseSizes: Record<string, number>;
 }
 
 const INT64_MAX = 2 ** 63 - 1; // a double: 2^63 exactly, which an int64 encoder wraps to -2^63
@@ -391,7 +397,7 @@ function mutateTensor(t: TensorProto, rng: Rng, where: string, env: MutationEnv)
     '',
     MAIN_FILE,
     `${DATA_FILE}\u0000.x`,
-    ...(env.fifo ? ['fifo'] : []),
+    ...(env.isolated ? ['fifo'] : []),
   ];
   const count = elementCountOf(t);
   const need = Math.max(0, Math.ceil(count * 4));
@@ -508,15 +514,28 @@ function mutateNode(graphs: GraphProto[], rng: Rng): string {
   return `${label}: attribute ${name} -> ${JSON.stringify({ ...attr, g: attr.g ? '<empty graph>' : undefined })}`;
 }
 
-function mutateGraph(model: ModelProto, graphs: GraphProto[], rng: Rng): string {
+function mutateGraph(model: ModelProto, graphs: GraphProto[], rng: Rng, env: MutationEnv): string {
   const g = rng.pick(graphs);
   const where = `graph '${g.name ?? ''}'`;
   const kind = rng.pick(['shared-outputs', 'shared-outputs', 'initializers', 'io', 'opset', 'order']);
   if (kind === 'shared-outputs') {
     const nodes = g.node ?? [];
     if (!nodes.length) return `${where}: no nodes`;
-    const shared = rng.pick(nodes).output[0] ?? 'shared';
-    const n = Math.min(nodes.length, 2 + rng.int(rng.chance(0.3) ? 200 : 12));
+    const weights = new Set((g.initializer ?? []).map((t) => t.name));
+    const matmuls = nodes.filter((n) => n.op_type === 'MatMul' && weights.has(n.input[1]) && n.output[0]);
+    const shared = (matmuls.length ? rng.pick(matmuls) : rng.pick(nodes)).output[0] || 'shared';
+    const n = Math.min(nodes.length, 2 + rng.int(env.isolated && rng.chance(0.3) ? 200 : 6));
+    if (rng.chance(0.5)) {
+      // pass-through nodes that read and write the same name: a walk from the MatMul toward the
+      // graph output meets each of them again at every hop
+      for (let i = 0; i < n; i++)
+        nodes.push({
+          op_type: rng.pick(['Identity', 'Add', 'Reshape', 'Cast']),
+          input: [shared],
+          output: [shared],
+        });
+      return `${where}: ${n} pass-through nodes read and write '${shared}'`;
+    }
     for (let i = 0; i < n; i++) {
       const node = rng.pick(nodes);
       node.output = [shared, ...node.output.slice(1)];
@@ -589,7 +608,7 @@ function mutateProto(
   if (kind === 'tensor' && tensors.length) {
     const { tensor, where } = rng.pick(tensors);
     what = mutateTensor(tensor, rng, where, env);
-  } else if (kind === 'graph') what = mutateGraph(model, graphs, rng);
+  } else if (kind === 'graph') what = mutateGraph(model, graphs, rng, env);
   else what = mutateNode(graphs, rng);
   try {
     return { bytes: encodeModelProto(model), what };
@@ -598,10 +617,53 @@ function mutateProto(
   }
 }
 
+/** Bytes of the tensor made too large for any array: 2^40, the size of the sparse data file. */
+const HUGE_BYTES = 2 ** 40;
+
+/**
+ * A float32 weight re-declared as [2^20, 2^18] in external data, with model.onnx_data extended
+ * (sparse) to hold it: every declared length checks out, but no ArrayBuffer can take the tensor.
+ */
+function hugeExternalTensor(bytes: Uint8Array, rng: Rng): { bytes: Uint8Array; what: string } | null {
+  let model: ModelProto;
+  try {
+    model = decodeModelProto(bytes);
+  } catch {
+    return null;
+  }
+  const weights = (model.graph?.initializer ?? []).filter(
+    (t) => t.data_type === DataType.FLOAT && t.dims.length === 2,
+  );
+  if (!weights.length) return null;
+  const t = rng.pick(weights);
+  t.dims = [2 ** 20, 2 ** 18];
+  t.raw_data = new Uint8Array(0);
+  t.data_location = 1;
+  t.external_data = [
+    { key: 'location', value: DATA_FILE },
+    { key: 'offset', value: '0' },
+    { key: 'length', value: String(HUGE_BYTES) },
+  ];
+  return {
+    bytes: encodeModelProto(model),
+    what: `initializer '${t.name}': [2^20, 2^18] float32 in ${DATA_FILE}, 1 TiB (sparse)`,
+  };
+}
+
 /** One mutant of `seed`: one to three mutations, most of them ONNX-aware. */
 export function mutate(seed: SeedModel, rng: Rng, env: MutationEnv): Mutant {
   const files: Record<string, Uint8Array> = { ...seed.files };
   const mutations: string[] = [];
+  const sparseSizes: Record<string, number> = {};
+  if (rng.chance(0.03)) {
+    const huge = hugeExternalTensor(files[MAIN_FILE], rng);
+    if (huge) {
+      files[MAIN_FILE] = huge.bytes;
+      files[DATA_FILE] ??= new Uint8Array(0);
+      sparseSizes[DATA_FILE] = HUGE_BYTES;
+      return { files, mutations: [huge.what], sparseSizes };
+    }
+  }
   const n = 1 + (rng.chance(0.35) ? 1 : 0) + (rng.chance(0.1) ? 1 : 0);
   for (let i = 0; i < n; i++) {
     if (rng.chance(0.8)) {
@@ -617,5 +679,5 @@ export function mutate(seed: SeedModel, rng: Rng, env: MutationEnv): Mutant {
     files[target] = done.bytes;
     mutations.push(done.what);
   }
-  return { files, mutations };
+  return { files, mutations, sparseSizes };
 }

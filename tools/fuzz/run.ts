@@ -2,7 +2,7 @@
  * `npm run fuzz [-- --seed N --count N --jobs N]`: thousands of mutants of the real models through
  * read → inspect → compress → export → write, each in a child process so a runaway allocation or a
  * hang costs one mutant, not the run. Prints the counts and every failing mutant with its seed;
- * `--replay SEED` runs one mutant again in this process and prints what each stage did.
+ * `--replay SEED [--test]` runs one mutant again in this process and prints what each stage did.
  * Exits 1 when any mutant threw an untyped error, crashed its process, ran over 30 s, pushed memory
  * over 2 GB, or wrote a file outside its output folder.
  */
@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { FIXTURE_DIRS, seedModels } from './models.ts';
 import { mutantSeed } from './prng.ts';
+import { LONG_PLAN, TEST_PLAN, type PlanOptions } from './plans.ts';
 import {
   changedEntries,
   fingerprint,
@@ -28,16 +29,6 @@ const MEMORY_LIMIT = 2 * 1024 ** 3;
 /** A mutant still running after this is killed (and counted as slow); a child over RSS_KILL is killed too. */
 const KILL_AFTER_MS = 90_000;
 const RSS_KILL = 4 * 1024 ** 3;
-
-/** Heavier models come up less often, so a run spends its time across all five. */
-const WEIGHTS = [1, 0.25, 1, 1, 1];
-const PLAN_OPTIONS = {
-  weights: WEIGHTS,
-  inMemory: 2,
-  alwaysInMemory: ['int4-matmulnbits', 'int4-dequantize'],
-  written: 1,
-  fifo: true,
-};
 
 interface ChildRequest {
   index: number;
@@ -72,7 +63,7 @@ function procStatusBytes(pid: number | 'self', field: 'VmHWM' | 'VmRSS'): number
 
 async function child(): Promise<void> {
   const models = seedModels();
-  const plan: MutantPlan = { models, ...PLAN_OPTIONS };
+  const plan: MutantPlan = { models, ...LONG_PLAN };
   const root = join(tmpdir(), `compression-studio-fuzz-${process.pid}`);
   process.on('message', async (msg: ChildRequest) => {
     const canReset = resetPeakRss();
@@ -234,9 +225,9 @@ async function parent(seed: number, count: number, jobs: number): Promise<number
 }
 
 /** One mutant in this process, every stage printed: the reproducer for a FAIL line. */
-async function replay(seed: number): Promise<number> {
+async function replay(seed: number, plan: PlanOptions): Promise<number> {
   const root = join(tmpdir(), `compression-studio-fuzz-replay-${process.pid}`);
-  const run = await runSeed(root, seed, { models: seedModels(), ...PLAN_OPTIONS, fifo: false });
+  const run = await runSeed(root, seed, { models: seedModels(), ...plan });
   console.log(`model ${run.model}, seed ${seed}, ${run.ms.toFixed(0)} ms`);
   for (const m of run.mutations) console.log(`  mutation: ${m}`);
   for (const s of run.stages)
@@ -255,6 +246,8 @@ const { values } = parseArgs({
     count: { type: 'string', default: '5000' },
     jobs: { type: 'string', default: '2' },
     replay: { type: 'string' },
+    /** With --replay: the seed came from the in-`npm test` run (tests/fuzz/fuzz.test.ts). */
+    test: { type: 'boolean', default: false },
     child: { type: 'boolean', default: false },
   },
   strict: true,
@@ -270,7 +263,8 @@ function whole(name: string, text: string): number {
 }
 
 if (values.child) await child();
-else if (values.replay !== undefined) process.exitCode = await replay(whole('replay', values.replay));
+else if (values.replay !== undefined)
+  process.exitCode = await replay(whole('replay', values.replay), values.test ? TEST_PLAN : LONG_PLAN);
 else
   process.exitCode = await parent(
     whole('seed', values.seed),

@@ -6,7 +6,7 @@
  * output folder is caught.
  */
 import { execFileSync } from 'node:child_process';
-import { lstatSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isModelError } from '../../src/core/errors.ts';
 import { parseModel } from '../../src/core/onnx/model.ts';
@@ -127,7 +127,7 @@ function stageResult(stage: Stage, f: () => void): StageResult {
  * A fresh run folder: `model/` (the mutant, a sibling file, a symlink leading out, a sub-folder and,
  * when asked, a FIFO), `secret.bin` outside it, the recipe files, and an empty `out/`.
  */
-export function prepareRunDir(root: string, fifo: boolean): MutationEnv & { outDir: string } {
+export function prepareRunDir(root: string, isolated: boolean): MutationEnv & { outDir: string } {
   rmSync(root, { recursive: true, force: true });
   const modelDir = join(root, 'model');
   const outDir = join(root, 'out');
@@ -138,10 +138,10 @@ export function prepareRunDir(root: string, fifo: boolean): MutationEnv & { outD
   writeFileSync(outsideFile, filler);
   writeFileSync(join(modelDir, 'sibling.bin'), filler);
   symlinkSync('../secret.bin', join(modelDir, 'link.bin'));
-  if (fifo) execFileSync('mkfifo', [join(modelDir, 'fifo')]);
+  if (isolated) execFileSync('mkfifo', [join(modelDir, 'fifo')]);
   for (const [name, steps] of Object.entries(RECIPES))
     writeFileSync(join(root, `${name.replace(/[^a-z0-9+-]/gi, '_')}.json`), JSON.stringify({ steps }));
-  return { modelDir, outsideFile, fifo, outDir };
+  return { modelDir, outsideFile, isolated, outDir };
 }
 
 /** Runs one mutant already written to `env.modelDir`. */
@@ -200,7 +200,8 @@ export interface MutantPlan {
   /** Recipes every mutant also runs in memory (the rewrites most sensitive to damaged nodes). */
   alwaysInMemory?: string[];
   written: number;
-  fifo: boolean;
+  /** Each mutant in its own process (see MutationEnv.isolated). */
+  isolated: boolean;
 }
 
 /** Mutant `seed`: which model, which mutations, which recipes, all from the one seed. */
@@ -211,9 +212,10 @@ export async function runSeed(root: string, seed: number, plan: MutantPlan): Pro
   let which = 0;
   while (which < plan.models.length - 1 && (pickAt -= weights[which]) >= 0) which++;
   const seedModel = plan.models[which];
-  const env = prepareRunDir(root, plan.fifo);
+  const env = prepareRunDir(root, plan.isolated);
   const mutant: Mutant = mutate(seedModel, rng, env);
   for (const [name, bytes] of Object.entries(mutant.files)) writeFileSync(join(env.modelDir, name), bytes);
+  for (const [name, size] of Object.entries(mutant.sparseSizes)) truncateSync(join(env.modelDir, name), size);
   const names = Object.keys(RECIPES);
   const pickRecipes = (n: number) => Array.from({ length: n }, () => rng.pick(names));
   const recipes = {

@@ -176,6 +176,28 @@ describe('the opset-21 rewrite of Reduce ops', () => {
     });
   }
 
+  it("refuses an op whose meaning changed (GroupNormalization), and lets op types named like Object's members pass", () => {
+    const odd = [
+      makeNode('constructor', ['h'], ['odd1']),
+      makeNode('toString', ['h'], ['odd2']),
+      makeNode('__proto__', ['h'], ['odd3']),
+    ];
+    const passed = decodeModelProto(compressAndExport(model({ nodes: odd }).open(), dequantize));
+    expect(
+      passed.graph?.node.filter((n) => odd.some((o) => o.op_type === n.op_type)).map((n) => n.op_type),
+    ).toEqual(['constructor', 'toString', '__proto__']);
+    const groupNorm = makeNode(
+      'GroupNormalization',
+      ['h', 's', 'b'],
+      ['gn'],
+      { num_groups: 2 },
+      { name: 'gn' },
+    );
+    const e = thrown(() => compressAndExport(model({ nodes: [groupNorm] }).open(), dequantize));
+    expect((e as ModelError).code).toBe('unsupported');
+    expect((e as ModelError).message).toMatch(/GroupNormalization node 'gn' changed meaning in opset 21/);
+  });
+
   it('a well-formed ReduceMax gets its axes as an int64 input and the export runs in onnxruntime', async () => {
     const source = model();
     const bytes = compressAndExport(source.open(), dequantize);

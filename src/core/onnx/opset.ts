@@ -21,8 +21,15 @@ const REDUCE_AXES_TO_INPUT = new Set([
   'ReduceSumSquare',
 ]);
 
-/** Ops whose semantics changed between 18 and 21 in ways not rewritten here. */
-const CHANGED_SEMANTICS: Record<string, number> = { GridSample: 20, DFT: 20, GroupNormalization: 21 };
+/**
+ * Ops whose semantics changed between 18 and 21 in ways not rewritten here. A Map, not an object
+ * literal: an op type read from the file ('constructor', 'toString') must not find Object's members.
+ */
+const CHANGED_SEMANTICS = new Map<string, number>([
+  ['GridSample', 20],
+  ['DFT', 20],
+  ['GroupNormalization', 21],
+]);
 
 function mapGraph(graph: GraphProto, f: (n: NodeProto) => NodeProto): GraphProto {
   return {
@@ -67,7 +74,7 @@ export function upgradeDefaultOpset(graph: GraphProto, from: number, to: number)
   const added: TensorProto[] = [];
   const taken = new Set(graph.initializer.map((t) => t.name));
   const upgraded = mapGraph(graph, (node) => {
-    const since = CHANGED_SEMANTICS[node.op_type];
+    const since = CHANGED_SEMANTICS.get(node.op_type);
     if (!node.domain && since && from < since && to >= since) {
       throw new ModelError(
         'unsupported',

@@ -67,7 +67,10 @@ async function child(): Promise<void> {
   const root = join(tmpdir(), `compression-studio-fuzz-${process.pid}`);
   process.on('message', async (msg: ChildRequest) => {
     const canReset = resetPeakRss();
-    const run = await runSeed(root, msg.seed, plan);
+    const run = await runSeed(root, msg.seed, plan, (model, mutations) => {
+      const started: MutantStarted = { index: msg.index, model, mutations };
+      process.send?.(started);
+    });
     const peakRss = (canReset && procStatusBytes('self', 'VmHWM')) || process.memoryUsage().rss;
     const reply: ChildReply = { index: msg.index, run, peakRss };
     process.send?.(reply);
@@ -78,11 +81,19 @@ async function child(): Promise<void> {
   });
 }
 
+/** Sent before a mutant's stages run, so a mutant that kills its process can still be described. */
+interface MutantStarted {
+  index: number;
+  model: string;
+  mutations: string[];
+}
+
 interface Failure {
   index: number;
   seed: number;
   why: string;
   run?: MutantRun;
+  started?: MutantStarted;
 }
 
 async function parent(seed: number, count: number, jobs: number): Promise<number> {
@@ -162,7 +173,12 @@ async function parent(seed: number, count: number, jobs: number): Promise<number
           proc.kill('SIGKILL');
         }
       }, 200);
-      proc.on('message', (reply: ChildReply) => {
+      let started: MutantStarted | undefined;
+      proc.on('message', (reply: ChildReply | MutantStarted) => {
+        if (!('run' in reply)) {
+          started = reply;
+          return;
+        }
         clearTimeout(timer);
         record(reply.index, reply);
         done++;
@@ -181,6 +197,7 @@ async function parent(seed: number, count: number, jobs: number): Promise<number
             index: current.index,
             seed: current.seed,
             why: killedFor ?? `the process died (exit ${code ?? ''}${signal ? ` signal ${signal}` : ''})`,
+            started: started?.index === current.index ? started : undefined,
           });
           current = undefined;
           startChild();
@@ -201,8 +218,9 @@ async function parent(seed: number, count: number, jobs: number): Promise<number
   );
   for (const f of failures.sort((a, b) => a.index - b.index)) {
     console.log(`FAIL mutant ${f.index} (--replay ${f.seed}): ${f.why}`);
+    const described = f.run ?? f.started;
+    if (described) console.log(`  model ${described.model}; mutations: ${described.mutations.join(' ; ')}`);
     if (f.run) {
-      console.log(`  model ${f.run.model}; mutations: ${f.run.mutations.join(' ; ')}`);
       for (const s of f.run.stages.filter((x) => x.result === 'untyped'))
         console.log(`  ${s.stage}: ${s.message}\n    at ${s.stack}`);
     }

@@ -205,7 +205,13 @@ export interface MutantPlan {
 }
 
 /** Mutant `seed`: which model, which mutations, which recipes, all from the one seed. */
-export async function runSeed(root: string, seed: number, plan: MutantPlan): Promise<MutantRun> {
+export async function runSeed(
+  root: string,
+  seed: number,
+  plan: MutantPlan,
+  /** Told which model and mutations before any stage runs (the long runner keeps them in case the run dies). */
+  onMutant?: (model: string, mutations: string[]) => void,
+): Promise<MutantRun> {
   const rng = new Rng(seed);
   const weights = plan.weights ?? plan.models.map(() => 1);
   let pickAt = rng.next() * weights.reduce((a, b) => a + b, 0);
@@ -222,6 +228,7 @@ export async function runSeed(root: string, seed: number, plan: MutantPlan): Pro
     inMemory: [...new Set([...(plan.alwaysInMemory ?? []), ...pickRecipes(plan.inMemory)])],
     written: [...new Set(pickRecipes(plan.written))],
   };
+  onMutant?.(seedModel.name, mutant.mutations);
   const start = performance.now();
   const result = await runMutant(root, env, recipes);
   return {

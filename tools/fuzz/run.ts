@@ -61,10 +61,15 @@ function procStatusBytes(pid: number | 'self', field: 'VmHWM' | 'VmRSS'): number
   }
 }
 
+/** The folder a child process runs its mutants in; the parent removes it when the child ends, however it ends. */
+function childRunDir(pid: number | undefined): string {
+  return join(tmpdir(), `compression-studio-fuzz-${pid ?? 'unknown'}`);
+}
+
 async function child(): Promise<void> {
   const models = seedModels();
   const plan: MutantPlan = { models, ...LONG_PLAN };
-  const root = join(tmpdir(), `compression-studio-fuzz-${process.pid}`);
+  const root = childRunDir(process.pid);
   process.on('message', async (msg: ChildRequest) => {
     const canReset = resetPeakRss();
     const run = await runSeed(root, msg.seed, plan, (model, mutations) => {
@@ -188,6 +193,7 @@ async function parent(seed: number, count: number, jobs: number): Promise<number
       proc.on('exit', (code, signal) => {
         clearTimeout(timer);
         clearInterval(watch);
+        rmSync(childRunDir(proc.pid), { recursive: true, force: true });
         alive--;
         if (current) {
           // the mutant took its process down (or was killed for time or memory): record it, go on in a fresh one

@@ -302,17 +302,63 @@ function validateTensor(model: OnnxModel, t: TensorProto): void {
     }
     return;
   }
-  const typed = typedFieldLength(t);
-  if (typed !== undefined && count > 0 && typed !== expectedTypedLength(t.data_type, count)) {
-    throw new ModelError('corrupt', `${where}: shape needs ${count} values but the tensor stores ${typed}.`);
+  // Without raw_data, values live in the one typed field the dtype uses (ONNX's TensorProto rules);
+  // that field is the one checked here and the one encodeTypedFields decodes.
+  const field = typedFieldOf(t.data_type);
+  const stored = typedFieldLength(t);
+  const expected = expectedTypedLength(t.data_type, count);
+  if (count > 0 && stored !== expected) {
+    const elsewhere = TYPED_FIELDS.filter((f) => f !== field && (t[f]?.length ?? 0) > 0);
+    throw new ModelError(
+      'corrupt',
+      `${where}: shape [${t.dims.join(', ')}] of ${dtypeName(t.data_type)} needs ${expected} values in ${field ?? 'raw_data'} but it stores ${stored}` +
+        (elsewhere.length
+          ? ` (values were found in ${elsewhere.join(', ')}, which ${dtypeName(t.data_type)} tensors do not use).`
+          : '.'),
+    );
   }
 }
 
-function typedFieldLength(t: TensorProto): number | undefined {
-  for (const f of [t.float_data, t.int32_data, t.int64_data, t.double_data, t.uint64_data]) {
-    if (f && f.length) return f.length;
+type TypedField = 'float_data' | 'int32_data' | 'int64_data' | 'double_data' | 'uint64_data';
+const TYPED_FIELDS: readonly TypedField[] = [
+  'float_data',
+  'int32_data',
+  'int64_data',
+  'double_data',
+  'uint64_data',
+];
+
+/** The TensorProto field that holds a dtype's values when raw_data is absent (onnx.proto's comments). */
+function typedFieldOf(code: number): TypedField | undefined {
+  switch (code) {
+    case DataType.FLOAT:
+      return 'float_data';
+    case DataType.DOUBLE:
+      return 'double_data';
+    case DataType.INT64:
+      return 'int64_data';
+    case DataType.UINT32:
+    case DataType.UINT64:
+      return 'uint64_data';
+    case DataType.INT32:
+    case DataType.INT16:
+    case DataType.INT8:
+    case DataType.UINT16:
+    case DataType.UINT8:
+    case DataType.BOOL:
+    case DataType.FLOAT16:
+    case DataType.BFLOAT16:
+    case DataType.INT4:
+    case DataType.UINT4:
+      return 'int32_data';
   }
-  return 0;
+  return undefined;
+}
+
+/** How many entries the dtype's own typed field holds (other fields are not the tensor's values). */
+function typedFieldLength(t: TensorProto): number {
+  const field = typedFieldOf(t.data_type);
+  return field ? (t[field]?.length ?? 0) : 0;
 }
 
 function expectedTypedLength(code: number, count: number): number {
@@ -394,40 +440,42 @@ function encodeTypedFields(t: TensorProto, count: number, need: number): Uint8Ar
   const out = new Uint8Array(need);
   const view = new DataView(out.buffer);
   const code = t.data_type;
-  if (count === 0) return out;
+  const field = typedFieldOf(code);
+  if (count === 0 || !field) return out;
+  // validateTensor checked this field's length; the bound keeps a tensor built after parsing in bounds too
+  const values = (t[field] ?? []).slice(0, expectedTypedLength(code, count));
   switch (code) {
     case DataType.FLOAT:
-      (t.float_data ?? []).forEach((v, i) => view.setFloat32(i * 4, v, true));
+      values.forEach((v, i) => view.setFloat32(i * 4, Number(v), true));
       break;
     case DataType.DOUBLE:
-      (t.double_data ?? []).forEach((v, i) => view.setFloat64(i * 8, v, true));
+      values.forEach((v, i) => view.setFloat64(i * 8, Number(v), true));
       break;
     case DataType.INT64:
       // exact values: a number field beyond 2^53 would round (2^63 - 1 would wrap to -2^63)
-      exactInt64s(t, 'int64_data').forEach((v, i) => view.setBigInt64(i * 8, BigInt.asIntN(64, v), true));
+      exactInt64s(t, 'int64_data')
+        .slice(0, values.length)
+        .forEach((v, i) => view.setBigInt64(i * 8, BigInt.asIntN(64, v), true));
       break;
     case DataType.UINT64:
-      exactInt64s(t, 'uint64_data').forEach((v, i) => view.setBigUint64(i * 8, BigInt.asUintN(64, v), true));
+      exactInt64s(t, 'uint64_data')
+        .slice(0, values.length)
+        .forEach((v, i) => view.setBigUint64(i * 8, BigInt.asUintN(64, v), true));
       break;
     case DataType.UINT32:
-      (t.uint64_data ?? []).forEach((v, i) => view.setUint32(i * 4, Number(v), true));
+      values.forEach((v, i) => view.setUint32(i * 4, Number(v) >>> 0, true));
       break;
     case DataType.INT32:
-      (t.int32_data ?? []).forEach((v, i) => view.setInt32(i * 4, v, true));
+      values.forEach((v, i) => view.setInt32(i * 4, Number(v), true));
       break;
     case DataType.INT16:
     case DataType.UINT16:
     case DataType.FLOAT16:
     case DataType.BFLOAT16:
-      (t.int32_data ?? []).forEach((v, i) => view.setUint16(i * 2, v & 0xffff, true));
+      values.forEach((v, i) => view.setUint16(i * 2, Number(v) & 0xffff, true));
       break;
-    case DataType.INT8:
-    case DataType.UINT8:
-    case DataType.BOOL:
-    case DataType.INT4:
-    case DataType.UINT4:
-      (t.int32_data ?? []).forEach((v, i) => view.setUint8(i, v & 0xff));
-      break;
+    default: // int8, uint8, bool, and int4/uint4 (one byte, two nibbles, per entry)
+      values.forEach((v, i) => view.setUint8(i, Number(v) & 0xff));
   }
   return out;
 }

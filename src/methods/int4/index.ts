@@ -100,13 +100,26 @@ function rewriteBlockedDequantize(t: WeightMatrix, q: Int4Quantized, editor: Gra
   );
 }
 
-/** MatMulNBits applies when every reader of the weight is a MatMul taking it as B. */
+/**
+ * MatMulNBits applies when every reader of the weight is a well-formed MatMul taking it as B: two
+ * named inputs, one named output. A malformed MatMul (inputs or outputs missing, as in a damaged
+ * file) is left as it is, and the weight is decoded by a DequantizeLinear in front of it instead.
+ */
 function feedsOnlyMatMuls(t: WeightMatrix, editor: GraphEditor): boolean {
   const consumers = editor.consumers(t.name);
   return (
     t.channelAxis === 1 &&
     consumers.length > 0 &&
-    consumers.every(({ node, index }) => node.op_type === 'MatMul' && !node.domain && index === 1)
+    consumers.every(
+      ({ node, index }) =>
+        node.op_type === 'MatMul' &&
+        !node.domain &&
+        index === 1 &&
+        node.input.length === 2 &&
+        !!node.input[0] &&
+        node.output.length === 1 &&
+        !!node.output[0],
+    )
   );
 }
 

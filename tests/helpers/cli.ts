@@ -1,0 +1,18 @@
+/** The CLI run in-process, its stdout and stderr captured. */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { main } from '../../src/cli/main.ts';
+
+export async function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(
+    args,
+    (s) => (out += s),
+    (s) => (err += s),
+  );
+  return { code, out, err };
+}
+
+/** A file's sha256, to show the source was never written. */
+export const sha256File = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');

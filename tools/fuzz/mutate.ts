@@ -589,24 +589,6 @@ function mutateGraph(model: ModelProto, graphs: GraphProto[], rng: Rng, env: Mut
   return `${where}: node order shuffled`;
 }
 
-/**
- * Decoded messages share frozen empty arrays for absent repeated fields (as protobufjs' do): give each
- * message arrays of its own, in place (the codec keeps exact int64s keyed by the message object), so
- * mutations can push to any list.
- */
-function ownArrays(msg: object): void {
-  const fields = msg as Record<string, unknown>;
-  for (const key in fields) {
-    const value = fields[key];
-    if (Array.isArray(value)) {
-      if (Object.isFrozen(value)) fields[key] = [];
-      else
-        for (const item of value)
-          if (item && typeof item === 'object' && !ArrayBuffer.isView(item)) ownArrays(item);
-    } else if (value && typeof value === 'object' && !ArrayBuffer.isView(value)) ownArrays(value);
-  }
-}
-
 function mutateProto(
   bytes: Uint8Array,
   rng: Rng,
@@ -619,7 +601,6 @@ function mutateProto(
     return null; // already broken past decoding: byte mutations only
   }
   if (!model.graph) return null;
-  ownArrays(model);
   const graphs = allGraphs(model.graph);
   const tensors = allTensors(graphs);
   const kind = rng.pick(['tensor', 'tensor', 'node', 'node', 'graph']);

@@ -134,6 +134,8 @@ interface FieldSpec {
 
 interface MessageSpec {
   fields: FieldSpec[];
+  /** Repeated fields: every decoded message gets its own (empty) array for each, as protobufjs' do. */
+  repeated: FieldSpec[];
   byId: Map<number, FieldSpec>;
   /** Prototype of decoded messages: absent fields read as their defaults, as protobufjs' messages do. */
   defaults: object;
@@ -144,7 +146,7 @@ const specs = new Map<protobuf.Type, MessageSpec>();
 function specOf(type: protobuf.Type): MessageSpec {
   const known = specs.get(type);
   if (known) return known;
-  const spec: MessageSpec = { fields: [], byId: new Map(), defaults: {} };
+  const spec: MessageSpec = { fields: [], repeated: [], byId: new Map(), defaults: {} };
   specs.set(type, spec);
   const defaults: Record<string, unknown> = {};
   for (const f of [...type.fieldsArray].sort((a, b) => a.id - b.id)) {
@@ -166,6 +168,7 @@ function specOf(type: protobuf.Type): MessageSpec {
     };
     if (kind === 'message') field.message = specOf(resolved as protobuf.Type);
     spec.fields.push(field);
+    if (field.repeated) spec.repeated.push(field);
     spec.byId.set(f.id, field);
     defaults[f.name] = f.repeated
       ? Object.freeze([])
@@ -396,6 +399,8 @@ function readNumber(r: Reader, kind: Kind, end: number): { value: number | boole
 function decodeMessage(spec: MessageSpec, r: Reader, end: number, depth: number): Record<string, unknown> {
   if (depth > MAX_DEPTH) throw new DecodeError(`messages nested deeper than ${MAX_DEPTH} levels`);
   const msg = Object.create(spec.defaults) as Record<string, unknown>;
+  // own arrays: code that spreads a message ({ ...node }) or pushes to a list must not meet a shared default
+  for (const f of spec.repeated) msg[f.name] = [];
   let own: Extras | undefined;
   const mine = () => (own ??= extrasOf(msg));
   while (r.pos < end) {

@@ -13,6 +13,7 @@ import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { pickModelFiles } from '../../src/core/files.ts';
 import { mlpModel } from '../helpers/models.ts';
+import { decodeModelProto, encodeModelProto } from '../../src/core/onnx/proto.ts';
 
 function expectModelError(fn: () => unknown, code: string, message: RegExp) {
   let caught: unknown;
@@ -157,6 +158,17 @@ describe('bad input gives a typed error a person understands', () => {
       () => parseModel(failing),
       'too-large',
       /could not be read into memory: Array buffer allocation failed/,
+    );
+  });
+
+  it('two initializers of one name (readers would be ambiguous)', () => {
+    const proto = decodeModelProto(mlpModel());
+    const [first, second] = proto.graph!.initializer;
+    second.name = first.name;
+    expectModelError(
+      () => parseModel(bytesSource('dup.onnx', encodeModelProto(proto))),
+      'corrupt',
+      new RegExp(`dup\\.onnx has two initializers named '${first.name}'`),
     );
   });
 

@@ -20,7 +20,7 @@ import {
   type ModelProto,
   type TensorProto,
 } from './proto.ts';
-import { allStoredTensors } from './graphs.ts';
+import { allStoredTensors, graphIndex } from './graphs.ts';
 
 /** A file the parser can read ranges of without holding all of it (a Blob in a worker, an fd in Node). */
 export interface ByteSource {
@@ -233,9 +233,30 @@ export function parseModel(main: ByteSource, externalFiles: ExternalFiles = []):
       return found;
     });
   }
+  checkUniqueInitializers(model);
   // subgraph initializers and Constant-node tensors are read as weights too: check them alike
   for (const t of allStoredTensors(graph)) validateTensor(model, t);
   return model;
+}
+
+/**
+ * Two initializers of one name in a graph make every reader ambiguous (the ONNX checker and
+ * onnxruntime refuse such a model); compressing one of them would silently pick either.
+ */
+function checkUniqueInitializers(model: OnnxModel): void {
+  for (const scope of graphIndex(model.graph).scopes) {
+    const seen = new Set<string>();
+    for (const t of scope.graph.initializer ?? []) {
+      if (seen.has(t.name)) {
+        const where = scope.label ? ` in subgraph ${scope.label}` : '';
+        throw new ModelError(
+          'corrupt',
+          `${model.name} has two initializers named '${t.name}'${where}: the model is damaged (ONNX needs each name once).`,
+        );
+      }
+      seen.add(t.name);
+    }
+  }
 }
 
 function externalInfo(t: TensorProto): { location: string; offset: number; length: number | undefined } {

@@ -126,7 +126,11 @@ export const COMPRESS: CommandSpec = {
       value: 'N',
       help: 'with --calib-ids / --calib-text: at most N windows (default 128)',
     },
-    'calib-seed': { type: 'string', value: 'S', help: 'with --calib-generate: the sampling seed (default 0)' },
+    'calib-seed': {
+      type: 'string',
+      value: 'S',
+      help: 'with --calib-generate: the sampling seed (default 0)',
+    },
     'calib-bos': {
       type: 'string',
       value: 'ID',

@@ -137,10 +137,16 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
     if (raw.includes(':')) {
       const patterns = ['2:4', '4:8'];
       if (!patterns.includes(raw))
-        throw new UsageError(`--${flag} takes a sparsity (0…0.99) or ${patterns.join(' or ')}, got '${raw}'.`);
+        throw new UsageError(
+          `--${flag} takes a sparsity (0…0.99) or ${patterns.join(' or ')}, got '${raw}'.`,
+        );
       steps.push({ method: flag, options: { pattern: raw }, select });
     } else {
-      steps.push({ method: flag, options: { sparsity: methodNumber(args, flag, flag, 'sparsity', 0.5) }, select });
+      steps.push({
+        method: flag,
+        options: { sparsity: methodNumber(args, flag, flag, 'sparsity', 0.5) },
+        select,
+      });
     }
   }
   const encoders: RecipeStep[] = [];
@@ -276,7 +282,9 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
     return null;
   }
   if (!source)
-    throw new UsageError(`${methods.join(' and ')} need${methods.length > 1 ? '' : 's'} calibration data: ${HOW_TO_CALIBRATE}.`);
+    throw new UsageError(
+      `${methods.join(' and ')} need${methods.length > 1 ? '' : 's'} calibration data: ${HOW_TO_CALIBRATE}.`,
+    );
   if (args.flags.has('calib-text') && !args.flags.has('tokenizer'))
     throw new UsageError(
       '--calib-text needs --tokenizer DIR_OR_JSON: a Hugging Face tokenizer.json, or the folder holding one. ' +
@@ -301,7 +309,9 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
   if (source === 'ids' && typeof ids !== 'string')
     throw new UsageError(`the recipe calibrates on token ids: give them with --calib-ids FILE.`);
   if (source === 'text' && typeof text !== 'string')
-    throw new UsageError(`the recipe calibrates on text: give it with --calib-text FILE --tokenizer DIR_OR_JSON.`);
+    throw new UsageError(
+      `the recipe calibrates on text: give it with --calib-text FILE --tokenizer DIR_OR_JSON.`,
+    );
   return {
     settings,
     ...(typeof ids === 'string' ? { ids } : {}),
@@ -337,7 +347,8 @@ async function runCalibration(
   const bosFromConfig = config?.bos_token_id;
   const settings = {
     ...request.settings,
-    length: request.settings.length ?? Math.min(DEFAULT_CALIBRATION_LENGTH, context ?? DEFAULT_CALIBRATION_LENGTH),
+    length:
+      request.settings.length ?? Math.min(DEFAULT_CALIBRATION_LENGTH, context ?? DEFAULT_CALIBRATION_LENGTH),
     // llama2.c models (stories260K) start at 1 and ship no config
     bos: request.settings.bos ?? (Number.isInteger(bosFromConfig) ? (bosFromConfig as number) : 1),
   };
@@ -517,7 +528,9 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
           maxAbsError: r.maxAbsError,
         })),
         warnings: result.warnings,
-        ...(calibration ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } } : {}),
+        ...(calibration
+          ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } }
+          : {}),
       }) + '\n',
     );
     return 0;

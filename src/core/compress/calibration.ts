@@ -185,7 +185,10 @@ export async function calibrate(
   opts: CalibrateOptions = {},
 ): Promise<CalibrationStats> {
   const sequences = await calibrationSequences(model, input, runtime, opts);
-  return captureForRecipe(model, steps, sequences, runtime, { ...opts, sequential: input.settings.sequential });
+  return captureForRecipe(model, steps, sequences, runtime, {
+    ...opts,
+    sequential: input.settings.sequential,
+  });
 }
 
 /**

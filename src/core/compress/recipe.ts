@@ -107,7 +107,9 @@ export function resolveCalibrationSettings(value: unknown): CalibrationSettings 
   const known = ['source', 'samples', 'length', 'seed', 'bos', 'sequential'];
   for (const key of Object.keys(c))
     if (!known.includes(key))
-      fail(`calibration has no field '${key}' (fields: ${known.join(', ')}; the data itself is not part of a recipe).`);
+      fail(
+        `calibration has no field '${key}' (fields: ${known.join(', ')}; the data itself is not part of a recipe).`,
+      );
   const sources = ['generate', 'ids', 'text'];
   if (typeof c.source !== 'string' || !sources.includes(c.source))
     fail(`calibration.source must be one of ${sources.join(', ')}, got ${JSON.stringify(c.source)}.`);

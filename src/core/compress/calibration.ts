@@ -83,6 +83,85 @@ export interface CalibrationProgress {
 export interface CalibrateOptions {
   signal?: AbortSignal;
   onProgress?: (p: CalibrationProgress) => void;
+  /** Reuse sequences and statistics computed before for the same model and calibration set. */
+  cache?: CalibrationCache;
+}
+
+/** FNV-1a over the token ids and sequence breaks: the identity of the user's calibration data. */
+function dataFingerprint(data: readonly number[][]): string {
+  let h = 0x811c9dc5;
+  const mix = (x: number) => {
+    h ^= x & 0xffff;
+    h = Math.imul(h, 0x01000193);
+    h ^= x >>> 16;
+    h = Math.imul(h, 0x01000193);
+  };
+  for (const seq of data) {
+    for (const id of seq) mix(id);
+    mix(0xffffffff); // a break between sequences: [1 2][3] is not [1][2 3]
+  }
+  return `${data.length}:${(h >>> 0).toString(16)}`;
+}
+
+/** The calibration set: what determines the sequences (not whether capture is sequential). */
+function sequencesKey(input: CalibrationInput): string {
+  const { source, samples, length, seed, bos } = input.settings;
+  return JSON.stringify(
+    source === 'generate'
+      ? [source, samples, length, seed, bos]
+      : [source, samples, length, input.data ? dataFingerprint(input.data) : null],
+  );
+}
+
+/**
+ * Calibration results per (model, calibration set), so a slider move or a second export does not
+ * run the model again. Statistics captured once on the original model serve any recipe whose
+ * calibrated steps select a subset of their weights (XᵀX where needed); sequential statistics
+ * depend on the whole recipe (each group was captured after the earlier ones were compressed), so
+ * they are reused for the same recipe only. Models are held weakly: a closed model frees its entries.
+ */
+export class CalibrationCache {
+  private readonly sequences = new WeakMap<OnnxModel, Map<string, number[][]>>();
+  private readonly stats = new WeakMap<
+    OnnxModel,
+    { set: string; recipe: string | null; stats: CalibrationStats }[]
+  >();
+
+  getSequences(model: OnnxModel, set: string): number[][] | undefined {
+    return this.sequences.get(model)?.get(set);
+  }
+
+  setSequences(model: OnnxModel, set: string, sequences: number[][]): void {
+    let m = this.sequences.get(model);
+    if (!m) this.sequences.set(model, (m = new Map()));
+    m.set(set, sequences);
+  }
+
+  /** Statistics for `set` that serve `targets`; `recipe` is the recipe's key for sequential statistics, else null. */
+  getStats(
+    model: OnnxModel,
+    set: string,
+    recipe: string | null,
+    targets: CalibrationTargets,
+  ): CalibrationStats | undefined {
+    for (const e of this.stats.get(model) ?? []) {
+      if (e.set !== set || e.recipe !== recipe) continue;
+      const covers = targets.weights.every((w) => {
+        const layer = e.stats.layers[w];
+        return layer && (!targets.hessian.has(w) || layer.xtx);
+      });
+      if (covers) return e.stats;
+    }
+    return undefined;
+  }
+
+  setStats(model: OnnxModel, set: string, recipe: string | null, stats: CalibrationStats): void {
+    let list = this.stats.get(model);
+    if (!list) this.stats.set(model, (list = []));
+    list.push({ set, recipe, stats });
+    // XᵀX is k² doubles per layer: keep only the newest few calibrations of a model
+    if (list.length > 4) list.shift();
+  }
 }
 
 /** What calibration runs on: the settings, with the length resolved and the data when the source is not 'generate'. */
@@ -98,6 +177,20 @@ export async function calibrationSequences(
   input: CalibrationInput,
   runtime: CalibrationRuntime,
   opts: CalibrateOptions = {},
+): Promise<number[][]> {
+  const set = sequencesKey(input);
+  const cached = opts.cache?.getSequences(model, set);
+  if (cached) return cached;
+  const sequences = await freshSequences(model, input, runtime, opts);
+  opts.cache?.setSequences(model, set, sequences);
+  return sequences;
+}
+
+async function freshSequences(
+  model: OnnxModel,
+  input: CalibrationInput,
+  runtime: CalibrationRuntime,
+  opts: CalibrateOptions,
 ): Promise<number[][]> {
   const { settings } = input;
   if (settings.source !== 'generate') {
@@ -184,11 +277,16 @@ export async function calibrate(
   runtime: CalibrationRuntime,
   opts: CalibrateOptions = {},
 ): Promise<CalibrationStats> {
+  const { cache } = opts;
+  const set = sequencesKey(input);
+  const sequential = input.settings.sequential;
+  const recipe = sequential ? JSON.stringify(steps) : null;
+  const cached = cache?.getStats(model, set, recipe, calibrationTargets(model, steps));
+  if (cached) return cached;
   const sequences = await calibrationSequences(model, input, runtime, opts);
-  return captureForRecipe(model, steps, sequences, runtime, {
-    ...opts,
-    sequential: input.settings.sequential,
-  });
+  const stats = await captureForRecipe(model, steps, sequences, runtime, { ...opts, sequential });
+  cache?.setStats(model, set, recipe, stats);
+  return stats;
 }
 
 /**

@@ -149,6 +149,15 @@ describe('compression-studio compress', () => {
     const { out } = await run(['methods', '--json']);
     const ids = JSON.parse(out).map((m: { id: string }) => m.id);
     expect(ids).toEqual(['prune', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda']);
+    const needs = Object.fromEntries(
+      JSON.parse(out).map((m: { id: string; needs: string[] }) => [m.id, m.needs]),
+    );
+    expect(needs).toMatchObject({
+      int4: [],
+      gptq: ['hessian'],
+      sparsegpt: ['hessian'],
+      wanda: ['inputNorms'],
+    });
   });
 });
 

@@ -158,6 +158,8 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
         `--gptq quantizes to int4 (block-wise) or int8 (--int8, per channel): it can't go with --${other}.`,
       );
     const int8 = args.flags.has('int8');
+    if (int8 && args.flags.has('int4'))
+      throw new UsageError('--gptq quantizes to int4 or, with --int8, to int8: give one of --int4, --int8.');
     if (int8 && (args.flags.has('block') || args.flags.has('format')))
       throw new UsageError('--gptq --int8 is per output channel: drop --block / --format.');
     const format = args.flags.get('format') ?? 'matmulnbits';

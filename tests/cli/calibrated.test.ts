@@ -276,6 +276,9 @@ describe('calibration mistakes are typed errors', () => {
       [['--gptq', '--kmeans', '16', '--calib-generate', '2'], /--gptq .* can't go with --kmeans/],
       [['--gptq', '--int8', '--block', '64', '--calib-generate', '2'], /--gptq --int8 is per output channel/],
       [['--gptq', '--calib-generate', '0'], /--calib-generate must be a whole number from 1/],
+      [['--gptq', '--int8', '--int4', '--calib-generate', '2'], /give one of --int4, --int8/],
+      [['--gptq', '--recipe', 'r.json', '--calib-generate', '2'], /--recipe and --gptq can't be combined/],
+      [['--copy', '--calib-generate', '2'], /--copy rewrites the model unchanged: drop --calib-generate/],
       [['--gptq', '--calib-generate', '2', '--calib-len', '1'], /--calib-len must be a whole number from 2/],
     ];
     for (const [flags, message] of cases) {

@@ -53,6 +53,9 @@ export const COMPRESS: CommandSpec = {
     '         [--int8 [--per-tensor] | --int4 [--block N] [--format F] | --kmeans K [--per-channel] [--dense] | --fp16]',
     '         [--asym] [--include PATTERNS] [--exclude PATTERNS] [--embeddings] [--lm-head]',
     '         -o OUT.onnx [--external-data] [--json]',
+    'compress MODEL.onnx [--sparsegpt S|N:M | --wanda S|N:M] [--gptq [--int8 | --block N] [--asym]]',
+    '         (--calib-generate N [--calib-seed S] [--calib-bos ID] | --calib-ids FILE | --calib-text FILE --tokenizer DIR_OR_JSON)',
+    '         [--calib-len L] [--calib-samples N] -o OUT.onnx',
   ],
   positionals: [MODEL],
   options: {
@@ -79,6 +82,60 @@ export const COMPRESS: CommandSpec = {
     'per-channel': { type: 'boolean', help: 'with --kmeans: one codebook per output channel' },
     dense: { type: 'boolean', help: 'with --kmeans: export dense weights instead of a palette' },
     fp16: { type: 'boolean', help: 'float16 weights' },
+    gptq: {
+      type: 'boolean',
+      help: 'GPTQ: int4 block-wise (--block, --asym, --format), or int8 per channel with --int8; needs calibration',
+    },
+    sparsegpt: {
+      type: 'string',
+      value: 'S|N:M',
+      help: 'SparseGPT pruning to sparsity S (0…0.99) or N:M (2:4, 4:8); needs calibration',
+    },
+    wanda: {
+      type: 'string',
+      value: 'S|N:M',
+      help: 'Wanda pruning (|weight| × activation norm) to sparsity S or N:M; needs calibration',
+    },
+    'calib-generate': {
+      type: 'string',
+      value: 'N',
+      help: 'calibrate on N sequences the model generates from BOS (seeded; for models without text)',
+    },
+    'calib-ids': {
+      type: 'string',
+      value: 'FILE',
+      help: 'calibrate on pre-tokenized ids (one sequence per line), cut into --calib-len windows',
+    },
+    'calib-text': {
+      type: 'string',
+      value: 'FILE',
+      help: 'calibrate on a UTF-8 text (needs --tokenizer), cut into --calib-len windows',
+    },
+    tokenizer: {
+      type: 'string',
+      value: 'DIR_OR_JSON',
+      help: 'with --calib-text: a Hugging Face tokenizer.json, or the folder holding one',
+    },
+    'calib-len': {
+      type: 'string',
+      value: 'L',
+      help: "tokens per calibration sequence, ≥ 2 (default 128, or the model's context if shorter)",
+    },
+    'calib-samples': {
+      type: 'string',
+      value: 'N',
+      help: 'with --calib-ids / --calib-text: at most N windows (default 128)',
+    },
+    'calib-seed': {
+      type: 'string',
+      value: 'S',
+      help: 'with --calib-generate: the sampling seed (default 0)',
+    },
+    'calib-bos': {
+      type: 'string',
+      value: 'ID',
+      help: "with --calib-generate: the first token (default config.json's bos_token_id, else 1)",
+    },
     include: {
       type: 'string',
       value: 'PATTERNS',
@@ -94,6 +151,9 @@ export const COMPRESS: CommandSpec = {
   },
   notes: [
     'The shorthands give at most one pruning step followed by one storage format; a --recipe chains more.',
+    'GPTQ, SparseGPT and Wanda read activations: give calibration data (--calib-generate, --calib-ids or ' +
+      '--calib-text with --tokenizer), also with a --recipe whose "calibration" names ids or text. ' +
+      'Calibration progress goes to stderr.',
   ],
 };
 

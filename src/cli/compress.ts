@@ -12,11 +12,31 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
-import { parseRecipeText, resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
+import {
+  CALIBRATION_DEFAULTS,
+  parseFullRecipeText,
+  resolveCalibrationSettings,
+  resolveRecipe,
+  type CalibrationSettings,
+  type RecipeStep,
+  type ResolvedRecipe,
+} from '../core/compress/recipe.ts';
+import {
+  DEFAULT_CALIBRATION_LENGTH,
+  calibrate,
+  calibratedMethods,
+  checkVocabulary,
+  type CalibrationProgress,
+} from '../core/compress/calibration.ts';
+import type { CalibrationStats } from '../core/calibrate/stats.ts';
+import { summarizeInputs } from '../core/summary.ts';
+import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
+import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
+import { configContext, readConfig, readTokenizerJson } from './ppl.ts';
 import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import type { TensorSelector } from '../core/compress/select.ts';
-import { UsageError, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
+import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { getMethod, resolveOptions } from '../methods/registry.ts';
 import { modelSources } from './files.ts';
 
@@ -24,16 +44,28 @@ import { modelSources } from './files.ts';
 const REFINES: Record<string, string[]> = {
   global: ['prune'],
   'per-tensor': ['int8'],
-  block: ['int4'],
-  format: ['int4'],
-  asym: ['int8', 'int4'],
+  block: ['int4', 'gptq'],
+  format: ['int4', 'gptq'],
+  asym: ['int8', 'int4', 'gptq'],
   'per-channel': ['kmeans'],
   dense: ['kmeans'],
 };
-const METHOD_FLAGS = ['prune', 'nm', 'int8', 'int4', 'kmeans', 'fp16'];
+const METHOD_FLAGS = ['prune', 'nm', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda'];
 const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
+/** Where calibration data comes from; at most one. */
+const CALIB_SOURCES = ['calib-generate', 'calib-ids', 'calib-text'];
+/** Flags that refine the calibration data: given without a source (or a recipe that names one) they are refused. */
+const CALIB_REFINES: Record<string, string[]> = {
+  'calib-seed': ['calib-generate'],
+  'calib-bos': ['calib-generate'],
+  'calib-samples': ['calib-ids', 'calib-text'],
+  tokenizer: ['calib-text'],
+  'calib-len': CALIB_SOURCES,
+};
 const NOTHING_TO_DO =
-  'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K or --fp16) or --recipe FILE.';
+  'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K, --fp16, --gptq, ' +
+  '--sparsegpt S or --wanda S) or --recipe FILE.';
+const HOW_TO_CALIBRATE = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
 /**
  * A numeric flag that sets a method option (`--block` → int4.blockSize), checked against the method's
@@ -73,8 +105,11 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
       throw new UsageError(
         `--${flag} applies to ${methods.map((m) => `--${m}`).join(' or ')}, which is not given; add it or drop --${flag}.`,
       );
-  if (args.flags.has('prune') && args.flags.has('nm'))
-    throw new UsageError('--prune S and --nm N:M are two pruning patterns: choose one.');
+  const pruners = ['prune', 'nm', 'sparsegpt', 'wanda'].filter((f) => args.flags.has(f));
+  if (pruners.length > 1)
+    throw new UsageError(
+      `${pruners.map((f) => `--${f}`).join(' and ')} are each a pruning step: choose one (a --recipe chains more).`,
+    );
   const select: TensorSelector = {};
   const include = args.flags.get('include');
   const exclude = args.flags.get('exclude');
@@ -96,14 +131,57 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
     };
     steps.push({ method: 'prune', options, select });
   }
+  for (const flag of ['sparsegpt', 'wanda']) {
+    const raw = args.flags.get(flag);
+    if (typeof raw !== 'string') continue;
+    if (raw.includes(':')) {
+      const patterns = ['2:4', '4:8'];
+      if (!patterns.includes(raw))
+        throw new UsageError(
+          `--${flag} takes a sparsity (0…0.99) or ${patterns.join(' or ')}, got '${raw}'.`,
+        );
+      steps.push({ method: flag, options: { pattern: raw }, select });
+    } else {
+      steps.push({
+        method: flag,
+        options: { sparsity: methodNumber(args, flag, flag, 'sparsity', 0.5) },
+        select,
+      });
+    }
+  }
   const encoders: RecipeStep[] = [];
-  if (args.flags.has('int8'))
+  if (args.flags.has('gptq')) {
+    // --gptq chooses how int4 / int8 codes are picked: int4 unless --int8 says otherwise
+    const other = ['kmeans', 'fp16', 'per-tensor'].find((f) => args.flags.has(f));
+    if (other)
+      throw new UsageError(
+        `--gptq quantizes to int4 (block-wise) or int8 (--int8, per channel): it can't go with --${other}.`,
+      );
+    const int8 = args.flags.has('int8');
+    if (int8 && args.flags.has('int4'))
+      throw new UsageError('--gptq quantizes to int4 or, with --int8, to int8: give one of --int4, --int8.');
+    if (int8 && (args.flags.has('block') || args.flags.has('format')))
+      throw new UsageError('--gptq --int8 is per output channel: drop --block / --format.');
+    const format = args.flags.get('format') ?? 'matmulnbits';
+    if (format !== 'matmulnbits' && format !== 'dequantize' && format !== 'dq')
+      throw new UsageError(`--format must be matmulnbits or dequantize, got '${format}'.`);
+    encoders.push({
+      method: 'gptq',
+      options: {
+        bits: int8 ? '8' : '4',
+        blockSize: methodNumber(args, 'block', 'gptq', 'blockSize', 32),
+        symmetric,
+        format: format === 'matmulnbits' ? 'matmulnbits' : 'dequantize',
+      },
+      select,
+    });
+  } else if (args.flags.has('int8'))
     encoders.push({
       method: 'int8',
       options: { granularity: args.flags.has('per-tensor') ? 'per-tensor' : 'per-channel', symmetric },
       select,
     });
-  if (args.flags.has('int4')) {
+  if (args.flags.has('int4') && !args.flags.has('gptq')) {
     const format = args.flags.get('format') ?? 'matmulnbits';
     if (format !== 'matmulnbits' && format !== 'dequantize' && format !== 'dq')
       throw new UsageError(`--format must be matmulnbits or dequantize, got '${format}'.`);
@@ -138,26 +216,168 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
 }
 
 /** The steps to run: the --recipe file (alone), or the recipe the shorthand flags describe. */
-function stepsFromArgs(args: ParsedArgs) {
+function recipeFromArgs(args: ParsedArgs): ResolvedRecipe {
   const recipePath = args.flags.get('recipe');
   if (args.flags.has('copy')) {
     // --copy: no step, the model is rewritten as it is (byte-identical when nothing needs rewriting)
-    const mixed = ['recipe', ...METHOD_FLAGS, ...SELECT_FLAGS, ...Object.keys(REFINES)].find((f) =>
-      args.flags.has(f),
-    );
+    const mixed = [
+      'recipe',
+      ...METHOD_FLAGS,
+      ...SELECT_FLAGS,
+      ...Object.keys(REFINES),
+      ...CALIB_SOURCES,
+      ...Object.keys(CALIB_REFINES),
+    ].find((f) => args.flags.has(f));
     if (mixed)
       throw new UsageError(
         `--copy rewrites the model unchanged: drop --${mixed}, or drop --copy to compress.`,
       );
-    return [];
+    return { steps: [], calibration: null };
   }
-  if (typeof recipePath !== 'string') return resolveRecipe({ steps: recipeFromFlags(args) });
+  if (typeof recipePath !== 'string')
+    return { steps: resolveRecipe({ steps: recipeFromFlags(args) }), calibration: null };
   const mixed = [...METHOD_FLAGS, ...SELECT_FLAGS, ...Object.keys(REFINES)].find((f) => args.flags.has(f));
   if (mixed)
     throw new UsageError(
       `--recipe and --${mixed} can't be combined: put every step, with its select, in the recipe file.`,
     );
-  return parseRecipeText(readTextFile(recipePath, '--recipe'));
+  return parseFullRecipeText(readTextFile(recipePath, '--recipe'));
+}
+
+/** A whole-number calibration flag, or undefined when it is not given. */
+function optionalInteger(args: ParsedArgs, flag: string, min: number, max: number): number | undefined {
+  return args.flags.has(flag) ? integerFlag(args, flag, 0, min, max) : undefined;
+}
+
+/** What the calibration flags ask for, checked against each other; the files are read later. */
+interface CalibrationRequest {
+  /** The recipe's settings overlaid with the flags' (the length may still depend on the model). */
+  settings: CalibrationSettings;
+  ids?: string;
+  text?: { file: string; tokenizer: string };
+}
+
+/**
+ * The calibration the command asks for: the flags' source and sizes over the recipe's settings, or
+ * null when neither names any. A calibrated step without any, or calibration flags without a
+ * calibrated step, is a usage error, found before the model is read.
+ */
+function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): CalibrationRequest | null {
+  const given = CALIB_SOURCES.filter((f) => args.flags.has(f));
+  if (given.length > 1)
+    throw new UsageError(
+      `${given.map((f) => `--${f}`).join(' and ')} are two sources of calibration data: choose one.`,
+    );
+  const flagSource = given[0]?.replace('calib-', '') as CalibrationSettings['source'] | undefined;
+  const source = flagSource ?? recipe.calibration?.source;
+  for (const [flag, sources] of Object.entries(CALIB_REFINES))
+    if (args.flags.has(flag) && !(source && sources.includes(`calib-${source}`)))
+      throw new UsageError(
+        `--${flag} applies to ${sources.map((s) => `--${s}`).join(' or ')}, which is not given; add it or drop --${flag}.`,
+      );
+  const methods = calibratedMethods(recipe.steps);
+  if (!methods.length) {
+    if (given.length)
+      throw new UsageError(
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S or --wanda S.`,
+      );
+    return null;
+  }
+  if (!source)
+    throw new UsageError(
+      `${methods.join(' and ')} need${methods.length > 1 ? '' : 's'} calibration data: ${HOW_TO_CALIBRATE}.`,
+    );
+  if (args.flags.has('calib-text') && !args.flags.has('tokenizer'))
+    throw new UsageError(
+      '--calib-text needs --tokenizer DIR_OR_JSON: a Hugging Face tokenizer.json, or the folder holding one. ' +
+        'For a model without one, give --calib-ids FILE or --calib-generate N.',
+    );
+  const base = recipe.calibration?.source === source ? recipe.calibration : null;
+  const settings = resolveCalibrationSettings({
+    source,
+    samples:
+      optionalInteger(args, 'calib-generate', 1, 100_000) ??
+      optionalInteger(args, 'calib-samples', 1, 100_000) ??
+      base?.samples ??
+      (source === 'generate' ? CALIBRATION_DEFAULTS.samples : 128),
+    length: optionalInteger(args, 'calib-len', 2, 1_000_000) ?? base?.length,
+    seed: optionalInteger(args, 'calib-seed', 0, 2 ** 32 - 1) ?? base?.seed,
+    bos: optionalInteger(args, 'calib-bos', 0, 2 ** 31 - 1) ?? base?.bos,
+    sequential: base?.sequential,
+  });
+  const ids = args.flags.get('calib-ids');
+  const text = args.flags.get('calib-text');
+  const tokenizer = args.flags.get('tokenizer');
+  if (source === 'ids' && typeof ids !== 'string')
+    throw new UsageError(`the recipe calibrates on token ids: give them with --calib-ids FILE.`);
+  if (source === 'text' && typeof text !== 'string')
+    throw new UsageError(
+      `the recipe calibrates on text: give it with --calib-text FILE --tokenizer DIR_OR_JSON.`,
+    );
+  return {
+    settings,
+    ...(typeof ids === 'string' ? { ids } : {}),
+    ...(typeof text === 'string' && typeof tokenizer === 'string' ? { text: { file: text, tokenizer } } : {}),
+  };
+}
+
+/** Calibration progress on stderr, about every tenth of each phase, so a log stays short. */
+function progressPrinter(): (p: CalibrationProgress) => void {
+  const start = performance.now();
+  let last = '';
+  return (p) => {
+    const tenth = Math.floor((p.done * 10) / p.total);
+    const key = `${p.phase}:${tenth}`;
+    if (key === last && p.done !== p.total) return;
+    last = key;
+    const what = p.phase === 'generate' ? 'generating sequences' : 'capturing activations, layer groups';
+    const seconds = ((performance.now() - start) / 1000).toFixed(1);
+    process.stderr.write(`calibration: ${what} ${p.done}/${p.total} (${seconds} s)\n`);
+  };
+}
+
+/** Runs the calibration the request describes on onnxruntime-node: the statistics compressModel needs. */
+async function runCalibration(
+  path: string,
+  model: Parameters<typeof calibrate>[0],
+  steps: Parameters<typeof calibrate>[1],
+  request: CalibrationRequest,
+): Promise<CalibrationStats> {
+  const folders = [dirname(path), join(dirname(path), '..')];
+  const context = configContext(folders);
+  const config = readConfig(folders);
+  const bosFromConfig = config?.bos_token_id;
+  const settings = {
+    ...request.settings,
+    length:
+      request.settings.length ?? Math.min(DEFAULT_CALIBRATION_LENGTH, context ?? DEFAULT_CALIBRATION_LENGTH),
+    // llama2.c models (stories260K) start at 1 and ship no config
+    bos: request.settings.bos ?? (Number.isInteger(bosFromConfig) ? (bosFromConfig as number) : 1),
+  };
+  let data: number[][] | undefined;
+  if (request.ids !== undefined) {
+    data = parseIdsText(readTextFile(request.ids, '--calib-ids'));
+    checkVocabulary(model, data, `--calib-ids ${request.ids}`);
+  } else if (request.text) {
+    const tokenizer = loadTokenizer(readTokenizerJson(request.text.tokenizer));
+    data = [tokenizer.encode(readTextFile(request.text.file, '--calib-text'))];
+    checkVocabulary(model, data, `--calib-text ${request.text.file}`);
+  }
+  const runtime = {
+    createSession: async (bytes: Uint8Array) => {
+      try {
+        return await createNodeSession(bytes);
+      } catch (e) {
+        throw new ModelError(
+          'unsupported',
+          `onnxruntime could not load the model for calibration: ${(e as Error).message}`,
+        );
+      }
+    },
+    Tensor,
+    inputs: summarizeInputs(model.graph),
+  };
+  return calibrate(model, steps, { settings, data }, runtime, { onProgress: progressPrinter() });
 }
 
 /** Where -o points must be a file in an existing folder: found out before the compression runs, not after. */
@@ -260,7 +480,9 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   if (typeof output !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
   // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
-  const steps = stepsFromArgs(args);
+  const recipe = recipeFromArgs(args);
+  const steps = recipe.steps;
+  const calibrationRequest = calibrationFromArgs(args, recipe);
   checkOutputPlace(output);
   const location = `${basename(output)}_data`;
   const dataOutput = join(dirname(resolve(output)), location);
@@ -272,8 +494,11 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   const wantExternal = args.flags.has('external-data') || model.external.size > 0;
   const outputs = wantExternal ? [output, dataOutput] : [output];
   checkOutputsAreNotInputs(outputs, sources.inputs());
+  const calibration = calibrationRequest
+    ? await runCalibration(path, model, steps, calibrationRequest)
+    : undefined;
   const result: CompressionResult = steps.length
-    ? compressModel(model, steps)
+    ? compressModel(model, steps, { calibration })
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
   // files opened while compressing (weights read lazily) are inputs too
@@ -305,6 +530,9 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
           maxAbsError: r.maxAbsError,
         })),
         warnings: result.warnings,
+        ...(calibration
+          ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } }
+          : {}),
       }) + '\n',
     );
     return 0;

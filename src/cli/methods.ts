@@ -12,6 +12,8 @@ export async function methodsCommand(args: ParsedArgs, out: (s: string) => void)
           role: m.role,
           summary: m.summary,
           options: m.options,
+          // the statistics a calibrated method reads; [] for methods that look only at the weights
+          needs: m.needs ?? [],
         })),
       ) + '\n',
     );

@@ -25,6 +25,21 @@ export function configContext(paths: string[]): number | undefined {
   return undefined;
 }
 
+/** The first readable config.json among `paths` (folders or files), as an object; undefined if none. */
+export function readConfig(paths: string[]): Record<string, unknown> | undefined {
+  for (const p of paths) {
+    const file = existsSync(p) && statSync(p).isDirectory() ? join(p, 'config.json') : p;
+    if (!existsSync(file) || statSync(file).isDirectory()) continue;
+    try {
+      const config: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (typeof config === 'object' && config !== null) return config as Record<string, unknown>;
+    } catch {
+      // not a usable config: the caller's defaults apply
+    }
+  }
+  return undefined;
+}
+
 /** onnxruntime's own errors (an op it lacks, a shape it refuses) are about the model: typed, with what was being done. */
 async function onnxruntime<T>(doing: string, work: () => Promise<T>): Promise<T> {
   try {
@@ -35,7 +50,7 @@ async function onnxruntime<T>(doing: string, work: () => Promise<T>): Promise<T>
   }
 }
 
-function readTokenizerJson(path: string): unknown {
+export function readTokenizerJson(path: string): unknown {
   const file = existsSync(path) && statSync(path).isDirectory() ? join(path, 'tokenizer.json') : path;
   if (!existsSync(file)) throw new ModelError('invalid-argument', `No tokenizer.json at ${path}.`);
   try {

@@ -12,6 +12,8 @@ export type ModelErrorCode =
   | 'invalid-argument'
   | 'unsupported'
   | 'invalid-recipe'
+  /** A data-aware method (GPTQ, SparseGPT, Wanda) was asked to run without calibration statistics. */
+  | 'needs-calibration'
   | 'cancelled';
 
 export class ModelError extends Error {

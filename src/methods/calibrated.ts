@@ -6,10 +6,9 @@
  */
 import type { CalibrationStats, InputStats } from '../core/calibrate/stats.ts';
 import { ModelError } from '../core/errors.ts';
-import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from './types.ts';
+import type { CompressionMethod, KernelResult, OptionValues, StatisticNeed, WeightMatrix } from './types.ts';
 
-/** 'hessian': XᵀX per weight (k² doubles); 'inputNorms': Σx² per input feature (always captured). */
-export type StatisticNeed = 'hessian' | 'inputNorms';
+export type { StatisticNeed };
 
 export interface CalibratedMethod<O extends OptionValues = OptionValues, E = unknown> extends Omit<
   CompressionMethod<O, E>,
@@ -19,13 +18,20 @@ export interface CalibratedMethod<O extends OptionValues = OptionValues, E = unk
   apply(tensors: readonly WeightMatrix[], options: O, calibration: CalibrationStats): KernelResult<E>[];
 }
 
+/** What a calibrated method called without statistics says (the UI and the CLI say how to get them). */
+export function missingCalibrationMessage(methodId: string): string {
+  return `${methodId} needs calibration data (activation statistics from running text through the model), and none was given.`;
+}
+
 /** The statistics of `weight`, checked for what the method needs. */
 export function statsFor(
-  calibration: CalibrationStats,
+  calibration: CalibrationStats | undefined,
   weight: WeightMatrix,
   methodId: string,
   needs: readonly StatisticNeed[],
 ): InputStats {
+  // a caller that ignores `needs` (an older preview loop) gets a typed error, not a TypeError
+  if (!calibration) throw new ModelError('needs-calibration', missingCalibrationMessage(methodId));
   const stats = calibration.layers[weight.name];
   if (!stats)
     throw new ModelError(

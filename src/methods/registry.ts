@@ -6,6 +6,9 @@ import { int8Method } from './int8/index.ts';
 import { int4Method } from './int4/index.ts';
 import { pruneMethod } from './prune/index.ts';
 import { kmeansMethod } from './kmeans/index.ts';
+import { gptqMethod } from './gptq/index.ts';
+import { sparsegptMethod } from './sparsegpt/index.ts';
+import { wandaMethod } from './wanda/index.ts';
 
 export const METHODS: readonly CompressionMethod[] = [
   pruneMethod as unknown as CompressionMethod,
@@ -13,6 +16,10 @@ export const METHODS: readonly CompressionMethod[] = [
   int4Method as unknown as CompressionMethod,
   kmeansMethod as unknown as CompressionMethod,
   fp16Method as unknown as CompressionMethod,
+  // data-aware: they declare `needs`, and the orchestrator gives them calibration statistics
+  gptqMethod as unknown as CompressionMethod,
+  sparsegptMethod as unknown as CompressionMethod,
+  wandaMethod as unknown as CompressionMethod,
 ];
 
 export function getMethod(id: string): CompressionMethod {

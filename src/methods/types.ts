@@ -5,6 +5,10 @@
  * weight back exactly as the kernel's preview shows it.
  */
 import type { GraphEditor } from '../core/compress/graph-editor.ts';
+import type { CalibrationStats } from '../core/calibrate/stats.ts';
+
+/** 'hessian': XᵀX per weight (k² doubles); 'inputNorms': Σx² per input feature (always captured). */
+export type StatisticNeed = 'hessian' | 'inputNorms';
 
 export type OptionSpec =
   | {
@@ -65,8 +69,16 @@ export interface CompressionMethod<O extends OptionValues = OptionValues, E = un
    */
   role: 'transform' | 'encode';
   options: readonly OptionSpec[];
-  /** Kernel over every tensor the step selected (global pruning needs them together). */
-  apply(tensors: readonly WeightMatrix[], options: O): KernelResult<E>[];
+  /**
+   * Activation statistics the kernel reads (data-aware methods: GPTQ, SparseGPT, Wanda); absent for
+   * methods that look only at the weights. The orchestrator captures them before running the step.
+   */
+  needs?: readonly StatisticNeed[];
+  /**
+   * Kernel over every tensor the step selected (global pruning needs them together); `calibration`
+   * is given to methods that declare `needs`.
+   */
+  apply(tensors: readonly WeightMatrix[], options: O, calibration?: CalibrationStats): KernelResult<E>[];
   /** Replace the initializer `tensor.name` by nodes that produce the encoded weight (encode methods). */
   rewrite?(tensor: WeightMatrix, encoding: E, editor: GraphEditor, options: O): void;
 }

@@ -202,7 +202,7 @@ describe('arguments that go together', () => {
   it('a refinement without its method is refused, not ignored', async () => {
     await expectUsageError(
       ['compress', STORIES_MODEL, '--int8', '--block', '64', '-o', out()],
-      /--block applies to --int4, which is not given; add it or drop --block\./,
+      /--block applies to --int4 or --gptq, which is not given; add it or drop --block\./,
     );
     await expectUsageError(
       ['compress', STORIES_MODEL, '--global', '--int8', '-o', out()],
@@ -221,7 +221,7 @@ describe('arguments that go together', () => {
     );
     await expectUsageError(
       ['compress', STORIES_MODEL, '--prune', '0.5', '--nm', '2:4', '-o', out()],
-      /--prune S and --nm N:M are two pruning patterns: choose one\./,
+      /--prune and --nm are each a pruning step: choose one/,
     );
     await expectUsageError(
       ['compress', STORIES_MODEL, '--recipe', 'r.json', '--int8', '-o', out()],

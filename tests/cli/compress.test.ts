@@ -134,7 +134,16 @@ describe('compression-studio compress', () => {
   it('methods --json lists every method with its option schema', async () => {
     const { out } = await run(['methods', '--json']);
     const ids = JSON.parse(out).map((m: { id: string }) => m.id);
-    expect(ids).toEqual(['prune', 'int8', 'int4', 'kmeans', 'fp16']);
+    expect(ids).toEqual(['prune', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda']);
+    const needs = Object.fromEntries(
+      JSON.parse(out).map((m: { id: string; needs: string[] }) => [m.id, m.needs]),
+    );
+    expect(needs).toMatchObject({
+      int4: [],
+      gptq: ['hessian'],
+      sparsegpt: ['hessian'],
+      wanda: ['inputNorms'],
+    });
   });
 });
 
@@ -142,7 +151,8 @@ describe('recipe validation', () => {
   const bad: [unknown, RegExp][] = [
     [{}, /"steps" must be a list/],
     [{ steps: [] }, /"steps" is empty/],
-    [{ steps: [{ method: 'gptq' }] }, /Unknown compression method 'gptq'/],
+    [{ steps: [{ method: 'awq' }] }, /Unknown compression method 'awq'/],
+    [{ steps: [{ method: 'gptq', options: { bits: '3' } }] }, /gptq\.bits must be one of 4, 8, got "3"/],
     [
       { steps: [{ method: 'prune', options: { sparsity: 1.5 } }] },
       /prune\.sparsity must be between 0 and 0\.99, got 1\.5/,

@@ -8,6 +8,8 @@ import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
 import { findWeight } from '../onnx/graphs.ts';
 import { getMethod } from '../../methods/registry.ts';
 import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
+import type { CalibrationStats } from '../calibrate/stats.ts';
+import { missingCalibrationMessage } from '../../methods/calibrated.ts';
 import { errorStats, type ErrorStats } from './metrics.ts';
 import type { ResolvedStep } from './recipe.ts';
 import {
@@ -65,6 +67,16 @@ export interface CompressOptions {
   onProgress?: (done: number, total: number, label: string) => void;
   /** Checked between steps; throw to stop (the worker throws a 'cancelled' ModelError). */
   checkCancelled?: () => void;
+  /**
+   * Activation statistics for the steps whose method declares `needs` (see calibration.ts, which
+   * captures them); without them such a step is a 'needs-calibration' error.
+   */
+  calibration?: CalibrationStats;
+  /**
+   * Compress only these weights (sequential calibration runs the recipe one group of layers at a
+   * time); every other weight is left out of the result.
+   */
+  only?: ReadonlySet<string>;
 }
 
 export function asMatrix(c: WeightCandidate, values: Float32Array): WeightMatrix {
@@ -151,10 +163,17 @@ export function compressModel(
   const candidates = weightCandidates(model.graph);
   const outcomes = new Map<string, TensorOutcome>();
   const warnings: string[] = [];
+  for (const step of steps) {
+    const method = getMethod(step.method);
+    if (method.needs?.length && !options.calibration)
+      throw new ModelError('needs-calibration', missingCalibrationMessage(method.id));
+  }
+  const only = options.only;
   steps.forEach((step, i) => {
     options.checkCancelled?.();
     const method = getMethod(step.method);
-    const picked = selectWeights(candidates, step.select);
+    const selected = selectWeights(candidates, step.select);
+    const picked = only ? selected.filter((c) => only.has(c.name)) : selected;
     if (!picked.length) {
       warnings.push(`Step ${i + 1} (${method.id}) selected no tensors.`);
       return;
@@ -167,6 +186,7 @@ export function compressModel(
     const results = method.apply(
       inputs.map((o) => asMatrix(o.candidate, o.values)),
       step.options,
+      method.needs?.length ? options.calibration : undefined,
     );
     results.forEach((r, j) => {
       const o = inputs[j];

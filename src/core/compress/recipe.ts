@@ -14,9 +14,43 @@ export interface RecipeStep {
   select?: TensorSelector;
 }
 
+/**
+ * How to calibrate, not the data itself: where the sequences come from and how many of how long.
+ * 'generate' samples them from the model (seeded, temperature 1, from BOS), so the recipe alone
+ * reproduces them; 'ids' and 'text' name only the kind of data, which is given beside the recipe
+ * (the CLI's --calib-ids / --calib-text), cut into `samples` windows of `length` tokens.
+ */
+export interface CalibrationSettings {
+  source: 'generate' | 'ids' | 'text';
+  /** Sequences (N): generated, or the most windows taken from the data. */
+  samples: number;
+  /** Tokens per sequence (L); absent: min(128, the model's context). */
+  length?: number;
+  /** The generator's seed ('generate'). */
+  seed: number;
+  /** The token generated sequences start with; absent: config.json's bos_token_id, else 1 (llama2.c). */
+  bos?: number;
+  /**
+   * Capture each group of layers on the model whose earlier layers are already compressed (as GPTQ
+   * and SparseGPT are run), instead of once on the original model.
+   */
+  sequential: boolean;
+}
+
+export const CALIBRATION_DEFAULTS = { samples: 32, seed: 0, sequential: true } as const;
+/** The most sequences and tokens per sequence a recipe may ask for: beyond, a typo more than a wish. */
+export const CALIBRATION_LIMITS = { samples: 100_000, length: 1_000_000 } as const;
+
 export interface Recipe {
   version?: 1;
+  calibration?: Partial<CalibrationSettings>;
   steps: RecipeStep[];
+}
+
+/** A recipe with every option resolved: its steps, and its calibration settings when it has any. */
+export interface ResolvedRecipe {
+  steps: ResolvedStep[];
+  calibration: CalibrationSettings | null;
 }
 
 /** A step with every option resolved against its method's schema. */
@@ -57,15 +91,57 @@ function checkSelector(value: unknown, where: string): TensorSelector {
   return s as TensorSelector;
 }
 
+function wholeNumber(c: Record<string, unknown>, key: string, min: number, max: number): number | undefined {
+  const v = c[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    fail(`calibration.${key} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}.`);
+  return v;
+}
+
+/** Validate a recipe's "calibration" object, defaults filled in (the length stays open: it depends on the model). */
+export function resolveCalibrationSettings(value: unknown): CalibrationSettings {
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    fail('"calibration" must be an object, e.g. {"source": "generate", "samples": 32, "length": 128}.');
+  const c = value as Record<string, unknown>;
+  const known = ['source', 'samples', 'length', 'seed', 'bos', 'sequential'];
+  for (const key of Object.keys(c))
+    if (!known.includes(key))
+      fail(
+        `calibration has no field '${key}' (fields: ${known.join(', ')}; the data itself is not part of a recipe).`,
+      );
+  const sources = ['generate', 'ids', 'text'];
+  if (typeof c.source !== 'string' || !sources.includes(c.source))
+    fail(`calibration.source must be one of ${sources.join(', ')}, got ${JSON.stringify(c.source)}.`);
+  if (c.sequential !== undefined && typeof c.sequential !== 'boolean')
+    fail('calibration.sequential must be true or false.');
+  const length = wholeNumber(c, 'length', 2, CALIBRATION_LIMITS.length);
+  const bos = wholeNumber(c, 'bos', 0, 2 ** 31 - 1);
+  return {
+    source: c.source as CalibrationSettings['source'],
+    samples: wholeNumber(c, 'samples', 1, CALIBRATION_LIMITS.samples) ?? CALIBRATION_DEFAULTS.samples,
+    ...(length !== undefined ? { length } : {}),
+    seed: wholeNumber(c, 'seed', 0, 2 ** 32 - 1) ?? CALIBRATION_DEFAULTS.seed,
+    ...(bos !== undefined ? { bos } : {}),
+    sequential: (c.sequential as boolean | undefined) ?? CALIBRATION_DEFAULTS.sequential,
+  };
+}
+
 /** Validate a parsed JSON recipe and resolve every step's options (defaults filled in). */
 export function resolveRecipe(value: unknown): ResolvedStep[] {
+  return resolveFullRecipe(value).steps;
+}
+
+/** As resolveRecipe, with the recipe's calibration settings (validated) beside the steps. */
+export function resolveFullRecipe(value: unknown): ResolvedRecipe {
   if (typeof value !== 'object' || value === null) fail('expected a JSON object with a "steps" list.');
   const r = value as Record<string, unknown>;
+  const calibration = r.calibration === undefined ? null : resolveCalibrationSettings(r.calibration);
   if (r.version !== undefined && r.version !== 1)
     fail(`version ${String(r.version)} is not supported (expected 1).`);
   if (!Array.isArray(r.steps)) fail('"steps" must be a list.');
   if (r.steps.length === 0) fail('"steps" is empty: add at least one method.');
-  return r.steps.map((raw: unknown, i: number) => {
+  const steps = r.steps.map((raw: unknown, i: number): ResolvedStep => {
     const where = `steps[${i}]`;
     if (typeof raw !== 'object' || raw === null) fail(`${where} must be an object.`);
     const step = raw as Record<string, unknown>;
@@ -87,14 +163,19 @@ export function resolveRecipe(value: unknown): ResolvedStep[] {
     }
     return { method: method.id, options: resolved, select: checkSelector(step.select, where) };
   });
+  return { steps, calibration };
 }
 
 export function parseRecipeText(text: string): ResolvedStep[] {
+  return parseFullRecipeText(text).steps;
+}
+
+export function parseFullRecipeText(text: string): ResolvedRecipe {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
     fail(`not JSON (${(e as Error).message}).`);
   }
-  return resolveRecipe(json);
+  return resolveFullRecipe(json);
 }

@@ -21,6 +21,8 @@ import {
 } from './pipeline.ts';
 import type { ResolvedStep } from './recipe.ts';
 import { histogram } from '../stats.ts';
+import type { CalibrationStats } from '../calibrate/stats.ts';
+import { missingCalibrationMessage } from '../../methods/calibrated.ts';
 import { rangeAndZeros } from '../simd/index.ts';
 import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
@@ -36,6 +38,20 @@ export interface PreviewOptions {
   /** Polled between tensors; a true answer abandons the run with a 'cancelled' error. */
   isStale?: () => boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Statistics for the steps whose method declares `needs` (captured by calibration.ts). */
+  calibration?: CalibrationStats;
+}
+
+/** A short id per statistics object, so memoised results of calibrated steps follow the statistics they used. */
+const calibrationIds = new WeakMap<CalibrationStats, number>();
+let nextCalibrationId = 1;
+function calibrationId(stats: CalibrationStats): number {
+  let id = calibrationIds.get(stats);
+  if (id === undefined) {
+    id = nextCalibrationId++;
+    calibrationIds.set(stats, id);
+  }
+  return id;
 }
 
 export class PreviewSession {
@@ -76,8 +92,17 @@ export class PreviewSession {
 
   async run(steps: readonly ResolvedStep[], options: PreviewOptions = {}): Promise<CompressionResult> {
     const picks = steps.map((s) => new Set(selectWeights(this.candidates, s.select).map((c) => c.name)));
+    const calibration = options.calibration;
+    for (const s of steps)
+      if (getMethod(s.method).needs?.length && !calibration)
+        throw new ModelError('needs-calibration', missingCalibrationMessage(s.method));
     const stepKeys = steps.map((s, i) => {
-      const base = JSON.stringify([s.method, s.options]);
+      const needs = getMethod(s.method).needs?.length;
+      const base = JSON.stringify([
+        s.method,
+        s.options,
+        ...(needs && calibration ? [`calibration#${calibrationId(calibration)}`] : []),
+      ]);
       // a global threshold depends on every tensor it ranks together
       return s.method === 'prune' && s.options.scope === 'global' && s.options.pattern === 'unstructured'
         ? `${base}@${[...picks[i]].join(',')}`
@@ -115,6 +140,7 @@ export class PreviewSession {
         const results = method.apply(
           inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values)),
           step.options,
+          method.needs?.length ? calibration : undefined,
         );
         results.forEach((r, j) => {
           this.cache.set(

@@ -1,6 +1,10 @@
 /** The recipe editor, generated from the method registry: every option control comes from a schema. */
 import { METHODS, getMethod } from '../../methods/registry.ts';
 import type { OptionSpec } from '../../methods/types.ts';
+
+// Calibrated methods (GPTQ, SparseGPT, Wanda) need calibration data, which only the CLI gathers so far:
+// the page offers them once it has a calibration card.
+const PAGE_METHODS = METHODS.filter((m) => !m.needs?.length);
 import type { RecipeStep } from '../../core/compress/recipe.ts';
 import { useStudio } from '../store.ts';
 
@@ -125,7 +129,7 @@ export function RecipePanel() {
                   value={step.method}
                   onChange={(e) => update(i, { method: e.target.value, select: step.select })}
                 >
-                  {METHODS.map((m) => (
+                  {METHODS.filter((m) => PAGE_METHODS.includes(m) || m.id === step.method).map((m) => (
                     <option key={m.id} value={m.id}>
                       {m.label}
                     </option>
@@ -223,7 +227,7 @@ export function RecipePanel() {
           onChange={(e) => e.target.value && setRecipe(withStep(recipe, { method: e.target.value }))}
         >
           <option value="">choose a method…</option>
-          {METHODS.map((m) => (
+          {PAGE_METHODS.map((m) => (
             <option key={m.id} value={m.id}>
               {m.label}
             </option>

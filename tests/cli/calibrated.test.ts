@@ -7,7 +7,6 @@ import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { main } from '../../src/cli/main.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { resolveFullRecipe, resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
@@ -18,20 +17,10 @@ import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { idsInput, tempDir } from '../helpers/ort.ts';
 import { denseReference, maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { runCli as run } from '../helpers/cli.ts';
 
 const DEMO_DIR = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2');
 const HOW = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(
-    args,
-    (s) => (out += s),
-    (s) => (err += s),
-  );
-  return { code, out, err };
-}
 
 /** Runs the CLI with process.stderr captured too (calibration progress goes there). */
 async function runCapturingStderr(args: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -5,7 +5,7 @@
  */
 import type { CalibratedMethod } from '../calibrated.ts';
 import { DAMPENING_OPTION, statsFor } from '../calibrated.ts';
-import { int4Method, INT4_BLOCK_SIZES } from '../int4/index.ts';
+import { int4Method, int4StoredBytes, INT4_BLOCK_SIZES } from '../int4/index.ts';
 import { int8Method } from '../int8/index.ts';
 import type { Int4Quantized } from '../int4/kernel.ts';
 import type { Int8Quantized } from '../int8/kernel.ts';
@@ -22,12 +22,6 @@ export interface GptqOptions {
 }
 
 export type GptqEncoding = Int4Quantized | Int8Quantized;
-
-/** Bytes as the int4 method counts them: K padded to whole blocks, float32 scales, packed zero points. */
-function int4Bytes(q: Int4Quantized): number {
-  const zps = q.zeroPoints ? q.channels * Math.ceil(q.blocksPerChannel / 2) : 0;
-  return (q.channels * q.blocksPerChannel * q.blockSize) / 2 + q.scales.byteLength + zps;
-}
 
 export const gptqMethod: CalibratedMethod<GptqOptions, GptqEncoding> = {
   id: 'gptq',
@@ -80,7 +74,7 @@ export const gptqMethod: CalibratedMethod<GptqOptions, GptqEncoding> = {
         blockSize: options.blockSize,
         symmetric: options.symmetric,
       });
-      return { values, storedBytes: int4Bytes(encoding), encoding };
+      return { values, storedBytes: int4StoredBytes(encoding), encoding };
     });
   },
   rewrite(t, encoding, editor, options) {

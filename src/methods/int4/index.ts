@@ -29,7 +29,7 @@ export interface Int4Options {
 export const INT4_BLOCK_SIZES = [16, 32, 64, 128] as const;
 
 /** Bytes of the exported tensor: 4-bit codes, float32 scales, packed 4-bit zero points. */
-function int4StoredBytes(q: Int4Quantized): number {
+export function int4StoredBytes(q: Int4Quantized): number {
   const codes = (q.channels * q.blocksPerChannel * q.blockSize) / 2; // MatMulNBits pads K to whole blocks
   const scales = q.scales.byteLength;
   const zps = q.zeroPoints ? q.channels * Math.ceil(q.blocksPerChannel / 2) : 0;

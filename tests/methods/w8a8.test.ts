@@ -1,0 +1,137 @@
+/**
+ * W8A8 (static activation int8): calibrated activation ranges, int8 weights, and an export whose
+ * QuantizeLinear → DequantizeLinear pairs onnxruntime-node runs exactly as a direct simulation says.
+ */
+import { describe, expect, it } from 'vitest';
+import * as ort from 'onnxruntime-node';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { resolveRecipe } from '../../src/core/compress/recipe.ts';
+import { compressModel } from '../../src/core/compress/pipeline.ts';
+import { exportCompressed } from '../../src/core/compress/export.ts';
+import { planCapture } from '../../src/core/calibrate/capture.ts';
+import {
+  accumulateInputStats,
+  emptyInputStats,
+  type CalibrationStats,
+} from '../../src/core/calibrate/stats.ts';
+import { isModelError } from '../../src/core/errors.ts';
+import {
+  activationQuantization,
+  fakeQuantizeActivation,
+  roundHalfToEven,
+} from '../../src/methods/w8a8/kernel.ts';
+import type { W8a8Encoding } from '../../src/methods/w8a8/index.ts';
+import { mlpModel, seededFloats } from '../helpers/models.ts';
+import { maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
+
+const K = 16;
+const HIDDEN = 32;
+const N = 8;
+const ROWS = 64;
+
+/** Statistics of the MLP's two MatMul inputs on `x`, captured by running the capture graph. */
+async function mlpCalibration(bytes: Uint8Array, x: Float32Array): Promise<CalibrationStats> {
+  const model = parseModel(bytesSource('mlp.onnx', bytes));
+  const plan = planCapture(model, ['w1', 'w2'], { hessian: false });
+  const session = await ort.InferenceSession.create(plan.bytes);
+  const out = await session.run({ x: new ort.Tensor('float32', x, [ROWS, K]) });
+  await session.release();
+  const layers: CalibrationStats['layers'] = {};
+  for (const t of plan.targets) {
+    const stats = emptyInputStats(t.input, t.k, false);
+    accumulateInputStats(stats, out[t.output].data as Float32Array, ROWS);
+    layers[t.weight] = stats;
+  }
+  return { version: 1, sequences: 1, tokens: ROWS, layers };
+}
+
+function matmul(x: Float32Array, w: Float32Array, rows: number, k: number, n: number): Float32Array {
+  const y = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let i = 0; i < k; i++) s += x[r * k + i] * w[i * n + j];
+      y[r * n + j] = s;
+    }
+  return y;
+}
+
+describe('w8a8 kernel', () => {
+  it('covers the calibrated range with 0 exact, and rounds halves to even as QuantizeLinear does', () => {
+    const a = activationQuantization(-1, 3, false);
+    expect(a.scale).toBeCloseTo(4 / 255, 7);
+    expect(a.zeroPoint).toBe(64); // round(1 / (4/255)) = round(63.75)
+    const fq = fakeQuantizeActivation(Float32Array.of(0, -1, 3, 10, -10), a);
+    expect(fq[0]).toBe(0);
+    expect(fq[3]).toBeCloseTo(3, 1); // saturates at the top code
+    expect(fq[4]).toBeCloseTo(-64 * a.scale, 6); // and at code 0
+    const s = activationQuantization(-2, 1, true);
+    expect(s).toEqual({ scale: Math.fround(2 / 127), zeroPoint: 0, symmetric: true });
+    expect([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4].map(roundHalfToEven)).toEqual([0, 2, 2, -0, -2, -2, 2]);
+    // an all-zero activation still gets a usable scale (QuantizeLinear divides by it)
+    expect(activationQuantization(0, 0, false).scale).toBe(1);
+    try {
+      activationQuantization(Infinity, -Infinity, false);
+      expect.unreachable();
+    } catch (e) {
+      expect(isModelError(e) && e.code).toBe('invalid-argument');
+    }
+  });
+});
+
+describe('w8a8 on a two-layer MLP built in code', () => {
+  for (const activation of ['asymmetric', 'symmetric'] as const)
+    it(`exports QDQ that onnxruntime runs as the JS simulation computes (${activation} activations)`, async () => {
+      const bytes = mlpModel(K, HIDDEN, N);
+      const calibration = await mlpCalibration(bytes, seededFloats(ROWS * K, 11, 1));
+      const model = parseModel(bytesSource('mlp.onnx', bytes));
+      const steps = resolveRecipe({
+        steps: [{ method: 'w8a8', options: { activation }, select: { lmHead: true } }],
+      });
+      const result = compressModel(model, steps, { calibration });
+      expect(result.outcomes.map((o) => o.candidate.name).sort()).toEqual(['w1', 'w2']);
+      // stored as int8 weights are (the activations' scale and zero point are per MatMul, not per weight)
+      const int8 = compressModel(
+        model,
+        resolveRecipe({ steps: [{ method: 'int8', select: { lmHead: true } }] }),
+      );
+      expect(result.reports.map((r) => r.bitsPerWeight)).toEqual(int8.reports.map((r) => r.bitsPerWeight));
+      const exported = exportCompressed(model, result).model;
+      const ops = opTypes(exported);
+      expect(ops.filter((o) => o === 'QuantizeLinear')).toHaveLength(2);
+      expect(ops.filter((o) => o === 'DequantizeLinear')).toHaveLength(4);
+
+      // held-out inputs, a third wider than the calibration data so the codes saturate too
+      const x = seededFloats(ROWS * K, 12, 1.3);
+      const got = await runOutput(exported, { x: new ort.Tensor('float32', x, [ROWS, K]) }, 'y');
+
+      const outcome = (name: string) => result.outcomes.find((o) => o.candidate.name === name)!;
+      const enc = (name: string) => (outcome(name).encoder!.encoding as W8a8Encoding).activation;
+      const b1 = model.graph.initializer.find((t) => t.name === 'b1')!;
+      const bias = new Float32Array(b1.raw_data!.slice().buffer);
+      const h = matmul(fakeQuantizeActivation(x, enc('w1')), outcome('w1').values, ROWS, K, HIDDEN);
+      for (let i = 0; i < h.length; i++) h[i] = Math.tanh(h[i] + bias[i % HIDDEN]);
+      const want = matmul(fakeQuantizeActivation(h, enc('w2')), outcome('w2').values, ROWS, HIDDEN, N);
+      expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
+
+      // and the activation quantization is really there: the weight-only output differs
+      const weightOnly = matmul(
+        new Float32Array(h.map((_, i) => h[i])),
+        outcome('w2').values,
+        ROWS,
+        HIDDEN,
+        N,
+      );
+      expect(maxAbsDiff(got, weightOnly)).toBeGreaterThan(1e-3);
+    });
+
+  it('is a needs-calibration error without statistics', () => {
+    const model = parseModel(bytesSource('mlp.onnx', mlpModel(K, HIDDEN, N)));
+    try {
+      compressModel(model, resolveRecipe({ steps: [{ method: 'w8a8' }] }));
+      expect.unreachable();
+    } catch (e) {
+      expect(isModelError(e) && e.code).toBe('needs-calibration');
+    }
+  });
+});

@@ -50,7 +50,7 @@ const REFINES: Record<string, string[]> = {
   'per-channel': ['kmeans'],
   dense: ['kmeans'],
 };
-const METHOD_FLAGS = ['prune', 'nm', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda'];
+const METHOD_FLAGS = ['prune', 'nm', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda', 'w8a8'];
 const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
 /** Where calibration data comes from; at most one. */
 const CALIB_SOURCES = ['calib-generate', 'calib-ids', 'calib-text'];
@@ -64,7 +64,7 @@ const CALIB_REFINES: Record<string, string[]> = {
 };
 const NOTHING_TO_DO =
   'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K, --fp16, --gptq, ' +
-  '--sparsegpt S or --wanda S) or --recipe FILE.';
+  '--sparsegpt S, --wanda S or --w8a8) or --recipe FILE.';
 const HOW_TO_CALIBRATE = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
 /**
@@ -206,9 +206,11 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
       select,
     });
   if (args.flags.has('fp16')) encoders.push({ method: 'fp16', select });
+  // int8 weights and activations: a storage format of its own, after any pruning step
+  if (args.flags.has('w8a8')) encoders.push({ method: 'w8a8', select });
   if (encoders.length > 1)
     throw new UsageError(
-      'Choose one storage format (--int8, --int4, --kmeans or --fp16); write a --recipe to chain more.',
+      'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq or --w8a8); write a --recipe to chain more.',
     );
   steps.push(...encoders);
   if (steps.length === 0) throw new UsageError(NOTHING_TO_DO);
@@ -279,7 +281,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
   if (!methods.length) {
     if (given.length)
       throw new UsageError(
-        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S or --wanda S.`,
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S or --w8a8.`,
       );
     return null;
   }

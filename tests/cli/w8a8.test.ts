@@ -53,7 +53,7 @@ describe('compress --w8a8', () => {
       JSON.stringify({
         version: 1,
         calibration: { source: 'generate', samples: 4, length: 32 },
-        steps: [{ method: 'w8a8', options: { activation: 'asymmetric' } }],
+        steps: [{ method: 'w8a8', options: { activation: 'symmetric', range: 'minmax' } }],
       }),
     );
     const recipeOut = join(dir, 'w8a8-recipe.onnx');
@@ -99,6 +99,6 @@ describe('compress --w8a8', () => {
     expect(r.code).toBe(0);
     const w8a8 = JSON.parse(r.out).find((m: { id: string }) => m.id === 'w8a8');
     expect(w8a8).toMatchObject({ role: 'encode', needs: ['inputRange'] });
-    expect(w8a8.options.map((o: { key: string }) => o.key)).toEqual(['activation']);
+    expect(w8a8.options.map((o: { key: string }) => o.key)).toEqual(['activation', 'range']);
   });
 });

@@ -12,10 +12,12 @@ import { planCapture } from '../../src/core/calibrate/capture.ts';
 import {
   accumulateInputStats,
   emptyInputStats,
+  HISTOGRAM_SHIFT,
   type CalibrationStats,
 } from '../../src/core/calibrate/stats.ts';
 import { isModelError } from '../../src/core/errors.ts';
 import {
+  activationInterval,
   activationQuantization,
   fakeQuantizeActivation,
   roundHalfToEven,
@@ -132,6 +134,42 @@ describe('w8a8 on a two-layer MLP built in code', () => {
       expect.unreachable();
     } catch (e) {
       expect(isModelError(e) && e.code).toBe('needs-calibration');
+    }
+  });
+});
+
+describe('w8a8 activation ranges from the value histogram', () => {
+  // 20 000 values spread over [-1, 1] and one outlier at 50 (rarer than 0.01 %): min–max spends
+  // almost every code on the outlier
+  const x = new Float32Array(20_001);
+  for (let i = 0; i < 20_000; i++) x[i] = -1 + (2 * i) / 19_999;
+  x[20_000] = 50;
+  const stats = emptyInputStats('x', 1, false);
+  accumulateInputStats(stats, x, x.length);
+
+  it('min–max keeps the whole range; percentile and MSE clip the outlier', () => {
+    expect(activationInterval(stats, 'minmax', true, HISTOGRAM_SHIFT)).toEqual([-1, 50]);
+    const [plo, phi] = activationInterval(stats, 'percentile', true, HISTOGRAM_SHIFT);
+    expect(plo).toBeCloseTo(-1, 1);
+    expect(phi).toBeGreaterThan(0.9);
+    expect(phi).toBeLessThan(1.1);
+    const [, mhi] = activationInterval(stats, 'mse', true, HISTOGRAM_SHIFT);
+    expect(mhi).toBeLessThan(50);
+    // and the clipped range's codes give a smaller error on these values than min–max's
+    const err = (range: 'minmax' | 'mse') => {
+      const q = activationQuantization(...activationInterval(stats, range, true, HISTOGRAM_SHIFT), true);
+      const fq = fakeQuantizeActivation(x, q);
+      return fq.reduce((s, v, i) => s + (v - x[i]) ** 2, 0);
+    };
+    expect(err('mse')).toBeLessThan(err('minmax'));
+  });
+
+  it('a percentile range without a histogram is a typed error', () => {
+    try {
+      activationInterval({ min: -1, max: 1 }, 'percentile', true, HISTOGRAM_SHIFT);
+      expect.unreachable();
+    } catch (e) {
+      expect(isModelError(e) && e.code).toBe('invalid-argument');
     }
   });
 });

@@ -98,7 +98,7 @@ export const COMPRESS: CommandSpec = {
     },
     w8a8: {
       type: 'boolean',
-      help: 'int8 weights per channel and int8 activations (static, min-max calibrated QDQ); needs calibration',
+      help: 'int8 weights per channel and int8 activations (static, calibrated QDQ); needs calibration',
     },
     'calib-generate': {
       type: 'string',

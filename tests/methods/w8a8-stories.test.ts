@@ -111,11 +111,17 @@ describe('w8a8 on stories260K (calibrated on 16 generated sequences × 64 tokens
       expect(ops.filter((o) => o === 'QuantizeLinear')).toHaveLength(35);
       const ids = stories()[0].slice(0, 48);
       const feeds = { input_ids: new Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]) };
-      const got = await runOutput(exported, feeds, 'logits');
-      const want = await runOutput(simulation(result), feeds, 'logits');
+      // Without graph optimizations on either side: rounding to codes is discontinuous, so any float
+      // reordering the optimizer makes (fusions, Div as a Mul by the reciprocal, integer MatMul
+      // kernels) flips codes that sit at a rounding boundary, and 35 layers amplify a flip. What
+      // the comparison checks is the export's QDQ semantics, op for op.
+      const exact = { graphOptimizationLevel: 'disabled' } as const;
+      const got = await runOutput(exported, feeds, 'logits', exact);
+      const want = await runOutput(simulation(result), feeds, 'logits', exact);
       expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
     });
 
+  // evaluated as the studio runs models: every onnxruntime optimization on (QDQ fused into integer kernels)
   it('keeps held-out perplexity near fp32 (3.548) with every activation range', async () => {
     const measured: Record<string, number> = {};
     for (const activation of ['asymmetric', 'symmetric'])

@@ -105,7 +105,11 @@ describe('w8a8 on a two-layer MLP built in code', () => {
 
       // held-out inputs, a third wider than the calibration data so the codes saturate too
       const x = seededFloats(ROWS * K, 12, 1.3);
-      const got = await runOutput(exported, { x: new ort.Tensor('float32', x, [ROWS, K]) }, 'y');
+      const feeds = { x: new ort.Tensor('float32', x, [ROWS, K]) };
+      // QuantizeLinear / DequantizeLinear as written, computed in float
+      const got = await runOutput(exported, feeds, 'y', { graphOptimizationLevel: 'disabled' });
+      // as the studio runs it: onnxruntime fuses the QDQ pairs into integer MatMul kernels
+      const fused = await runOutput(exported, feeds, 'y');
 
       const outcome = (name: string) => result.outcomes.find((o) => o.candidate.name === name)!;
       const enc = (name: string) => (outcome(name).encoder!.encoding as W8a8Encoding).activation;
@@ -115,15 +119,13 @@ describe('w8a8 on a two-layer MLP built in code', () => {
       for (let i = 0; i < h.length; i++) h[i] = Math.tanh(h[i] + bias[i % HIDDEN]);
       const want = matmul(fakeQuantizeActivation(h, enc('w2')), outcome('w2').values, ROWS, HIDDEN, N);
       expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
+      // int8 × int8 is exact in int32; uint8 × int8 may saturate int16 pair sums on x86 CPUs
+      // without VNNI (onnxruntime's documented caveat), so only the default is pinned
+      if (activation === 'symmetric')
+        expect(maxAbsDiff(fused, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
 
       // and the activation quantization is really there: the weight-only output differs
-      const weightOnly = matmul(
-        new Float32Array(h.map((_, i) => h[i])),
-        outcome('w2').values,
-        ROWS,
-        HIDDEN,
-        N,
-      );
+      const weightOnly = matmul(h, outcome('w2').values, ROWS, HIDDEN, N);
       expect(maxAbsDiff(got, weightOnly)).toBeGreaterThan(1e-3);
     });
 

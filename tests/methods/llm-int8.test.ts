@@ -1,0 +1,201 @@
+/**
+ * LLM.int8-style weights: outlier input features (calibrated max |x| above the threshold) keep their
+ * float32 weights, the rest are int8 per output channel. A small graph built here plants an outlier
+ * feature in front of a MatMul (exported as two MatMuls + Add) and of a Gemm with transB (the whole
+ * weight rebuilt by Concat + Gather), and a third weight that sees no outlier (plain int8).
+ */
+import { describe, expect, it } from 'vitest';
+import { DataType } from '../../src/core/onnx/dtypes.ts';
+import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { compressModel } from '../../src/core/compress/pipeline.ts';
+import { resolveRecipe } from '../../src/core/compress/recipe.ts';
+import { exportCompressed } from '../../src/core/compress/export.ts';
+import {
+  accumulateInputStats,
+  emptyInputStats,
+  type CalibrationStats,
+  type InputStats,
+} from '../../src/core/calibrate/stats.ts';
+import { llmInt8 } from '../../src/methods/llm-int8/kernel.ts';
+import { int8Method } from '../../src/methods/int8/index.ts';
+import { isModelError } from '../../src/core/errors.ts';
+import { denseReference, maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
+import { seededFloats } from '../helpers/models.ts';
+import { ort } from '../helpers/ort.ts';
+
+const K = 16;
+const H = 24;
+const N = 8;
+const BATCH = 32;
+const OUTLIER_X = 3; // input feature of w1 whose activations reach ±20
+const OUTLIER_H = 5; // input feature of the Gemm's weight, scaled to reach far above 6
+
+const w1 = seededFloats(K * H, 11, 0.5);
+// the Gemm reads its weight transposed: [H out, H in]; the outlier feature is a column
+const w2t = seededFloats(H * H, 12, 0.5);
+const w3 = seededFloats(H * N, 13, 0.2);
+const scaleH = Float32Array.from({ length: H }, (_, j) => (j === OUTLIER_H ? 30 : 1));
+
+/** x @ w1 · scale → Gemm(·, w2t, transB) → tanh → @ w3 */
+const modelBytes = makeModelBytes({
+  nodes: [
+    makeNode('MatMul', ['x', 'w1'], ['h0']),
+    makeNode('Mul', ['h0', 'scale_h'], ['h']),
+    makeNode('Gemm', ['h', 'w2t'], ['g'], { transB: 1 }),
+    makeNode('Tanh', ['g'], ['t']),
+    makeNode('MatMul', ['t', 'w3'], ['y']),
+  ],
+  inputs: [valueInfo('x', DataType.FLOAT, ['batch', K])],
+  outputs: [valueInfo('y', DataType.FLOAT, ['batch', N])],
+  initializers: [
+    floatTensor('w1', [K, H], w1),
+    floatTensor('scale_h', [H], scaleH),
+    floatTensor('w2t', [H, H], w2t),
+    floatTensor('w3', [H, N], w3),
+  ],
+});
+
+const x = seededFloats(BATCH * K, 21, 1.5).map((v, i) => (i % K === OUTLIER_X ? v * 14 : v));
+
+function matmul(a: Float32Array, b: Float32Array, rows: number, k: number, n: number): Float32Array {
+  const out = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++)
+    for (let j = 0; j < k; j++) for (let c = 0; c < n; c++) out[r * n + c] += a[r * k + j] * b[j * n + c];
+  return out;
+}
+
+function statsOf(input: string, act: Float32Array, k: number): InputStats {
+  const s = emptyInputStats(input, k, false);
+  accumulateInputStats(s, act, act.length / k);
+  return s;
+}
+
+/** The activations each weight reads, computed from the same feed the export is run on. */
+function calibration(): CalibrationStats {
+  const h = matmul(x, w1, BATCH, K, H).map((v, i) => v * scaleH[i % H]);
+  const g = new Float32Array(BATCH * H);
+  for (let r = 0; r < BATCH; r++)
+    for (let o = 0; o < H; o++) {
+      let s = 0;
+      for (let j = 0; j < H; j++) s += h[r * H + j] * w2t[o * H + j];
+      g[r * H + o] = Math.tanh(s);
+    }
+  return {
+    version: 1,
+    sequences: 1,
+    tokens: BATCH,
+    layers: { w1: statsOf('x', x, K), w2t: statsOf('h', h, H), w3: statsOf('t', g, H) },
+  };
+}
+
+const feeds = () => ({ x: new ort.Tensor('float32', x, [BATCH, K]) });
+
+function compress(threshold?: number) {
+  const model = parseModel(bytesSource('model.onnx', modelBytes));
+  const steps = resolveRecipe({
+    // w3 writes the graph's output, so the studio takes it for an LM head: opted in
+    steps: [
+      {
+        method: 'llm-int8',
+        options: threshold === undefined ? {} : { threshold },
+        select: { lmHead: true },
+      },
+    ],
+  });
+  const result = compressModel(model, steps, { calibration: calibration() });
+  return { model, result, exported: exportCompressed(model, result).model };
+}
+
+describe('llm-int8', () => {
+  it('keeps the planted outlier features’ weights exact and rounds the rest to int8 over the inliers alone', () => {
+    const stats = calibration();
+    const { result } = compress();
+    const byName = Object.fromEntries(result.outcomes.map((o) => [o.candidate.name, o]));
+    const reports = Object.fromEntries(result.reports.map((r) => [r.name, r]));
+    expect(reports.w1.outlierChannels).toEqual([OUTLIER_X]);
+    expect(reports.w3.outlierChannels).toEqual([]);
+    // every feature of h above 6 is an outlier of the Gemm's weight, the planted one among them
+    const expectedH = [...stats.layers.w2t.absMax].flatMap((a, j) => (a > 6 ? [j] : []));
+    expect(expectedH).toContain(OUTLIER_H);
+    expect(expectedH.length).toBeLessThan(H);
+    expect(reports.w2t.outlierChannels).toEqual(expectedH);
+
+    const v1 = byName.w1.values;
+    expect(v1.subarray(OUTLIER_X * H, (OUTLIER_X + 1) * H)).toEqual(
+      w1.subarray(OUTLIER_X * H, (OUTLIER_X + 1) * H),
+    );
+    for (let o = 0; o < H; o++)
+      for (const j of expectedH) expect(byName.w2t.values[o * H + j]).toBe(w2t[o * H + j]);
+    // the inlier rows are exactly int8 per output channel of the matrix without the outlier row
+    const inlierRows = Float32Array.from([...w1].filter((_, i) => Math.floor(i / H) !== OUTLIER_X));
+    const [plain] = int8Method.apply(
+      [{ name: 'w1', shape: [K - 1, H], values: inlierRows, channelAxis: 1 }],
+      { granularity: 'per-channel', symmetric: true },
+    );
+    const previewInliers = Float32Array.from([...v1].filter((_, i) => Math.floor(i / H) !== OUTLIER_X));
+    expect(previewInliers).toEqual(plain.values);
+    expect(maxAbsDiff(previewInliers, inlierRows)).toBeGreaterThan(0);
+    // bits per weight count the int8 codes, the float32 outlier rows and the feature indices
+    expect(reports.w1.storedBytes).toBe((K - 1) * H + H * 4 + H * 4 + K * 4);
+    expect(reports.w3.storedBytes).toBe(H * N + N * 4);
+  });
+
+  it('exports MatMuls as int8 + float MatMuls added, the Gemm weight rebuilt in place, and runs as previewed', async () => {
+    const c = compress();
+    const ops = opTypes(c.exported);
+    expect(ops.filter((t) => t === 'MatMul').length).toBe(3); // w1 split in two, w3 plain
+    expect(ops).toContain('Add');
+    expect(ops).toContain('Concat');
+    expect(ops.filter((t) => t === 'DequantizeLinear').length).toBe(3);
+    const got = await runOutput(c.exported, feeds(), 'y');
+    const want = await runOutput(denseReference(c), feeds(), 'y');
+    expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
+    // and not trivially: the original model computes something else
+    const original = await runOutput(modelBytes, feeds(), 'y');
+    expect(maxAbsDiff(got, original)).toBeGreaterThan(1e-6);
+  });
+
+  it('with no outlier (threshold = Infinity, or above every activation) equals plain int8 per channel', () => {
+    const w = { name: 'w1', shape: [K, H] as [number, number], values: w1, channelAxis: 1 as const };
+    const inf = llmInt8(w, calibration().layers.w1, Infinity);
+    const [plain] = int8Method.apply([w], { granularity: 'per-channel', symmetric: true });
+    expect(inf.encoding.outliers.length).toBe(0);
+    expect(inf.values).toEqual(plain.values);
+    const high = compress(1e6);
+    const int8 = (() => {
+      const model = parseModel(bytesSource('model.onnx', modelBytes));
+      const result = compressModel(
+        model,
+        resolveRecipe({ steps: [{ method: 'int8', select: { lmHead: true } }] }),
+      );
+      return { result, exported: exportCompressed(model, result).model };
+    })();
+    expect(high.result.reports.map((r) => r.storedBytes)).toEqual(
+      int8.result.reports.map((r) => r.storedBytes),
+    );
+    expect(high.exported).toEqual(int8.exported);
+  });
+
+  it('refuses statistics of the wrong width and a negative threshold with typed errors', () => {
+    const w = { name: 'w1', shape: [K, H] as [number, number], values: w1, channelAxis: 1 as const };
+    for (const [stats, threshold] of [
+      [calibration().layers.w2t, 6],
+      [calibration().layers.w1, -1],
+    ] as const) {
+      try {
+        llmInt8(w, stats, threshold);
+        expect.unreachable();
+      } catch (e) {
+        expect(isModelError(e) && e.code).toBe('invalid-argument');
+      }
+    }
+    const model = parseModel(bytesSource('model.onnx', modelBytes));
+    try {
+      compressModel(model, resolveRecipe({ steps: [{ method: 'llm-int8' }] }));
+      expect.unreachable();
+    } catch (e) {
+      expect(isModelError(e) && e.code).toBe('needs-calibration');
+    }
+  });
+});

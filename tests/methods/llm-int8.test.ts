@@ -31,6 +31,8 @@ import { int8Method } from '../../src/methods/int8/index.ts';
 import { isModelError } from '../../src/core/errors.ts';
 import { denseReference, maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
 import { seededFloats } from '../helpers/models.ts';
+import { ifModel } from '../helpers/subgraph-models.ts';
+import { weightCandidates } from '../../src/core/compress/select.ts';
 import { ort } from '../helpers/ort.ts';
 
 const K = 16;
@@ -300,4 +302,39 @@ describe('llm-int8 on stories260K (calibrated on 16 generated sequences × 64 to
     const want = await runOutput(denseReference(c), feedsIds, 'logits');
     expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
   }, 120_000);
+});
+
+describe('llm-int8 on a weight read inside If branches', () => {
+  it('splits the MatMul in each branch, the int8 and float parts staying in the main graph, and runs as previewed', async () => {
+    const bytes = ifModel();
+    const model = parseModel(bytesSource('model.onnx', bytes));
+    const [shared] = weightCandidates(model.graph).filter((c) => c.name === 'shared_w');
+    const k = shared.shape[0];
+    const stats = emptyInputStats('x', k, false);
+    stats.absMax.fill(1);
+    stats.absMax[2] = 12; // feature 2 is the planted outlier
+    stats.rows = 1;
+    const result = compressModel(
+      model,
+      resolveRecipe({ steps: [{ method: 'llm-int8', select: { include: ['shared_w'] } }] }),
+      { calibration: { version: 1, sequences: 1, tokens: 1, layers: { shared_w: stats } } },
+    );
+    expect(result.reports.map((r) => [r.name, r.outlierChannels])).toEqual([['shared_w', [2]]]);
+    const c = { model, result, exported: exportCompressed(model, result).model };
+    const exported = parseModel(bytesSource('x.onnx', c.exported));
+    const branchOps = exported.graph.node[exported.graph.node.length - 1].attribute!.flatMap((a) =>
+      a.g!.node.map((n) => n.op_type),
+    );
+    expect(branchOps.filter((t) => t === 'Gather').length).toBe(4);
+    expect(branchOps.filter((t) => t === 'Add').length).toBe(2);
+    for (const cond of [true, false]) {
+      const feeds = {
+        x: new ort.Tensor('float32', seededFloats(4 * k, 7, 3), [4, k]),
+        cond: new ort.Tensor('bool', [cond], []),
+      };
+      const got = await runOutput(c.exported, feeds, 'y');
+      const want = await runOutput(denseReference(c), feeds, 'y');
+      expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
+    }
+  });
 });

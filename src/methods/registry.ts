@@ -9,6 +9,7 @@ import { kmeansMethod } from './kmeans/index.ts';
 import { gptqMethod } from './gptq/index.ts';
 import { sparsegptMethod } from './sparsegpt/index.ts';
 import { wandaMethod } from './wanda/index.ts';
+import { llmInt8Method } from './llm-int8/index.ts';
 
 export const METHODS: readonly CompressionMethod[] = [
   pruneMethod as unknown as CompressionMethod,
@@ -20,6 +21,7 @@ export const METHODS: readonly CompressionMethod[] = [
   gptqMethod as unknown as CompressionMethod,
   sparsegptMethod as unknown as CompressionMethod,
   wandaMethod as unknown as CompressionMethod,
+  llmInt8Method as unknown as CompressionMethod,
 ];
 
 export function getMethod(id: string): CompressionMethod {

@@ -56,6 +56,7 @@ export const COMPRESS: CommandSpec = {
     'compress MODEL.onnx [--sparsegpt S|N:M | --wanda S|N:M] [--gptq [--int8 | --block N] [--asym] | --w8a8]',
     '         (--calib-generate N [--calib-seed S] [--calib-bos ID] | --calib-ids FILE | --calib-text FILE --tokenizer DIR_OR_JSON)',
     '         [--calib-len L] [--calib-samples N] -o OUT.onnx',
+    'compress MODEL.onnx --llm-int8 [--outlier-threshold T] (--calib-… as above) -o OUT.onnx',
   ],
   positionals: [MODEL],
   options: {
@@ -95,6 +96,15 @@ export const COMPRESS: CommandSpec = {
       type: 'string',
       value: 'S|N:M',
       help: 'Wanda pruning (|weight| × activation norm) to sparsity S or N:M; needs calibration',
+    },
+    'llm-int8': {
+      type: 'boolean',
+      help: 'int8 per channel, weights of outlier input features (calibrated max |x| > T) kept float; needs calibration',
+    },
+    'outlier-threshold': {
+      type: 'string',
+      value: 'T',
+      help: 'with --llm-int8: the activation magnitude above which a feature is an outlier (default 6)',
     },
     w8a8: {
       type: 'boolean',
@@ -155,7 +165,7 @@ export const COMPRESS: CommandSpec = {
   },
   notes: [
     'The shorthands give at most one pruning step followed by one storage format; a --recipe chains more.',
-    'GPTQ, SparseGPT, Wanda and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
+    'GPTQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
       '--calib-text with --tokenizer), also with a --recipe whose "calibration" names ids or text. ' +
       'Calibration progress goes to stderr.',
   ],

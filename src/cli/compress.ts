@@ -38,6 +38,7 @@ import { exportCompressed } from '../core/compress/export.ts';
 import type { TensorSelector } from '../core/compress/select.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { getMethod, resolveOptions } from '../methods/registry.ts';
+import { DEFAULT_OUTLIER_THRESHOLD } from '../methods/llm-int8/index.ts';
 import { modelSources } from './files.ts';
 
 /** Flags that refine one method: given without it they would be ignored, so they are refused. */
@@ -49,8 +50,21 @@ const REFINES: Record<string, string[]> = {
   asym: ['int8', 'int4', 'gptq'],
   'per-channel': ['kmeans'],
   dense: ['kmeans'],
+  'outlier-threshold': ['llm-int8'],
 };
-const METHOD_FLAGS = ['prune', 'nm', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda', 'w8a8'];
+const METHOD_FLAGS = [
+  'prune',
+  'nm',
+  'int8',
+  'int4',
+  'kmeans',
+  'fp16',
+  'gptq',
+  'sparsegpt',
+  'wanda',
+  'llm-int8',
+  'w8a8',
+];
 const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
 /** Where calibration data comes from; at most one. */
 const CALIB_SOURCES = ['calib-generate', 'calib-ids', 'calib-text'];
@@ -64,7 +78,7 @@ const CALIB_REFINES: Record<string, string[]> = {
 };
 const NOTHING_TO_DO =
   'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K, --fp16, --gptq, ' +
-  '--sparsegpt S, --wanda S or --w8a8) or --recipe FILE.';
+  '--sparsegpt S, --wanda S, --llm-int8 or --w8a8) or --recipe FILE.';
 const HOW_TO_CALIBRATE = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
 /**
@@ -206,11 +220,25 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
       select,
     });
   if (args.flags.has('fp16')) encoders.push({ method: 'fp16', select });
+  if (args.flags.has('llm-int8'))
+    encoders.push({
+      method: 'llm-int8',
+      options: {
+        threshold: methodNumber(
+          args,
+          'outlier-threshold',
+          'llm-int8',
+          'threshold',
+          DEFAULT_OUTLIER_THRESHOLD,
+        ),
+      },
+      select,
+    });
   // int8 weights and activations: a storage format of its own, after any pruning step
   if (args.flags.has('w8a8')) encoders.push({ method: 'w8a8', select });
   if (encoders.length > 1)
     throw new UsageError(
-      'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq or --w8a8); write a --recipe to chain more.',
+      'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq, --llm-int8 or --w8a8); write a --recipe to chain more.',
     );
   steps.push(...encoders);
   if (steps.length === 0) throw new UsageError(NOTHING_TO_DO);
@@ -281,7 +309,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
   if (!methods.length) {
     if (given.length)
       throw new UsageError(
-        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S or --w8a8.`,
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S, --llm-int8 or --w8a8.`,
       );
     return null;
   }
@@ -530,6 +558,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
           mse: r.mse,
           snrDb: Number.isFinite(r.snrDb) ? r.snrDb : null,
           maxAbsError: r.maxAbsError,
+          ...(r.outlierChannels ? { outlierChannels: r.outlierChannels } : {}),
         })),
         warnings: result.warnings,
         ...(calibration

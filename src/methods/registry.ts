@@ -9,6 +9,7 @@ import { kmeansMethod } from './kmeans/index.ts';
 import { gptqMethod } from './gptq/index.ts';
 import { sparsegptMethod } from './sparsegpt/index.ts';
 import { wandaMethod } from './wanda/index.ts';
+import { llmInt8Method } from './llm-int8/index.ts';
 import { w8a8Method } from './w8a8/index.ts';
 
 export const METHODS: readonly CompressionMethod[] = [
@@ -21,6 +22,7 @@ export const METHODS: readonly CompressionMethod[] = [
   gptqMethod as unknown as CompressionMethod,
   sparsegptMethod as unknown as CompressionMethod,
   wandaMethod as unknown as CompressionMethod,
+  llmInt8Method as unknown as CompressionMethod,
   w8a8Method as unknown as CompressionMethod,
 ];
 

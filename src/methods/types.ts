@@ -58,6 +58,8 @@ export interface KernelResult<E = unknown> {
   storedBytes: number;
   /** Storage-format data the method's rewrite needs; absent for transforms that stay dense float32. */
   encoding?: E;
+  /** Input features the method left unquantized because their activations are outliers (llm-int8). */
+  outlierChannels?: number[];
 }
 
 export interface CompressionMethod<O extends OptionValues = OptionValues, E = unknown> {

@@ -134,7 +134,18 @@ describe('compression-studio compress', () => {
   it('methods --json lists every method with its option schema', async () => {
     const { out } = await run(['methods', '--json']);
     const ids = JSON.parse(out).map((m: { id: string }) => m.id);
-    expect(ids).toEqual(['prune', 'int8', 'int4', 'kmeans', 'fp16', 'gptq', 'sparsegpt', 'wanda', 'w8a8']);
+    expect(ids).toEqual([
+      'prune',
+      'int8',
+      'int4',
+      'kmeans',
+      'fp16',
+      'gptq',
+      'sparsegpt',
+      'wanda',
+      'llm-int8',
+      'w8a8',
+    ]);
     const needs = Object.fromEntries(
       JSON.parse(out).map((m: { id: string; needs: string[] }) => [m.id, m.needs]),
     );
@@ -143,6 +154,7 @@ describe('compression-studio compress', () => {
       gptq: ['hessian'],
       sparsegpt: ['hessian'],
       wanda: ['inputNorms'],
+      'llm-int8': ['inputNorms'],
     });
   });
 });

@@ -29,6 +29,8 @@ export interface TensorOutcome {
   /** The storage format chosen by the last encode step, if any (dropped if a transform came after). */
   encoder: { method: string; options: OptionValues; encoding: unknown } | null;
   storedBytes: number;
+  /** Outlier input features the last encode step kept in float (llm-int8), for the report. */
+  outlierChannels?: number[];
 }
 
 export interface TensorReport extends ErrorStats {
@@ -41,6 +43,8 @@ export interface TensorReport extends ErrorStats {
   originalBytes: number;
   storedBytes: number;
   bitsPerWeight: number;
+  /** Input features kept in float as activation outliers (llm-int8), ascending. */
+  outlierChannels?: number[];
 }
 
 export interface CompressionTotals {
@@ -111,6 +115,7 @@ export function nextOutcome(
     methods: [...from.methods, method.id],
     encoder: method.role === 'encode' ? { method: method.id, options, encoding: r.encoding } : null,
     storedBytes: r.storedBytes,
+    ...(r.outlierChannels ? { outlierChannels: r.outlierChannels } : {}),
   };
 }
 
@@ -127,6 +132,7 @@ export function reportFor(o: TensorOutcome): TensorReport {
     storedBytes: o.storedBytes,
     bitsPerWeight: (o.storedBytes * 8) / params,
     ...stats,
+    ...(o.outlierChannels ? { outlierChannels: o.outlierChannels } : {}),
   };
 }
 

@@ -24,6 +24,8 @@ import {
 } from '../../src/methods/w8a8/kernel.ts';
 import type { W8a8Encoding } from '../../src/methods/w8a8/index.ts';
 import { mlpModel, seededFloats } from '../helpers/models.ts';
+import { DataType } from '../../src/core/onnx/dtypes.ts';
+import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
 
 const K = 16;
@@ -173,5 +175,50 @@ describe('w8a8 activation ranges from the value histogram', () => {
     } catch (e) {
       expect(isModelError(e) && e.code).toBe('invalid-argument');
     }
+  });
+});
+
+describe('w8a8 on a Gemm with transB', () => {
+  it('quantizes the weight per output row and the Gemm input as calibrated', async () => {
+    // y = x · Wᵀ + b, W stored [N, K]: output channels on axis 0
+    const bytes = makeModelBytes({
+      nodes: [makeNode('Gemm', ['x', 'w', 'b'], ['y'], { transB: 1 })],
+      inputs: [valueInfo('x', DataType.FLOAT, ['batch', K])],
+      outputs: [valueInfo('y', DataType.FLOAT, ['batch', N])],
+      initializers: [
+        floatTensor('w', [N, K], seededFloats(N * K, 21, 0.5)),
+        floatTensor('b', [N], seededFloats(N, 22, 0.1)),
+      ],
+    });
+    const model = parseModel(bytesSource('gemm.onnx', bytes));
+    const plan = planCapture(model, ['w'], { hessian: false });
+    const capture = await ort.InferenceSession.create(plan.bytes);
+    const calibX = seededFloats(ROWS * K, 23, 1);
+    const captured = await capture.run({ x: new ort.Tensor('float32', calibX, [ROWS, K]) });
+    await capture.release();
+    const stats = emptyInputStats('x', K, false);
+    accumulateInputStats(stats, captured[plan.targets[0].output].data as Float32Array, ROWS);
+    const calibration: CalibrationStats = { version: 1, sequences: 1, tokens: ROWS, layers: { w: stats } };
+    const steps = resolveRecipe({ steps: [{ method: 'w8a8', select: { lmHead: true } }] });
+    const result = compressModel(model, steps, { calibration });
+    const [o] = result.outcomes;
+    expect(o.candidate.channelAxis).toBe(0);
+    const exported = exportCompressed(model, result).model;
+    expect(opTypes(exported)).toEqual(['DequantizeLinear', 'QuantizeLinear', 'DequantizeLinear', 'Gemm']);
+
+    const x = seededFloats(ROWS * K, 24, 1.3);
+    const got = await runOutput(exported, { x: new ort.Tensor('float32', x, [ROWS, K]) }, 'y', {
+      graphOptimizationLevel: 'disabled',
+    });
+    const fq = fakeQuantizeActivation(x, (o.encoder!.encoding as W8a8Encoding).activation);
+    const bias = seededFloats(N, 22, 0.1);
+    const want = new Float32Array(ROWS * N);
+    for (let r = 0; r < ROWS; r++)
+      for (let n = 0; n < N; n++) {
+        let s = bias[n];
+        for (let i = 0; i < K; i++) s += fq[r * K + i] * o.values[n * K + i];
+        want[r * N + n] = s;
+      }
+    expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4 * (1 + maxAbs(want)));
   });
 });

@@ -3,11 +3,11 @@
  * `w8a8`, and `methods` listing it. Short calibrations keep each run to a few seconds.
  */
 import { describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { idsInput, ort, tempDir } from '../helpers/ort.ts';
 import { opTypes } from '../helpers/compress.ts';
-import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { runCli as run, sha256File } from '../helpers/cli.ts';
 
 /** Runs the CLI with process.stderr swallowed (calibration progress goes there). */
@@ -92,6 +92,29 @@ describe('compress --w8a8', () => {
     const none = await run(['compress', STORIES_MODEL, '--w8a8', '-o', join(dir, 'y.onnx')]);
     expect(none.code).toBe(2);
     expect(none.err).toMatch(/w8a8 needs calibration data: give --calib-generate N/);
+  }, 60_000);
+
+  it('refuses a tied embedding (also read by a Gather) with a typed error, writing nothing', async () => {
+    const demo = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2', 'model.onnx');
+    const out = join(dir, 'tied.onnx');
+    const r = await runQuiet([
+      'compress',
+      demo,
+      '--w8a8',
+      '--embeddings',
+      '--lm-head',
+      '--exclude',
+      'transformer.wpe.weight',
+      '--calib-generate',
+      '2',
+      '--calib-len',
+      '16',
+      '-o',
+      out,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/'transformer\.wte\.weight' is also read by a Gather node/);
+    expect(existsSync(out)).toBe(false);
   }, 60_000);
 
   it('is listed by `methods` with the statistic it reads', async () => {

@@ -53,7 +53,7 @@ export const COMPRESS: CommandSpec = {
     '         [--int8 [--per-tensor] | --int4 [--block N] [--format F] | --kmeans K [--per-channel] [--dense] | --fp16]',
     '         [--asym] [--include PATTERNS] [--exclude PATTERNS] [--embeddings] [--lm-head]',
     '         -o OUT.onnx [--external-data] [--json]',
-    'compress MODEL.onnx [--sparsegpt S|N:M | --wanda S|N:M] [--gptq [--int8 | --block N] [--asym]]',
+    'compress MODEL.onnx [--sparsegpt S|N:M | --wanda S|N:M] [--gptq [--int8 | --block N] [--asym] | --w8a8]',
     '         (--calib-generate N [--calib-seed S] [--calib-bos ID] | --calib-ids FILE | --calib-text FILE --tokenizer DIR_OR_JSON)',
     '         [--calib-len L] [--calib-samples N] -o OUT.onnx',
     'compress MODEL.onnx --llm-int8 [--outlier-threshold T] (--calib-… as above) -o OUT.onnx',
@@ -105,6 +105,10 @@ export const COMPRESS: CommandSpec = {
       type: 'string',
       value: 'T',
       help: 'with --llm-int8: the activation magnitude above which a feature is an outlier (default 6)',
+    },
+    w8a8: {
+      type: 'boolean',
+      help: 'int8 weights per channel and int8 activations (static, calibrated QDQ); needs calibration',
     },
     'calib-generate': {
       type: 'string',
@@ -161,7 +165,7 @@ export const COMPRESS: CommandSpec = {
   },
   notes: [
     'The shorthands give at most one pruning step followed by one storage format; a --recipe chains more.',
-    'GPTQ, SparseGPT, Wanda and LLM.int8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
+    'GPTQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
       '--calib-text with --tokenizer), also with a --recipe whose "calibration" names ids or text. ' +
       'Calibration progress goes to stderr.',
   ],

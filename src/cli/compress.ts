@@ -63,6 +63,7 @@ const METHOD_FLAGS = [
   'sparsegpt',
   'wanda',
   'llm-int8',
+  'w8a8',
 ];
 const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
 /** Where calibration data comes from; at most one. */
@@ -77,7 +78,7 @@ const CALIB_REFINES: Record<string, string[]> = {
 };
 const NOTHING_TO_DO =
   'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K, --fp16, --gptq, ' +
-  '--sparsegpt S, --wanda S or --llm-int8) or --recipe FILE.';
+  '--sparsegpt S, --wanda S, --llm-int8 or --w8a8) or --recipe FILE.';
 const HOW_TO_CALIBRATE = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
 /**
@@ -233,9 +234,11 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
       },
       select,
     });
+  // int8 weights and activations: a storage format of its own, after any pruning step
+  if (args.flags.has('w8a8')) encoders.push({ method: 'w8a8', select });
   if (encoders.length > 1)
     throw new UsageError(
-      'Choose one storage format (--int8, --int4, --kmeans, --fp16 or --llm-int8); write a --recipe to chain more.',
+      'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq, --llm-int8 or --w8a8); write a --recipe to chain more.',
     );
   steps.push(...encoders);
   if (steps.length === 0) throw new UsageError(NOTHING_TO_DO);
@@ -306,7 +309,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
   if (!methods.length) {
     if (given.length)
       throw new UsageError(
-        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S or --llm-int8.`,
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S, --llm-int8 or --w8a8.`,
       );
     return null;
   }

@@ -10,6 +10,7 @@ import { gptqMethod } from './gptq/index.ts';
 import { sparsegptMethod } from './sparsegpt/index.ts';
 import { wandaMethod } from './wanda/index.ts';
 import { llmInt8Method } from './llm-int8/index.ts';
+import { w8a8Method } from './w8a8/index.ts';
 
 export const METHODS: readonly CompressionMethod[] = [
   pruneMethod as unknown as CompressionMethod,
@@ -22,6 +23,7 @@ export const METHODS: readonly CompressionMethod[] = [
   sparsegptMethod as unknown as CompressionMethod,
   wandaMethod as unknown as CompressionMethod,
   llmInt8Method as unknown as CompressionMethod,
+  w8a8Method as unknown as CompressionMethod,
 ];
 
 export function getMethod(id: string): CompressionMethod {

@@ -7,8 +7,11 @@
 import type { GraphEditor } from '../core/compress/graph-editor.ts';
 import type { CalibrationStats } from '../core/calibrate/stats.ts';
 
-/** 'hessian': XᵀX per weight (k² doubles); 'inputNorms': Σx² per input feature (always captured). */
-export type StatisticNeed = 'hessian' | 'inputNorms';
+/**
+ * 'hessian': XᵀX per weight (k² doubles); 'inputNorms': Σx² per input feature; 'inputRange': the
+ * activation's min and max (both always captured).
+ */
+export type StatisticNeed = 'hessian' | 'inputNorms' | 'inputRange';
 
 export type OptionSpec =
   | {

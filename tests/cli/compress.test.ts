@@ -144,6 +144,7 @@ describe('compression-studio compress', () => {
       'sparsegpt',
       'wanda',
       'llm-int8',
+      'w8a8',
     ]);
     const needs = Object.fromEntries(
       JSON.parse(out).map((m: { id: string; needs: string[] }) => [m.id, m.needs]),

@@ -21,7 +21,16 @@ export interface InputStats {
   /** Smallest and largest activation over the whole input (static activation quantization). */
   min: number;
   max: number;
+  /**
+   * Counts of every activation value by its float32 bits' top 13 (sign, exponent, 4 mantissa bits):
+   * bins 6 % wide at any magnitude, needing no range in advance (percentile and MSE activation ranges
+   * read it; see histogramBin). 32 KiB per activation.
+   */
+  histogram?: Uint32Array;
 }
+
+/** Bins of `InputStats.histogram`: a float32's bits shifted right by this many. */
+export const HISTOGRAM_SHIFT = 19;
 
 /** What the second-order kernels (GPTQ, SparseGPT) read: XᵀX, its row count and width. */
 export type HessianSource = Pick<InputStats, 'xtx' | 'rows' | 'k'>;
@@ -47,6 +56,7 @@ export function emptyInputStats(input: string, k: number, withXtx: boolean): Inp
     absMax: new Float32Array(k),
     min: Infinity,
     max: -Infinity,
+    histogram: new Uint32Array(2 ** (32 - HISTOGRAM_SHIFT)),
   };
 }
 
@@ -72,7 +82,11 @@ export function accumulateInputStats(
       'invalid-argument',
       `Activation '${stats.input}' has ${x.length} values, expected ${rows} rows of ${k}.`,
     );
-  const { sumSquares, absMax } = stats;
+  const { sumSquares, absMax, histogram } = stats;
+  if (histogram) {
+    const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+    for (let i = 0; i < bits.length; i++) histogram[bits[i] >>> HISTOGRAM_SHIFT]++;
+  }
   let lo = stats.min;
   let hi = stats.max;
   for (let r = 0; r < rows; r++) {

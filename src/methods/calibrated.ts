@@ -18,6 +18,25 @@ export interface CalibratedMethod<O extends OptionValues = OptionValues, E = unk
   apply(tensors: readonly WeightMatrix[], options: O, calibration: CalibrationStats): KernelResult<E>[];
 }
 
+/**
+ * A weight's layout in the terms calibration uses: K input features (what the statistics count) and
+ * N outputs, whichever axis holds them; every feature count the statistics carry must be K.
+ */
+export function calibratedDims(
+  w: WeightMatrix,
+  ...featureCounts: number[]
+): { rows: number; cols: number; k: number; n: number } {
+  const [rows, cols] = w.shape;
+  const k = w.channelAxis === 1 ? rows : cols;
+  const n = w.channelAxis === 1 ? cols : rows;
+  if (featureCounts.some((c) => c !== k))
+    throw new ModelError(
+      'invalid-argument',
+      `Calibration statistics for '${w.name}' have ${featureCounts[0]} input features but the weight has ${k}.`,
+    );
+  return { rows, cols, k, n };
+}
+
 /** What a calibrated method called without statistics says (the UI and the CLI say how to get them). */
 export function missingCalibrationMessage(methodId: string): string {
   return `${methodId} needs calibration data (activation statistics from running text through the model), and none was given.`;

@@ -12,6 +12,7 @@ import { layerHessian, permuteSymmetric, upperCholeskyOfInverse } from '../../co
 import { inputMajor, runObsPass } from '../../core/calibrate/obs.ts';
 import type { HessianSource } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
+import { calibratedDims } from '../calibrated.ts';
 import { dequantizeInt4Blockwise, type Int4Quantized } from '../int4/kernel.ts';
 import { dequantizeInt8, type Int8Quantized } from '../int8/kernel.ts';
 
@@ -58,14 +59,7 @@ interface Prepared {
 }
 
 function prepare(w: WeightMatrix, stats: HessianSource, opts: GptqCommonOptions): Prepared {
-  const [rows, cols] = w.shape;
-  const k = w.channelAxis === 1 ? rows : cols;
-  const n = w.channelAxis === 1 ? cols : rows;
-  if (stats.k !== k)
-    throw new ModelError(
-      'invalid-argument',
-      `Calibration statistics for '${w.name}' have ${stats.k} input features but the weight has ${k}.`,
-    );
+  const { rows, cols, k, n } = calibratedDims(w, stats.k);
   const { h, dead } = layerHessian(stats, opts.dampening);
   const original = inputMajor(w.values, rows, cols, w.channelAxis);
   for (let i = 0; i < k; i++) if (dead[i]) original.fill(0, i * n, (i + 1) * n);

@@ -8,6 +8,7 @@
 import { ModelError } from '../../core/errors.ts';
 import type { InputStats } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
+import { calibratedDims } from '../calibrated.ts';
 import { dequantizeInt8, quantizeInt8, type Int8Quantized } from '../int8/kernel.ts';
 
 export interface LlmInt8Encoding {
@@ -59,14 +60,7 @@ export function llmInt8(
   stats: Pick<InputStats, 'absMax' | 'k'>,
   threshold: number,
 ): LlmInt8Result {
-  const [rows, cols] = w.shape;
-  const k = w.channelAxis === 1 ? rows : cols;
-  const n = w.channelAxis === 1 ? cols : rows;
-  if (stats.k !== k || stats.absMax.length !== k)
-    throw new ModelError(
-      'invalid-argument',
-      `Calibration statistics for '${w.name}' have ${stats.k} input features but the weight has ${k}.`,
-    );
+  const { rows, cols, k, n } = calibratedDims(w, stats.k, stats.absMax.length);
   if (!(threshold >= 0))
     throw new ModelError('invalid-argument', `The outlier threshold must be ≥ 0, got ${threshold}.`);
   const outliers = outlierFeatures(stats.absMax, threshold);

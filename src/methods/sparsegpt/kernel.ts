@@ -13,6 +13,7 @@ import { ModelError } from '../../core/errors.ts';
 import { layerHessian, upperCholeskyOfInverse } from '../../core/calibrate/linalg.ts';
 import { inputMajor, ownLayout, runObsPass } from '../../core/calibrate/obs.ts';
 import type { WeightMatrix } from '../types.ts';
+import { calibratedDims } from '../calibrated.ts';
 import type { HessianSource } from '../../core/calibrate/stats.ts';
 
 export interface SparseGptOptions {
@@ -45,18 +46,11 @@ function smallest(scores: Float64Array, idx: Uint32Array, count: number): Uint32
 }
 
 export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: SparseGptOptions): Float32Array {
-  const [rows, cols] = w.shape;
-  const k = w.channelAxis === 1 ? rows : cols;
-  const n = w.channelAxis === 1 ? cols : rows;
   const nm = parsePattern(opts.pattern);
   const { sparsity } = opts;
   if (!nm && !(sparsity >= 0 && sparsity <= 1))
     throw new ModelError('invalid-argument', `Sparsity must be between 0 and 1, got ${sparsity}.`);
-  if (stats.k !== k)
-    throw new ModelError(
-      'invalid-argument',
-      `Calibration statistics for '${w.name}' have ${stats.k} input features but the weight has ${k}.`,
-    );
+  const { rows, cols, k, n } = calibratedDims(w, stats.k);
   const { h, dead } = layerHessian(stats, opts.dampening);
   const u = upperCholeskyOfInverse(h, k);
   const work = inputMajor(w.values, rows, cols, w.channelAxis);

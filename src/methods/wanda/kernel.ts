@@ -14,6 +14,7 @@
 import { ModelError } from '../../core/errors.ts';
 import type { InputStats } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
+import { calibratedDims } from '../calibrated.ts';
 import { parsePattern } from '../sparsegpt/kernel.ts';
 
 export interface WandaOptions {
@@ -28,14 +29,7 @@ export function wandaPrune(
   stats: Pick<InputStats, 'sumSquares' | 'k'>,
   opts: WandaOptions,
 ): Float32Array {
-  const [rows, cols] = w.shape;
-  const k = w.channelAxis === 1 ? rows : cols;
-  const n = w.channelAxis === 1 ? cols : rows;
-  if (stats.k !== k)
-    throw new ModelError(
-      'invalid-argument',
-      `Calibration statistics for '${w.name}' have ${stats.k} input features but the weight has ${k}.`,
-    );
+  const { cols, k, n } = calibratedDims(w, stats.k);
   const nm = parsePattern(opts.pattern);
   const { sparsity } = opts;
   if (!nm && !(sparsity >= 0 && sparsity <= 1))

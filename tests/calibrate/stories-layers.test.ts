@@ -6,52 +6,34 @@
  * computed from the captured XᵀX, which tests/calibrate/capture.test.ts checks against a forward pass.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
-import { bytesSource, findInitializer, parseModel, readTensorFloat32 } from '../../src/core/onnx/model.ts';
-import { summarizeInputs } from '../../src/core/summary.ts';
+import { findInitializer, readTensorFloat32 } from '../../src/core/onnx/model.ts';
 import { weightCandidates } from '../../src/core/compress/select.ts';
-import { captureActivationStats, planCapture } from '../../src/core/calibrate/capture.ts';
-import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import type { CalibrationStats } from '../../src/core/calibrate/stats.ts';
-import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { gptqInt4 } from '../../src/methods/gptq/kernel.ts';
 import { sparsegptPrune } from '../../src/methods/sparsegpt/kernel.ts';
 import { wandaPrune } from '../../src/methods/wanda/kernel.ts';
 import { int4Method } from '../../src/methods/int4/index.ts';
 import { pruneMethod } from '../../src/methods/prune/index.ts';
 import type { WeightMatrix } from '../../src/methods/types.ts';
-import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { calibrateStories } from '../helpers/calibration.ts';
 
 let weights: WeightMatrix[];
 let stats: CalibrationStats;
 
 beforeAll(async () => {
-  const bytes = readFileSync(STORIES_MODEL);
-  const model = parseModel(bytesSource('model.onnx', bytes));
-  const inputs = summarizeInputs(model.graph);
-  weights = weightCandidates(model.graph)
-    .filter((c) => c.role === 'linear')
-    .map((c) => ({
-      name: c.name,
+  const calibrated = await calibrateStories({ count: 6, length: 48, seed: 1 });
+  const { model, linear } = calibrated;
+  stats = calibrated.stats;
+  const candidates = new Map(weightCandidates(model.graph).map((c) => [c.name, c]));
+  weights = linear.map((name) => {
+    const c = candidates.get(name)!;
+    return {
+      name,
       shape: c.shape,
       channelAxis: c.channelAxis,
-      values: readTensorFloat32(model, findInitializer(model, c.name)),
-    }));
-  const session = await createNodeSession(bytes);
-  const sequences = await generateCalibrationSequences(session, Tensor, inputs, {
-    count: 6,
-    length: 48,
-    seed: 1,
-    bos: 1,
+      values: readTensorFloat32(model, findInitializer(model, name)),
+    };
   });
-  await session.release();
-  const plan = planCapture(
-    model,
-    weights.map((w) => w.name),
-  );
-  const capture = await createNodeSession(plan.bytes);
-  stats = await captureActivationStats(capture, Tensor, inputs, plan, sequences);
-  await capture.release();
 }, 60_000);
 
 /** ‖XW − XŴ‖²_F = Σ_c ΔW_cᵀ XᵀX ΔW_c for a [K, N] weight. */

@@ -19,8 +19,6 @@ import {
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
-import { captureActivationStats, planCapture } from '../../src/core/calibrate/capture.ts';
-import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import type { CalibrationStats } from '../../src/core/calibrate/stats.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { gptqMethod, type GptqOptions } from '../../src/methods/gptq/index.ts';
@@ -32,33 +30,15 @@ import { resolveOptions } from '../../src/methods/registry.ts';
 import type { CompressionMethod } from '../../src/methods/types.ts';
 import { isModelError } from '../../src/core/errors.ts';
 import { denseReference, maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
-import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { calibrateStories } from '../helpers/calibration.ts';
 
-let bytes: Uint8Array;
 let model: OnnxModel;
 let calibration: CalibrationStats;
 const stories = () => parseIdsText(readFileSync(join(STORIES_DIR, 'ids.txt'), 'utf8'));
 
 beforeAll(async () => {
-  bytes = readFileSync(STORIES_MODEL);
-  model = parseModel(bytesSource('model.onnx', bytes));
-  const inputs = summarizeInputs(model.graph);
-  const session = await createNodeSession(bytes);
-  // calibration never sees the held-out stories: the model writes its own
-  const sequences = await generateCalibrationSequences(session, Tensor, inputs, {
-    count: 16,
-    length: 64,
-    seed: 5,
-    bos: 1,
-  });
-  await session.release();
-  const linear = compressModel(model, resolveRecipe({ steps: [{ method: 'fp16' }] })).outcomes.map(
-    (o) => o.candidate.name,
-  );
-  const plan = planCapture(model, linear);
-  const capture = await createNodeSession(plan.bytes);
-  calibration = await captureActivationStats(capture, Tensor, inputs, plan, sequences);
-  await capture.release();
+  ({ model, stats: calibration } = await calibrateStories({ count: 16, length: 64, seed: 5 }));
 }, 60_000);
 
 /**

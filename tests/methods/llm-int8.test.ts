@@ -7,13 +7,11 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { summarizeInputs } from '../../src/core/summary.ts';
 import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
-import { captureActivationStats, planCapture } from '../../src/core/calibrate/capture.ts';
-import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
-import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { calibrateStories } from '../helpers/calibration.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
@@ -228,26 +226,9 @@ function layerError(stats: InputStats, original: Float32Array, values: Float32Ar
 
 describe('llm-int8 on stories260K (calibrated on 16 generated sequences × 64 tokens)', () => {
   it('exports as previewed and keeps held-out perplexity at plain int8 per channel’s or below', async () => {
-    const bytes = readFileSync(STORIES_MODEL);
-    const model = parseModel(bytesSource('model.onnx', bytes));
-    const inputs = summarizeInputs(model.graph);
-    const session = await createNodeSession(bytes);
     // calibration never sees the held-out stories: the model writes its own
-    const sequences = await generateCalibrationSequences(session, Tensor, inputs, {
-      count: 16,
-      length: 64,
-      seed: 5,
-      bos: 1,
-    });
-    await session.release();
+    const { model, inputs, stats } = await calibrateStories({ count: 16, length: 64, seed: 5 });
     const llm = resolveRecipe({ steps: [{ method: 'llm-int8' }] });
-    const linear = compressModel(model, resolveRecipe({ steps: [{ method: 'fp16' }] })).outcomes.map(
-      (o) => o.candidate.name,
-    );
-    const plan = planCapture(model, linear);
-    const capture = await createNodeSession(plan.bytes);
-    const stats = await captureActivationStats(capture, Tensor, inputs, plan, sequences);
-    await capture.release();
 
     const result = compressModel(model, llm, { calibration: stats });
     const outliers = result.reports.reduce((s, r) => s + (r.outlierChannels?.length ?? 0), 0);

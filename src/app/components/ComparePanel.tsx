@@ -7,6 +7,7 @@ import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
 import { evaluationInputProblem } from '../eval-input.ts';
+import { sharedCalibration } from '../calibration-slice.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -41,7 +42,8 @@ export function ComparePanel() {
   }, [maxMb]);
   const copyLink = async () => {
     try {
-      await navigator.clipboard.writeText(shareLink(useStudio.getState().recipe));
+      const state = useStudio.getState();
+      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state)));
       setCopied(true);
       setTimeout(() => setCopied(false), 1500);
     } catch {

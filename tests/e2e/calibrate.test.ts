@@ -220,4 +220,34 @@ describe('calibration in the page', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'calibrate-cancelled.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);
   });
+
+  it('a shared link fills the card with its calibration settings; the demo model calibrates from them', async () => {
+    const { page } = studio;
+    const recipe = {
+      version: 1,
+      calibration: { source: 'generate', samples: 4, length: 16, seed: 2, sequential: false },
+      steps: [{ method: 'gptq', options: { blockSize: 64 } }],
+    };
+    await page.goto(`${studio.url}?eval=0#recipe=${encodeURIComponent(JSON.stringify(recipe))}`);
+    await page.waitForSelector('[data-testid=preview][aria-busy=false]', { timeout: 120_000 });
+    expect(await text('recipe-label')).toBe('GPTQ int4 b64');
+    // no statistics yet: the preview and the disabled buttons say what to do
+    await expect
+      .poll(() => page.locator('[data-testid=preview] .error').textContent())
+      .toMatch(/run Calibrate/);
+    expect(await page.locator('[data-testid=export]').isDisabled()).toBe(true);
+    expect(await text('needs-calibration-reason')).toMatch(/run Calibrate first/);
+    expect(await page.locator('[data-testid=calib-samples]').inputValue()).toBe('4');
+    expect(await page.locator('[data-testid=calib-length]').inputValue()).toBe('16');
+    expect(await page.locator('[data-testid=calib-seed]').inputValue()).toBe('2');
+    await page.locator('[data-testid=calibrate]').click();
+    await page.waitForSelector('[data-testid=calib-status]', { timeout: 120_000 });
+    expect((await calibration()).done).toMatchObject({ runs: 1, sequences: 4, tokens: 64 });
+    await settled();
+    expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
+    expect(await text('overlay-stats')).toMatch(/^gptq · /);
+    expect(await page.locator('[data-testid=export]').isDisabled()).toBe(false);
+    await page.screenshot({ path: join(ARTIFACTS, 'calibrate-shared-link.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
 });

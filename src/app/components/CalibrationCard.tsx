@@ -78,7 +78,7 @@ export function CalibrationCard() {
     <section className="card calibration" data-testid="calibration" aria-busy={c.running}>
       <div className="table-tools">
         <h2>Calibration</h2>
-        <span className="muted small">activations for GPTQ, SparseGPT, Wanda, LLM.int8, W8A8</span>
+        <span className="muted small">for the calibrated methods</span>
       </div>
       <label className="option">
         Source{' '}

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, ROOT, dropFiles, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { compressBytes, opTypes } from '../helpers/compress.ts';
@@ -174,6 +174,13 @@ describe('calibration in the page', () => {
       return findWeight(m, node.input[1]).tensor.raw_data;
     };
     expect(Buffer.from(weightOf(bytes)!).equals(Buffer.from(weightOf(rtn)!))).toBe(false);
+    // the report's recipe reproduces the page's file in the CLI (onnxruntime-node generates the same
+    // sequences and captures the same statistics)
+    const recipeFile = join(dir, 'recipe.json');
+    writeFileSync(recipeFile, JSON.stringify(report.recipe));
+    const cliOut = join(dir, 'cli.onnx');
+    expect(await main(['compress', STORIES_MODEL, '--recipe', recipeFile, '-o', cliOut], () => {})).toBe(0);
+    expect(Buffer.from(readFileSync(cliOut)).equals(Buffer.from(bytes))).toBe(true);
     writeFileSync(join(ARTIFACTS, 'calibrate-report.json'), JSON.stringify(report.recipe, null, 2));
     rmSync(dir, { recursive: true, force: true });
     await page.screenshot({ path: join(ARTIFACTS, 'calibrate-gptq.png'), fullPage: true });
@@ -248,6 +255,40 @@ describe('calibration in the page', () => {
     expect(await text('overlay-stats')).toMatch(/^gptq · /);
     expect(await page.locator('[data-testid=export]').isDisabled()).toBe(false);
     await page.screenshot({ path: join(ARTIFACTS, 'calibrate-shared-link.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('calibrates on a text file with the tokenizer, and warns when it overlaps the evaluation text', async () => {
+    const { page } = studio;
+    // the demo model from the test before, its held-out text in the Quality panel
+    await page.locator('[data-testid=calib-source]').selectOption('text');
+    expect(await text('calib-disabled-reason')).toBe('Choose a text file first.');
+    expect(await page.locator('[data-testid=calibrate]').isDisabled()).toBe(true);
+    const heldout = readFileSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/heldout.txt'), 'utf8');
+    await page.locator('[data-testid=calib-file-input]').setInputFiles({
+      name: 'heldout-part.txt',
+      mimeType: 'text/plain',
+      buffer: Buffer.from(heldout.slice(0, 3000)),
+    });
+    await expect
+      .poll(() => text('calib-overlap'), { timeout: 30_000 })
+      .toMatch(/^100 % of the calibration data also appears/);
+    await page.locator('[data-testid=calib-samples]').fill('4');
+    await page.locator('[data-testid=calibrate]').click();
+    await expect.poll(async () => (await calibration()).done?.runs, { timeout: 60_000 }).toBe(2);
+    expect(await text('calib-status')).toContain('heldout-part.txt');
+    // 4 windows of 16 tokens cut from the file's tokens
+    expect((await calibration()).done).toMatchObject({ sequences: 4, tokens: 64 });
+    // text that is not in the held-out text: no warning
+    await page.locator('[data-testid=calib-file-input]').setInputFiles({
+      name: 'other.txt',
+      mimeType: 'text/plain',
+      buffer: Buffer.from(readFileSync(join(ROOT, 'README.md'), 'utf8').slice(0, 3000)),
+    });
+    // (the worker answers between the tensors of the GPTQ preview the new statistics started)
+    await expect.poll(() => page.locator('[data-testid=calib-overlap]').count(), { timeout: 60_000 }).toBe(0);
+    await settled();
+    await page.screenshot({ path: join(ARTIFACTS, 'calibrate-text.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);
   });
 });

@@ -76,14 +76,17 @@ function initialRecipe(stored: Stored): {
   const fromHash = stale ? {} : readHashRecipe(hash);
   if (fromHash.steps) return { recipe: fromHash.steps, calibration: fromHash.calibration };
   const recipe = stored.recipe ?? DEFAULT_RECIPE;
+  // a reload: the stored recipe wins, and the hash still names how it was calibrated
+  const calibration = stale ? readHashRecipe(hash).calibration : undefined;
   // a link that named a recipe the studio cannot use says so, rather than silently loading another
   const notice = fromHash.error
     ? `${fromHash.error} Loaded ${stored.recipe ? 'your last recipe' : 'the default recipe'} (${describeRecipe(recipe)}) instead.`
     : undefined;
   // the address bar shows the recipe in use from the start, ready to share
-  if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== recipeToHash(recipe))
-    window.history.replaceState(null, '', recipeToHash(recipe));
-  return { recipe, notice };
+  const own = recipeToHash(recipe, calibration);
+  if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== own)
+    window.history.replaceState(null, '', own);
+  return { recipe, notice, calibration };
 }
 
 let pendingPersist: (() => void) | null = null;

@@ -49,6 +49,8 @@ let latestPreview = 0;
 const calibrationCache = new CalibrationCache();
 /** The statistics the preview and export read: the newest calibration that finished on this model. */
 let calibration: CalibrationStats | undefined;
+/** Bumped whenever `calibration` changes: a preview computed with other statistics is not reused. */
+let calibrationGeneration = 0;
 let calibrationController: AbortController | undefined;
 /** Calibrations that ran the model (cache hits do not count): the page shows it, tests assert on it. */
 let calibrationRuns = 0;
@@ -154,6 +156,7 @@ const api = {
       lastPreview = undefined;
       // the previous model's statistics mean nothing to this one; its running calibration stops
       calibration = undefined;
+      calibrationGeneration++;
       calibrationController?.abort();
       // a preview of the previous model still running answers 'cancelled' rather than mixing models
       latestPreview++;
@@ -192,9 +195,10 @@ const api = {
       if (!session || !current) throw noModel();
       const t0 = performance.now();
       const resolved = resolveRecipe({ steps });
+      const withStats = { calibration, generation: calibrationGeneration };
       let early: Overlay | undefined;
       const result = await session.run(resolved, {
-        calibration,
+        calibration: withStats.calibration,
         priority: selected,
         isStale: () => seq !== latestPreview,
         // a few progress messages, not one per tensor
@@ -206,7 +210,7 @@ const api = {
           onSelected?.(early);
         },
       });
-      lastPreview = { key: JSON.stringify(resolved), result };
+      lastPreview = { key: `${JSON.stringify(resolved)}#${withStats.generation}`, result };
       // the histogram sent early is this run's: add the report rather than histogram the tensor again
       const report = result.reports.find((r) => r.name === early?.name);
       return {
@@ -228,7 +232,7 @@ const api = {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const resolved = resolveRecipe({ steps });
-      const key = JSON.stringify(resolved);
+      const key = `${JSON.stringify(resolved)}#${calibrationGeneration}`;
       const result =
         lastPreview?.key === key ? lastPreview.result : await session.run(resolved, { calibration });
       const written = exportCompressed(current, result);
@@ -317,7 +321,7 @@ const calibrationApi = {
         if (stats !== calibration) {
           calibration = stats;
           // a preview made with other statistics is not this export's
-          lastPreview = undefined;
+          calibrationGeneration++;
         }
         return {
           activations: activationSummaries(stats),

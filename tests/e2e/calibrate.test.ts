@@ -92,6 +92,13 @@ describe('calibration in the page', () => {
     expect(first.done).toMatchObject({ runs: 1, sequences: 8, tokens: 8 * 32 });
     expect(first.done!.activations.length).toBeGreaterThan(5);
     expect(await text('calib-runs')).toBe('1');
+    const runtimeThreads = await page.evaluate(() =>
+      crossOriginIsolated ? navigator.hardwareConcurrency : 1,
+    );
+    console.log(
+      `calibration in the page, stories260K, 8 × 32 generated + capture of ${first.done!.activations.length} activations: ` +
+        `${Math.round((first.done as unknown as { millis: number }).millis)} ms (onnxruntime-web wasm, ≤ ${Math.min(4, runtimeThreads)} threads)`,
+    );
     // the activation charts: one bar per captured activation
     await page.waitForSelector('[data-testid=activation-outlier-chart] .recharts-bar-rectangle');
     expect(await page.locator('[data-testid=activation-range-chart] .recharts-bar').count()).toBe(2);
@@ -119,6 +126,7 @@ describe('calibration in the page', () => {
     expect(Number(await text('total-bits'))).toBeLessThan(Number(int4Bits));
     expect((await calibration()).done!.runs).toBe(1);
     expect(await text('calib-runs')).toBe('1');
+    console.log(`GPTQ slider move on stories260K: ${await text('preview-status')}`);
 
     // the share link carries how to calibrate (generated, 8 × 32), not the sequences
     await expect

@@ -16,6 +16,7 @@ import {
   CalibrationCache,
   calibratableWeights,
   calibrateWeights,
+  calibrationFootprint,
   checkVocabulary,
   type CalibrationProgress,
 } from '../src/core/compress/calibration.ts';
@@ -334,6 +335,14 @@ const calibrationApi = {
       } finally {
         if (calibrationController === mine) calibrationController = undefined;
       }
+    });
+  },
+
+  /** How many activations a calibration captures on the open model, and the bytes its statistics take. */
+  calibrationFootprint(): Result<{ activations: number; bytes: number }> {
+    return wrap(() => {
+      if (!current) throw noModel();
+      return calibrationFootprint(current, calibratableWeights(current));
     });
   },
 

@@ -12,6 +12,7 @@ import type { StudioState } from './store.ts';
 import type { SharedCalibration } from './share.ts';
 import {
   calibrateModel,
+  calibrationFootprint,
   calibrationOverlap,
   cancelCalibration,
   type CalibrationDone,
@@ -42,6 +43,8 @@ export interface CalibrationState {
   error?: string;
   /** Fraction of the calibration data found in the evaluation text; null when they cannot be compared. */
   overlap?: number | null;
+  /** What a run captures on the open model: activations, and the bytes their statistics take. */
+  footprint?: { activations: number; bytes: number };
 }
 
 export interface CalibrationSlice {
@@ -158,6 +161,11 @@ export function calibrationSlice(set: Set, get: Get, fromLink?: SharedCalibratio
         },
       });
       void get().checkCalibrationOverlap();
+      const seq = calibrationSeq;
+      calibrationFootprint().then(
+        (footprint) => seq === calibrationSeq && patch({ footprint }),
+        () => undefined, // a model without MatMul weights: Run says so
+      );
     },
 
     async runCalibration() {

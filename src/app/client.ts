@@ -113,3 +113,7 @@ export async function calibrationOverlap(
 ) {
   return unwrap(await model().calibrationOverlap(calib, evaluation, tokenizerJson));
 }
+
+export async function calibrationFootprint() {
+  return unwrap(await model().calibrationFootprint());
+}

@@ -16,6 +16,7 @@ import {
   calibratableWeights,
   calibrate,
   calibrateWeights,
+  calibrationFootprint,
   type CalibrationInput,
   type CalibrationRuntime,
 } from '../../src/core/compress/calibration.ts';
@@ -61,6 +62,12 @@ describe('calibrating every weight at once (the page)', () => {
     expect(sessions).toBe(2); // generate, capture
     expect(Object.keys(stats.layers)).toEqual(weights);
     for (const w of weights) expect(stats.layers[w].xtx, w).not.toBeNull();
+    // the footprint the card announces is what the statistics hold
+    const distinct = new Set(Object.values(stats.layers));
+    let held = 0;
+    for (const s of distinct)
+      held += s.xtx!.byteLength + s.sumSquares.byteLength + s.absMax.byteLength + s.histogram!.byteLength;
+    expect(calibrationFootprint(model, weights)).toEqual({ activations: distinct.size, bytes: held });
     // the same settings again: no model run; another seed: a run
     expect(await calibrateWeights(model, weights, input(7), runtime, { cache })).toBe(stats);
     expect(sessions).toBe(2);

@@ -82,6 +82,8 @@ describe('calibration in the page', () => {
         .evaluateAll((os) => os.map((o) => o.getAttribute('value')));
     expect(await offered()).not.toContain('gptq');
 
+    // what a run will capture, said before it runs
+    await expect.poll(() => text('calib-footprint')).toMatch(/^21 MatMul inputs · statistics [\d.]+ MB$/);
     // a model without tokenizer.json: generated sequences are the default source
     expect(await page.locator('[data-testid=calib-source]').inputValue()).toBe('generate');
     await page.locator('[data-testid=calib-samples]').fill('8');
@@ -90,7 +92,7 @@ describe('calibration in the page', () => {
     await page.waitForSelector('[data-testid=calib-status]', { timeout: 120_000 });
     const first = await calibration();
     expect(first.done).toMatchObject({ runs: 1, sequences: 8, tokens: 8 * 32 });
-    expect(first.done!.activations.length).toBeGreaterThan(5);
+    expect(first.done!.activations.length).toBe(21);
     expect(await text('calib-runs')).toBe('1');
     const runtimeThreads = await page.evaluate(() =>
       crossOriginIsolated ? navigator.hardwareConcurrency : 1,

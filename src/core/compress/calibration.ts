@@ -13,7 +13,7 @@ import { getMethod } from '../../methods/registry.ts';
 import { captureActivationStats, findActivation, planCapture } from '../calibrate/capture.ts';
 import { generateCalibrationSequences } from '../calibrate/generate.ts';
 import { calibrateSequentially, type CalibrationRuntime } from '../calibrate/sequential.ts';
-import type { CalibrationStats } from '../calibrate/stats.ts';
+import { HISTOGRAM_SHIFT, type CalibrationStats } from '../calibrate/stats.ts';
 import { compressModel } from './pipeline.ts';
 import type { CalibrationSettings, ResolvedStep } from './recipe.ts';
 import { selectWeights, weightCandidates } from './select.ts';
@@ -297,6 +297,25 @@ export function calibratableWeights(model: OnnxModel): string[] {
       }
     })
     .map((c) => c.name);
+}
+
+/**
+ * What `calibrateWeights` keeps for `weights`: one statistics object per distinct activation, and its
+ * bytes (XᵀX, k² float64s, dominates: a 3072-wide MLP input holds 75 MB), so the page can say so first.
+ */
+export function calibrationFootprint(
+  model: OnnxModel,
+  weights: readonly string[],
+): { activations: number; bytes: number } {
+  const widths = new Map<string, number>();
+  for (const w of weights) {
+    const { input, k } = findActivation(model, w);
+    widths.set(input, k);
+  }
+  let bytes = 0;
+  // XᵀX and Σx² in float64, max |x| in float32, the histogram's uint32 counts
+  for (const k of widths.values()) bytes += k * k * 8 + k * 8 + k * 4 + 2 ** (32 - HISTOGRAM_SHIFT) * 4;
+  return { activations: widths.size, bytes };
 }
 
 /**

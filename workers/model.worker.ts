@@ -12,6 +12,26 @@ import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
 import type { CompressionResult, CompressionTotals, TensorReport } from '../src/core/compress/pipeline.ts';
 import type { WeightCandidate } from '../src/core/compress/select.ts';
+import {
+  CalibrationCache,
+  calibratableWeights,
+  calibrateWeights,
+  calibrationFootprint,
+  checkVocabulary,
+  type CalibrationProgress,
+} from '../src/core/compress/calibration.ts';
+import type { CalibrationSettings } from '../src/core/compress/recipe.ts';
+import type { CalibrationStats } from '../src/core/calibrate/stats.ts';
+import { activationSummaries, type ActivationSummary } from '../src/core/calibrate/summary.ts';
+import {
+  IDS_OVERLAP_SPAN,
+  TEXT_OVERLAP_SPAN,
+  overlapFraction,
+  textSymbols,
+} from '../src/core/calibrate/overlap.ts';
+import { summarizeInputs } from '../src/core/summary.ts';
+import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
+import { createSession, Tensor } from '../src/runtime/ort-web.ts';
 
 export interface Progress {
   phase: 'reading' | 'parsing' | 'statistics';
@@ -25,6 +45,44 @@ let current: OnnxModel | undefined;
 let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
+
+/** Calibration results per (model, calibration set): a second run of the same settings reads them. */
+const calibrationCache = new CalibrationCache();
+/** The statistics the preview and export read: the newest calibration that finished on this model. */
+let calibration: CalibrationStats | undefined;
+/** Bumped whenever `calibration` changes: a preview computed with other statistics is not reused. */
+let calibrationGeneration = 0;
+let calibrationController: AbortController | undefined;
+/** Calibrations that ran the model (cache hits do not count): the page shows it, tests assert on it. */
+let calibrationRuns = 0;
+
+/** What the page asks to calibrate on: the settings (length and BOS resolved) and the user's data. */
+export interface CalibrationRequest {
+  settings: CalibrationSettings & { length: number; bos: number };
+  /** The 'ids' source: pre-tokenized ids, one sequence per line. */
+  idsText?: string;
+  /** The 'text' source: text, and the tokenizer.json that turns it into ids. */
+  text?: string;
+  tokenizerJson?: unknown;
+  /** The file the data came from, named in errors. */
+  dataName?: string;
+}
+
+export interface CalibrationDone {
+  activations: ActivationSummary[];
+  sequences: number;
+  tokens: number;
+  /** Calibrations of this session that ran the model; unchanged when this one came from the cache. */
+  runs: number;
+  fromCache: boolean;
+  millis: number;
+}
+
+/** One side of an overlap check: text, or pre-tokenized ids as the person typed them. */
+export interface OverlapSide {
+  text: string;
+  isIds: boolean;
+}
 
 /** Typed like every other error the page shows (the buttons that lead here need an open model). */
 const noModel = () => new ModelError('invalid-argument', 'No model is open: open an .onnx file first.');
@@ -97,6 +155,10 @@ const api = {
       current = model;
       session = nextSession;
       lastPreview = undefined;
+      // the previous model's statistics mean nothing to this one; its running calibration stops
+      calibration = undefined;
+      calibrationGeneration++;
+      calibrationController?.abort();
       // a preview of the previous model still running answers 'cancelled' rather than mixing models
       latestPreview++;
       return summary;
@@ -134,8 +196,10 @@ const api = {
       if (!session || !current) throw noModel();
       const t0 = performance.now();
       const resolved = resolveRecipe({ steps });
+      const withStats = { calibration, generation: calibrationGeneration };
       let early: Overlay | undefined;
       const result = await session.run(resolved, {
+        calibration: withStats.calibration,
         priority: selected,
         isStale: () => seq !== latestPreview,
         // a few progress messages, not one per tensor
@@ -147,7 +211,7 @@ const api = {
           onSelected?.(early);
         },
       });
-      lastPreview = { key: JSON.stringify(resolved), result };
+      lastPreview = { key: `${JSON.stringify(resolved)}#${withStats.generation}`, result };
       // the histogram sent early is this run's: add the report rather than histogram the tensor again
       const report = result.reports.find((r) => r.name === early?.name);
       return {
@@ -169,8 +233,9 @@ const api = {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const resolved = resolveRecipe({ steps });
-      const key = JSON.stringify(resolved);
-      const result = lastPreview?.key === key ? lastPreview.result : await session.run(resolved);
+      const key = `${JSON.stringify(resolved)}#${calibrationGeneration}`;
+      const result =
+        lastPreview?.key === key ? lastPreview.result : await session.run(resolved, { calibration });
       const written = exportCompressed(current, result);
       return Comlink.transfer({ bytes: written.model, totals: result.totals }, [
         written.model.buffer as ArrayBuffer,
@@ -179,5 +244,133 @@ const api = {
   },
 };
 
-export type ModelWorkerApi = typeof api;
-Comlink.expose(api);
+/** The calibration's sequences: generated by the model ('generate', none here), or the user's ids/text. */
+function calibrationData(model: OnnxModel, req: CalibrationRequest): number[][] | undefined {
+  const where = req.dataName ?? 'the calibration data';
+  if (req.settings.source === 'ids') {
+    if (req.idsText === undefined) throw new ModelError('needs-calibration', 'Choose a file of token ids.');
+    const ids = parseIdsText(req.idsText);
+    checkVocabulary(model, ids, where);
+    return ids;
+  }
+  if (req.settings.source === 'text') {
+    if (req.text === undefined) throw new ModelError('needs-calibration', 'Choose a text file.');
+    const ids = [loadTokenizer(req.tokenizerJson).encode(req.text)];
+    checkVocabulary(model, ids, where);
+    return ids;
+  }
+  return undefined;
+}
+
+function symbolsOf(side: OverlapSide, tokenizerJson: unknown, asIds: boolean): ArrayLike<number>[] {
+  if (side.isIds) return parseIdsText(side.text);
+  return asIds ? [loadTokenizer(tokenizerJson).encode(side.text)] : [textSymbols(side.text)];
+}
+
+const calibrationApi = {
+  /**
+   * Captures activation statistics of every MatMul/Gemm weight on the calibration set, with
+   * onnxruntime-web (one capture on the original model, XᵀX included), and makes them the ones the
+   * preview and export read. Cancelled, failed, or overtaken by another model: the statistics the
+   * page had before stay in use.
+   */
+  async calibrate(
+    req: CalibrationRequest,
+    onProgress?: (p: CalibrationProgress) => void,
+  ): Promise<Result<CalibrationDone>> {
+    calibrationController?.abort();
+    const mine = new AbortController();
+    calibrationController = mine;
+    return wrapAsync(async () => {
+      try {
+        const model = current;
+        if (!model) throw noModel();
+        const t0 = performance.now();
+        const data = calibrationData(model, req);
+        const inputs = summarizeInputs(model.graph);
+        let ran = false;
+        const runtime = {
+          async createSession(bytes: Uint8Array) {
+            ran = true;
+            try {
+              // wasm: capture reads every activation back, which WebGPU would copy off the GPU anyway
+              return (await createSession({ model: bytes, provider: 'wasm' })).session;
+            } catch (e) {
+              throw new ModelError(
+                'unsupported',
+                `onnxruntime-web could not load the model for calibration: ${(e as Error).message ?? String(e)}`,
+              );
+            }
+          },
+          Tensor,
+          inputs,
+        };
+        const stats = await calibrateWeights(
+          model,
+          calibratableWeights(model),
+          { settings: req.settings, data },
+          runtime,
+          {
+            signal: mine.signal,
+            onProgress,
+            cache: calibrationCache,
+          },
+        );
+        if (mine.signal.aborted || model !== current)
+          throw new ModelError('cancelled', 'Calibration cancelled.');
+        if (ran) calibrationRuns++;
+        if (stats !== calibration) {
+          calibration = stats;
+          // a preview made with other statistics is not this export's
+          calibrationGeneration++;
+        }
+        return {
+          activations: activationSummaries(stats),
+          sequences: stats.sequences,
+          tokens: stats.tokens,
+          runs: calibrationRuns,
+          fromCache: !ran,
+          millis: performance.now() - t0,
+        };
+      } finally {
+        if (calibrationController === mine) calibrationController = undefined;
+      }
+    });
+  },
+
+  /** How many activations a calibration captures on the open model, and the bytes its statistics take. */
+  calibrationFootprint(): Result<{ activations: number; bytes: number }> {
+    return wrap(() => {
+      if (!current) throw noModel();
+      return calibrationFootprint(current, calibratableWeights(current));
+    });
+  },
+
+  /** Stops the running calibration at its next sequence (or generated token). */
+  cancelCalibration(): void {
+    calibrationController?.abort();
+  },
+
+  /**
+   * The fraction of the calibration data's spans (64 characters, or 16 tokens) found in the
+   * evaluation data. Text meets ids through the tokenizer; without one they are not compared (null).
+   */
+  calibrationOverlap(
+    calib: OverlapSide,
+    evaluation: OverlapSide,
+    tokenizerJson?: unknown,
+  ): Result<number | null> {
+    return wrap(() => {
+      const asIds = calib.isIds || evaluation.isIds;
+      if (asIds && !(calib.isIds && evaluation.isIds) && !tokenizerJson) return null;
+      return overlapFraction(
+        symbolsOf(calib, tokenizerJson, asIds),
+        symbolsOf(evaluation, tokenizerJson, asIds),
+        asIds ? IDS_OVERLAP_SPAN : TEXT_OVERLAP_SPAN,
+      );
+    });
+  },
+};
+
+export type ModelWorkerApi = typeof api & typeof calibrationApi;
+Comlink.expose({ ...api, ...calibrationApi });

@@ -7,6 +7,8 @@ import { QualityPanel } from './components/QualityPanel.tsx';
 import { RecipePanel } from './components/RecipePanel.tsx';
 import { PreviewPanel } from './components/PreviewPanel.tsx';
 import { ComparePanel } from './components/ComparePanel.tsx';
+import { CalibrationCard } from './components/CalibrationCard.tsx';
+import { ActivationPanel } from './components/ActivationPanel.tsx';
 import { useStudio } from './store.ts';
 import { fetchDemo } from './demo.ts';
 
@@ -78,10 +80,14 @@ export function App() {
         <main className="workspace">
           <SummaryCard summary={summary} />
           <div className="studio">
-            <RecipePanel />
+            <div className="studio-side">
+              <RecipePanel />
+              <CalibrationCard />
+            </div>
             <div className="studio-main">
               <PreviewPanel />
               <ComparePanel />
+              <ActivationPanel />
             </div>
           </div>
           <QualityPanel />

@@ -91,3 +91,29 @@ export async function previewOverlay(name: string, bins: number) {
 export async function exportCompressedModel(steps: RecipeStep[]) {
   return unwrap(await model().exportModel(steps));
 }
+
+export type { CalibrationRequest, CalibrationDone, OverlapSide } from '../../workers/model.worker.ts';
+import type { CalibrationRequest, OverlapSide } from '../../workers/model.worker.ts';
+import type { CalibrationProgress } from '../core/compress/calibration.ts';
+export type { CalibrationProgress };
+
+/** Captures activation statistics in the model worker; a newer call (or cancelCalibration) stops an older one. */
+export async function calibrateModel(req: CalibrationRequest, onProgress: (p: CalibrationProgress) => void) {
+  return unwrap(await model().calibrate(req, Comlink.proxy(onProgress)));
+}
+
+export async function cancelCalibration() {
+  await model().cancelCalibration();
+}
+
+export async function calibrationOverlap(
+  calib: OverlapSide,
+  evaluation: OverlapSide,
+  tokenizerJson?: unknown,
+) {
+  return unwrap(await model().calibrationOverlap(calib, evaluation, tokenizerJson));
+}
+
+export async function calibrationFootprint() {
+  return unwrap(await model().calibrationFootprint());
+}

@@ -20,14 +20,19 @@ import {
   readHashRecipe,
   recipeToHash,
   saveStored,
+  recipeJson,
   type HistoryEntry,
+  type SharedCalibration,
   type Stored,
 } from './share.ts';
+import { isCalibratedStep, sharedCalibration } from './calibration-slice.ts';
 
 export interface CompressState {
   recipe: RecipeStep[];
   /** Why the recipe in the page's link was not used (an unknown method, a bad option). */
   recipeNotice?: string;
+  /** The calibration settings the page's link carried, for the calibration card. */
+  linkCalibration?: SharedCalibration;
   dismissRecipeNotice(): void;
   preview?: PreviewResult;
   previewing: boolean;
@@ -59,22 +64,29 @@ let previewSeq = 0;
 let exportSeq = 0;
 let compressedEvalSeq = 0;
 
-function initialRecipe(stored: Stored): { recipe: RecipeStep[]; notice?: string } {
+function initialRecipe(stored: Stored): {
+  recipe: RecipeStep[];
+  notice?: string;
+  calibration?: SharedCalibration;
+} {
   const hash = typeof location !== 'undefined' ? location.hash : '';
   // the hash a reload found unchanged since the last save (the write waits for the recipe to rest)
   // yields to the newer stored recipe; any other hash, such as a shared link, wins
   const stale = stored.recipe !== undefined && stored.urlHash === hash;
   const fromHash = stale ? {} : readHashRecipe(hash);
-  if (fromHash.steps) return { recipe: fromHash.steps };
+  if (fromHash.steps) return { recipe: fromHash.steps, calibration: fromHash.calibration };
   const recipe = stored.recipe ?? DEFAULT_RECIPE;
+  // a reload: the stored recipe wins, and the hash still names how it was calibrated
+  const calibration = stale ? readHashRecipe(hash).calibration : undefined;
   // a link that named a recipe the studio cannot use says so, rather than silently loading another
   const notice = fromHash.error
     ? `${fromHash.error} Loaded ${stored.recipe ? 'your last recipe' : 'the default recipe'} (${describeRecipe(recipe)}) instead.`
     : undefined;
   // the address bar shows the recipe in use from the start, ready to share
-  if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== recipeToHash(recipe))
-    window.history.replaceState(null, '', recipeToHash(recipe));
-  return { recipe, notice };
+  const own = recipeToHash(recipe, calibration);
+  if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== own)
+    window.history.replaceState(null, '', own);
+  return { recipe, notice, calibration };
 }
 
 let pendingPersist: (() => void) | null = null;
@@ -95,10 +107,11 @@ if (typeof addEventListener !== 'undefined') addEventListener('pagehide', flushP
  */
 function persist(get: Get): void {
   const { recipe, history } = get();
+  const calibration = sharedCalibration(get());
   pendingPersist = () => {
     if (typeof location === 'undefined') return saveStored({ recipe, history });
     saveStored({ recipe, history, urlHash: location.hash });
-    const hash = recipeToHash(recipe);
+    const hash = recipeToHash(recipe, calibration);
     if (location.hash !== hash) window.history.replaceState(null, '', hash);
   };
   clearTimeout(persistTimer);
@@ -137,9 +150,11 @@ export function compressSlice(set: Set, get: Get): CompressState {
   // (the studio's own replaceState writes fire no hashchange)
   if (typeof addEventListener !== 'undefined')
     addEventListener('hashchange', () => {
-      const { steps, error } = readHashRecipe(location.hash);
+      const { steps, calibration, error } = readHashRecipe(location.hash);
       if (steps) {
         set({ recipeNotice: undefined });
+        // the link's settings go to the calibration card; the person runs it (the link has no data)
+        if (calibration) get().setCalibrationForm(calibration);
         get().setRecipe(steps);
       } else if (error)
         set({ recipeNotice: `${error} Kept the current recipe (${describeRecipe(get().recipe)}).` });
@@ -147,6 +162,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
   return {
     recipe: initial.recipe,
     recipeNotice: initial.notice,
+    linkCalibration: initial.calibration,
     dismissRecipeNotice() {
       set({ recipeNotice: undefined });
     },
@@ -194,8 +210,18 @@ export function compressSlice(set: Set, get: Get): CompressState {
         });
         if (!get().overlayName && preview.reports[0]) await get().showOverlay(preview.reports[0].name);
       } catch (e) {
-        if (seq !== previewSeq || (e as { code?: string }).code === 'cancelled') return;
-        set({ previewing: false, previewError: (e as Error).message });
+        const code = (e as { code?: string }).code;
+        if (seq !== previewSeq || code === 'cancelled') return;
+        const calibrated = get()
+          .recipe.filter(isCalibratedStep)
+          .map((x) => x.method);
+        set({
+          previewing: false,
+          previewError:
+            code === 'needs-calibration'
+              ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
+              : (e as Error).message,
+        });
       }
     },
 
@@ -238,7 +264,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
         const result = await evaluatePerplexity(
           {
             model: {
-              key: `compressed:${JSON.stringify(recipe)}:${summary.name}`,
+              // the same recipe on other statistics is another model
+              key: `compressed:${JSON.stringify(recipe)}:${summary.name}:${get().calibration.done?.key ?? ''}`,
               model: bytes,
               inputs: summary.inputs,
             },
@@ -303,7 +330,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
         );
         const report = {
           model: summary.name,
-          recipe: { version: 1, steps: recipe },
+          recipe: recipeJson(recipe, sharedCalibration(get())),
           inputBytes: totals.inputBytes,
           outputBytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,

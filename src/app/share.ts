@@ -1,6 +1,9 @@
 /** The recipe in the URL hash (so a link reproduces it) and, with the evaluation history, in localStorage. */
-import type { RecipeStep } from '../core/compress/recipe.ts';
-import { resolveRecipe } from '../core/compress/recipe.ts';
+import type { CalibrationSettings, RecipeStep } from '../core/compress/recipe.ts';
+import { resolveFullRecipe, resolveRecipe } from '../core/compress/recipe.ts';
+
+/** How a shared recipe calibrates (never the data): what the recipe JSON's "calibration" holds. */
+export type SharedCalibration = Partial<CalibrationSettings> & Pick<CalibrationSettings, 'source'>;
 
 const HASH_KEY = 'recipe';
 const STORAGE_KEY = 'compression-studio:v1';
@@ -42,19 +45,46 @@ function describeMethod(s: RecipeStep): string {
       ? `prune ${o.pattern}`
       : `prune ${Math.round(Number(o.sparsity ?? 0.5) * 100)}%${o.scope === 'global' ? ' global' : ''}`;
   if (s.method === 'kmeans') return `k-means ${o.clusters ?? 16}${o.perChannel ? ' per-channel' : ''}`;
+  if (s.method === 'gptq')
+    return o.bits === '8'
+      ? 'GPTQ int8'
+      : `GPTQ int4 b${o.blockSize ?? 32}${o.symmetric === false ? ' asym' : ''}`;
+  if (s.method === 'sparsegpt' || s.method === 'wanda') {
+    const name = s.method === 'wanda' ? 'Wanda' : 'SparseGPT';
+    return o.pattern && o.pattern !== 'unstructured'
+      ? `${name} ${o.pattern}`
+      : `${name} ${Math.round(Number(o.sparsity ?? 0.5) * 100)}%`;
+  }
+  if (s.method === 'llm-int8') return `LLM.int8 t${o.threshold ?? 6}`;
+  if (s.method === 'w8a8') return 'W8A8';
   return s.method;
 }
 
-/** `#recipe=<url-encoded JSON>`: readable in the address bar; read back whole or refused with a reason. */
-export function recipeToHash(steps: RecipeStep[]): string {
-  return `#${HASH_KEY}=${encodeURIComponent(JSON.stringify({ version: 1, steps }))}`;
+/** The recipe as a file or the CLI reads it: its calibration settings (when it has any) before the steps. */
+export function recipeJson(
+  steps: RecipeStep[],
+  calibration?: SharedCalibration,
+): { version: 1; calibration?: SharedCalibration; steps: RecipeStep[] } {
+  return calibration ? { version: 1, calibration, steps } : { version: 1, steps };
+}
+
+/**
+ * `#recipe=<url-encoded JSON>`: readable in the address bar; read back whole or refused with a reason.
+ * A recipe with calibrated steps carries its calibration settings, as recipe files do.
+ */
+export function recipeToHash(steps: RecipeStep[], calibration?: SharedCalibration): string {
+  return `#${HASH_KEY}=${encodeURIComponent(JSON.stringify(recipeJson(steps, calibration)))}`;
 }
 
 /**
  * The recipe a link carries: `steps` when it is valid, `error` saying what is wrong when it is not
  * (an unknown method, a bad option), neither when the hash names no recipe.
  */
-export function readHashRecipe(hash: string): { steps?: RecipeStep[]; error?: string } {
+export function readHashRecipe(hash: string): {
+  steps?: RecipeStep[];
+  calibration?: SharedCalibration;
+  error?: string;
+} {
   let raw: string | null;
   try {
     raw = new URLSearchParams(hash.replace(/^#/, '')).get(HASH_KEY);
@@ -68,12 +98,16 @@ export function readHashRecipe(hash: string): { steps?: RecipeStep[]; error?: st
   } catch {
     return { error: "The link's recipe is not valid JSON (was the link cut short?)." };
   }
+  let calibration: CalibrationSettings | null;
   try {
-    resolveRecipe(parsed);
+    calibration = resolveFullRecipe(parsed).calibration;
   } catch (e) {
     return { error: `The link's recipe could not be used. ${(e as Error).message}` };
   }
-  return { steps: (parsed as { steps: RecipeStep[] }).steps };
+  return {
+    steps: (parsed as { steps: RecipeStep[] }).steps,
+    ...(calibration ? { calibration } : {}),
+  };
 }
 
 export function recipeFromHash(hash: string): RecipeStep[] | undefined {
@@ -88,8 +122,8 @@ export interface Stored {
 }
 
 /** The share link of a recipe: this page with the recipe in its hash (current even while the URL's own hash waits to be written). */
-export function shareLink(recipe: RecipeStep[]): string {
-  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe)}`;
+export function shareLink(recipe: RecipeStep[], calibration?: SharedCalibration): string {
+  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe, calibration)}`;
 }
 
 export function loadStored(): Stored {

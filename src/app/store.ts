@@ -1,6 +1,7 @@
 /** The studio's one store: every panel reads from here and changes it through its actions. */
 import { create } from 'zustand';
 import { compressSlice, type CompressState } from './compress-slice.ts';
+import { calibrationSlice, type CalibrationSlice } from './calibration-slice.ts';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
@@ -25,7 +26,7 @@ export interface EvalState {
   error?: string;
 }
 
-export interface StudioState extends CompressState {
+export interface StudioState extends CompressState, CalibrationSlice {
   summary?: ModelSummary;
   files: PickedFile[];
   /** Parsed config.json / tokenizer.json of the open model, when it came with them. */
@@ -83,7 +84,11 @@ function contextOf(config: Record<string, unknown> | undefined): number {
 }
 
 export const useStudio = create<StudioState>((set, get) => ({
-  ...compressSlice(set, get),
+  ...(() => {
+    const compress = compressSlice(set, get);
+    // a shared link's calibration settings fill the card (the link carries no data)
+    return { ...compress, ...calibrationSlice(set, get, compress.linkCalibration) };
+  })(),
   files: [],
   isDemo: false,
   histogramBins: 64,
@@ -135,6 +140,7 @@ export const useStudio = create<StudioState>((set, get) => ({
           ? { evalText: opts.evalText, evalTextLabel: opts.evalTextLabel ?? '', evalIsIds: false }
           : { evalText: '', evalTextLabel: '', evalIsIds: !tokenizerJson }),
       });
+      get().resetCalibration();
       const firstWeight = summary.tensors.find((t) =>
         t.consumers.some((c) => c === 'MatMul' || c === 'Gemm'),
       );
@@ -180,10 +186,12 @@ export const useStudio = create<StudioState>((set, get) => ({
 
   setEvalText(text, label, isIds = false) {
     set({ evalText: text, evalTextLabel: label, evalIsIds: isIds });
+    void get().checkCalibrationOverlap();
   },
 
   setTokenizer(json) {
     set({ tokenizerJson: json });
+    void get().checkCalibrationOverlap();
   },
 
   setWindow(ctx, stride) {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { niceTicks } from '../../src/app/components/format.ts';
-import { describeRecipe, readHashRecipe, recipeToHash } from '../../src/app/share.ts';
+import { describeRecipe, readHashRecipe, recipeJson, recipeToHash } from '../../src/app/share.ts';
+import { parseFullRecipeText } from '../../src/core/compress/recipe.ts';
 import { withStep } from '../../src/app/components/RecipePanel.tsx';
 import { evaluationInputProblem } from '../../src/app/eval-input.ts';
 
@@ -32,6 +33,38 @@ describe('share links and history labels', () => {
     expect(readHashRecipe('#recipe=%7B%22steps').error).toMatch(/not valid JSON/);
     expect(readHashRecipe('#other=1')).toEqual({});
     expect(readHashRecipe(recipeToHash([{ method: 'int8' }])).steps).toEqual([{ method: 'int8' }]);
+  });
+
+  it('a calibrated recipe carries its calibration settings (never data); older links read as before', () => {
+    const steps = [{ method: 'gptq', options: { blockSize: 64 } }];
+    const calibration = {
+      source: 'generate' as const,
+      samples: 8,
+      length: 32,
+      seed: 3,
+      bos: 1,
+      sequential: false,
+    };
+    const hash = recipeToHash(steps, calibration);
+    expect(JSON.parse(decodeURIComponent(hash.split('=').slice(1).join('=')))).toEqual({
+      version: 1,
+      calibration,
+      steps,
+    });
+    expect(readHashRecipe(hash)).toEqual({ steps, calibration });
+    // the recipe JSON the CLI reads: its resolver accepts the page's settings as they are
+    expect(parseFullRecipeText(JSON.stringify(recipeJson(steps, calibration))).calibration).toEqual(
+      calibration,
+    );
+    // a link from before calibration: no calibration field, same steps
+    expect(recipeToHash([{ method: 'int8' }])).toBe(
+      `#recipe=${encodeURIComponent('{"version":1,"steps":[{"method":"int8"}]}')}`,
+    );
+    expect(readHashRecipe(recipeToHash([{ method: 'int8' }]))).toEqual({ steps: [{ method: 'int8' }] });
+    expect(readHashRecipe(recipeToHash(steps, { source: 'web' } as never)).error).toMatch(
+      /calibration\.source/,
+    );
+    expect(describeRecipe(steps)).toBe('GPTQ int4 b64');
   });
 
   it('history labels include the tensor selection', () => {

@@ -7,6 +7,7 @@ import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
 import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
 import { evaluationInputProblem } from '../eval-input.ts';
+import { isCalibratedStep, sharedCalibration } from '../calibration-slice.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -15,6 +16,10 @@ export function ComparePanel() {
       recipe: x.recipe,
       evaluation: x.evaluation,
       evalProblem: evaluationInputProblem(x),
+      needsCalibration:
+        !x.calibration.done && x.recipe.some(isCalibratedStep)
+          ? 'The recipe’s calibrated steps need statistics: run Calibrate first.'
+          : undefined,
       compressedEval: x.compressedEval,
       history: x.history,
       exporting: x.exporting,
@@ -41,7 +46,8 @@ export function ComparePanel() {
   }, [maxMb]);
   const copyLink = async () => {
     try {
-      await navigator.clipboard.writeText(shareLink(useStudio.getState().recipe));
+      const state = useStudio.getState();
+      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state)));
       setCopied(true);
       setTimeout(() => setCopied(false), 1500);
     } catch {
@@ -60,8 +66,8 @@ export function ComparePanel() {
         <button
           type="button"
           data-testid="evaluate-compressed"
-          disabled={compressed.running || !!s.evalProblem}
-          title={s.evalProblem}
+          disabled={compressed.running || !!s.evalProblem || !!s.needsCalibration}
+          title={s.needsCalibration ?? s.evalProblem}
           onClick={() => void s.evaluateCompressed()}
         >
           Evaluate compressed
@@ -69,7 +75,8 @@ export function ComparePanel() {
         <button
           type="button"
           data-testid="export"
-          disabled={s.exporting}
+          disabled={s.exporting || !!s.needsCalibration}
+          title={s.needsCalibration}
           onClick={() => void s.exportCompressed()}
         >
           Export ONNX + report
@@ -78,6 +85,11 @@ export function ComparePanel() {
           {copied ? 'Link copied' : 'Copy link'}
         </button>
       </div>
+      {s.needsCalibration && (
+        <p className="muted small" data-testid="needs-calibration-reason">
+          {s.needsCalibration}
+        </p>
+      )}
       {s.evalProblem && (
         <p className="muted small" data-testid="evaluate-compressed-reason">
           Evaluate needs input: {s.evalProblem}

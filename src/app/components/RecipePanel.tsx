@@ -2,11 +2,14 @@
 import { METHODS, getMethod } from '../../methods/registry.ts';
 import type { OptionSpec } from '../../methods/types.ts';
 
-// Calibrated methods (GPTQ, SparseGPT, Wanda) need calibration data, which only the CLI gathers so far:
-// the page offers them once it has a calibration card.
-const PAGE_METHODS = METHODS.filter((m) => !m.needs?.length);
 import type { RecipeStep } from '../../core/compress/recipe.ts';
 import { useStudio } from '../store.ts';
+
+// Calibrated methods (GPTQ, SparseGPT, Wanda, LLM.int8, W8A8) read activation statistics: the page
+// offers them once the Calibration card has captured some.
+const WEIGHT_ONLY_METHODS = METHODS.filter((m) => !m.needs?.length);
+const CALIBRATED_METHODS = METHODS.filter((m) => m.needs?.length);
+const CALIBRATE_FIRST = `${CALIBRATED_METHODS.map((m) => m.label.split(' (')[0]).join(', ')}: calibrate first (Calibration card).`;
 
 function OptionControl(props: {
   spec: OptionSpec;
@@ -92,6 +95,8 @@ export function RecipePanel() {
   const recipe = useStudio((s) => s.recipe);
   const setRecipe = useStudio((s) => s.setRecipe);
   const notice = useStudio((s) => s.recipeNotice);
+  const calibrated = useStudio((s) => !!s.calibration.done);
+  const offered = calibrated ? METHODS : WEIGHT_ONLY_METHODS;
   const dismissNotice = useStudio((s) => s.dismissRecipeNotice);
   const update = (i: number, step: RecipeStep) => setRecipe(recipe.map((s, j) => (j === i ? step : s)));
   const move = (i: number, d: number) => {
@@ -129,7 +134,7 @@ export function RecipePanel() {
                   value={step.method}
                   onChange={(e) => update(i, { method: e.target.value, select: step.select })}
                 >
-                  {METHODS.filter((m) => PAGE_METHODS.includes(m) || m.id === step.method).map((m) => (
+                  {METHODS.filter((m) => offered.includes(m) || m.id === step.method).map((m) => (
                     <option key={m.id} value={m.id}>
                       {m.label}
                     </option>
@@ -227,13 +232,18 @@ export function RecipePanel() {
           onChange={(e) => e.target.value && setRecipe(withStep(recipe, { method: e.target.value }))}
         >
           <option value="">choose a method…</option>
-          {PAGE_METHODS.map((m) => (
+          {offered.map((m) => (
             <option key={m.id} value={m.id}>
               {m.label}
             </option>
           ))}
         </select>
       </label>
+      {!calibrated && (
+        <p className="muted small" data-testid="calibrate-first">
+          {CALIBRATE_FIRST}
+        </p>
+      )}
     </section>
   );
 }

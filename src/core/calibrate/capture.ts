@@ -47,7 +47,7 @@ function intAttr(node: NodeProto, name: string): number {
 }
 
 /** The activation `weight` is multiplied with, and its feature count, from the weight's consumers. */
-function findActivation(model: OnnxModel, weight: string): { input: string; k: number } {
+export function findActivation(model: OnnxModel, weight: string): { input: string; k: number } {
   const { graph } = model;
   const init = graph.initializer.find((t) => t.name === weight);
   if (!init || init.dims.length !== 2)

@@ -5,3 +5,5 @@ export * from './capture.ts';
 export * from './linalg.ts';
 export * from './obs.ts';
 export * from './sequential.ts';
+export * from './summary.ts';
+export * from './overlap.ts';

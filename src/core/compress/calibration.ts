@@ -6,14 +6,14 @@
  * calibrated compression; compressModel stays synchronous and pure. onnxruntime is injected (the
  * CLI gives onnxruntime-node, a worker onnxruntime-web), so nothing here loads it.
  */
-import { ModelError } from '../errors.ts';
+import { isModelError, ModelError } from '../errors.ts';
 import type { OnnxModel } from '../onnx/model.ts';
 import { writeModel } from '../onnx/write.ts';
 import { getMethod } from '../../methods/registry.ts';
-import { captureActivationStats, planCapture } from '../calibrate/capture.ts';
+import { captureActivationStats, findActivation, planCapture } from '../calibrate/capture.ts';
 import { generateCalibrationSequences } from '../calibrate/generate.ts';
 import { calibrateSequentially, type CalibrationRuntime } from '../calibrate/sequential.ts';
-import type { CalibrationStats } from '../calibrate/stats.ts';
+import { HISTOGRAM_SHIFT, type CalibrationStats } from '../calibrate/stats.ts';
 import { compressModel } from './pipeline.ts';
 import type { CalibrationSettings, ResolvedStep } from './recipe.ts';
 import { selectWeights, weightCandidates } from './select.ts';
@@ -256,7 +256,19 @@ export async function captureForRecipe(
     );
     return stats;
   }
-  const plan = planCapture(model, targets.weights, { hessian });
+  return captureOnce(model, targets.weights, hessian, sequences, runtime, opts);
+}
+
+/** One capture of `weights` on the original model (the non-sequential calibration). */
+async function captureOnce(
+  model: OnnxModel,
+  weights: readonly string[],
+  hessian: (weight: string) => boolean,
+  sequences: readonly number[][],
+  runtime: CalibrationRuntime,
+  opts: CalibrateOptions,
+): Promise<CalibrationStats> {
+  const plan = planCapture(model, weights, { hessian });
   const session = await runtime.createSession(plan.bytes);
   try {
     return await captureActivationStats(session, runtime.Tensor, runtime.inputs, plan, sequences, {
@@ -267,6 +279,70 @@ export async function captureForRecipe(
   } finally {
     await session.release();
   }
+}
+
+/**
+ * Every weight whose activations calibration can capture: the 2-D weights of a MatMul or Gemm (embeddings
+ * and the LM head included, so a step that opts them in finds their statistics), in the model's order.
+ */
+export function calibratableWeights(model: OnnxModel): string[] {
+  return weightCandidates(model.graph)
+    .filter((c) => {
+      try {
+        findActivation(model, c.name);
+        return true;
+      } catch (e) {
+        if (isModelError(e)) return false; // a Gather table, a weight shared by two activations…
+        throw e;
+      }
+    })
+    .map((c) => c.name);
+}
+
+/**
+ * What `calibrateWeights` keeps for `weights`: one statistics object per distinct activation, and its
+ * bytes (XᵀX, k² float64s, dominates: a 3072-wide MLP input holds 75 MB), so the page can say so first.
+ */
+export function calibrationFootprint(
+  model: OnnxModel,
+  weights: readonly string[],
+): { activations: number; bytes: number } {
+  const widths = new Map<string, number>();
+  for (const w of weights) {
+    const { input, k } = findActivation(model, w);
+    widths.set(input, k);
+  }
+  let bytes = 0;
+  // XᵀX and Σx² in float64, max |x| in float32, the histogram's uint32 counts
+  for (const k of widths.values()) bytes += k * k * 8 + k * 8 + k * 4 + 2 ** (32 - HISTOGRAM_SHIFT) * 4;
+  return { activations: widths.size, bytes };
+}
+
+/**
+ * Statistics for `weights` (XᵀX for all), captured once on the original model: what the studio's page
+ * computes before any calibrated step exists, so every step added later — and every slider move — reads
+ * them without running the model again. Cached per (model, calibration set) like `calibrate`.
+ */
+export async function calibrateWeights(
+  model: OnnxModel,
+  weights: readonly string[],
+  input: CalibrationInput,
+  runtime: CalibrationRuntime,
+  opts: CalibrateOptions = {},
+): Promise<CalibrationStats> {
+  if (!weights.length)
+    throw new ModelError(
+      'unsupported',
+      `${model.name} has no MatMul or Gemm weight whose activations could be captured.`,
+    );
+  const set = sequencesKey(input);
+  const targets: CalibrationTargets = { weights: [...weights], hessian: new Set(weights) };
+  const cached = opts.cache?.getStats(model, set, null, targets);
+  if (cached) return cached;
+  const sequences = await calibrationSequences(model, input, runtime, opts);
+  const stats = await captureOnce(model, weights, () => true, sequences, runtime, opts);
+  opts.cache?.setStats(model, set, null, stats);
+  return stats;
 }
 
 /** Sequences, then statistics: everything a calibrated recipe needs before compressModel. */

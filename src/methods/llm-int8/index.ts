@@ -22,7 +22,9 @@ export interface LlmInt8Options {
   threshold: number;
 }
 
-export const DEFAULT_OUTLIER_THRESHOLD = 6;
+// one default for the method and the page's outlier charts
+import { DEFAULT_OUTLIER_THRESHOLD } from '../../core/calibrate/summary.ts';
+export { DEFAULT_OUTLIER_THRESHOLD };
 
 /** Writes the int8 inlier part's codes and scale; returns the DequantizeLinear's output name. */
 function writeInlierPart(t: WeightMatrix, e: LlmInt8Encoding, editor: GraphEditor): string {

@@ -15,6 +15,7 @@ import { applyStructuredPruning, type StructurePlan } from '../../src/core/struc
 import { ModelError } from '../../src/core/errors.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { mlpModel } from '../helpers/models.ts';
+import { HF_LLAMA, hfLlamaModel } from '../helpers/llama-hf.ts';
 import { ort, type Feeds } from '../helpers/ort.ts';
 import { maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
 
@@ -193,6 +194,46 @@ describe('applyStructuredPruning', () => {
       [6, 3],
     ]);
     expect(again.blocks[1].attention.groupOf).toEqual([0, 0, 1, 1]);
+  });
+
+  it('an HF-style Llama export (Concat-built shapes, repeat_kv by Unsqueeze/Expand/Reshape): pruned = zeroed', async () => {
+    const bytes = hfLlamaModel();
+    const model = parseModel(bytesSource('hf-llama.onnx', bytes));
+    const s = detectStructure(model);
+    const a = s.blocks[0].attention;
+    expect(a).toMatchObject({ heads: 4, kvHeads: 2, headDim: 8, fused: false, groupOf: [0, 0, 1, 1] });
+    // Q and K/V head counts, the repeat's expand (2 KV heads) and merge (4 heads), the output width
+    expect(a.counts.map((c) => `${c.unit}:${c.kind}:${c.value}`).sort()).toEqual([
+      'heads:count:4',
+      'heads:count:4',
+      'heads:count:4',
+      'heads:width:32',
+      'kvHeads:count:2',
+      'kvHeads:count:2',
+      'kvHeads:count:2',
+      'kvHeads:count:2',
+    ]);
+    const removedNeurons = [3, 10, 11, 40, 47];
+    const plan: StructurePlan = {
+      blocks: [{ heads: [2, 3], neurons: without(HF_LLAMA.hidden, removedNeurons) }, { heads: [0, 1] }],
+    };
+    const pruned = applyStructuredPruning(model, plan, s);
+    const rows = {
+      [a.out.weight]: headRows(s, 0, [0, 1]),
+      [s.blocks[0].mlp.down.weight]: removedNeurons,
+      [s.blocks[1].attention.out.weight]: headRows(s, 1, [2, 3]),
+    };
+    const ids = [3, 7, 1, 30, 22, 9, 14];
+    const feeds = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
+    };
+    await expectSame(pruned.bytes, zeroed(model, rows), feeds);
+    expect(detectStructure(pruned.model).blocks.map((b) => [b.attention.heads, b.attention.kvHeads])).toEqual(
+      [
+        [2, 1],
+        [2, 1],
+      ],
+    );
   });
 
   it('refuses a plan that keeps no head, splits a KV group or drops every block', () => {

@@ -416,7 +416,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
 }
 
 /** Calibration progress on stderr, about every tenth of each phase, so a log stays short. */
-function progressPrinter(): (p: CalibrationProgress) => void {
+function progressPrinter(captured = 'layer groups'): (p: CalibrationProgress) => void {
   const start = performance.now();
   let last = '';
   return (p) => {
@@ -424,7 +424,7 @@ function progressPrinter(): (p: CalibrationProgress) => void {
     const key = `${p.phase}:${tenth}`;
     if (key === last && p.done !== p.total) return;
     last = key;
-    const what = p.phase === 'generate' ? 'generating sequences' : 'capturing activations, layer groups';
+    const what = p.phase === 'generate' ? 'generating sequences' : `capturing activations, ${captured}`;
     const seconds = ((performance.now() - start) / 1000).toFixed(1);
     process.stderr.write(`calibration: ${what} ${p.done}/${p.total} (${seconds} s)\n`);
   };
@@ -610,7 +610,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
         calibrationRequest && recipe.structure.importance === 'activation'
           ? calibrationSetup(path, source, calibrationRequest)
           : undefined,
-        { onProgress: progressPrinter() },
+        { onProgress: progressPrinter('sequences for head/neuron importance') },
       )
     : null;
   const model = pruned?.model ?? source;

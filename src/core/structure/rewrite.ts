@@ -7,7 +7,7 @@
  * them. The result is a new, smaller, valid ONNX model; the source is not modified.
  */
 import { ModelError } from '../errors.ts';
-import { dtypeInfo } from '../onnx/dtypes.ts';
+import { DataType, dtypeInfo } from '../onnx/dtypes.ts';
 import { int64Tensor } from '../onnx/build.ts';
 import { bytesSource, elementCount, parseModel, tensorBytes, type OnnxModel } from '../onnx/model.ts';
 import type { GraphProto, NodeProto, TensorProto } from '../onnx/proto.ts';
@@ -88,12 +88,13 @@ function unitColumns(units: number[], size: number, offset = 0): number[] {
   return units.flatMap((u) => Array.from({ length: size }, (_, j) => offset + u * size + j));
 }
 
-function parameterCount(graph: GraphProto): number {
+/** Integer tensors are shapes, indices and masks, not parameters. */
+const NOT_PARAMETERS = new Set<number>([DataType.INT64, DataType.INT32, DataType.BOOL]);
+
+/** Parameters of a graph: the elements of its float (and quantized) initializers. */
+export function parameterCount(graph: GraphProto): number {
   let n = 0;
-  for (const t of graph.initializer) {
-    const info = dtypeInfo(t.data_type);
-    if (info && t.data_type !== 7 && t.data_type !== 6 && t.data_type !== 9) n += elementCount(t.dims);
-  }
+  for (const t of graph.initializer) if (!NOT_PARAMETERS.has(t.data_type)) n += elementCount(t.dims);
   return n;
 }
 

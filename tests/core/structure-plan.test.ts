@@ -16,7 +16,10 @@ import {
 import {
   activationImportance,
   activationTargets,
+  captureBlockInfluence,
   detectStructure,
+  planBoundaryCapture,
+  rowCosineSum,
   magnitudeImportance,
   planPruning,
   taylorImportance,
@@ -24,6 +27,9 @@ import {
 import { emptyInputStats, type CalibrationStats } from '../../src/core/calibrate/stats.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { zeroed } from '../helpers/structure.ts';
+import { summarizeInputs } from '../../src/core/summary.ts';
+import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 
 const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 const load = (p: string): OnnxModel => parseModel(bytesSource(p, new Uint8Array(readFileSync(p))));
@@ -81,6 +87,56 @@ describe('importance', () => {
     expect(() =>
       activationImportance(model, s, { version: 1, sequences: 1, tokens: 10, layers: missing }),
     ).toThrow(expect.objectContaining({ code: 'needs-calibration' }));
+  });
+
+  it('block influence: 1 − cos(stream in, stream out); a block that adds nothing scores 0 and is dropped first', async () => {
+    // the cosine sum against a direct computation on two rows of width 3
+    const a = Float32Array.of(1, 0, 0, 1, 2, 2);
+    const b = Float32Array.of(0, 1, 0, 2, 4, 4);
+    const r = rowCosineSum(a, b, 3);
+    expect(r.rows).toBe(2);
+    expect(r.sum).toBeCloseTo(0 + 1, 6);
+    // stories260K with block 2's residual contributions zeroed: its output is its input
+    const original = load(STORIES_MODEL);
+    const s = detectStructure(original);
+    const b2 = s.blocks[2];
+    const bytes = zeroed(original, {}, [b2.attention.out.weight, b2.mlp.down.weight]);
+    const model = parseModel(bytesSource('zeroed.onnx', bytes));
+    const plan = planBoundaryCapture(model, s);
+    expect(plan.outputs).toHaveLength(6);
+    const session = await createNodeSession(plan.bytes);
+    const sequences = [
+      [1, 403, 407, 261, 378, 285, 280, 414],
+      [1, 30, 41, 290, 7, 5],
+    ];
+    const influence = await captureBlockInfluence(
+      session,
+      Tensor,
+      summarizeInputs(model.graph),
+      plan,
+      64,
+      sequences,
+    );
+    await session.release();
+    expect(influence[2]).toBeCloseTo(0, 6);
+    for (const i of [0, 1, 3, 4]) expect(influence[i]).toBeGreaterThan(1e-3);
+    // the plan drops the block that changes nothing
+    const layers: CalibrationStats['layers'] = {};
+    for (const w of activationTargets(s)) {
+      const st = emptyInputStats('x', Number(findInitializer(model, w).dims[0]), false);
+      st.rows = 1;
+      st.sumSquares.fill(1);
+      layers[w] = st;
+    }
+    const imp = activationImportance(model, s, { version: 1, sequences: 1, tokens: 1, layers }, influence);
+    expect(imp.blocks).toEqual(influence);
+    expect(planPruning(s, imp, { blocks: 1 }).blocks.map((p) => p.drop === true)).toEqual([
+      false,
+      false,
+      true,
+      false,
+      false,
+    ]);
   });
 
   it('taylor needs the training engine: an unsupported error that says so', () => {

@@ -7,13 +7,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { bytesSource, parseModel, readTensorFloat32, type OnnxModel } from '../../src/core/onnx/model.ts';
-import { DataType } from '../../src/core/onnx/dtypes.ts';
-import { rawTensor, writeModel } from '../../src/core/onnx/write.ts';
+import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { detectStructure, type ModelStructure } from '../../src/core/structure/detect.ts';
 import { applyStructuredPruning, type StructurePlan } from '../../src/core/structure/rewrite.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { zeroed } from '../helpers/structure.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { HF_LLAMA, hfLlamaModel } from '../helpers/llama-hf.ts';
 import { ort, type Feeds } from '../helpers/ort.ts';
@@ -23,21 +22,6 @@ const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 
 function load(path: string): OnnxModel {
   return parseModel(bytesSource(path, new Uint8Array(readFileSync(path))));
-}
-
-/** The model with rows (dims[0] indices) of some weights and whole biases set to zero. */
-function zeroed(model: OnnxModel, rows: Record<string, number[]>, whole: string[] = []): Uint8Array {
-  const initializer = model.graph.initializer.map((t) => {
-    if (!(t.name in rows) && !whole.includes(t.name)) return t;
-    const v = readTensorFloat32(model, t).slice();
-    if (whole.includes(t.name)) v.fill(0);
-    else {
-      const cols = t.dims.length === 2 ? Number(t.dims[1]) : 1;
-      for (const r of rows[t.name]) v.fill(0, r * cols, (r + 1) * cols);
-    }
-    return rawTensor(t.name, DataType.FLOAT, t.dims.map(Number), new Uint8Array(v.buffer));
-  });
-  return writeModel(model, { graph: { ...model.graph, initializer } }).model;
 }
 
 function headRows(s: ModelStructure, block: number, heads: number[]): number[] {

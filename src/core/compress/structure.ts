@@ -11,6 +11,8 @@ import {
   activationImportance,
   activationTargets,
   applyStructuredPruning,
+  captureBlockInfluence,
+  planBoundaryCapture,
   detectStructure,
   IMPORTANCE_KINDS,
   magnitudeImportance,
@@ -83,25 +85,45 @@ export function resolveStructureSettings(value: unknown): StructureSettings {
   };
 }
 
-/** Activation importance's statistics: the calibration sequences through the output and down projections. */
-export async function captureStructureStats(
+/**
+ * Activation importance from the calibration sequences: the output and down projections' input
+ * statistics (heads, neurons), and each block's influence on the residual stream (blocks).
+ */
+export async function captureActivationImportance(
   model: OnnxModel,
   structure: ModelStructure,
   input: CalibrationInput,
   runtime: CalibrationRuntime,
   opts: CalibrateOptions = {},
-) {
+): Promise<StructureImportance> {
   const sequences = await calibrationSequences(model, input, runtime, opts);
   const plan = planCapture(model, activationTargets(structure), { hessian: false });
   const session = await runtime.createSession(plan.bytes);
+  let stats;
   try {
-    return await captureActivationStats(session, runtime.Tensor, runtime.inputs, plan, sequences, {
+    stats = await captureActivationStats(session, runtime.Tensor, runtime.inputs, plan, sequences, {
       signal: opts.signal,
       onProgress: (p) =>
         opts.onProgress?.({ phase: 'capture', done: p.sequencesDone, total: p.sequencesTotal }),
     });
   } finally {
     await session.release();
+  }
+  const boundaries = planBoundaryCapture(model, structure);
+  const streams = await runtime.createSession(boundaries.bytes);
+  try {
+    const influence = await captureBlockInfluence(
+      streams,
+      runtime.Tensor,
+      runtime.inputs,
+      boundaries,
+      structure.width,
+      sequences,
+      opts.signal,
+    );
+    return activationImportance(model, structure, stats, influence);
+  } finally {
+    await streams.release();
   }
 }
 
@@ -130,8 +152,13 @@ export async function pruneStructure(
         'needs-calibration',
         'Activation importance needs calibration data: give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D.',
       );
-    const stats = await captureStructureStats(model, structure, calibration.input, calibration.runtime, opts);
-    importance = activationImportance(model, structure, stats);
+    importance = await captureActivationImportance(
+      model,
+      structure,
+      calibration.input,
+      calibration.runtime,
+      opts,
+    );
   } else importance = magnitudeImportance(model, structure);
   const plan = planPruning(structure, importance, settings);
   return { ...applyStructuredPruning(model, plan, structure), structure, importance, plan };

@@ -11,7 +11,9 @@
  * - taylor (first-order, Michel et al. 2019): needs gradients from the training engine, which the
  *   studio does not have yet; `importance('taylor', …)` says so. Its hook is `gradients` below.
  *
- * A block's importance is the sum of its heads' and neurons' (what removing all of it takes away).
+ * A block's importance is the sum of its heads' and neurons' (what removing all of it takes away);
+ * with calibration data, its measured influence on the residual stream instead (influence.ts:
+ * 1 − cos(stream in, stream out), ShortGPT's criterion).
  */
 import { ModelError } from '../errors.ts';
 import { findInitializer, readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
@@ -118,6 +120,8 @@ export function activationImportance(
   model: OnnxModel,
   structure: ModelStructure,
   stats: CalibrationStats,
+  /** Per block, 1 − mean cos(stream in, stream out) (captureBlockInfluence); absent: the sum of its units. */
+  blockInfluence?: number[],
 ): StructureImportance {
   const rms = (weight: string, k: number) => {
     const s = stats.layers[weight];
@@ -145,7 +149,16 @@ export function activationImportance(
     );
     neurons.push(Array.from(down, (x, j) => xd[j] * x));
   }
-  return withBlocks('activation', heads, neurons);
+  const result = withBlocks('activation', heads, neurons);
+  if (blockInfluence) {
+    if (blockInfluence.length !== structure.blocks.length)
+      throw new ModelError(
+        'invalid-argument',
+        `Block influence for ${blockInfluence.length} blocks; the model has ${structure.blocks.length}.`,
+      );
+    result.blocks = [...blockInfluence];
+  }
+  return result;
 }
 
 /**

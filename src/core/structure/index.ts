@@ -6,5 +6,6 @@
  */
 export * from './detect.ts';
 export * from './importance.ts';
+export * from './influence.ts';
 export * from './plan.ts';
 export * from './rewrite.ts';

@@ -57,6 +57,8 @@ export const COMPRESS: CommandSpec = {
     '         (--calib-generate N [--calib-seed S] [--calib-bos ID] | --calib-ids FILE | --calib-text FILE --tokenizer DIR_OR_JSON)',
     '         [--calib-len L] [--calib-samples N] -o OUT.onnx',
     'compress MODEL.onnx --llm-int8 [--outlier-threshold T] (--calib-… as above) -o OUT.onnx',
+    'compress MODEL.onnx [--heads F] [--neurons F] [--blocks N] [--importance magnitude|activation]',
+    '         [--structure-scope layer|global] [--multiple N] [any method above] -o OUT.onnx',
   ],
   positionals: [MODEL],
   options: {
@@ -150,6 +152,32 @@ export const COMPRESS: CommandSpec = {
       value: 'ID',
       help: "with --calib-generate: the first token (default config.json's bos_token_id, else 1)",
     },
+    heads: {
+      type: 'string',
+      value: 'F',
+      help: 'structured pruning: remove this share of attention heads (0…<1; GQA: whole KV groups), before any method',
+    },
+    neurons: {
+      type: 'string',
+      value: 'F',
+      help: 'structured pruning: remove this share of MLP neurons (0…<1)',
+    },
+    blocks: { type: 'string', value: 'N', help: 'structured pruning: remove the N least important blocks' },
+    importance: {
+      type: 'string',
+      value: 'K',
+      help: 'with --heads/--neurons/--blocks: magnitude (default, data-free) or activation (needs --calib-…)',
+    },
+    'structure-scope': {
+      type: 'string',
+      value: 'S',
+      help: 'with --heads/--neurons: layer (default: each block loses the same share) or global (one ranking)',
+    },
+    multiple: {
+      type: 'string',
+      value: 'N',
+      help: 'with --neurons: round the neurons each block keeps to a multiple of N (default 1)',
+    },
     include: {
       type: 'string',
       value: 'PATTERNS',
@@ -168,6 +196,8 @@ export const COMPRESS: CommandSpec = {
     'GPTQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
       '--calib-text with --tokenizer), also with a --recipe whose "calibration" names ids or text. ' +
       'Calibration progress goes to stderr.',
+    'Structured pruning (--heads, --neurons, --blocks) removes whole heads, neurons and blocks: the model gets smaller ' +
+      'and faster, then any method flag compresses the smaller weights (--heads 0.25 --int4).',
   ],
 };
 

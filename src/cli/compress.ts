@@ -29,12 +29,20 @@ import {
   type CalibrationProgress,
 } from '../core/compress/calibration.ts';
 import type { CalibrationStats } from '../core/calibrate/stats.ts';
+import type { CalibrationInput, CalibrationRuntime } from '../core/compress/calibration.ts';
+import type { OnnxModel } from '../core/onnx/model.ts';
 import { summarizeInputs } from '../core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { configContext, readConfig, readTokenizerJson } from './ppl.ts';
 import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
+import {
+  pruneStructure,
+  resolveStructureSettings,
+  type StructureSettings,
+} from '../core/compress/structure.ts';
+import type { StructureReport } from '../core/structure/rewrite.ts';
 import type { TensorSelector } from '../core/compress/select.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { getMethod, resolveOptions } from '../methods/registry.ts';
@@ -66,6 +74,9 @@ const METHOD_FLAGS = [
   'w8a8',
 ];
 const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
+/** Structured pruning: what to remove, then how to choose it. */
+const STRUCTURE_FLAGS = ['heads', 'neurons', 'blocks'];
+const STRUCTURE_REFINES = ['importance', 'structure-scope', 'multiple'];
 /** Where calibration data comes from; at most one. */
 const CALIB_SOURCES = ['calib-generate', 'calib-ids', 'calib-text'];
 /** Flags that refine the calibration data: given without a source (or a recipe that names one) they are refused. */
@@ -78,7 +89,8 @@ const CALIB_REFINES: Record<string, string[]> = {
 };
 const NOTHING_TO_DO =
   'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K, --fp16, --gptq, ' +
-  '--sparsegpt S, --wanda S, --llm-int8 or --w8a8) or --recipe FILE.';
+  '--sparsegpt S, --wanda S, --llm-int8 or --w8a8), structured pruning (--heads F, --neurons F, ' +
+  '--blocks N) or --recipe FILE.';
 const HOW_TO_CALIBRATE = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
 /**
@@ -112,8 +124,45 @@ function methodNumber(
   return n;
 }
 
+/** The structured pruning the flags ask for (--heads, --neurons, --blocks and their refinements), or null. */
+export function structureFromFlags(args: ParsedArgs): StructureSettings | null {
+  const given = STRUCTURE_FLAGS.filter((f) => args.flags.has(f));
+  if (!given.length) {
+    const stray = STRUCTURE_REFINES.find((f) => args.flags.has(f));
+    if (stray)
+      throw new UsageError(
+        `--${stray} applies to --heads, --neurons or --blocks, which is not given; add one or drop --${stray}.`,
+      );
+    return null;
+  }
+  const share = (flag: string) => {
+    const raw = args.flags.get(flag);
+    if (raw === undefined) return undefined;
+    const n = typeof raw === 'string' ? parseNumber(raw) : undefined;
+    if (n === undefined || n < 0 || n >= 1)
+      throw new UsageError(
+        `--${flag} is the share to remove, from 0 to below 1 (one per block stays), got '${raw}'.`,
+      );
+    return n;
+  };
+  const settings: Record<string, unknown> = {
+    heads: share('heads'),
+    neurons: share('neurons'),
+    blocks: args.flags.has('blocks') ? integerFlag(args, 'blocks', 0, 0, 1_000_000) : undefined,
+    importance: args.flags.get('importance'),
+    scope: args.flags.get('structure-scope'),
+    multiple: args.flags.has('multiple') ? integerFlag(args, 'multiple', 1, 1, 1_000_000) : undefined,
+  };
+  for (const key of Object.keys(settings)) if (settings[key] === undefined) delete settings[key];
+  try {
+    return resolveStructureSettings(settings);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/^Invalid recipe: structure\.?/, '--'));
+  }
+}
+
 /** The recipe the shorthand flags describe: pruning first, then the one storage format. */
-export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
+export function recipeFromFlags(args: ParsedArgs, structure = false): RecipeStep[] {
   for (const [flag, methods] of Object.entries(REFINES))
     if (args.flags.has(flag) && !methods.some((m) => args.flags.has(m)))
       throw new UsageError(
@@ -241,7 +290,10 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
       'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq, --llm-int8 or --w8a8); write a --recipe to chain more.',
     );
   steps.push(...encoders);
-  if (steps.length === 0) throw new UsageError(NOTHING_TO_DO);
+  if (steps.length === 0 && !structure) throw new UsageError(NOTHING_TO_DO);
+  const selector = SELECT_FLAGS.find((f) => args.flags.has(f));
+  if (steps.length === 0 && selector)
+    throw new UsageError(`--${selector} selects the tensors of a method step, and none is given.`);
   return steps;
 }
 
@@ -257,16 +309,27 @@ function recipeFromArgs(args: ParsedArgs): ResolvedRecipe {
       ...Object.keys(REFINES),
       ...CALIB_SOURCES,
       ...Object.keys(CALIB_REFINES),
+      ...STRUCTURE_FLAGS,
+      ...STRUCTURE_REFINES,
     ].find((f) => args.flags.has(f));
     if (mixed)
       throw new UsageError(
         `--copy rewrites the model unchanged: drop --${mixed}, or drop --copy to compress.`,
       );
-    return { steps: [], calibration: null };
+    return { steps: [], calibration: null, structure: null };
   }
-  if (typeof recipePath !== 'string')
-    return { steps: resolveRecipe({ steps: recipeFromFlags(args) }), calibration: null };
-  const mixed = [...METHOD_FLAGS, ...SELECT_FLAGS, ...Object.keys(REFINES)].find((f) => args.flags.has(f));
+  if (typeof recipePath !== 'string') {
+    const structure = structureFromFlags(args);
+    const steps = recipeFromFlags(args, structure !== null);
+    return { steps: steps.length ? resolveRecipe({ steps }) : [], calibration: null, structure };
+  }
+  const mixed = [
+    ...METHOD_FLAGS,
+    ...SELECT_FLAGS,
+    ...Object.keys(REFINES),
+    ...STRUCTURE_FLAGS,
+    ...STRUCTURE_REFINES,
+  ].find((f) => args.flags.has(f));
   if (mixed)
     throw new UsageError(
       `--recipe and --${mixed} can't be combined: put every step, with its select, in the recipe file.`,
@@ -306,10 +369,11 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
         `--${flag} applies to ${sources.map((s) => `--${s}`).join(' or ')}, which is not given; add it or drop --${flag}.`,
       );
   const methods = calibratedMethods(recipe.steps);
+  if (recipe.structure?.importance === 'activation') methods.unshift('activation importance');
   if (!methods.length) {
     if (given.length)
       throw new UsageError(
-        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S, --llm-int8 or --w8a8.`,
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S, --llm-int8, --w8a8 or --importance activation.`,
       );
     return null;
   }
@@ -352,7 +416,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
 }
 
 /** Calibration progress on stderr, about every tenth of each phase, so a log stays short. */
-function progressPrinter(): (p: CalibrationProgress) => void {
+function progressPrinter(captured = 'layer groups'): (p: CalibrationProgress) => void {
   const start = performance.now();
   let last = '';
   return (p) => {
@@ -360,19 +424,18 @@ function progressPrinter(): (p: CalibrationProgress) => void {
     const key = `${p.phase}:${tenth}`;
     if (key === last && p.done !== p.total) return;
     last = key;
-    const what = p.phase === 'generate' ? 'generating sequences' : 'capturing activations, layer groups';
+    const what = p.phase === 'generate' ? 'generating sequences' : `capturing activations, ${captured}`;
     const seconds = ((performance.now() - start) / 1000).toFixed(1);
     process.stderr.write(`calibration: ${what} ${p.done}/${p.total} (${seconds} s)\n`);
   };
 }
 
-/** Runs the calibration the request describes on onnxruntime-node: the statistics compressModel needs. */
-async function runCalibration(
+/** The calibration the request describes, with onnxruntime-node to run it on `model`. */
+function calibrationSetup(
   path: string,
-  model: Parameters<typeof calibrate>[0],
-  steps: Parameters<typeof calibrate>[1],
+  model: OnnxModel,
   request: CalibrationRequest,
-): Promise<CalibrationStats> {
+): { input: CalibrationInput; runtime: CalibrationRuntime } {
   const folders = [dirname(path), join(dirname(path), '..')];
   const context = configContext(folders);
   const config = readConfig(folders);
@@ -407,7 +470,25 @@ async function runCalibration(
     Tensor,
     inputs: summarizeInputs(model.graph),
   };
-  return calibrate(model, steps, { settings, data }, runtime, { onProgress: progressPrinter() });
+  return { input: { settings, data }, runtime };
+}
+
+/** Runs the calibration the request describes on onnxruntime-node: the statistics compressModel needs. */
+async function runCalibration(
+  path: string,
+  model: OnnxModel,
+  steps: Parameters<typeof calibrate>[1],
+  request: CalibrationRequest,
+): Promise<CalibrationStats> {
+  const { input, runtime } = calibrationSetup(path, model, request);
+  return calibrate(model, steps, input, runtime, { onProgress: progressPrinter() });
+}
+
+function structureLine(r: StructureReport): string {
+  return (
+    `structure: heads ${r.headsBefore} -> ${r.headsAfter}, MLP neurons ${r.neuronsBefore} -> ${r.neuronsAfter}, ` +
+    `blocks ${r.blocksBefore} -> ${r.blocksAfter}, parameters ${r.paramsBefore} -> ${r.paramsAfter}\n`
+  );
 }
 
 /** Where -o points must be a file in an existing folder: found out before the compression runs, not after. */
@@ -519,14 +600,28 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   checkOutputsAreNotInputs(args.flags.has('external-data') ? [output, dataOutput] : [output], [path]);
 
   const sources = modelSources(path);
-  const model = parseModel(sources.main, sources.external);
+  const source = parseModel(sources.main, sources.external);
+  const inputBytes = totalsFor(source, []).inputBytes;
+  // structured pruning first: the steps (and their calibration) then work on the smaller model
+  const pruned = recipe.structure
+    ? await pruneStructure(
+        source,
+        recipe.structure,
+        calibrationRequest && recipe.structure.importance === 'activation'
+          ? calibrationSetup(path, source, calibrationRequest)
+          : undefined,
+        { onProgress: progressPrinter('sequences for head/neuron importance') },
+      )
+    : null;
+  const model = pruned?.model ?? source;
   // a source with external data is written with external data: its data file is an output too
   const wantExternal = args.flags.has('external-data') || model.external.size > 0;
   const outputs = wantExternal ? [output, dataOutput] : [output];
   checkOutputsAreNotInputs(outputs, sources.inputs());
-  const calibration = calibrationRequest
-    ? await runCalibration(path, model, steps, calibrationRequest)
-    : undefined;
+  const calibration =
+    calibrationRequest && calibratedMethods(steps).length
+      ? await runCalibration(path, model, steps, calibrationRequest)
+      : undefined;
   const result: CompressionResult = steps.length
     ? compressModel(model, steps, { calibration })
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
@@ -546,7 +641,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   if (args.flags.has('json')) {
     out(
       JSON.stringify({
-        inputBytes: result.totals.inputBytes,
+        inputBytes,
         outputBytes,
         bitsPerWeight: result.totals.bitsPerWeight,
         sparsity: result.totals.sparsity,
@@ -564,6 +659,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
         ...(calibration
           ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } }
           : {}),
+        ...(pruned ? { structure: { ...pruned.report, importance: pruned.importance.kind } } : {}),
       }) + '\n',
     );
     return 0;
@@ -577,9 +673,10 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     );
   }
   for (const w of result.warnings) out(`warning: ${w}\n`);
+  if (pruned) out(structureLine(pruned.report));
   out(
     `${result.reports.length} tensors, ${fmt(result.totals.bitsPerWeight)} bits/weight; ` +
-      `${formatBytes(result.totals.inputBytes)} -> ${formatBytes(outputBytes)} written to ${output}` +
+      `${formatBytes(inputBytes)} -> ${formatBytes(outputBytes)} written to ${output}` +
       (written.externalData ? ` (+ ${location})` : '') +
       '\n',
   );

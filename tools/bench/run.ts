@@ -2,7 +2,8 @@
  * `npm run bench`: quality of every method at several strengths (perplexity next to file size) on
  * the demo model and on stories260K, and the speed of every kernel against the reference Python
  * implementations (torch / scikit-learn) on the same weights. Writes docs/BENCHMARKS.md.
- * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE.
+ * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE, --structure-only (only the
+ * structured-pruning section, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
@@ -36,6 +37,7 @@ import { PreviewSession, overlayHistogram } from '../../src/core/compress/sessio
 import { errorStats } from '../../src/core/compress/metrics.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
+import { structureSection } from './structure.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -493,8 +495,10 @@ async function main() {
   const python = !args.has('--no-python');
   const sections: string[] = [];
   const started = new Date().toISOString().slice(0, 10);
+  if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
 
   if (!args.has('--speed-only')) await qualitySections(sections);
+  if (!args.has('--speed-only')) sections.push(await structureSection(ROOT));
   sections.push(await previewLatencyMarkdown());
   speedSections(sections, python);
   writeReport(sections, started);
@@ -551,6 +555,24 @@ function speedSections(sections: string[], python: boolean) {
     log(`speed: ${s.name}`);
     sections.push(speedMarkdown(s, speedTable(s, python, repeats)));
   }
+}
+
+/** Puts `section` (a "## …" part) in place of the report's part of the same title, or before the live-preview part. */
+function replaceSection(section: string) {
+  const old = existsSync(OUT) ? readFileSync(OUT, 'utf8') : '# Benchmarks\n\n';
+  const title = section.slice(0, section.indexOf('\n'));
+  const at = old.indexOf(title);
+  let doc: string;
+  if (at >= 0) {
+    const next = old.indexOf('\n## ', at + title.length);
+    doc = old.slice(0, at) + section + '\n' + (next >= 0 ? old.slice(next) : '');
+  } else {
+    const before = old.indexOf('## Live preview');
+    doc =
+      before >= 0 ? old.slice(0, before) + section + '\n\n' + old.slice(before) : old + '\n' + section + '\n';
+  }
+  writeFileSync(OUT, doc);
+  log(`wrote ${OUT} (${title.slice(3)} replaced)`);
 }
 
 function writeReport(sections: string[], started: string) {

@@ -7,6 +7,7 @@ import { ModelError } from '../errors.ts';
 import { getMethod, resolveOptions } from '../../methods/registry.ts';
 import type { OptionValues } from '../../methods/types.ts';
 import { patternToRegExp, type TensorSelector } from './select.ts';
+import { resolveStructureSettings, type StructureSettings } from './structure.ts';
 
 export interface RecipeStep {
   method: string;
@@ -44,6 +45,8 @@ export const CALIBRATION_LIMITS = { samples: 100_000, length: 1_000_000 } as con
 export interface Recipe {
   version?: 1;
   calibration?: Partial<CalibrationSettings>;
+  /** Structured pruning, run on the whole model before the steps (which then see the smaller weights). */
+  structure?: Partial<StructureSettings>;
   steps: RecipeStep[];
 }
 
@@ -51,6 +54,8 @@ export interface Recipe {
 export interface ResolvedRecipe {
   steps: ResolvedStep[];
   calibration: CalibrationSettings | null;
+  /** Heads, neurons and blocks to remove first, when the recipe has a "structure". */
+  structure?: StructureSettings | null;
 }
 
 /** A step with every option resolved against its method's schema. */
@@ -139,9 +144,12 @@ export function resolveFullRecipe(value: unknown): ResolvedRecipe {
   const calibration = r.calibration === undefined ? null : resolveCalibrationSettings(r.calibration);
   if (r.version !== undefined && r.version !== 1)
     fail(`version ${String(r.version)} is not supported (expected 1).`);
-  if (!Array.isArray(r.steps)) fail('"steps" must be a list.');
-  if (r.steps.length === 0) fail('"steps" is empty: add at least one method.');
-  const steps = r.steps.map((raw: unknown, i: number): ResolvedStep => {
+  const structure = r.structure === undefined ? null : resolveStructureSettings(r.structure);
+  // a recipe that only prunes structure may leave its steps out
+  const rawSteps = r.steps === undefined && structure ? [] : r.steps;
+  if (!Array.isArray(rawSteps)) fail('"steps" must be a list.');
+  if (rawSteps.length === 0 && !structure) fail('"steps" is empty: add at least one method.');
+  const steps = rawSteps.map((raw: unknown, i: number): ResolvedStep => {
     const where = `steps[${i}]`;
     if (typeof raw !== 'object' || raw === null) fail(`${where} must be an object.`);
     const step = raw as Record<string, unknown>;
@@ -163,7 +171,7 @@ export function resolveFullRecipe(value: unknown): ResolvedRecipe {
     }
     return { method: method.id, options: resolved, select: checkSelector(step.select, where) };
   });
-  return { steps, calibration };
+  return { steps, calibration, structure };
 }
 
 export function parseRecipeText(text: string): ResolvedStep[] {

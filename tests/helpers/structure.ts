@@ -1,0 +1,19 @@
+/** Structured-pruning references: the original model with units zeroed instead of removed. */
+import { readTensorFloat32, type OnnxModel } from '../../src/core/onnx/model.ts';
+import { DataType } from '../../src/core/onnx/dtypes.ts';
+import { rawTensor, writeModel } from '../../src/core/onnx/write.ts';
+
+/** The model with rows (dims[0] indices) of some weights and whole biases set to zero. */
+export function zeroed(model: OnnxModel, rows: Record<string, number[]>, whole: string[] = []): Uint8Array {
+  const initializer = model.graph.initializer.map((t) => {
+    if (!(t.name in rows) && !whole.includes(t.name)) return t;
+    const v = readTensorFloat32(model, t).slice();
+    if (whole.includes(t.name)) v.fill(0);
+    else {
+      const cols = t.dims.length === 2 ? Number(t.dims[1]) : 1;
+      for (const r of rows[t.name]) v.fill(0, r * cols, (r + 1) * cols);
+    }
+    return rawTensor(t.name, DataType.FLOAT, t.dims.map(Number), new Uint8Array(v.buffer));
+  });
+  return writeModel(model, { graph: { ...model.graph, initializer } }).model;
+}

@@ -59,9 +59,16 @@ export function tensorValue(model: OnnxModel, t: TensorProto): Value {
   const raw = readTensor(model, t);
   const dtype = dtypeOfCode(t.data_type);
   const shape = t.dims.map(Number);
-  if (dtype === 'float32') return { dtype, shape, data: raw instanceof Float32Array ? raw : Float32Array.from(raw, Number) };
-  if (dtype === 'bool') return { dtype, shape, data: Uint8Array.from(raw, (v) => (Number(v) ? 1 : 0)) };
-  return { dtype, shape, data: Float64Array.from(raw, Number) };
+  const n = raw.length;
+  if (dtype === 'float32') {
+    if (raw instanceof Float32Array) return { dtype, shape, data: raw };
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = Number(raw[i]);
+    return { dtype, shape, data };
+  }
+  const data = dtype === 'bool' ? new Uint8Array(n) : new Float64Array(n);
+  for (let i = 0; i < n; i++) data[i] = dtype === 'bool' ? (Number(raw[i]) ? 1 : 0) : Number(raw[i]);
+  return { dtype, shape, data };
 }
 
 /** Op types the engine lacks, each with the first node that uses it: empty when the graph can train. */
@@ -95,14 +102,16 @@ export class TrainGraph {
           .map((m) => `op ${m.opType} (node '${m.node}')`)
           .join(', ')}.`,
       );
-    const opset =
-      model.proto.opset_import?.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 17;
+    const opset = model.proto.opset_import?.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 17;
     const wanted = new Set(trainable);
     for (const t of graph.initializer) {
       const v = tensorValue(model, t);
       if (wanted.has(t.name)) {
         if (v.dtype !== 'float32')
-          throw new ModelError('invalid-argument', `${model.name}: weight '${t.name}' is not a float tensor.`);
+          throw new ModelError(
+            'invalid-argument',
+            `${model.name}: weight '${t.name}' is not a float tensor.`,
+          );
         // the engine's own copy: the optimizer writes it, the model's bytes stay as loaded
         this.params.set(t.name, Float32Array.from(v.data as Float32Array));
         this.shapes.set(t.name, v.shape);
@@ -138,7 +147,10 @@ export class TrainGraph {
       if (values.has(input.name) && !(input.name in feeds)) continue;
       const v = feeds[input.name];
       if (!v)
-        throw new ModelError('invalid-argument', `${this.model.name}: no value for the graph input '${input.name}'.`);
+        throw new ModelError(
+          'invalid-argument',
+          `${this.model.name}: no value for the graph input '${input.name}'.`,
+        );
       values.set(input.name, v);
     }
     const tape: TapeEntry[] = [];
@@ -147,7 +159,10 @@ export class TrainGraph {
         if (!name) return undefined;
         const v = values.get(name);
         if (!v)
-          throw new ModelError('invalid-argument', `${c.ctx.where}: its input '${name}' is not computed before it.`);
+          throw new ModelError(
+            'invalid-argument',
+            `${c.ctx.where}: its input '${name}' is not computed before it.`,
+          );
         return v;
       });
       const outputs = c.op.forward(inputs, c.ctx);
@@ -199,7 +214,10 @@ export class TrainGraph {
         const g = gx[i];
         if (!name || !g || !this.needsGrad.has(name) || entry.inputs[i]?.dtype !== 'float32') return;
         if (g.length !== sizeOf(entry.inputs[i]!.shape))
-          throw new ModelError('invalid-argument', `${c.ctx.where}: gradient of input ${i} has the wrong size.`);
+          throw new ModelError(
+            'invalid-argument',
+            `${c.ctx.where}: gradient of input ${i} has the wrong size.`,
+          );
         accumulate(name, g);
       });
     }

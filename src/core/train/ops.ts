@@ -94,10 +94,6 @@ function val(dtype: DType, shape: number[], data: Data): Value {
   return { dtype, shape, data };
 }
 
-function grad(g: Float32Array | undefined, n: number): Float32Array {
-  return g ?? new Float32Array(n);
-}
-
 // ---------- elementwise ----------
 
 type BinaryKind = 'Add' | 'Sub' | 'Mul' | 'Div' | 'Pow';
@@ -212,7 +208,11 @@ export function erf(x: number): number {
               (0.37409196 +
                 t *
                   (0.09678418 +
-                    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+                    t *
+                      (-0.18628806 +
+                        t *
+                          (0.27886807 +
+                            t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
     );
   return x >= 0 ? 1 - r : r - 1;
 }
@@ -300,21 +300,23 @@ function planMatmul(aShape: number[], bShape: number[], where: string): MatmulPl
     );
   const aBatch = as.slice(0, -2);
   const bBatch = bs.slice(0, -2);
-  let batch: number[];
-  let aOff: Int32Array;
-  let bOff: Int32Array;
   if (bBatch.length === 0) {
     // the weight case: every row of a against one b; one product over all rows
-    batch = [];
-    aOff = Int32Array.of(0);
-    bOff = Int32Array.of(0);
     const rows = sizeOf(aBatch) * M;
     const outShape = [...aBatch, ...(aShape.length === 1 ? [] : [M]), ...(bShape.length === 1 ? [] : [N])];
-    return { outShape, M: rows, K, N, aOff, bOff, cOff: Int32Array.of(0) };
+    return {
+      outShape,
+      M: rows,
+      K,
+      N,
+      aOff: Int32Array.of(0),
+      bOff: Int32Array.of(0),
+      cOff: Int32Array.of(0),
+    };
   }
-  batch = broadcastShapes([aBatch, bBatch], where);
-  aOff = stridedMap(batch, broadcastStrides(batch, aBatch));
-  bOff = stridedMap(batch, broadcastStrides(batch, bBatch));
+  const batch = broadcastShapes([aBatch, bBatch], where);
+  const aOff = stridedMap(batch, broadcastStrides(batch, aBatch));
+  const bOff = stridedMap(batch, broadcastStrides(batch, bBatch));
   for (let i = 0; i < aOff.length; i++) {
     aOff[i] *= M * K;
     bOff[i] *= K * N;
@@ -333,7 +335,8 @@ const MatMul: OpDef = {
     const A = float(a, ctx);
     const B = float(b, ctx);
     const C = new Float32Array(sizeOf(p.outShape));
-    for (let i = 0; i < p.aOff.length; i++) matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N);
+    for (let i = 0; i < p.aOff.length; i++)
+      matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N);
     return [val('float32', p.outShape, C)];
   },
   backward(x, _y, gy, ctx) {
@@ -519,7 +522,7 @@ function softmaxOp(log: boolean): OpDef {
         }
       return [val('float32', xv.shape, Y)];
     },
-    backward(x, y, gy, ctx) {
+    backward(_x, y, gy, ctx) {
       const g = gy[0];
       if (!g) return [undefined];
       const Y = y[0].data;
@@ -535,7 +538,8 @@ function softmaxOp(log: boolean): OpDef {
               gx[base + k * inner] = g[base + k * inner] - Math.exp(Y[base + k * inner]) * s;
           } else {
             for (let k = 0; k < len; k++) s += g[base + k * inner] * Y[base + k * inner];
-            for (let k = 0; k < len; k++) gx[base + k * inner] = Y[base + k * inner] * (g[base + k * inner] - s);
+            for (let k = 0; k < len; k++)
+              gx[base + k * inner] = Y[base + k * inner] * (g[base + k * inner] - s);
           }
         }
       return [gx];
@@ -611,7 +615,13 @@ const Transpose = mapped((x, ctx) => {
   const rank = v.shape.length;
   const perm = attrInts(ctx.node, 'perm') ?? v.shape.map((_, i) => rank - 1 - i);
   const own = stridesOf(v.shape);
-  return { shape: perm.map((p) => v.shape[p]), map: stridedMap(perm.map((p) => v.shape[p]), perm.map((p) => own[p])) };
+  return {
+    shape: perm.map((p) => v.shape[p]),
+    map: stridedMap(
+      perm.map((p) => v.shape[p]),
+      perm.map((p) => own[p]),
+    ),
+  };
 });
 
 const Expand = mapped((x, ctx) => {
@@ -652,7 +662,14 @@ const Slice = mapped((x, ctx) => {
   const own = stridesOf(v.shape);
   let offset = 0;
   for (let d = 0; d < rank; d++) offset += begin[d] * own[d];
-  return { shape, map: stridedMap(shape, own.map((s, d) => s * step[d]), offset) };
+  return {
+    shape,
+    map: stridedMap(
+      shape,
+      own.map((s, d) => s * step[d]),
+      offset,
+    ),
+  };
 });
 
 /** Ops that only change the shape: the data (and the gradient) pass through unchanged. */
@@ -814,7 +831,10 @@ const Gather: OpDef = {
         let k = idx.data[j];
         if (k < 0) k += dim;
         if (!(k >= 0 && k < dim))
-          throw new ModelError('invalid-argument', `${ctx.where}: index ${idx.data[j]} is out of range 0…${dim - 1}.`);
+          throw new ModelError(
+            'invalid-argument',
+            `${ctx.where}: index ${idx.data[j]} is out of range 0…${dim - 1}.`,
+          );
         const src = (o * dim + k) * inner;
         out.set(data.data.subarray(src, src + inner), (o * n + j) * inner);
       }
@@ -863,8 +883,9 @@ const Where: OpDef = {
     const C = expandData(need(x, 0, ctx), shape);
     const ga = new Float32Array(g.length);
     const gb = new Float32Array(g.length);
-    for (let i = 0; i < g.length; i++) if (C[i]) ga[i] = g[i];
-    else gb[i] = g[i];
+    for (let i = 0; i < g.length; i++)
+      if (C[i]) ga[i] = g[i];
+      else gb[i] = g[i];
     return [undefined, unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, x[2]!.shape)];
   },
 };
@@ -915,7 +936,8 @@ const Cast: OpDef = {
     const to = dtypeOfCode(attrInt(ctx.node, 'to', DataType.FLOAT));
     const out = alloc(to, v.data.length);
     if (to === 'bool') for (let i = 0; i < out.length; i++) out[i] = v.data[i] ? 1 : 0;
-    else if (to === 'int64' && v.dtype === 'float32') for (let i = 0; i < out.length; i++) out[i] = Math.trunc(v.data[i]);
+    else if (to === 'int64' && v.dtype === 'float32')
+      for (let i = 0; i < out.length; i++) out[i] = Math.trunc(v.data[i]);
     else out.set(v.data);
     return [val(to, v.shape, out)];
   },

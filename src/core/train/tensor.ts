@@ -23,7 +23,11 @@ export function sizeOf(shape: readonly number[]): number {
 }
 
 export function alloc(dtype: DType, n: number): Data {
-  return dtype === 'float32' ? new Float32Array(n) : dtype === 'int64' ? new Float64Array(n) : new Uint8Array(n);
+  return dtype === 'float32'
+    ? new Float32Array(n)
+    : dtype === 'int64'
+      ? new Float64Array(n)
+      : new Uint8Array(n);
 }
 
 export function floatValue(shape: number[], data: Float32Array): Value {
@@ -71,7 +75,11 @@ export function broadcastShapes(shapes: readonly (readonly number[])[], where: s
  * element each output element reads. Strides of 0 broadcast, permuted strides transpose, scaled
  * strides and an offset slice.
  */
-export function stridedMap(outShape: readonly number[], inStrides: readonly number[], inOffset = 0): Int32Array {
+export function stridedMap(
+  outShape: readonly number[],
+  inStrides: readonly number[],
+  inOffset = 0,
+): Int32Array {
   const n = sizeOf(outShape);
   const map = new Int32Array(n);
   const r = outShape.length;
@@ -125,7 +133,11 @@ export function expandData(x: Value, outShape: readonly number[]): Data {
 }
 
 /** The gradient of a broadcast: g [outShape] summed back onto `inShape`. */
-export function unbroadcast(g: Float32Array, outShape: readonly number[], inShape: readonly number[]): Float32Array {
+export function unbroadcast(
+  g: Float32Array,
+  outShape: readonly number[],
+  inShape: readonly number[],
+): Float32Array {
   if (sameShape(inShape, outShape)) return g;
   const m = sizeOf(inShape);
   const out = new Float32Array(m);

@@ -36,8 +36,20 @@ const QUANTIZED_OPS = new Set([
   'BitShift',
 ]);
 
-/** Readers through which a float initializer is a weight (not a table a Slice reads, like RoPE's). */
-const WEIGHT_READERS = new Set(['MatMul', 'Gemm', 'Gather', 'LayerNormalization', 'Add', 'Mul', 'Sub']);
+/**
+ * Readers through which a float initializer is a weight (not a table a Slice reads, like RoPE's).
+ * Transpose: a tied output head is the embedding table transposed into a MatMul (the demo GPT-2).
+ */
+const WEIGHT_READERS = new Set([
+  'MatMul',
+  'Gemm',
+  'Gather',
+  'LayerNormalization',
+  'Add',
+  'Mul',
+  'Sub',
+  'Transpose',
+]);
 
 /**
  * Refuses a student whose weights are stored quantized (int4 MatMulNBits, int8 DequantizeLinear,

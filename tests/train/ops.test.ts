@@ -96,6 +96,9 @@ describe('training engine: op gradients against finite differences', () => {
       gradCheck({ op, inputs: [a, f32([3, 1], 2, { positive: denominator })] });
       gradCheck({ op, inputs: [f32([4], 3), f32([2, 3, 4], 4, { positive: denominator })] });
       gradCheck({ op, inputs: [a, f32([], 5, { positive: denominator })] });
+      gradCheck({ op, inputs: [f32([], 6), f32([2, 3, 4], 7, { positive: denominator })] });
+      gradCheck({ op, inputs: [a, f32([2, 3, 4], 8, { positive: denominator })] });
+      gradCheck({ op, inputs: [a, f32([1, 3, 4], 9, { positive: denominator })] });
     },
   );
 

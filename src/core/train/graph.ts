@@ -30,6 +30,8 @@ interface CompiledNode {
   ctx: NodeContext;
   /** Some input depends on a trainable weight and the op has a gradient: record it, run it backwards. */
   differentiable: boolean;
+  /** Which inputs need a gradient. */
+  wants: boolean[];
 }
 
 interface TapeEntry {
@@ -130,6 +132,7 @@ export class TrainGraph {
         node,
         op,
         differentiable,
+        wants: node.input.map((n) => this.needsGrad.has(n)),
         ctx: { node, where: `${model.name}: ${nodeLabel(node, i)}`, opset, readTensor: readAttrTensor },
       };
     });
@@ -208,7 +211,7 @@ export class TrainGraph {
       const c = this.nodes[entry.index];
       const gy = c.node.output.map((name) => (name ? grads.get(name) : undefined));
       if (gy.every((g) => !g)) continue;
-      const gx = c.op.backward!(entry.inputs, entry.outputs, gy, c.ctx);
+      const gx = c.op.backward!(entry.inputs, entry.outputs, gy, c.ctx, c.wants);
       for (const name of c.node.output) if (name) grads.delete(name);
       c.node.input.forEach((name, i) => {
         const g = gx[i];

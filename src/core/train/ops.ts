@@ -44,7 +44,8 @@ type MaybeValues = (Value | undefined)[];
 export interface OpDef {
   forward(x: MaybeValues, ctx: NodeContext): Value[];
   /** Absent: the op has no gradient (its outputs are integers, booleans or constants). */
-  backward?(x: MaybeValues, y: Value[], gy: Grads, ctx: NodeContext): Grads;
+  /** `wants[i]`: whether input i needs a gradient (an op may skip the others' work). */
+  backward?(x: MaybeValues, y: Value[], gy: Grads, ctx: NodeContext, wants?: boolean[]): Grads;
 }
 
 // ---------- attributes and inputs ----------
@@ -98,46 +99,230 @@ function val(dtype: DType, shape: number[], data: Data): Value {
 
 type BinaryKind = 'Add' | 'Sub' | 'Mul' | 'Div' | 'Pow';
 
-function binaryForward(kind: BinaryKind) {
-  return (x: MaybeValues, ctx: NodeContext): Value[] => {
-    const a = need(x, 0, ctx);
-    const b = need(x, 1, ctx);
-    const shape = broadcastShapes([a.shape, b.shape], ctx.where);
-    const A = expandData(a, shape);
-    const B = expandData(b, shape);
-    const n = sizeOf(shape);
-    const out = alloc(a.dtype, n);
-    const integer = a.dtype !== 'float32';
+/**
+ * How x is read at output position i: period 0 means x has the output's shape (x[i]); period m ≥ 1
+ * means x is the output's trailing dimensions (a bias [N], an RMSNorm weight, a scalar): x[i % m].
+ * -1: any other broadcast (materialized).
+ */
+function period(x: Value, outShape: readonly number[]): number {
+  const n = x.data.length;
+  if (n === 1) return 1;
+  let o = outShape.length;
+  // leading unit dimensions broadcast like absent ones
+  let k = 0;
+  while (k < x.shape.length && x.shape[k] === 1) k++;
+  const dims = x.shape.slice(k);
+  if (dims.length === outShape.length && dims.every((d, i) => d === outShape[i])) return 0;
+  if (dims.length > o) return -1;
+  for (let i = dims.length - 1; i >= 0; i--) if (dims[i] !== outShape[--o]) return -1;
+  return n;
+}
+
+/** out[i] = A[i] ∘ B[pb ? i % pb : i] for one of the binary kinds. */
+function combine(kind: BinaryKind, A: Data, B: Data, pb: number, out: Data, integer: boolean): void {
+  const n = out.length;
+  if (pb === 0) {
     switch (kind) {
       case 'Add':
         for (let i = 0; i < n; i++) out[i] = A[i] + B[i];
-        break;
+        return;
       case 'Sub':
         for (let i = 0; i < n; i++) out[i] = A[i] - B[i];
-        break;
+        return;
       case 'Mul':
         for (let i = 0; i < n; i++) out[i] = A[i] * B[i];
-        break;
+        return;
       case 'Div':
         if (integer) for (let i = 0; i < n; i++) out[i] = Math.trunc(A[i] / B[i]);
         else for (let i = 0; i < n; i++) out[i] = A[i] / B[i];
-        break;
+        return;
       case 'Pow':
         for (let i = 0; i < n; i++) out[i] = Math.pow(A[i], B[i]);
+        return;
+    }
+  }
+  for (let r = 0; r < n; r += pb) {
+    const m = Math.min(pb, n - r);
+    switch (kind) {
+      case 'Add':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] + B[j];
+        break;
+      case 'Sub':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] - B[j];
+        break;
+      case 'Mul':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] * B[j];
+        break;
+      case 'Div':
+        if (integer) for (let j = 0; j < m; j++) out[r + j] = Math.trunc(A[r + j] / B[j]);
+        else for (let j = 0; j < m; j++) out[r + j] = A[r + j] / B[j];
+        break;
+      case 'Pow':
+        for (let j = 0; j < m; j++) out[r + j] = Math.pow(A[r + j], B[j]);
         break;
     }
+  }
+}
+
+/** combine for float32 only: the same loops, kept monomorphic (one array type per loop) for speed. */
+function combineFloat(
+  kind: BinaryKind,
+  A: Float32Array,
+  B: Float32Array,
+  pb: number,
+  out: Float32Array,
+): void {
+  const n = out.length;
+  if (pb === 0) {
+    switch (kind) {
+      case 'Add':
+        for (let i = 0; i < n; i++) out[i] = A[i] + B[i];
+        return;
+      case 'Sub':
+        for (let i = 0; i < n; i++) out[i] = A[i] - B[i];
+        return;
+      case 'Mul':
+        for (let i = 0; i < n; i++) out[i] = A[i] * B[i];
+        return;
+      case 'Div':
+        for (let i = 0; i < n; i++) out[i] = A[i] / B[i];
+        return;
+      case 'Pow':
+        for (let i = 0; i < n; i++) out[i] = Math.pow(A[i], B[i]);
+        return;
+    }
+  }
+  for (let r = 0; r < n; r += pb) {
+    const m = Math.min(pb, n - r);
+    switch (kind) {
+      case 'Add':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] + B[j];
+        break;
+      case 'Sub':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] - B[j];
+        break;
+      case 'Mul':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] * B[j];
+        break;
+      case 'Div':
+        for (let j = 0; j < m; j++) out[r + j] = A[r + j] / B[j];
+        break;
+      case 'Pow':
+        for (let j = 0; j < m; j++) out[r + j] = Math.pow(A[r + j], B[j]);
+        break;
+    }
+  }
+}
+
+function binaryForward(kind: BinaryKind) {
+  return (x: MaybeValues, ctx: NodeContext): Value[] => {
+    let a = need(x, 0, ctx);
+    let b = need(x, 1, ctx);
+    const shape = broadcastShapes([a.shape, b.shape], ctx.where);
+    const out = alloc(a.dtype, sizeOf(shape));
+    const integer = a.dtype !== 'float32';
+    // a commutative op with the small operand first (a scalar times x): swap it second
+    if ((kind === 'Add' || kind === 'Mul') && period(a, shape) > 0 && period(b, shape) === 0) [a, b] = [b, a];
+    const pa = period(a, shape);
+    const pb = period(b, shape);
+    if (pa === 0 && pb >= 0) {
+      if (integer) combine(kind, a.data, b.data, pb, out, true);
+      else combineFloat(kind, a.data as Float32Array, b.data as Float32Array, pb, out as Float32Array);
+    } else combine(kind, expandData(a, shape), expandData(b, shape), 0, out, integer);
     return [val(a.dtype, shape, out)];
   };
 }
 
+/** Σ over broadcast positions of g onto an operand read with period p (0: same shape). */
+function reduceToPeriod(g: Float32Array, p: number): Float32Array {
+  if (p === 0) return g;
+  const out = new Float32Array(p);
+  for (let r = 0; r < g.length; r += p) for (let j = 0; j < p; j++) out[j] += g[r + j];
+  return out;
+}
+
+/** out[i] = g[i] · w[p ? i % p : i] (w full when p is 0, periodic otherwise). */
+function mulPeriodic(g: Float32Array, w: Float32Array, p: number): Float32Array {
+  const n = g.length;
+  const out = new Float32Array(n);
+  if (p === 0) for (let i = 0; i < n; i++) out[i] = g[i] * w[i];
+  else if (p === 1) {
+    const s = w[0];
+    for (let i = 0; i < n; i++) out[i] = g[i] * s;
+  } else for (let r = 0; r < n; r += p) for (let j = 0; j < p; j++) out[r + j] = g[r + j] * w[j];
+  return out;
+}
+
+/** out[j] = Σ_r g[r·p + j] · x[r·p + j] (the gradient of a periodic operand; x full). */
+function dotPeriodic(g: Float32Array, x: Float32Array, p: number): Float32Array {
+  if (p === 0) return mulPeriodic(g, x, 0);
+  const out = new Float32Array(p);
+  const n = g.length;
+  if (p === 1) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += g[i] * x[i];
+    out[0] = s;
+  } else for (let r = 0; r < n; r += p) for (let j = 0; j < p; j++) out[j] += g[r + j] * x[r + j];
+  return out;
+}
+
 function binaryBackward(kind: BinaryKind) {
-  return (x: MaybeValues, y: Value[], gy: Grads, ctx: NodeContext): Grads => {
+  return (x: MaybeValues, y: Value[], gy: Grads, ctx: NodeContext, wants?: boolean[]): Grads => {
     const a = need(x, 0, ctx);
     const b = need(x, 1, ctx);
     const g = gy[0];
     if (!g || a.dtype !== 'float32') return [undefined, undefined];
+    const wantA = wants?.[0] ?? true;
+    const wantB = wants?.[1] ?? true;
     const shape = y[0].shape;
     const n = g.length;
+    const pa = period(a, shape);
+    const pb = period(b, shape);
+    // the fast path: each operand either the output's shape or its trailing dimensions
+    if (pa >= 0 && pb >= 0 && (pa === 0 || pb === 0) && kind !== 'Pow') {
+      let ga: Float32Array | undefined;
+      let gb: Float32Array | undefined;
+      const A = a.data as Float32Array;
+      const B = b.data as Float32Array;
+      switch (kind) {
+        case 'Add':
+          if (wantA) ga = reduceToPeriod(g, pa);
+          if (wantB) gb = reduceToPeriod(g, pb);
+          break;
+        case 'Sub':
+          if (wantA) ga = reduceToPeriod(g, pa);
+          if (wantB) {
+            gb = reduceToPeriod(g, pb);
+            gb = gb === g ? g.map((v) => -v) : gb.map((v) => -v);
+          }
+          break;
+        case 'Mul':
+          // one operand full (period 0), the other full or periodic: x·w with w a scalar or trailing weight
+          if (pa === 0) {
+            if (wantA) ga = mulPeriodic(g, B, pb);
+            if (wantB) gb = dotPeriodic(g, A, pb);
+          } else {
+            if (wantA) ga = dotPeriodic(g, B, pa);
+            if (wantB) gb = mulPeriodic(g, A, pa);
+          }
+          break;
+        case 'Div': {
+          const C = y[0].data as Float32Array;
+          const inv = new Float32Array(B.length);
+          for (let i = 0; i < B.length; i++) inv[i] = 1 / B[i];
+          // d(a/b)/da = 1/b; d(a/b)/db = −c/b
+          if (wantA) ga = pa === 0 ? mulPeriodic(g, inv, pb) : dotPeriodic(g, inv, pa);
+          if (wantB) {
+            const gc = mulPeriodic(g, C, 0);
+            gb = pb === 0 ? mulPeriodic(gc, inv, 0) : reduceToPeriod(gc, pb);
+            if (pb === 0) for (let i = 0; i < gb.length; i++) gb[i] = -gb[i];
+            else for (let j = 0; j < pb; j++) gb[j] = -gb[j] * inv[j];
+          }
+          break;
+        }
+      }
+      return [ga, gb];
+    }
     let ga: Float32Array | undefined;
     let gb: Float32Array | undefined;
     switch (kind) {
@@ -185,7 +370,10 @@ function binaryBackward(kind: BinaryKind) {
         break;
       }
     }
-    return [unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, b.shape)];
+    return [
+      wantA ? unbroadcast(ga, shape, a.shape) : undefined,
+      wantB ? unbroadcast(gb, shape, b.shape) : undefined,
+    ];
   };
 }
 
@@ -218,7 +406,9 @@ export function erf(x: number): number {
 }
 
 /**
- * A unary float op: f(x) and f'(x) given x and y = f(x). `derivative` returns dy/dx per element.
+ * A unary float op given as f(x) and f'(x) (from x and y = f(x)). Calls through these callbacks are
+ * megamorphic (one loop for every op), so the ops decoders run on every element of every layer have
+ * their own loops below (UNARY_LOOPS); this form is for the rest.
  */
 function unary(f: (x: number) => number, derivative: (x: number, y: number) => number): OpDef {
   return {
@@ -236,6 +426,71 @@ function unary(f: (x: number) => number, derivative: (x: number, y: number) => n
       const Y = y[0].data;
       const out = new Float32Array(g.length);
       for (let i = 0; i < g.length; i++) out[i] = g[i] * derivative(X[i], Y[i]);
+      return [out];
+    },
+  };
+}
+
+type HotUnary = 'Tanh' | 'Sigmoid' | 'Sqrt' | 'Exp' | 'Neg';
+
+/** y = f(x) for the hot unary ops, each its own monomorphic loop. */
+function hotForward(kind: HotUnary, X: Float32Array, Y: Float32Array): void {
+  const n = X.length;
+  switch (kind) {
+    case 'Tanh':
+      for (let i = 0; i < n; i++) Y[i] = Math.tanh(X[i]);
+      return;
+    case 'Sigmoid':
+      for (let i = 0; i < n; i++) Y[i] = 1 / (1 + Math.exp(-X[i]));
+      return;
+    case 'Sqrt':
+      for (let i = 0; i < n; i++) Y[i] = Math.sqrt(X[i]);
+      return;
+    case 'Exp':
+      for (let i = 0; i < n; i++) Y[i] = Math.exp(X[i]);
+      return;
+    case 'Neg':
+      for (let i = 0; i < n; i++) Y[i] = -X[i];
+      return;
+  }
+}
+
+/** dx = g · f'(x), f' from y = f(x): 1 − y², y(1 − y), 1/(2y), y, −1. */
+function hotBackward(kind: HotUnary, g: Float32Array, Y: Float32Array, out: Float32Array): void {
+  const n = g.length;
+  switch (kind) {
+    case 'Tanh':
+      for (let i = 0; i < n; i++) out[i] = g[i] * (1 - Y[i] * Y[i]);
+      return;
+    case 'Sigmoid':
+      for (let i = 0; i < n; i++) out[i] = g[i] * Y[i] * (1 - Y[i]);
+      return;
+    case 'Sqrt':
+      for (let i = 0; i < n; i++) out[i] = (0.5 * g[i]) / Y[i];
+      return;
+    case 'Exp':
+      for (let i = 0; i < n; i++) out[i] = g[i] * Y[i];
+      return;
+    case 'Neg':
+      for (let i = 0; i < n; i++) out[i] = -g[i];
+      return;
+  }
+}
+
+function hotUnary(kind: HotUnary): OpDef {
+  return {
+    forward(x, ctx) {
+      const a = need(x, 0, ctx);
+      const X = float(a, ctx);
+      const Y = new Float32Array(X.length);
+      hotForward(kind, X, Y);
+      return [val('float32', a.shape, Y)];
+    },
+    backward(_x, y, gy) {
+      const g = gy[0];
+      if (!g) return [undefined];
+      const out = new Float32Array(g.length);
+      hotBackward(kind, g, y[0].data as Float32Array, out);
       return [out];
     },
   };
@@ -339,7 +594,7 @@ const MatMul: OpDef = {
       matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N);
     return [val('float32', p.outShape, C)];
   },
-  backward(x, _y, gy, ctx) {
+  backward(x, _y, gy, ctx, wants) {
     const g = gy[0];
     if (!g) return [undefined, undefined];
     const a = need(x, 0, ctx);
@@ -347,11 +602,11 @@ const MatMul: OpDef = {
     const p = planMatmul(a.shape, b.shape, ctx.where);
     const A = a.data as Float32Array;
     const B = b.data as Float32Array;
-    const gA = new Float32Array(A.length);
-    const gB = new Float32Array(B.length);
+    const gA = wants?.[0] === false ? undefined : new Float32Array(A.length);
+    const gB = wants?.[1] === false ? undefined : new Float32Array(B.length);
     for (let i = 0; i < p.aOff.length; i++) {
-      matmulNTAcc(g, p.cOff[i], B, p.bOff[i], gA, p.aOff[i], p.M, p.N, p.K);
-      matmulTNAcc(A, p.aOff[i], g, p.cOff[i], gB, p.bOff[i], p.M, p.K, p.N);
+      if (gA) matmulNTAcc(g, p.cOff[i], B, p.bOff[i], gA, p.aOff[i], p.M, p.N, p.K);
+      if (gB) matmulTNAcc(A, p.aOff[i], g, p.cOff[i], gB, p.bOff[i], p.M, p.K, p.N);
     }
     return [gA, gB];
   },
@@ -514,11 +769,14 @@ function softmaxOp(log: boolean): OpDef {
           let max = -Infinity;
           for (let k = 0; k < len; k++) max = Math.max(max, X[base + k * inner]);
           let z = 0;
-          for (let k = 0; k < len; k++) z += Math.exp(X[base + k * inner] - max);
+          for (let k = 0; k < len; k++) z += Y[base + k * inner] = Math.exp(X[base + k * inner] - max);
           if (log) {
             const lz = Math.log(z) + max;
             for (let k = 0; k < len; k++) Y[base + k * inner] = X[base + k * inner] - lz;
-          } else for (let k = 0; k < len; k++) Y[base + k * inner] = Math.exp(X[base + k * inner] - max) / z;
+          } else {
+            const inv = 1 / z;
+            for (let k = 0; k < len; k++) Y[base + k * inner] *= inv;
+          }
         }
       return [val('float32', xv.shape, Y)];
     },
@@ -1020,22 +1278,16 @@ export const OPS: Record<string, OpDef> = {
   Mul: binary('Mul'),
   Div: binary('Div'),
   Pow: binary('Pow'),
-  Neg: unary(
-    (x) => -x,
-    () => -1,
-  ),
-  Sqrt: unary(Math.sqrt, (_x, y) => 0.5 / y),
+  Neg: hotUnary('Neg'),
+  Sqrt: hotUnary('Sqrt'),
   Reciprocal: unary(
     (x) => 1 / x,
     (_x, y) => -y * y,
   ),
-  Exp: unary(Math.exp, (_x, y) => y),
+  Exp: hotUnary('Exp'),
   Log: unary(Math.log, (x) => 1 / x),
-  Tanh: unary(Math.tanh, (_x, y) => 1 - y * y),
-  Sigmoid: unary(
-    (x) => 1 / (1 + Math.exp(-x)),
-    (_x, y) => y * (1 - y),
-  ),
+  Tanh: hotUnary('Tanh'),
+  Sigmoid: hotUnary('Sigmoid'),
   Relu: unary(
     (x) => (x > 0 ? x : 0),
     (x) => (x > 0 ? 1 : 0),

@@ -15,6 +15,9 @@ import { TrainGraph } from '../../src/core/train/graph.ts';
 import { batchLoss, checkTrainable, decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
 import { kdLoss } from '../../src/core/train/loss.ts';
 import { gemmWasm, matmulAccJs } from '../../src/core/train/kernels.ts';
+import { MATMUL_WASM_BASE64 } from '../../src/core/train/matmul-wasm.ts';
+// @ts-expect-error: a plain .mjs build script without type declarations
+import { assembleKernels } from '../../tools/build-wasm.mjs';
 import { compressBytes } from '../helpers/compress.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
@@ -148,6 +151,11 @@ describe('the whole distillation loss', () => {
 });
 
 describe('the wasm matrix product', () => {
+  it('the embedded module is the assembled matmul.wat (run `npm run build:wasm` after editing it)', async () => {
+    const bytes: Uint8Array = await assembleKernels('src/core/train/matmul.wat');
+    expect(Buffer.from(bytes).toString('base64')).toBe(MATMUL_WASM_BASE64);
+  });
+
   it.each([
     [1, 1, 1],
     [3, 5, 7],

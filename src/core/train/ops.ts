@@ -988,6 +988,32 @@ const Identity: OpDef = {
   backward: (_x, _y, gy) => [gy[0]],
 };
 
+/**
+ * dst[dstAt + o·dstStride + i] = src[srcAt + o·srcStride + i] for o < outer, i < block: the copies of
+ * Concat and Split. Small blocks (RoPE's pairs) copy element by element: a subarray per block costs more.
+ */
+function copyBlocks(
+  src: Data,
+  srcAt: number,
+  srcStride: number,
+  dst: Data,
+  dstAt: number,
+  dstStride: number,
+  outer: number,
+  block: number,
+): void {
+  if (block >= 64) {
+    for (let o = 0; o < outer; o++)
+      dst.set(src.subarray(srcAt + o * srcStride, srcAt + o * srcStride + block), dstAt + o * dstStride);
+    return;
+  }
+  for (let o = 0; o < outer; o++) {
+    const s0 = srcAt + o * srcStride;
+    const d0 = dstAt + o * dstStride;
+    for (let i = 0; i < block; i++) dst[d0 + i] = src[s0 + i];
+  }
+}
+
 /** outer × (size along axis) × inner layout of a shape around an axis. */
 function around(shape: number[], axis: number): { outer: number; inner: number } {
   return { outer: sizeOf(shape.slice(0, axis)), inner: sizeOf(shape.slice(axis + 1)) };
@@ -1006,7 +1032,7 @@ const Concat: OpDef = {
     let at = 0;
     for (const p of parts) {
       const block = p.shape[axis] * inner;
-      for (let o = 0; o < outer; o++) out.set(p.data.subarray(o * block, (o + 1) * block), o * row + at);
+      copyBlocks(p.data, 0, block, out, at, row, outer, block);
       at += block;
     }
     return [val(first.dtype, shape, out)];
@@ -1023,7 +1049,7 @@ const Concat: OpDef = {
       if (!p) return undefined;
       const block = p.shape[axis] * inner;
       const gp = new Float32Array(p.data.length);
-      for (let o = 0; o < outer; o++) gp.set(g.subarray(o * row + at, o * row + at + block), o * block);
+      copyBlocks(g, at, row, gp, 0, block, outer, block);
       at += block;
       return p.dtype === 'float32' ? gp : undefined;
     });
@@ -1051,7 +1077,7 @@ const Split: OpDef = {
       shape[axis] = s;
       const block = s * inner;
       const out = alloc(v.dtype, outer * block);
-      for (let o = 0; o < outer; o++) out.set(v.data.subarray(o * row + at, o * row + at + block), o * block);
+      copyBlocks(v.data, at, row, out, 0, block, outer, block);
       at += block;
       return val(v.dtype, shape, out);
     });
@@ -1067,7 +1093,7 @@ const Split: OpDef = {
     y.forEach((part, i) => {
       const block = part.shape[axis] * inner;
       const g = gy[i];
-      if (g) for (let o = 0; o < outer; o++) gx.set(g.subarray(o * block, (o + 1) * block), o * row + at);
+      if (g) copyBlocks(g, 0, block, gx, at, row, outer, block);
       at += block;
     });
     return [gx];

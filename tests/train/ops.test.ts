@@ -123,8 +123,26 @@ describe('training engine: op gradients against finite differences', () => {
     ['Gelu', false],
     ['Relu', false],
     ['Abs', false],
+    ['Cos', false],
+    ['Sin', false],
   ] as const)('%s', (op, positive) => {
     gradCheck({ op, inputs: [f32([5, 7], 9, { positive })] });
+  });
+
+  it('Max and Min (broadcast), CumSum forward, exclusive and reverse', () => {
+    // operands kept apart by more than the finite-difference step: no kink inside it
+    const far: Value = { dtype: 'float32', shape: [4], data: Float32Array.of(-2, 2, -2, 2) };
+    gradCheck({ op: 'Max', inputs: [f32([3, 4], 60), far] });
+    const x = f32([3, 4], 62);
+    const near: Value = { ...x, data: (x.data as Float32Array).map((v, i) => v + (i % 2 ? 0.5 : -0.5)) };
+    gradCheck({ op: 'Min', inputs: [x, near] });
+    gradCheck({ op: 'CumSum', inputs: [f32([3, 4], 64), intValue([], [1])], wrt: [0] });
+    gradCheck({
+      op: 'CumSum',
+      inputs: [f32([3, 4], 65), intValue([], [0])],
+      attrs: { exclusive: 1, reverse: 1 },
+      wrt: [0],
+    });
   });
 
   it('Gelu with the tanh approximation', () => {

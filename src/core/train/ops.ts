@@ -1296,6 +1296,104 @@ const Not: OpDef = {
   },
 };
 
+/** Max or Min of two tensors (broadcast); the gradient goes to the operand chosen (the first on ties). */
+function extremum(max: boolean): OpDef {
+  const pick = (a: number, b: number) => (max ? a >= b : a <= b);
+  return {
+    forward(x, ctx) {
+      const inputs = x.filter((v): v is Value => !!v);
+      if (inputs.length !== 2)
+        throw new ModelError(
+          'unsupported',
+          `${ctx.where}: the training engine takes Max/Min of exactly two inputs.`,
+        );
+      const [a, b] = inputs;
+      const shape = broadcastShapes([a.shape, b.shape], ctx.where);
+      const A = expandData(a, shape);
+      const B = expandData(b, shape);
+      const out = alloc(a.dtype, sizeOf(shape));
+      for (let i = 0; i < out.length; i++) out[i] = pick(A[i], B[i]) ? A[i] : B[i];
+      return [val(a.dtype, shape, out)];
+    },
+    backward(x, y, gy, ctx) {
+      const g = gy[0];
+      const a = need(x, 0, ctx);
+      const b = need(x, 1, ctx);
+      if (!g || a.dtype !== 'float32') return [undefined, undefined];
+      const shape = y[0].shape;
+      const A = expandData(a, shape);
+      const B = expandData(b, shape);
+      const ga = new Float32Array(g.length);
+      const gb = new Float32Array(g.length);
+      for (let i = 0; i < g.length; i++)
+        if (pick(A[i], B[i])) ga[i] = g[i];
+        else gb[i] = g[i];
+      return [unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, b.shape)];
+    },
+  };
+}
+
+/** Running sum along an axis (position ids from an attention mask); exclusive / reverse per attributes. */
+const CumSum: OpDef = {
+  forward(x, ctx) {
+    const v = need(x, 0, ctx);
+    const axis = normAxis(Number(need(x, 1, ctx).data[0]), v.shape.length, ctx.where);
+    const out = alloc(v.dtype, v.data.length);
+    cumsum(
+      v.data,
+      out,
+      v.shape,
+      axis,
+      attrInt(ctx.node, 'exclusive', 0) !== 0,
+      attrInt(ctx.node, 'reverse', 0) !== 0,
+    );
+    return [val(v.dtype, v.shape, out)];
+  },
+  backward(x, y, gy, ctx) {
+    const g = gy[0];
+    if (!g) return [undefined, undefined];
+    // the adjoint of a running sum is the running sum the other way
+    const axis = normAxis(Number(need(x, 1, ctx).data[0]), y[0].shape.length, ctx.where);
+    const out = new Float32Array(g.length);
+    cumsum(
+      g,
+      out,
+      y[0].shape,
+      axis,
+      attrInt(ctx.node, 'exclusive', 0) !== 0,
+      attrInt(ctx.node, 'reverse', 0) === 0,
+    );
+    return [out, undefined];
+  },
+};
+
+function cumsum(
+  src: Data,
+  out: Data,
+  shape: number[],
+  axis: number,
+  exclusive: boolean,
+  reverse: boolean,
+): void {
+  const { outer, inner } = around(shape, axis);
+  const len = shape[axis];
+  for (let o = 0; o < outer; o++)
+    for (let i = 0; i < inner; i++) {
+      let acc = 0;
+      for (let s = 0; s < len; s++) {
+        const k = reverse ? len - 1 - s : s;
+        const at = (o * len + k) * inner + i;
+        if (exclusive) {
+          out[at] = acc;
+          acc += src[at];
+        } else {
+          acc += src[at];
+          out[at] = acc;
+        }
+      }
+    }
+}
+
 // ---------- the table ----------
 
 export const OPS: Record<string, OpDef> = {
@@ -1319,6 +1417,11 @@ export const OPS: Record<string, OpDef> = {
     (x) => (x > 0 ? 1 : 0),
   ),
   Abs: unary(Math.abs, (x) => (x > 0 ? 1 : x < 0 ? -1 : 0)),
+  Cos: unary(Math.cos, (x) => -Math.sin(x)),
+  Sin: unary(Math.sin, (x) => Math.cos(x)),
+  Max: extremum(true),
+  Min: extremum(false),
+  CumSum,
   Erf: unary(erf, (x) => (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x)),
   Gelu: gelu(false),
   MatMul,

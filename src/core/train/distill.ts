@@ -17,7 +17,7 @@ import type { GraphProto, TensorProto } from '../onnx/proto.ts';
 import { rawTensor, writeModel } from '../onnx/write.ts';
 import { TrainGraph, type ForwardOptions } from './graph.ts';
 import { kdLoss, type KdLoss } from './loss.ts';
-import { AdamW, learningRate, type Schedule } from './optim.ts';
+import { AdamW, learningRate, type AdamWState, type Schedule } from './optim.ts';
 import type { Value } from './tensor.ts';
 
 /** Which weights train: every float weight, all but embedding tables, or only norms and biases (1-D). */
@@ -238,6 +238,15 @@ export interface DistillOptions {
   onStep?: (s: DistillStep) => void;
   /** QAT: what the forward pass reads in place of each weight (straight-through gradient). */
   weightTransform?: ForwardOptions['weightTransform'];
+  /** Continue a run from its checkpoint (same data, seed and options): the result equals one uninterrupted run. */
+  resume?: DistillCheckpoint;
+}
+
+/** Everything a run needs to continue: the step reached, the weights and AdamW's moments. */
+export interface DistillCheckpoint {
+  step: number;
+  weights: Map<string, Float32Array>;
+  optimizer: AdamWState;
 }
 
 export interface DistillStep {
@@ -253,6 +262,9 @@ export interface DistillStep {
 
 export interface DistillResult {
   weights: Map<string, Float32Array>;
+  /** True when `signal` stopped the run between steps: the weights are those of the last step done. */
+  cancelled: boolean;
+  checkpoint: DistillCheckpoint;
   trainable: string[];
   history: DistillStep[];
   tokensPerSecond: number;
@@ -323,6 +335,14 @@ export async function distill(
   const masks = opts.keepSparsity === false ? undefined : sparsityMasks(graph.params);
   const sample = windowSampler(data, seq, opts.seed ?? 0);
   const optimizer = new AdamW({ weightDecay: opts.weightDecay });
+  let first = 0;
+  if (opts.resume) {
+    first = opts.resume.step;
+    for (const [name, w] of opts.resume.weights) graph.params.get(name)?.set(w);
+    optimizer.load(opts.resume.optimizer);
+    // the windows the first steps drew, drawn again so the run continues on the same data
+    for (let i = 0; i < first * batch; i++) sample();
+  }
   const schedule = {
     lr,
     steps,
@@ -333,8 +353,13 @@ export async function distill(
   const history: DistillStep[] = [];
   const start = performance.now();
   let tokens = 0;
-  for (let s = 0; s < steps; s++) {
-    if (opts.signal?.aborted) throw new ModelError('cancelled', 'Distillation cancelled.');
+  let cancelled = false;
+  let s = first;
+  for (; s < steps; s++) {
+    if (opts.signal?.aborted) {
+      cancelled = true;
+      break;
+    }
     const rows = Array.from({ length: batch }, sample);
     const teacherLogits = teacher ? await teacher(rows) : null;
     const r = batchLoss(graph, rows, teacherLogits, {
@@ -360,7 +385,15 @@ export async function distill(
     await yieldToEventLoop();
   }
   const seconds = (performance.now() - start) / 1000;
-  return { weights: graph.params, trainable, history, tokensPerSecond: tokens / seconds, seconds };
+  return {
+    weights: graph.params,
+    cancelled,
+    checkpoint: { step: s, weights: graph.params, optimizer: optimizer.snapshot() },
+    trainable,
+    history,
+    tokensPerSecond: tokens / Math.max(seconds, 1e-9),
+    seconds,
+  };
 }
 
 /** The model with `weights` (name → float32 values, same shapes) in place of its initializers: same graph, same names. */

@@ -38,7 +38,7 @@ export interface AdamWState {
 }
 
 export class AdamW {
-  readonly state: AdamWState = { step: 0, m: new Map(), v: new Map() };
+  state: AdamWState = { step: 0, m: new Map(), v: new Map() };
   private readonly beta1: number;
   private readonly beta2: number;
   private readonly eps: number;
@@ -49,6 +49,18 @@ export class AdamW {
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
+  }
+
+  /** A copy of the state (step count and moments), for a checkpoint. */
+  snapshot(): AdamWState {
+    const copy = (m: Map<string, Float32Array>) => new Map([...m].map(([k, v]) => [k, Float32Array.from(v)]));
+    return { step: this.state.step, m: copy(this.state.m), v: copy(this.state.v) };
+  }
+
+  /** Continues from a snapshot (copied, so the snapshot stays as it was). */
+  load(state: AdamWState): void {
+    const copy = (m: Map<string, Float32Array>) => new Map([...m].map(([k, v]) => [k, Float32Array.from(v)]));
+    this.state = { step: state.step, m: copy(state.m), v: copy(state.v) };
   }
 
   /** One update of every weight that has a gradient; `rank` tells matrices (decayed) from vectors. */

@@ -14,7 +14,7 @@ import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/mod
 import { TrainGraph } from '../../src/core/train/graph.ts';
 import { batchLoss, checkTrainable, decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
 import { kdLoss } from '../../src/core/train/loss.ts';
-import { gemmWasm, matmulAccJs } from '../../src/core/train/kernels.ts';
+import { gemmWasm, kernelChoice, matmulAccJs } from '../../src/core/train/kernels.ts';
 import { MATMUL_WASM_BASE64 } from '../../src/core/train/matmul-wasm.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { assembleKernels } from '../../tools/build-wasm.mjs';
@@ -160,15 +160,25 @@ describe('the wasm matrix product', () => {
     [1, 1, 1],
     [3, 5, 7],
     [17, 33, 30],
+    [2, 4, 4],
     [64, 192, 576],
   ])('M %i, K %i, N %i accumulates as the JavaScript loop does', (M, K, N) => {
     const a = seededFloats(M * K + 3, 1);
     const b = seededFloats(K * N + 5, 2);
     const c1 = seededFloats(M * N + 2, 3);
     const c2 = Float32Array.from(c1);
+    const c3 = Float32Array.from(c1);
     gemmWasm(a, 3, b, 5, c1, 2, M, K, N);
     matmulAccJs(a, 3, b, 5, c2, 2, M, K, N);
     expect(maxAbsDiff(c1, c2)).toBeLessThan(1e-4 * Math.sqrt(K));
+    // the one-row loop (the two-row one's odd last row) alone
+    kernelChoice.rows = 1;
+    try {
+      gemmWasm(a, 3, b, 5, c3, 2, M, K, N);
+    } finally {
+      kernelChoice.rows = 2;
+    }
+    expect(maxAbsDiff(c3, c2)).toBeLessThan(1e-4 * Math.sqrt(K));
   });
 });
 

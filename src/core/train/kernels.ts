@@ -12,7 +12,12 @@ import { MATMUL_WASM_BASE64 } from './matmul-wasm.ts';
 interface MatmulKernel {
   memory: WebAssembly.Memory;
   gemm(a: number, b: number, c: number, M: number, K: number, N4: number): void;
+  /** gemm two rows at a time (rows 0…2⌊M/2⌋−1); the odd last row is left to gemm. */
+  gemm2(a: number, b: number, c: number, M: number, K: number, N4: number): void;
 }
+
+/** Which wasm loop runs the products: 'gemm2' (two rows per pass, the default) or 'gemm'; for A/B tests. */
+export const kernelChoice = { rows: 2 as 1 | 2 };
 
 let kernel: MatmulKernel | null = null;
 
@@ -60,7 +65,10 @@ export function gemmWasm(
     for (let r = 0; r < K; r++) B.set(b.subarray(bo + r * N, bo + (r + 1) * N), r * N4);
     for (let r = 0; r < M; r++) C.set(c.subarray(co + r * N, co + (r + 1) * N), r * N4);
   }
-  k.gemm(aAt, bAt, cAt, M, K, N4);
+  if (kernelChoice.rows === 2 && M >= 2) {
+    k.gemm2(aAt, bAt, cAt, M, K, N4);
+    if (M % 2) k.gemm(aAt + (M - 1) * K * 4, bAt, cAt + (M - 1) * N4 * 4, 1, K, N4);
+  } else k.gemm(aAt, bAt, cAt, M, K, N4);
   if (N4 === N) c.set(C, co);
   else for (let r = 0; r < M; r++) c.set(C.subarray(r * N4, r * N4 + N), co + r * N);
 }

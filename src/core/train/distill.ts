@@ -5,6 +5,12 @@
  * AdamW with warm-up and cosine/linear decay; pruned zeros stay zero. Pure TypeScript, no DOM, no
  * Node APIs: the CLI runs it on the main thread, a worker can run it the same way (progress through
  * `onStep`, cancel through `signal`).
+ *
+ * Measured with the CLI (2-core machine, load average ~14; AdamW lr 1e-3, cosine, T 2, α 0.5, all
+ * weights, zeros kept; held-out perplexity ctx 128, stride 64): the demo model pruned 2:4 (64.52)
+ * → 47.11 after 120 steps of 8 × 128 tokens of its training split (fp32: 46.32; ~49 tokens/s with the
+ * teacher); stories260K pruned 2:4 (114.4 on ids.txt) → 13.9 after 60 steps of 8 × 128 tokens of
+ * teacher-generated sequences (fp32: 3.66 by the same protocol; ~228 tokens/s).
  */
 import type { InferenceSession } from 'onnxruntime-common';
 import { ModelError } from '../errors.ts';

@@ -201,6 +201,90 @@ export const COMPRESS: CommandSpec = {
   ],
 };
 
+export const DISTILL: CommandSpec = {
+  name: 'distill',
+  summary: "train a compressed student on its teacher's soft labels (knowledge distillation)",
+  usage: [
+    'distill TEACHER.onnx STUDENT.onnx -o OUT.onnx [--steps N] [--batch B] [--seq L] [--lr X]',
+    '        [--temperature T] [--alpha A] [--schedule cosine|linear|constant] [--warmup N] [--train WHICH]',
+    '        (--train-text FILE --tokenizer DIR_OR_JSON | --train-ids FILE | --train-generate N [--train-bos ID])',
+    '        [--eval-text FILE | --eval-ids FILE] [--seed S] [--json]',
+  ],
+  positionals: [
+    { name: 'TEACHER.onnx', help: 'the original model, whose logits the student learns' },
+    { name: 'STUDENT.onnx', help: 'the compressed (pruned, float) model to train; same vocabulary' },
+  ],
+  options: {
+    output: { type: 'string', short: 'o', value: 'OUT.onnx', help: 'where to write the trained student' },
+    steps: { type: 'string', value: 'N', help: 'optimizer steps (default 100)' },
+    batch: { type: 'string', value: 'B', help: 'sequences per step (default 8)' },
+    seq: {
+      type: 'string',
+      value: 'L',
+      help: "tokens per sequence, ≥ 2 (default 128, or the model's context if shorter)",
+    },
+    lr: { type: 'string', value: 'X', help: 'peak learning rate of AdamW (default 1e-3)' },
+    temperature: { type: 'string', value: 'T', help: 'softmax temperature of the soft labels (default 2)' },
+    alpha: {
+      type: 'string',
+      value: 'A',
+      help: 'weight of the distillation term; 1 − A weighs the next-token loss (default 0.5)',
+    },
+    schedule: {
+      type: 'string',
+      value: 'S',
+      help: 'learning-rate decay after warm-up: cosine (default), linear or constant',
+    },
+    warmup: { type: 'string', value: 'N', help: 'linear warm-up steps (default min(20, steps/10))' },
+    'weight-decay': {
+      type: 'string',
+      value: 'W',
+      help: "AdamW's decoupled weight decay on matrices (default 0.01)",
+    },
+    train: {
+      type: 'string',
+      value: 'WHICH',
+      help: 'which weights train: all (default), no-embeddings, or norms-biases',
+    },
+    'train-text': { type: 'string', value: 'FILE', help: 'train on a UTF-8 text (needs --tokenizer)' },
+    tokenizer: {
+      type: 'string',
+      value: 'DIR_OR_JSON',
+      help: 'with --train-text / --eval-text: a Hugging Face tokenizer.json, or the folder holding one',
+    },
+    'train-ids': { type: 'string', value: 'FILE', help: 'train on pre-tokenized ids, one sequence per line' },
+    'train-generate': {
+      type: 'string',
+      value: 'N',
+      help: 'train on N sequences the teacher samples from BOS (for models without text)',
+    },
+    'train-bos': {
+      type: 'string',
+      value: 'ID',
+      help: "with --train-generate: the first token (default config.json's bos_token_id, else 1)",
+    },
+    'eval-text': {
+      type: 'string',
+      value: 'FILE',
+      help: 'held-out text for perplexity before and after (default: the last tenth of the training data)',
+    },
+    'eval-ids': { type: 'string', value: 'FILE', help: 'held-out pre-tokenized ids instead' },
+    seed: {
+      type: 'string',
+      value: 'S',
+      help: 'seeds the training windows and generated sequences (default 0)',
+    },
+    json: JSON_FLAG,
+    help: HELP_FLAG,
+  },
+  notes: [
+    'The loss is A·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − A)·cross-entropy of the next token. ' +
+      'Weights that a pruning step zeroed stay zero. A student stored quantized (MatMulNBits, DequantizeLinear, ' +
+      'k-means palettes) is refused: distil the float pruned model, then quantize the result. ' +
+      'Progress goes to stderr; the held-out text is never trained on.',
+  ],
+};
+
 export const METHODS_SPEC: CommandSpec = {
   name: 'methods',
   summary: 'every compression method, its options and their defaults',
@@ -209,4 +293,4 @@ export const METHODS_SPEC: CommandSpec = {
   options: { json: JSON_FLAG, help: HELP_FLAG },
 };
 
-export const COMMAND_SPECS: readonly CommandSpec[] = [INSPECT, PPL, COMPRESS, METHODS_SPEC];
+export const COMMAND_SPECS: readonly CommandSpec[] = [INSPECT, PPL, COMPRESS, DISTILL, METHODS_SPEC];

@@ -492,7 +492,7 @@ function structureLine(r: StructureReport): string {
 }
 
 /** Where -o points must be a file in an existing folder: found out before the compression runs, not after. */
-function checkOutputPlace(output: string): void {
+export function checkOutputPlace(output: string): void {
   const folder = dirname(resolve(output));
   if (!existsSync(folder))
     throw new ModelError('invalid-argument', `-o ${output}: the folder ${folder} does not exist.`);
@@ -529,7 +529,7 @@ function realPath(path: string): string {
  * Refuses any output that is one of the inputs: the same path, the same real path (a symlink) or
  * the same file (a hard link: same device and inode), for the .onnx and its data file alike.
  */
-function checkOutputsAreNotInputs(outputs: string[], inputs: string[]): void {
+export function checkOutputsAreNotInputs(outputs: string[], inputs: string[]): void {
   for (const output of outputs) {
     const id = fileIdentity(output);
     const real = realPath(output);
@@ -552,7 +552,7 @@ function checkOutputsAreNotInputs(outputs: string[], inputs: string[]): void {
  * Writes each file to a temporary file in its folder, then renames them over their names: a
  * failure leaves no half-written output, and an existing file is replaced, never written through.
  */
-function writeFilesAtomically(files: { path: string; chunks: Uint8Array[] }[]): void {
+export function writeFilesAtomically(files: { path: string; chunks: Uint8Array[] }[]): void {
   const temps: string[] = [];
   try {
     const staged = files.map(({ path, chunks }) => {

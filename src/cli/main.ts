@@ -32,6 +32,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: async () => inspectCommand,
   ppl: async () => (await import('./ppl.ts')).pplCommand,
   compress: async () => (await import('./compress.ts')).compressCommand,
+  distill: async () => (await import('./distill.ts')).distillCommand,
   methods: async () => (await import('./methods.ts')).methodsCommand,
 };
 

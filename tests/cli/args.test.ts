@@ -83,7 +83,7 @@ describe('unknown flags and commands', () => {
     await expectUsageError(['compres'], /unknown command 'compres' \(did you mean compress\?\)/);
     const err = await expectUsageError(
       ['frobnicate'],
-      /unknown command 'frobnicate'; commands: inspect, ppl, compress, methods/,
+      /unknown command 'frobnicate'; commands: inspect, ppl, compress, distill, methods/,
     );
     expect(err).not.toMatch(/did you mean/);
   });

@@ -57,6 +57,7 @@ export const COMPRESS: CommandSpec = {
     '         (--calib-generate N [--calib-seed S] [--calib-bos ID] | --calib-ids FILE | --calib-text FILE --tokenizer DIR_OR_JSON)',
     '         [--calib-len L] [--calib-samples N] -o OUT.onnx',
     'compress MODEL.onnx --llm-int8 [--outlier-threshold T] (--calib-… as above) -o OUT.onnx',
+    'compress MODEL.onnx --awq [--gptq] [--block N] [--asym] [--format F] (--calib-… as above) -o OUT.onnx',
   ],
   positionals: [MODEL],
   options: {
@@ -86,6 +87,10 @@ export const COMPRESS: CommandSpec = {
     gptq: {
       type: 'boolean',
       help: 'GPTQ: int4 block-wise (--block, --asym, --format), or int8 per channel with --int8; needs calibration',
+    },
+    awq: {
+      type: 'boolean',
+      help: 'AWQ-style int4: activation-aware scales searched per layer (--block, --asym, --format; with --gptq, GPTQ rounding); needs calibration',
     },
     sparsegpt: {
       type: 'string',
@@ -165,7 +170,7 @@ export const COMPRESS: CommandSpec = {
   },
   notes: [
     'The shorthands give at most one pruning step followed by one storage format; a --recipe chains more.',
-    'GPTQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
+    'GPTQ, AWQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
       '--calib-text with --tokenizer), also with a --recipe whose "calibration" names ids or text. ' +
       'Calibration progress goes to stderr.',
   ],

@@ -1,0 +1,219 @@
+/**
+ * AWQ-style activation-aware int4 (Lin et al. 2023, "AWQ: Activation-aware Weight Quantization").
+ * Input features with large activations matter more to a layer's output, so their weights are
+ * scaled up before int4 rounding (finer relative steps) and the activation is scaled down by the
+ * same factor at run time:
+ *
+ *   x · W  =  (x · diag(1/s)) · (diag(s) · W)  ≈  (x · diag(1/s)) · Q(diag(s) · W)
+ *
+ * with s_j = m_j^α (m_j the activation magnitude of feature j) and α picked from a grid on [0, 1]
+ * to minimise the layer's output error on the calibration data, computed exactly from XᵀX:
+ * ‖XW − XŴ‖²_F = Σ_c ΔW_cᵀ (XᵀX) ΔW_c. α = 0 is plain round-to-nearest int4, so the chosen scale
+ * never does worse than RTN on that objective. Q is the int4 method's grid (onnxruntime's
+ * MatMulNBits quantizer), or GPTQ on the scaled weight ("AWQ then GPTQ").
+ *
+ * Dimensions: K input features, N outputs, X [rows, K]; weights are handled input-major [K, N]
+ * internally, whichever axis holds their output channels.
+ */
+import { ModelError } from '../../core/errors.ts';
+import type { InputStats } from '../../core/calibrate/stats.ts';
+import { calibratedDims } from '../calibrated.ts';
+import type { WeightMatrix } from '../types.ts';
+import { dequantizeInt4Blockwise, quantizeInt4Blockwise, type Int4Quantized } from '../int4/kernel.ts';
+import { gptqInt4 } from '../gptq/kernel.ts';
+
+export interface AwqKernelOptions {
+  blockSize: number;
+  symmetric: boolean;
+  /** α values tried, evenly spaced on [0, 1] (AWQ uses 20); 1 means α = 0 only (plain RTN). */
+  gridPoints: number;
+  /** How the scaled weight is rounded: the int4 method's round-to-nearest, or GPTQ. */
+  quantizer: 'rtn' | 'gptq';
+  /** GPTQ's dampening and act-order, used when quantizer is 'gptq'. */
+  dampening: number;
+  actOrder: boolean;
+}
+
+export interface AwqEncoding {
+  /** int4 codes and scales of diag(s) · W: the int4 method's encoding, exported as it exports it. */
+  int4: Int4Quantized;
+  /** 1 / s per input feature, [K], float32: what the exported model multiplies the activation by. */
+  inverseScale: Float32Array;
+  /** The α the search chose. */
+  alpha: number;
+}
+
+export interface AwqResult {
+  /** diag(1/s) · Q(diag(s) · W) in the weight's own layout: what the exported model computes with. */
+  values: Float32Array;
+  encoding: AwqEncoding;
+}
+
+const f32 = Math.fround;
+
+/**
+ * Activation magnitude per input feature, [K]: the root mean square √(Σx² / rows). AWQ uses mean |x|;
+ * the captured statistics hold Σx² (the diagonal of XᵀX), and the α search absorbs the difference.
+ */
+export function activationMagnitude(stats: Pick<InputStats, 'sumSquares' | 'rows' | 'k'>): Float64Array {
+  const rows = stats.rows > 0 ? stats.rows : 1;
+  return Float64Array.from(stats.sumSquares, (s) => Math.sqrt(s / rows));
+}
+
+/**
+ * s_j = max(m_j^α, 1e-4), normalised by √(max s · min s) as AWQ does (it keeps s around 1), and 1/s,
+ * both float32, [K]. A feature that never fired (m_j = 0) keeps s_j = 1: its weights never reach the
+ * output, and a tiny scale would only blow up 1/s.
+ */
+export function awqScale(
+  magnitude: Float64Array,
+  alpha: number,
+): { scale: Float32Array; inverse: Float32Array } {
+  const k = magnitude.length;
+  const raw = new Float64Array(k);
+  let lo = Infinity;
+  let hi = 0;
+  for (let j = 0; j < k; j++) {
+    if (!(magnitude[j] > 0)) continue;
+    const v = Math.max(magnitude[j] ** alpha, 1e-4);
+    raw[j] = v;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const norm = hi > 0 ? Math.sqrt(hi * lo) : 1;
+  const scale = new Float32Array(k);
+  const inverse = new Float32Array(k);
+  for (let j = 0; j < k; j++) {
+    scale[j] = raw[j] > 0 ? f32(raw[j] / norm) : 1;
+    inverse[j] = f32(1 / scale[j]);
+  }
+  return { scale, inverse };
+}
+
+/** `values` (own layout) with input feature j multiplied by `perFeature[j]`, rounded to float32. */
+export function scaleInputs(w: WeightMatrix, values: Float32Array, perFeature: Float32Array): Float32Array {
+  const [rows, cols] = w.shape;
+  const out = new Float32Array(values.length);
+  if (w.channelAxis === 1) {
+    // [K, N]: row j is feature j
+    for (let j = 0; j < rows; j++) {
+      const f = perFeature[j];
+      for (let c = 0, at = j * cols; c < cols; c++, at++) out[at] = f32(values[at] * f);
+    }
+  } else {
+    // [N, K]: column j is feature j
+    for (let r = 0; r < rows; r++)
+      for (let j = 0, at = r * cols; j < cols; j++, at++) out[at] = f32(values[at] * perFeature[j]);
+  }
+  return out;
+}
+
+/**
+ * ‖X(W − Ŵ)‖²_F = Σ_c Δ_cᵀ (XᵀX) Δ_c for Δ = W − Ŵ in the weight's own layout; xtx [K, K].
+ */
+export function outputError(w: WeightMatrix, approx: Float32Array, xtx: Float64Array): number {
+  const [rows, cols] = w.shape;
+  const k = w.channelAxis === 1 ? rows : cols;
+  const n = w.channelAxis === 1 ? cols : rows;
+  // Δ input-major [K, N]
+  const d = new Float64Array(k * n);
+  if (w.channelAxis === 1) for (let i = 0; i < k * n; i++) d[i] = w.values[i] - approx[i];
+  else
+    for (let c = 0; c < n; c++)
+      for (let j = 0; j < k; j++) d[j * n + c] = w.values[c * k + j] - approx[c * k + j];
+  // HΔ row by row: acc = Σ_j H_ij Δ_j, then add Δ_i · acc
+  const acc = new Float64Array(n);
+  let e = 0;
+  for (let i = 0; i < k; i++) {
+    acc.fill(0);
+    for (let j = 0; j < k; j++) {
+      const h = xtx[i * k + j];
+      if (h === 0) continue;
+      for (let c = 0, at = j * n; c < n; c++, at++) acc[c] += h * d[at];
+    }
+    for (let c = 0, at = i * n; c < n; c++, at++) e += d[at] * acc[c];
+  }
+  return e;
+}
+
+/** Round-to-nearest int4 of diag(s)·W, and the weights the model then computes with, diag(1/s)·Q. */
+function scaledRtn(
+  w: WeightMatrix,
+  scale: Float32Array,
+  inverse: Float32Array,
+  opts: Pick<AwqKernelOptions, 'blockSize' | 'symmetric'>,
+): { int4: Int4Quantized; values: Float32Array } {
+  const [rows, cols] = w.shape;
+  const scaled = scaleInputs(w, w.values, scale);
+  const int4 = quantizeInt4Blockwise(scaled, rows, cols, w.channelAxis, opts.blockSize, opts.symmetric);
+  const q = dequantizeInt4Blockwise(int4, rows, cols, w.channelAxis);
+  return { int4, values: scaleInputs(w, q, inverse) };
+}
+
+/** GPTQ on diag(s)·W, whose input is X·diag(1/s): its XᵀX is diag(1/s)·XᵀX·diag(1/s). */
+function scaledGptq(
+  w: WeightMatrix,
+  stats: InputStats,
+  scale: Float32Array,
+  inverse: Float32Array,
+  opts: AwqKernelOptions,
+): { int4: Int4Quantized; values: Float32Array } {
+  const { k, rows } = stats;
+  const xtx = stats.xtx!;
+  const scaledXtx = new Float64Array(k * k);
+  for (let i = 0; i < k; i++)
+    for (let j = 0; j < k; j++) scaledXtx[i * k + j] = xtx[i * k + j] * inverse[i] * inverse[j];
+  const scaled = { ...w, values: scaleInputs(w, w.values, scale) };
+  const { encoding, values } = gptqInt4(
+    scaled,
+    { xtx: scaledXtx, rows, k },
+    {
+      blockSize: opts.blockSize,
+      symmetric: opts.symmetric,
+      dampening: opts.dampening,
+      actOrder: opts.actOrder,
+    },
+  );
+  return { int4: encoding, values: scaleInputs(w, values, inverse) };
+}
+
+/**
+ * AWQ for weights that share one scale (one weight, or every weight reading the same activation,
+ * as AWQ groups q/k/v): α minimises the sum of their output errors; results in `weights`' order.
+ */
+export function awqInt4(
+  weights: readonly WeightMatrix[],
+  stats: InputStats,
+  opts: AwqKernelOptions,
+): AwqResult[] {
+  const { blockSize, gridPoints } = opts;
+  if (!(blockSize >= 2) || !Number.isInteger(blockSize))
+    throw new ModelError('invalid-argument', `int4 block size must be a whole number ≥ 2, got ${blockSize}.`);
+  if (!(gridPoints >= 1) || !Number.isInteger(gridPoints))
+    throw new ModelError('invalid-argument', `AWQ's grid must be a whole number ≥ 1, got ${gridPoints}.`);
+  for (const w of weights) calibratedDims(w, stats.k);
+  const xtx = stats.xtx;
+  if (!xtx)
+    throw new ModelError(
+      'invalid-argument',
+      `AWQ needs XᵀX of '${stats.input}' to measure the output error, and it was not captured.`,
+    );
+  const magnitude = activationMagnitude(stats);
+  let best: { alpha: number; error: number; scale: Float32Array; inverse: Float32Array } | null = null;
+  for (let g = 0; g < gridPoints; g++) {
+    const alpha = gridPoints === 1 ? 0 : g / (gridPoints - 1);
+    const { scale, inverse } = awqScale(magnitude, alpha);
+    let error = 0;
+    for (const w of weights) error += outputError(w, scaledRtn(w, scale, inverse, opts).values, xtx);
+    // strictly lower: ties keep the smaller α (α = 0 is plain RTN)
+    if (!best || error < best.error) best = { alpha, error, scale, inverse };
+  }
+  const { alpha, scale, inverse } = best!;
+  return weights.map((w) => {
+    const { int4, values } =
+      opts.quantizer === 'gptq'
+        ? scaledGptq(w, stats, scale, inverse, opts)
+        : scaledRtn(w, scale, inverse, opts);
+    return { values, encoding: { int4, inverseScale: inverse, alpha } };
+  });
+}

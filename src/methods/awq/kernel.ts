@@ -109,7 +109,7 @@ export function scaleInputs(w: WeightMatrix, values: Float32Array, perFeature: F
 }
 
 /**
- * ‖X(W − Ŵ)‖²_F = Σ_c Δ_cᵀ (XᵀX) Δ_c for Δ = W − Ŵ in the weight's own layout; xtx [K, K].
+ * ‖X(W − Ŵ)‖²_F = Σ_c Δ_cᵀ (XᵀX) Δ_c for Δ = W − Ŵ in the weight’s own layout; xtx [K, K], symmetric.
  */
 export function outputError(w: WeightMatrix, approx: Float32Array, xtx: Float64Array): number {
   const [rows, cols] = w.shape;
@@ -121,13 +121,14 @@ export function outputError(w: WeightMatrix, approx: Float32Array, xtx: Float64A
   else
     for (let c = 0; c < n; c++)
       for (let j = 0; j < k; j++) d[j * n + c] = w.values[c * k + j] - approx[c * k + j];
-  // HΔ row by row: acc = Σ_j H_ij Δ_j, then add Δ_i · acc
+  // H is symmetric: Σ_i Δ_i · (H_ii Δ_i + 2 Σ_{j>i} H_ij Δ_j), half the multiply-adds of Δᵀ(HΔ)
   const acc = new Float64Array(n);
   let e = 0;
   for (let i = 0; i < k; i++) {
-    acc.fill(0);
-    for (let j = 0; j < k; j++) {
-      const h = xtx[i * k + j];
+    const hii = xtx[i * k + i];
+    for (let c = 0, at = i * n; c < n; c++, at++) acc[c] = hii * d[at];
+    for (let j = i + 1; j < k; j++) {
+      const h = 2 * xtx[i * k + j];
       if (h === 0) continue;
       for (let c = 0, at = j * n; c < n; c++, at++) acc[c] += h * d[at];
     }

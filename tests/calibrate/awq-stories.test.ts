@@ -43,6 +43,7 @@ const OPTIONS: AwqKernelOptions = {
   symmetric: true,
   gridPoints: 20,
   quantizer: 'rtn',
+  clip: false,
   dampening: 0.01,
   actOrder: true,
 };
@@ -84,6 +85,17 @@ describe('AWQ on stories260K, every linear layer, calibrated on generated sequen
       const eRtn = group.reduce((s, w) => s + error(w, rtn(w)), 0);
       expect(e, group.map((w) => w.name).join(',')).toBeLessThanOrEqual(eRtn);
     }
+  });
+
+  it('the clip search lowers the layer error of most weights further, and never raises it', () => {
+    const ratios = weights.map((w) => {
+      const [awq] = awqInt4([w], stats.layers[w.name], OPTIONS);
+      const [clipped] = awqInt4([w], stats.layers[w.name], { ...OPTIONS, clip: true });
+      expect(clipped.encoding.alpha).toBe(awq.encoding.alpha);
+      return error(w, clipped.values) / error(w, awq.values);
+    });
+    for (const r of ratios) expect(r).toBeLessThanOrEqual(1);
+    expect(ratios.filter((r) => r < 1).length).toBeGreaterThan(weights.length / 2);
   });
 
   it('AWQ then GPTQ (GPTQ rounding the scaled weights) lowers the layer error further', () => {

@@ -52,6 +52,7 @@ const OPTIONS: AwqKernelOptions = {
   symmetric: true,
   gridPoints: 11,
   quantizer: 'rtn',
+  clip: false,
   dampening: 0.01,
   actOrder: true,
 };

@@ -29,6 +29,7 @@ export interface AwqOptions {
   grid: number;
   scaleGroup: 'weight' | 'input';
   quantizer: 'rtn' | 'gptq';
+  clip: boolean;
   dampening: number;
   actOrder: boolean;
 }
@@ -108,6 +109,13 @@ export const awqMethod: CalibratedMethod<AwqOptions, AwqEncoding> = {
       default: 'rtn',
       help: 'α is searched with round-to-nearest either way; GPTQ then quantizes the scaled weight.',
     },
+    {
+      key: 'clip',
+      label: 'Clip search',
+      type: 'boolean',
+      default: true,
+      help: 'Round to nearest only: shrink each block’s range where that lowers the output error (AWQ’s clipping).',
+    },
     { ...DAMPENING_OPTION, help: 'GPTQ rounding only: ' + DAMPENING_OPTION.help },
     {
       key: 'actOrder',
@@ -123,6 +131,7 @@ export const awqMethod: CalibratedMethod<AwqOptions, AwqEncoding> = {
       symmetric: options.symmetric,
       gridPoints: options.grid,
       quantizer: options.quantizer,
+      clip: options.clip,
       dampening: options.dampening,
       actOrder: options.actOrder,
     };

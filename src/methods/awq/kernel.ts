@@ -29,6 +29,11 @@ export interface AwqKernelOptions {
   gridPoints: number;
   /** How the scaled weight is rounded: the int4 method's round-to-nearest, or GPTQ. */
   quantizer: 'rtn' | 'gptq';
+  /**
+   * Round-to-nearest only: AWQ's clip search, each block's range shrunk by the factor (1, 0.95, …,
+   * 0.55) whose rounding error in the layer output is least; kept only where it lowers the error.
+   */
+  clip: boolean;
   /** GPTQ's dampening and act-order, used when quantizer is 'gptq'. */
   dampening: number;
   actOrder: boolean;
@@ -211,10 +216,114 @@ export function awqInt4(
   }
   const { alpha, scale, inverse } = best!;
   return weights.map((w) => {
-    const { int4, values } =
-      opts.quantizer === 'gptq'
-        ? scaledGptq(w, stats, scale, inverse, opts)
-        : scaledRtn(w, scale, inverse, opts);
-    return { values, encoding: { int4, inverseScale: inverse, alpha } };
+    if (opts.quantizer === 'gptq') {
+      const { int4, values } = scaledGptq(w, stats, scale, inverse, opts);
+      return { values, encoding: { int4, inverseScale: inverse, alpha } };
+    }
+    const plain = scaledRtn(w, scale, inverse, opts);
+    if (opts.clip) {
+      const clipped = scaledClipped(w, xtx, scale, inverse, opts);
+      // the clip search sees each block alone; keep it only if the whole layer's error agrees
+      if (outputError(w, clipped.values, xtx) < outputError(w, plain.values, xtx))
+        return { values: clipped.values, encoding: { int4: clipped.int4, inverseScale: inverse, alpha } };
+    }
+    return { values: plain.values, encoding: { int4: plain.int4, inverseScale: inverse, alpha } };
   });
+}
+
+/** Range shrink factors AWQ's clip search tries: 1, 0.95, …, 0.55. */
+const CLIP_RATIOS = Array.from({ length: 10 }, (_, i) => 1 - i / 20);
+
+/**
+ * int4 codes of diag(s)·W with each block's range shrunk by the factor of least error in the layer
+ * output, d_bᵀ H'_bb d_b over the block's own inputs, where H' = diag(1/s)·XᵀX·diag(1/s) is XᵀX of
+ * the scaled activation and d_b the block's rounding error. Scales, zero points and codes follow the
+ * int4 method's formulas on the shrunk range, so the int4 exporters write them unchanged.
+ */
+function scaledClipped(
+  w: WeightMatrix,
+  xtx: Float64Array,
+  scale: Float32Array,
+  inverse: Float32Array,
+  opts: Pick<AwqKernelOptions, 'blockSize' | 'symmetric'>,
+): { int4: Int4Quantized; values: Float32Array } {
+  const { blockSize, symmetric } = opts;
+  const [rows, cols] = w.shape;
+  const { k, n } = calibratedDims(w, scale.length);
+  const scaled = scaleInputs(w, w.values, scale);
+  const blocks = Math.ceil(k / blockSize);
+  const codes = new Uint8Array(rows * cols).fill(symmetric ? 8 : 0);
+  const scales = new Float32Array(n * blocks);
+  const zeroPoints = symmetric ? null : new Uint8Array(n * blocks);
+  // where (input j, output c) lives in the weight's own layout
+  const at =
+    w.channelAxis === 1 ? (j: number, c: number) => j * cols + c : (j: number, c: number) => c * cols + j;
+  const v = new Float64Array(blockSize);
+  const d = new Float64Array(blockSize);
+  const code = new Uint8Array(blockSize);
+  const bestCode = new Uint8Array(blockSize);
+  for (let b = 0; b < blocks; b++) {
+    const j0 = b * blockSize;
+    const len = Math.min(k, j0 + blockSize) - j0;
+    // H' of this block, [len, len]
+    const h = new Float64Array(len * len);
+    for (let a = 0; a < len; a++)
+      for (let e = 0; e < len; e++)
+        h[a * len + e] = xtx[(j0 + a) * k + j0 + e] * inverse[j0 + a] * inverse[j0 + e];
+    for (let c = 0; c < n; c++) {
+      let lo = 0;
+      let hi = 0;
+      for (let a = 0; a < len; a++) {
+        v[a] = scaled[at(j0 + a, c)];
+        if (v[a] < lo) lo = v[a];
+        else if (v[a] > hi) hi = v[a];
+      }
+      let bestError = Infinity;
+      let bestScale = 0;
+      let bestZero = symmetric ? 8 : 0;
+      for (const r of CLIP_RATIOS) {
+        let s: number;
+        let z: number;
+        if (symmetric) {
+          s = f32(((-lo > hi ? lo : hi) * r) / -8);
+          z = 8;
+        } else {
+          s = f32(((hi - lo) * r) / 15);
+          z = s !== 0 ? Math.min(15, Math.max(0, Math.round((-lo * r) / s))) : 8;
+        }
+        const inv = s !== 0 ? f32(1 / s) : 0;
+        for (let a = 0; a < len; a++) {
+          const q = Math.round(f32(v[a] * inv)) + z;
+          code[a] = q > 15 ? 15 : q < 0 ? 0 : q;
+          d[a] = v[a] - f32((code[a] - z) * s);
+        }
+        let error = 0;
+        for (let a = 0; a < len; a++) {
+          let row = 0;
+          for (let e = 0; e < len; e++) row += h[a * len + e] * d[e];
+          error += d[a] * row;
+        }
+        if (error < bestError) {
+          bestError = error;
+          bestScale = s;
+          bestZero = z;
+          bestCode.set(code);
+        }
+      }
+      scales[c * blocks + b] = bestScale;
+      if (zeroPoints) zeroPoints[c * blocks + b] = bestZero;
+      for (let a = 0; a < len; a++) codes[at(j0 + a, c)] = bestCode[a];
+    }
+  }
+  const int4: Int4Quantized = {
+    channels: n,
+    k,
+    blockSize,
+    blocksPerChannel: blocks,
+    codes,
+    scales,
+    zeroPoints,
+  };
+  const q = dequantizeInt4Blockwise(int4, rows, cols, w.channelAxis);
+  return { int4, values: scaleInputs(w, q, inverse) };
 }

@@ -107,19 +107,28 @@ describe('AWQ on stories260K, every linear layer, calibrated on generated sequen
     expect(mean(ratios)).toBeLessThan(0.9);
   });
 
-  it('the exported model (Mul by 1/s, MatMulNBits) runs in onnxruntime-node with the preview’s logits', async () => {
-    const result = compressModel(model, resolveRecipe({ steps: [{ method: 'awq' }] }), {
-      calibration: stats,
-    });
-    expect(result.reports).toHaveLength(35);
-    const exported = exportCompressed(model, result).model;
-    const ops = opTypes(exported);
-    expect(ops.filter((o) => o === 'MatMulNBits')).toHaveLength(35);
-    const probe = idsInput([1, 300, 40, 50, 7, 99, 120, 3]);
-    const got = await runOutput(exported, probe, 'logits');
-    const preview = await runOutput(denseReference({ model, result, exported }), probe, 'logits');
-    const original = await runOutput(bytes, probe, 'logits');
-    expect(maxAbsDiff(got, preview)).toBeLessThan(1e-3 * maxAbs(preview));
-    expect(maxAbsDiff(got, original)).toBeGreaterThan(1e-2 * maxAbs(original));
-  }, 60_000);
+  for (const scaleGroup of ['weight', 'input'] as const)
+    it(`the exported model (${scaleGroup === 'weight' ? 'a Mul by 1/s per weight' : '1/s folded into the RMSNorm weights'}) runs in onnxruntime-node with the preview’s logits`, async () => {
+      const result = compressModel(
+        model,
+        resolveRecipe({ steps: [{ method: 'awq', options: { scaleGroup } }] }),
+        {
+          calibration: stats,
+        },
+      );
+      expect(result.reports).toHaveLength(35);
+      const exported = exportCompressed(model, result).model;
+      const ops = opTypes(exported);
+      expect(ops.filter((o) => o === 'MatMulNBits')).toHaveLength(35);
+      const addedMuls =
+        ops.filter((o) => o === 'Mul').length - opTypes(bytes).filter((o) => o === 'Mul').length;
+      // shared scales: q/k/v's and w1/w3's 1/s go into rms_att / rms_ffn; wo and w2 (no norm before them) keep a Mul
+      expect(addedMuls).toBe(scaleGroup === 'weight' ? 35 : 10);
+      const probe = idsInput([1, 300, 40, 50, 7, 99, 120, 3]);
+      const got = await runOutput(exported, probe, 'logits');
+      const preview = await runOutput(denseReference({ model, result, exported }), probe, 'logits');
+      const original = await runOutput(bytes, probe, 'logits');
+      expect(maxAbsDiff(got, preview)).toBeLessThan(1e-3 * maxAbs(preview));
+      expect(maxAbsDiff(got, original)).toBeGreaterThan(1e-2 * maxAbs(original));
+    }, 60_000);
 });

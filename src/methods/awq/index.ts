@@ -13,6 +13,7 @@ import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
 import type { GraphEditor, Consumer } from '../../core/compress/graph-editor.ts';
 import type { InputStats } from '../../core/calibrate/stats.ts';
+import type { TensorProto } from '../../core/onnx/proto.ts';
 import type { CalibratedMethod } from '../calibrated.ts';
 import { DAMPENING_OPTION, statsFor } from '../calibrated.ts';
 import { int4Method, int4StoredBytes } from '../int4/index.ts';
@@ -62,6 +63,83 @@ function productsOf(t: WeightMatrix, editor: GraphEditor): Consumer[] | null {
     } else return null;
   }
   return out;
+}
+
+/** Activations whose producer already carries 1/s, per export (one editor per graph and export). */
+const folded = new WeakMap<GraphEditor, Set<string>>();
+function foldedActivations(editor: GraphEditor): Set<string> {
+  let set = folded.get(editor);
+  if (!set) folded.set(editor, (set = new Set()));
+  return set;
+}
+
+/** A float32 initializer's values, when they are stored in the file itself (raw or float_data). */
+function floatValues(t: TensorProto): Float32Array | null {
+  if (t.data_type !== DataType.FLOAT || t.data_location === 1) return null;
+  if (t.raw_data?.length) return new Float32Array(Uint8Array.from(t.raw_data).buffer);
+  if (t.float_data?.length) return Float32Array.from(t.float_data);
+  return null;
+}
+
+/**
+ * AWQ's fold: when activation x is written by a per-feature multiply by an initializer (an RMSNorm's
+ * weight, `Mul(h, g)`; LayerNormalization / SimplifiedLayerNormalization's scale and bias), and only
+ * the weights sharing this scale read x, the producer's parameters are divided by s and no Mul is
+ * added. Returns false (nothing changed) whenever any of that does not hold.
+ */
+function foldInverse(x: string, t: WeightMatrix, e: AwqEncoding, editor: GraphEditor): boolean {
+  const k = e.inverseScale.length;
+  const sharing = new Set(e.sharedWith);
+  // every reader of x multiplies it by a weight of this group
+  const readers = editor.consumers(x);
+  const ofGroup = (c: Consumer): boolean => {
+    if (c.index !== 0 || c.node.domain || !['MatMul', 'Gemm'].includes(c.node.op_type)) return false;
+    const b = c.node.input[1];
+    if (sharing.has(b)) return true;
+    const transpose = editor.producer(b);
+    return transpose?.op_type === 'Transpose' && !transpose.domain && sharing.has(transpose.input[0]);
+  };
+  if (!readers.length || !readers.every(ofGroup) || !sharing.has(t.name) || editor.isGraphOutput(x))
+    return false;
+  const producer = editor.producer(x);
+  if (!producer || producer.domain || producer.output.length !== 1) return false;
+  // the per-feature parameters to divide: [K] (or [1, …, K]) float32 initializers read by this node only
+  const params: string[] = [];
+  if (producer.op_type === 'Mul') {
+    const own = producer.input.filter((name) => {
+      try {
+        editor.getInitializer(name);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (own.length !== 1) return false;
+    params.push(own[0]);
+  } else if (
+    producer.op_type === 'LayerNormalization' ||
+    producer.op_type === 'SimplifiedLayerNormalization'
+  ) {
+    params.push(...producer.input.slice(1).filter((name) => !!name));
+    if (!params.length) return false;
+  } else return false;
+  const scaled: TensorProto[] = [];
+  for (const name of params) {
+    let tensor: TensorProto;
+    try {
+      tensor = editor.getInitializer(name);
+    } catch {
+      return false;
+    }
+    const dims = tensor.dims.map(Number);
+    const values = floatValues(tensor);
+    if (!values || values.length !== k || dims[dims.length - 1] !== k) return false;
+    if (editor.consumers(name).length !== 1) return false;
+    const divided = values.map((v, j) => v * e.inverseScale[j]);
+    scaled.push(rawTensor(name, DataType.FLOAT, dims, bytesOf(divided)));
+  }
+  for (const tensor of scaled) editor.setInitializer(tensor);
+  return true;
 }
 
 export const awqMethod: CalibratedMethod<AwqOptions, AwqEncoding> = {
@@ -169,15 +247,21 @@ export const awqMethod: CalibratedMethod<AwqOptions, AwqEncoding> = {
     const products = productsOf(t, editor);
     editor.requireOpset('', 7);
     if (products) {
-      const inverse = editor.uniqueName(`${t.name}_awq_inverse_scale`);
-      editor.setInitializer(rawTensor(inverse, DataType.FLOAT, [k], bytesOf(e.inverseScale)));
-      for (const { node } of products) {
-        const x = node.input[0];
-        const scaled = editor.uniqueName(`${x}_awq_scaled_for_${t.name}`);
-        editor.replaceNode(node, [
-          makeNode('Mul', [x, inverse], [scaled], {}, { name: editor.uniqueName(`${scaled}_Mul`) }),
-          { ...node, input: [scaled, ...node.input.slice(1)] },
-        ]);
+      const x = products[0].node.input[0];
+      const folded = foldedActivations(editor);
+      if (!folded.has(x) && products.every((p) => p.node.input[0] === x) && foldInverse(x, t, e, editor))
+        folded.add(x);
+      if (!folded.has(x)) {
+        const inverse = editor.uniqueName(`${t.name}_awq_inverse_scale`);
+        editor.setInitializer(rawTensor(inverse, DataType.FLOAT, [k], bytesOf(e.inverseScale)));
+        for (const { node } of products) {
+          const input = node.input[0];
+          const scaled = editor.uniqueName(`${input}_awq_scaled_for_${t.name}`);
+          editor.replaceNode(node, [
+            makeNode('Mul', [input, inverse], [scaled], {}, { name: editor.uniqueName(`${scaled}_Mul`) }),
+            { ...node, input: [scaled, ...node.input.slice(1)] },
+          ]);
+        }
       }
       int4Method.rewrite!(t, e.int4, editor, int4Options);
       return;

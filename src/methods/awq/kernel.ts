@@ -46,6 +46,8 @@ export interface AwqEncoding {
   inverseScale: Float32Array;
   /** The α the search chose. */
   alpha: number;
+  /** Every weight that uses this same scale (one, or those reading one activation): the norm before them may absorb 1/s. */
+  sharedWith: string[];
 }
 
 export interface AwqResult {
@@ -215,19 +217,23 @@ export function awqInt4(
     if (!best || error < best.error) best = { alpha, error, scale, inverse };
   }
   const { alpha, scale, inverse } = best!;
+  const sharedWith = weights.map((w) => w.name);
   return weights.map((w) => {
     if (opts.quantizer === 'gptq') {
       const { int4, values } = scaledGptq(w, stats, scale, inverse, opts);
-      return { values, encoding: { int4, inverseScale: inverse, alpha } };
+      return { values, encoding: { int4, inverseScale: inverse, alpha, sharedWith } };
     }
     const plain = scaledRtn(w, scale, inverse, opts);
     if (opts.clip) {
       const clipped = scaledClipped(w, xtx, scale, inverse, opts);
       // the clip search sees each block alone; keep it only if the whole layer's error agrees
       if (outputError(w, clipped.values, xtx) < outputError(w, plain.values, xtx))
-        return { values: clipped.values, encoding: { int4: clipped.int4, inverseScale: inverse, alpha } };
+        return {
+          values: clipped.values,
+          encoding: { int4: clipped.int4, inverseScale: inverse, alpha, sharedWith },
+        };
     }
-    return { values: plain.values, encoding: { int4: plain.int4, inverseScale: inverse, alpha } };
+    return { values: plain.values, encoding: { int4: plain.int4, inverseScale: inverse, alpha, sharedWith } };
   });
 }
 

@@ -168,8 +168,7 @@ export function recipeFromFlags(args: ParsedArgs): RecipeStep[] {
   if (args.flags.has('awq')) {
     // --awq: int4 block-wise on activation-aware scales; with --gptq, GPTQ rounds the scaled weights
     const other = ['int8', 'kmeans', 'fp16', 'per-tensor'].find((f) => args.flags.has(f));
-    if (other)
-      throw new UsageError(`--awq quantizes to int4 block-wise: it can't go with --${other}.`);
+    if (other) throw new UsageError(`--awq quantizes to int4 block-wise: it can't go with --${other}.`);
     const format = args.flags.get('format') ?? 'matmulnbits';
     if (format !== 'matmulnbits' && format !== 'dequantize' && format !== 'dq')
       throw new UsageError(`--format must be matmulnbits or dequantize, got '${format}'.`);

@@ -145,6 +145,7 @@ describe('compression-studio compress', () => {
       'wanda',
       'llm-int8',
       'w8a8',
+      'awq',
     ]);
     const needs = Object.fromEntries(
       JSON.parse(out).map((m: { id: string; needs: string[] }) => [m.id, m.needs]),
@@ -155,6 +156,7 @@ describe('compression-studio compress', () => {
       sparsegpt: ['hessian'],
       wanda: ['inputNorms'],
       'llm-int8': ['inputNorms'],
+      awq: ['hessian', 'inputNorms'],
     });
   });
 });

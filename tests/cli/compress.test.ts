@@ -165,7 +165,7 @@ describe('recipe validation', () => {
   const bad: [unknown, RegExp][] = [
     [{}, /"steps" must be a list/],
     [{ steps: [] }, /"steps" is empty/],
-    [{ steps: [{ method: 'awq' }] }, /Unknown compression method 'awq'/],
+    [{ steps: [{ method: 'quip' }] }, /Unknown compression method 'quip'/],
     [{ steps: [{ method: 'gptq', options: { bits: '3' } }] }, /gptq\.bits must be one of 4, 8, got "3"/],
     [
       { steps: [{ method: 'prune', options: { sparsity: 1.5 } }] },

@@ -13,6 +13,7 @@ import { exportCompressed } from '../../src/core/compress/export.ts';
 import type { CalibrationStats } from '../../src/core/calibrate/stats.ts';
 import { awqInt4, outputError, type AwqKernelOptions } from '../../src/methods/awq/kernel.ts';
 import { int4Method } from '../../src/methods/int4/index.ts';
+import { gptqInt4 } from '../../src/methods/gptq/kernel.ts';
 import type { WeightMatrix } from '../../src/methods/types.ts';
 import { calibrateStories } from '../helpers/calibration.ts';
 import { denseReference, maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
@@ -98,10 +99,18 @@ describe('AWQ on stories260K, every linear layer, calibrated on generated sequen
     expect(ratios.filter((r) => r < 1).length).toBeGreaterThan(weights.length / 2);
   });
 
-  it('AWQ then GPTQ (GPTQ rounding the scaled weights) lowers the layer error further', () => {
+  it('AWQ then GPTQ (α searched with GPTQ rounding) lowers the layer error further, never above GPTQ alone', () => {
     const ratios = weights.map((w) => {
       const [awq] = awqInt4([w], stats.layers[w.name], OPTIONS);
       const [both] = awqInt4([w], stats.layers[w.name], { ...OPTIONS, quantizer: 'gptq' });
+      const gptq = gptqInt4(w, stats.layers[w.name], {
+        blockSize: 32,
+        symmetric: true,
+        dampening: 0.01,
+        actOrder: true,
+      });
+      // α = 0 is GPTQ alone: the searched scale never does worse
+      expect(error(w, both.values), w.name).toBeLessThanOrEqual(error(w, gptq.values));
       return error(w, both.values) / error(w, awq.values);
     });
     expect(mean(ratios)).toBeLessThan(0.9);

@@ -23,6 +23,7 @@ import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core
 import { awqInt4, outputError, type AwqKernelOptions } from '../../src/methods/awq/kernel.ts';
 import { getMethod, resolveOptions } from '../../src/methods/registry.ts';
 import { int4Method } from '../../src/methods/int4/index.ts';
+import { gptqInt4 } from '../../src/methods/gptq/kernel.ts';
 import type { WeightMatrix } from '../../src/methods/types.ts';
 import { mlpModel, seededFloats } from '../helpers/models.ts';
 import { denseReference, maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
@@ -168,7 +169,11 @@ describe('awq kernel', () => {
     expect(Array.from(plain.values)).toEqual(Array.from(rtn));
     // GPTQ on the scaled weight (AWQ then GPTQ) lowers it further
     const [gptq] = awqInt4([w], stats, { ...OPTIONS, quantizer: 'gptq' });
-    expect(gptq.encoding.alpha).toBe(awq.encoding.alpha);
+    // and the α searched with GPTQ rounding never does worse than GPTQ alone (α = 0)
+    const plainGptq = gptqInt4(w, stats, { blockSize: 16, symmetric: true, dampening: 0.01, actOrder: true });
+    expect(outputError(w, gptq.values, stats.xtx!)).toBeLessThanOrEqual(
+      outputError(w, plainGptq.values, stats.xtx!),
+    );
     expect(outputError(w, gptq.values, stats.xtx!)).toBeLessThan(outputError(w, awq.values, stats.xtx!));
   });
 

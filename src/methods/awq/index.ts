@@ -185,7 +185,7 @@ export const awqMethod: CalibratedMethod<AwqOptions, AwqEncoding> = {
         { value: 'gptq', label: 'GPTQ on the scaled weight' },
       ],
       default: 'rtn',
-      help: 'α is searched with round-to-nearest either way; GPTQ then quantizes the scaled weight.',
+      help: 'α is searched with the chosen rounding: α = 0 is plain round-to-nearest or plain GPTQ.',
     },
     {
       key: 'clip',

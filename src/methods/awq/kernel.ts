@@ -8,9 +8,9 @@
  *
  * with s_j = m_j^α (m_j the activation magnitude of feature j) and α picked from a grid on [0, 1]
  * to minimise the layer's output error on the calibration data, computed exactly from XᵀX:
- * ‖XW − XŴ‖²_F = Σ_c ΔW_cᵀ (XᵀX) ΔW_c. α = 0 is plain round-to-nearest int4, so the chosen scale
- * never does worse than RTN on that objective. Q is the int4 method's grid (onnxruntime's
- * MatMulNBits quantizer), or GPTQ on the scaled weight ("AWQ then GPTQ").
+ * ‖XW − XŴ‖²_F = Σ_c ΔW_cᵀ (XᵀX) ΔW_c. Q is the int4 method's grid (onnxruntime's MatMulNBits
+ * quantizer), or GPTQ on the scaled weight ("AWQ then GPTQ"); α = 0 is plain RTN / plain GPTQ, so
+ * the chosen scale never does worse than either on that objective.
  *
  * Dimensions: K input features, N outputs, X [rows, K]; weights are handled input-major [K, N]
  * internally, whichever axis holds their output channels.
@@ -207,33 +207,37 @@ export function awqInt4(
       `AWQ needs XᵀX of '${stats.input}' to measure the output error, and it was not captured.`,
     );
   const magnitude = activationMagnitude(stats);
-  let best: { alpha: number; error: number; scale: Float32Array; inverse: Float32Array } | null = null;
+  type Quantized = { int4: Int4Quantized; values: Float32Array };
+  // α is searched with the rounding that will be used, so α = 0 (no scaling) is plain RTN or plain GPTQ
+  const quantize = (w: WeightMatrix, scale: Float32Array, inverse: Float32Array): Quantized =>
+    opts.quantizer === 'gptq'
+      ? scaledGptq(w, stats, scale, inverse, opts)
+      : scaledRtn(w, scale, inverse, opts);
+  let best: {
+    alpha: number;
+    error: number;
+    inverse: Float32Array;
+    scale: Float32Array;
+    out: Quantized[];
+  } | null = null;
   for (let g = 0; g < gridPoints; g++) {
     const alpha = gridPoints === 1 ? 0 : g / (gridPoints - 1);
     const { scale, inverse } = awqScale(magnitude, alpha);
-    let error = 0;
-    for (const w of weights) error += outputError(w, scaledRtn(w, scale, inverse, opts).values, xtx);
-    // strictly lower: ties keep the smaller α (α = 0 is plain RTN)
-    if (!best || error < best.error) best = { alpha, error, scale, inverse };
+    const out = weights.map((w) => quantize(w, scale, inverse));
+    const error = weights.reduce((sum, w, i) => sum + outputError(w, out[i].values, xtx), 0);
+    // strictly lower: ties keep the smaller α
+    if (!best || error < best.error) best = { alpha, error, scale, inverse, out };
   }
-  const { alpha, scale, inverse } = best!;
+  const { alpha, scale, inverse, out } = best!;
   const sharedWith = weights.map((w) => w.name);
-  return weights.map((w) => {
-    if (opts.quantizer === 'gptq') {
-      const { int4, values } = scaledGptq(w, stats, scale, inverse, opts);
-      return { values, encoding: { int4, inverseScale: inverse, alpha, sharedWith } };
-    }
-    const plain = scaledRtn(w, scale, inverse, opts);
-    if (opts.clip) {
+  return weights.map((w, i) => {
+    let { int4, values } = out[i];
+    if (opts.quantizer === 'rtn' && opts.clip) {
       const clipped = scaledClipped(w, xtx, scale, inverse, opts);
       // the clip search sees each block alone; keep it only if the whole layer's error agrees
-      if (outputError(w, clipped.values, xtx) < outputError(w, plain.values, xtx))
-        return {
-          values: clipped.values,
-          encoding: { int4: clipped.int4, inverseScale: inverse, alpha, sharedWith },
-        };
+      if (outputError(w, clipped.values, xtx) < outputError(w, values, xtx)) ({ int4, values } = clipped);
     }
-    return { values: plain.values, encoding: { int4: plain.int4, inverseScale: inverse, alpha, sharedWith } };
+    return { values, encoding: { int4, inverseScale: inverse, alpha, sharedWith } };
   });
 }
 

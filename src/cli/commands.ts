@@ -59,6 +59,7 @@ export const COMPRESS: CommandSpec = {
     'compress MODEL.onnx --llm-int8 [--outlier-threshold T] (--calib-… as above) -o OUT.onnx',
     'compress MODEL.onnx [--heads F] [--neurons F] [--blocks N] [--importance magnitude|activation]',
     '         [--structure-scope layer|global] [--multiple N] [any method above] -o OUT.onnx',
+    'compress MODEL.onnx --awq [--gptq] [--block N] [--asym] [--format F] (--calib-… as above) -o OUT.onnx',
   ],
   positionals: [MODEL],
   options: {
@@ -88,6 +89,10 @@ export const COMPRESS: CommandSpec = {
     gptq: {
       type: 'boolean',
       help: 'GPTQ: int4 block-wise (--block, --asym, --format), or int8 per channel with --int8; needs calibration',
+    },
+    awq: {
+      type: 'boolean',
+      help: 'AWQ-style int4: activation-aware scales searched per layer (--block, --asym, --format; with --gptq, GPTQ rounding); needs calibration',
     },
     sparsegpt: {
       type: 'string',
@@ -193,7 +198,7 @@ export const COMPRESS: CommandSpec = {
   },
   notes: [
     'The shorthands give at most one pruning step followed by one storage format; a --recipe chains more.',
-    'GPTQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
+    'GPTQ, AWQ, SparseGPT, Wanda, LLM.int8 and W8A8 read activations: give calibration data (--calib-generate, --calib-ids or ' +
       '--calib-text with --tokenizer), also with a --recipe whose "calibration" names ids or text. ' +
       'Calibration progress goes to stderr.',
     'Structured pruning (--heads, --neurons, --blocks) removes whole heads, neurons and blocks: the model gets smaller ' +

@@ -53,9 +53,9 @@ import { modelSources } from './files.ts';
 const REFINES: Record<string, string[]> = {
   global: ['prune'],
   'per-tensor': ['int8'],
-  block: ['int4', 'gptq'],
-  format: ['int4', 'gptq'],
-  asym: ['int8', 'int4', 'gptq'],
+  block: ['int4', 'gptq', 'awq'],
+  format: ['int4', 'gptq', 'awq'],
+  asym: ['int8', 'int4', 'gptq', 'awq'],
   'per-channel': ['kmeans'],
   dense: ['kmeans'],
   'outlier-threshold': ['llm-int8'],
@@ -72,6 +72,7 @@ const METHOD_FLAGS = [
   'wanda',
   'llm-int8',
   'w8a8',
+  'awq',
 ];
 const SELECT_FLAGS = ['include', 'exclude', 'embeddings', 'lm-head'];
 /** Structured pruning: what to remove, then how to choose it. */
@@ -89,7 +90,7 @@ const CALIB_REFINES: Record<string, string[]> = {
 };
 const NOTHING_TO_DO =
   'nothing to do: give a method (--int8, --int4, --prune S, --nm N:M, --kmeans K, --fp16, --gptq, ' +
-  '--sparsegpt S, --wanda S, --llm-int8 or --w8a8), structured pruning (--heads F, --neurons F, ' +
+  '--sparsegpt S, --wanda S, --awq, --llm-int8 or --w8a8), structured pruning (--heads F, --neurons F, ' +
   '--blocks N) or --recipe FILE.';
 const HOW_TO_CALIBRATE = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
@@ -213,7 +214,24 @@ export function recipeFromFlags(args: ParsedArgs, structure = false): RecipeStep
     }
   }
   const encoders: RecipeStep[] = [];
-  if (args.flags.has('gptq')) {
+  if (args.flags.has('awq')) {
+    // --awq: int4 block-wise on activation-aware scales; with --gptq, GPTQ rounds the scaled weights
+    const other = ['int8', 'kmeans', 'fp16', 'per-tensor'].find((f) => args.flags.has(f));
+    if (other) throw new UsageError(`--awq quantizes to int4 block-wise: it can't go with --${other}.`);
+    const format = args.flags.get('format') ?? 'matmulnbits';
+    if (format !== 'matmulnbits' && format !== 'dequantize' && format !== 'dq')
+      throw new UsageError(`--format must be matmulnbits or dequantize, got '${format}'.`);
+    encoders.push({
+      method: 'awq',
+      options: {
+        blockSize: methodNumber(args, 'block', 'awq', 'blockSize', 32),
+        symmetric,
+        format: format === 'matmulnbits' ? 'matmulnbits' : 'dequantize',
+        quantizer: args.flags.has('gptq') ? 'gptq' : 'rtn',
+      },
+      select,
+    });
+  } else if (args.flags.has('gptq')) {
     // --gptq chooses how int4 / int8 codes are picked: int4 unless --int8 says otherwise
     const other = ['kmeans', 'fp16', 'per-tensor'].find((f) => args.flags.has(f));
     if (other)
@@ -244,7 +262,7 @@ export function recipeFromFlags(args: ParsedArgs, structure = false): RecipeStep
       options: { granularity: args.flags.has('per-tensor') ? 'per-tensor' : 'per-channel', symmetric },
       select,
     });
-  if (args.flags.has('int4') && !args.flags.has('gptq')) {
+  if (args.flags.has('int4') && !args.flags.has('gptq') && !args.flags.has('awq')) {
     const format = args.flags.get('format') ?? 'matmulnbits';
     if (format !== 'matmulnbits' && format !== 'dequantize' && format !== 'dq')
       throw new UsageError(`--format must be matmulnbits or dequantize, got '${format}'.`);
@@ -287,7 +305,7 @@ export function recipeFromFlags(args: ParsedArgs, structure = false): RecipeStep
   if (args.flags.has('w8a8')) encoders.push({ method: 'w8a8', select });
   if (encoders.length > 1)
     throw new UsageError(
-      'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq, --llm-int8 or --w8a8); write a --recipe to chain more.',
+      'Choose one storage format (--int8, --int4, --kmeans, --fp16, --gptq, --awq, --llm-int8 or --w8a8); write a --recipe to chain more.',
     );
   steps.push(...encoders);
   if (steps.length === 0 && !structure) throw new UsageError(NOTHING_TO_DO);
@@ -373,7 +391,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
   if (!methods.length) {
     if (given.length)
       throw new UsageError(
-        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --sparsegpt S, --wanda S, --llm-int8, --w8a8 or --importance activation.`,
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --awq, --sparsegpt S, --wanda S, --llm-int8, --w8a8 or --importance activation.`,
       );
     return null;
   }

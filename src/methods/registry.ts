@@ -11,6 +11,7 @@ import { sparsegptMethod } from './sparsegpt/index.ts';
 import { wandaMethod } from './wanda/index.ts';
 import { llmInt8Method } from './llm-int8/index.ts';
 import { w8a8Method } from './w8a8/index.ts';
+import { awqMethod } from './awq/index.ts';
 
 export const METHODS: readonly CompressionMethod[] = [
   pruneMethod as unknown as CompressionMethod,
@@ -24,6 +25,7 @@ export const METHODS: readonly CompressionMethod[] = [
   wandaMethod as unknown as CompressionMethod,
   llmInt8Method as unknown as CompressionMethod,
   w8a8Method as unknown as CompressionMethod,
+  awqMethod as unknown as CompressionMethod,
 ];
 
 export function getMethod(id: string): CompressionMethod {

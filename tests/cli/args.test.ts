@@ -202,7 +202,7 @@ describe('arguments that go together', () => {
   it('a refinement without its method is refused, not ignored', async () => {
     await expectUsageError(
       ['compress', STORIES_MODEL, '--int8', '--block', '64', '-o', out()],
-      /--block applies to --int4 or --gptq, which is not given; add it or drop --block\./,
+      /--block applies to --int4 or --gptq or --awq, which is not given; add it or drop --block\./,
     );
     await expectUsageError(
       ['compress', STORIES_MODEL, '--global', '--int8', '-o', out()],

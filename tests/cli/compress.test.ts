@@ -145,6 +145,7 @@ describe('compression-studio compress', () => {
       'wanda',
       'llm-int8',
       'w8a8',
+      'awq',
     ]);
     const needs = Object.fromEntries(
       JSON.parse(out).map((m: { id: string; needs: string[] }) => [m.id, m.needs]),
@@ -155,6 +156,7 @@ describe('compression-studio compress', () => {
       sparsegpt: ['hessian'],
       wanda: ['inputNorms'],
       'llm-int8': ['inputNorms'],
+      awq: ['hessian', 'inputNorms'],
     });
   });
 });
@@ -163,7 +165,7 @@ describe('recipe validation', () => {
   const bad: [unknown, RegExp][] = [
     [{}, /"steps" must be a list/],
     [{ steps: [] }, /"steps" is empty/],
-    [{ steps: [{ method: 'awq' }] }, /Unknown compression method 'awq'/],
+    [{ steps: [{ method: 'quip' }] }, /Unknown compression method 'quip'/],
     [{ steps: [{ method: 'gptq', options: { bits: '3' } }] }, /gptq\.bits must be one of 4, 8, got "3"/],
     [
       { steps: [{ method: 'prune', options: { sparsity: 1.5 } }] },

@@ -104,6 +104,16 @@ export class GraphEditor {
     return out;
   }
 
+  /** The node of this graph that writes `tensorName`, if one does (not a graph input or initializer). */
+  producer(tensorName: string): NodeProto | undefined {
+    return this.allNodes().find((n) => n.output.includes(tensorName));
+  }
+
+  /** Whether `tensorName` is one of this graph's outputs (its value is seen outside the graph). */
+  isGraphOutput(tensorName: string): boolean {
+    return this.graph.output.some((v) => v.name === tensorName);
+  }
+
   private allNodes(): NodeProto[] {
     return [...this.decodeNodes, ...this.nodes];
   }

@@ -434,7 +434,7 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
 }
 
 /** Calibration progress on stderr, about every tenth of each phase, so a log stays short. */
-function progressPrinter(captured = 'layer groups'): (p: CalibrationProgress) => void {
+function progressPrinter(captured: string): (p: CalibrationProgress) => void {
   const start = performance.now();
   let last = '';
   return (p) => {
@@ -499,7 +499,9 @@ async function runCalibration(
   request: CalibrationRequest,
 ): Promise<CalibrationStats> {
   const { input, runtime } = calibrationSetup(path, model, request);
-  return calibrate(model, steps, input, runtime, { onProgress: progressPrinter() });
+  // sequential calibration counts layer groups; one capture on the original model counts sequences
+  const captured = input.settings.sequential ? 'layer groups' : 'sequences';
+  return calibrate(model, steps, input, runtime, { onProgress: progressPrinter(captured) });
 }
 
 function structureLine(r: StructureReport): string {

@@ -327,3 +327,28 @@ describe('calibration mistakes are typed errors', () => {
     expect(() => calibrationWindows([[5]], 4, 3)).toThrow(/no sequence of at least 2 tokens/);
   });
 });
+
+describe('calibration progress', () => {
+  it('counts sequences when one capture runs on the original model (a recipe with "sequential": false)', async () => {
+    const dir = tempDir();
+    const recipe = join(dir, 'recipe.json');
+    writeFileSync(
+      recipe,
+      JSON.stringify({
+        calibration: { source: 'generate', samples: 2, length: 16, sequential: false },
+        steps: [{ method: 'wanda', options: { sparsity: 0.3 } }],
+      }),
+    );
+    const r = await runCapturingStderr([
+      'compress',
+      STORIES_MODEL,
+      '--recipe',
+      recipe,
+      '-o',
+      join(dir, 'w.onnx'),
+    ]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/calibration: capturing activations, sequences 2\/2/);
+    expect(r.err).not.toMatch(/layer groups/);
+  });
+});

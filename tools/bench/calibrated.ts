@@ -152,10 +152,11 @@ async function calibrationData(model: OnnxModel, spec: CalibratedModelSpec) {
   } else {
     const tokenizer = loadTokenizer(JSON.parse(readFileSync(c.tokenizer, 'utf8')));
     const ids = tokenizer.encode(readFileSync(c.file, 'utf8'));
-    // the CLI's --calib-text: consecutive windows from the start of the text
-    sequences = [];
-    for (let at = 0; sequences.length < c.samples && at + c.length <= ids.length; at += c.length)
-      sequences.push(ids.slice(at, at + c.length));
+    // windows spread evenly over the whole split (as GPTQ's loaders sample it), not only its first
+    // pages: window i starts at i · ⌊(tokens − length) / (samples − 1)⌋
+    const room = Math.max(0, ids.length - c.length);
+    const step = c.samples > 1 ? Math.floor(room / (c.samples - 1)) : 0;
+    sequences = Array.from({ length: c.samples }, (_, i) => ids.slice(i * step, i * step + c.length));
   }
   return { sequences, seconds: (performance.now() - t0) / 1000 };
 }
@@ -221,7 +222,7 @@ export function calibratedMarkdown(
     c.source === 'generate'
       ? `${c.samples} sequences × ${c.length} tokens sampled from the model itself (BOS ${c.bos}, temperature 1, seed ${c.seed}; ` +
         `${tokens.toLocaleString('en-US')} tokens, generated once in ${data.seconds.toFixed(0)} s and shared by every row)`
-      : `the first ${data.sequences.length} windows × ${c.length} tokens of the training split (\`train.txt\`, the first 90 % ` +
+      : `${data.sequences.length} windows × ${c.length} tokens spread evenly over the training split (\`train.txt\`, the first 90 % ` +
         `of tinyshakespeare the model was trained on; ${tokens.toLocaleString('en-US')} tokens — never \`heldout.txt\`)`;
   const lines = [
     `#### ${spec.title}: calibrated methods`,

@@ -37,7 +37,10 @@ export interface CapturePlan {
   targets: CaptureTarget[];
   /** Distinct capture outputs, one per activation however many weights read it. */
   outputs: string[];
-  /** The capture model, serialised (the original graph plus Identity → output per activation). */
+  /**
+   * The capture model, serialised: the nodes the captured activations depend on (and the MatMuls
+   * reading them), plus an Identity → output per activation; the model's own outputs are dropped.
+   */
   bytes: Uint8Array;
 }
 
@@ -97,7 +100,7 @@ export interface PlanOptions {
   hessian?: boolean | ((weight: string) => boolean);
 }
 
-/** The capture model for `weights`: every graph node unchanged, each activation also an output. */
+/** The capture model for `weights`: the graph up to the activations, each activation an output. */
 export function planCapture(
   model: OnnxModel,
   weights: readonly string[],
@@ -151,10 +154,19 @@ export function planCapture(
     }
     targets.push({ weight, input, output, gramOutput, k });
   }
+  const all = [...model.graph.node, ...nodes];
+  const kept = upstreamNodes(all, [
+    ...outputs.map((o) => o.name),
+    // the nodes that multiply the captured activations by the weights stay, so a probe can check X·W
+    ...all.filter((n) => n.input.some((x) => targets.some((t) => t.weight === x))).flatMap((n) => n.output),
+  ]);
   const graph = {
     ...model.graph,
-    node: [...model.graph.node, ...nodes],
-    output: [...model.graph.output, ...outputs],
+    node: kept ?? all,
+    // without the model's own outputs (logits) when the graph could be cut: layers after the last
+    // captured activation, and the LM head, need not run (sequential calibration captures each layer
+    // group in turn, so on average half the model and the head are skipped)
+    output: kept ? outputs : [...model.graph.output, ...outputs],
     initializer: [...model.graph.initializer, ...initializers],
   };
   return {
@@ -162,6 +174,25 @@ export function planCapture(
     outputs: [...outputOf.values(), ...gramOf.values()],
     bytes: writeModel(model, { graph }).model,
   };
+}
+
+/**
+ * The nodes (in graph order) that the tensors `wanted` depend on, or null when the graph has nodes
+ * with subgraphs (If, Loop, Scan), whose reads of outer names do not appear in their inputs.
+ */
+function upstreamNodes(nodes: readonly NodeProto[], wanted: readonly string[]): NodeProto[] | null {
+  if (nodes.some((n) => n.attribute?.some((a) => a.g || a.graphs?.length))) return null;
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.output.forEach((o) => producer.set(o, i)));
+  const keep = new Uint8Array(nodes.length);
+  const stack = [...wanted];
+  while (stack.length) {
+    const i = producer.get(stack.pop()!);
+    if (i === undefined || keep[i]) continue;
+    keep[i] = 1;
+    for (const x of nodes[i].input) if (x) stack.push(x);
+  }
+  return nodes.filter((_, i) => keep[i]);
 }
 
 export interface CaptureOptions {

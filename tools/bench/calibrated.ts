@@ -9,7 +9,8 @@
  * Also the calibration speed rows: activation capture tokens/s against a plain perplexity pass, and
  * GPTQ on the GPT-2-small-shaped (124 M parameter) set.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { resolveRecipe, type RecipeStep, type ResolvedStep } from '../../src/core/compress/recipe.ts';
@@ -134,10 +135,21 @@ async function perplexity(bytes: Uint8Array, model: OnnxModel, spec: CalibratedM
 
 /** The calibration sequences of `spec`, and the seconds it took to make them. */
 async function calibrationData(model: OnnxModel, spec: CalibratedModelSpec) {
-  const t0 = performance.now();
+  let t0 = performance.now();
   const c = spec.calibration;
   let sequences: number[][];
-  if (c.source === 'generate') {
+  // generated sequences are deterministic (model, settings): kept in the temp folder, so a rerun of
+  // the bench does not sample them again
+  const cacheFile = join(
+    tmpdir(),
+    `cs-bench-calib-${spec.name}-${readFileSync(spec.path).byteLength}-${JSON.stringify(c).replace(/\W+/g, '_')}.json`,
+  );
+  if (c.source === 'generate' && existsSync(cacheFile)) {
+    const cached = JSON.parse(readFileSync(cacheFile, 'utf8'));
+    sequences = cached.sequences;
+    t0 -= cached.seconds * 1000; // the time it took to generate them, not to read the file
+    log(`  ${spec.name}: calibration sequences from ${cacheFile}`);
+  } else if (c.source === 'generate') {
     const session = await createNodeSession(new Uint8Array(readFileSync(spec.path)));
     try {
       sequences = await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
@@ -149,6 +161,7 @@ async function calibrationData(model: OnnxModel, spec: CalibratedModelSpec) {
     } finally {
       await session.release();
     }
+    writeFileSync(cacheFile, JSON.stringify({ sequences, seconds: (performance.now() - t0) / 1000 }));
   } else {
     const tokenizer = loadTokenizer(JSON.parse(readFileSync(c.tokenizer, 'utf8')));
     const ids = tokenizer.encode(readFileSync(c.file, 'utf8'));

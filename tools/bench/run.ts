@@ -59,7 +59,11 @@ const outIndex = process.argv.indexOf('--out');
 const OUT = outIndex > 0 ? process.argv[outIndex + 1] : join(ROOT, 'docs/BENCHMARKS.md');
 const onlyIndex = process.argv.indexOf('--only');
 const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : null;
-if (ONLY !== null && ONLY !== 'calibrated') throw new Error(`--only takes 'calibrated', got ${ONLY}`);
+/** --only calibrated, or some of its parts: --only stories,demo,capture,gptq */
+const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
+const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
+if (ONLY !== null && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
+  throw new Error(`--only takes 'calibrated' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`);
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -509,7 +513,7 @@ async function main() {
   const sections: string[] = [];
   const started = new Date().toISOString().slice(0, 10);
 
-  if (ONLY === 'calibrated') {
+  if (ONLY !== null) {
     await calibratedOnly(sections);
     mergeReport(sections);
     return;
@@ -622,18 +626,21 @@ async function captureSpeedSection(): Promise<string> {
   ].join('\n');
 }
 
-/** --only calibrated: the calibrated tables and the calibration speed sections, nothing else. */
+/** --only calibrated (or some of its parts): the calibrated tables and the calibration speed sections. */
 async function calibratedOnly(sections: string[]) {
-  log('calibrated: stories260K');
-  const stories = storiesCalibratedSpec();
-  sections.push(calibratedMarkdown(stories, await calibratedTable(stories)));
-  if (existsSync(join(DEMO, 'model.onnx'))) {
+  if (PARTS.includes('stories')) {
+    log('calibrated: stories260K');
+    const stories = storiesCalibratedSpec();
+    sections.push(calibratedMarkdown(stories, await calibratedTable(stories)));
+  }
+  if (PARTS.includes('demo') && existsSync(join(DEMO, 'model.onnx'))) {
     log('calibrated: demo model');
     const spec = demoCalibratedSpec();
     sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
   }
-  sections.push(await captureSpeedSection());
-  if (!args.has('--quick')) sections.push(await gptqSpeedMarkdown(gpt2SmallSynthetic().tensors));
+  if (PARTS.includes('capture')) sections.push(await captureSpeedSection());
+  if (PARTS.includes('gptq') && !args.has('--quick'))
+    sections.push(await gptqSpeedMarkdown(gpt2SmallSynthetic().tensors));
 }
 
 async function speedSections(sections: string[], python: boolean) {

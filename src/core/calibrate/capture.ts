@@ -27,11 +27,28 @@ export interface CaptureTarget {
   input: string;
   /** The graph output that carries it in the capture model. */
   output: string;
-  /** The graph output carrying this run's XᵀX, [k, k], when the Hessian was asked for. */
-  gramOutput: string | null;
+  /** The graph outputs carrying this run's XᵀX (its upper triangle's blocks), when the Hessian was asked for. */
+  gramBlocks: GramBlock[] | null;
   /** Input features (the weight's reduction length). */
   k: number;
 }
+
+/** One block XᵀX[r0 .. r0+rows, c0 .. c0+cols] of a Gram matrix, on or above the diagonal, as a graph output. */
+export interface GramBlock {
+  output: string;
+  r0: number;
+  c0: number;
+  rows: number;
+  cols: number;
+}
+
+/**
+ * Features per Gram block. XᵀX costs rows·k² multiply-adds, more than the model itself for a wide
+ * activation (the demo's MLP input, k = 768: 590 k per token against the model's 3 M for all six
+ * layers), and it is symmetric: cut into b column blocks, only the b(b+1)/2 blocks on and above the
+ * diagonal are computed (k = 768 in four: 10 of 16), the rest mirrored in float64 afterwards.
+ */
+const GRAM_BLOCK = 192;
 
 export interface CapturePlan {
   targets: CaptureTarget[];
@@ -119,7 +136,7 @@ export function planCapture(
   };
   const wantHessian = opts.hessian ?? true;
   const outputOf = new Map<string, string>();
-  const gramOf = new Map<string, string>();
+  const gramOf = new Map<string, GramBlock[]>();
   const nodes: NodeProto[] = [];
   const initializers: TensorProto[] = [];
   const outputs: ValueInfoProto[] = [];
@@ -138,21 +155,51 @@ export function planCapture(
       nodes.push(makeNode('Identity', [input], [output], {}, { name: output }));
       outputs.push(floatOutput(output));
     }
-    let gramOutput: string | null = null;
+    let gramBlocks: GramBlock[] | null = null;
     if (typeof wantHessian === 'function' ? wantHessian(weight) : wantHessian) {
-      gramOutput = gramOf.get(input) ?? null;
-      if (!gramOutput) {
-        gramOutput = fresh(`${input}__xtx`);
-        gramOf.set(input, gramOutput);
+      gramBlocks = gramOf.get(input) ?? null;
+      if (!gramBlocks) {
+        gramBlocks = [];
+        gramOf.set(input, gramBlocks);
         const shape = fresh(`${input}__rows_shape`);
         const rows = fresh(`${input}__rows`);
         initializers.push(int64Tensor(shape, [2], [-1, k]));
         nodes.push(makeNode('Reshape', [output, shape], [rows], {}, { name: rows }));
-        nodes.push(makeNode('Gemm', [rows, rows], [gramOutput], { transA: 1 }, { name: gramOutput }));
-        outputs.push(floatOutput(gramOutput));
+        // column blocks [b0, b1) of the [rows, k] activation; one block: the activation itself
+        const cuts: { b0: number; b1: number; name: string }[] = [];
+        const parts = Math.max(1, Math.round(k / GRAM_BLOCK));
+        for (let p = 0; p < parts; p++) {
+          const b0 = Math.round((p * k) / parts);
+          const b1 = Math.round(((p + 1) * k) / parts);
+          if (parts === 1) {
+            cuts.push({ b0, b1, name: rows });
+            continue;
+          }
+          const name = fresh(`${input}__cols_${p}`);
+          const starts = fresh(`${name}_starts`);
+          const ends = fresh(`${name}_ends`);
+          const axes = fresh(`${name}_axes`);
+          initializers.push(int64Tensor(starts, [1], [b0]), int64Tensor(ends, [1], [b1]));
+          initializers.push(int64Tensor(axes, [1], [1]));
+          nodes.push(makeNode('Slice', [rows, starts, ends, axes], [name], {}, { name }));
+          cuts.push({ b0, b1, name });
+        }
+        for (let p = 0; p < cuts.length; p++)
+          for (let q = p; q < cuts.length; q++) {
+            const gram = fresh(parts === 1 ? `${input}__xtx` : `${input}__xtx_${p}_${q}`);
+            nodes.push(makeNode('Gemm', [cuts[p].name, cuts[q].name], [gram], { transA: 1 }, { name: gram }));
+            outputs.push(floatOutput(gram));
+            gramBlocks.push({
+              output: gram,
+              r0: cuts[p].b0,
+              c0: cuts[q].b0,
+              rows: cuts[p].b1 - cuts[p].b0,
+              cols: cuts[q].b1 - cuts[q].b0,
+            });
+          }
       }
     }
-    targets.push({ weight, input, output, gramOutput, k });
+    targets.push({ weight, input, output, gramBlocks, k });
   }
   const all = [...model.graph.node, ...nodes];
   const kept = upstreamNodes(all, [
@@ -171,7 +218,7 @@ export function planCapture(
   };
   return {
     targets,
-    outputs: [...outputOf.values(), ...gramOf.values()],
+    outputs: [...outputOf.values(), ...[...gramOf.values()].flat().map((b) => b.output)],
     bytes: writeModel(model, { graph }).model,
   };
 }
@@ -236,7 +283,7 @@ export async function captureActivationStats(
         `The session was not created from this capture plan (no output '${o}').`,
       );
   const byOutput = new Map<string, InputStats>();
-  const gramOutput = new Map<string, string>();
+  const gramOutput = new Map<string, GramBlock[]>();
   const layers: Record<string, InputStats> = {};
   for (const t of plan.targets) {
     let stats = byOutput.get(t.output);
@@ -244,9 +291,9 @@ export async function captureActivationStats(
       stats = emptyInputStats(t.input, t.k, false);
       byOutput.set(t.output, stats);
     }
-    if (t.gramOutput && !stats.xtx) {
+    if (t.gramBlocks && !stats.xtx) {
       stats.xtx = new Float64Array(t.k * t.k);
-      gramOutput.set(t.output, t.gramOutput);
+      gramOutput.set(t.output, t.gramBlocks);
     }
     if (stats.k !== t.k)
       throw new ModelError(
@@ -283,7 +330,7 @@ export async function captureActivationStats(
         stats,
         x,
         x.length / stats.k,
-        gram ? activationAsFloat32(out[gram].data, gram) : undefined,
+        gram?.map((b) => ({ ...b, data: activationAsFloat32(out[b.output].data, b.output) })),
       );
     }
     for (const t of Object.values(out)) t.dispose?.();

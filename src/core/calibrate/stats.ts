@@ -68,13 +68,13 @@ const XTX_ROW_CHUNK = 64;
  * triangle in chunks of rows (each accumulator row i gets Σ_r x[r,i]·x[r,i..k) in one sweep) and
  * mirrored by `finishInputStats` — unless `gram`, these rows' XᵀX computed elsewhere (the capture
  * graph computes it with onnxruntime's MatMul, k²·rows multiply-adds that are slow in plain JS), is
- * given: then it is added in float64.
+ * given: the whole k × k matrix, or blocks of it covering the upper triangle; it is added in float64.
  */
 export function accumulateInputStats(
   stats: InputStats,
   x: Float32Array,
   rows: number,
-  gram?: ArrayLike<number>,
+  gram?: ArrayLike<number> | GramBlockValues[],
 ): void {
   const { k } = stats;
   if (x.length !== rows * k)
@@ -109,13 +109,26 @@ export function accumulateInputStats(
   stats.rows += rows;
   const xtx = stats.xtx;
   if (!xtx) return;
+  if (gram && Array.isArray(gram)) {
+    for (const b of gram as GramBlockValues[]) {
+      if (b.data.length !== b.rows * b.cols || b.r0 + b.rows > k || b.c0 + b.cols > k)
+        throw new ModelError(
+          'invalid-argument',
+          `An XᵀX block of '${stats.input}' does not fit its ${k}² matrix.`,
+        );
+      for (let i = 0; i < b.rows; i++)
+        for (let j = 0, at = (b.r0 + i) * k + b.c0, src = i * b.cols; j < b.cols; j++)
+          xtx[at + j] += b.data[src + j];
+    }
+    return;
+  }
   if (gram) {
     if (gram.length !== k * k)
       throw new ModelError(
         'invalid-argument',
         `XᵀX of '${stats.input}' has ${gram.length} values, expected ${k}².`,
       );
-    for (let i = 0; i < k * k; i++) xtx[i] += gram[i];
+    for (let i = 0; i < k * k; i++) xtx[i] += (gram as ArrayLike<number>)[i];
     return;
   }
   const chunk = new Float64Array(XTX_ROW_CHUNK * k);
@@ -131,6 +144,15 @@ export function accumulateInputStats(
       }
     }
   }
+}
+
+/** XᵀX[r0 .. r0+rows, c0 .. c0+cols] of some activation rows, row-major (blocks on or above the diagonal). */
+export interface GramBlockValues {
+  r0: number;
+  c0: number;
+  rows: number;
+  cols: number;
+  data: ArrayLike<number>;
 }
 
 /** Mirrors XᵀX's upper triangle into its lower one; call once, after the last accumulate. */

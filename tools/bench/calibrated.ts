@@ -362,7 +362,10 @@ async function syntheticHessian(k: number, rows: number, seed: number) {
 export async function gptqSpeedMarkdown(
   tensors: { name: string; shape: [number, number]; values: Float32Array }[],
 ): Promise<string> {
-  const linear = tensors.filter((t) => t.name.startsWith('h.'));
+  // the twelve blocks have the same four shapes and (synthetic) Hessians, so one block is timed and
+  // the set's time is twelve times it
+  const blocks = new Set(tensors.filter((t) => t.name.startsWith('h.')).map((t) => t.name.split('.')[1])).size;
+  const linear = tensors.filter((t) => t.name.startsWith('h.0.'));
   const hessians = new Map<number, Awaited<ReturnType<typeof syntheticHessian>>>();
   for (const k of new Set(linear.map((t) => t.shape[0]))) hessians.set(k, await syntheticHessian(k, 2048, k));
   const byShape = new Map<string, { seconds: number; count: number }>();
@@ -385,13 +388,15 @@ export async function gptqSpeedMarkdown(
     byShape.set(key, { seconds: e.seconds + seconds, count: e.count + 1 });
     log(`  GPTQ ${t.name} [${key}] ${seconds.toFixed(2)} s`);
   }
+  const setSeconds = total * blocks;
   const lines = [
     '### GPTQ on the GPT-2-small-shaped linear weights',
     '',
     `GPTQ int4 block 32 with act-order (\`gptqInt4\`: Hessian dampening and factorisation, then the ` +
-      `quantize-and-update pass) on the ${linear.length} linear weights of the 124 M set above ` +
-      `(${(params / 1e6).toFixed(1)} M parameters; the embeddings are not GPTQ's), one synthetic XᵀX per ` +
-      'input width (2,048 normal rows with per-feature scales over two decades), one thread.',
+      `quantize-and-update pass) on the linear weights of the 124 M set above (the embeddings are not ` +
+      `GPTQ's): the ${linear.length} weights of one block (${(params / 1e6).toFixed(1)} M parameters) timed, ` +
+      `the set's ${blocks} blocks being the same shapes; one synthetic XᵀX per input width (2,048 normal ` +
+      'rows with per-feature scales over two decades), one thread.',
     '',
     '| weight shape [K × N] | count | seconds each | seconds total |',
     '|---|---:|---:|---:|',
@@ -399,9 +404,14 @@ export async function gptqSpeedMarkdown(
   for (const [key, e] of byShape)
     lines.push(`| ${key} | ${e.count} | ${(e.seconds / e.count).toFixed(2)} | ${e.seconds.toFixed(1)} |`);
   lines.push(
-    `| **all** | ${linear.length} | | **${total.toFixed(1)}** |`,
+    `| one block | ${linear.length} | | ${total.toFixed(1)} |`,
+    `| **the set (${blocks} blocks)** | ${linear.length * blocks} | | **${setSeconds.toFixed(0)}** |`,
     '',
-    `Target: GPTQ on the 124 M set ≤ 60 s on one worker: ${total.toFixed(1)} s — ${total <= 60 ? 'met' : '**missed**'}.`,
+    `Target: GPTQ on the 124 M set ≤ 60 s on one worker: ${setSeconds.toFixed(0)} s — ${setSeconds <= 60 ? 'met' : '**missed**'}. ` +
+      'The time is the dense linear algebra in plain TypeScript float64: the reversed Cholesky factor of each ' +
+      'Hessian (k³/3 multiply-adds: 9.7 G for k = 3072) and the lazy-batch updates (k²n/2); the 3072-wide MLP ' +
+      'projection dominates. The pass no longer inverts the factor (another k³/3), and the factorisation does ' +
+      'four columns per load; a WebAssembly SIMD kernel for both is what is left to reach the target.',
   );
   return lines.join('\n');
 }

@@ -146,8 +146,9 @@ async function calibrationData(model: OnnxModel, spec: CalibratedModelSpec) {
   );
   if (c.source === 'generate' && existsSync(cacheFile)) {
     const cached = JSON.parse(readFileSync(cacheFile, 'utf8'));
-    sequences = cached.sequences;
-    t0 -= cached.seconds * 1000; // the time it took to generate them, not to read the file
+    sequences = Array.isArray(cached) ? cached : cached.sequences;
+    // the time it took to generate them, not to read the file (unknown for a file without it)
+    t0 -= Array.isArray(cached) ? NaN : cached.seconds * 1000;
     log(`  ${spec.name}: calibration sequences from ${cacheFile}`);
   } else if (c.source === 'generate') {
     const session = await createNodeSession(new Uint8Array(readFileSync(spec.path)));
@@ -182,7 +183,25 @@ export async function calibratedTable(spec: CalibratedModelSpec) {
   const data = await calibrationData(model, spec);
   log(`  ${spec.name}: ${data.sequences.length} calibration sequences in ${data.seconds.toFixed(1)} s`);
   const rows: CalibratedResult[] = [];
-  for (const row of available(spec.rows)) {
+  // BENCH_ROW_CACHE=DIR: each row's result is kept in DIR, and a row another bench process has
+  // claimed there is waited for, not run again, so several processes can share one table's rows
+  const rowCache = process.env.BENCH_ROW_CACHE;
+  const order = available(spec.rows);
+  if (process.env.BENCH_ROW_ORDER === 'reverse') order.reverse();
+  const fileOf = (row: CalibratedRow) =>
+    rowCache ? join(rowCache, `${spec.name}-${row.label.replace(/\W+/g, '_')}.json`) : '';
+  const claimed: CalibratedRow[] = [];
+  for (const row of order) {
+    const file = fileOf(row);
+    if (file && existsSync(file)) {
+      rows.push(JSON.parse(readFileSync(file, 'utf8')));
+      continue;
+    }
+    if (file && existsSync(file + '.claim')) {
+      claimed.push(row);
+      continue;
+    }
+    if (file) writeFileSync(file + '.claim', String(process.pid));
     const steps: ResolvedStep[] = resolveRecipe({ steps: row.steps });
     const t0 = performance.now();
     const stats = await calibrate(
@@ -206,7 +225,7 @@ export async function calibratedTable(spec: CalibratedModelSpec) {
     const t2 = performance.now();
     const bytes = exportCompressed(model, result).model;
     const r = await perplexity(bytes, model, spec);
-    rows.push({
+    const done: CalibratedResult = {
       label: row.label,
       ppl: r.perplexity,
       bytes: bytes.byteLength,
@@ -215,12 +234,22 @@ export async function calibratedTable(spec: CalibratedModelSpec) {
       captureSeconds: (t1 - t0) / 1000,
       kernelSeconds: (t2 - t1) / 1000,
       target: row.target,
-    });
+    };
+    rows.push(done);
+    if (file) writeFileSync(file, JSON.stringify(done));
     log(
       `  ${spec.name}: ${row.label.padEnd(32)} ppl ${r.perplexity.toFixed(3)}  ${formatBytes(bytes.byteLength)}  ` +
         `capture ${((t1 - t0) / 1000).toFixed(1)} s, kernel ${((t2 - t1) / 1000).toFixed(2)} s`,
     );
   }
+  for (const row of claimed) {
+    const file = fileOf(row);
+    while (!existsSync(file)) await new Promise((r) => setTimeout(r, 5000));
+    rows.push(JSON.parse(readFileSync(file, 'utf8')));
+  }
+  // the table in the rows' own order, whichever process ran them
+  const rank = (label: string) => spec.rows.findIndex((r) => r.label === label);
+  rows.sort((a, b) => rank(a.label) - rank(b.label));
   return { base: { ppl: base.perplexity, bytes: source.byteLength }, rows, data };
 }
 
@@ -234,7 +263,7 @@ export function calibratedMarkdown(
   const protocol =
     c.source === 'generate'
       ? `${c.samples} sequences × ${c.length} tokens sampled from the model itself (BOS ${c.bos}, temperature 1, seed ${c.seed}; ` +
-        `${tokens.toLocaleString('en-US')} tokens, generated once in ${data.seconds.toFixed(0)} s and shared by every row)`
+        `${tokens.toLocaleString('en-US')} tokens, generated once${Number.isFinite(data.seconds) ? ` in ${data.seconds.toFixed(0)} s` : ''} and shared by every row)`
       : `${data.sequences.length} windows × ${c.length} tokens spread evenly over the training split (\`train.txt\`, the first 90 % ` +
         `of tinyshakespeare the model was trained on; ${tokens.toLocaleString('en-US')} tokens — never \`heldout.txt\`)`;
   const lines = [
@@ -364,7 +393,8 @@ export async function gptqSpeedMarkdown(
 ): Promise<string> {
   // the twelve blocks have the same four shapes and (synthetic) Hessians, so one block is timed and
   // the set's time is twelve times it
-  const blocks = new Set(tensors.filter((t) => t.name.startsWith('h.')).map((t) => t.name.split('.')[1])).size;
+  const blocks = new Set(tensors.filter((t) => t.name.startsWith('h.')).map((t) => t.name.split('.')[1]))
+    .size;
   const linear = tensors.filter((t) => t.name.startsWith('h.0.'));
   const hessians = new Map<number, Awaited<ReturnType<typeof syntheticHessian>>>();
   for (const k of new Set(linear.map((t) => t.shape[0]))) hessians.set(k, await syntheticHessian(k, 2048, k));

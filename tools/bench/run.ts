@@ -706,6 +706,15 @@ function mergeReport(sections: string[]) {
       const notes = blocks.findIndex((b) => b.heading === '## Reading the tables');
       blocks.splice(i >= 0 ? i + 1 : notes >= 0 ? notes : blocks.length, 0, fresh);
     }
+  // the header says which sections are newer than the rest
+  const head = blocks[0];
+  const mark = `Sections rewritten by \`npm run bench -- --only ${ONLY}\``;
+  const stamp =
+    `${mark} on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} × ` +
+    `${cpus()[0]?.model ?? 'unknown CPU'}); the others are from the full run above.`;
+  const lines = head.text.split('\n').filter((l) => !l.startsWith(mark));
+  lines.splice(lines.length - 1, 0, stamp, '');
+  head.text = lines.join('\n').replace(/\n{3,}/g, '\n\n');
   writeFileSync(
     OUT,
     blocks

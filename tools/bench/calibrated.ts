@@ -40,6 +40,8 @@ export interface CalibratedRow {
   steps: RecipeStep[];
   /** The issue's target on this row's perplexity (≤), checked in the table. */
   target?: number;
+  /** A target the issue sets for either of several rows (30 %: SparseGPT or Wanda): met by the best of them. */
+  targetGroup?: string;
 }
 
 /** Rows whose method is not (yet) registered are left out: AWQ's row appears once src/methods/awq lands. */
@@ -65,10 +67,30 @@ export const STORIES_CALIBRATED: CalibratedRow[] = [
     steps: [{ method: 'sparsegpt', options: { pattern: '2:4' } }],
     target: 40,
   },
-  { label: 'SparseGPT 50%', steps: [{ method: 'sparsegpt', options: { sparsity: 0.5 } }], target: 20 },
-  { label: 'SparseGPT 30%', steps: [{ method: 'sparsegpt', options: { sparsity: 0.3 } }], target: 4.35 },
-  { label: 'Wanda 50%', steps: [{ method: 'wanda', options: { sparsity: 0.5 } }], target: 20 },
-  { label: 'Wanda 30%', steps: [{ method: 'wanda', options: { sparsity: 0.3 } }], target: 4.35 },
+  {
+    label: 'SparseGPT 50%',
+    steps: [{ method: 'sparsegpt', options: { sparsity: 0.5 } }],
+    target: 20,
+    targetGroup: '50 %',
+  },
+  {
+    label: 'SparseGPT 30%',
+    steps: [{ method: 'sparsegpt', options: { sparsity: 0.3 } }],
+    target: 4.35,
+    targetGroup: '30 %',
+  },
+  {
+    label: 'Wanda 50%',
+    steps: [{ method: 'wanda', options: { sparsity: 0.5 } }],
+    target: 20,
+    targetGroup: '50 %',
+  },
+  {
+    label: 'Wanda 30%',
+    steps: [{ method: 'wanda', options: { sparsity: 0.3 } }],
+    target: 4.35,
+    targetGroup: '30 %',
+  },
   { label: 'W8A8 (min–max)', steps: [{ method: 'w8a8' }], target: 3.6 },
   { label: 'LLM.int8 (threshold 6)', steps: [{ method: 'llm-int8' }], target: 3.555 },
 ];
@@ -85,8 +107,18 @@ export const DEMO_CALIBRATED: CalibratedRow[] = [
     steps: [{ method: 'sparsegpt', options: { pattern: '2:4' } }],
     target: 48.5,
   },
-  { label: 'SparseGPT 50%', steps: [{ method: 'sparsegpt', options: { sparsity: 0.5 } }], target: 47.5 },
-  { label: 'Wanda 50%', steps: [{ method: 'wanda', options: { sparsity: 0.5 } }], target: 47.5 },
+  {
+    label: 'SparseGPT 50%',
+    steps: [{ method: 'sparsegpt', options: { sparsity: 0.5 } }],
+    target: 47.5,
+    targetGroup: '50 %',
+  },
+  {
+    label: 'Wanda 50%',
+    steps: [{ method: 'wanda', options: { sparsity: 0.5 } }],
+    target: 47.5,
+    targetGroup: '50 %',
+  },
   { label: 'W8A8 (min–max)', steps: [{ method: 'w8a8' }] },
   { label: 'LLM.int8 (threshold 6)', steps: [{ method: 'llm-int8' }] },
 ];
@@ -115,6 +147,7 @@ interface CalibratedResult {
   captureSeconds: number;
   kernelSeconds: number;
   target?: number;
+  targetGroup?: string;
 }
 
 function nodeRuntime(model: OnnxModel): CalibrationRuntime {
@@ -250,6 +283,11 @@ export async function calibratedTable(spec: CalibratedModelSpec) {
   // the table in the rows' own order, whichever process ran them
   const rank = (label: string) => spec.rows.findIndex((r) => r.label === label);
   rows.sort((a, b) => rank(a.label) - rank(b.label));
+  // targets as the spec sets them now, also for rows read back from BENCH_ROW_CACHE
+  for (const r of rows) {
+    r.target = spec.rows[rank(r.label)]?.target;
+    r.targetGroup = spec.rows[rank(r.label)]?.targetGroup;
+  }
   return { base: { ppl: base.perplexity, bytes: source.byteLength }, rows, data };
 }
 
@@ -273,7 +311,16 @@ export function calibratedMarkdown(
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    const target = r.target === undefined ? '—' : `≤ ${r.target} ${r.ppl <= r.target ? 'met' : '**missed**'}`;
+    // a target set for either of several rows is judged on the best of them
+    const group = r.targetGroup ? rows.filter((x) => x.targetGroup === r.targetGroup) : [r];
+    const best = Math.min(...group.map((x) => x.ppl));
+    const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
+    const target =
+      r.target === undefined
+        ? '—'
+        : group.length > 1
+          ? `≤ ${r.target} (${r.targetGroup}, either method): ${verdict(best <= r.target)}`
+          : `≤ ${r.target} ${verdict(r.ppl <= r.target)}`;
     lines.push(
       `| ${r.label} | ${r.ppl.toFixed(3)} | ${target} | ${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} % | ` +
         `${formatBytes(r.bytes)} | ${(base.bytes / r.bytes).toFixed(2)} | ${r.bitsPerWeight.toFixed(2)} | ` +

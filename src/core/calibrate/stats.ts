@@ -111,14 +111,15 @@ export function accumulateInputStats(
   if (!xtx) return;
   if (gram && Array.isArray(gram)) {
     for (const b of gram as GramBlockValues[]) {
-      if (b.data.length !== b.rows * b.cols || b.r0 + b.rows > k || b.c0 + b.cols > k)
+      const { r0, c0, rows: br, cols: bc } = b;
+      // a typed array, so the adds below stay a monomorphic loop
+      const data = b.data instanceof Float32Array ? b.data : Float32Array.from(b.data);
+      if (data.length !== br * bc || r0 + br > k || c0 + bc > k)
         throw new ModelError(
           'invalid-argument',
           `An XᵀX block of '${stats.input}' does not fit its ${k}² matrix.`,
         );
-      for (let i = 0; i < b.rows; i++)
-        for (let j = 0, at = (b.r0 + i) * k + b.c0, src = i * b.cols; j < b.cols; j++)
-          xtx[at + j] += b.data[src + j];
+      for (let i = 0; i < br; i++) addRow(xtx, (r0 + i) * k + c0, data, i * bc, bc);
     }
     return;
   }
@@ -153,6 +154,11 @@ export interface GramBlockValues {
   rows: number;
   cols: number;
   data: ArrayLike<number>;
+}
+
+/** dst[at .. at+len) += src[from .. from+len), in float64. */
+function addRow(dst: Float64Array, at: number, src: Float32Array, from: number, len: number): void {
+  for (let j = 0; j < len; j++) dst[at + j] += src[from + j];
 }
 
 /** Mirrors XᵀX's upper triangle into its lower one; call once, after the last accumulate. */

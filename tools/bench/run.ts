@@ -712,7 +712,8 @@ function mergeReport(sections: string[]) {
   const stamp =
     `${mark} on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} × ` +
     `${cpus()[0]?.model ?? 'unknown CPU'}); the others are from the full run above.`;
-  const lines = head.text.split('\n').filter((l) => !l.startsWith(mark));
+  // one such line, for the latest --only run (a previous one's sections may have been rewritten again)
+  const lines = head.text.split('\n').filter((l) => !l.startsWith('Sections rewritten by'));
   lines.splice(lines.length - 1, 0, stamp, '');
   head.text = lines.join('\n').replace(/\n{3,}/g, '\n\n');
   writeFileSync(

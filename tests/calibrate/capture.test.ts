@@ -233,6 +233,55 @@ describe('activation capture', () => {
     expect(worst).toBeLessThan(1e-5);
   });
 
+  it('XᵀX of a wide activation, computed as blocks on and above the diagonal, is the whole XᵀX', async () => {
+    // a MatMul reading 400 features: the capture graph cuts them into two column blocks (3 Gemms)
+    const { floatTensor, makeModelBytes, makeNode, valueInfo } = await import('../../src/core/onnx/build.ts');
+    const k = 400;
+    const n = 3;
+    const w = Float32Array.from({ length: k * n }, (_, i) => Math.sin(i));
+    const wide = parseModel(
+      bytesSource(
+        'wide.onnx',
+        makeModelBytes({
+          nodes: [makeNode('Tanh', ['x'], ['h']), makeNode('MatMul', ['h', 'w'], ['y'])],
+          inputs: [valueInfo('x', DataType.FLOAT, [1, 'seq', k])],
+          outputs: [valueInfo('y', DataType.FLOAT, [1, 'seq', n])],
+          initializers: [floatTensor('w', [k, n], w)],
+        }),
+      ),
+    );
+    const plan = planCapture(wide, ['w']);
+    expect(plan.targets[0].gramBlocks!.map((b) => [b.r0, b.c0, b.rows, b.cols])).toEqual([
+      [0, 0, 200, 200],
+      [0, 200, 200, 200],
+      [200, 200, 200, 200],
+    ]);
+    const rows = 7;
+    const x = Float32Array.from({ length: rows * k }, (_, i) => Math.cos(i * 0.37) * (1 + (i % 5)));
+    const captureSession = await createNodeSession(plan.bytes);
+    const out = await captureSession.run({ x: new Tensor('float32', x, [1, rows, k]) });
+    await captureSession.release();
+    const h = out[plan.targets[0].output].data as Float32Array;
+    const { accumulateInputStats, emptyInputStats, finishInputStats } =
+      await import('../../src/core/calibrate/stats.ts');
+    const stats = emptyInputStats('h', k, true);
+    accumulateInputStats(
+      stats,
+      h,
+      rows,
+      plan.targets[0].gramBlocks!.map((b) => ({ ...b, data: out[b.output].data as Float32Array })),
+    );
+    finishInputStats(stats);
+    let worst = 0;
+    for (let i = 0; i < k; i++)
+      for (let j = 0; j < k; j++) {
+        let d = 0;
+        for (let r = 0; r < rows; r++) d += h[r * k + i] * h[r * k + j];
+        worst = Math.max(worst, Math.abs(d - stats.xtx![i * k + j]) / (1 + Math.abs(d)));
+      }
+    expect(worst).toBeLessThan(1e-5);
+  });
+
   it('streams sequence by sequence with progress, honours cancel, skips XᵀX where not asked for', async () => {
     const plan = planCapture(model, ['l0.wq', 'l0.w1', 'l4.w2'], { hessian: (w) => w !== 'l0.wq' });
     const captureSession = await createNodeSession(plan.bytes);

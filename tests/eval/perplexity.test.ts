@@ -202,5 +202,23 @@ describe.runIf(existsSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/traini
       const expected = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8'));
       expect(tok.encode(readFileSync(join(dir, 'heldout.txt'), 'utf8'))).toEqual(expected);
     });
+
+    it('train.txt is the training split: the token count the training script reports, cut at a line start before the held-out text', async () => {
+      const { loadTokenizer } = await import('../../src/core/tokenizer.ts');
+      const tok = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));
+      const train = readFileSync(join(dir, 'train.txt'), 'utf8');
+      const heldout = readFileSync(join(dir, 'heldout.txt'), 'utf8');
+      const training = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
+      expect(tok.encode(train).length).toBe(training.train_tokens);
+      expect(train.endsWith('\n')).toBe(true);
+      // the split is 90 % / 10 % of the characters (the cut moves to the next line start)
+      const share = train.length / (train.length + heldout.length);
+      expect(share).toBeGreaterThanOrEqual(0.9);
+      expect(share).toBeLessThan(0.9001);
+      // no held-out line long enough to be telling appears in the training text
+      const lines = heldout.split('\n').filter((l) => l.length > 45);
+      expect(lines.length).toBeGreaterThan(100);
+      expect(lines.filter((l) => train.includes(l))).toEqual([]);
+    });
   },
 );

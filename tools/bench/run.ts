@@ -2,7 +2,9 @@
  * `npm run bench`: quality of every method at several strengths (perplexity next to file size) on
  * the demo model and on stories260K, and the speed of every kernel against the reference Python
  * implementations (torch / scikit-learn) on the same weights. Writes docs/BENCHMARKS.md.
- * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE, --structure-only (only the
+ * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE, --speed-only (keep the
+ * quality tables of the last run), --only calibrated (only the calibrated tables and the calibration
+ * speed sections, merged into the last run's file by heading), --structure-only (only the
  * structured-pruning section, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
@@ -38,6 +40,16 @@ import { errorStats } from '../../src/core/compress/metrics.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { structureSection } from './structure.ts';
+import {
+  DEMO_CALIBRATED,
+  DEMO_TRAIN,
+  STORIES_CALIBRATED,
+  calibratedMarkdown,
+  calibratedTable,
+  captureSpeedMarkdown,
+  gptqSpeedMarkdown,
+  type CalibratedModelSpec,
+} from './calibrated.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -47,6 +59,13 @@ const STORIES = join(ROOT, 'tests/fixtures/stories260K');
 const args = new Set(process.argv.slice(2));
 const outIndex = process.argv.indexOf('--out');
 const OUT = outIndex > 0 ? process.argv[outIndex + 1] : join(ROOT, 'docs/BENCHMARKS.md');
+const onlyIndex = process.argv.indexOf('--only');
+const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : null;
+/** --only calibrated, or some of its parts: --only stories,demo,capture,gptq */
+const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
+const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
+if (ONLY !== null && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
+  throw new Error(`--only takes 'calibrated' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`);
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -497,10 +516,16 @@ async function main() {
   const started = new Date().toISOString().slice(0, 10);
   if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
 
+  if (ONLY !== null) {
+    await calibratedOnly(sections);
+    mergeReport(sections);
+    return;
+  }
   if (!args.has('--speed-only')) await qualitySections(sections);
   if (!args.has('--speed-only')) sections.push(await structureSection(ROOT));
   sections.push(await previewLatencyMarkdown());
-  speedSections(sections, python);
+  await speedSections(sections, python);
+  sections.push(await captureSpeedSection());
   writeReport(sections, started);
 }
 
@@ -516,27 +541,113 @@ async function qualitySections(sections: string[]) {
     const demo = await qualityTable('demo', join(DEMO, 'model.onnx'), [ids], ctx, stride);
     sections.push(
       qualityMarkdown(
-        'Demo model (tiny-shakespeare-gpt2, GPT-2 architecture) on its held-out text',
+        DEMO_TITLE,
         `Protocol: \`heldout.txt\` (last 10 % of tinyshakespeare), ${demo.tokens.toLocaleString('en-US')} tokens scored, ` +
           `strided window ctx ${ctx}, stride ${stride}. Linear weights compressed; the tied embedding/LM head stays fp32 (opt-in in a recipe).`,
         demo.rows,
       ),
     );
+    const spec = demoCalibratedSpec();
+    sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
   }
   log('quality: stories260K');
   const storiesIds = parseIdsText(readFileSync(join(STORIES, 'ids.txt'), 'utf8'));
   const stories = await qualityTable('stories260K', join(STORIES, 'model.onnx'), storiesIds, 512, 256);
   sections.push(
     qualityMarkdown(
-      'stories260K (real pretrained Llama-architecture model) on its TinyStories sample',
+      STORIES_TITLE,
       `Protocol: \`ids.txt\`, five stories each scored from its first token, ${stories.tokens.toLocaleString('en-US')} predictions ` +
         `(reference fp32 3.5482; per-row int8 3.551, int4 4.390). Linear weights compressed; the tied embedding stays fp32.`,
       stories.rows,
     ),
   );
+  const spec = storiesCalibratedSpec();
+  sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
 }
 
-function speedSections(sections: string[], python: boolean) {
+const DEMO_TITLE = 'Demo model (tiny-shakespeare-gpt2, GPT-2 architecture) on its held-out text';
+const STORIES_TITLE = 'stories260K (real pretrained Llama-architecture model) on its TinyStories sample';
+
+/** The demo model calibrated on 128 windows × 128 tokens of its training split (never heldout.txt). */
+function demoCalibratedSpec(): CalibratedModelSpec {
+  const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+  const ctx = JSON.parse(readFileSync(join(DEMO, 'config.json'), 'utf8')).n_positions;
+  return {
+    name: 'demo',
+    title: 'Demo model',
+    path: join(DEMO, 'model.onnx'),
+    evalSequences: [tokenizer.encode(readFileSync(join(DEMO, 'heldout.txt'), 'utf8'))],
+    ctx,
+    stride: ctx / 2,
+    calibration: {
+      source: 'text',
+      file: DEMO_TRAIN(DEMO),
+      tokenizer: join(DEMO, 'tokenizer.json'),
+      samples: 128,
+      length: 128,
+    },
+    rows: DEMO_CALIBRATED,
+  };
+}
+
+/** stories260K calibrated on 128 sequences × 256 tokens it generates itself (seed 0). */
+function storiesCalibratedSpec(): CalibratedModelSpec {
+  return {
+    name: 'stories260K',
+    title: 'stories260K',
+    path: join(STORIES, 'model.onnx'),
+    evalSequences: parseIdsText(readFileSync(join(STORIES, 'ids.txt'), 'utf8')),
+    ctx: 512,
+    stride: 256,
+    calibration: { source: 'generate', samples: 128, length: 256, seed: 0, bos: 1 },
+    rows: STORIES_CALIBRATED,
+  };
+}
+
+/** Activation capture tokens/s against a plain perplexity pass, on the calibration shapes of each model. */
+async function captureSpeedSection(): Promise<string> {
+  log('speed: activation capture');
+  const rows: string[] = [];
+  if (existsSync(join(DEMO, 'model.onnx'))) {
+    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+    const ids = tokenizer.encode(readFileSync(DEMO_TRAIN(DEMO), 'utf8'));
+    const windows = Array.from({ length: 32 }, (_, i) => ids.slice(i * 128, (i + 1) * 128));
+    rows.push(await captureSpeedMarkdown('demo model', join(DEMO, 'model.onnx'), windows));
+  }
+  const stories = parseIdsText(readFileSync(join(STORIES, 'ids.txt'), 'utf8')).map((s) => s.slice(0, 256));
+  rows.push(await captureSpeedMarkdown('stories260K', join(STORIES, 'model.onnx'), stories));
+  return [
+    '## Calibration speed: activation capture against a plain perplexity pass',
+    '',
+    'Tokens per second through onnxruntime-node (default threads) over the same sequences, best of 2: a perplexity ' +
+      'pass (logits, NLL) against one capture of every linear weight’s input (the capture graph returns each ' +
+      'activation; the statistics — Σx², max |x|, min/max, histogram — are folded in JS; with XᵀX the capture ' +
+      'graph also computes each activation’s Gram matrix with a Gemm, added in float64).',
+    '',
+    '| model | sequences × tokens | perplexity pass tok/s | capture with XᵀX tok/s (× ppl) | capture without XᵀX tok/s (× ppl) | target ≥ 0.5× |',
+    '|---|---|---:|---:|---:|---|',
+    ...rows,
+  ].join('\n');
+}
+
+/** --only calibrated (or some of its parts): the calibrated tables and the calibration speed sections. */
+async function calibratedOnly(sections: string[]) {
+  if (PARTS.includes('stories')) {
+    log('calibrated: stories260K');
+    const stories = storiesCalibratedSpec();
+    sections.push(calibratedMarkdown(stories, await calibratedTable(stories)));
+  }
+  if (PARTS.includes('demo') && existsSync(join(DEMO, 'model.onnx'))) {
+    log('calibrated: demo model');
+    const spec = demoCalibratedSpec();
+    sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
+  }
+  if (PARTS.includes('capture')) sections.push(await captureSpeedSection());
+  if (PARTS.includes('gptq') && !args.has('--quick'))
+    sections.push(await gptqSpeedMarkdown(gpt2SmallSynthetic().tensors));
+}
+
+async function speedSections(sections: string[], python: boolean) {
   sections.push('## Speed: kernels against the reference implementations');
   const sets: { set: () => WeightSet; repeats: number }[] = [];
   if (existsSync(join(DEMO, 'model.onnx'))) {
@@ -554,6 +665,10 @@ function speedSections(sections: string[], python: boolean) {
     const s = set();
     log(`speed: ${s.name}`);
     sections.push(speedMarkdown(s, speedTable(s, python, repeats)));
+    if (s.kmeansTarget) {
+      log('speed: GPTQ on the 124 M set');
+      sections.push(await gptqSpeedMarkdown(s.tensors));
+    }
   }
 }
 
@@ -573,6 +688,64 @@ function replaceSection(section: string) {
   }
   writeFileSync(OUT, doc);
   log(`wrote ${OUT} (${title.slice(3)} replaced)`);
+}
+
+/** A markdown document cut at its headings (## to ####): [heading line, text up to the next heading]. */
+function blocksOf(doc: string): { heading: string; text: string }[] {
+  const blocks: { heading: string; text: string }[] = [];
+  for (const line of doc.split('\n')) {
+    if (/^#{1,4} /.test(line) || !blocks.length) blocks.push({ heading: line, text: line + '\n' });
+    else blocks[blocks.length - 1].text += line + '\n';
+  }
+  return blocks;
+}
+
+/**
+ * --only: each fresh section replaces the block with its heading in the last run's file; a section
+ * the file lacks goes in after the block it follows in a full run (a calibrated table after its
+ * model's table, the calibration speed section before the notes).
+ */
+function mergeReport(sections: string[]) {
+  if (!existsSync(OUT)) throw new Error(`--only needs ${OUT} from a full run to merge into`);
+  const blocks = blocksOf(readFileSync(OUT, 'utf8'));
+  const after = (heading: string) =>
+    heading.includes('Demo model: calibrated')
+      ? `### ${DEMO_TITLE}`
+      : heading.includes('stories260K: calibrated')
+        ? `### ${STORIES_TITLE}`
+        : heading.startsWith('### GPTQ')
+          ? '### GPT-2-small-shaped synthetic weights (124 M parameters)'
+          : null;
+  for (const section of sections)
+    for (const fresh of blocksOf(section + '\n\n')) {
+      const at = blocks.findIndex((b) => b.heading === fresh.heading);
+      if (at >= 0) {
+        blocks[at] = fresh;
+        continue;
+      }
+      const anchor = after(fresh.heading);
+      const i = anchor ? blocks.findIndex((b) => b.heading === anchor) : -1;
+      const notes = blocks.findIndex((b) => b.heading === '## Reading the tables');
+      blocks.splice(i >= 0 ? i + 1 : notes >= 0 ? notes : blocks.length, 0, fresh);
+    }
+  // the header says which sections are newer than the rest
+  const head = blocks[0];
+  const mark = `Sections rewritten by \`npm run bench -- --only ${ONLY}\``;
+  const stamp =
+    `${mark} on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} × ` +
+    `${cpus()[0]?.model ?? 'unknown CPU'}); the others are from the full run above.`;
+  // one such line, for the latest --only run (a previous one's sections may have been rewritten again)
+  const lines = head.text.split('\n').filter((l) => !l.startsWith('Sections rewritten by'));
+  lines.splice(lines.length - 1, 0, stamp, '');
+  head.text = lines.join('\n').replace(/\n{3,}/g, '\n\n');
+  writeFileSync(
+    OUT,
+    blocks
+      .map((b) => b.text)
+      .join('')
+      .replace(/\n+$/, '\n'),
+  );
+  log(`wrote ${OUT} (only the calibrated sections replaced)`);
 }
 
 function writeReport(sections: string[], started: string) {

@@ -27,17 +27,37 @@ export interface CaptureTarget {
   input: string;
   /** The graph output that carries it in the capture model. */
   output: string;
-  /** The graph output carrying this run's XᵀX, [k, k], when the Hessian was asked for. */
-  gramOutput: string | null;
+  /** The graph outputs carrying this run's XᵀX (its upper triangle's blocks), when the Hessian was asked for. */
+  gramBlocks: GramBlock[] | null;
   /** Input features (the weight's reduction length). */
   k: number;
 }
+
+/** One block XᵀX[r0 .. r0+rows, c0 .. c0+cols] of a Gram matrix, on or above the diagonal, as a graph output. */
+export interface GramBlock {
+  output: string;
+  r0: number;
+  c0: number;
+  rows: number;
+  cols: number;
+}
+
+/**
+ * Features per Gram block. XᵀX costs rows·k² multiply-adds, more than the model itself for a wide
+ * activation (the demo's MLP input, k = 768: 590 k per token against the model's 3 M for all six
+ * layers), and it is symmetric: cut into b column blocks, only the b(b+1)/2 blocks on and above the
+ * diagonal are computed (k = 768 in four: 10 of 16), the rest mirrored in float64 afterwards.
+ */
+const GRAM_BLOCK = 192;
 
 export interface CapturePlan {
   targets: CaptureTarget[];
   /** Distinct capture outputs, one per activation however many weights read it. */
   outputs: string[];
-  /** The capture model, serialised (the original graph plus Identity → output per activation). */
+  /**
+   * The capture model, serialised: the nodes the captured activations depend on (and the MatMuls
+   * reading them), plus an Identity → output per activation; the model's own outputs are dropped.
+   */
   bytes: Uint8Array;
 }
 
@@ -97,7 +117,7 @@ export interface PlanOptions {
   hessian?: boolean | ((weight: string) => boolean);
 }
 
-/** The capture model for `weights`: every graph node unchanged, each activation also an output. */
+/** The capture model for `weights`: the graph up to the activations, each activation an output. */
 export function planCapture(
   model: OnnxModel,
   weights: readonly string[],
@@ -116,7 +136,7 @@ export function planCapture(
   };
   const wantHessian = opts.hessian ?? true;
   const outputOf = new Map<string, string>();
-  const gramOf = new Map<string, string>();
+  const gramOf = new Map<string, GramBlock[]>();
   const nodes: NodeProto[] = [];
   const initializers: TensorProto[] = [];
   const outputs: ValueInfoProto[] = [];
@@ -135,33 +155,91 @@ export function planCapture(
       nodes.push(makeNode('Identity', [input], [output], {}, { name: output }));
       outputs.push(floatOutput(output));
     }
-    let gramOutput: string | null = null;
+    let gramBlocks: GramBlock[] | null = null;
     if (typeof wantHessian === 'function' ? wantHessian(weight) : wantHessian) {
-      gramOutput = gramOf.get(input) ?? null;
-      if (!gramOutput) {
-        gramOutput = fresh(`${input}__xtx`);
-        gramOf.set(input, gramOutput);
+      gramBlocks = gramOf.get(input) ?? null;
+      if (!gramBlocks) {
+        gramBlocks = [];
+        gramOf.set(input, gramBlocks);
         const shape = fresh(`${input}__rows_shape`);
         const rows = fresh(`${input}__rows`);
         initializers.push(int64Tensor(shape, [2], [-1, k]));
         nodes.push(makeNode('Reshape', [output, shape], [rows], {}, { name: rows }));
-        nodes.push(makeNode('Gemm', [rows, rows], [gramOutput], { transA: 1 }, { name: gramOutput }));
-        outputs.push(floatOutput(gramOutput));
+        // column blocks [b0, b1) of the [rows, k] activation; one block: the activation itself
+        const cuts: { b0: number; b1: number; name: string }[] = [];
+        const parts = Math.max(1, Math.round(k / GRAM_BLOCK));
+        for (let p = 0; p < parts; p++) {
+          const b0 = Math.round((p * k) / parts);
+          const b1 = Math.round(((p + 1) * k) / parts);
+          if (parts === 1) {
+            cuts.push({ b0, b1, name: rows });
+            continue;
+          }
+          const name = fresh(`${input}__cols_${p}`);
+          const starts = fresh(`${name}_starts`);
+          const ends = fresh(`${name}_ends`);
+          const axes = fresh(`${name}_axes`);
+          initializers.push(int64Tensor(starts, [1], [b0]), int64Tensor(ends, [1], [b1]));
+          initializers.push(int64Tensor(axes, [1], [1]));
+          nodes.push(makeNode('Slice', [rows, starts, ends, axes], [name], {}, { name }));
+          cuts.push({ b0, b1, name });
+        }
+        for (let p = 0; p < cuts.length; p++)
+          for (let q = p; q < cuts.length; q++) {
+            const gram = fresh(parts === 1 ? `${input}__xtx` : `${input}__xtx_${p}_${q}`);
+            nodes.push(makeNode('Gemm', [cuts[p].name, cuts[q].name], [gram], { transA: 1 }, { name: gram }));
+            outputs.push(floatOutput(gram));
+            gramBlocks.push({
+              output: gram,
+              r0: cuts[p].b0,
+              c0: cuts[q].b0,
+              rows: cuts[p].b1 - cuts[p].b0,
+              cols: cuts[q].b1 - cuts[q].b0,
+            });
+          }
       }
     }
-    targets.push({ weight, input, output, gramOutput, k });
+    targets.push({ weight, input, output, gramBlocks, k });
   }
+  const all = [...model.graph.node, ...nodes];
+  const kept = upstreamNodes(all, [
+    ...outputs.map((o) => o.name),
+    // the nodes that multiply the captured activations by the weights stay, so a probe can check X·W
+    ...all.filter((n) => n.input.some((x) => targets.some((t) => t.weight === x))).flatMap((n) => n.output),
+  ]);
   const graph = {
     ...model.graph,
-    node: [...model.graph.node, ...nodes],
-    output: [...model.graph.output, ...outputs],
+    node: kept ?? all,
+    // without the model's own outputs (logits) when the graph could be cut: layers after the last
+    // captured activation, and the LM head, need not run (sequential calibration captures each layer
+    // group in turn, so on average half the model and the head are skipped)
+    output: kept ? outputs : [...model.graph.output, ...outputs],
     initializer: [...model.graph.initializer, ...initializers],
   };
   return {
     targets,
-    outputs: [...outputOf.values(), ...gramOf.values()],
+    outputs: [...outputOf.values(), ...[...gramOf.values()].flat().map((b) => b.output)],
     bytes: writeModel(model, { graph }).model,
   };
+}
+
+/**
+ * The nodes (in graph order) that the tensors `wanted` depend on, or null when the graph has nodes
+ * with subgraphs (If, Loop, Scan), whose reads of outer names do not appear in their inputs.
+ */
+function upstreamNodes(nodes: readonly NodeProto[], wanted: readonly string[]): NodeProto[] | null {
+  if (nodes.some((n) => n.attribute?.some((a) => a.g || a.graphs?.length))) return null;
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.output.forEach((o) => producer.set(o, i)));
+  const keep = new Uint8Array(nodes.length);
+  const stack = [...wanted];
+  while (stack.length) {
+    const i = producer.get(stack.pop()!);
+    if (i === undefined || keep[i]) continue;
+    keep[i] = 1;
+    for (const x of nodes[i].input) if (x) stack.push(x);
+  }
+  return nodes.filter((_, i) => keep[i]);
 }
 
 export interface CaptureOptions {
@@ -205,7 +283,7 @@ export async function captureActivationStats(
         `The session was not created from this capture plan (no output '${o}').`,
       );
   const byOutput = new Map<string, InputStats>();
-  const gramOutput = new Map<string, string>();
+  const gramOutput = new Map<string, GramBlock[]>();
   const layers: Record<string, InputStats> = {};
   for (const t of plan.targets) {
     let stats = byOutput.get(t.output);
@@ -213,9 +291,9 @@ export async function captureActivationStats(
       stats = emptyInputStats(t.input, t.k, false);
       byOutput.set(t.output, stats);
     }
-    if (t.gramOutput && !stats.xtx) {
+    if (t.gramBlocks && !stats.xtx) {
       stats.xtx = new Float64Array(t.k * t.k);
-      gramOutput.set(t.output, t.gramOutput);
+      gramOutput.set(t.output, t.gramBlocks);
     }
     if (stats.k !== t.k)
       throw new ModelError(
@@ -252,7 +330,7 @@ export async function captureActivationStats(
         stats,
         x,
         x.length / stats.k,
-        gram ? activationAsFloat32(out[gram].data, gram) : undefined,
+        gram?.map((b) => ({ ...b, data: activationAsFloat32(out[b.output].data, b.output) })),
       );
     }
     for (const t of Object.values(out)) t.dispose?.();

@@ -68,13 +68,13 @@ const XTX_ROW_CHUNK = 64;
  * triangle in chunks of rows (each accumulator row i gets Σ_r x[r,i]·x[r,i..k) in one sweep) and
  * mirrored by `finishInputStats` — unless `gram`, these rows' XᵀX computed elsewhere (the capture
  * graph computes it with onnxruntime's MatMul, k²·rows multiply-adds that are slow in plain JS), is
- * given: then it is added in float64.
+ * given: the whole k × k matrix, or blocks of it covering the upper triangle; it is added in float64.
  */
 export function accumulateInputStats(
   stats: InputStats,
   x: Float32Array,
   rows: number,
-  gram?: ArrayLike<number>,
+  gram?: ArrayLike<number> | GramBlockValues[],
 ): void {
   const { k } = stats;
   if (x.length !== rows * k)
@@ -109,13 +109,27 @@ export function accumulateInputStats(
   stats.rows += rows;
   const xtx = stats.xtx;
   if (!xtx) return;
+  if (gram && Array.isArray(gram)) {
+    for (const b of gram as GramBlockValues[]) {
+      const { r0, c0, rows: br, cols: bc } = b;
+      // a typed array, so the adds below stay a monomorphic loop
+      const data = b.data instanceof Float32Array ? b.data : Float32Array.from(b.data);
+      if (data.length !== br * bc || r0 + br > k || c0 + bc > k)
+        throw new ModelError(
+          'invalid-argument',
+          `An XᵀX block of '${stats.input}' does not fit its ${k}² matrix.`,
+        );
+      for (let i = 0; i < br; i++) addRow(xtx, (r0 + i) * k + c0, data, i * bc, bc);
+    }
+    return;
+  }
   if (gram) {
     if (gram.length !== k * k)
       throw new ModelError(
         'invalid-argument',
         `XᵀX of '${stats.input}' has ${gram.length} values, expected ${k}².`,
       );
-    for (let i = 0; i < k * k; i++) xtx[i] += gram[i];
+    for (let i = 0; i < k * k; i++) xtx[i] += (gram as ArrayLike<number>)[i];
     return;
   }
   const chunk = new Float64Array(XTX_ROW_CHUNK * k);
@@ -131,6 +145,20 @@ export function accumulateInputStats(
       }
     }
   }
+}
+
+/** XᵀX[r0 .. r0+rows, c0 .. c0+cols] of some activation rows, row-major (blocks on or above the diagonal). */
+export interface GramBlockValues {
+  r0: number;
+  c0: number;
+  rows: number;
+  cols: number;
+  data: ArrayLike<number>;
+}
+
+/** dst[at .. at+len) += src[from .. from+len), in float64. */
+function addRow(dst: Float64Array, at: number, src: Float32Array, from: number, len: number): void {
+  for (let j = 0; j < len; j++) dst[at + j] += src[from + j];
 }
 
 /** Mirrors XᵀX's upper triangle into its lower one; call once, after the last accumulate. */

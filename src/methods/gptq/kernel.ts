@@ -8,7 +8,7 @@
  * Weights are handled input-major, [K, N]: GPTQ's "columns" are the rows here.
  */
 import { ModelError } from '../../core/errors.ts';
-import { layerHessian, permuteSymmetric, upperCholeskyOfInverse } from '../../core/calibrate/linalg.ts';
+import { layerHessian, permuteSymmetric, reversedCholesky } from '../../core/calibrate/linalg.ts';
 import { inputMajor, runObsPass } from '../../core/calibrate/obs.ts';
 import type { HessianSource } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
@@ -53,7 +53,8 @@ interface Prepared {
   work: Float64Array;
   /** The weights before any update, in original order (dead inputs zeroed), for static scales. */
   original: Float64Array;
-  u: Float64Array;
+  /** H's reversed Cholesky factor (H = VVᵀ, V upper) in processing order, for runObsPass. */
+  v: Float64Array;
   /** perm[pos] = original input index processed at position pos. */
   perm: Int32Array;
 }
@@ -69,10 +70,10 @@ function prepare(w: WeightMatrix, stats: HessianSource, opts: GptqCommonOptions)
     perm.sort((a, b) => h[b * k + b] - h[a * k + a] || a - b);
   }
   const hp = opts.actOrder ? permuteSymmetric(h, k, perm) : h;
-  const u = upperCholeskyOfInverse(hp, k);
+  const v = reversedCholesky(hp, k);
   const work = new Float64Array(k * n);
   for (let pos = 0; pos < k; pos++) work.set(original.subarray(perm[pos] * n, (perm[pos] + 1) * n), pos * n);
-  return { k, n, work, original, u, perm };
+  return { k, n, work, original, v, perm };
 }
 
 function lazyBlockFor(opts: GptqCommonOptions, multipleOf: number): number {
@@ -115,7 +116,7 @@ export function gptqInt4(
   const { blockSize, symmetric } = opts;
   if (!(blockSize >= 2) || !Number.isInteger(blockSize))
     throw new ModelError('invalid-argument', `int4 block size must be a whole number ≥ 2, got ${blockSize}.`);
-  const { k, n, work, original, u, perm } = prepare(w, stats, opts);
+  const { k, n, work, original, v, perm } = prepare(w, stats, opts);
   const blocks = Math.ceil(k / blockSize);
   const scales = new Float32Array(n * blocks);
   const zeroPoints = symmetric ? null : new Uint8Array(n * blocks);
@@ -141,7 +142,7 @@ export function gptqInt4(
     work,
     k,
     n,
-    u,
+    v,
     block,
     compressRow(pos, row, q) {
       const kIndex = perm[pos];
@@ -182,7 +183,7 @@ export function gptqInt8(
   // the per-channel grid is fitted once, on the weights as given (GPTQ's quantizer.find_params)
   const [rows, cols] = w.shape;
   const given = inputMajor(w.values, rows, cols, w.channelAxis);
-  const { k, n, work, u, perm } = prepare(w, stats, opts);
+  const { k, n, work, v, perm } = prepare(w, stats, opts);
   const scales = new Float32Array(n);
   const inv = new Float32Array(n);
   const zeroPoints = symmetric ? null : new Uint8Array(n);
@@ -205,7 +206,7 @@ export function gptqInt8(
     work,
     k,
     n,
-    u,
+    v,
     block: lazyBlockFor(opts, 1),
     compressRow(pos, row, q) {
       const kIndex = perm[pos];

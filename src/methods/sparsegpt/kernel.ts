@@ -10,7 +10,7 @@
  * taking its share by cumulative rounding; ties go to the lower index in input-major order.
  */
 import { ModelError } from '../../core/errors.ts';
-import { layerHessian, upperCholeskyOfInverse } from '../../core/calibrate/linalg.ts';
+import { layerHessian, reversedCholesky } from '../../core/calibrate/linalg.ts';
 import { inputMajor, ownLayout, runObsPass } from '../../core/calibrate/obs.ts';
 import type { WeightMatrix } from '../types.ts';
 import { calibratedDims } from '../calibrated.ts';
@@ -52,7 +52,8 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
     throw new ModelError('invalid-argument', `Sparsity must be between 0 and 1, got ${sparsity}.`);
   const { rows, cols, k, n } = calibratedDims(w, stats.k);
   const { h, dead } = layerHessian(stats, opts.dampening);
-  const u = upperCholeskyOfInverse(h, k);
+  // V = U⁻¹ (H⁻¹ = UᵀU): the saliency's [H⁻¹]ᵢᵢ after eliminating earlier inputs is U_ii² = 1 / V_ii²
+  const v = reversedCholesky(h, k);
   const work = inputMajor(w.values, rows, cols, w.channelAxis);
   for (let i = 0; i < k; i++) if (dead[i]) work.fill(0, i * n, (i + 1) * n);
   const want = opts.lazyBlock ?? 128;
@@ -70,7 +71,7 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
     work,
     k,
     n,
-    u,
+    v,
     block,
     startBlock(i1, i2) {
       if (nm) return;
@@ -78,8 +79,8 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
       if (count <= 0) return;
       const len = (i2 - i1) * n;
       for (let i = i1; i < i2; i++) {
-        const d = u[i * k + i];
-        for (let c = 0, at = i * n; c < n; c++, at++) scores[at - i1 * n] = (work[at] * work[at]) / (d * d);
+        const d = v[i * k + i];
+        for (let c = 0, at = i * n; c < n; c++, at++) scores[at - i1 * n] = work[at] * work[at] * (d * d);
       }
       const idx = Uint32Array.from({ length: len }, (_, i) => i);
       for (const at of smallest(scores.subarray(0, len), idx, count)) pruned[i1 * n + at] = 1;
@@ -100,9 +101,9 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
     const order = new Uint32Array(len);
     for (let c = 0; c < n; c++) {
       for (let j = 0; j < len; j++) {
-        const v = work[(i0 + j) * n + c];
-        const d = u[(i0 + j) * k + i0 + j];
-        sal[j] = (v * v) / (d * d);
+        const x = work[(i0 + j) * n + c];
+        const d = v[(i0 + j) * k + i0 + j];
+        sal[j] = x * x * (d * d);
         order[j] = j;
       }
       // descending saliency, earlier index first on ties: the first `keep` stay

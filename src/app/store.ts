@@ -151,6 +151,7 @@ export const useStudio = create<StudioState>((set, get) => ({
         compressedEval: { running: false },
       });
       if (firstWeight) await get().select(firstWeight.name);
+      void get().loadStructure();
       void get().runPreview();
     } catch (e) {
       finished = true;

@@ -47,7 +47,7 @@ export function ComparePanel() {
   const copyLink = async () => {
     try {
       const state = useStudio.getState();
-      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state)));
+      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state), state.structure));
       setCopied(true);
       setTimeout(() => setCopied(false), 1500);
     } catch {

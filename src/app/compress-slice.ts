@@ -321,7 +321,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
           id: `${Date.now().toString(36)}-${seq}`,
           model: summary.name,
           recipe,
-          label: describeRecipe(recipe),
+          ...(structure ? { structure } : {}),
+          label: describeRecipe(recipe, structure),
           perplexity: result.perplexity,
           bytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,
@@ -407,6 +408,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
     },
 
     restoreRecipe(entry) {
+      set({ structure: entry.structure ?? null });
       get().setRecipe(entry.recipe);
     },
 

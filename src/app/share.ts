@@ -13,6 +13,8 @@ export interface HistoryEntry {
   id: string;
   model: string;
   recipe: RecipeStep[];
+  /** The structured pruning before the steps (entries saved before it existed have none). */
+  structure?: StructureSettings | null;
   label: string;
   perplexity: number;
   bytes: number;
@@ -33,8 +35,22 @@ function describeSelect(s: RecipeStep): string {
   return parts.length ? ` [${parts.join('; ')}]` : '';
 }
 
-export function describeRecipe(steps: RecipeStep[]): string {
-  return steps.map((s) => describeMethod(s) + describeSelect(s)).join(' → ');
+export function describeRecipe(steps: RecipeStep[], structure?: StructureSettings | null): string {
+  const parts = steps.map((s) => describeMethod(s) + describeSelect(s));
+  if (structure) parts.unshift(describeStructure(structure));
+  return parts.join(' → ');
+}
+
+/** "−25% heads, −30% neurons, −1 block (activation, global)": what the structure pass removes. */
+export function describeStructure(s: StructureSettings): string {
+  const removed: string[] = [];
+  if (s.heads) removed.push(`−${Math.round(s.heads * 100)}% heads`);
+  if (s.neurons) removed.push(`−${Math.round(s.neurons * 100)}% neurons`);
+  if (s.blocks) removed.push(`−${s.blocks} block${s.blocks > 1 ? 's' : ''}`);
+  const how = [s.importance !== 'magnitude' ? s.importance : '', s.scope === 'global' ? 'global' : '']
+    .filter(Boolean)
+    .join(', ');
+  return removed.join(', ') + (how ? ` (${how})` : '');
 }
 
 function describeMethod(s: RecipeStep): string {

@@ -14,7 +14,8 @@ import { main } from '../../src/cli/main.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
-import { parameterCount } from '../../src/core/structure/index.ts';
+import { detectStructure, parameterCount } from '../../src/core/structure/index.ts';
+import { mlpModel } from '../helpers/models.ts';
 
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
 
@@ -113,6 +114,31 @@ describe('structured pruning in the page', () => {
     expect(Buffer.from(readFileSync(cliOut)).equals(Buffer.from(exported))).toBe(true);
     rmSync(dir, { recursive: true, force: true });
     await page.screenshot({ path: join(ARTIFACTS, 'structure.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('a model it cannot map shows the typed error, sliders disabled, and previews its steps alone', async () => {
+    const { page } = studio;
+    const bytes = mlpModel();
+    let expected = '';
+    try {
+      detectStructure(parseModel(bytesSource('mlp.onnx', bytes)));
+    } catch (e) {
+      expected = (e as Error).message;
+    }
+    expect(expected).not.toBe('');
+    await dropFiles(page, '[data-testid=dropzone]', [{ name: 'mlp.onnx', bytes }]);
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid=summary] h2')?.textContent === 'mlp.onnx',
+      undefined,
+      { timeout: 60_000 },
+    );
+    await expect.poll(() => text('structure-error')).toBe(expected);
+    for (const id of ['structure-heads', 'structure-neurons', 'structure-blocks'])
+      expect(await page.locator(`[data-testid=${id}]`).isDisabled()).toBe(true);
+    // the structure the previous model's recipe carried is not applied here: the int4 step previews
+    await settled();
+    expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
     expect(studio.pageErrors).toEqual([]);
   });
 });

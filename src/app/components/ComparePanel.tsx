@@ -14,6 +14,7 @@ export function ComparePanel() {
     useShallow((x) => ({
       summary: x.summary,
       recipe: x.recipe,
+      structure: x.structure,
       evaluation: x.evaluation,
       evalProblem: evaluationInputProblem(x),
       needsCalibration:
@@ -59,7 +60,7 @@ export function ComparePanel() {
       <div className="table-tools">
         <h2>Before / after</h2>
         <span className="muted" data-testid="recipe-label">
-          {describeRecipe(s.recipe)}
+          {describeRecipe(s.recipe, s.structure)}
         </span>
       </div>
       <div className="buttons left">

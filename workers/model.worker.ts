@@ -10,7 +10,12 @@ import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
 import { resolveFullRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
-import type { CompressionResult, CompressionTotals, TensorReport } from '../src/core/compress/pipeline.ts';
+import {
+  totalsFor,
+  type CompressionResult,
+  type CompressionTotals,
+  type TensorReport,
+} from '../src/core/compress/pipeline.ts';
 import type { WeightCandidate } from '../src/core/compress/select.ts';
 import {
   CalibrationCache,
@@ -90,6 +95,11 @@ async function prunedSession(structure: StructureSettings): Promise<NonNullable<
     session: new PreviewSession(result.model),
   };
   return pruned;
+}
+
+/** Totals measured from the open model's own size: the structure pass is part of the compression. */
+function fromSource(totals: CompressionTotals): CompressionTotals {
+  return current ? { ...totals, inputBytes: totalsFor(current, []).inputBytes } : totals;
 }
 
 function scaled(values: ArrayLike<number>): number[] {
@@ -282,7 +292,7 @@ const api = {
       // the histogram sent early is this run's: add the report rather than histogram the tensor again
       const report = result.reports.find((r) => r.name === early?.name);
       return {
-        totals: result.totals,
+        totals: structured ? fromSource(result.totals) : result.totals,
         reports: result.reports,
         selected: early ? { ...early, report } : selected ? overlayFor(result, selected, bins) : undefined,
         computed: target.lastComputed,
@@ -341,9 +351,8 @@ const api = {
           ? lastPreview.result
           : await target.run(resolved, { calibration: structured ? undefined : calibration });
       const written = exportCompressed(structured?.model ?? current, result);
-      return Comlink.transfer({ bytes: written.model, totals: result.totals }, [
-        written.model.buffer as ArrayBuffer,
-      ]);
+      const totals = structured ? fromSource(result.totals) : result.totals;
+      return Comlink.transfer({ bytes: written.model, totals }, [written.model.buffer as ArrayBuffer]);
     });
   },
 };

@@ -8,9 +8,14 @@ import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
 import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
-import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
+import { resolveFullRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
-import type { CompressionResult, CompressionTotals, TensorReport } from '../src/core/compress/pipeline.ts';
+import {
+  totalsFor,
+  type CompressionResult,
+  type CompressionTotals,
+  type TensorReport,
+} from '../src/core/compress/pipeline.ts';
 import type { WeightCandidate } from '../src/core/compress/select.ts';
 import {
   CalibrationCache,
@@ -32,6 +37,9 @@ import {
 import { summarizeInputs } from '../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
+import { pruneStructure, type StructureSettings } from '../src/core/compress/structure.ts';
+import { detectStructure, magnitudeImportance, parameterCount } from '../src/core/structure/index.ts';
+import type { StructureReport } from '../src/core/structure/rewrite.ts';
 
 export interface Progress {
   phase: 'reading' | 'parsing' | 'statistics';
@@ -45,6 +53,60 @@ let current: OnnxModel | undefined;
 let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
+
+/** What the page's Structure section shows: the blocks the model maps to, and their magnitude importance. */
+export interface StructureInfo {
+  blocks: number;
+  /** Query heads and MLP neurons per block (before pruning). */
+  heads: number[];
+  neurons: number[];
+  params: number;
+  /** [block][head] magnitude importance, each block scaled to its own maximum (a heat map's cells). */
+  headImportance: number[][];
+  /** Per block: the MLP neurons' magnitude importance, min / mean / max over the block's maximum. */
+  neuronSummary: { min: number; mean: number; max: number }[];
+}
+
+/** The open model's structure (or why it has none), found once per model. */
+let structureInfo: Result<StructureInfo> | undefined;
+/**
+ * The structure pre-pass of the current settings: the pruned model and the preview session over it.
+ * The same core function as the CLI's (pruneStructure), so an export equals the CLI's output.
+ */
+let pruned:
+  | { key: string; report: StructureReport; bytes: number; model: OnnxModel; session: PreviewSession }
+  | undefined;
+
+async function prunedSession(structure: StructureSettings): Promise<NonNullable<typeof pruned>> {
+  if (!current) throw noModel();
+  const key = JSON.stringify(structure);
+  if (pruned?.key === key) return pruned;
+  if (structure.importance !== 'magnitude')
+    throw new ModelError(
+      'unsupported',
+      'The page measures head and neuron importance by weight magnitude; use the CLI (--importance activation) for activation importance.',
+    );
+  const result = await pruneStructure(current, structure);
+  pruned = {
+    key,
+    report: result.report,
+    bytes: result.bytes.byteLength,
+    model: result.model,
+    session: new PreviewSession(result.model),
+  };
+  return pruned;
+}
+
+/** Totals measured from the open model's own size: the structure pass is part of the compression. */
+function fromSource(totals: CompressionTotals): CompressionTotals {
+  return current ? { ...totals, inputBytes: totalsFor(current, []).inputBytes } : totals;
+}
+
+function scaled(values: ArrayLike<number>): number[] {
+  let max = 0;
+  for (let i = 0; i < values.length; i++) max = Math.max(max, values[i]);
+  return Array.from(values, (v) => (max > 0 ? v / max : 0));
+}
 
 /** Calibration results per (model, calibration set): a second run of the same settings reads them. */
 const calibrationCache = new CalibrationCache();
@@ -118,6 +180,8 @@ export interface PreviewResult {
   /** Tensors recomputed by this preview (the rest were reused). */
   computed: number;
   millis: number;
+  /** What the structure pre-pass removed, and the pruned (not yet compressed) model's size. */
+  structure?: StructureReport & { prunedBytes: number };
 }
 
 function overlayFor(result: CompressionResult | undefined, name: string, bins: number): Overlay | undefined {
@@ -155,6 +219,8 @@ const api = {
       current = model;
       session = nextSession;
       lastPreview = undefined;
+      structureInfo = undefined;
+      pruned = undefined;
       // the previous model's statistics mean nothing to this one; its running calibration stops
       calibration = undefined;
       calibrationGeneration++;
@@ -186,6 +252,7 @@ const api = {
    */
   async preview(
     steps: RecipeStep[],
+    structure: StructureSettings | null,
     selected: string | undefined,
     bins: number,
     onSelected?: (o: Overlay) => void,
@@ -195,10 +262,17 @@ const api = {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const t0 = performance.now();
-      const resolved = resolveRecipe({ steps });
-      const withStats = { calibration, generation: calibrationGeneration };
+      const resolved = resolveFullRecipe({ steps, ...(structure ? { structure } : {}) }).steps;
+      const structured = structure ? await prunedSession(structure) : undefined;
+      if (seq !== latestPreview) throw new ModelError('cancelled', 'Preview superseded.');
+      // the statistics were captured on the original weights: a pruned model's calibrated steps have none
+      const withStats = {
+        calibration: structured ? undefined : calibration,
+        generation: calibrationGeneration,
+      };
+      const target = structured?.session ?? session;
       let early: Overlay | undefined;
-      const result = await session.run(resolved, {
+      const result = await target.run(resolved, {
         calibration: withStats.calibration,
         priority: selected,
         isStale: () => seq !== latestPreview,
@@ -211,17 +285,50 @@ const api = {
           onSelected?.(early);
         },
       });
-      lastPreview = { key: `${JSON.stringify(resolved)}#${withStats.generation}`, result };
+      lastPreview = {
+        key: `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${withStats.generation}`,
+        result,
+      };
       // the histogram sent early is this run's: add the report rather than histogram the tensor again
       const report = result.reports.find((r) => r.name === early?.name);
       return {
-        totals: result.totals,
+        totals: structured ? fromSource(result.totals) : result.totals,
         reports: result.reports,
         selected: early ? { ...early, report } : selected ? overlayFor(result, selected, bins) : undefined,
-        computed: session.lastComputed,
+        computed: target.lastComputed,
         millis: performance.now() - t0,
+        ...(structured ? { structure: { ...structured.report, prunedBytes: structured.bytes } } : {}),
       };
     });
+  },
+
+  /** The open model's blocks, heads and neurons with their magnitude importance, or why it has none. */
+  structure(): Result<StructureInfo> {
+    if (!current)
+      return wrap(() => {
+        throw noModel();
+      });
+    const model = current;
+    structureInfo ??= wrap(() => {
+      const found = detectStructure(model);
+      const importance = magnitudeImportance(model, found);
+      return {
+        blocks: found.blocks.length,
+        heads: importance.heads.map((h) => h.length),
+        neurons: importance.neurons.map((n) => n.length),
+        params: parameterCount(model.graph),
+        headImportance: importance.heads.map(scaled),
+        neuronSummary: importance.neurons.map((n) => {
+          const v = scaled(n);
+          return {
+            min: Math.min(...v),
+            mean: v.reduce((a, b) => a + b, 0) / Math.max(1, v.length),
+            max: Math.max(...v),
+          };
+        }),
+      };
+    });
+    return structureInfo;
   },
 
   overlay(name: string, bins: number): Result<Overlay | undefined> {
@@ -229,17 +336,23 @@ const api = {
   },
 
   /** The compressed model as ONNX bytes (transferred, not copied), from the recipe's preview. */
-  async exportModel(steps: RecipeStep[]): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
+  async exportModel(
+    steps: RecipeStep[],
+    structure: StructureSettings | null = null,
+  ): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
-      const resolved = resolveRecipe({ steps });
-      const key = `${JSON.stringify(resolved)}#${calibrationGeneration}`;
+      const resolved = resolveFullRecipe({ steps, ...(structure ? { structure } : {}) }).steps;
+      const structured = structure ? await prunedSession(structure) : undefined;
+      const target = structured?.session ?? session;
+      const key = `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${calibrationGeneration}`;
       const result =
-        lastPreview?.key === key ? lastPreview.result : await session.run(resolved, { calibration });
-      const written = exportCompressed(current, result);
-      return Comlink.transfer({ bytes: written.model, totals: result.totals }, [
-        written.model.buffer as ArrayBuffer,
-      ]);
+        lastPreview?.key === key
+          ? lastPreview.result
+          : await target.run(resolved, { calibration: structured ? undefined : calibration });
+      const written = exportCompressed(structured?.model ?? current, result);
+      const totals = structured ? fromSource(result.totals) : result.totals;
+      return Comlink.transfer({ bytes: written.model, totals }, [written.model.buffer as ArrayBuffer]);
     });
   },
 };

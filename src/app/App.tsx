@@ -5,6 +5,7 @@ import { TensorTable } from './components/TensorTable.tsx';
 import { HistogramPanel } from './components/HistogramPanel.tsx';
 import { QualityPanel } from './components/QualityPanel.tsx';
 import { RecipePanel } from './components/RecipePanel.tsx';
+import { StructureCard } from './components/StructureCard.tsx';
 import { PreviewPanel } from './components/PreviewPanel.tsx';
 import { ComparePanel } from './components/ComparePanel.tsx';
 import { CalibrationCard } from './components/CalibrationCard.tsx';
@@ -81,6 +82,7 @@ export function App() {
           <SummaryCard summary={summary} />
           <div className="studio">
             <div className="studio-side">
+              <StructureCard />
               <RecipePanel />
               <CalibrationCard />
             </div>

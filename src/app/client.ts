@@ -60,6 +60,7 @@ export async function cancelEvaluation() {
 export type { Overlay, PreviewResult } from '../../workers/model.worker.ts';
 import type { Overlay } from '../../workers/model.worker.ts';
 import type { RecipeStep } from '../core/compress/recipe.ts';
+import type { StructureSettings } from '../core/compress/structure.ts';
 
 export async function weightCandidates() {
   return unwrap(await model().candidates());
@@ -68,6 +69,7 @@ export async function weightCandidates() {
 /** Newer calls supersede older ones inside the worker (the older answers 'cancelled'). */
 export async function previewRecipe(
   steps: RecipeStep[],
+  structure: StructureSettings | null,
   selected: string | undefined,
   bins: number,
   onSelected: (o: Overlay) => void,
@@ -76,6 +78,7 @@ export async function previewRecipe(
   return unwrap(
     await model().preview(
       steps,
+      structure,
       selected,
       bins,
       Comlink.proxy(onSelected),
@@ -88,8 +91,14 @@ export async function previewOverlay(name: string, bins: number) {
   return unwrap(await model().overlay(name, bins));
 }
 
-export async function exportCompressedModel(steps: RecipeStep[]) {
-  return unwrap(await model().exportModel(steps));
+export async function exportCompressedModel(steps: RecipeStep[], structure: StructureSettings | null) {
+  return unwrap(await model().exportModel(steps, structure));
+}
+
+export type { StructureInfo } from '../../workers/model.worker.ts';
+/** The open model's blocks, heads and neurons with their importance (or the typed error why it has none). */
+export async function modelStructure() {
+  return unwrap(await model().structure());
 }
 
 export type { CalibrationRequest, CalibrationDone, OverlapSide } from '../../workers/model.worker.ts';

@@ -1,6 +1,7 @@
 /** The compression half of the studio's store: recipe, live preview, compressed evaluation, export, history. */
 import type { StoreApi } from 'zustand';
 import type { RecipeStep } from '../core/compress/recipe.ts';
+import type { StructureSettings } from '../core/compress/structure.ts';
 import type { EvalState, StudioState } from './store.ts';
 import { evaluationInputProblem } from './eval-input.ts';
 import {
@@ -9,7 +10,9 @@ import {
   exportCompressedModel,
   previewOverlay,
   previewRecipe,
+  modelStructure,
   type Overlay,
+  type StructureInfo,
   type PreviewResult,
 } from './client.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
@@ -29,6 +32,13 @@ import { isCalibratedStep, sharedCalibration } from './calibration-slice.ts';
 
 export interface CompressState {
   recipe: RecipeStep[];
+  /** Heads, neurons and blocks removed before the recipe's steps (the recipe JSON's "structure"), or none. */
+  structure: StructureSettings | null;
+  /** The open model's blocks and importance, or the typed error saying why it cannot be mapped. */
+  structureInfo?: StructureInfo;
+  structureError?: string;
+  setStructure(structure: StructureSettings | null): void;
+  loadStructure(): Promise<void>;
   /** Why the recipe in the page's link was not used (an unknown method, a bad option). */
   recipeNotice?: string;
   /** The calibration settings the page's link carried, for the calibration card. */
@@ -66,6 +76,7 @@ let compressedEvalSeq = 0;
 
 function initialRecipe(stored: Stored): {
   recipe: RecipeStep[];
+  structure: StructureSettings | null;
   notice?: string;
   calibration?: SharedCalibration;
 } {
@@ -74,8 +85,14 @@ function initialRecipe(stored: Stored): {
   // yields to the newer stored recipe; any other hash, such as a shared link, wins
   const stale = stored.recipe !== undefined && stored.urlHash === hash;
   const fromHash = stale ? {} : readHashRecipe(hash);
-  if (fromHash.steps) return { recipe: fromHash.steps, calibration: fromHash.calibration };
+  if (fromHash.steps)
+    return {
+      recipe: fromHash.steps,
+      structure: fromHash.structure ?? null,
+      calibration: fromHash.calibration,
+    };
   const recipe = stored.recipe ?? DEFAULT_RECIPE;
+  const structure = stored.recipe ? (stored.structure ?? null) : null;
   // a reload: the stored recipe wins, and the hash still names how it was calibrated
   const calibration = stale ? readHashRecipe(hash).calibration : undefined;
   // a link that named a recipe the studio cannot use says so, rather than silently loading another
@@ -83,10 +100,10 @@ function initialRecipe(stored: Stored): {
     ? `${fromHash.error} Loaded ${stored.recipe ? 'your last recipe' : 'the default recipe'} (${describeRecipe(recipe)}) instead.`
     : undefined;
   // the address bar shows the recipe in use from the start, ready to share
-  const own = recipeToHash(recipe, calibration);
+  const own = recipeToHash(recipe, calibration, structure);
   if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== own)
     window.history.replaceState(null, '', own);
-  return { recipe, notice, calibration };
+  return { recipe, structure, notice, calibration };
 }
 
 let pendingPersist: (() => void) | null = null;
@@ -106,12 +123,12 @@ if (typeof addEventListener !== 'undefined') addEventListener('pagehide', flushP
  * work (replaceState alone measured ~6 ms a call in Chromium).
  */
 function persist(get: Get): void {
-  const { recipe, history } = get();
+  const { recipe, structure, history } = get();
   const calibration = sharedCalibration(get());
   pendingPersist = () => {
-    if (typeof location === 'undefined') return saveStored({ recipe, history });
-    saveStored({ recipe, history, urlHash: location.hash });
-    const hash = recipeToHash(recipe, calibration);
+    if (typeof location === 'undefined') return saveStored({ recipe, structure, history });
+    saveStored({ recipe, structure, history, urlHash: location.hash });
+    const hash = recipeToHash(recipe, calibration, structure);
     if (location.hash !== hash) window.history.replaceState(null, '', hash);
   };
   clearTimeout(persistTimer);
@@ -150,9 +167,9 @@ export function compressSlice(set: Set, get: Get): CompressState {
   // (the studio's own replaceState writes fire no hashchange)
   if (typeof addEventListener !== 'undefined')
     addEventListener('hashchange', () => {
-      const { steps, calibration, error } = readHashRecipe(location.hash);
+      const { steps, calibration, structure, error } = readHashRecipe(location.hash);
       if (steps) {
-        set({ recipeNotice: undefined });
+        set({ recipeNotice: undefined, structure: structure ?? null });
         // the link's settings go to the calibration card; the person runs it (the link has no data)
         if (calibration) get().setCalibrationForm(calibration);
         get().setRecipe(steps);
@@ -161,6 +178,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
     });
   return {
     recipe: initial.recipe,
+    structure: initial.structure,
     recipeNotice: initial.notice,
     linkCalibration: initial.calibration,
     dismissRecipeNotice() {
@@ -171,6 +189,23 @@ export function compressSlice(set: Set, get: Get): CompressState {
     history: stored.history ?? [],
     exporting: false,
 
+    setStructure(structure) {
+      set({ structure, compressedEval: { running: false } });
+      persist(get);
+      void get().runPreview();
+    },
+
+    async loadStructure() {
+      const name = get().summary?.name;
+      set({ structureInfo: undefined, structureError: undefined });
+      try {
+        const info = await modelStructure();
+        if (get().summary?.name === name) set({ structureInfo: info });
+      } catch (e) {
+        if (get().summary?.name === name) set({ structureError: (e as Error).message });
+      }
+    },
+
     setRecipe(recipe) {
       set({ recipe, compressedEval: { running: false } });
       persist(get);
@@ -180,12 +215,15 @@ export function compressSlice(set: Set, get: Get): CompressState {
     async runPreview() {
       const { summary, recipe, selected, histogramBins } = get();
       if (!summary) return;
+      // a model the structure pass cannot map previews its steps alone (the section says why)
+      const structure = get().structureError ? null : get().structure;
       const seq = ++previewSeq;
       set({ previewing: true, previewProgress: undefined });
       let overlaid = false;
       try {
         const preview = await previewRecipe(
           recipe,
+          structure,
           get().overlayName ?? selected,
           histogramBins,
           (overlay) => {
@@ -218,9 +256,11 @@ export function compressSlice(set: Set, get: Get): CompressState {
         set({
           previewing: false,
           previewError:
-            code === 'needs-calibration'
-              ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
-              : (e as Error).message,
+            code === 'needs-calibration' && structure
+              ? `${[...new Set(calibrated)].join(', ')} after structured pruning: the page's activation statistics are of the unpruned weights, so use the CLI for this recipe (or set the Structure sliders to 0).`
+              : code === 'needs-calibration'
+                ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
+                : (e as Error).message,
         });
       }
     },
@@ -259,13 +299,14 @@ export function compressSlice(set: Set, get: Get): CompressState {
           });
           return;
         }
-        const { bytes, totals } = await exportCompressedModel(recipe);
+        const structure = get().structureError ? null : get().structure;
+        const { bytes, totals } = await exportCompressedModel(recipe, structure);
         if (seq !== compressedEvalSeq) return;
         const result = await evaluatePerplexity(
           {
             model: {
               // the same recipe on other statistics is another model
-              key: `compressed:${JSON.stringify(recipe)}:${summary.name}:${get().calibration.done?.key ?? ''}`,
+              key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${summary.name}:${get().calibration.done?.key ?? ''}`,
               model: bytes,
               inputs: summary.inputs,
             },
@@ -282,7 +323,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
           id: `${Date.now().toString(36)}-${seq}`,
           model: summary.name,
           recipe,
-          label: describeRecipe(recipe),
+          ...(structure ? { structure } : {}),
+          label: describeRecipe(recipe, structure),
           perplexity: result.perplexity,
           bytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,
@@ -321,7 +363,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
       const seq = ++exportSeq;
       set({ exporting: true, exportMessage: 'Building the compressed model…' });
       try {
-        const { bytes, totals } = await exportCompressedModel(recipe);
+        const structure = get().structureError ? null : get().structure;
+        const { bytes, totals } = await exportCompressedModel(recipe, structure);
         if (seq !== exportSeq) return; // cancelled: nothing is saved
         const base = summary.name.replace(/\.onnx$/i, '');
         const how = await saveBlob(
@@ -330,7 +373,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
         );
         const report = {
           model: summary.name,
-          recipe: recipeJson(recipe, sharedCalibration(get())),
+          recipe: recipeJson(recipe, sharedCalibration(get()), structure),
+          ...(get().preview?.structure ? { structure: get().preview?.structure } : {}),
           inputBytes: totals.inputBytes,
           outputBytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,
@@ -366,6 +410,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
     },
 
     restoreRecipe(entry) {
+      set({ structure: entry.structure ?? null });
       get().setRecipe(entry.recipe);
     },
 

@@ -1,6 +1,7 @@
 /** The recipe in the URL hash (so a link reproduces it) and, with the evaluation history, in localStorage. */
 import type { CalibrationSettings, RecipeStep } from '../core/compress/recipe.ts';
 import { resolveFullRecipe, resolveRecipe } from '../core/compress/recipe.ts';
+import type { StructureSettings } from '../core/compress/structure.ts';
 
 /** How a shared recipe calibrates (never the data): what the recipe JSON's "calibration" holds. */
 export type SharedCalibration = Partial<CalibrationSettings> & Pick<CalibrationSettings, 'source'>;
@@ -12,6 +13,8 @@ export interface HistoryEntry {
   id: string;
   model: string;
   recipe: RecipeStep[];
+  /** The structured pruning before the steps (entries saved before it existed have none). */
+  structure?: StructureSettings | null;
   label: string;
   perplexity: number;
   bytes: number;
@@ -32,8 +35,22 @@ function describeSelect(s: RecipeStep): string {
   return parts.length ? ` [${parts.join('; ')}]` : '';
 }
 
-export function describeRecipe(steps: RecipeStep[]): string {
-  return steps.map((s) => describeMethod(s) + describeSelect(s)).join(' → ');
+export function describeRecipe(steps: RecipeStep[], structure?: StructureSettings | null): string {
+  const parts = steps.map((s) => describeMethod(s) + describeSelect(s));
+  if (structure) parts.unshift(describeStructure(structure));
+  return parts.join(' → ');
+}
+
+/** "−25% heads, −30% neurons, −1 block (activation, global)": what the structure pass removes. */
+export function describeStructure(s: StructureSettings): string {
+  const removed: string[] = [];
+  if (s.heads) removed.push(`−${Math.round(s.heads * 100)}% heads`);
+  if (s.neurons) removed.push(`−${Math.round(s.neurons * 100)}% neurons`);
+  if (s.blocks) removed.push(`−${s.blocks} block${s.blocks > 1 ? 's' : ''}`);
+  const how = [s.importance !== 'magnitude' ? s.importance : '', s.scope === 'global' ? 'global' : '']
+    .filter(Boolean)
+    .join(', ');
+  return removed.join(', ') + (how ? ` (${how})` : '');
 }
 
 function describeMethod(s: RecipeStep): string {
@@ -64,16 +81,26 @@ function describeMethod(s: RecipeStep): string {
 export function recipeJson(
   steps: RecipeStep[],
   calibration?: SharedCalibration,
-): { version: 1; calibration?: SharedCalibration; steps: RecipeStep[] } {
-  return calibration ? { version: 1, calibration, steps } : { version: 1, steps };
+  structure?: StructureSettings | null,
+): { version: 1; calibration?: SharedCalibration; structure?: StructureSettings; steps: RecipeStep[] } {
+  return {
+    version: 1,
+    ...(calibration ? { calibration } : {}),
+    ...(structure ? { structure } : {}),
+    steps,
+  };
 }
 
 /**
  * `#recipe=<url-encoded JSON>`: readable in the address bar; read back whole or refused with a reason.
  * A recipe with calibrated steps carries its calibration settings, as recipe files do.
  */
-export function recipeToHash(steps: RecipeStep[], calibration?: SharedCalibration): string {
-  return `#${HASH_KEY}=${encodeURIComponent(JSON.stringify(recipeJson(steps, calibration)))}`;
+export function recipeToHash(
+  steps: RecipeStep[],
+  calibration?: SharedCalibration,
+  structure?: StructureSettings | null,
+): string {
+  return `#${HASH_KEY}=${encodeURIComponent(JSON.stringify(recipeJson(steps, calibration, structure)))}`;
 }
 
 /**
@@ -83,6 +110,8 @@ export function recipeToHash(steps: RecipeStep[], calibration?: SharedCalibratio
 export function readHashRecipe(hash: string): {
   steps?: RecipeStep[];
   calibration?: SharedCalibration;
+  /** The structured pruning the link carries; links made before it existed have none. */
+  structure?: StructureSettings;
   error?: string;
 } {
   let raw: string | null;
@@ -99,14 +128,16 @@ export function readHashRecipe(hash: string): {
     return { error: "The link's recipe is not valid JSON (was the link cut short?)." };
   }
   let calibration: CalibrationSettings | null;
+  let structure: StructureSettings | null | undefined;
   try {
-    calibration = resolveFullRecipe(parsed).calibration;
+    ({ calibration, structure } = resolveFullRecipe(parsed));
   } catch (e) {
     return { error: `The link's recipe could not be used. ${(e as Error).message}` };
   }
   return {
-    steps: (parsed as { steps: RecipeStep[] }).steps,
+    steps: (parsed as { steps?: RecipeStep[] }).steps ?? [],
     ...(calibration ? { calibration } : {}),
+    ...(structure ? { structure } : {}),
   };
 }
 
@@ -116,14 +147,19 @@ export function recipeFromHash(hash: string): RecipeStep[] | undefined {
 
 export interface Stored {
   recipe?: RecipeStep[];
+  structure?: StructureSettings | null;
   /** The URL's hash when this state was saved: still the URL's after a reload that came too soon to update it. */
   urlHash?: string;
   history?: HistoryEntry[];
 }
 
 /** The share link of a recipe: this page with the recipe in its hash (current even while the URL's own hash waits to be written). */
-export function shareLink(recipe: RecipeStep[], calibration?: SharedCalibration): string {
-  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe, calibration)}`;
+export function shareLink(
+  recipe: RecipeStep[],
+  calibration?: SharedCalibration,
+  structure?: StructureSettings | null,
+): string {
+  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe, calibration, structure)}`;
 }
 
 export function loadStored(): Stored {

@@ -151,6 +151,8 @@ export const useStudio = create<StudioState>((set, get) => ({
         compressedEval: { running: false },
       });
       if (firstWeight) await get().select(firstWeight.name);
+      // the preview needs to know whether the structure pass applies to this model (quick: no model run)
+      await get().loadStructure();
       void get().runPreview();
     } catch (e) {
       finished = true;

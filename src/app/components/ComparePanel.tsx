@@ -14,6 +14,7 @@ export function ComparePanel() {
     useShallow((x) => ({
       summary: x.summary,
       recipe: x.recipe,
+      structure: x.structure,
       evaluation: x.evaluation,
       evalProblem: evaluationInputProblem(x),
       needsCalibration:
@@ -47,7 +48,7 @@ export function ComparePanel() {
   const copyLink = async () => {
     try {
       const state = useStudio.getState();
-      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state)));
+      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state), state.structure));
       setCopied(true);
       setTimeout(() => setCopied(false), 1500);
     } catch {
@@ -59,7 +60,7 @@ export function ComparePanel() {
       <div className="table-tools">
         <h2>Before / after</h2>
         <span className="muted" data-testid="recipe-label">
-          {describeRecipe(s.recipe)}
+          {describeRecipe(s.recipe, s.structure)}
         </span>
       </div>
       <div className="buttons left">

@@ -91,7 +91,13 @@ export const STORIES_CALIBRATED: CalibratedRow[] = [
     target: 4.35,
     targetGroup: '30 %',
   },
-  { label: 'W8A8 (min–max)', steps: [{ method: 'w8a8' }], target: 3.6 },
+  { label: 'W8A8 (min–max)', steps: [{ method: 'w8a8' }], target: 3.6, targetGroup: 'W8A8, either range' },
+  {
+    label: 'W8A8 (least squared error)',
+    steps: [{ method: 'w8a8', options: { range: 'mse' } }],
+    target: 3.6,
+    targetGroup: 'W8A8, either range',
+  },
   { label: 'LLM.int8 (threshold 6)', steps: [{ method: 'llm-int8' }], target: 3.555 },
 ];
 

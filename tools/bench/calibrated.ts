@@ -91,12 +91,18 @@ export const STORIES_CALIBRATED: CalibratedRow[] = [
     target: 4.35,
     targetGroup: '30 %',
   },
-  { label: 'W8A8 (min–max)', steps: [{ method: 'w8a8' }], target: 3.6, targetGroup: 'W8A8, either range' },
+  { label: 'W8A8 (min–max)', steps: [{ method: 'w8a8' }], target: 3.6, targetGroup: 'W8A8, any range' },
+  {
+    label: 'W8A8 (percentile 0.01–99.99 %)',
+    steps: [{ method: 'w8a8', options: { range: 'percentile' } }],
+    target: 3.6,
+    targetGroup: 'W8A8, any range',
+  },
   {
     label: 'W8A8 (least squared error)',
     steps: [{ method: 'w8a8', options: { range: 'mse' } }],
     target: 3.6,
-    targetGroup: 'W8A8, either range',
+    targetGroup: 'W8A8, any range',
   },
   { label: 'LLM.int8 (threshold 6)', steps: [{ method: 'llm-int8' }], target: 3.555 },
 ];

@@ -5,7 +5,7 @@
  * Held-out perplexity is measured by onnxruntime on the student before and on the written file after.
  */
 import { dirname, join, resolve } from 'node:path';
-import { ModelError, isModelError } from '../core/errors.ts';
+import { ModelError } from '../core/errors.ts';
 import { generateCalibrationSequences } from '../core/calibrate/generate.ts';
 import { checkVocabulary } from '../core/compress/calibration.ts';
 import { evaluatePerplexity } from '../core/eval/perplexity.ts';
@@ -26,7 +26,7 @@ import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { checkOutputPlace, checkOutputsAreNotInputs, writeFilesAtomically } from './compress.ts';
 import { modelSources } from './files.ts';
-import { configContext, readConfig, readTokenizerJson } from './ppl.ts';
+import { configContext, onnxruntime, readConfig, readTokenizerJson } from './ppl.ts';
 
 const TRAIN_SOURCES = ['train-text', 'train-ids', 'train-generate'] as const;
 const SCHEDULES: readonly Schedule[] = ['cosine', 'linear', 'constant'];
@@ -105,15 +105,6 @@ function settingsFromArgs(args: ParsedArgs, context: number | undefined): Settin
     train: choice(args, 'train', TRAIN_SELECTIONS, 'all'),
     seed: integerFlag(args, 'seed', 0, 0, 2 ** 32 - 1),
   };
-}
-
-async function onnxruntime<T>(doing: string, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (e) {
-    if (isModelError(e)) throw e;
-    throw new ModelError('unsupported', `onnxruntime could not ${doing}: ${(e as Error).message}`);
-  }
 }
 
 interface Data {

@@ -41,7 +41,7 @@ export function readConfig(paths: string[]): Record<string, unknown> | undefined
 }
 
 /** onnxruntime's own errors (an op it lacks, a shape it refuses) are about the model: typed, with what was being done. */
-async function onnxruntime<T>(doing: string, work: () => Promise<T>): Promise<T> {
+export async function onnxruntime<T>(doing: string, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (e) {

@@ -24,10 +24,7 @@ import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.t
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 import { weightCandidates } from '../../src/core/compress/select.ts';
-import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
-import { summarizeInputs } from '../../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../../src/core/tokenizer.ts';
-import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { quantizeInt8 } from '../../src/methods/int8/kernel.ts';
 import { quantizeInt4Blockwise, dequantizeInt4Blockwise } from '../../src/methods/int4/kernel.ts';
 import { dequantizeInt8 } from '../../src/methods/int8/kernel.ts';
@@ -50,6 +47,7 @@ import {
   gptqSpeedMarkdown,
   type CalibratedModelSpec,
 } from './calibrated.ts';
+import { perplexityOf } from './perplexity.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -118,24 +116,6 @@ interface QualityRow {
   bitsPerWeight: number;
   sparsity: number;
   compressSeconds: number;
-}
-
-async function perplexityOf(
-  bytes: Uint8Array,
-  model: OnnxModel,
-  sequences: number[][],
-  ctx: number,
-  stride: number,
-) {
-  const session = await createNodeSession(bytes);
-  try {
-    return await evaluatePerplexity(session, Tensor, summarizeInputs(model.graph), sequences, {
-      ctx,
-      stride,
-    });
-  } finally {
-    await session.release();
-  }
 }
 
 async function qualityTable(name: string, path: string, sequences: number[][], ctx: number, stride: number) {

@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { formatBytes } from '../../src/core/errors.ts';
-import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
 import { decoderFeeds } from '../../src/core/eval/decoder.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../../src/core/tokenizer.ts';
@@ -32,6 +31,7 @@ import {
   type PruneRequest,
   type StructureImportance,
 } from '../../src/core/structure/index.ts';
+import { perplexityOf } from './perplexity.ts';
 
 const log = (s: string) => process.stderr.write(s + '\n');
 const DEMO_TOKENS = 8192;
@@ -109,24 +109,6 @@ async function tokensPerSecond(
   }
 }
 
-async function perplexity(
-  bytes: Uint8Array,
-  model: OnnxModel,
-  sequences: number[][],
-  ctx: number,
-  stride: number,
-) {
-  const session = await createNodeSession(bytes);
-  try {
-    return await evaluatePerplexity(session, Tensor, summarizeInputs(model.graph), sequences, {
-      ctx,
-      stride,
-    });
-  } finally {
-    await session.release();
-  }
-}
-
 async function activationScores(model: OnnxModel, bos: number, length: number) {
   const runtime = { createSession: createNodeSession, Tensor, inputs: summarizeInputs(model.graph) };
   const settings = {
@@ -157,7 +139,7 @@ async function table(s: Subject): Promise<{ rows: Row[]; tokens: number; speedTo
   const probe = s.sequences.flat().slice(0, s.ctx);
   const rows: Row[] = [];
   const files: { bytes: Uint8Array; model: OnnxModel }[] = [{ bytes, model }];
-  const base = await perplexity(bytes, model, s.sequences, s.ctx, s.stride);
+  const base = await perplexityOf(bytes, model, s.sequences, s.ctx, s.stride);
   const params = parameterCount(model.graph);
   rows.push({
     label: 'fp32 (original)',
@@ -182,7 +164,7 @@ async function table(s: Subject): Promise<{ rows: Row[]; tokens: number; speedTo
           pruned.model,
           compressModel(pruned.model, resolveRecipe({ steps: [{ method: 'int4' }] })),
         ).model;
-      const result = await perplexity(out, pruned.model, s.sequences, s.ctx, s.stride);
+      const result = await perplexityOf(out, pruned.model, s.sequences, s.ctx, s.stride);
       files.push({ bytes: out, model: pruned.model });
       rows.push({
         label: r.label,

@@ -5,7 +5,6 @@
  * are usage errors.
  */
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
@@ -17,9 +16,8 @@ import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { idsInput, tempDir } from '../helpers/ort.ts';
 import { denseReference, maxAbs, maxAbsDiff, opTypes, runOutput } from '../helpers/compress.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
-import { runCli as run } from '../helpers/cli.ts';
+import { runCli as run, sha256File as sha } from '../helpers/cli.ts';
 
-const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
 const CALIB = ['--calib-generate', '3', '--calib-len', '24'];
 

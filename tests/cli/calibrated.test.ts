@@ -4,7 +4,6 @@
  * GPT-2 model (text + tokenizer). Few, short sequences keep each calibration to a few seconds.
  */
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
@@ -17,25 +16,11 @@ import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { idsInput, tempDir } from '../helpers/ort.ts';
 import { denseReference, maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
-import { runCli as run } from '../helpers/cli.ts';
+import { runCli as run, runCliCapturingStderr, sha256File as sha } from '../helpers/cli.ts';
 
 const DEMO_DIR = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2');
 const HOW = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
-/** Runs the CLI with process.stderr captured too (calibration progress goes there). */
-async function runCapturingStderr(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let progress = '';
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string) => ((progress += s), true)) as typeof process.stderr.write;
-  try {
-    const r = await run(args);
-    return { ...r, err: r.err + progress };
-  } finally {
-    process.stderr.write = write;
-  }
-}
-
-const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
 
 describe('compress --gptq with generated calibration sequences (stories260K)', () => {
@@ -43,7 +28,7 @@ describe('compress --gptq with generated calibration sequences (stories260K)', (
   const flagsOut = join(dir, 'gptq-flags.onnx');
 
   it('writes a model onnxruntime runs whose logits match the preview computed from the same calibration', async () => {
-    const r = await runCapturingStderr([
+    const r = await runCliCapturingStderr([
       'compress',
       STORIES_MODEL,
       '--gptq',
@@ -101,10 +86,10 @@ describe('compress --gptq with generated calibration sequences (stories260K)', (
     const sameOut = join(dir, 'gptq-recipe.onnx');
     const otherOut = join(dir, 'gptq-other-seed.onnx');
     expect(
-      (await runCapturingStderr(['compress', STORIES_MODEL, '--recipe', same, '-o', sameOut])).code,
+      (await runCliCapturingStderr(['compress', STORIES_MODEL, '--recipe', same, '-o', sameOut])).code,
     ).toBe(0);
     expect(
-      (await runCapturingStderr(['compress', STORIES_MODEL, '--recipe', other, '-o', otherOut])).code,
+      (await runCliCapturingStderr(['compress', STORIES_MODEL, '--recipe', other, '-o', otherOut])).code,
     ).toBe(0);
     expect(sha(sameOut)).toBe(sha(flagsOut));
     expect(sha(otherOut)).not.toBe(sha(flagsOut));
@@ -114,7 +99,7 @@ describe('compress --gptq with generated calibration sequences (stories260K)', (
 describe('compress --sparsegpt / --wanda', () => {
   it('--sparsegpt 0.5 prunes every tensor to exactly 50 % in the written model', async () => {
     const out = join(tempDir(), 'sparse.onnx');
-    const r = await runCapturingStderr([
+    const r = await runCliCapturingStderr([
       'compress',
       STORIES_MODEL,
       '--sparsegpt',
@@ -140,7 +125,7 @@ describe('compress --sparsegpt / --wanda', () => {
     const ids = join(dir, 'calib.txt');
     writeFileSync(ids, '1 300 40 50 7 99 120 3 8 9 10 11 12 13 14 15\n1 2 3 4 5 6 7 8 9 10\n');
     const out = join(dir, 'wanda.onnx');
-    const r = await runCapturingStderr([
+    const r = await runCliCapturingStderr([
       'compress',
       STORIES_MODEL,
       '--wanda',
@@ -170,7 +155,7 @@ describe('compress --sparsegpt / --wanda', () => {
     const text = join(dir, 'calib.txt');
     writeFileSync(text, 'First Citizen:\nBefore we proceed any further, hear me speak.\n'.repeat(8));
     const out = join(dir, 'demo-wanda.onnx');
-    const r = await runCapturingStderr([
+    const r = await runCliCapturingStderr([
       'compress',
       join(DEMO_DIR, 'model.onnx'),
       '--wanda',
@@ -339,7 +324,7 @@ describe('calibration progress', () => {
         steps: [{ method: 'wanda', options: { sparsity: 0.3 } }],
       }),
     );
-    const r = await runCapturingStderr([
+    const r = await runCliCapturingStderr([
       'compress',
       STORIES_MODEL,
       '--recipe',

@@ -16,7 +16,7 @@ import { idsInput, tempDir, ort } from '../helpers/ort.ts';
 import { maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
-import { runCli as run } from '../helpers/cli.ts';
+import { runCli as run, runCliCapturingStderr } from '../helpers/cli.ts';
 
 const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
@@ -27,19 +27,6 @@ function demoFeeds() {
     ...idsInput(ids),
     attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids.map(() => 1n)), [1, ids.length]),
   };
-}
-
-/** Runs the CLI with process.stderr captured too (calibration progress goes there). */
-async function runQuiet(args: string[]) {
-  let progress = '';
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string) => ((progress += s), true)) as typeof process.stderr.write;
-  try {
-    const r = await run(args);
-    return { ...r, err: r.err + progress };
-  } finally {
-    process.stderr.write = write;
-  }
 }
 
 describe('compress --heads / --neurons / --blocks', () => {
@@ -144,7 +131,7 @@ describe('compress --heads / --neurons / --blocks', () => {
 
   it('activation importance calibrates on the --calib-… data', async () => {
     const out = join(dir, 'stories-activation.onnx');
-    const r = await runQuiet([
+    const r = await runCliCapturingStderr([
       'compress',
       STORIES_MODEL,
       '--heads',

@@ -16,3 +16,18 @@ export async function runCli(args: string[]): Promise<{ code: number; out: strin
 
 /** A file's sha256, to show the source was never written. */
 export const sha256File = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+/** runCli with process.stderr captured too: calibration progress is written there, not through main's err. */
+export async function runCliCapturingStderr(
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  let progress = '';
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => ((progress += s), true)) as typeof process.stderr.write;
+  try {
+    const r = await runCli(args);
+    return { ...r, err: r.err + progress };
+  } finally {
+    process.stderr.write = write;
+  }
+}

@@ -5,8 +5,7 @@
  * exported model runs in onnxruntime-node as the preview computes.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findInitializer, readTensorFloat32, type OnnxModel } from '../../src/core/onnx/model.ts';
-import { weightCandidates } from '../../src/core/compress/select.ts';
+import type { OnnxModel } from '../../src/core/onnx/model.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
@@ -25,18 +24,7 @@ let model: OnnxModel;
 let bytes: Uint8Array;
 
 beforeAll(async () => {
-  const calibrated = await calibrateStories({ count: 6, length: 48, seed: 1 });
-  ({ model, stats, bytes } = calibrated);
-  const candidates = new Map(weightCandidates(model.graph).map((c) => [c.name, c]));
-  weights = calibrated.linear.map((name) => {
-    const c = candidates.get(name)!;
-    return {
-      name,
-      shape: c.shape,
-      channelAxis: c.channelAxis,
-      values: readTensorFloat32(model, findInitializer(model, name)),
-    };
-  });
+  ({ model, stats, bytes, weights } = await calibrateStories({ count: 6, length: 48, seed: 1 }));
 }, 60_000);
 
 const OPTIONS: AwqKernelOptions = {

@@ -6,8 +6,6 @@
  * computed from the captured XᵀX, which tests/calibrate/capture.test.ts checks against a forward pass.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findInitializer, readTensorFloat32 } from '../../src/core/onnx/model.ts';
-import { weightCandidates } from '../../src/core/compress/select.ts';
 import type { CalibrationStats } from '../../src/core/calibrate/stats.ts';
 import { gptqInt4 } from '../../src/methods/gptq/kernel.ts';
 import { sparsegptPrune } from '../../src/methods/sparsegpt/kernel.ts';
@@ -21,19 +19,7 @@ let weights: WeightMatrix[];
 let stats: CalibrationStats;
 
 beforeAll(async () => {
-  const calibrated = await calibrateStories({ count: 6, length: 48, seed: 1 });
-  const { model, linear } = calibrated;
-  stats = calibrated.stats;
-  const candidates = new Map(weightCandidates(model.graph).map((c) => [c.name, c]));
-  weights = linear.map((name) => {
-    const c = candidates.get(name)!;
-    return {
-      name,
-      shape: c.shape,
-      channelAxis: c.channelAxis,
-      values: readTensorFloat32(model, findInitializer(model, name)),
-    };
-  });
+  ({ weights, stats } = await calibrateStories({ count: 6, length: 48, seed: 1 }));
 }, 60_000);
 
 /** ‖XW − XŴ‖²_F = Σ_c ΔW_cᵀ XᵀX ΔW_c for a [K, N] weight. */

@@ -3,12 +3,19 @@
  * itself (never the held-out stories), run through the capture graph of its linear weights.
  */
 import { readFileSync } from 'node:fs';
-import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
+import {
+  bytesSource,
+  findInitializer,
+  parseModel,
+  readTensorFloat32,
+  type OnnxModel,
+} from '../../src/core/onnx/model.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { weightCandidates } from '../../src/core/compress/select.ts';
 import { captureActivationStats, planCapture } from '../../src/core/calibrate/capture.ts';
 import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import type { CalibrationStats } from '../../src/core/calibrate/stats.ts';
+import type { WeightMatrix } from '../../src/methods/types.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { STORIES_MODEL } from './fixtures.ts';
 
@@ -18,6 +25,8 @@ export interface StoriesCalibration {
   inputs: ReturnType<typeof summarizeInputs>;
   /** The linear weights (what a step selects by default), in graph order. */
   linear: string[];
+  /** Those weights as the kernels see them. */
+  weights: WeightMatrix[];
   stats: CalibrationStats;
 }
 
@@ -32,12 +41,17 @@ export async function calibrateStories(opts: {
   const session = await createNodeSession(bytes);
   const sequences = await generateCalibrationSequences(session, Tensor, inputs, { ...opts, bos: 1 });
   await session.release();
-  const linear = weightCandidates(model.graph)
-    .filter((c) => c.role === 'linear')
-    .map((c) => c.name);
+  const candidates = weightCandidates(model.graph).filter((c) => c.role === 'linear');
+  const linear = candidates.map((c) => c.name);
+  const weights = candidates.map((c) => ({
+    name: c.name,
+    shape: c.shape,
+    channelAxis: c.channelAxis,
+    values: readTensorFloat32(model, findInitializer(model, c.name)),
+  }));
   const plan = planCapture(model, linear);
   const capture = await createNodeSession(plan.bytes);
   const stats = await captureActivationStats(capture, Tensor, inputs, plan, sequences);
   await capture.release();
-  return { bytes, model, inputs, linear, stats };
+  return { bytes, model, inputs, linear, weights, stats };
 }

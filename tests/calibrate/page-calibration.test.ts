@@ -7,7 +7,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
-import { summarizeInputs } from '../../src/core/summary.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { weightCandidates } from '../../src/core/compress/select.ts';
@@ -26,11 +25,11 @@ import {
   DEFAULT_OUTLIER_THRESHOLD,
 } from '../../src/core/calibrate/summary.ts';
 import { overlapFraction, textSymbols } from '../../src/core/calibrate/overlap.ts';
-import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { countingRuntime } from '../helpers/calibration.ts';
 
 let model: OnnxModel;
-let sessions = 0;
+let count: { sessions: number };
 let runtime: CalibrationRuntime;
 const input = (seed: number): CalibrationInput => ({
   settings: { source: 'generate', samples: 2, length: 16, seed, bos: 1, sequential: false },
@@ -38,14 +37,7 @@ const input = (seed: number): CalibrationInput => ({
 
 beforeAll(() => {
   model = parseModel(bytesSource('model.onnx', readFileSync(STORIES_MODEL)));
-  runtime = {
-    createSession: (bytes) => {
-      sessions++;
-      return createNodeSession(bytes);
-    },
-    Tensor,
-    inputs: summarizeInputs(model.graph),
-  };
+  ({ runtime, count } = countingRuntime(model));
 });
 
 describe('calibrating every weight at once (the page)', () => {
@@ -57,9 +49,9 @@ describe('calibrating every weight at once (the page)', () => {
       expect(weights.includes(c.name), c.name).toBe(c.role === 'linear' || c.role === 'lmHead');
     expect(weights.length).toBeGreaterThan(10);
     const cache = new CalibrationCache();
-    sessions = 0;
+    count.sessions = 0;
     const stats = await calibrateWeights(model, weights, input(7), runtime, { cache });
-    expect(sessions).toBe(2); // generate, capture
+    expect(count.sessions).toBe(2); // generate, capture
     expect(Object.keys(stats.layers)).toEqual(weights);
     for (const w of weights) expect(stats.layers[w].xtx, w).not.toBeNull();
     // the footprint the card announces is what the statistics hold
@@ -70,9 +62,9 @@ describe('calibrating every weight at once (the page)', () => {
     expect(calibrationFootprint(model, weights)).toEqual({ activations: distinct.size, bytes: held });
     // the same settings again: no model run; another seed: a run
     expect(await calibrateWeights(model, weights, input(7), runtime, { cache })).toBe(stats);
-    expect(sessions).toBe(2);
+    expect(count.sessions).toBe(2);
     expect(await calibrateWeights(model, weights, input(8), runtime, { cache })).not.toBe(stats);
-    expect(sessions).toBe(4);
+    expect(count.sessions).toBe(4);
   }, 60_000);
 
   it('gives a calibrated recipe the weights the CLI computes for it with "sequential": false', async () => {

@@ -15,6 +15,7 @@ import { weightCandidates } from '../../src/core/compress/select.ts';
 import { captureActivationStats, planCapture } from '../../src/core/calibrate/capture.ts';
 import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import type { CalibrationStats } from '../../src/core/calibrate/stats.ts';
+import type { CalibrationRuntime } from '../../src/core/compress/calibration.ts';
 import type { WeightMatrix } from '../../src/methods/types.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { STORIES_MODEL } from './fixtures.ts';
@@ -54,4 +55,24 @@ export async function calibrateStories(opts: {
   const stats = await captureActivationStats(capture, Tensor, inputs, plan, sequences);
   await capture.release();
   return { bytes, model, inputs, linear, weights, stats };
+}
+
+/**
+ * onnxruntime-node for calibrating `model`, counting the sessions it opens (one per generation or
+ * capture run): how the cache tests see whether the model ran again.
+ */
+export function countingRuntime(model: OnnxModel): {
+  runtime: CalibrationRuntime;
+  count: { sessions: number };
+} {
+  const count = { sessions: 0 };
+  const runtime: CalibrationRuntime = {
+    createSession: (bytes) => {
+      count.sessions++;
+      return createNodeSession(bytes);
+    },
+    Tensor,
+    inputs: summarizeInputs(model.graph),
+  };
+  return { runtime, count };
 }

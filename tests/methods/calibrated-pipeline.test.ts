@@ -6,7 +6,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
-import { summarizeInputs } from '../../src/core/summary.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { PreviewSession } from '../../src/core/compress/session.ts';
@@ -18,11 +17,11 @@ import {
   type CalibrationRuntime,
 } from '../../src/core/compress/calibration.ts';
 import { isModelError } from '../../src/core/errors.ts';
-import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { countingRuntime } from '../helpers/calibration.ts';
 
 let model: OnnxModel;
-let sessions = 0;
+let count: { sessions: number };
 let runtime: CalibrationRuntime;
 const input = (seed: number, sequential = false): CalibrationInput => ({
   settings: { source: 'generate', samples: 2, length: 16, seed, bos: 1, sequential },
@@ -30,23 +29,16 @@ const input = (seed: number, sequential = false): CalibrationInput => ({
 
 beforeAll(() => {
   model = parseModel(bytesSource('model.onnx', readFileSync(STORIES_MODEL)));
-  runtime = {
-    createSession: (bytes) => {
-      sessions++;
-      return createNodeSession(bytes);
-    },
-    Tensor,
-    inputs: summarizeInputs(model.graph),
-  };
+  ({ runtime, count } = countingRuntime(model));
 });
 
 describe('calibration cache', () => {
   it('runs the model once per calibration set: a second recipe on the same weights reuses the statistics', async () => {
     const cache = new CalibrationCache();
     const gptq = resolveRecipe({ steps: [{ method: 'gptq' }] });
-    sessions = 0;
+    count.sessions = 0;
     const first = await calibrate(model, gptq, input(3), runtime, { cache });
-    expect(sessions).toBe(2); // one to generate the sequences, one to capture
+    expect(count.sessions).toBe(2); // one to generate the sequences, one to capture
     expect(Object.keys(first.layers)).toEqual(calibrationTargets(model, gptq).weights);
 
     // another option (a slider move), and Wanda on a subset: XᵀX and norms are already there
@@ -64,17 +56,17 @@ describe('calibration cache', () => {
       runtime,
       { cache },
     );
-    expect(sessions).toBe(2);
+    expect(count.sessions).toBe(2);
     expect(again).toBe(first);
     expect(wanda).toBe(first);
 
     // another seed is another calibration set
     const other = await calibrate(model, gptq, input(4), runtime, { cache });
-    expect(sessions).toBe(4);
+    expect(count.sessions).toBe(4);
     expect(other).not.toBe(first);
     // without a cache the model runs again
     await calibrate(model, gptq, input(3), runtime);
-    expect(sessions).toBe(6);
+    expect(count.sessions).toBe(6);
   }, 60_000);
 
   it('sequential statistics serve only the recipe they were captured for, and reuse the sequences', async () => {
@@ -83,16 +75,16 @@ describe('calibration cache', () => {
       resolveRecipe({
         steps: [{ method: 'sparsegpt', options: { sparsity }, select: { include: ['l0.*'] } }],
       });
-    sessions = 0;
+    count.sessions = 0;
     const a = await calibrate(model, sparse(0.5), input(3, true), runtime, { cache });
-    const groups = sessions - 1; // after the generation session, one capture per layer group
+    const groups = count.sessions - 1; // after the generation session, one capture per layer group
     expect(groups).toBe(4); // layer 0: q/k/v, wo, w1/w3, w2
     expect(await calibrate(model, sparse(0.5), input(3, true), runtime, { cache })).toBe(a);
-    expect(sessions).toBe(1 + groups);
+    expect(count.sessions).toBe(1 + groups);
     // another sparsity changes what later groups see: captured again, on the cached sequences
     const b = await calibrate(model, sparse(0.3), input(3, true), runtime, { cache });
     expect(b).not.toBe(a);
-    expect(sessions).toBe(1 + 2 * groups);
+    expect(count.sessions).toBe(1 + 2 * groups);
   }, 60_000);
 });
 

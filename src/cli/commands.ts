@@ -22,6 +22,7 @@ export const PPL: CommandSpec = {
   usage: [
     'ppl MODEL.onnx --text FILE --tokenizer DIR_OR_JSON [--ctx N] [--stride N] [--json]',
     'ppl MODEL.onnx --ids FILE [--ctx N] [--stride N] [--json]',
+    'ppl COMPRESSED.onnx --base ORIGINAL.onnx (--text FILE --tokenizer DIR_OR_JSON | --ids FILE) [--json]',
   ],
   positionals: [MODEL],
   options: {
@@ -38,6 +39,11 @@ export const PPL: CommandSpec = {
       help: "window length in tokens, ≥ 2 (default: config.json's context, else 512)",
     },
     stride: { type: 'string', value: 'N', help: 'tokens between windows, 1…ctx (default ctx/2)' },
+    base: {
+      type: 'string',
+      value: 'ORIGINAL.onnx',
+      help: 'also run the original on the same tokens: KL divergence, same top, RMS Δp, PPL ratio (± standard errors)',
+    },
     json: JSON_FLAG,
     help: HELP_FLAG,
   },

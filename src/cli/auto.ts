@@ -52,20 +52,28 @@ function numberFlag(args: ParsedArgs, flag: string, min: number, max: number): n
   return n;
 }
 
-/** A JSON file of measured KLs, read once and written after each new measurement. */
-function fileCache(path: string): SensitivityCache {
-  let data: Record<string, number> = {};
+interface FileCache extends SensitivityCache {
+  samples(key: string): number[][] | undefined;
+  keepSamples(key: string, sequences: number[][]): void;
+}
+
+/** A JSON file of measured KLs (and sampled slices), read once and written after each new entry. */
+function fileCache(path: string): FileCache {
+  let data: Record<string, unknown> = {};
   try {
-    if (existsSync(path)) data = JSON.parse(readFileSync(path, 'utf8')) as Record<string, number>;
+    if (existsSync(path)) data = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
   } catch {
     data = {}; // an unreadable cache is rebuilt
   }
+  const put = (k: string, v: unknown) => {
+    data[k] = v;
+    writeFileSync(path, JSON.stringify(data));
+  };
   return {
     get: (k) => (typeof data[k] === 'number' ? data[k] : undefined),
-    set(k, kl) {
-      data[k] = kl;
-      writeFileSync(path, JSON.stringify(data));
-    },
+    set: put,
+    samples: (k) => (Array.isArray(data[k]) ? (data[k] as number[][]) : undefined),
+    keepSamples: put,
   };
 }
 
@@ -77,6 +85,8 @@ async function sliceSequences(
   session: Awaited<ReturnType<typeof createNodeSession>>,
   ctx: number,
   tokens: number,
+  modelHash: string,
+  cache: FileCache,
 ): Promise<{ sequences: number[][]; source: string }> {
   const ids = args.flags.get('auto-ids');
   const text = args.flags.get('auto-text');
@@ -95,17 +105,24 @@ async function sliceSequences(
     sequences = [loadTokenizer(readTokenizerJson(tokenizer)).encode(readTextFile(text, '--auto-text'))];
     source = text;
   } else {
-    // no text: the model's own samples from BOS (seed 0), as calibration does for a model without a tokenizer
+    // no text: the model's own samples from BOS (seed 0), as calibration does for a model without a
+    // tokenizer; kept in the cache beside the KLs, since sampling token by token is the slow part
     const config = readConfig([dirname(path), join(dirname(path), '..')]);
     const bos = Number.isInteger(config?.bos_token_id) ? (config!.bos_token_id as number) : 1;
     const length = Math.min(ctx, 256);
-    sequences = await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
-      count: Math.max(1, Math.ceil(tokens / length)),
-      length,
-      seed: 0,
-      bos,
-    });
-    source = `sampled from BOS ${bos}, seed 0`;
+    const count = Math.max(1, Math.ceil(tokens / length));
+    const key = `samples|${modelHash}|${bos}|${length}|${count}|0`;
+    const kept = cache.samples(key);
+    sequences =
+      kept ??
+      (await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
+        count,
+        length,
+        seed: 0,
+        bos,
+      }));
+    if (!kept) cache.keepSamples(key, sequences);
+    source = `${count} sequences × ${length} tokens sampled from BOS ${bos}, seed 0`;
   }
   // the first `tokens` tokens, sequence after sequence
   const slice: number[][] = [];
@@ -159,13 +176,13 @@ export async function autoCompressCommand(args: ParsedArgs, out: (s: string) => 
   const ctx = Math.min(configContext([dirname(path), join(dirname(path), '..')]) ?? 512, 512);
   const base = await onnxruntime('load the model', () => createNodeSession(source));
   try {
-    const slice = await sliceSequences(args, path, model, base, ctx, tokens);
-    const reference = new ReferenceLogits({ session: base, Tensor, inputs }, slice.sequences, ctx, ctx);
     const modelHash = createHash('sha256').update(source).digest('hex');
     const cachePath = args.flags.get('sensitivity-cache');
     const cache = fileCache(
       typeof cachePath === 'string' ? cachePath : join(tmpdir(), 'compression-studio-sensitivity.json'),
     );
+    const slice = await sliceSequences(args, path, model, base, ctx, tokens, modelHash, cache);
+    const reference = new ReferenceLogits({ session: base, Tensor, inputs }, slice.sequences, ctx, ctx);
     const klOf = async (m: OnnxModel, steps: RecipeStep[]) => {
       const bytes = exportCompressed(m, compressModel(m, resolveRecipe({ steps }))).model;
       const session = await onnxruntime('load a trial model', () => createNodeSession(bytes));

@@ -85,7 +85,7 @@ export const COMPRESS: CommandSpec = {
     candidates: {
       type: 'string',
       value: 'LIST',
-      help: 'with --auto-*: keep,fp16,int8,int4b16|32|64|128[a],kmeansK[c] (default keep,fp16,int8,int4b128,int4b64,int4b32,kmeans16,kmeans8)',
+      help: 'with --auto-*: keep,fp16,int8,int4b16|32|64|128[a],kmeansK[c] (default keep,fp16,int8,int4b128,int4b64,int4b32,kmeans16,kmeans8,kmeans4)',
     },
     'auto-ids': { type: 'string', value: 'FILE', help: 'with --auto-*: token ids of the sensitivity slice' },
     'auto-text': { type: 'string', value: 'FILE', help: 'with --auto-*: text of the sensitivity slice' },

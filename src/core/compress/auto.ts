@@ -19,7 +19,8 @@ export interface AutoCandidate {
   step: Omit<RecipeStep, 'select'> | null;
 }
 
-export const DEFAULT_CANDIDATES = 'keep,fp16,int8,int4b128,int4b64,int4b32,kmeans16,kmeans8';
+/** k-means K = 8 stores 4-bit indices as K = 16 does: K = 4 (2 bits) is the step below. */
+export const DEFAULT_CANDIDATES = 'keep,fp16,int8,int4b128,int4b64,int4b32,kmeans16,kmeans8,kmeans4';
 
 /**
  * 'keep', 'fp16', 'int8', 'int4b32' (block 16/32/64/128; suffix 'a' asymmetric), 'kmeans16' (K 2…256;

@@ -1,6 +1,12 @@
 /** The evaluation worker: onnxruntime-web sessions and perplexity runs, cancellable between windows. */
 import * as Comlink from 'comlink';
-import { createSession, Tensor, type RuntimeInfo } from '../src/runtime/ort-web.ts';
+import { createSession, ORT_WEB_VERSION, Tensor, type RuntimeInfo } from '../src/runtime/ort-web.ts';
+import {
+  ReferenceLogits,
+  compareWithReference,
+  tokensHash,
+  type ComparisonResult,
+} from '../src/core/eval/compare.ts';
 import {
   evaluatePerplexity,
   type PerplexityProgress,
@@ -28,12 +34,48 @@ export interface EvalRequest {
   ctx: number;
   stride: number;
   provider?: 'auto' | 'webgpu' | 'wasm';
+  /** The original model: when given, the model is also compared with it on the same tokens. */
+  base?: ModelBytes;
 }
 
 export type EvalResult = PerplexityResult & {
   runtime: RuntimeInfo;
   protocol: { ctx: number; stride: number };
+  /** KL, same top, PPL ratio… against `base`, with the full protocol (when a base was given). */
+  versus?: ComparisonResult;
 };
+
+/** The original's session and its logits per window, kept while the text and window stay the same. */
+let reference: { key: string; session: InferenceSession; logits: ReferenceLogits } | undefined;
+/** The browser keeps less of the original's logits than the CLI: past this, windows are recomputed. */
+const REFERENCE_BUDGET_BYTES = 128 * 2 ** 20;
+
+async function referenceFor(base: ModelBytes, sequences: number[][], req: EvalRequest) {
+  const key = `${base.key}|${req.ctx}|${req.stride}|${await tokensHash(sequences)}`;
+  if (reference?.key === key) return reference.logits;
+  if (reference && !reference.key.startsWith(`${base.key}|`)) await reference.session.release();
+  const session =
+    reference?.key.startsWith(`${base.key}|`) === true
+      ? reference.session
+      : (
+          await createSession({
+            model: await bytesOf(base.model),
+            externalData: await Promise.all(
+              (base.externalData ?? []).map(async (e) => ({ path: e.path, data: await bytesOf(e.data) })),
+            ),
+            provider: req.provider ?? 'auto',
+          })
+        ).session;
+  const logits = new ReferenceLogits(
+    { session, Tensor, inputs: base.inputs },
+    sequences,
+    req.ctx,
+    req.stride,
+    REFERENCE_BUDGET_BYTES,
+  );
+  reference = { key, session, logits };
+  return logits;
+}
 
 let cached: { key: string; session: InferenceSession; info: RuntimeInfo } | undefined;
 let controller: AbortController | undefined;
@@ -69,6 +111,42 @@ const api = {
         sequences = [tokenizer.encode(req.text ?? '')];
       }
       const { session, info } = await sessionFor(req.model, req.provider ?? 'auto');
+      if (req.base) {
+        const start = performance.now();
+        const logits = await referenceFor(req.base, sequences, req);
+        const versus = await compareWithReference(
+          logits,
+          { session, Tensor, inputs: req.model.inputs },
+          { provider: info.provider, threads: info.threads, onnxruntime: ORT_WEB_VERSION },
+          {
+            signal: mine.signal,
+            onProgress: (p) =>
+              onProgress?.({
+                ...p,
+                tokensPerSecond: p.tokensScored / Math.max((performance.now() - start) / 1000, 1e-9),
+              }),
+          },
+        );
+        const seconds = (performance.now() - start) / 1000;
+        const tokens = versus.protocol.tokens;
+        return {
+          ok: true,
+          value: {
+            perplexity: versus.perplexity.value,
+            nll: Math.log(versus.perplexity.value),
+            tokens,
+            // both models ran over the text: the rate is of the pair
+            tokensPerSecond: tokens / Math.max(seconds, 1e-9),
+            seconds,
+            ctx: req.ctx,
+            stride: req.stride,
+            windows: versus.protocol.windows,
+            runtime: info,
+            protocol: { ctx: req.ctx, stride: req.stride },
+            versus,
+          },
+        };
+      }
       const r = await evaluatePerplexity(session, Tensor, req.model.inputs, sequences, {
         ctx: req.ctx,
         stride: req.stride,
@@ -91,6 +169,8 @@ const api = {
   async release(): Promise<void> {
     await cached?.session.release();
     cached = undefined;
+    await reference?.session.release();
+    reference = undefined;
   },
 };
 

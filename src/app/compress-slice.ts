@@ -2,7 +2,7 @@
 import type { StoreApi } from 'zustand';
 import type { RecipeStep } from '../core/compress/recipe.ts';
 import type { StructureSettings } from '../core/compress/structure.ts';
-import type { EvalState, StudioState } from './store.ts';
+import { originalModelBytes, type EvalState, type StudioState } from './store.ts';
 import { evaluationInputProblem } from './eval-input.ts';
 import {
   cancelEvaluation,
@@ -272,7 +272,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
     },
 
     async evaluateCompressed() {
-      const { summary, recipe, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
+      const { summary, recipe, tokenizerJson, evalText, evalIsIds, ctx, stride, files } = get();
       if (!summary) return;
       const seq = ++compressedEvalSeq;
       // said once, here, instead of the worker failing on the original and then on the compressed model
@@ -313,6 +313,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
             ...(evalIsIds ? { ids: parseIdsText(evalText) } : { text: evalText, tokenizerJson }),
             ctx,
             stride,
+            // measured against the original on the same tokens: KL, same top, PPL ratio
+            base: originalModelBytes(summary, files),
           },
           (progress) => {
             if (seq === compressedEvalSeq) set({ compressedEval: { running: true, progress } });
@@ -329,6 +331,14 @@ export function compressSlice(set: Set, get: Get): CompressState {
           bytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,
           at: new Date().toISOString(),
+          ...(result.versus
+            ? {
+                kl: result.versus.kl.mean.value,
+                sameTop: result.versus.sameTop.value,
+                pplRatio: result.versus.ratio.value,
+                protocol: result.versus.protocol,
+              }
+            : {}),
         };
         set({
           compressedEval: { running: false, result, bytes: bytes.byteLength },
@@ -383,6 +393,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
             original: get().evaluation.result?.perplexity ?? null,
             compressed: get().compressedEval.result?.perplexity ?? null,
             protocol: get().evaluation.result?.protocol ?? null,
+            // the compressed model against the original on the same tokens, with the full protocol
+            versusOriginal: get().compressedEval.result?.versus ?? null,
           },
           tensors: get().preview?.reports ?? [],
         };

@@ -1,4 +1,5 @@
 /** The recipe in the URL hash (so a link reproduces it) and, with the evaluation history, in localStorage. */
+import type { EvalProtocol } from '../core/eval/compare.ts';
 import type { CalibrationSettings, RecipeStep } from '../core/compress/recipe.ts';
 import { resolveFullRecipe, resolveRecipe } from '../core/compress/recipe.ts';
 import type { StructureSettings } from '../core/compress/structure.ts';
@@ -20,6 +21,11 @@ export interface HistoryEntry {
   bytes: number;
   bitsPerWeight: number;
   at: string;
+  /** Against the original on the same tokens (entries saved before it was measured have none). */
+  kl?: number;
+  sameTop?: number;
+  pplRatio?: number;
+  protocol?: EvalProtocol;
 }
 
 export const DEFAULT_RECIPE: RecipeStep[] = [{ method: 'int4', options: { blockSize: 32 } }];

@@ -7,6 +7,7 @@ import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
 import { evaluationInputProblem } from './eval-input.ts';
 import { contextFromConfig } from '../core/eval/config.ts';
+import type { ModelBytes } from '../../workers/eval.worker.ts';
 import {
   cancelEvaluation,
   evaluatePerplexity,
@@ -67,6 +68,20 @@ let histSeq = 0;
 let evalSeq = 0;
 
 const base = (p: string) => p.split('/').pop() ?? p;
+
+/** The open model as the evaluation worker takes it (the key names the file, so its session is reused). */
+export function originalModelBytes(summary: ModelSummary, files: PickedFile[]): ModelBytes {
+  const main = files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];
+  const externalData = files
+    .filter((f) => f !== main && !/\.(onnx|json|txt|md)$/i.test(f.path))
+    .map((f) => ({ path: base(f.path), data: f.file }));
+  return {
+    key: `original:${main.path}:${main.file.size}:${main.file.lastModified}`,
+    model: main.file,
+    externalData,
+    inputs: summary.inputs,
+  };
+}
 
 async function readJson(files: PickedFile[], name: string): Promise<unknown> {
   const f = files.find((x) => base(x.path) === name);
@@ -211,18 +226,9 @@ export const useStudio = create<StudioState>((set, get) => ({
     }
     set({ evaluation: { running: true } });
     try {
-      const main = files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];
-      const externalData = files
-        .filter((f) => f !== main && !/\.(onnx|json|txt|md)$/i.test(f.path))
-        .map((f) => ({ path: base(f.path), data: f.file }));
       const result = await evaluatePerplexity(
         {
-          model: {
-            key: `original:${main.path}:${main.file.size}:${main.file.lastModified}`,
-            model: main.file,
-            externalData,
-            inputs: summary.inputs,
-          },
+          model: originalModelBytes(summary, files),
           ...(evalIsIds ? { ids: parseIdsText(evalText) } : { text: evalText, tokenizerJson }),
           ctx,
           stride,

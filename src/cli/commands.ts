@@ -22,6 +22,7 @@ export const PPL: CommandSpec = {
   usage: [
     'ppl MODEL.onnx --text FILE --tokenizer DIR_OR_JSON [--ctx N] [--stride N] [--json]',
     'ppl MODEL.onnx --ids FILE [--ctx N] [--stride N] [--json]',
+    'ppl COMPRESSED.onnx --base ORIGINAL.onnx (--text FILE --tokenizer DIR_OR_JSON | --ids FILE) [--json]',
   ],
   positionals: [MODEL],
   options: {
@@ -38,6 +39,11 @@ export const PPL: CommandSpec = {
       help: "window length in tokens, ≥ 2 (default: config.json's context, else 512)",
     },
     stride: { type: 'string', value: 'N', help: 'tokens between windows, 1…ctx (default ctx/2)' },
+    base: {
+      type: 'string',
+      value: 'ORIGINAL.onnx',
+      help: 'also run the original on the same tokens: KL divergence, same top, RMS Δp, PPL ratio (± standard errors)',
+    },
     json: JSON_FLAG,
     help: HELP_FLAG,
   },
@@ -60,10 +66,41 @@ export const COMPRESS: CommandSpec = {
     'compress MODEL.onnx [--heads F] [--neurons F] [--blocks N] [--importance magnitude|activation]',
     '         [--structure-scope layer|global] [--multiple N] [any method above] -o OUT.onnx',
     'compress MODEL.onnx --awq [--gptq] [--block N] [--asym] [--format F] (--calib-… as above) -o OUT.onnx',
+    'compress MODEL.onnx (--auto-bits B | --auto-kl K) [--candidates LIST] [--auto-ids F | --auto-text F --auto-tokenizer D]',
+    '         [--auto-tokens N] [--sensitivity-cache FILE] [--save-recipe FILE] -o OUT.onnx [--json]',
   ],
   positionals: [MODEL],
   options: {
     output: { type: 'string', short: 'o', value: 'OUT.onnx', help: 'where to write the compressed model' },
+    'auto-bits': {
+      type: 'string',
+      value: 'B',
+      help: 'mixed precision: choose each tensor among --candidates by KL per byte, at most B bits/weight',
+    },
+    'auto-kl': {
+      type: 'string',
+      value: 'K',
+      help: 'mixed precision: the fewest bytes whose summed per-tensor KL is at most K',
+    },
+    candidates: {
+      type: 'string',
+      value: 'LIST',
+      help: 'with --auto-*: keep,fp16,int8,int4b16|32|64|128[a],kmeansK[c] (default keep,fp16,int8,int4b128,int4b64,int4b32,kmeans16,kmeans8,kmeans4)',
+    },
+    'auto-ids': { type: 'string', value: 'FILE', help: 'with --auto-*: token ids of the sensitivity slice' },
+    'auto-text': { type: 'string', value: 'FILE', help: 'with --auto-*: text of the sensitivity slice' },
+    'auto-tokenizer': { type: 'string', value: 'DIR_OR_JSON', help: 'with --auto-text: its tokenizer' },
+    'auto-tokens': {
+      type: 'string',
+      value: 'N',
+      help: 'with --auto-*: tokens of the slice (default 1024; without a text, sampled from BOS)',
+    },
+    'sensitivity-cache': {
+      type: 'string',
+      value: 'FILE',
+      help: 'with --auto-*: JSON cache of measured KLs per (model, tensor, step, text) (default in the temp folder)',
+    },
+    'save-recipe': { type: 'string', value: 'FILE', help: 'with --auto-*: write the planned recipe here' },
     recipe: {
       type: 'string',
       value: 'FILE',

@@ -606,6 +606,9 @@ function fmt(x: number, digits = 2): string {
 }
 
 export async function compressCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
+  // --auto-bits / --auto-kl: the recipe is planned from measured sensitivities (src/cli/auto.ts)
+  if (args.flags.has('auto-bits') || args.flags.has('auto-kl'))
+    return (await import('./auto.ts')).autoCompressCommand(args, out);
   const path = args.positional[0];
   const output = args.flags.get('output');
   if (typeof output !== 'string')

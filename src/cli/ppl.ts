@@ -9,6 +9,7 @@ import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { UsageError, integerFlag, readTextFile, type ParsedArgs } from './args.ts';
 import { modelSources } from './files.ts';
 import { contextFromConfig } from '../core/eval/config.ts';
+import { pplAgainstBase } from './ppl-compare.ts';
 
 /** The context a model was trained for, from a config.json beside it (HF names), if there is one. */
 export function configContext(paths: string[]): number | undefined {
@@ -112,6 +113,9 @@ export async function pplCommand(args: ParsedArgs, out: (s: string) => void): Pr
     const tokenizer = loadTokenizer(readTokenizerJson(source.tokenizer));
     sequences = [tokenizer.encode(readTextFile(source.text, '--text'))];
   }
+  const basePath = args.flags.get('base');
+  if (typeof basePath === 'string')
+    return pplAgainstBase(path, basePath, sequences, ctx, stride, args.flags.has('json'), out);
 
   const session = await onnxruntime('load the model', () =>
     createNodeSession(external.length ? path : main.read(0, main.size)),

@@ -122,3 +122,6 @@ export async function createSession(
 }
 
 export const Tensor = ort.Tensor;
+
+/** onnxruntime-web's version, for the protocol line under every figure. */
+export const ORT_WEB_VERSION: string = ort.env.versions?.web ?? ort.env.versions?.common ?? 'unknown';

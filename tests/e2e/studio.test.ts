@@ -102,7 +102,15 @@ describe('live studio', () => {
     expect(original).toBeGreaterThan(1);
     expect(compressed).toBeGreaterThan(1);
     expect(compressed).not.toBe(original);
+    // against the original on the same tokens: KL > 0, same top below 100 %, and the protocol
+    const kl = Number((await text('kl-versus'))!.split(' ')[0]);
+    expect(kl).toBeGreaterThan(0);
+    expect(Number((await text('same-top'))!.split(' ')[0])).toBeLessThan(100);
+    expect(await text('versus-protocol')).toMatch(
+      /text sha256 [0-9a-f]{12}, \d+ tokens scored .*ctx \d+, stride \d+, .*onnxruntime \d/,
+    );
     expect(await page.locator('[data-testid=history] li').count()).toBe(1);
+    expect(await page.locator('[data-testid=history] li').textContent()).toMatch(/KL \d\.\d{4} · same top/);
     await page.screenshot({ path: join(ARTIFACTS, 'studio-evaluated.png'), fullPage: true });
   });
 

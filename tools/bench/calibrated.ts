@@ -32,6 +32,15 @@ import { gptqInt4 } from '../../src/methods/gptq/kernel.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
+import {
+  openReference,
+  versusCells,
+  versusProtocol,
+  VERSUS_HEADER,
+  VERSUS_RULE,
+  type BenchReference,
+  type VersusOriginal,
+} from './perplexity.ts';
 
 const log = (s: string) => process.stderr.write(s + '\n');
 
@@ -158,24 +167,14 @@ interface CalibratedResult {
   sparsity: number;
   captureSeconds: number;
   kernelSeconds: number;
+  /** against the original on the evaluation tokens (absent in rows cached before the bench measured it) */
+  versus?: VersusOriginal;
   target?: number;
   targetGroup?: string;
 }
 
 function nodeRuntime(model: OnnxModel): CalibrationRuntime {
   return { createSession: (b) => createNodeSession(b), Tensor, inputs: summarizeInputs(model.graph) };
-}
-
-async function perplexity(bytes: Uint8Array, model: OnnxModel, spec: CalibratedModelSpec) {
-  const session = await createNodeSession(bytes);
-  try {
-    return await evaluatePerplexity(session, Tensor, summarizeInputs(model.graph), spec.evalSequences, {
-      ctx: spec.ctx,
-      stride: spec.stride,
-    });
-  } finally {
-    await session.release();
-  }
 }
 
 /** The calibration sequences of `spec`, and the seconds it took to make them. */
@@ -223,8 +222,23 @@ async function calibrationData(model: OnnxModel, spec: CalibratedModelSpec) {
 export async function calibratedTable(spec: CalibratedModelSpec) {
   const source = new Uint8Array(readFileSync(spec.path));
   const model = parseModel(bytesSource(spec.name, source));
+  // the original's logits are computed once; every row is compared with them on the same tokens
+  const reference = await openReference(source, model, spec.evalSequences, spec.ctx, spec.stride);
+  try {
+    return await rowsAgainst(reference, source, model, spec);
+  } finally {
+    await reference.close();
+  }
+}
+
+async function rowsAgainst(
+  reference: BenchReference,
+  source: Uint8Array,
+  model: OnnxModel,
+  spec: CalibratedModelSpec,
+) {
   const runtime = nodeRuntime(model);
-  const base = await perplexity(source, model, spec);
+  const base = await reference.measure(source, model);
   const data = await calibrationData(model, spec);
   log(`  ${spec.name}: ${data.sequences.length} calibration sequences in ${data.seconds.toFixed(1)} s`);
   const rows: CalibratedResult[] = [];
@@ -269,10 +283,11 @@ export async function calibratedTable(spec: CalibratedModelSpec) {
     const result = compressModel(model, steps, { calibration: stats });
     const t2 = performance.now();
     const bytes = exportCompressed(model, result).model;
-    const r = await perplexity(bytes, model, spec);
+    const r = await reference.measure(bytes, model);
     const done: CalibratedResult = {
       label: row.label,
       ppl: r.perplexity,
+      versus: r.versus,
       bytes: bytes.byteLength,
       bitsPerWeight: result.totals.bitsPerWeight,
       sparsity: result.totals.sparsity,
@@ -319,8 +334,8 @@ export function calibratedMarkdown(
   const lines = [
     `#### ${spec.title}: calibrated methods`,
     '',
-    '| recipe | perplexity | target | Δ vs fp32 | file size | × smaller | bits/weight (compressed tensors) | sparsity | calibration (capture) | kernel |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    `| recipe | perplexity | target | Δ vs fp32 ${VERSUS_HEADER} file size | × smaller | bits/weight (compressed tensors) | sparsity | calibration (capture) | kernel |`,
+    `|---|---:|---:|---:|${VERSUS_RULE}---:|---:|---:|---:|---:|---:|`,
   ];
   for (const r of rows) {
     // a target set for either of several rows is judged on the best of them
@@ -334,13 +349,13 @@ export function calibratedMarkdown(
           ? `≤ ${r.target} (${r.targetGroup}, either method): ${verdict(best <= r.target)}`
           : `≤ ${r.target} ${verdict(r.ppl <= r.target)}`;
     lines.push(
-      `| ${r.label} | ${r.ppl.toFixed(3)} | ${target} | ${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} % | ` +
-        `${formatBytes(r.bytes)} | ${(base.bytes / r.bytes).toFixed(2)} | ${r.bitsPerWeight.toFixed(2)} | ` +
+      `| ${r.label} | ${r.ppl.toFixed(3)} | ${target} | ${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} % |` +
+        `${versusCells(r.versus)} ${formatBytes(r.bytes)} | ${(base.bytes / r.bytes).toFixed(2)} | ${r.bitsPerWeight.toFixed(2)} | ` +
         `${(r.sparsity * 100).toFixed(1)} % | ${r.captureSeconds.toFixed(1)} s | ${r.kernelSeconds.toFixed(2)} s |`,
     );
   }
   if (!METHODS.some((m) => m.id === 'awq'))
-    lines.push('| AWQ int4 block 32 | (method not in this build yet) | | | | | | | | |');
+    lines.push('| AWQ int4 block 32 | (method not in this build yet) | | | | | | | | | | | |');
   lines.push(
     '',
     `Calibration protocol: ${protocol}. Each row runs the studio's calibration as the CLI and the page do: ` +
@@ -351,6 +366,8 @@ export function calibratedMarkdown(
       'so the next group sees it); *kernel* is the final compressModel with the captured statistics. ' +
       "Targets are the issue's (a PyTorch layer-by-layer reference on this machine, same evaluation).",
   );
+  const protocol2 = versusProtocol(rows);
+  if (protocol2) lines.push('', protocol2);
   return lines.join('\n');
 }
 

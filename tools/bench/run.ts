@@ -47,7 +47,14 @@ import {
   gptqSpeedMarkdown,
   type CalibratedModelSpec,
 } from './calibrated.ts';
-import { perplexityOf } from './perplexity.ts';
+import {
+  openReference,
+  versusCells,
+  versusProtocol,
+  VERSUS_HEADER,
+  VERSUS_RULE,
+  type VersusOriginal,
+} from './perplexity.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -61,9 +68,11 @@ const onlyIndex = process.argv.indexOf('--only');
 const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : null;
 /** --only calibrated, or some of its parts: --only stories,demo,capture,gptq */
 const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
+/** --only quality-stories,quality-demo: the uncalibrated quality tables (with KL against fp32). */
+const ONLY_PARTS = [...CALIBRATED_PARTS, 'quality-stories', 'quality-demo'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
-if (ONLY !== null && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
-  throw new Error(`--only takes 'calibrated' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`);
+if (ONLY !== null && PARTS.some((p) => !ONLY_PARTS.includes(p)))
+  throw new Error(`--only takes 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`);
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -116,6 +125,7 @@ interface QualityRow {
   bitsPerWeight: number;
   sparsity: number;
   compressSeconds: number;
+  versus?: VersusOriginal;
 }
 
 async function qualityTable(name: string, path: string, sequences: number[][], ctx: number, stride: number) {
@@ -123,29 +133,39 @@ async function qualityTable(name: string, path: string, sequences: number[][], c
   const model = parseModel(bytesSource(name, source));
   const rows: QualityRow[] = [];
   let tokens = 0;
-  for (const q of QUALITY) {
-    const t0 = performance.now();
-    let bytes: Uint8Array = source;
-    let bitsPerWeight = 32;
-    let sparsity = 0;
-    if (q.steps.length) {
-      const result = compressModel(model, resolveRecipe({ steps: q.steps }));
-      bytes = exportCompressed(model, result).model;
-      bitsPerWeight = result.totals.bitsPerWeight;
-      sparsity = result.totals.sparsity;
+  // the original's logits are computed once and every row is compared with them on the same tokens
+  const reference = await openReference(source, model, sequences, ctx, stride);
+  try {
+    for (const q of QUALITY) {
+      const t0 = performance.now();
+      let bytes: Uint8Array = source;
+      let bitsPerWeight = 32;
+      let sparsity = 0;
+      if (q.steps.length) {
+        const result = compressModel(model, resolveRecipe({ steps: q.steps }));
+        bytes = exportCompressed(model, result).model;
+        bitsPerWeight = result.totals.bitsPerWeight;
+        sparsity = result.totals.sparsity;
+      }
+      const compressSeconds = (performance.now() - t0) / 1000;
+      const r = await reference.measure(bytes, model);
+      tokens = r.tokens;
+      rows.push({
+        label: q.label,
+        ppl: r.perplexity,
+        bytes: bytes.byteLength,
+        bitsPerWeight,
+        sparsity,
+        compressSeconds,
+        versus: r.versus,
+      });
+      log(
+        `  ${name}: ${q.label.padEnd(28)} ppl ${r.perplexity.toFixed(3)}  KL ${r.versus.kl.value.toFixed(5)}  ` +
+          `same top ${(r.versus.sameTop.value * 100).toFixed(2)} %  ${formatBytes(bytes.byteLength)}`,
+      );
     }
-    const compressSeconds = (performance.now() - t0) / 1000;
-    const r = await perplexityOf(bytes, model, sequences, ctx, stride);
-    tokens = r.tokens;
-    rows.push({
-      label: q.label,
-      ppl: r.perplexity,
-      bytes: bytes.byteLength,
-      bitsPerWeight,
-      sparsity,
-      compressSeconds,
-    });
-    log(`  ${name}: ${q.label.padEnd(28)} ppl ${r.perplexity.toFixed(3)}  ${formatBytes(bytes.byteLength)}`);
+  } finally {
+    await reference.close();
   }
   return { rows, tokens };
 }
@@ -157,16 +177,17 @@ function qualityMarkdown(title: string, protocol: string, rows: QualityRow[]): s
     '',
     protocol,
     '',
-    '| recipe | perplexity | Δ vs fp32 | file size | × smaller | bits/weight (compressed tensors) | sparsity | compress time |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    `| recipe | perplexity | Δ vs fp32 ${VERSUS_HEADER} file size | × smaller | bits/weight (compressed tensors) | sparsity | compress time |`,
+    `|---|---:|---:|${VERSUS_RULE}---:|---:|---:|---:|---:|`,
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.label} | ${r.ppl.toFixed(3)} | ${r === base ? '—' : `${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} %`} | ` +
-        `${formatBytes(r.bytes)} | ${(base.bytes / r.bytes).toFixed(2)} | ${r.bitsPerWeight.toFixed(2)} | ` +
+      `| ${r.label} | ${r.ppl.toFixed(3)} | ${r === base ? '—' : `${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} %`} |` +
+        `${versusCells(r.versus)} ${formatBytes(r.bytes)} | ${(base.bytes / r.bytes).toFixed(2)} | ${r.bitsPerWeight.toFixed(2)} | ` +
         `${(r.sparsity * 100).toFixed(1)} % | ${r === base ? '—' : `${(r.compressSeconds * 1000).toFixed(0)} ms`} |`,
     );
   }
+  lines.push('', versusProtocol(rows));
   return lines.join('\n');
 }
 
@@ -512,37 +533,41 @@ async function main() {
 async function qualitySections(sections: string[]) {
   sections.push('## Quality: perplexity against size');
   if (existsSync(join(DEMO, 'model.onnx'))) {
-    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
-    const ids = tokenizer.encode(readFileSync(join(DEMO, 'heldout.txt'), 'utf8'));
-    const config = JSON.parse(readFileSync(join(DEMO, 'config.json'), 'utf8'));
-    const ctx = config.n_positions;
-    const stride = ctx / 2;
-    log('quality: demo model');
-    const demo = await qualityTable('demo', join(DEMO, 'model.onnx'), [ids], ctx, stride);
-    sections.push(
-      qualityMarkdown(
-        DEMO_TITLE,
-        `Protocol: \`heldout.txt\` (last 10 % of tinyshakespeare), ${demo.tokens.toLocaleString('en-US')} tokens scored, ` +
-          `strided window ctx ${ctx}, stride ${stride}. Linear weights compressed; the tied embedding/LM head stays fp32 (opt-in in a recipe).`,
-        demo.rows,
-      ),
-    );
+    sections.push(await demoQuality());
     const spec = demoCalibratedSpec();
     sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
   }
+  sections.push(await storiesQuality());
+  const spec = storiesCalibratedSpec();
+  sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
+}
+
+async function demoQuality(): Promise<string> {
+  const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+  const ids = tokenizer.encode(readFileSync(join(DEMO, 'heldout.txt'), 'utf8'));
+  const config = JSON.parse(readFileSync(join(DEMO, 'config.json'), 'utf8'));
+  const ctx = config.n_positions;
+  const stride = ctx / 2;
+  log('quality: demo model');
+  const demo = await qualityTable('demo', join(DEMO, 'model.onnx'), [ids], ctx, stride);
+  return qualityMarkdown(
+    DEMO_TITLE,
+    `Protocol: \`heldout.txt\` (last 10 % of tinyshakespeare), ${demo.tokens.toLocaleString('en-US')} tokens scored, ` +
+      `strided window ctx ${ctx}, stride ${stride}. Linear weights compressed; the tied embedding/LM head stays fp32 (opt-in in a recipe).`,
+    demo.rows,
+  );
+}
+
+async function storiesQuality(): Promise<string> {
   log('quality: stories260K');
   const storiesIds = parseIdsText(readFileSync(join(STORIES, 'ids.txt'), 'utf8'));
   const stories = await qualityTable('stories260K', join(STORIES, 'model.onnx'), storiesIds, 512, 256);
-  sections.push(
-    qualityMarkdown(
-      STORIES_TITLE,
-      `Protocol: \`ids.txt\`, five stories each scored from its first token, ${stories.tokens.toLocaleString('en-US')} predictions ` +
-        `(reference fp32 3.5482; per-row int8 3.551, int4 4.390). Linear weights compressed; the tied embedding stays fp32.`,
-      stories.rows,
-    ),
+  return qualityMarkdown(
+    STORIES_TITLE,
+    `Protocol: \`ids.txt\`, five stories each scored from its first token, ${stories.tokens.toLocaleString('en-US')} predictions ` +
+      `(reference fp32 3.5482; per-row int8 3.551, int4 4.390). Linear weights compressed; the tied embedding stays fp32.`,
+    stories.rows,
   );
-  const spec = storiesCalibratedSpec();
-  sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
 }
 
 const DEMO_TITLE = 'Demo model (tiny-shakespeare-gpt2, GPT-2 architecture) on its held-out text';
@@ -612,6 +637,9 @@ async function captureSpeedSection(): Promise<string> {
 
 /** --only calibrated (or some of its parts): the calibrated tables and the calibration speed sections. */
 async function calibratedOnly(sections: string[]) {
+  if (PARTS.includes('quality-stories')) sections.push(await storiesQuality());
+  if (PARTS.includes('quality-demo') && existsSync(join(DEMO, 'model.onnx')))
+    sections.push(await demoQuality());
   if (PARTS.includes('stories')) {
     log('calibrated: stories260K');
     const stories = storiesCalibratedSpec();
@@ -725,7 +753,7 @@ function mergeReport(sections: string[]) {
       .join('')
       .replace(/\n+$/, '\n'),
   );
-  log(`wrote ${OUT} (only the calibrated sections replaced)`);
+  log(`wrote ${OUT} (only the --only sections replaced)`);
 }
 
 function writeReport(sections: string[], started: string) {

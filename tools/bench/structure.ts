@@ -31,7 +31,15 @@ import {
   type PruneRequest,
   type StructureImportance,
 } from '../../src/core/structure/index.ts';
-import { perplexityOf } from './perplexity.ts';
+import {
+  openReference,
+  versusCells,
+  versusProtocol,
+  VERSUS_HEADER,
+  VERSUS_RULE,
+  type BenchReference,
+  type VersusOriginal,
+} from './perplexity.ts';
 
 const log = (s: string) => process.stderr.write(s + '\n');
 const DEMO_TOKENS = 8192;
@@ -47,6 +55,7 @@ interface Row {
   bytes: number;
   params: number;
   tokensPerSecond: number;
+  versus?: VersusOriginal;
 }
 
 const REQUESTS: { label: string; request: PruneRequest; int4?: boolean }[] = [
@@ -135,11 +144,21 @@ interface Subject {
 async function table(s: Subject): Promise<{ rows: Row[]; tokens: number; speedTokens: number }> {
   const bytes = new Uint8Array(readFileSync(s.path));
   const model = parseModel(bytesSource(s.title, bytes));
+  // the original's logits are computed once; every row is compared with them on the same tokens
+  const reference = await openReference(bytes, model, s.sequences, s.ctx, s.stride);
+  try {
+    return await rowsAgainst(reference, s, bytes, model);
+  } finally {
+    await reference.close();
+  }
+}
+
+async function rowsAgainst(reference: BenchReference, s: Subject, bytes: Uint8Array, model: OnnxModel) {
   const structure = detectStructure(model);
   const probe = s.sequences.flat().slice(0, s.ctx);
   const rows: Row[] = [];
   const files: { bytes: Uint8Array; model: OnnxModel }[] = [{ bytes, model }];
-  const base = await perplexityOf(bytes, model, s.sequences, s.ctx, s.stride);
+  const base = await reference.measure(bytes, model);
   const params = parameterCount(model.graph);
   rows.push({
     label: 'fp32 (original)',
@@ -148,6 +167,7 @@ async function table(s: Subject): Promise<{ rows: Row[]; tokens: number; speedTo
     bytes: bytes.byteLength,
     params,
     tokensPerSecond: 0,
+    versus: base.versus,
   });
   log(`  ${s.title}: original ppl ${base.perplexity.toFixed(3)}`);
   const scores: [string, StructureImportance][] = [
@@ -164,7 +184,7 @@ async function table(s: Subject): Promise<{ rows: Row[]; tokens: number; speedTo
           pruned.model,
           compressModel(pruned.model, resolveRecipe({ steps: [{ method: 'int4' }] })),
         ).model;
-      const result = await perplexityOf(out, pruned.model, s.sequences, s.ctx, s.stride);
+      const result = await reference.measure(out, pruned.model);
       files.push({ bytes: out, model: pruned.model });
       rows.push({
         label: r.label,
@@ -173,6 +193,7 @@ async function table(s: Subject): Promise<{ rows: Row[]; tokens: number; speedTo
         bytes: out.byteLength,
         params: pruned.report.paramsAfter,
         tokensPerSecond: 0,
+        versus: result.versus,
       });
       log(
         `  ${s.title}: ${r.label} (${kind}) ppl ${result.perplexity.toFixed(3)} ${formatBytes(out.byteLength)}`,
@@ -193,16 +214,17 @@ function markdown(s: Subject, t: Awaited<ReturnType<typeof table>>): string {
     `${s.protocol} Perplexity over ${t.tokens.toLocaleString('en-US')} scored tokens; tokens/s: one ${t.speedTokens}-token ` +
       `sequence, one intra-op thread, every file timed in turn in ${ROUNDS} rounds of ${RUNS_PER_ROUND} runs (after 3 warm-up runs), median of its ${ROUNDS * RUNS_PER_ROUND}.`,
     '',
-    '| removed | importance | perplexity | Δ vs fp32 | file size | parameters | tokens/s | speed-up |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    `| removed | importance | perplexity | Δ vs fp32 ${VERSUS_HEADER} file size | parameters | tokens/s | speed-up |`,
+    `|---|---|---:|---:|${VERSUS_RULE}---:|---:|---:|---:|`,
   ];
   for (const r of t.rows) {
     lines.push(
-      `| ${r.label} | ${r.importance} | ${r.ppl.toFixed(3)} | ${r === base ? '—' : `${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} %`} | ` +
-        `${formatBytes(r.bytes)} | ${r.params.toLocaleString('en-US')} | ${r.tokensPerSecond.toFixed(0)} | ` +
+      `| ${r.label} | ${r.importance} | ${r.ppl.toFixed(3)} | ${r === base ? '—' : `${(((r.ppl - base.ppl) / base.ppl) * 100).toFixed(1)} %`} |` +
+        `${versusCells(r.versus)} ${formatBytes(r.bytes)} | ${r.params.toLocaleString('en-US')} | ${r.tokensPerSecond.toFixed(0)} | ` +
         `${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}× |`,
     );
   }
+  lines.push('', versusProtocol(t.rows));
   return lines.join('\n');
 }
 

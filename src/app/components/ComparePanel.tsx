@@ -8,6 +8,7 @@ import { ProgressBar } from './ProgressBar.tsx';
 import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
 import { evaluationInputProblem } from '../eval-input.ts';
 import { isCalibratedStep, sharedCalibration } from '../calibration-slice.ts';
+import { formatEstimate, protocolLine } from '../../core/eval/compare.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -141,7 +142,39 @@ export function ComparePanel() {
             </span>
           )}
         </dd>
+        {compressed.result?.versus && (
+          <>
+            <dt>KL vs original</dt>
+            <dd data-testid="kl-versus">
+              {formatEstimate(compressed.result.versus.kl.mean, 5)}
+              <span className="muted">
+                {' '}
+                (median {compressed.result.versus.kl.median.toFixed(5)}, 99 %{' '}
+                {compressed.result.versus.kl.p99.toFixed(4)}, max {compressed.result.versus.kl.max.toFixed(3)}
+                )
+              </span>
+            </dd>
+            <dt>Same top</dt>
+            <dd data-testid="same-top">
+              {(compressed.result.versus.sameTop.value * 100).toFixed(2)} ±{' '}
+              {(compressed.result.versus.sameTop.uncertainty * 100).toFixed(2)} %
+            </dd>
+            <dt>PPL ratio</dt>
+            <dd data-testid="ppl-ratio">
+              {formatEstimate(compressed.result.versus.ratio, 4)}
+              <span className="muted">
+                {' '}
+                (RMS Δp {(compressed.result.versus.rmsDeltaP.value * 100).toFixed(2)} %)
+              </span>
+            </dd>
+          </>
+        )}
       </dl>
+      {compressed.result?.versus && (
+        <p className="muted small" data-testid="versus-protocol">
+          Protocol: {protocolLine(compressed.result.versus.protocol)}
+        </p>
+      )}
       {points.length > 0 && (
         <div className="chart" data-testid="pareto-chart">
           <ResponsiveContainer width="100%" height={220}>
@@ -180,6 +213,12 @@ export function ComparePanel() {
                 </button>{' '}
                 <span className="muted">
                   ppl {h.perplexity.toFixed(3)} · {h.mb.toFixed(2)} MB
+                  {h.kl !== undefined && h.sameTop !== undefined && (
+                    <span title={h.protocol ? protocolLine(h.protocol) : undefined}>
+                      {' '}
+                      · KL {h.kl.toFixed(4)} · same top {(h.sameTop * 100).toFixed(1)} %
+                    </span>
+                  )}
                 </span>
               </li>
             ))}

@@ -92,7 +92,7 @@ export function windowNll(
   return { sum, count };
 }
 
-function logitsAsFloat32(data: unknown): Float32Array {
+export function logitsAsFloat32(data: unknown): Float32Array {
   if (data instanceof Float32Array) return data;
   if (data instanceof Uint16Array) return Float32Array.from(data, float16ToFloat32);
   if (ArrayBuffer.isView(data)) return Float32Array.from(data as unknown as ArrayLike<number>);

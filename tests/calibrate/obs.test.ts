@@ -132,6 +132,7 @@ describe('OBS pass on the reversed Cholesky factor', () => {
         n,
         v,
         block,
+        group: 5,
         startBlock: (i1) => starts.push(i1),
         compressRow: groupRounding(k, n, 5, () => work),
       });
@@ -163,6 +164,7 @@ describe('OBS pass on the reversed Cholesky factor', () => {
       n,
       v: reversedCholeskyFloat32(h, k),
       block: 128,
+      group: 32,
       compressRow: groupRounding(k, n, 32, () => work),
     });
     // the layer objective tr(ΔWᵀ H ΔW) of each result, and how many weights land on another grid point

@@ -25,8 +25,13 @@ export interface ObsPass {
   n: number;
   /** V, upper triangular with H = VVᵀ (H in processing order), [k, k]: `reversedCholeskyFloat32(h)`. */
   v: Float32Array;
-  /** Rows per lazy block; callers keep it a multiple of any row group they decide on together. */
+  /** Rows per lazy block; callers keep it a multiple of `group`. */
   block: number;
+  /**
+   * Rows decided on together (default 1): when row i, a multiple of `group`, comes up, compressRow
+   * may read rows [i, i + group) of `live`, and they carry every update from the rows before i.
+   */
+  group?: number;
   /**
    * Called at the start of each block, before any of its rows is compressed, with its rows [i1, i2)
    * already carrying every update from earlier blocks. `live` is the pass's own copy of the working
@@ -46,8 +51,13 @@ export interface ObsPass {
  * working weights W [k, n], the accumulators as −a [k, n], the block's d [b, n], Uᵀ of its corner
  * [b, b] and the transposed rows of V it multiplies [k − i2, b]. The callbacks must not use the arena.
  */
+/** Rows per sub-block of a lazy block (rounded to whole groups): rank-one updates stay inside one. */
+const SUB_BLOCK_ROWS = 16;
+
 export function runObsPass(pass: ObsPass): void {
   const { work, k, n, v, block } = pass;
+  const group = pass.group ?? 1;
+  const sub = group * Math.max(1, Math.round(SUB_BLOCK_ROWS / group));
   const b0 = Math.min(block, k);
   const at = { w: 0, acc: k * n, d: 2 * k * n, ut: 2 * k * n + b0 * n };
   const vtAt = at.ut + b0 * b0;
@@ -68,21 +78,28 @@ export function runObsPass(pass: ObsPass): void {
     mem.copyWithin(at.d, at.w + i1 * n, at.w + i2 * n);
     if (i1 > 0) gemmSub(at.w + i1 * n, n, at.ut, b, at.acc + i1 * n, n, b, n, b);
     pass.startBlock?.(i1, i2, live);
-    for (let i = i1; i < i2; i++) {
-      const w = live.subarray(i * n, (i + 1) * n);
-      pass.compressRow(i, w, q, live);
-      const r = i - i1;
-      const inv = 1 / u[r * b + r];
-      // row i's accumulator is spent: reuse it for e_i
-      const eAt = at.acc + i * n;
-      const dAt = at.d + r * n;
-      for (let c = 0; c < n; c++) {
-        mem[eAt + c] = (w[c] - q[c]) * inv;
-        mem[dAt + c] -= q[c];
+    // rows in sub-blocks of whole groups: each row's update reaches the rest of its sub-block at once
+    // (compressRow may read ahead within its group), the block's later rows once per sub-block
+    for (let s1 = i1; s1 < i2; s1 += sub) {
+      const s2 = Math.min(i2, s1 + sub);
+      for (let i = s1; i < s2; i++) {
+        const w = live.subarray(i * n, (i + 1) * n);
+        pass.compressRow(i, w, q, live);
+        const r = i - i1;
+        const inv = 1 / u[r * b + r];
+        // row i's accumulator is spent: reuse it for e_i
+        const eAt = at.acc + i * n;
+        const dAt = at.d + r * n;
+        for (let c = 0; c < n; c++) {
+          mem[eAt + c] = (w[c] - q[c]) * inv;
+          mem[dAt + c] -= q[c];
+        }
+        w.set(q);
+        // w_j −= U_rj e_i for the sub-block's later rows (column r of Uᵀ below the diagonal, stride b)
+        gemmSub(at.w + (i + 1) * n, n, at.ut + (r + 1) * b + r, b, eAt, n, s2 - i - 1, n, 1);
       }
-      w.set(q);
-      // the block's later rows: w_j −= U_rj e_i (column r of Uᵀ below the diagonal, stride b)
-      gemmSub(at.w + (i + 1) * n, n, at.ut + (r + 1) * b + r, b, eAt, n, i2 - i - 1, n, 1);
+      // w_j −= Σ_{r in the sub-block} U_rj e_r for the block's rows after it
+      gemmSub(at.w + s2 * n, n, at.ut + (s2 - i1) * b + (s1 - i1), b, at.acc + s1 * n, n, i2 - s2, n, s2 - s1);
     }
     if (i2 < k) {
       // −a_j −= Σ_{i in [i1, i2)} V_ij d_i for the rows j ≥ i2: [k − i2, b] × [b, n], k²n/2 over the pass

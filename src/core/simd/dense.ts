@@ -53,6 +53,10 @@ export function denseArena(floats: number): Float32Array {
  * subtracted from C). Arguments are float offsets of each matrix's first element and row strides in
  * floats, so any of them can be a block of a bigger matrix; A with stride 1 and p = 1 is a column.
  */
+/** Columns and terms per call of the kernel: a block of B of at most 256 × 256 floats (256 KiB) stays in L2. */
+const PANEL_COLS = 256;
+const PANEL_TERMS = 256;
+
 export function gemmSub(
   c: number,
   ldc: number,
@@ -65,5 +69,20 @@ export function gemmSub(
   p: number,
 ): void {
   if (m <= 0 || n <= 0 || p <= 0) return;
-  instance().gemm_sub(c * 4, ldc * 4, a * 4, lda * 4, b * 4, ldb * 4, m, n, p);
+  const kernel = instance();
+  // the kernel runs along rows of C, streaming all of B per pair of rows: in panels of columns and
+  // terms, that B block stays in cache while the rows go by (each panel's sum is subtracted in turn)
+  for (let j0 = 0; j0 < n; j0 += PANEL_COLS)
+    for (let t0 = 0; t0 < p; t0 += PANEL_TERMS)
+      kernel.gemm_sub(
+        (c + j0) * 4,
+        ldc * 4,
+        (a + t0) * 4,
+        lda * 4,
+        (b + t0 * ldb + j0) * 4,
+        ldb * 4,
+        m,
+        Math.min(PANEL_COLS, n - j0),
+        Math.min(PANEL_TERMS, p - t0),
+      );
 }

@@ -148,6 +148,8 @@ export function gptqInt4(
     n,
     v,
     block,
+    // without act-order a block's scales are fitted from its rows when its first row comes up
+    group: opts.actOrder ? 1 : blockSize,
     compressRow(pos, row, q, live) {
       const kIndex = perm[pos];
       const b = Math.floor(kIndex / blockSize);

@@ -73,6 +73,8 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
     n,
     v,
     block,
+    // an N:M group's rows are scored together when its first row comes up
+    group: nm ? nm[1] : 1,
     startBlock(i1, i2, live) {
       if (nm) return;
       const count = Math.round((total * i2) / k) - Math.round((total * i1) / k);

@@ -1,10 +1,11 @@
 /**
- * The dense float32 product (src/core/simd/dense.wat) against a plain triple loop in float64, on
- * blocks of bigger matrices (row strides wider than the block) and every tile shape the kernel has:
- * two rows by 16, 4 or 1 columns, and an odd last row.
+ * The calibration kernels (src/core/simd/dense.wat) against plain loops: the dense float32 product
+ * against a float64 triple loop, on blocks of bigger matrices (row strides wider than the block) and
+ * every tile shape the kernel has (two rows by 16, 4 or 1 columns, and an odd last row); the
+ * activation statistics against a scalar sweep.
  */
 import { describe, expect, it } from 'vitest';
-import { denseArena, gemmSub } from '../../src/core/simd/dense.ts';
+import { accumulateActivationStats, denseArena, gemmSub } from '../../src/core/simd/dense.ts';
 import { DENSE_WASM_BASE64 } from '../../src/core/simd/dense-wasm.ts';
 import { seededFloats } from '../helpers/models.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
@@ -70,5 +71,57 @@ describe('dense float32 product', () => {
     gemmSub(20, n, 0, 1, 8, n, m, n, 1);
     for (let i = 0; i < m; i++)
       for (let j = 0; j < n; j++) expect(mem[20 + i * n + j]).toBe(Math.fround(-col[i] * row[j]));
+  });
+
+  // [rows, k]: feature tails of 0–3 after the groups of four, and one more than a staging chunk
+  for (const [rows, k] of [
+    [1, 1],
+    [5, 3],
+    [7, 4],
+    [9, 37],
+    [64, 192],
+    [350_000, 3],
+  ] as const)
+    it(`activation statistics of [${rows}, ${k}] equal a scalar sweep, added to what was there`, () => {
+      const x = seededFloats(rows * k, rows + k, 3);
+      x[0] = -0;
+      const sumSquares = Float64Array.from({ length: k }, (_, j) => j * 0.25);
+      const absMax = Float32Array.from({ length: k }, (_, j) => (j % 3 === 0 ? 2.5 : 0));
+      const range = Float32Array.of(-2.75, 0.5);
+      const histogram = new Uint32Array(1 << 13).fill(1);
+      const want = {
+        sumSquares: Float64Array.from(sumSquares),
+        absMax: Float32Array.from(absMax),
+        lo: -2.75,
+        hi: 0.5,
+        histogram: Uint32Array.from(histogram),
+      };
+      const bits = new Uint32Array(x.buffer);
+      for (let r = 0; r < rows; r++)
+        for (let j = 0; j < k; j++) {
+          const v = x[r * k + j];
+          want.sumSquares[j] += v * v;
+          want.absMax[j] = Math.max(want.absMax[j], Math.abs(v));
+          want.lo = Math.min(want.lo, v);
+          want.hi = Math.max(want.hi, v);
+          want.histogram[bits[r * k + j] >>> 19]++;
+        }
+      accumulateActivationStats(x, rows, k, sumSquares, absMax, range, histogram);
+      expect(sumSquares).toEqual(want.sumSquares);
+      expect(absMax).toEqual(want.absMax);
+      expect([range[0], range[1]]).toEqual([want.lo, want.hi]);
+      expect(histogram).toEqual(want.histogram);
+    });
+
+  it('a NaN or infinite activation shows in the sums of squares; without a histogram the rest still adds up', () => {
+    const x = Float32Array.of(1, 2, NaN, 4, Infinity, 6);
+    const sumSquares = new Float64Array(3);
+    const absMax = new Float32Array(3);
+    const range = Float32Array.of(Infinity, -Infinity);
+    accumulateActivationStats(x, 2, 3, sumSquares, absMax, range, undefined);
+    expect(sumSquares[0]).toBe(17);
+    expect(sumSquares[1]).toBe(Infinity);
+    expect(sumSquares[2]).toBeNaN();
+    expect(absMax[0]).toBe(4);
   });
 });

@@ -24,6 +24,15 @@ interface DenseKernels {
     n: number,
     p: number,
   ): void;
+  activation_stats(
+    x: number,
+    rows: number,
+    k: number,
+    sumsq: number,
+    absmax: number,
+    range: number,
+    hist: number,
+  ): void;
 }
 
 let kernels: DenseKernels | null = null;
@@ -85,4 +94,50 @@ export function gemmSub(
         Math.min(PANEL_COLS, n - j0),
         Math.min(PANEL_TERMS, p - t0),
       );
+}
+
+/** Activation floats staged per kernel call (4 MiB): a sequence of a wide activation goes in a few calls. */
+const STATS_CHUNK_FLOATS = 1 << 20;
+/** Bins of an activation histogram: a float32's top 13 bits (see InputStats.histogram). */
+const HISTOGRAM_BINS = 1 << 13;
+
+/**
+ * Folds x [rows, k] into per-feature statistics, in place: sumSquares[j] += Σ x² (float64, each
+ * square exact), absMax[j] = max(absMax[j], |x|), range = [min, max] over all of x, and, when given,
+ * histogram[bits(x) >> 19] += 1 for every element. Uses the shared arena (synchronous, like every
+ * user of it). A NaN or ±∞ in x shows as a non-finite sumSquares entry.
+ */
+export function accumulateActivationStats(
+  x: Float32Array,
+  rows: number,
+  k: number,
+  sumSquares: Float64Array,
+  absMax: Float32Array,
+  range: Float32Array,
+  histogram: Uint32Array | undefined,
+): void {
+  if (rows <= 0 || k <= 0) return;
+  const chunkRows = Math.max(1, Math.min(rows, Math.floor(STATS_CHUNK_FLOATS / k)));
+  // floats: x chunk, then sumsq (2k floats, 8-byte aligned), absmax, range, histogram
+  const sumAt = Math.ceil((chunkRows * k) / 4) * 4;
+  const absAt = sumAt + 2 * k;
+  const rangeAt = absAt + k;
+  const histAt = Math.ceil((rangeAt + 2) / 4) * 4;
+  const mem = denseArena(histAt + HISTOGRAM_BINS);
+  const sums = new Float64Array(mem.buffer, sumAt * 4, k);
+  const hist = new Uint32Array(mem.buffer, histAt * 4, HISTOGRAM_BINS);
+  sums.set(sumSquares.subarray(0, k));
+  mem.set(absMax.subarray(0, k), absAt);
+  mem.set(range.subarray(0, 2), rangeAt);
+  if (histogram) hist.set(histogram);
+  const kernel = instance();
+  for (let r = 0; r < rows; r += chunkRows) {
+    const n = Math.min(chunkRows, rows - r);
+    mem.set(x.subarray(r * k, (r + n) * k), 0);
+    kernel.activation_stats(0, n, k, sumAt * 4, absAt * 4, rangeAt * 4, histAt * 4);
+  }
+  sumSquares.set(sums);
+  absMax.set(mem.subarray(absAt, absAt + k));
+  range.set(mem.subarray(rangeAt, rangeAt + 2));
+  if (histogram) histogram.set(hist);
 }

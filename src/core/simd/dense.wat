@@ -1,6 +1,7 @@
-;; WebAssembly SIMD dense product for the second-order calibrated methods (the Cholesky factor of a
-;; layer Hessian, GPTQ's and SparseGPT's lazy-batch updates, XᵀX). Source of truth for
-;; dense-wasm.ts (regenerate with `npm run build:wasm`; a test checks the two agree).
+;; WebAssembly SIMD kernels for calibration: the dense product of the second-order methods (the
+;; Cholesky factor of a layer Hessian, GPTQ's and SparseGPT's lazy-batch updates) and the per-feature
+;; statistics of captured activations. Source of truth for dense-wasm.ts (regenerate with
+;; `npm run build:wasm`; a test checks the two agree).
 ;;
 ;; gemm_sub: C[m, n] −= A[m, p] · B[p, n], float32, every matrix row-major with its own row stride;
 ;; pointers and strides in bytes. Two rows of C by sixteen columns at a time: eight accumulators, so
@@ -144,4 +145,74 @@
             (local.set $j (i32.add (local.get $j) (i32.const 4)))
             (br $tail)))
         (local.set $i (i32.add (local.get $i) (i32.const 2)))
-        (br $rows)))))
+        (br $rows))))
+
+  ;; activation_stats: for x [rows, k] float32, sumsq[j] += Σ x[r][j]² in float64 (each square exact),
+  ;; absmax[j] = max(absmax[j], |x[r][j]|), range[0] / range[1] = min / max over all of x, and
+  ;; hist[bits(x) >> 19] += 1 (u32 counts) for every element. Four features per step; a tail of k
+  ;; not a multiple of four one at a time. NaN propagates into sumsq (the caller checks it there).
+  (func (export "activation_stats")
+    (param $x i32) (param $rows i32) (param $k i32) (param $sumsq i32) (param $absmax i32)
+    (param $range i32) (param $hist i32)
+    (local $r i32) (local $j i32) (local $px i32) (local $k4 i32) (local $end i32) (local $at i32)
+    (local $v v128) (local $lo v128) (local $hi v128) (local $f f32) (local $d f64)
+    (local.set $k4 (i32.and (local.get $k) (i32.const -4)))
+    (local.set $lo (f32x4.splat (f32.load (local.get $range))))
+    (local.set $hi (f32x4.splat (f32.load offset=4 (local.get $range))))
+    (local.set $px (local.get $x))
+    (local.set $r (i32.const 0))
+    (block $rows_done
+      (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $j (i32.const 0))
+        (block $quad_done
+          (loop $quad
+            (br_if $quad_done (i32.ge_u (local.get $j) (local.get $k4)))
+            (local.set $v (v128.load (local.get $px)))
+            (local.set $at (i32.add (local.get $absmax) (i32.shl (local.get $j) (i32.const 2))))
+            (v128.store (local.get $at) (f32x4.max (v128.load (local.get $at)) (f32x4.abs (local.get $v))))
+            (local.set $lo (f32x4.min (local.get $lo) (local.get $v)))
+            (local.set $hi (f32x4.max (local.get $hi) (local.get $v)))
+            (local.set $at (i32.add (local.get $sumsq) (i32.shl (local.get $j) (i32.const 3))))
+            (v128.store (local.get $at) (f64x2.add (v128.load (local.get $at))
+              (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (f64x2.promote_low_f32x4 (local.get $v)))))
+            (local.set $v (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))
+            (v128.store offset=16 (local.get $at) (f64x2.add (v128.load offset=16 (local.get $at))
+              (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (f64x2.promote_low_f32x4 (local.get $v)))))
+            (local.set $px (i32.add (local.get $px) (i32.const 16)))
+            (local.set $j (i32.add (local.get $j) (i32.const 4)))
+            (br $quad)))
+        (block $tail_done
+          (loop $tail
+            (br_if $tail_done (i32.ge_u (local.get $j) (local.get $k)))
+            (local.set $f (f32.load (local.get $px)))
+            (local.set $at (i32.add (local.get $absmax) (i32.shl (local.get $j) (i32.const 2))))
+            (f32.store (local.get $at) (f32.max (f32.load (local.get $at)) (f32.abs (local.get $f))))
+            (local.set $lo (f32x4.min (local.get $lo) (f32x4.splat (local.get $f))))
+            (local.set $hi (f32x4.max (local.get $hi) (f32x4.splat (local.get $f))))
+            (local.set $at (i32.add (local.get $sumsq) (i32.shl (local.get $j) (i32.const 3))))
+            (local.set $d (f64.promote_f32 (local.get $f)))
+            (f64.store (local.get $at) (f64.add (f64.load (local.get $at)) (f64.mul (local.get $d) (local.get $d))))
+            (local.set $px (i32.add (local.get $px) (i32.const 4)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $tail)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows)))
+    ;; the four lanes' extremes into range
+    (local.set $lo (f32x4.min (local.get $lo) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $lo) (local.get $lo))))
+    (local.set $lo (f32x4.min (local.get $lo) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $lo) (local.get $lo))))
+    (local.set $hi (f32x4.max (local.get $hi) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $hi) (local.get $hi))))
+    (local.set $hi (f32x4.max (local.get $hi) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $hi) (local.get $hi))))
+    (f32.store (local.get $range) (f32x4.extract_lane 0 (local.get $lo)))
+    (f32.store offset=4 (local.get $range) (f32x4.extract_lane 0 (local.get $hi)))
+    ;; the histogram: one count per element, by its bits' top 13
+    (local.set $end (local.get $px))
+    (local.set $px (local.get $x))
+    (block $hist_done
+      (loop $count
+        (br_if $hist_done (i32.ge_u (local.get $px) (local.get $end)))
+        (local.set $at (i32.add (local.get $hist)
+          (i32.shl (i32.shr_u (i32.load (local.get $px)) (i32.const 19)) (i32.const 2))))
+        (i32.store (local.get $at) (i32.add (i32.load (local.get $at)) (i32.const 1)))
+        (local.set $px (i32.add (local.get $px) (i32.const 4)))
+        (br $count)))))

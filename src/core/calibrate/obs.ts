@@ -99,7 +99,17 @@ export function runObsPass(pass: ObsPass): void {
         gemmSub(at.w + (i + 1) * n, n, at.ut + (r + 1) * b + r, b, eAt, n, s2 - i - 1, n, 1);
       }
       // w_j −= Σ_{r in the sub-block} U_rj e_r for the block's rows after it
-      gemmSub(at.w + s2 * n, n, at.ut + (s2 - i1) * b + (s1 - i1), b, at.acc + s1 * n, n, i2 - s2, n, s2 - s1);
+      gemmSub(
+        at.w + s2 * n,
+        n,
+        at.ut + (s2 - i1) * b + (s1 - i1),
+        b,
+        at.acc + s1 * n,
+        n,
+        i2 - s2,
+        n,
+        s2 - s1,
+      );
     }
     if (i2 < k) {
       // −a_j −= Σ_{i in [i1, i2)} V_ij d_i for the rows j ≥ i2: [k − i2, b] × [b, n], k²n/2 over the pass

@@ -8,11 +8,7 @@
  * Weights are handled input-major, [K, N]: GPTQ's "columns" are the rows here.
  */
 import { ModelError } from '../../core/errors.ts';
-import {
-  layerHessian,
-  permuteSymmetric,
-  reversedCholeskyFloat32,
-} from '../../core/calibrate/linalg.ts';
+import { layerHessian, permuteSymmetric, reversedCholeskyFloat32 } from '../../core/calibrate/linalg.ts';
 import { inputMajor, runObsPass } from '../../core/calibrate/obs.ts';
 import type { HessianSource } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';

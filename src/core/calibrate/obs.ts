@@ -76,7 +76,12 @@ export function runObsPass(pass: ObsPass): void {
     // the block's rows before the pass are kept in d (for d_i), then brought up to date:
     // w_j += Σ_{m ≤ j} U_mj a_m, that is W_block −= Uᵀ · (−A_block)
     mem.copyWithin(at.d, at.w + i1 * n, at.w + i2 * n);
-    if (i1 > 0) gemmSub(at.w + i1 * n, n, at.ut, b, at.acc + i1 * n, n, b, n, b);
+    // (Uᵀ is lower triangular: rows in sub-blocks, each over the columns up to its last row)
+    if (i1 > 0)
+      for (let r0 = 0; r0 < b; r0 += sub) {
+        const rows = Math.min(sub, b - r0);
+        gemmSub(at.w + (i1 + r0) * n, n, at.ut + r0 * b, b, at.acc + i1 * n, n, rows, n, r0 + rows);
+      }
     pass.startBlock?.(i1, i2, live);
     // rows in sub-blocks of whole groups: each row's update reaches the rest of its sub-block at once
     // (compressRow may read ahead within its group), the block's later rows once per sub-block

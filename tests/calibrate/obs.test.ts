@@ -92,7 +92,7 @@ describe('OBS pass on the reversed Cholesky factor', () => {
         [16, 16],
         [1, 1],
       ]) {
-        const v = reversedCholeskyFloat32(h, k, block, sub);
+        const v = reversedCholeskyFloat32(h, k, null, block, sub);
         let worst = 0;
         for (let i = 0; i < k * k; i++) {
           if (Math.floor(i / k) > i % k) expect(v[i]).toBe(0);
@@ -101,6 +101,19 @@ describe('OBS pass on the reversed Cholesky factor', () => {
         expect(worst).toBeLessThan(2e-6 * scale);
       }
     }
+  });
+
+  it('the float32 factor with an order is the factor of H with rows and columns in that order', () => {
+    const k = 70;
+    const h = spd(k, 8);
+    const order = Int32Array.from({ length: k }, (_, i) => (i * 37) % k);
+    const permuted = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) permuted[i * k + j] = h[order[i] * k + order[j]];
+    const reference = reversedCholesky(permuted, k);
+    const v = reversedCholeskyFloat32(h, k, order);
+    let worst = 0;
+    for (let i = 0; i < k * k; i++) worst = Math.max(worst, Math.abs(v[i] - reference[i]));
+    expect(worst).toBeLessThan(2e-6 * Math.max(...reference.map(Math.abs)));
   });
 
   it('the float32 factor rejects a matrix that is not positive definite', () => {

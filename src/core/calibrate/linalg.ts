@@ -180,19 +180,35 @@ function invertUpper(v: Float64Array, k: number, block: number): Float64Array {
  * inside the block, sub-blocks of `sub` columns the same way, and the last few columns one at a time
  * in float64 arithmetic on the stored values. Each pivot v[j][j]² = h[j][j] − Σ_{m > j} v[j][m]² is
  * summed in float64 from H itself, so cancellation in the diagonal (where a nearly dependent input
- * shows) is not float32's.
+ * shows) is not float32's. With `order`, the factor is of H with rows and columns in that order
+ * (the factor of H' with H'[i][j] = h[order[i]][order[j]]), read straight from `h`.
  */
-export function reversedCholeskyFloat32(h: Float64Array, k: number, block = 64, sub = 8): Float32Array {
+export function reversedCholeskyFloat32(
+  h: Float64Array,
+  k: number,
+  order: Int32Array | null = null,
+  block = 64,
+  sub = 8,
+): Float32Array {
   // arena: V [k, k] at 0 (H, then the factor in place), then a packed panel [k, block]
   const panelAt = k * k;
   const mem = denseArena(panelAt + k * block);
-  mem.set(h.subarray(0, k * k));
+  // plain loops: TypedArray.set between element types takes V8's slow generic path
+  if (order)
+    for (let i = 0; i < k; i++)
+      for (let j = 0, from = order[i] * k, at = i * k; j < k; j++, at++) mem[at] = h[from + order[j]];
+  else for (let i = 0; i < k * k; i++) mem[i] = h[i];
+  const diagonal = Float64Array.from({ length: k }, (_, i) => {
+    const o = order ? order[i] : i;
+    return h[o * k + o];
+  });
   /** Rows r0..r0+rows of V, columns c0..c0+cols, transposed into the panel: P[t][r] = V[r0 + r][c0 + t]. */
   const pack = (r0: number, rows: number, c0: number, cols: number) => {
     for (let r = 0; r < rows; r++)
       for (let t = 0, from = (r0 + r) * k + c0, to = panelAt + r; t < cols; t++, from++, to += rows)
         mem[to] = mem[from];
   };
+  const pivots = new Float64Array(sub);
   for (let j1 = k; j1 > 0; j1 -= block) {
     const j0 = Math.max(0, j1 - block);
     if (j1 < k) {
@@ -205,34 +221,44 @@ export function reversedCholeskyFloat32(h: Float64Array, k: number, block = 64, 
         pack(s0, s1 - s0, s1, j1 - s1);
         gemmSub(s0, k, s1, k, panelAt, s1 - s0, s1, s1 - s0, j1 - s1);
       }
+      // the sub-block's own rows, column by column from the right: pivots (float64 sums) and the
+      // entries above them within the sub-block
       for (let j = s1 - 1; j >= s0; j--) {
         const rowJ = j * k;
-        let d = h[rowJ + j];
+        let d = diagonal[j];
         for (let m = j + 1; m < k; m++) d -= mem[rowJ + m] * mem[rowJ + m];
         if (!(d > 0)) throw notPositiveDefinite();
         const vjj = Math.sqrt(d);
         mem[rowJ + j] = vjj;
-        for (let i = 0; i < j; i++) {
+        pivots[j - s0] = vjj;
+        for (let i = s0; i < j; i++) {
           const rowI = i * k;
           let s = mem[rowI + j];
           for (let m = j + 1; m < s1; m++) s -= mem[rowI + m] * mem[rowJ + m];
           mem[rowI + j] = s / vjj;
         }
       }
+      // every row above, one row at a time (its few entries are adjacent; the sub-block's rows stay cached)
+      for (let i = 0; i < s0; i++) {
+        const rowI = i * k;
+        for (let j = s1 - 1; j >= s0; j--) {
+          const rowJ = j * k;
+          let s = mem[rowI + j];
+          for (let m = j + 1; m < s1; m++) s -= mem[rowI + m] * mem[rowJ + m];
+          mem[rowI + j] = s / pivots[j - s0];
+        }
+      }
     }
   }
-  const v = mem.slice(0, k * k);
-  for (let i = 1; i < k; i++) v.fill(0, i * k, i * k + i);
-  for (const x of v) if (!Number.isFinite(x)) throw notPositiveDefinite();
+  // the upper triangle out (the lower one of a new array is zero), checked on the way: x − x is NaN for ±∞ and NaN
+  const v = new Float32Array(k * k);
+  let finite = true;
+  for (let i = 0; i < k; i++)
+    for (let at = i * k + i, end = (i + 1) * k; at < end; at++) {
+      const x = mem[at];
+      v[at] = x;
+      if (x - x !== 0) finite = false;
+    }
+  if (!finite) throw notPositiveDefinite();
   return v;
-}
-
-/** The k×k matrix `h` with rows and columns reordered: out[i, j] = h[perm[i], perm[j]]. */
-export function permuteSymmetric(h: Float64Array, k: number, perm: Int32Array): Float64Array {
-  const out = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) {
-    const src = perm[i] * k;
-    for (let j = 0; j < k; j++) out[i * k + j] = h[src + perm[j]];
-  }
-  return out;
 }

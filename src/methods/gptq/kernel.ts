@@ -8,7 +8,7 @@
  * Weights are handled input-major, [K, N]: GPTQ's "columns" are the rows here.
  */
 import { ModelError } from '../../core/errors.ts';
-import { layerHessian, permuteSymmetric, reversedCholeskyFloat32 } from '../../core/calibrate/linalg.ts';
+import { layerHessian, reversedCholeskyFloat32 } from '../../core/calibrate/linalg.ts';
 import { inputMajor, runObsPass } from '../../core/calibrate/obs.ts';
 import type { HessianSource } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
@@ -69,8 +69,7 @@ function prepare(w: WeightMatrix, stats: HessianSource, opts: GptqCommonOptions)
     // decreasing H_ii, ties by index, so the order is deterministic
     perm.sort((a, b) => h[b * k + b] - h[a * k + a] || a - b);
   }
-  const hp = opts.actOrder ? permuteSymmetric(h, k, perm) : h;
-  const v = reversedCholeskyFloat32(hp, k);
+  const v = reversedCholeskyFloat32(h, k, opts.actOrder ? perm : null);
   const work = new Float32Array(k * n);
   for (let pos = 0; pos < k; pos++) work.set(original.subarray(perm[pos] * n, (perm[pos] + 1) * n), pos * n);
   return { k, n, work, original, v, perm };

@@ -141,6 +141,23 @@ function reversedCholeskyBlocked(h: Float64Array, k: number, block: number): Flo
 }
 
 /**
+ * out [b, b] = (T⁻¹)ᵀ for the upper triangular corner T = v[i0 .. i0+b, i0 .. i0+b] of a row-major
+ * [k, k] matrix, in float64: column j of T⁻¹ solved from the bottom, stored as row j of out.
+ */
+function invertCornerTransposed(v: Float32Array, k: number, i0: number, b: number, out: Float64Array): void {
+  out.fill(0, 0, b * b);
+  for (let j = 0; j < b; j++) {
+    // T x = e_j: x_i = (δ_ij − Σ_{m>i} T_im x_m) / T_ii, for i from j down (x_i = 0 for i > j)
+    for (let i = j; i >= 0; i--) {
+      const row = (i0 + i) * k + i0;
+      let s = i === j ? 1 : 0;
+      for (let m = i + 1; m <= j; m++) s -= v[row + m] * out[j * b + m];
+      out[j * b + i] = s / v[row + i];
+    }
+  }
+}
+
+/**
  * U = V⁻¹ for upper triangular V: row i of VU = I gives U_i = (e_i − Σ_{m>i} V_im U_m) / V_ii. Rows
  * go in blocks [i0, i1) from the last; the rows m ≥ i1 are applied to the whole block while each is
  * in cache, then the block is finished row by row from its bottom.
@@ -177,8 +194,9 @@ function invertUpper(v: Float64Array, k: number, block: number): Float64Array {
  * (the precision the reference GPTQ runs in; 2× float64's SIMD throughput). Column blocks of `block`
  * from the last: the block's columns of rows 0..j1 get −Σ_{m ≥ j1} v[i][m]·v[j][m] as one product with
  * the block's rows packed transposed (k³/3 multiply-adds over the factorisation: 9.7 G at k = 3072);
- * inside the block, sub-blocks of `sub` columns the same way, and the last few columns one at a time
- * in float64 arithmetic on the stored values. Each pivot v[j][j]² = h[j][j] − Σ_{m > j} v[j][m]² is
+ * inside the block, sub-blocks of `sub` columns the same way; in a sub-block, its own rows column by
+ * column in float64 arithmetic on the stored values, and the rows above it as one product with the
+ * inverse of its corner. Each pivot v[j][j]² = h[j][j] − Σ_{m > j} v[j][m]² is
  * summed in float64 from H itself, so cancellation in the diagonal (where a nearly dependent input
  * shows) is not float32's. With `order`, the factor is of H with rows and columns in that order
  * (the factor of H' with H'[i][j] = h[order[i]][order[j]]), read straight from `h`.
@@ -188,11 +206,12 @@ export function reversedCholeskyFloat32(
   k: number,
   order: Int32Array | null = null,
   block = 64,
-  sub = 8,
+  sub = 16,
 ): Float32Array {
   // arena: V [k, k] at 0 (H, then the factor in place), then a packed panel [k, block]
   const panelAt = k * k;
-  const mem = denseArena(panelAt + k * block);
+  // the panel also stages a sub-block's product: [s0, sub] plus T⁻ᵀ [sub, sub]
+  const mem = denseArena(panelAt + k * Math.max(block, sub) + sub * sub);
   // plain loops: TypedArray.set between element types takes V8's slow generic path
   if (order)
     for (let i = 0; i < k; i++)
@@ -209,6 +228,7 @@ export function reversedCholeskyFloat32(
         mem[to] = mem[from];
   };
   const pivots = new Float64Array(sub);
+  const tInv = new Float64Array(sub * sub);
   for (let j1 = k; j1 > 0; j1 -= block) {
     const j0 = Math.max(0, j1 - block);
     if (j1 < k) {
@@ -238,15 +258,18 @@ export function reversedCholeskyFloat32(
           mem[rowI + j] = s / vjj;
         }
       }
-      // every row above, one row at a time (its few entries are adjacent; the sub-block's rows stay cached)
-      for (let i = 0; i < s0; i++) {
-        const rowI = i * k;
-        for (let j = s1 - 1; j >= s0; j--) {
-          const rowJ = j * k;
-          let s = mem[rowI + j];
-          for (let m = j + 1; m < s1; m++) s -= mem[rowI + m] * mem[rowJ + m];
-          mem[rowI + j] = s / pivots[j - s0];
-        }
+      // every row above: its entries y in the sub-block solve x = T·y for the sub-block's corner T
+      // (upper triangular, from the pivot rows), so y = x · T⁻ᵀ: one product with T⁻ᵀ inverted in
+      // float64, staged through the panel and copied back
+      const sw = s1 - s0;
+      if (s0 > 0) {
+        invertCornerTransposed(mem, k, s0, sw, tInv);
+        const mAt = panelAt + s0 * sw;
+        for (let i = 0; i < sw * sw; i++) mem[mAt + i] = -tInv[i];
+        mem.fill(0, panelAt, panelAt + s0 * sw);
+        gemmSub(panelAt, sw, s0, k, mAt, sw, s0, sw, sw);
+        for (let i = 0; i < s0; i++)
+          for (let j = 0, at = i * k + s0, from = panelAt + i * sw; j < sw; j++) mem[at + j] = mem[from + j];
       }
     }
   }

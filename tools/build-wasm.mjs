@@ -1,4 +1,5 @@
-// Assembles src/core/simd/kernels.wat (and the training engine's src/core/train/matmul.wat) with
+// Assembles src/core/simd/kernels.wat (and the training engine's src/core/train/matmul.wat, and the
+// calibrated methods' dense product src/core/simd/dense.wat) with
 // wabt and writes the bytes, base64, into kernels-wasm.ts (matmul-wasm.ts), so workers, Node and the CLI load the same module without a fetch or a
 // bundler plug-in. Run after editing the .wat: `npm run build:wasm` (a test fails when they differ).
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -33,4 +34,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     kernelsModuleSource(matmul, 'matmul.wat', 'MATMUL_WASM_BASE64'),
   );
   console.log(`matmul.wasm: ${matmul.length} bytes`);
+  const dense = await assembleKernels('src/core/simd/dense.wat');
+  writeFileSync(
+    new URL('../src/core/simd/dense-wasm.ts', import.meta.url),
+    kernelsModuleSource(dense, 'dense.wat', 'DENSE_WASM_BASE64'),
+  );
+  console.log(`dense.wasm: ${dense.length} bytes`);
 }

@@ -626,8 +626,10 @@ async function captureSpeedSection(): Promise<string> {
     '',
     'Tokens per second through onnxruntime-node (default threads) over the same sequences, best of 2: a perplexity ' +
       'pass (logits, NLL) against one capture of every linear weight’s input (the capture graph returns each ' +
-      'activation; the statistics — Σx², max |x|, min/max, histogram — are folded in JS; with XᵀX the capture ' +
-      'graph also computes each activation’s Gram matrix with a Gemm, added in float64).',
+      'activation; the statistics — Σx², max |x|, min/max, histogram — are folded in one WebAssembly SIMD pass; ' +
+      'with XᵀX the capture graph also computes each activation’s Gram matrix with a Gemm, added in float64). ' +
+      'Capture runs sequences of one length as one batch (up to 1,024 tokens) when the graph takes a batch (the ' +
+      'demo model does; stories260K fixes its batch at 1), so XᵀX is added once per batch.',
     '',
     '| model | sequences × tokens | perplexity pass tok/s | capture with XᵀX tok/s (× ppl) | capture without XᵀX tok/s (× ppl) | target ≥ 0.5× |',
     '|---|---|---:|---:|---:|---|',

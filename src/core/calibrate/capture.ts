@@ -11,7 +11,7 @@ import { int64Tensor, makeNode } from '../onnx/build.ts';
 import { writeModel } from '../onnx/write.ts';
 import type { OnnxModel } from '../onnx/model.ts';
 import type { NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
-import { decoderFeeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
+import { decoderFeeds, type Feeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import {
   accumulateInputStats,
@@ -264,6 +264,38 @@ function activationAsFloat32(data: unknown, name: string): Float32Array {
 }
 
 /**
+ * Tokens per capture run when sequences are batched: each run's XᵀX (a Gemm over all its rows) is
+ * added into the float64 statistics once per batch rather than once per sequence (k² adds each time,
+ * as many as the Gemm's multiply-adds over k rows), and onnxruntime multiplies fewer, larger matrices.
+ */
+const BATCH_TOKENS = 1024;
+
+/** Inputs that carry one row per sequence, so sequences of one length stack into a batch. */
+const PER_TOKEN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'token_type_ids']);
+
+/** Whether the graph takes a batch: only per-token inputs (no past, no cache branch), none with batch fixed at 1. */
+function canBatch(fed: readonly IoSpec[]): boolean {
+  return fed.every(
+    (i) => PER_TOKEN_INPUTS.has(i.name) && !(typeof i.shape[0] === 'number' && i.shape[0] > 0),
+  );
+}
+
+/** decoderFeeds for sequences of one length stacked along the batch axis: [batch, length] each. */
+function batchFeeds(Tensor: TensorCtor, fed: IoSpec[], group: readonly number[][]): Feeds {
+  const each = group.map((ids) => decoderFeeds(Tensor, fed, ids));
+  const feeds: Feeds = {};
+  for (const name of Object.keys(each[0])) {
+    const first = each[0][name];
+    const len = first.size;
+    const data =
+      first.type === 'int32' ? new Int32Array(len * group.length) : new BigInt64Array(len * group.length);
+    each.forEach((f, b) => data.set(f[name].data as Int32Array & BigInt64Array, b * len));
+    feeds[name] = new Tensor(first.type as 'int32' | 'int64', data, [group.length, len]);
+  }
+  return feeds;
+}
+
+/**
  * Runs `sequences` through the capture session and returns the statistics of every planned weight.
  * `session` must be created from `plan.bytes`.
  */
@@ -305,13 +337,33 @@ export async function captureActivationStats(
   const fed = inputs.filter((i) => session.inputNames.includes(i.name));
   const start = performance.now();
   let tokens = 0;
-  for (let s = 0; s < sequences.length; s++) {
+  let batching = canBatch(fed);
+  for (let s = 0; s < sequences.length;) {
     if (opts.signal?.aborted) throw new ModelError('cancelled', 'Activation capture cancelled.');
+    // consecutive sequences of one length run as one batch when the graph takes one
+    let count = 1;
+    const len = sequences[s].length;
+    if (batching)
+      while (
+        s + count < sequences.length &&
+        sequences[s + count].length === len &&
+        (count + 1) * len <= BATCH_TOKENS
+      )
+        count++;
+    const group = sequences.slice(s, s + count);
     let out: Awaited<ReturnType<InferenceSession['run']>>;
     try {
-      out = await session.run(decoderFeeds(Tensor, fed, sequences[s]), plan.outputs);
+      out = await session.run(
+        count === 1 ? decoderFeeds(Tensor, fed, group[0]) : batchFeeds(Tensor, fed, group),
+        plan.outputs,
+      );
     } catch (e) {
       if (isModelError(e)) throw e;
+      if (count > 1) {
+        // a graph that fixes its batch at 1 inside (a Reshape to [1, …]): go one sequence at a time
+        batching = false;
+        continue;
+      }
       // e.g. a token id outside the vocabulary: onnxruntime's message, as the error of this input
       throw new ModelError(
         'invalid-argument',
@@ -334,10 +386,11 @@ export async function captureActivationStats(
       );
     }
     for (const t of Object.values(out)) t.dispose?.();
-    tokens += sequences[s].length;
+    s += count;
+    tokens += count * len;
     const seconds = (performance.now() - start) / 1000;
     opts.onProgress?.({
-      sequencesDone: s + 1,
+      sequencesDone: s,
       sequencesTotal: sequences.length,
       tokens,
       tokensPerSecond: tokens / Math.max(seconds, 1e-9),

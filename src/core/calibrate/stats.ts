@@ -4,6 +4,7 @@
  * Plain objects of typed arrays, so they survive structured clone (postMessage, IndexedDB) as they are.
  */
 import { ModelError } from '../errors.ts';
+import { accumulateActivationStats } from '../simd/dense.ts';
 
 export interface InputStats {
   /** The graph tensor the statistics were captured from (the MatMul/Gemm's activation input). */
@@ -82,30 +83,17 @@ export function accumulateInputStats(
       'invalid-argument',
       `Activation '${stats.input}' has ${x.length} values, expected ${rows} rows of ${k}.`,
     );
-  const { sumSquares, absMax, histogram } = stats;
-  if (histogram) {
-    const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
-    for (let i = 0; i < bits.length; i++) histogram[bits[i] >>> HISTOGRAM_SHIFT]++;
+  const range = Float32Array.of(stats.min, stats.max);
+  accumulateActivationStats(x, rows, k, stats.sumSquares, stats.absMax, range, stats.histogram);
+  if (!stats.sumSquares.every(Number.isFinite)) {
+    const v = x.find((a) => !Number.isFinite(a));
+    throw new ModelError(
+      'invalid-argument',
+      `The model produced a non-finite activation (${v}) at '${stats.input}' on the calibration data.`,
+    );
   }
-  let lo = stats.min;
-  let hi = stats.max;
-  for (let r = 0; r < rows; r++) {
-    for (let i = 0, at = r * k; i < k; i++, at++) {
-      const v = x[at];
-      if (!Number.isFinite(v))
-        throw new ModelError(
-          'invalid-argument',
-          `The model produced a non-finite activation (${v}) at '${stats.input}' on the calibration data.`,
-        );
-      sumSquares[i] += v * v;
-      const a = v < 0 ? -v : v;
-      if (a > absMax[i]) absMax[i] = a;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-  }
-  stats.min = lo;
-  stats.max = hi;
+  stats.min = range[0];
+  stats.max = range[1];
   stats.rows += rows;
   const xtx = stats.xtx;
   if (!xtx) return;

@@ -8,7 +8,7 @@
  * Weights are handled input-major, [K, N]: GPTQ's "columns" are the rows here.
  */
 import { ModelError } from '../../core/errors.ts';
-import { layerHessian, permuteSymmetric, reversedCholesky } from '../../core/calibrate/linalg.ts';
+import { layerHessian, reversedCholeskyFloat32 } from '../../core/calibrate/linalg.ts';
 import { inputMajor, runObsPass } from '../../core/calibrate/obs.ts';
 import type { HessianSource } from '../../core/calibrate/stats.ts';
 import type { WeightMatrix } from '../types.ts';
@@ -50,11 +50,11 @@ interface Prepared {
   k: number;
   n: number;
   /** Working weights [k, n] in processing order; dead inputs zeroed. */
-  work: Float64Array;
+  work: Float32Array;
   /** The weights before any update, in original order (dead inputs zeroed), for static scales. */
-  original: Float64Array;
+  original: Float32Array;
   /** H's reversed Cholesky factor (H = VVᵀ, V upper) in processing order, for runObsPass. */
-  v: Float64Array;
+  v: Float32Array;
   /** perm[pos] = original input index processed at position pos. */
   perm: Int32Array;
 }
@@ -69,9 +69,8 @@ function prepare(w: WeightMatrix, stats: HessianSource, opts: GptqCommonOptions)
     // decreasing H_ii, ties by index, so the order is deterministic
     perm.sort((a, b) => h[b * k + b] - h[a * k + a] || a - b);
   }
-  const hp = opts.actOrder ? permuteSymmetric(h, k, perm) : h;
-  const v = reversedCholesky(hp, k);
-  const work = new Float64Array(k * n);
+  const v = reversedCholeskyFloat32(h, k, opts.actOrder ? perm : null);
+  const work = new Float32Array(k * n);
   for (let pos = 0; pos < k; pos++) work.set(original.subarray(perm[pos] * n, (perm[pos] + 1) * n), pos * n);
   return { k, n, work, original, v, perm };
 }
@@ -124,7 +123,7 @@ export function gptqInt4(
   const lo = new Float64Array(n);
   const hi = new Float64Array(n);
   /** Fits block b's scales from rows [r0, r1) of `src` ([·, n]), ranges starting at 0 as the int4 method's do. */
-  const fitBlock = (b: number, src: Float64Array, r0: number, r1: number) => {
+  const fitBlock = (b: number, src: Float32Array, r0: number, r1: number) => {
     lo.fill(0);
     hi.fill(0);
     for (let r = r0; r < r1; r++)
@@ -144,12 +143,14 @@ export function gptqInt4(
     n,
     v,
     block,
-    compressRow(pos, row, q) {
+    // without act-order a block's scales are fitted from its rows when its first row comes up
+    group: opts.actOrder ? 1 : blockSize,
+    compressRow(pos, row, q, live) {
       const kIndex = perm[pos];
       const b = Math.floor(kIndex / blockSize);
       // without act-order a block's scales are fitted when its first row comes up, on weights that by
       // then carry every earlier update (the lazy block is a multiple of the int4 block, so all of them)
-      if (!opts.actOrder && pos % blockSize === 0) fitBlock(b, work, pos, Math.min(k, pos + blockSize));
+      if (!opts.actOrder && pos % blockSize === 0) fitBlock(b, live, pos, Math.min(k, pos + blockSize));
       for (let c = 0; c < n; c++) {
         const at = c * blocks + b;
         const s = scales[at];

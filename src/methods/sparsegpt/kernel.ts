@@ -10,7 +10,7 @@
  * taking its share by cumulative rounding; ties go to the lower index in input-major order.
  */
 import { ModelError } from '../../core/errors.ts';
-import { layerHessian, reversedCholesky } from '../../core/calibrate/linalg.ts';
+import { layerHessian, reversedCholeskyFloat32 } from '../../core/calibrate/linalg.ts';
 import { inputMajor, ownLayout, runObsPass } from '../../core/calibrate/obs.ts';
 import type { WeightMatrix } from '../types.ts';
 import { calibratedDims } from '../calibrated.ts';
@@ -53,7 +53,7 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
   const { rows, cols, k, n } = calibratedDims(w, stats.k);
   const { h, dead } = layerHessian(stats, opts.dampening);
   // V = U⁻¹ (H⁻¹ = UᵀU): the saliency's [H⁻¹]ᵢᵢ after eliminating earlier inputs is U_ii² = 1 / V_ii²
-  const v = reversedCholesky(h, k);
+  const v = reversedCholeskyFloat32(h, k);
   const work = inputMajor(w.values, rows, cols, w.channelAxis);
   for (let i = 0; i < k; i++) if (dead[i]) work.fill(0, i * n, (i + 1) * n);
   const want = opts.lazyBlock ?? 128;
@@ -73,27 +73,29 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
     n,
     v,
     block,
-    startBlock(i1, i2) {
+    // an N:M group's rows are scored together when its first row comes up
+    group: nm ? nm[1] : 1,
+    startBlock(i1, i2, live) {
       if (nm) return;
       const count = Math.round((total * i2) / k) - Math.round((total * i1) / k);
       if (count <= 0) return;
       const len = (i2 - i1) * n;
       for (let i = i1; i < i2; i++) {
         const d = v[i * k + i];
-        for (let c = 0, at = i * n; c < n; c++, at++) scores[at - i1 * n] = work[at] * work[at] * (d * d);
+        for (let c = 0, at = i * n; c < n; c++, at++) scores[at - i1 * n] = live[at] * live[at] * (d * d);
       }
       const idx = Uint32Array.from({ length: len }, (_, i) => i);
       for (const at of smallest(scores.subarray(0, len), idx, count)) pruned[i1 * n + at] = 1;
     },
-    compressRow(i, row, q) {
-      if (nm && i % nm[1] === 0) pickNM(i);
+    compressRow(i, row, q, live) {
+      if (nm && i % nm[1] === 0) pickNM(i, live);
       for (let c = 0; c < n; c++) q[c] = pruned[i * n + c] ? 0 : row[c];
     },
   });
   return ownLayout(work, rows, cols, w.channelAxis);
 
   /** For each output, prune the group's len − keep inputs of lowest saliency (earlier index kept on ties). */
-  function pickNM(i0: number): void {
+  function pickNM(i0: number, live: Float32Array): void {
     const [keepN, m] = nm as [number, number];
     const len = Math.min(m, k - i0);
     const keep = len === m ? keepN : Math.ceil((len * keepN) / m);
@@ -101,7 +103,7 @@ export function sparsegptPrune(w: WeightMatrix, stats: HessianSource, opts: Spar
     const order = new Uint32Array(len);
     for (let c = 0; c < n; c++) {
       for (let j = 0; j < len; j++) {
-        const x = work[(i0 + j) * n + c];
+        const x = live[(i0 + j) * n + c];
         const d = v[(i0 + j) * k + i0 + j];
         sal[j] = x * x * (d * d);
         order[j] = j;

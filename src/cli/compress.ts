@@ -34,7 +34,7 @@ import type { OnnxModel } from '../core/onnx/model.ts';
 import { summarizeInputs } from '../core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
-import { configContext, readConfig, readTokenizerJson } from './ppl.ts';
+import { readConfig, readTokenizerJson } from './ppl.ts';
 import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import {
@@ -47,7 +47,8 @@ import type { TensorSelector } from '../core/compress/select.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { getMethod, resolveOptions } from '../methods/registry.ts';
 import { DEFAULT_OUTLIER_THRESHOLD } from '../methods/llm-int8/index.ts';
-import { modelSources } from './files.ts';
+import { modelFileFlag, modelSources, resolveModelPath } from './files.ts';
+import { checkContext, modelContext } from '../core/eval/context.ts';
 
 /** Flags that refine one method: given without it they would be ignored, so they are refused. */
 const REFINES: Record<string, string[]> = {
@@ -455,13 +456,17 @@ function calibrationSetup(
   request: CalibrationRequest,
 ): { input: CalibrationInput; runtime: CalibrationRuntime } {
   const folders = [dirname(path), join(dirname(path), '..')];
-  const context = configContext(folders);
   const config = readConfig(folders);
+  // config.json's context, else the position table's: a longer window would fail inside onnxruntime
+  const context = modelContext(model.graph, config);
   const bosFromConfig = config?.bos_token_id;
+  if (request.settings.length !== undefined)
+    checkContext(request.settings.length, context, `--calib-len ${request.settings.length}`);
   const settings = {
     ...request.settings,
     length:
-      request.settings.length ?? Math.min(DEFAULT_CALIBRATION_LENGTH, context ?? DEFAULT_CALIBRATION_LENGTH),
+      request.settings.length ??
+      Math.min(DEFAULT_CALIBRATION_LENGTH, context?.positions ?? DEFAULT_CALIBRATION_LENGTH),
     // llama2.c models (stories260K) start at 1 and ship no config
     bos: request.settings.bos ?? (Number.isInteger(bosFromConfig) ? (bosFromConfig as number) : 1),
   };
@@ -606,7 +611,6 @@ function fmt(x: number, digits = 2): string {
 }
 
 export async function compressCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
-  const path = args.positional[0];
   const output = args.flags.get('output');
   if (typeof output !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
@@ -615,6 +619,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   const steps = recipe.steps;
   const calibrationRequest = calibrationFromArgs(args, recipe);
   checkOutputPlace(output);
+  const path = resolveModelPath(args.positional[0], modelFileFlag(args)).path;
   const location = `${basename(output)}_data`;
   const dataOutput = join(dirname(resolve(output)), location);
   checkOutputsAreNotInputs(args.flags.has('external-data') ? [output, dataOutput] : [output], [path]);

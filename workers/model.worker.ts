@@ -339,7 +339,7 @@ const api = {
   async exportModel(
     steps: RecipeStep[],
     structure: StructureSettings | null = null,
-  ): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
+  ): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals; warnings: string[] }>> {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const resolved = resolveFullRecipe({ steps, ...(structure ? { structure } : {}) }).steps;
@@ -352,7 +352,11 @@ const api = {
           : await target.run(resolved, { calibration: structured ? undefined : calibration });
       const written = exportCompressed(structured?.model ?? current, result);
       const totals = structured ? fromSource(result.totals) : result.totals;
-      return Comlink.transfer({ bytes: written.model, totals }, [written.model.buffer as ArrayBuffer]);
+      // a format the export fell back from (int4 MatMulNBits → DequantizeLinear) goes into the report
+      const warnings = [...result.warnings, ...written.warnings];
+      return Comlink.transfer({ bytes: written.model, totals, warnings }, [
+        written.model.buffer as ArrayBuffer,
+      ]);
     });
   },
 };

@@ -364,7 +364,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
       set({ exporting: true, exportMessage: 'Building the compressed model…' });
       try {
         const structure = get().structureError ? null : get().structure;
-        const { bytes, totals } = await exportCompressedModel(recipe, structure);
+        const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure);
         if (seq !== exportSeq) return; // cancelled: nothing is saved
         const base = summary.name.replace(/\.onnx$/i, '');
         const how = await saveBlob(
@@ -385,6 +385,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
             protocol: get().evaluation.result?.protocol ?? null,
           },
           tensors: get().preview?.reports ?? [],
+          warnings,
         };
         if (how !== 'aborted')
           await saveBlob(
@@ -396,7 +397,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
           exportMessage:
             how === 'aborted'
               ? 'Export cancelled.'
-              : `Exported ${(bytes.byteLength / 1e6).toFixed(2)} MB and its report.`,
+              : `Exported ${(bytes.byteLength / 1e6).toFixed(2)} MB and its report.` +
+                warnings.map((w) => ` Warning: ${w}`).join(''),
         });
       } catch (e) {
         if (seq === exportSeq)

@@ -651,6 +651,8 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     ? compressModel(model, steps, { calibration })
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
+  // what the recipe asked and what the export wrote differ (a format fallen back to another): say so
+  const warnings = [...result.warnings, ...written.warnings];
   // files opened while compressing (weights read lazily) are inputs too
   checkOutputsAreNotInputs(outputs, sources.inputs());
 
@@ -680,7 +682,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
           maxAbsError: r.maxAbsError,
           ...(r.outlierChannels ? { outlierChannels: r.outlierChannels } : {}),
         })),
-        warnings: result.warnings,
+        warnings,
         ...(calibration
           ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } }
           : {}),
@@ -697,7 +699,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       `${r.name.padEnd(44)} ${r.method.padEnd(12)} ${fmt(r.bitsPerWeight).padStart(6)} ${fmt(r.sparsity * 100, 1).padStart(7)}% ${fmt(r.snrDb, 1).padStart(7)}\n`,
     );
   }
-  for (const w of result.warnings) out(`warning: ${w}\n`);
+  for (const w of warnings) out(`warning: ${w}\n`);
   if (pruned) out(structureLine(pruned.report));
   out(
     `${result.reports.length} tensors, ${fmt(result.totals.bitsPerWeight)} bits/weight; ` +

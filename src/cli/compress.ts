@@ -9,7 +9,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import {
@@ -48,6 +48,8 @@ import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } f
 import { getMethod, resolveOptions } from '../methods/registry.ts';
 import { DEFAULT_OUTLIER_THRESHOLD } from '../methods/llm-int8/index.ts';
 import { modelFileFlag, modelSources, resolveModelPath } from './files.ts';
+import { folderOutputModel, isFolderOutput, makeFolderOutput, writeFolderExtras } from './folder-out.ts';
+import { packageVersion } from './main.ts';
 import { checkContext, modelContext } from '../core/eval/context.ts';
 
 /** Flags that refine one method: given without it they would be ignored, so they are refused. */
@@ -524,7 +526,10 @@ export function checkOutputPlace(output: string): void {
   if (!statSync(folder).isDirectory())
     throw new ModelError('invalid-argument', `-o ${output}: ${folder} is not a folder.`);
   if (existsSync(output) && statSync(output).isDirectory())
-    throw new ModelError('invalid-argument', `-o ${output} is a folder: name the .onnx file to write.`);
+    throw new ModelError(
+      'invalid-argument',
+      `-o ${output} is a folder: name the .onnx file to write (or end it with / to write a model folder).`,
+    );
 }
 
 /** A file's identity (device + inode), or undefined when nothing is there. */
@@ -611,15 +616,19 @@ function fmt(x: number, digits = 2): string {
 }
 
 export async function compressCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
-  const output = args.flags.get('output');
-  if (typeof output !== 'string')
+  const given = args.flags.get('output');
+  if (typeof given !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
   // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
   const recipe = recipeFromArgs(args);
   const steps = recipe.steps;
   const calibrationRequest = calibrationFromArgs(args, recipe);
-  checkOutputPlace(output);
-  const path = resolveModelPath(args.positional[0], modelFileFlag(args)).path;
+  // -o DIR/ writes a transformers.js folder: onnx/model_q4.onnx (…), config, tokenizer, a model card
+  const folderOut = isFolderOutput(given) ? resolve(given) : undefined;
+  const output = folderOut ? folderOutputModel(given, steps) : given;
+  if (!folderOut) checkOutputPlace(output);
+  const modelLocation = resolveModelPath(args.positional[0], modelFileFlag(args));
+  const path = modelLocation.path;
   const location = `${basename(output)}_data`;
   const dataOutput = join(dirname(resolve(output)), location);
   checkOutputsAreNotInputs(args.flags.has('external-data') ? [output, dataOutput] : [output], [path]);
@@ -663,7 +672,21 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     files.unshift({ path: dataOutput, chunks: written.externalData.chunks });
     outputBytes += written.externalData.size;
   }
+  if (folderOut) makeFolderOutput(output);
   writeFilesAtomically(files);
+  const extras = folderOut
+    ? writeFolderExtras(folderOut, modelLocation.configDirs, {
+        source: modelLocation.folder ? basename(resolve(modelLocation.folder)) : basename(path),
+        modelFile: basename(output),
+        recipe,
+        inputBytes,
+        outputBytes,
+        bitsPerWeight: result.totals.bitsPerWeight,
+        tensors: result.reports.length,
+        warnings,
+        version: packageVersion(),
+      })
+    : [];
 
   if (args.flags.has('json')) {
     out(
@@ -687,6 +710,9 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
           ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } }
           : {}),
         ...(pruned ? { structure: { ...pruned.report, importance: pruned.importance.kind } } : {}),
+        ...(folderOut
+          ? { folder: { path: folderOut, model: relative(folderOut, output), files: extras } }
+          : {}),
       }) + '\n',
     );
     return 0;
@@ -707,5 +733,6 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       (written.externalData ? ` (+ ${location})` : '') +
       '\n',
   );
+  if (folderOut) out(`folder ${folderOut}: ${relative(folderOut, output)}, ${extras.join(', ')}\n`);
   return 0;
 }

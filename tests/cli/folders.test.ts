@@ -11,7 +11,7 @@ import { ModelError } from '../../src/core/errors.ts';
 import { positionTableContext } from '../../src/core/eval/context.ts';
 import { decodeModelProto } from '../../src/core/onnx/proto.ts';
 import { tempDir } from '../helpers/ort.ts';
-import { runCli as run } from '../helpers/cli.ts';
+import { runCli as run, sha256File } from '../helpers/cli.ts';
 import { tinyDecoder, VOCAB } from '../helpers/decoders.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
@@ -180,6 +180,69 @@ describe('a model folder given to the CLI', () => {
     expect(q.code).toBe(0);
     // (w2 writes the output: the LM head, opt-in)
     expect(JSON.parse(q.out).tensors.map((t: { name: string }) => t.name)).toEqual(['w1']);
+  });
+});
+
+describe('compress -o DIR/: a transformers.js folder out', () => {
+  it('writes onnx/model_q4.onnx (the bytes -o FILE writes), config, tokenizer files and a model card', async () => {
+    const demo = 'public/models/tiny-shakespeare-gpt2';
+    const out = join(tempDir('cs-folder-out-'), 'tiny-q4') + '/';
+    const r = await run(['compress', demo, '--int4', '-o', out, '--json']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out);
+    expect(report.folder.model).toBe('onnx/model_q4.onnx');
+    expect(report.folder.files).toEqual([
+      'config.json',
+      'tokenizer.json',
+      'generation_config.json',
+      'tokenizer_config.json',
+      'README.md',
+    ]);
+    const file = join(tempDir(), 'q4.onnx');
+    expect((await run(['compress', join(demo, 'model.onnx'), '--int4', '-o', file])).code).toBe(0);
+    expect(sha256File(join(out, 'onnx', 'model_q4.onnx'))).toBe(sha256File(file));
+    expect(readFileSync(join(out, 'tokenizer.json'))).toEqual(readFileSync(join(demo, 'tokenizer.json')));
+    expect(JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8'))).toEqual({
+      bos_token_id: 0,
+      eos_token_id: 0,
+    });
+    expect(JSON.parse(readFileSync(join(out, 'tokenizer_config.json'), 'utf8'))).toMatchObject({
+      model_max_length: 128,
+    });
+    const card = readFileSync(join(out, 'README.md'), 'utf8');
+    expect(card).toContain('"method": "int4"');
+    expect(card).toMatch(/Compression Studio \d+\.\d+\.\d+/);
+    expect(card).toContain('ppl THIS_FOLDER --file onnx/model_q4.onnx');
+    // the folder is a model folder for the CLI too
+    const ids = join(tempDir(), 'ids.txt');
+    writeFileSync(ids, '11 1699 1528 59 11 1273 262 780 45 429 778 99\n');
+    const q4 = await pplJson([out, '--ids', ids]);
+    expect(q4.ctx).toBe(128);
+    expect(q4.perplexity).toBe((await pplJson([file, '--ids', ids, '--ctx', '128'])).perplexity);
+  });
+
+  it('names the file by format: int8 → model_quantized, fp16 → model_fp16, float → model.onnx', async () => {
+    const dir = hubFolder();
+    const root = tempDir('cs-folder-out-');
+    for (const [flags, name] of [
+      [['--int8'], 'model_quantized.onnx'],
+      [['--fp16'], 'model_fp16.onnx'],
+      [['--prune', '0.5'], 'model.onnx'],
+    ] as const) {
+      const out = join(root, name) + '/';
+      const r = await run(['compress', dir, ...flags, '--embeddings', '--lm-head', '-o', out, '--json']);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.out).folder.model).toBe(`onnx/${name}`);
+      expect(readFileSync(join(out, 'onnx', name)).byteLength).toBeGreaterThan(0);
+    }
+    // a file where the folder should be, or a missing parent: refused before any work
+    writeFileSync(join(root, 'taken'), 'x');
+    expect((await run(['compress', dir, '--int8', '-o', join(root, 'taken') + '/'])).err).toMatch(
+      /is a file, not a folder/,
+    );
+    expect((await run(['compress', dir, '--int8', '-o', join(root, 'no', 'such') + '/'])).err).toMatch(
+      /does not exist/,
+    );
   });
 });
 

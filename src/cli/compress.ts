@@ -528,7 +528,7 @@ export function checkOutputPlace(output: string): void {
   if (existsSync(output) && statSync(output).isDirectory())
     throw new ModelError(
       'invalid-argument',
-      `-o ${output} is a folder: name the .onnx file to write (or end it with / to write a model folder).`,
+      `-o ${output} is a folder: name the .onnx file to write. (To write a model folder, end -o with /.)`,
     );
 }
 

@@ -69,7 +69,7 @@ function decoderNodes(
   return { nodes, logits, present: [presentKey, presentValue] };
 }
 
-const { dim, heads, headDim, vocab } = MERGED;
+const { heads, headDim, vocab } = MERGED;
 const LOGITS = () => valueInfo('logits', DataType.FLOAT, ['batch', 'seq', vocab]);
 const PRESENT = (kind: string) =>
   valueInfo(`present.0.${kind}`, DataType.FLOAT, ['batch', heads, 'total_seq', headDim]);
@@ -138,4 +138,27 @@ export function plainDecoder(): Uint8Array {
   });
 }
 
-export const MERGED_DIM = dim;
+/**
+ * The with-cache branch as a plain decoder, as transformers.js' GPT-2 runs one: input_ids,
+ * attention_mask (declared, as exports do; this graph does not read it) and past_key_values.0.* →
+ * logits and present.0.*.
+ */
+export function cachedDecoder(): Uint8Array {
+  const { nodes, logits, present } = decoderNodes('cached', true);
+  nodes.push(
+    makeNode('Identity', [logits], ['logits']),
+    makeNode('Identity', [present[0]], ['present.0.key']),
+    makeNode('Identity', [present[1]], ['present.0.value']),
+  );
+  return makeModelBytes({
+    nodes,
+    inputs: [
+      valueInfo('input_ids', DataType.INT64, ['batch', 'seq']),
+      valueInfo('attention_mask', DataType.INT64, ['batch', 'total_seq']),
+      PAST('key'),
+      PAST('value'),
+    ],
+    outputs: [LOGITS(), PRESENT('key'), PRESENT('value')],
+    initializers: weights(),
+  });
+}

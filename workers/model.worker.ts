@@ -5,6 +5,7 @@ import { findWeight } from '../src/core/onnx/graphs.ts';
 import { summarizeModel, type ModelSummary } from '../src/core/summary.ts';
 import { histogram, type Histogram } from '../src/core/stats.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
+import { positionTableContext } from '../src/core/eval/context.ts';
 import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
@@ -194,8 +195,22 @@ function overlayFor(result: CompressionResult | undefined, name: string, bins: n
   };
 }
 
+/** An opened model: its summary, and which of the dropped files it is made of. */
+export type OpenedModel = ModelSummary & {
+  source: {
+    /** The dropped path of the .onnx that was opened. */
+    main: string;
+    /** The external-data files it references: dropped path, and the location the model names it by. */
+    external: { path: string; location: string }[];
+    config?: string;
+    tokenizer?: string;
+    /** Rows of its learned position table, when it has one (bounds the context without a config). */
+    positions?: number;
+  };
+};
+
 const api = {
-  open(files: { path: string; file: File }[], onProgress?: (p: Progress) => void): Result<ModelSummary> {
+  open(files: { path: string; file: File }[], onProgress?: (p: Progress) => void): Result<OpenedModel> {
     // everything is parsed into locals and swapped in only on success: a file that fails to open
     // leaves the previous model fully working (preview, export, histograms)
     return wrap(() => {
@@ -215,6 +230,21 @@ const api = {
       const summary = summarizeModel(model, (done, total) => {
         if (done % 8 === 0 || done === total) onProgress?.({ phase: 'statistics', done, total });
       });
+      // parsing opened exactly the external-data files the model references: only those go to onnxruntime
+      const referenced = new Set(model.external.keys());
+      const positions = positionTableContext(model.graph)?.positions;
+      const opened: OpenedModel = {
+        ...summary,
+        source: {
+          main: picked.main.path,
+          external: picked.external
+            .filter((f) => referenced.has(f.location))
+            .map((f) => ({ path: f.path, location: f.location })),
+          ...(picked.config ? { config: picked.config.path } : {}),
+          ...(picked.tokenizer ? { tokenizer: picked.tokenizer.path } : {}),
+          ...(positions ? { positions } : {}),
+        },
+      };
       const nextSession = new PreviewSession(model);
       current = model;
       session = nextSession;
@@ -227,7 +257,7 @@ const api = {
       calibrationController?.abort();
       // a preview of the previous model still running answers 'cancelled' rather than mixing models
       latestPreview++;
-      return summary;
+      return opened;
     });
   },
 
@@ -339,7 +369,7 @@ const api = {
   async exportModel(
     steps: RecipeStep[],
     structure: StructureSettings | null = null,
-  ): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals }>> {
+  ): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals; warnings: string[] }>> {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const resolved = resolveFullRecipe({ steps, ...(structure ? { structure } : {}) }).steps;
@@ -352,7 +382,11 @@ const api = {
           : await target.run(resolved, { calibration: structured ? undefined : calibration });
       const written = exportCompressed(structured?.model ?? current, result);
       const totals = structured ? fromSource(result.totals) : result.totals;
-      return Comlink.transfer({ bytes: written.model, totals }, [written.model.buffer as ArrayBuffer]);
+      // a format the export fell back from (int4 MatMulNBits → DequantizeLinear) goes into the report
+      const warnings = [...result.warnings, ...written.warnings];
+      return Comlink.transfer({ bytes: written.model, totals, warnings }, [
+        written.model.buffer as ArrayBuffer,
+      ]);
     });
   },
 };

@@ -314,7 +314,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
             ctx,
             stride,
             // measured against the original on the same tokens: KL, same top, PPL ratio
-            base: originalModelBytes(summary, files),
+            base: originalModelBytes(summary, files, get().modelFiles),
           },
           (progress) => {
             if (seq === compressedEvalSeq) set({ compressedEval: { running: true, progress } });
@@ -374,7 +374,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
       set({ exporting: true, exportMessage: 'Building the compressed model…' });
       try {
         const structure = get().structureError ? null : get().structure;
-        const { bytes, totals } = await exportCompressedModel(recipe, structure);
+        const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure);
         if (seq !== exportSeq) return; // cancelled: nothing is saved
         const base = summary.name.replace(/\.onnx$/i, '');
         const how = await saveBlob(
@@ -397,6 +397,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
             versusOriginal: get().compressedEval.result?.versus ?? null,
           },
           tensors: get().preview?.reports ?? [],
+          warnings,
         };
         if (how !== 'aborted')
           await saveBlob(
@@ -408,7 +409,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
           exportMessage:
             how === 'aborted'
               ? 'Export cancelled.'
-              : `Exported ${(bytes.byteLength / 1e6).toFixed(2)} MB and its report.`,
+              : `Exported ${(bytes.byteLength / 1e6).toFixed(2)} MB and its report.` +
+                warnings.map((w) => ` Warning: ${w}`).join(''),
         });
       } catch (e) {
         if (seq === exportSeq)

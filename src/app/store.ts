@@ -30,6 +30,8 @@ export interface EvalState {
 export interface StudioState extends CompressState, CalibrationSlice {
   summary?: ModelSummary;
   files: PickedFile[];
+  /** Which of the dropped files the open model is: its .onnx and the external data it references. */
+  modelFiles?: { main: PickedFile; external: { location: string; file: File }[] };
   /** Parsed config.json / tokenizer.json of the open model, when it came with them. */
   config?: Record<string, unknown>;
   tokenizerJson?: unknown;
@@ -69,12 +71,18 @@ let evalSeq = 0;
 
 const base = (p: string) => p.split('/').pop() ?? p;
 
-/** The open model as the evaluation worker takes it (the key names the file, so its session is reused). */
-export function originalModelBytes(summary: ModelSummary, files: PickedFile[]): ModelBytes {
-  const main = files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];
-  const externalData = files
-    .filter((f) => f !== main && !/\.(onnx|json|txt|md)$/i.test(f.path))
-    .map((f) => ({ path: base(f.path), data: f.file }));
+/**
+ * The open model as the evaluation worker takes it (the key names the file, so its session is reused): the
+ * opened .onnx and only the external-data files it references, by the location it names them (a Hub clone
+ * also holds .gitattributes, *.safetensors and other variants' _data files).
+ */
+export function originalModelBytes(
+  summary: ModelSummary,
+  files: PickedFile[],
+  modelFiles?: StudioState['modelFiles'],
+): ModelBytes {
+  const main = modelFiles?.main ?? files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];
+  const externalData = (modelFiles?.external ?? []).map((e) => ({ path: e.location, data: e.file }));
   return {
     key: `original:${main.path}:${main.file.size}:${main.file.lastModified}`,
     model: main.file,
@@ -83,8 +91,8 @@ export function originalModelBytes(summary: ModelSummary, files: PickedFile[]): 
   };
 }
 
-async function readJson(files: PickedFile[], name: string): Promise<unknown> {
-  const f = files.find((x) => base(x.path) === name);
+async function readJson(files: PickedFile[], name: string, path?: string): Promise<unknown> {
+  const f = files.find((x) => x.path === path) ?? files.find((x) => base(x.path) === name);
   if (!f) return undefined;
   try {
     return JSON.parse(await f.file.text());
@@ -94,8 +102,9 @@ async function readJson(files: PickedFile[], name: string): Promise<unknown> {
 }
 
 /** The evaluation window: the model's declared context, capped so a browser tab stays responsive. */
-function contextOf(config: Record<string, unknown> | undefined): number {
-  return Math.min(contextFromConfig(config) ?? 512, 2048);
+/** The window the page starts with: config.json's context, else the position table's rows, else 512 (at most 2048). */
+function contextOf(config: Record<string, unknown> | undefined, positions?: number): number {
+  return Math.min(contextFromConfig(config) ?? positions ?? 512, 2048);
 }
 
 export const useStudio = create<StudioState>((set, get) => ({
@@ -121,14 +130,24 @@ export const useStudio = create<StudioState>((set, get) => ({
     set({ loading: { phase: 'reading', done: 0, total: 1, fileName }, error: undefined });
     let finished = false;
     try {
-      const summary = await openModel(files, (p) => {
+      const { source, ...summary } = await openModel(files, (p) => {
         // progress messages can arrive after the result: never let one resurrect a finished bar
         if (seq === openSeq && !finished) set({ loading: { ...p, fileName } });
       });
       finished = true;
-      const config = (await readJson(files, 'config.json')) as Record<string, unknown> | undefined;
-      const tokenizerJson = await readJson(files, 'tokenizer.json');
-      const ctx = contextOf(config);
+      const config = (await readJson(files, 'config.json', source.config)) as
+        | Record<string, unknown>
+        | undefined;
+      const tokenizerJson = await readJson(files, 'tokenizer.json', source.tokenizer);
+      const ctx = contextOf(config, source.positions);
+      const byPath = new Map(files.map((f) => [f.path, f]));
+      const modelFiles = {
+        main: byPath.get(source.main) ?? files[0],
+        external: source.external.flatMap((e) => {
+          const f = byPath.get(e.path);
+          return f ? [{ location: e.location, file: f.file }] : [];
+        }),
+      };
       // the worker opens files in call order and keeps the last that opened: so does the page, even
       // when a newer open is still running (it may yet fail and leave this model in the worker)
       if (seq < appliedOpenSeq) return;
@@ -140,6 +159,7 @@ export const useStudio = create<StudioState>((set, get) => ({
       set({
         summary,
         files,
+        modelFiles,
         config,
         tokenizerJson,
         isDemo: !!opts.isDemo,
@@ -216,7 +236,7 @@ export const useStudio = create<StudioState>((set, get) => ({
   },
 
   async evaluate() {
-    const { summary, files, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
+    const { summary, files, modelFiles, tokenizerJson, evalText, evalIsIds, ctx, stride } = get();
     if (!summary) return;
     const seq = ++evalSeq;
     const missing = evaluationInputProblem(get());
@@ -228,7 +248,7 @@ export const useStudio = create<StudioState>((set, get) => ({
     try {
       const result = await evaluatePerplexity(
         {
-          model: originalModelBytes(summary, files),
+          model: originalModelBytes(summary, files, modelFiles),
           ...(evalIsIds ? { ids: parseIdsText(evalText) } : { text: evalText, tokenizerJson }),
           ctx,
           stride,

@@ -6,14 +6,24 @@ import type { CommandSpec, FlagSpec } from './args.ts';
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object instead of text' };
 const HELP_FLAG: FlagSpec = { type: 'boolean', short: 'h', help: 'print this help and exit' };
-const MODEL = { name: 'MODEL.onnx', help: 'the ONNX model (external-data files beside it are read too)' };
+const MODEL = {
+  name: 'MODEL.onnx',
+  help:
+    'the ONNX model (external-data files beside it are read too), or a model folder in the Hugging Face / ' +
+    'transformers.js layout: onnx/model.onnx, else onnx/decoder_model_merged.onnx, else its only .onnx',
+};
+const FILE_FLAG: FlagSpec = {
+  type: 'string',
+  value: 'NAME',
+  help: 'with a model folder holding several .onnx files: the one to read (onnx/model_q4.onnx)',
+};
 
 export const INSPECT: CommandSpec = {
   name: 'inspect',
   summary: 'parameters, dtypes, operators and per-tensor statistics of a model',
   usage: ['inspect MODEL.onnx [--json]'],
   positionals: [MODEL],
-  options: { json: JSON_FLAG, help: HELP_FLAG },
+  options: { file: FILE_FLAG, json: JSON_FLAG, help: HELP_FLAG },
 };
 
 export const PPL: CommandSpec = {
@@ -32,12 +42,17 @@ export const PPL: CommandSpec = {
       value: 'DIR_OR_JSON',
       help: "a Hugging Face tokenizer.json, or the folder holding one (the model's own folder, say)",
     },
-    ids: { type: 'string', value: 'FILE', help: 'pre-tokenized ids instead: one sequence per line' },
+    ids: {
+      type: 'string',
+      value: 'FILE',
+      help: 'pre-tokenized ids instead: one sequence per line, or a JSON array of id arrays',
+    },
     ctx: {
       type: 'string',
       value: 'N',
-      help: "window length in tokens, ≥ 2 (default: config.json's context, else 512)",
+      help: "window length in tokens, 2 up to the model's context (default: config.json's context, else the position table's size, else 512)",
     },
+    file: FILE_FLAG,
     stride: { type: 'string', value: 'N', help: 'tokens between windows, 1…ctx (default ctx/2)' },
     base: {
       type: 'string',
@@ -230,6 +245,7 @@ export const COMPRESS: CommandSpec = {
     'lm-head': { type: 'boolean', help: 'also compress the output projection' },
     'external-data': { type: 'boolean', help: 'write the weights to OUT.onnx_data beside the model' },
     copy: { type: 'boolean', help: 'no method: rewrite the model as it is (a round trip)' },
+    file: FILE_FLAG,
     json: JSON_FLAG,
     help: HELP_FLAG,
   },

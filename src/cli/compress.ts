@@ -9,7 +9,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { ModelError, formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import {
@@ -34,7 +34,7 @@ import type { OnnxModel } from '../core/onnx/model.ts';
 import { summarizeInputs } from '../core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
-import { configContext, readConfig, readTokenizerJson } from './ppl.ts';
+import { readConfig, readTokenizerJson } from './ppl.ts';
 import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import {
@@ -47,7 +47,10 @@ import type { TensorSelector } from '../core/compress/select.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { getMethod, resolveOptions } from '../methods/registry.ts';
 import { DEFAULT_OUTLIER_THRESHOLD } from '../methods/llm-int8/index.ts';
-import { modelSources } from './files.ts';
+import { modelFileFlag, modelSources, resolveModelPath } from './files.ts';
+import { folderOutputModel, isFolderOutput, makeFolderOutput, writeFolderExtras } from './folder-out.ts';
+import { packageVersion } from './main.ts';
+import { checkContext, modelContext } from '../core/eval/context.ts';
 
 /** Flags that refine one method: given without it they would be ignored, so they are refused. */
 const REFINES: Record<string, string[]> = {
@@ -455,13 +458,17 @@ function calibrationSetup(
   request: CalibrationRequest,
 ): { input: CalibrationInput; runtime: CalibrationRuntime } {
   const folders = [dirname(path), join(dirname(path), '..')];
-  const context = configContext(folders);
   const config = readConfig(folders);
+  // config.json's context, else the position table's: a longer window would fail inside onnxruntime
+  const context = modelContext(model.graph, config);
   const bosFromConfig = config?.bos_token_id;
+  if (request.settings.length !== undefined)
+    checkContext(request.settings.length, context, `--calib-len ${request.settings.length}`);
   const settings = {
     ...request.settings,
     length:
-      request.settings.length ?? Math.min(DEFAULT_CALIBRATION_LENGTH, context ?? DEFAULT_CALIBRATION_LENGTH),
+      request.settings.length ??
+      Math.min(DEFAULT_CALIBRATION_LENGTH, context?.positions ?? DEFAULT_CALIBRATION_LENGTH),
     // llama2.c models (stories260K) start at 1 and ship no config
     bos: request.settings.bos ?? (Number.isInteger(bosFromConfig) ? (bosFromConfig as number) : 1),
   };
@@ -519,7 +526,10 @@ export function checkOutputPlace(output: string): void {
   if (!statSync(folder).isDirectory())
     throw new ModelError('invalid-argument', `-o ${output}: ${folder} is not a folder.`);
   if (existsSync(output) && statSync(output).isDirectory())
-    throw new ModelError('invalid-argument', `-o ${output} is a folder: name the .onnx file to write.`);
+    throw new ModelError(
+      'invalid-argument',
+      `-o ${output} is a folder: name the .onnx file to write. (To write a model folder, end -o with /.)`,
+    );
 }
 
 /** A file's identity (device + inode), or undefined when nothing is there. */
@@ -609,15 +619,19 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   // --auto-bits / --auto-kl: the recipe is planned from measured sensitivities (src/cli/auto.ts)
   if (args.flags.has('auto-bits') || args.flags.has('auto-kl'))
     return (await import('./auto.ts')).autoCompressCommand(args, out);
-  const path = args.positional[0];
-  const output = args.flags.get('output');
-  if (typeof output !== 'string')
+  const given = args.flags.get('output');
+  if (typeof given !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
   // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
   const recipe = recipeFromArgs(args);
   const steps = recipe.steps;
   const calibrationRequest = calibrationFromArgs(args, recipe);
-  checkOutputPlace(output);
+  // -o DIR/ writes a transformers.js folder: onnx/model_q4.onnx (…), config, tokenizer, a model card
+  const folderOut = isFolderOutput(given) ? resolve(given) : undefined;
+  const output = folderOut ? folderOutputModel(given, steps) : given;
+  if (!folderOut) checkOutputPlace(output);
+  const modelLocation = resolveModelPath(args.positional[0], modelFileFlag(args));
+  const path = modelLocation.path;
   const location = `${basename(output)}_data`;
   const dataOutput = join(dirname(resolve(output)), location);
   checkOutputsAreNotInputs(args.flags.has('external-data') ? [output, dataOutput] : [output], [path]);
@@ -649,6 +663,8 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     ? compressModel(model, steps, { calibration })
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
+  // what the recipe asked and what the export wrote differ (a format fallen back to another): say so
+  const warnings = [...result.warnings, ...written.warnings];
   // files opened while compressing (weights read lazily) are inputs too
   checkOutputsAreNotInputs(outputs, sources.inputs());
 
@@ -659,7 +675,21 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     files.unshift({ path: dataOutput, chunks: written.externalData.chunks });
     outputBytes += written.externalData.size;
   }
+  if (folderOut) makeFolderOutput(output);
   writeFilesAtomically(files);
+  const extras = folderOut
+    ? writeFolderExtras(folderOut, modelLocation.configDirs, {
+        source: modelLocation.folder ? basename(resolve(modelLocation.folder)) : basename(path),
+        modelFile: basename(output),
+        recipe,
+        inputBytes,
+        outputBytes,
+        bitsPerWeight: result.totals.bitsPerWeight,
+        tensors: result.reports.length,
+        warnings,
+        version: packageVersion(),
+      })
+    : [];
 
   if (args.flags.has('json')) {
     out(
@@ -678,11 +708,14 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
           maxAbsError: r.maxAbsError,
           ...(r.outlierChannels ? { outlierChannels: r.outlierChannels } : {}),
         })),
-        warnings: result.warnings,
+        warnings,
         ...(calibration
           ? { calibration: { sequences: calibration.sequences, tokens: calibration.tokens } }
           : {}),
         ...(pruned ? { structure: { ...pruned.report, importance: pruned.importance.kind } } : {}),
+        ...(folderOut
+          ? { folder: { path: folderOut, model: relative(folderOut, output), files: extras } }
+          : {}),
       }) + '\n',
     );
     return 0;
@@ -695,7 +728,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       `${r.name.padEnd(44)} ${r.method.padEnd(12)} ${fmt(r.bitsPerWeight).padStart(6)} ${fmt(r.sparsity * 100, 1).padStart(7)}% ${fmt(r.snrDb, 1).padStart(7)}\n`,
     );
   }
-  for (const w of result.warnings) out(`warning: ${w}\n`);
+  for (const w of warnings) out(`warning: ${w}\n`);
   if (pruned) out(structureLine(pruned.report));
   out(
     `${result.reports.length} tensors, ${fmt(result.totals.bitsPerWeight)} bits/weight; ` +
@@ -703,5 +736,6 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       (written.externalData ? ` (+ ${location})` : '') +
       '\n',
   );
+  if (folderOut) out(`folder ${folderOut}: ${relative(folderOut, output)}, ${extras.join(', ')}\n`);
   return 0;
 }

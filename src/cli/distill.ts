@@ -25,7 +25,8 @@ import type { Schedule } from '../core/train/optim.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { checkOutputPlace, checkOutputsAreNotInputs, writeFilesAtomically } from './compress.ts';
-import { modelSources } from './files.ts';
+import { modelSources, resolveModelPath } from './files.ts';
+import { checkContext, modelContext } from '../core/eval/context.ts';
 import { configContext, onnxruntime, readConfig, readTokenizerJson } from './ppl.ts';
 
 const TRAIN_SOURCES = ['train-text', 'train-ids', 'train-generate'] as const;
@@ -233,7 +234,9 @@ async function heldOutPerplexity(
 }
 
 export async function distillCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
-  const [teacherPath, studentPath] = args.positional;
+  // a model folder is read as the other commands read it (onnx/model.onnx, …)
+  const teacherPath = resolveModelPath(args.positional[0], undefined, undefined).path;
+  const studentPath = resolveModelPath(args.positional[1], undefined, undefined).path;
   const output = args.flags.get('output');
   if (typeof output !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the trained student.');
@@ -245,6 +248,11 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
   const studentSources = modelSources(studentPath);
   const student = parseModel(studentSources.main, studentSources.external);
   checkTrainable(student);
+  checkContext(
+    settings.seq,
+    modelContext(student.graph, readConfig([dirname(studentPath), join(dirname(studentPath), '..')])),
+    `--seq ${settings.seq}`,
+  );
   const teacherSources = modelSources(teacherPath);
   const teacherModel = parseModel(teacherSources.main, teacherSources.external);
   checkOutputsAreNotInputs([output], [...studentSources.inputs(), ...teacherSources.inputs()]);

@@ -2,11 +2,10 @@ import { formatBytes } from '../core/errors.ts';
 import { parseModel } from '../core/onnx/model.ts';
 import { summarizeModel } from '../core/summary.ts';
 import type { ParsedArgs } from './args.ts';
-import { modelSources } from './files.ts';
+import { modelFileFlag, modelSources, resolveModelPath } from './files.ts';
 
 export async function inspectCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
-  const path = args.positional[0];
-  const { main, external } = modelSources(path);
+  const { main, external } = modelSources(resolveModelPath(args.positional[0], modelFileFlag(args)).path);
   const summary = summarizeModel(parseModel(main, external));
   if (args.flags.has('json')) {
     out(

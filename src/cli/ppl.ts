@@ -7,9 +7,10 @@ import { evaluatePerplexity } from '../core/eval/perplexity.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { UsageError, integerFlag, readTextFile, type ParsedArgs } from './args.ts';
-import { modelSources } from './files.ts';
+import { fileIn, modelFileFlag, modelSources, resolveModelPath, type ModelLocation } from './files.ts';
 import { contextFromConfig } from '../core/eval/config.ts';
 import { pplAgainstBase } from './ppl-compare.ts';
+import { checkContext, modelContext } from '../core/eval/context.ts';
 
 /** The context a model was trained for, from a config.json beside it (HF names), if there is one. */
 export function configContext(paths: string[]): number | undefined {
@@ -62,8 +63,14 @@ export function readTokenizerJson(path: string): unknown {
   }
 }
 
-/** Which text to score: --text with its --tokenizer, or pre-tokenized --ids; anything else is a usage error. */
-function textSource(args: ParsedArgs): { ids: string } | { text: string; tokenizer: string } {
+/**
+ * Which text to score: --text with its --tokenizer (by default the model folder's tokenizer.json),
+ * or pre-tokenized --ids; anything else is a usage error.
+ */
+function textSource(
+  args: ParsedArgs,
+  location: ModelLocation,
+): { ids: string } | { text: string; tokenizer: string } {
   const text = args.flags.get('text');
   const ids = args.flags.get('ids');
   const tokenizer = args.flags.get('tokenizer');
@@ -75,36 +82,49 @@ function textSource(args: ParsedArgs): { ids: string } | { text: string; tokeniz
     return { ids };
   }
   if (typeof text === 'string') {
-    if (typeof tokenizer !== 'string')
-      throw new UsageError(
-        "--text needs --tokenizer DIR_OR_JSON: a Hugging Face tokenizer.json, or the folder holding one (the model's own folder, say). " +
-          'For a model without one, give pre-tokenized ids with --ids FILE instead.',
-      );
-    return { text, tokenizer };
+    if (typeof tokenizer === 'string') return { text, tokenizer };
+    // a model folder carries its tokenizer
+    const own = location.folder ? fileIn([location.folder], 'tokenizer.json') : undefined;
+    if (own) return { text, tokenizer: own };
+    throw new UsageError(
+      "--text needs --tokenizer DIR_OR_JSON: a Hugging Face tokenizer.json, or the folder holding one (the model's own folder, say). " +
+        'For a model without one, give pre-tokenized ids with --ids FILE instead.',
+    );
   }
   throw new UsageError(
     typeof tokenizer === 'string'
       ? 'missing --text FILE: the text to score with that --tokenizer (or --ids FILE, pre-tokenized).'
-      : 'nothing to score: give --text FILE with --tokenizer DIR_OR_JSON, or --ids FILE (pre-tokenized ids, one sequence per line).',
+      : 'nothing to score: give --text FILE with --tokenizer DIR_OR_JSON, or --ids FILE (pre-tokenized ids, one sequence per line, or a JSON array of arrays).',
   );
 }
 
+/** A folder given as is; a file's folder. */
+function folderOf(path: string): string {
+  return existsSync(path) && statSync(path).isDirectory() ? path : dirname(path);
+}
+
+/** Without --ctx and without a declared context, windows are this long. */
+const DEFAULT_CTX = 512;
+
 export async function pplCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
-  const path = args.positional[0];
-  const source = textSource(args);
+  const location = resolveModelPath(args.positional[0], modelFileFlag(args));
+  const path = location.path;
+  const source = textSource(args, location);
   const tokenizerPath = 'tokenizer' in source ? source.tokenizer : undefined;
-  // flags are checked before the model is read; the context default needs only config.json
-  const configCtx = configContext([
-    dirname(path),
-    join(dirname(path), '..'),
-    ...(tokenizerPath ? [tokenizerPath, dirname(tokenizerPath)] : []),
-  ]);
-  const ctx = integerFlag(args, 'ctx', configCtx ?? 512, 2);
-  const stride = integerFlag(args, 'stride', Math.max(1, Math.floor(ctx / 2)), 1, ctx);
+  // flags are checked before the model is read
+  const givenCtx = args.flags.has('ctx') ? integerFlag(args, 'ctx', DEFAULT_CTX, 2) : undefined;
+  if (givenCtx !== undefined) integerFlag(args, 'stride', 1, 1, givenCtx);
+  else integerFlag(args, 'stride', 1, 1);
 
   const { main, external } = modelSources(path);
   const model = parseModel(main, external);
   const inputs = summarizeInputs(model.graph);
+  // the model's context: config.json's (beside the model, or the tokenizer's folder), else its position table
+  const config = readConfig([...location.configDirs, ...(tokenizerPath ? [folderOf(tokenizerPath)] : [])]);
+  const context = modelContext(model.graph, config);
+  if (givenCtx !== undefined) checkContext(givenCtx, context, `--ctx ${givenCtx}`);
+  const ctx = givenCtx ?? context?.positions ?? DEFAULT_CTX;
+  const stride = integerFlag(args, 'stride', Math.max(1, Math.floor(ctx / 2)), 1, ctx);
 
   let sequences: number[][];
   if ('ids' in source) {
@@ -115,10 +135,10 @@ export async function pplCommand(args: ParsedArgs, out: (s: string) => void): Pr
   }
   const basePath = args.flags.get('base');
   if (typeof basePath === 'string')
-    return pplAgainstBase(path, basePath, sequences, ctx, stride, args.flags.has('json'), out);
+    return pplAgainstBase(path, resolveModelPath(basePath).path, sequences, ctx, stride, args.flags.has('json'), out);
 
   const session = await onnxruntime('load the model', () =>
-    createNodeSession(external.length ? path : main.read(0, main.size)),
+    createNodeSession(model.external.size ? path : main.read(0, main.size)),
   );
   try {
     const result = await onnxruntime('run the model', () =>

@@ -24,11 +24,31 @@ export interface ModelFiles<T> {
   variants: DroppedFile<T>[];
 }
 
-const PREFERRED = ['model.onnx', 'decoder_model_merged.onnx', 'decoder_model.onnx'];
+/**
+ * Model file names in the order a folder's model is chosen (the Hugging Face / transformers.js
+ * layout: `onnx/model.onnx`, else the merged decoder, else optimum's older no-cache decoder).
+ */
+export const PREFERRED_MODEL_FILES = ['model.onnx', 'decoder_model_merged.onnx', 'decoder_model.onnx'];
+
+const baseName = (p: string) => p.split('/').pop() ?? p;
+
+/**
+ * The model file a folder holding these .onnx paths ('/'-separated, relative to the folder) means:
+ * a preferred name (the shallowest first), else the only one; undefined when several are left.
+ */
+export function preferredModelFile(onnxPaths: readonly string[]): string | undefined {
+  for (const name of PREFERRED_MODEL_FILES) {
+    const hits = onnxPaths
+      .filter((p) => baseName(p) === name)
+      .sort((a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b));
+    if (hits.length) return hits[0];
+  }
+  return onnxPaths.length === 1 ? onnxPaths[0] : undefined;
+}
 
 export function pickModelFiles<T>(files: DroppedFile<T>[]): ModelFiles<T> {
   const onnx = files.filter((f) => /\.onnx$/i.test(f.path));
-  const base = (p: string) => p.split('/').pop() ?? p;
+  const base = baseName;
   if (onnx.length === 0) {
     const names = files
       .map((f) => base(f.path))
@@ -41,11 +61,11 @@ export function pickModelFiles<T>(files: DroppedFile<T>[]): ModelFiles<T> {
         : `No .onnx file among what was dropped (${names}${files.length > 5 ? ', …' : ''}). Drop an .onnx model or a model folder.`,
     );
   }
-  onnx.sort((a, b) => {
-    const ra = PREFERRED.indexOf(base(a.path));
-    const rb = PREFERRED.indexOf(base(b.path));
-    return (ra < 0 ? 99 : ra) - (rb < 0 ? 99 : rb) || a.path.localeCompare(b.path);
-  });
+  // the CLI's rule; where it leaves several, the page opens the first by name and lists the others
+  const preferred = preferredModelFile(onnx.map((f) => f.path));
+  onnx.sort(
+    (a, b) => Number(b.path === preferred) - Number(a.path === preferred) || a.path.localeCompare(b.path),
+  );
   const main = onnx[0];
   const folder = main.path.includes('/') ? main.path.slice(0, main.path.lastIndexOf('/') + 1) : '';
   const external: ExternalFile<T>[] = files

@@ -31,8 +31,13 @@ export function loadTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown =
   };
 }
 
-/** Pre-tokenized ids, one sequence per line (space/comma separated), for models that ship no tokenizer.json. */
+/**
+ * Pre-tokenized ids, for models that ship no tokenizer.json: one sequence per line (space/comma
+ * separated), or JSON — one array of ids (a single sequence) or an array of such arrays (the demo's
+ * heldout_ids.json).
+ */
 export function parseIdsText(text: string): number[][] {
+  if (text.trimStart().startsWith('[')) return parseIdsJson(text);
   const sequences: number[][] = [];
   text.split(/\r?\n/).forEach((line, i) => {
     const parts = line
@@ -47,4 +52,26 @@ export function parseIdsText(text: string): number[][] {
     sequences.push(ids);
   });
   return sequences;
+}
+
+function parseIdsJson(text: string): number[][] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new ModelError('invalid-argument', `ids file: not valid JSON (${(e as Error).message}).`);
+  }
+  const isId = (x: unknown) => Number.isInteger(x) && (x as number) >= 0;
+  const shape = 'a JSON ids file holds one array of token ids, or an array of such arrays (one per sequence)';
+  if (!Array.isArray(value)) throw new ModelError('invalid-argument', `ids file: ${shape}.`);
+  const rows: unknown[][] = value.every((x) => Array.isArray(x)) ? (value as unknown[][]) : [value];
+  rows.forEach((row, i) => {
+    const bad = row.findIndex((x) => !isId(x));
+    if (bad >= 0)
+      throw new ModelError(
+        'invalid-argument',
+        `ids file: sequence ${i + 1}, item ${bad + 1} (${JSON.stringify(row[bad])}) is not a token id; ${shape}.`,
+      );
+  });
+  return (rows as number[][]).filter((row) => row.length > 0);
 }

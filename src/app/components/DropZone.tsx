@@ -83,6 +83,7 @@ export function DropZone() {
         ref={folderInput}
         type="file"
         hidden
+        data-testid="folder-input"
         // @ts-expect-error non-standard but universally supported folder picker
         webkitdirectory=""
         onChange={(e) => onFiles(e.target.files)}

@@ -17,6 +17,7 @@ import { HISTOGRAM_SHIFT, type CalibrationStats } from '../calibrate/stats.ts';
 import { compressModel } from './pipeline.ts';
 import type { CalibrationSettings, ResolvedStep } from './recipe.ts';
 import { selectWeights, weightCandidates } from './select.ts';
+import { noCacheView } from './merged.ts';
 
 export type { CalibrationRuntime };
 
@@ -285,7 +286,9 @@ async function captureOnce(
  * Every weight whose activations calibration can capture: the 2-D weights of a MatMul or Gemm (embeddings
  * and the LM head included, so a step that opts them in finds their statistics), in the model's order.
  */
-export function calibratableWeights(model: OnnxModel): string[] {
+export function calibratableWeights(source: OnnxModel): string[] {
+  // a merged decoder's weights are captured where they run: in its no-cache branch
+  const model = noCacheView(source);
   return weightCandidates(model.graph)
     .filter((c) => {
       try {
@@ -304,9 +307,10 @@ export function calibratableWeights(model: OnnxModel): string[] {
  * bytes (XᵀX, k² float64s, dominates: a 3072-wide MLP input holds 75 MB), so the page can say so first.
  */
 export function calibrationFootprint(
-  model: OnnxModel,
+  source: OnnxModel,
   weights: readonly string[],
 ): { activations: number; bytes: number } {
+  const model = noCacheView(source);
   const widths = new Map<string, number>();
   for (const w of weights) {
     const { input, k } = findActivation(model, w);
@@ -339,8 +343,9 @@ export async function calibrateWeights(
   const targets: CalibrationTargets = { weights: [...weights], hessian: new Set(weights) };
   const cached = opts.cache?.getStats(model, set, null, targets);
   if (cached) return cached;
-  const sequences = await calibrationSequences(model, input, runtime, opts);
-  const stats = await captureOnce(model, weights, () => true, sequences, runtime, opts);
+  const view = noCacheView(model);
+  const sequences = await calibrationSequences(view, input, runtime, opts);
+  const stats = await captureOnce(view, weights, () => true, sequences, runtime, opts);
   opts.cache?.setStats(model, set, null, stats);
   return stats;
 }
@@ -359,8 +364,10 @@ export async function calibrate(
   const recipe = sequential ? JSON.stringify(steps) : null;
   const cached = cache?.getStats(model, set, recipe, calibrationTargets(model, steps));
   if (cached) return cached;
-  const sequences = await calibrationSequences(model, input, runtime, opts);
-  const stats = await captureForRecipe(model, steps, sequences, runtime, { ...opts, sequential });
+  // a merged decoder runs its no-cache branch: captured as a plain graph, the weights named as in the model
+  const view = noCacheView(model);
+  const sequences = await calibrationSequences(view, input, runtime, opts);
+  const stats = await captureForRecipe(view, steps, sequences, runtime, { ...opts, sequential });
   cache?.setStats(model, set, recipe, stats);
   return stats;
 }

@@ -23,11 +23,14 @@ function minIrVersion(opset: number): number {
   return opset >= 21 ? 10 : opset >= 19 ? 9 : opset >= 15 ? 8 : 7;
 }
 
+/** The written model, and what the export did other than the recipe asked (a format fallen back). */
+export type ExportedModel = WrittenModel & { warnings: string[] };
+
 export function exportCompressed(
   model: OnnxModel,
   result: CompressionResult,
   options: ExportOptions = {},
-): WrittenModel {
+): ExportedModel {
   const root = new GraphEditor(model.graph, model.proto.opset_import);
   for (const o of result.outcomes) {
     // rewritten in the graph that holds it, under the name that graph's nodes read it by
@@ -64,7 +67,10 @@ export function exportCompressed(
   const proto: Partial<ModelProto> = {};
   if (opsetsChanged) proto.opset_import = opsetImport;
   if (rewritten && irVersion !== Number(model.proto.ir_version)) proto.ir_version = irVersion;
-  return writeModel(model, { graph, externalData: options.externalData, proto });
+  return {
+    ...writeModel(model, { graph, externalData: options.externalData, proto }),
+    warnings: [...root.warnings],
+  };
 }
 
 /**

@@ -23,6 +23,8 @@ interface Shared {
   editors: Map<GraphProto, GraphEditor>;
   /** Which editor's node list holds each node (replaced nodes included). */
   owners: Map<NodeProto, GraphEditor>;
+  /** What the export did other than asked (a format fallen back to another), for the report. */
+  warnings: string[];
 }
 
 export class GraphEditor {
@@ -47,7 +49,13 @@ export class GraphEditor {
     for (const v of graph.input) this.defined.add(v.name);
     for (const n of graph.node) for (const x of n.output) this.defined.add(x);
     const root = !shared;
-    this.shared = shared ?? { names: new Set(), opsets: new Map(), editors: new Map(), owners: new Map() };
+    this.shared = shared ?? {
+      names: new Set(),
+      opsets: new Map(),
+      editors: new Map(),
+      owners: new Map(),
+      warnings: [],
+    };
     this.opsets = this.shared.opsets;
     this.shared.editors.set(graph, this);
     for (const n of this.nodes) this.shared.owners.set(n, this);
@@ -164,6 +172,15 @@ export class GraphEditor {
     if (i < 0) throw new Error(`replaceNode: node ${node.name ?? node.op_type} is not in the graph`);
     owner.nodes.splice(i, 1, ...replacement);
     for (const n of replacement) this.shared.owners.set(n, owner);
+  }
+
+  /** Records something the export did other than the recipe asked (shared by every graph's editor). */
+  warn(message: string): void {
+    if (!this.shared.warnings.includes(message)) this.shared.warnings.push(message);
+  }
+
+  get warnings(): readonly string[] {
+    return this.shared.warnings;
   }
 
   requireOpset(domain: string, version: number): void {

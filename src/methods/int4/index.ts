@@ -8,6 +8,7 @@ import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
 import type { CompressionMethod, WeightMatrix } from '../types.ts';
+import type { NodeProto } from '../../core/onnx/proto.ts';
 import {
   blockedScaleLayout,
   dequantizeInt4Blockwise,
@@ -36,15 +37,92 @@ export function int4StoredBytes(q: Int4Quantized): number {
   return codes + scales + zps;
 }
 
+function floatAttr(node: NodeProto, name: string, fallback: number): number {
+  const a = node.attribute?.find((x) => x.name === name);
+  return a?.f !== undefined && a.f !== null ? Number(a.f) : fallback;
+}
+
+function intAttr(node: NodeProto, name: string, fallback: number): number {
+  const a = node.attribute?.find((x) => x.name === name);
+  return a?.i !== undefined && a.i !== null ? Number(a.i) : fallback;
+}
+
+/** A float32 1-D initializer of `n` values in the editor's graph: Gemm's C as MatMulNBits' bias. */
+function isBiasVector(editor: GraphEditor, name: string, n: number): boolean {
+  try {
+    const c = editor.getInitializer(name);
+    return c.data_type === DataType.FLOAT && c.dims.length === 1 && Number(c.dims[0]) === n;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A Gemm reading the weight as B, as MatMulNBits computes it: Y = alpha·(A·B') + beta·C becomes
+ * MatMulNBits(A) (its bias input taking a [N] C when alpha and beta are 1), then a Mul by alpha and
+ * an Add of (beta·)C where they are needed. [M, K] · B' → [M, N].
+ */
+function gemmAsMatMulNBits(
+  node: NodeProto,
+  inputs: string[],
+  attrs: { K: number; N: number; bits: number; block_size: number },
+  editor: GraphEditor,
+): NodeProto[] {
+  const n = attrs.N;
+  const alpha = floatAttr(node, 'alpha', 1);
+  const beta = floatAttr(node, 'beta', 1);
+  const c = node.input[2] || undefined;
+  const base = node.name || node.output[0];
+  const name = (what: string) => editor.uniqueName(`${base}_${what}`);
+  const scalar = (what: string, value: number) => {
+    const t = name(what);
+    editor.setInitializer(rawTensor(t, DataType.FLOAT, [], bytesOf(Float32Array.of(value))));
+    return t;
+  };
+  const asBias = c !== undefined && alpha === 1 && beta === 1 && isBiasVector(editor, c, n);
+  // inputs: A, B, scales, zero_points, g_idx, bias (absent optional inputs are named '')
+  const withBias = asBias ? [...inputs, ...Array<string>(4 - inputs.length).fill(''), c] : inputs;
+  const mm = makeNode(
+    'MatMulNBits',
+    [node.input[0], ...withBias],
+    [asBias || (alpha === 1 && c === undefined) ? node.output[0] : name('matmul')],
+    attrs,
+    { name: name('Q4'), domain: 'com.microsoft' },
+  );
+  const out: NodeProto[] = [mm];
+  let y = mm.output[0];
+  if (alpha !== 1) {
+    const scaled = c === undefined || asBias ? node.output[0] : name('alpha_out');
+    out.push(makeNode('Mul', [y, scalar('alpha', alpha)], [scaled], {}, { name: name('alpha') }));
+    y = scaled;
+  }
+  if (c !== undefined && !asBias) {
+    let bias = c;
+    if (beta !== 1) {
+      bias = name('beta_c');
+      out.push(makeNode('Mul', [c, scalar('beta', beta)], [bias], {}, { name: name('beta') }));
+    }
+    if (beta !== 0) out.push(makeNode('Add', [y, bias], [node.output[0]], {}, { name: name('bias') }));
+    else out.push(makeNode('Identity', [y], [node.output[0]], {}, { name: name('bias') }));
+  }
+  return out;
+}
+
 function rewriteMatMulNBits(t: WeightMatrix, q: Int4Quantized, editor: GraphEditor): void {
-  const [k, n] = t.shape;
+  // MatMul reads B as [K, N] (channels on axis 1); Gemm with transB as [N, K] (channels on axis 0)
+  const [k, n] = t.channelAxis === 1 ? t.shape : [t.shape[1], t.shape[0]];
   const consumers = editor.consumers(t.name);
   editor.removeInitializer(t.name);
   const bName = editor.uniqueName(`${t.name}_Q4`);
   const scaleName = editor.uniqueName(`${t.name}_scales`);
   const blob = q.blockSize / 2;
   editor.setInitializer(
-    rawTensor(bName, DataType.UINT8, [n, q.blocksPerChannel, blob], packMatMulNBits(q, k, n, 1)),
+    rawTensor(
+      bName,
+      DataType.UINT8,
+      [n, q.blocksPerChannel, blob],
+      packMatMulNBits(q, t.shape[0], t.shape[1], t.channelAxis),
+    ),
   );
   editor.setInitializer(rawTensor(scaleName, DataType.FLOAT, [q.scales.length], bytesOf(q.scales)));
   const inputs = [bName, scaleName];
@@ -55,16 +133,18 @@ function rewriteMatMulNBits(t: WeightMatrix, q: Int4Quantized, editor: GraphEdit
     inputs.push(zpName);
   }
   editor.requireOpset('com.microsoft', 1);
+  const attrs = { K: k, N: n, bits: 4, block_size: q.blockSize };
   for (const { node } of consumers) {
+    if (node.op_type === 'Gemm') {
+      editor.replaceNode(node, gemmAsMatMulNBits(node, inputs, attrs, editor));
+      continue;
+    }
     const name = editor.uniqueName(node.name ? `${node.name}_Q4` : `${t.name}_MatMulNBits`);
     editor.replaceNode(node, [
-      makeNode(
-        'MatMulNBits',
-        [node.input[0], ...inputs],
-        [node.output[0]],
-        { K: k, N: n, bits: 4, block_size: q.blockSize },
-        { name, domain: 'com.microsoft' },
-      ),
+      makeNode('MatMulNBits', [node.input[0], ...inputs], [node.output[0]], attrs, {
+        name,
+        domain: 'com.microsoft',
+      }),
     ]);
   }
 }
@@ -101,26 +181,35 @@ function rewriteBlockedDequantize(t: WeightMatrix, q: Int4Quantized, editor: Gra
 }
 
 /**
- * MatMulNBits applies when every reader of the weight is a well-formed MatMul taking it as B: two
- * named inputs, one named output. A malformed MatMul (inputs or outputs missing, as in a damaged
- * file) is left as it is, and the weight is decoded by a DequantizeLinear in front of it instead.
+ * Why MatMulNBits cannot replace a reader of the weight, or undefined when it can: a well-formed
+ * MatMul taking it as B (two named inputs, one named output), or a Gemm taking it as B with A not
+ * transposed and B laid out as the weight's channels say (transB = 1 for [N, K]). A malformed node
+ * (inputs or outputs missing, as in a damaged file) is left as it is, and the weight is decoded by a
+ * DequantizeLinear in front of it instead.
  */
-function feedsOnlyMatMuls(t: WeightMatrix, editor: GraphEditor): boolean {
+export function matMulNBitsRefusal(node: NodeProto, index: number, channelAxis: 0 | 1): string | undefined {
+  const named = !!node.input[0] && node.output.length === 1 && !!node.output[0];
+  if (node.domain || index !== 1 || !named) return `a ${node.op_type} reads it other than as B`;
+  if (node.op_type === 'MatMul')
+    return node.input.length === 2 && channelAxis === 1 ? undefined : 'a MatMul reads it transposed';
+  if (node.op_type === 'Gemm') {
+    if (intAttr(node, 'transA', 0) !== 0) return 'a Gemm reads its input transposed (transA = 1)';
+    if ((intAttr(node, 'transB', 0) ? 0 : 1) !== channelAxis)
+      return 'Gemms read it both as [K, N] and as [N, K]';
+    return node.input.length <= 3 ? undefined : 'a Gemm has extra inputs';
+  }
+  return `a ${node.op_type} reads it`;
+}
+
+/** Why the weight cannot be exported as MatMulNBits (the first reader that refuses), else undefined. */
+function matMulNBitsProblem(t: WeightMatrix, editor: GraphEditor): string | undefined {
   const consumers = editor.consumers(t.name);
-  return (
-    t.channelAxis === 1 &&
-    consumers.length > 0 &&
-    consumers.every(
-      ({ node, index }) =>
-        node.op_type === 'MatMul' &&
-        !node.domain &&
-        index === 1 &&
-        node.input.length === 2 &&
-        !!node.input[0] &&
-        node.output.length === 1 &&
-        !!node.output[0],
-    )
-  );
+  if (!consumers.length) return 'nothing reads it';
+  for (const { node, index } of consumers) {
+    const why = matMulNBitsRefusal(node, index, t.channelAxis);
+    if (why) return why;
+  }
+  return undefined;
 }
 
 export const int4Method: CompressionMethod<Int4Options, Int4Quantized> = {
@@ -174,8 +263,12 @@ export const int4Method: CompressionMethod<Int4Options, Int4Quantized> = {
     });
   },
   rewrite(t, encoding, editor, options) {
-    if (options.format === 'matmulnbits' && feedsOnlyMatMuls(t, editor))
-      rewriteMatMulNBits(t, encoding, editor);
-    else rewriteBlockedDequantize(t, encoding, editor);
+    if (options.format !== 'matmulnbits') return rewriteBlockedDequantize(t, encoding, editor);
+    const problem = matMulNBitsProblem(t, editor);
+    if (!problem) return rewriteMatMulNBits(t, encoding, editor);
+    editor.warn(
+      `${t.name}: exported as int4 DequantizeLinear (opset 21) instead of MatMulNBits: ${problem}.`,
+    );
+    rewriteBlockedDequantize(t, encoding, editor);
   },
 };

@@ -81,7 +81,10 @@ export function originalModelBytes(
   files: PickedFile[],
   modelFiles?: StudioState['modelFiles'],
 ): ModelBytes {
-  const main = modelFiles?.main ?? files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ?? files[0];
+  const main =
+    modelFiles?.main ??
+    files.find((f) => f.path.endsWith('.onnx') && base(f.path) === summary.name) ??
+    files[0];
   const externalData = (modelFiles?.external ?? []).map((e) => ({ path: e.location, data: e.file }));
   return {
     key: `original:${main.path}:${main.file.size}:${main.file.lastModified}`,
@@ -136,8 +139,7 @@ export const useStudio = create<StudioState>((set, get) => ({
       });
       finished = true;
       const config = (await readJson(files, 'config.json', source.config)) as
-        | Record<string, unknown>
-        | undefined;
+        Record<string, unknown> | undefined;
       const tokenizerJson = await readJson(files, 'tokenizer.json', source.tokenizer);
       const ctx = contextOf(config, source.positions);
       const byPath = new Map(files.map((f) => [f.path, f]));

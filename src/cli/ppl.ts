@@ -135,7 +135,15 @@ export async function pplCommand(args: ParsedArgs, out: (s: string) => void): Pr
   }
   const basePath = args.flags.get('base');
   if (typeof basePath === 'string')
-    return pplAgainstBase(path, resolveModelPath(basePath).path, sequences, ctx, stride, args.flags.has('json'), out);
+    return pplAgainstBase(
+      path,
+      resolveModelPath(basePath).path,
+      sequences,
+      ctx,
+      stride,
+      args.flags.has('json'),
+      out,
+    );
 
   const session = await onnxruntime('load the model', () =>
     createNodeSession(model.external.size ? path : main.read(0, main.size)),

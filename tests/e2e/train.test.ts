@@ -162,5 +162,5 @@ describe('distillation in the page', () => {
     );
     rmSync(dir, { recursive: true, force: true });
     expect(studio.pageErrors).toEqual([]);
-  });
+  }, 900_000);
 });

@@ -44,7 +44,12 @@ function Field(props: {
 }) {
   // the typed text, so "0.00" on the way to "0.005" is not rewritten under the cursor
   const [text, setText] = useState(String(props.value));
-  useEffect(() => setText(String(props.value)), [props.value]);
+  const [shown, setShown] = useState(props.value);
+  if (shown !== props.value) {
+    // the value changed from outside (a link, a new model): show it
+    setShown(props.value);
+    setText(String(props.value));
+  }
   return (
     <label className="field" title={props.title}>
       {props.label}

@@ -11,6 +11,7 @@ import { PreviewSession, overlayHistogram } from '../src/core/compress/session.t
 import { resolveFullRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
 import {
+  reportFor,
   totalsFor,
   type CompressionResult,
   type CompressionTotals,
@@ -120,6 +121,25 @@ function trainedModel(key: string) {
 /** A result with no compressed tensor: the trained model as it is. */
 function unchanged(model: OnnxModel): CompressionResult {
   return { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
+}
+
+/**
+ * The result the preview shows for a trained model with no step after distillation: the outcomes of
+ * the steps before it, their values replaced by the trained weights (stored as float32).
+ */
+function trainedResult(model: OnnxModel, before: CompressionResult): CompressionResult {
+  const outcomes = before.outcomes.map((o) => {
+    const values = readTensorFloat32(model, findWeight(model, o.candidate.name).tensor);
+    return {
+      ...o,
+      values,
+      methods: [...o.methods, 'distill'],
+      encoder: null,
+      storedBytes: values.byteLength,
+    };
+  });
+  const reports = outcomes.map(reportFor);
+  return { outcomes, reports, totals: totalsFor(model, reports), warnings: [] };
 }
 
 /** Totals measured from the open model's own size: the structure pass is part of the compression. */
@@ -304,7 +324,15 @@ const api = {
       const target = taught?.session ?? structured?.session ?? session;
       let early: Overlay | undefined;
       const run = async () => {
-        if (taught && !resolved.length) return unchanged(taught.model);
+        if (taught && !resolved.length) {
+          // nothing after distillation: each weight the steps before it touched, trained, against the original
+          const prefix = all.slice(0, distillSplit(all));
+          const base = structured?.session ?? session!;
+          const before = prefix.length
+            ? await base.run(prefix, { calibration: withStats.calibration })
+            : unchanged(taught.model);
+          return trainedResult(taught.model, before);
+        }
         return target.run(resolved, {
           calibration: withStats.calibration,
           priority: selected,

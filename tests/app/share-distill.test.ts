@@ -13,7 +13,13 @@ import {
   type DistillSettings,
 } from '../../src/core/compress/distill-settings.ts';
 import type { StructureSettings } from '../../src/core/compress/structure.ts';
-import { currentRunKey, defaultDistill, studentKey, trainedKey } from '../../src/app/train-slice.ts';
+import {
+  currentRunKey,
+  defaultDistill,
+  studentKey,
+  trainedKey,
+  trainingProblem,
+} from '../../src/app/train-slice.ts';
 import type { CalibrationState } from '../../src/app/calibration-slice.ts';
 import type { TrainingState } from '../../src/app/train-slice.ts';
 
@@ -135,5 +141,28 @@ describe('which trained weights a recipe uses', () => {
     ).toBeUndefined();
     expect(trainedKey({ ...trained, distill: null })).toBeUndefined();
     expect(studentKey({ recipe: [prune, int4], structure })).toBe(studentKey({ recipe: [prune], structure }));
+  });
+
+  it('Train says why it cannot start: no tokenizer for text, no file, a window longer than the context', () => {
+    const base = {
+      summary: {},
+      tokenizerJson: {},
+      isDemo: false,
+      ctx: 128,
+      distill,
+      training: { running: false, history: [], evals: [] } as TrainingState,
+    };
+    expect(trainingProblem({ ...base, distill: null })).toMatch(/Add distillation/);
+    expect(trainingProblem(base)).toMatch(/Choose a text file/);
+    // the demo trains on its own training split by default
+    expect(trainingProblem({ ...base, isDemo: true })).toBeUndefined();
+    expect(trainingProblem({ ...base, isDemo: true, tokenizerJson: undefined })).toMatch(/tokenizer\.json/);
+    expect(trainingProblem({ ...base, distill: { ...distill, source: 'generate' } })).toBeUndefined();
+    expect(trainingProblem({ ...base, distill: { ...distill, source: 'generate', seq: 256 } })).toMatch(
+      /longer than the model's context \(128\)/,
+    );
+    expect(trainingProblem({ ...base, isDemo: true, training: { ...base.training, running: true } })).toBe(
+      'Training…',
+    );
   });
 });

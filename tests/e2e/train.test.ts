@@ -5,7 +5,7 @@
  * Cancel keeps the best weights, Resume continues the same run. The link and the report carry the
  * settings (the report the loss curve); the exported file runs in onnxruntime-node and its held-out
  * perplexity on the page's held-out windows equals the one the page measured for the weights it kept,
- * and the 2:4 zeros are still zeros.
+ * and the 2:4 zeros are still zeros. A run whose recipe changes under it is stopped.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -161,6 +161,27 @@ describe('distillation in the page', () => {
         `onnxruntime-node on the export ${ppl.toFixed(4)}; ${Math.round(report.distill.tokensPerSecond)} tokens/s`,
     );
     rmSync(dir, { recursive: true, force: true });
+
+    // a run whose student changes (another structure) is stopped, and its weights are not this recipe's
+    await page.locator('[data-testid=distill-train]').click();
+    await expect.poll(points, { timeout: 300_000, interval: 500 }).toBeGreaterThanOrEqual(1);
+    await page.locator('[data-testid=structure-neurons]').focus();
+    await page.keyboard.press('ArrowLeft');
+    await expect
+      .poll(
+        () =>
+          page
+            .locator('[data-testid=distill-error]')
+            .textContent()
+            .catch(() => ''),
+        {
+          timeout: 60_000,
+        },
+      )
+      .toMatch(/The recipe changed while training/);
+    await page.waitForSelector('[data-testid=distil][aria-busy=false]', { timeout: 300_000 });
+    expect(await status.getAttribute('data-applied')).toBe('false');
+    expect(await status.textContent()).toMatch(/untrained until you Train again/);
     expect(studio.pageErrors).toEqual([]);
   }, 900_000);
 });

@@ -9,7 +9,12 @@
 import type { StoreApi } from 'zustand';
 import type { RecipeStep } from '../core/compress/recipe.ts';
 import type { StructureSettings } from '../core/compress/structure.ts';
-import { DISTILL_DEFAULTS, distillSplit, type DistillSettings } from '../core/compress/distill-settings.ts';
+import {
+  DISTILL_DEFAULTS,
+  distillSplit,
+  resolveDistillSettings,
+  type DistillSettings,
+} from '../core/compress/distill-settings.ts';
 import type { StudioState } from './store.ts';
 import { DEMO_DIR } from './demo.ts';
 import { bosOf, isCalibratedStep } from './calibration-slice.ts';
@@ -122,7 +127,8 @@ export function currentRunKey(s: KeyInput): string | undefined {
   if (!s.distill) return undefined;
   return JSON.stringify([
     studentKey({ ...s, calibrationKey: s.calibration.done?.key }),
-    s.distill,
+    // canonical: a link's settings and the card's compare equal whatever order their fields came in
+    resolveDistillSettings(s.distill),
     dataKey(s.distill, s.training.file),
   ]);
 }

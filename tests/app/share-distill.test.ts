@@ -140,6 +140,9 @@ describe('which trained weights a recipe uses', () => {
       trainedKey({ ...trained, training: { ...done(key), file: { name: 'other.txt', text: 'abc' } } }),
     ).toBeUndefined();
     expect(trainedKey({ ...trained, distill: null })).toBeUndefined();
+    // the same settings in another field order (a link's) are the same run
+    const reordered = Object.fromEntries(Object.entries(distill).reverse()) as unknown as DistillSettings;
+    expect(trainedKey({ ...trained, distill: reordered })).toBe(key);
     expect(studentKey({ recipe: [prune, int4], structure })).toBe(studentKey({ recipe: [prune], structure }));
   });
 

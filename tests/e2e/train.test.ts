@@ -160,6 +160,48 @@ describe('distillation in the page', () => {
         `${report.distill.heldOut[0].perplexity.toFixed(2)} → ${best.toFixed(2)} (step ${bestStep}); ` +
         `onnxruntime-node on the export ${ppl.toFixed(4)}; ${Math.round(report.distill.tokensPerSecond)} tokens/s`,
     );
+
+    // int4 after distillation (a link): the same student, so the same trained weights, now quantized
+    const withInt4 = {
+      ...report.recipe,
+      steps: [...report.recipe.steps, { method: 'int4', options: { blockSize: 32 } }],
+    };
+    await page.evaluate(
+      (h) => (location.hash = h),
+      `#recipe=${encodeURIComponent(JSON.stringify(withInt4))}`,
+    );
+    await expect
+      .poll(() => page.locator('[data-testid=recipe-label]').textContent())
+      .toMatch(/distil 40 × 2×32 → int4 b32/);
+    expect(await status.getAttribute('data-applied')).toBe('true');
+    await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
+      timeout: 120_000,
+    });
+    downloads.length = 0;
+    await page.locator('[data-testid=export]').click();
+    await expect.poll(() => downloads.length, { timeout: 120_000 }).toBe(2);
+    const quantized = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
+    const q = parseModel(bytesSource('q.onnx', quantized));
+    expect(q.graph.node.some((n) => n.op_type === 'MatMulNBits')).toBe(true);
+    const qSession = await ort.InferenceSession.create(quantized);
+    let qPpl: number;
+    try {
+      qPpl = (
+        await evaluatePerplexity(qSession, ort.Tensor, summarizeInputs(q.graph), windows, {
+          ctx: 32,
+          stride: 32,
+        })
+      ).perplexity;
+    } finally {
+      await qSession.release();
+    }
+    // int4 b32 of the trained weights: close to them, not back at the untrained student
+    expect(Math.abs(qPpl - best) / best).toBeLessThan(0.1);
+    expect(quantized.byteLength).toBeLessThan(exported.byteLength / 3);
+    console.log(
+      `… then int4 b32 of the trained weights (same run, no retraining): ${qPpl.toFixed(2)}, ` +
+        `${exported.byteLength} → ${quantized.byteLength} bytes`,
+    );
     rmSync(dir, { recursive: true, force: true });
 
     // a run whose student changes (another structure) is stopped, and its weights are not this recipe's

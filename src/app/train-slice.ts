@@ -195,7 +195,7 @@ export function trainSlice(set: Set, get: Get): TrainSlice {
       const problem = trainingProblem(s);
       if (problem || !s.distill || !s.summary) return;
       const seq = ++trainSeq;
-      const settings = s.distill;
+      let settings = s.distill;
       const structure = s.structureError ? null : s.structure;
       const previous = s.training;
       patch({
@@ -215,12 +215,16 @@ export function trainSlice(set: Set, get: Get): TrainSlice {
           patch({ file });
           void get().checkTrainingOverlap();
         }
-        const key = currentRunKey({ ...get(), structure })!;
+        // the recipe as it is now (it may have moved while the demo's text loaded): key and student agree
+        const now = get();
+        if (!now.distill) throw new Error('Distillation was removed from the recipe.');
+        settings = now.distill;
+        const key = currentRunKey({ ...now, structure })!;
         if (resume && previous.key !== key)
           throw new Error('The recipe changed since that run: Train again.');
         patch({ key });
-        const sKey = studentKey({ recipe: s.recipe, structure, calibrationKey: s.calibration.done?.key });
-        const student = await distillStudent(s.recipe, structure, sKey);
+        const sKey = studentKey({ recipe: now.recipe, structure, calibrationKey: now.calibration.done?.key });
+        const student = await distillStudent(now.recipe, structure, sKey);
         if (seq !== trainSeq) return;
         const { files, summary } = get();
         const main =

@@ -273,11 +273,13 @@ export function compressSlice(set: Set, get: Get): CompressState {
         set({
           previewing: false,
           previewError:
-            code === 'needs-calibration' && structure
-              ? `${[...new Set(calibrated)].join(', ')} after structured pruning: the page's activation statistics are of the unpruned weights, so use the CLI for this recipe (or set the Structure sliders to 0).`
-              : code === 'needs-calibration'
-                ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
-                : (e as Error).message,
+            code === 'needs-calibration' && trainedKey({ ...get(), structure })
+              ? `${[...new Set(calibrated)].join(', ')} after distillation: the page's activation statistics are of the untrained weights, so distil first and calibrate in the CLI (compress → distill → compress), or use a plain storage format (int4, int8, k-means) after distillation.`
+              : code === 'needs-calibration' && structure
+                ? `${[...new Set(calibrated)].join(', ')} after structured pruning: the page's activation statistics are of the unpruned weights, so use the CLI for this recipe (or set the Structure sliders to 0).`
+                : code === 'needs-calibration'
+                  ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
+                  : (e as Error).message,
         });
       }
     },

@@ -12,6 +12,7 @@ import { PreviewSession, overlayHistogram } from '../src/core/compress/session.t
 import { resolveFullRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
 import {
+  reportFor,
   totalsFor,
   type CompressionResult,
   type CompressionTotals,
@@ -41,6 +42,9 @@ import { createSession, Tensor } from '../src/runtime/ort-web.ts';
 import { pruneStructure, type StructureSettings } from '../src/core/compress/structure.ts';
 import { detectStructure, magnitudeImportance, parameterCount } from '../src/core/structure/index.ts';
 import type { StructureReport } from '../src/core/structure/rewrite.ts';
+import { bytesSource } from '../src/core/onnx/model.ts';
+import { distillSplit } from '../src/core/compress/distill-settings.ts';
+import { checkTrainable, withWeights } from '../src/core/train/distill.ts';
 
 export interface Progress {
   phase: 'reading' | 'parsing' | 'statistics';
@@ -96,6 +100,47 @@ async function prunedSession(structure: StructureSettings): Promise<NonNullable<
     session: new PreviewSession(result.model),
   };
   return pruned;
+}
+
+/** The student of the distilling recipe last asked for: the model the training worker trains. */
+let student: { key: string; model: OnnxModel } | undefined;
+/** Trained models by run key (the newest few), each with its preview session for the steps after it. */
+const trained = new Map<string, { model: OnnxModel; bytes: Uint8Array; session: PreviewSession }>();
+const KEPT_TRAINED = 3;
+
+/** A run's trained model, or the typed error the page shows when it is gone (a new model was opened). */
+function trainedModel(key: string) {
+  const t = trained.get(key);
+  if (!t)
+    throw new ModelError(
+      'needs-training',
+      'The trained weights of this recipe are gone (another model was opened): run Train in the Distil card again.',
+    );
+  return t;
+}
+
+/** A result with no compressed tensor: the trained model as it is. */
+function unchanged(model: OnnxModel): CompressionResult {
+  return { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
+}
+
+/**
+ * The result the preview shows for a trained model with no step after distillation: the outcomes of
+ * the steps before it, their values replaced by the trained weights (stored as float32).
+ */
+function trainedResult(model: OnnxModel, before: CompressionResult): CompressionResult {
+  const outcomes = before.outcomes.map((o) => {
+    const values = readTensorFloat32(model, findWeight(model, o.candidate.name).tensor);
+    return {
+      ...o,
+      values,
+      methods: [...o.methods, 'distill'],
+      encoder: null,
+      storedBytes: values.byteLength,
+    };
+  });
+  const reports = outcomes.map(reportFor);
+  return { outcomes, reports, totals: totalsFor(model, reports), warnings: [] };
 }
 
 /** Totals measured from the open model's own size: the structure pass is part of the compression. */
@@ -251,6 +296,8 @@ const api = {
       lastPreview = undefined;
       structureInfo = undefined;
       pruned = undefined;
+      student = undefined;
+      trained.clear();
       // the previous model's statistics mean nothing to this one; its running calibration stops
       calibration = undefined;
       calibrationGeneration++;
@@ -287,42 +334,58 @@ const api = {
     bins: number,
     onSelected?: (o: Overlay) => void,
     onProgress?: (done: number, total: number) => void,
+    trainedKey?: string,
   ): Promise<Result<PreviewResult>> {
     const seq = ++latestPreview;
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const t0 = performance.now();
-      const resolved = resolveFullRecipe({ steps, ...(structure ? { structure } : {}) }).steps;
+      const all = resolveFullRecipe({ steps, ...(structure ? { structure } : {}), distill: {} }).steps;
       const structured = structure ? await prunedSession(structure) : undefined;
+      // with trained weights, the steps after distillation compress them; without, the whole recipe previews untrained
+      const taught = trainedKey ? trainedModel(trainedKey) : undefined;
+      const resolved = taught ? all.slice(distillSplit(all)) : all;
       if (seq !== latestPreview) throw new ModelError('cancelled', 'Preview superseded.');
       // the statistics were captured on the original weights: a pruned model's calibrated steps have none
       const withStats = {
         calibration: structured ? undefined : calibration,
         generation: calibrationGeneration,
       };
-      const target = structured?.session ?? session;
+      const target = taught?.session ?? structured?.session ?? session;
       let early: Overlay | undefined;
-      const result = await target.run(resolved, {
-        calibration: withStats.calibration,
-        priority: selected,
-        isStale: () => seq !== latestPreview,
-        // a few progress messages, not one per tensor
-        onProgress: (done, total) => {
-          if (done === total || done % Math.max(1, Math.ceil(total / 20)) === 0) onProgress?.(done, total);
-        },
-        onPriority: (o) => {
-          early = { name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) };
-          onSelected?.(early);
-        },
-      });
+      const run = async () => {
+        if (taught && !resolved.length) {
+          // nothing after distillation: each weight the steps before it touched, trained, against the original
+          const prefix = all.slice(0, distillSplit(all));
+          const base = structured?.session ?? session!;
+          const before = prefix.length
+            ? await base.run(prefix, { calibration: withStats.calibration })
+            : unchanged(taught.model);
+          return trainedResult(taught.model, before);
+        }
+        return target.run(resolved, {
+          calibration: withStats.calibration,
+          priority: selected,
+          isStale: () => seq !== latestPreview,
+          // a few progress messages, not one per tensor
+          onProgress: (done, total) => {
+            if (done === total || done % Math.max(1, Math.ceil(total / 20)) === 0) onProgress?.(done, total);
+          },
+          onPriority: (o) => {
+            early = { name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) };
+            onSelected?.(early);
+          },
+        });
+      };
+      const result = await run();
       lastPreview = {
-        key: `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${withStats.generation}`,
+        key: `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${withStats.generation}#${trainedKey ?? ''}`,
         result,
       };
       // the histogram sent early is this run's: add the report rather than histogram the tensor again
       const report = result.reports.find((r) => r.name === early?.name);
       return {
-        totals: structured ? fromSource(result.totals) : result.totals,
+        totals: structured || taught ? fromSource(result.totals) : result.totals,
         reports: result.reports,
         selected: early ? { ...early, report } : selected ? overlayFor(result, selected, bins) : undefined,
         computed: target.lastComputed,
@@ -361,6 +424,48 @@ const api = {
     return structureInfo;
   },
 
+  /**
+   * The student of a distilling recipe: the structure pass and the steps before the first storage
+   * format, written as a float model (ONNX bytes, transferred), for the training worker. Refused
+   * (typed) when its weights cannot train (a quantized source model).
+   */
+  async distillStudent(
+    steps: RecipeStep[],
+    structure: StructureSettings | null,
+    key: string,
+  ): Promise<Result<Uint8Array>> {
+    return wrapAsync(async () => {
+      if (!session || !current) throw noModel();
+      const all = resolveFullRecipe({ steps, ...(structure ? { structure } : {}), distill: {} }).steps;
+      const prefix = all.slice(0, distillSplit(all));
+      const structured = structure ? await prunedSession(structure) : undefined;
+      const base = structured?.model ?? current;
+      const target = structured?.session ?? session;
+      const result = prefix.length
+        ? await target.run(prefix, { calibration: structured ? undefined : calibration })
+        : unchanged(base);
+      const bytes = exportCompressed(base, result).model;
+      const model = parseModel(bytesSource(base.name, bytes));
+      checkTrainable(model);
+      student = { key, model };
+      const copy = bytes.slice();
+      return Comlink.transfer(copy, [copy.buffer as ArrayBuffer]);
+    });
+  },
+
+  /** Keeps a run's trained weights: the student of `studentKey` with them, and a preview session over it. */
+  setTrained(req: { key: string; studentKey: string; weights: Map<string, Float32Array> }): Result<void> {
+    return wrap(() => {
+      if (!student || student.key !== req.studentKey)
+        throw new ModelError('cancelled', 'The recipe changed while training: its weights were not kept.');
+      const bytes = withWeights(student.model, req.weights);
+      const model = parseModel(bytesSource(student.model.name, bytes));
+      trained.delete(req.key);
+      trained.set(req.key, { model, bytes, session: new PreviewSession(model) });
+      while (trained.size > KEPT_TRAINED) trained.delete(trained.keys().next().value!);
+    });
+  },
+
   overlay(name: string, bins: number): Result<Overlay | undefined> {
     return wrap(() => overlayFor(lastPreview?.result, name, bins));
   },
@@ -369,13 +474,37 @@ const api = {
   async exportModel(
     steps: RecipeStep[],
     structure: StructureSettings | null = null,
+    trainedKey?: string,
   ): Promise<Result<{ bytes: Uint8Array; totals: CompressionTotals; warnings: string[] }>> {
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
-      const resolved = resolveFullRecipe({ steps, ...(structure ? { structure } : {}) }).steps;
+      const all = resolveFullRecipe({ steps, ...(structure ? { structure } : {}), distill: {} }).steps;
+      if (trainedKey) {
+        // the trained model, with the steps after distillation (quantization) applied to its weights
+        const t = trainedModel(trainedKey);
+        const rest = all.slice(distillSplit(all));
+        const key = `${JSON.stringify(rest)}#${JSON.stringify(structure)}#${calibrationGeneration}#${trainedKey}`;
+        const result = !rest.length
+          ? unchanged(t.model)
+          : lastPreview?.key === key
+            ? lastPreview.result
+            : await t.session.run(rest);
+        const written = rest.length ? exportCompressed(t.model, result) : undefined;
+        const bytes = written ? written.model : t.bytes.slice();
+        const warnings = [...result.warnings, ...(written?.warnings ?? [])];
+        return Comlink.transfer(
+          {
+            bytes,
+            totals: fromSource({ ...result.totals, estimatedOutputBytes: bytes.byteLength }),
+            warnings,
+          },
+          [bytes.buffer as ArrayBuffer],
+        );
+      }
+      const resolved = all;
       const structured = structure ? await prunedSession(structure) : undefined;
       const target = structured?.session ?? session;
-      const key = `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${calibrationGeneration}`;
+      const key = `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${calibrationGeneration}#`;
       const result =
         lastPreview?.key === key
           ? lastPreview.result

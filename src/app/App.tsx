@@ -9,6 +9,7 @@ import { StructureCard } from './components/StructureCard.tsx';
 import { PreviewPanel } from './components/PreviewPanel.tsx';
 import { ComparePanel } from './components/ComparePanel.tsx';
 import { CalibrationCard } from './components/CalibrationCard.tsx';
+import { DistilCard } from './components/DistilCard.tsx';
 import { ActivationPanel } from './components/ActivationPanel.tsx';
 import { useStudio } from './store.ts';
 import { fetchDemo } from './demo.ts';
@@ -85,6 +86,7 @@ export function App() {
               <StructureCard />
               <RecipePanel />
               <CalibrationCard />
+              <DistilCard />
             </div>
             <div className="studio-main">
               <PreviewPanel />

@@ -74,6 +74,7 @@ export async function previewRecipe(
   bins: number,
   onSelected: (o: Overlay) => void,
   onProgress?: (done: number, total: number) => void,
+  trainedKey?: string,
 ) {
   return unwrap(
     await model().preview(
@@ -83,6 +84,7 @@ export async function previewRecipe(
       bins,
       Comlink.proxy(onSelected),
       onProgress ? Comlink.proxy(onProgress) : undefined,
+      trainedKey,
     ),
   );
 }
@@ -91,8 +93,13 @@ export async function previewOverlay(name: string, bins: number) {
   return unwrap(await model().overlay(name, bins));
 }
 
-export async function exportCompressedModel(steps: RecipeStep[], structure: StructureSettings | null) {
-  return unwrap(await model().exportModel(steps, structure));
+/** `trainedKey`: the distillation run whose weights the steps after it compress (see train-slice.ts). */
+export async function exportCompressedModel(
+  steps: RecipeStep[],
+  structure: StructureSettings | null,
+  trainedKey?: string,
+) {
+  return unwrap(await model().exportModel(steps, structure, trainedKey));
 }
 
 export type { StructureInfo } from '../../workers/model.worker.ts';
@@ -125,4 +132,51 @@ export async function calibrationOverlap(
 
 export async function calibrationFootprint() {
   return unwrap(await model().calibrationFootprint());
+}
+
+export type { TrainRequest, TrainProgress, TrainDone, HeldOutPoint } from '../../workers/train.worker.ts';
+import type { TrainRequest, TrainProgress, TrainWorkerApi } from '../../workers/train.worker.ts';
+
+let trainWorker: Comlink.Remote<TrainWorkerApi> | undefined;
+
+function trainer(): Comlink.Remote<TrainWorkerApi> {
+  trainWorker ??= Comlink.wrap<TrainWorkerApi>(
+    new Worker(new URL('../../workers/train.worker.ts', import.meta.url), { type: 'module', name: 'train' }),
+  );
+  return trainWorker;
+}
+
+/** The student of a distilling recipe (structure + steps before the first storage format) as ONNX bytes, from the model worker. */
+export async function distillStudent(steps: RecipeStep[], structure: StructureSettings | null, key: string) {
+  return unwrap(await model().distillStudent(steps, structure, key));
+}
+
+/** Distils in the training worker; a newer call (or cancelTraining) stops an older one between steps. */
+export async function trainStudentInWorker(req: TrainRequest, onProgress: (p: TrainProgress) => void) {
+  return unwrap(
+    await trainer().train(
+      Comlink.transfer(req, [req.student.buffer as ArrayBuffer]),
+      Comlink.proxy(onProgress),
+    ),
+  );
+}
+
+export async function cancelTraining() {
+  await trainer().cancel();
+}
+
+/** Hands the trained weights to the model worker, which previews and exports the rest of the recipe on them. */
+export async function storeTrainedWeights(
+  key: string,
+  studentKey: string,
+  weights: Map<string, Float32Array>,
+) {
+  unwrap(
+    await model().setTrained(
+      Comlink.transfer(
+        { key, studentKey, weights },
+        [...weights.values()].map((w) => w.buffer as ArrayBuffer),
+      ),
+    ),
+  );
 }

@@ -29,6 +29,8 @@ import {
   type Stored,
 } from './share.ts';
 import { isCalibratedStep, sharedCalibration } from './calibration-slice.ts';
+import type { DistillSettings } from '../core/compress/distill-settings.ts';
+import { trainedKey } from './train-slice.ts';
 
 export interface CompressState {
   recipe: RecipeStep[];
@@ -38,6 +40,9 @@ export interface CompressState {
   structureInfo?: StructureInfo;
   structureError?: string;
   setStructure(structure: StructureSettings | null): void;
+  /** Knowledge distillation in the recipe (after the steps before its first storage format), or none. */
+  distill: DistillSettings | null;
+  setDistill(distill: DistillSettings | null): void;
   loadStructure(): Promise<void>;
   /** Why the recipe in the page's link was not used (an unknown method, a bad option). */
   recipeNotice?: string;
@@ -77,6 +82,7 @@ let compressedEvalSeq = 0;
 function initialRecipe(stored: Stored): {
   recipe: RecipeStep[];
   structure: StructureSettings | null;
+  distill: DistillSettings | null;
   notice?: string;
   calibration?: SharedCalibration;
 } {
@@ -89,10 +95,12 @@ function initialRecipe(stored: Stored): {
     return {
       recipe: fromHash.steps,
       structure: fromHash.structure ?? null,
+      distill: fromHash.distill ?? null,
       calibration: fromHash.calibration,
     };
   const recipe = stored.recipe ?? DEFAULT_RECIPE;
   const structure = stored.recipe ? (stored.structure ?? null) : null;
+  const distill = stored.recipe ? (stored.distill ?? null) : null;
   // a reload: the stored recipe wins, and the hash still names how it was calibrated
   const calibration = stale ? readHashRecipe(hash).calibration : undefined;
   // a link that named a recipe the studio cannot use says so, rather than silently loading another
@@ -100,10 +108,10 @@ function initialRecipe(stored: Stored): {
     ? `${fromHash.error} Loaded ${stored.recipe ? 'your last recipe' : 'the default recipe'} (${describeRecipe(recipe)}) instead.`
     : undefined;
   // the address bar shows the recipe in use from the start, ready to share
-  const own = recipeToHash(recipe, calibration, structure);
+  const own = recipeToHash(recipe, calibration, structure, distill);
   if (typeof location !== 'undefined' && (stored.recipe || notice) && hash !== own)
     window.history.replaceState(null, '', own);
-  return { recipe, structure, notice, calibration };
+  return { recipe, structure, distill, notice, calibration };
 }
 
 let pendingPersist: (() => void) | null = null;
@@ -123,12 +131,12 @@ if (typeof addEventListener !== 'undefined') addEventListener('pagehide', flushP
  * work (replaceState alone measured ~6 ms a call in Chromium).
  */
 function persist(get: Get): void {
-  const { recipe, structure, history } = get();
+  const { recipe, structure, distill, history } = get();
   const calibration = sharedCalibration(get());
   pendingPersist = () => {
-    if (typeof location === 'undefined') return saveStored({ recipe, structure, history });
-    saveStored({ recipe, structure, history, urlHash: location.hash });
-    const hash = recipeToHash(recipe, calibration, structure);
+    if (typeof location === 'undefined') return saveStored({ recipe, structure, distill, history });
+    saveStored({ recipe, structure, distill, history, urlHash: location.hash });
+    const hash = recipeToHash(recipe, calibration, structure, distill);
     if (location.hash !== hash) window.history.replaceState(null, '', hash);
   };
   clearTimeout(persistTimer);
@@ -167,9 +175,9 @@ export function compressSlice(set: Set, get: Get): CompressState {
   // (the studio's own replaceState writes fire no hashchange)
   if (typeof addEventListener !== 'undefined')
     addEventListener('hashchange', () => {
-      const { steps, calibration, structure, error } = readHashRecipe(location.hash);
+      const { steps, calibration, structure, distill, error } = readHashRecipe(location.hash);
       if (steps) {
-        set({ recipeNotice: undefined, structure: structure ?? null });
+        set({ recipeNotice: undefined, structure: structure ?? null, distill: distill ?? null });
         // the link's settings go to the calibration card; the person runs it (the link has no data)
         if (calibration) get().setCalibrationForm(calibration);
         get().setRecipe(steps);
@@ -179,6 +187,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
   return {
     recipe: initial.recipe,
     structure: initial.structure,
+    distill: initial.distill,
     recipeNotice: initial.notice,
     linkCalibration: initial.calibration,
     dismissRecipeNotice() {
@@ -193,6 +202,13 @@ export function compressSlice(set: Set, get: Get): CompressState {
       set({ structure, compressedEval: { running: false } });
       persist(get);
       void get().runPreview();
+    },
+
+    setDistill(distill) {
+      set({ distill, compressedEval: { running: false } });
+      persist(get);
+      void get().runPreview();
+      void get().checkTrainingOverlap();
     },
 
     async loadStructure() {
@@ -235,6 +251,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
           (done, total) => {
             if (seq === previewSeq && get().previewing) set({ previewProgress: { done, total } });
           },
+          trainedKey({ ...get(), structure }),
         );
         if (seq !== previewSeq) return;
         set({
@@ -256,11 +273,13 @@ export function compressSlice(set: Set, get: Get): CompressState {
         set({
           previewing: false,
           previewError:
-            code === 'needs-calibration' && structure
-              ? `${[...new Set(calibrated)].join(', ')} after structured pruning: the page's activation statistics are of the unpruned weights, so use the CLI for this recipe (or set the Structure sliders to 0).`
-              : code === 'needs-calibration'
-                ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
-                : (e as Error).message,
+            code === 'needs-calibration' && trainedKey({ ...get(), structure })
+              ? `${[...new Set(calibrated)].join(', ')} after distillation: the page's activation statistics are of the untrained weights, so distil first and calibrate in the CLI (compress → distill → compress), or use a plain storage format (int4, int8, k-means) after distillation.`
+              : code === 'needs-calibration' && structure
+                ? `${[...new Set(calibrated)].join(', ')} after structured pruning: the page's activation statistics are of the unpruned weights, so use the CLI for this recipe (or set the Structure sliders to 0).`
+                : code === 'needs-calibration'
+                  ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
+                  : (e as Error).message,
         });
       }
     },
@@ -300,13 +319,14 @@ export function compressSlice(set: Set, get: Get): CompressState {
           return;
         }
         const structure = get().structureError ? null : get().structure;
-        const { bytes, totals } = await exportCompressedModel(recipe, structure);
+        const trained = trainedFor(get(), structure);
+        const { bytes, totals } = await exportCompressedModel(recipe, structure, trained);
         if (seq !== compressedEvalSeq) return;
         const result = await evaluatePerplexity(
           {
             model: {
               // the same recipe on other statistics is another model
-              key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${summary.name}:${get().calibration.done?.key ?? ''}`,
+              key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${summary.name}:${get().calibration.done?.key ?? ''}:${trained ?? ''}`,
               model: bytes,
               inputs: summary.inputs,
             },
@@ -326,7 +346,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
           model: summary.name,
           recipe,
           ...(structure ? { structure } : {}),
-          label: describeRecipe(recipe, structure),
+          ...(get().distill ? { distill: get().distill } : {}),
+          label: describeRecipe(recipe, structure, get().distill),
           perplexity: result.perplexity,
           bytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,
@@ -374,7 +395,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
       set({ exporting: true, exportMessage: 'Building the compressed model…' });
       try {
         const structure = get().structureError ? null : get().structure;
-        const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure);
+        const trained = trainedFor(get(), structure);
+        const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure, trained);
         if (seq !== exportSeq) return; // cancelled: nothing is saved
         const base = summary.name.replace(/\.onnx$/i, '');
         const how = await saveBlob(
@@ -383,8 +405,9 @@ export function compressSlice(set: Set, get: Get): CompressState {
         );
         const report = {
           model: summary.name,
-          recipe: recipeJson(recipe, sharedCalibration(get()), structure),
+          recipe: recipeJson(recipe, sharedCalibration(get()), structure, get().distill),
           ...(get().preview?.structure ? { structure: get().preview?.structure } : {}),
+          ...(trained ? { distill: distillReport(get()) } : {}),
           inputBytes: totals.inputBytes,
           outputBytes: bytes.byteLength,
           bitsPerWeight: totals.bitsPerWeight,
@@ -424,7 +447,7 @@ export function compressSlice(set: Set, get: Get): CompressState {
     },
 
     restoreRecipe(entry) {
-      set({ structure: entry.structure ?? null });
+      set({ structure: entry.structure ?? null, distill: entry.distill ?? null });
       get().setRecipe(entry.recipe);
     },
 
@@ -432,5 +455,37 @@ export function compressSlice(set: Set, get: Get): CompressState {
       set({ history: [] });
       persist(get);
     },
+  };
+}
+
+/**
+ * The trained weights an export or evaluation of the current recipe uses; a distilling recipe that has
+ * not been trained (or whose student, settings or data changed since) is refused with what to do.
+ */
+function trainedFor(s: StudioState, structure: StructureSettings | null): string | undefined {
+  if (!s.distill) return undefined;
+  const key = trainedKey({ ...s, structure });
+  if (!key)
+    throw new Error(
+      s.training.running
+        ? 'Distillation is still training: wait for it (or Cancel to keep the best weights so far).'
+        : 'This recipe distils, and its student, settings or data changed since the last run (or it never ran): press Train in the Distil card, or remove distillation.',
+    );
+  return key;
+}
+
+/** The report's account of the training: the settings, the held-out perplexity and the loss curve (never the weights). */
+function distillReport(s: StudioState) {
+  const t = s.training;
+  return {
+    settings: s.distill,
+    data: s.distill?.source === 'generate' ? 'generated by the teacher' : (t.file?.name ?? null),
+    steps: t.done?.steps ?? null,
+    cancelled: t.done?.cancelled ?? false,
+    best: t.done ? { step: t.done.bestStep, perplexity: t.done.bestPerplexity } : null,
+    heldOut: t.evals,
+    trainableWeights: t.done?.trainable ?? null,
+    tokensPerSecond: t.done?.tokensPerSecond ?? null,
+    loss: t.history,
   };
 }

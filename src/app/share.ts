@@ -3,6 +3,7 @@ import type { EvalProtocol } from '../core/eval/compare.ts';
 import type { CalibrationSettings, RecipeStep } from '../core/compress/recipe.ts';
 import { resolveFullRecipe, resolveRecipe } from '../core/compress/recipe.ts';
 import type { StructureSettings } from '../core/compress/structure.ts';
+import { distillSplit, type DistillSettings } from '../core/compress/distill-settings.ts';
 
 /** How a shared recipe calibrates (never the data): what the recipe JSON's "calibration" holds. */
 export type SharedCalibration = Partial<CalibrationSettings> & Pick<CalibrationSettings, 'source'>;
@@ -16,6 +17,8 @@ export interface HistoryEntry {
   recipe: RecipeStep[];
   /** The structured pruning before the steps (entries saved before it existed have none). */
   structure?: StructureSettings | null;
+  /** The distillation in the recipe (entries saved before it existed have none). */
+  distill?: DistillSettings | null;
   label: string;
   perplexity: number;
   bytes: number;
@@ -41,8 +44,13 @@ function describeSelect(s: RecipeStep): string {
   return parts.length ? ` [${parts.join('; ')}]` : '';
 }
 
-export function describeRecipe(steps: RecipeStep[], structure?: StructureSettings | null): string {
+export function describeRecipe(
+  steps: RecipeStep[],
+  structure?: StructureSettings | null,
+  distill?: DistillSettings | null,
+): string {
   const parts = steps.map((s) => describeMethod(s) + describeSelect(s));
+  if (distill) parts.splice(distillSplit(steps), 0, describeDistill(distill));
   if (structure) parts.unshift(describeStructure(structure));
   return parts.join(' → ');
 }
@@ -57,6 +65,11 @@ export function describeStructure(s: StructureSettings): string {
     .filter(Boolean)
     .join(', ');
   return removed.join(', ') + (how ? ` (${how})` : '');
+}
+
+/** "distil 100 × 8×128": the training step, in a few words. */
+export function describeDistill(d: DistillSettings): string {
+  return `distil ${d.steps} × ${d.batch}×${d.seq}`;
 }
 
 function describeMethod(s: RecipeStep): string {
@@ -88,11 +101,19 @@ export function recipeJson(
   steps: RecipeStep[],
   calibration?: SharedCalibration,
   structure?: StructureSettings | null,
-): { version: 1; calibration?: SharedCalibration; structure?: StructureSettings; steps: RecipeStep[] } {
+  distill?: DistillSettings | null,
+): {
+  version: 1;
+  calibration?: SharedCalibration;
+  structure?: StructureSettings;
+  distill?: DistillSettings;
+  steps: RecipeStep[];
+} {
   return {
     version: 1,
     ...(calibration ? { calibration } : {}),
     ...(structure ? { structure } : {}),
+    ...(distill ? { distill } : {}),
     steps,
   };
 }
@@ -105,8 +126,9 @@ export function recipeToHash(
   steps: RecipeStep[],
   calibration?: SharedCalibration,
   structure?: StructureSettings | null,
+  distill?: DistillSettings | null,
 ): string {
-  return `#${HASH_KEY}=${encodeURIComponent(JSON.stringify(recipeJson(steps, calibration, structure)))}`;
+  return `#${HASH_KEY}=${encodeURIComponent(JSON.stringify(recipeJson(steps, calibration, structure, distill)))}`;
 }
 
 /**
@@ -118,6 +140,8 @@ export function readHashRecipe(hash: string): {
   calibration?: SharedCalibration;
   /** The structured pruning the link carries; links made before it existed have none. */
   structure?: StructureSettings;
+  /** The distillation the link carries (its settings; the page trains again). */
+  distill?: DistillSettings;
   error?: string;
 } {
   let raw: string | null;
@@ -135,8 +159,9 @@ export function readHashRecipe(hash: string): {
   }
   let calibration: CalibrationSettings | null;
   let structure: StructureSettings | null | undefined;
+  let distill: DistillSettings | null | undefined;
   try {
-    ({ calibration, structure } = resolveFullRecipe(parsed));
+    ({ calibration, structure, distill } = resolveFullRecipe(parsed));
   } catch (e) {
     return { error: `The link's recipe could not be used. ${(e as Error).message}` };
   }
@@ -144,6 +169,7 @@ export function readHashRecipe(hash: string): {
     steps: (parsed as { steps?: RecipeStep[] }).steps ?? [],
     ...(calibration ? { calibration } : {}),
     ...(structure ? { structure } : {}),
+    ...(distill ? { distill } : {}),
   };
 }
 
@@ -154,6 +180,7 @@ export function recipeFromHash(hash: string): RecipeStep[] | undefined {
 export interface Stored {
   recipe?: RecipeStep[];
   structure?: StructureSettings | null;
+  distill?: DistillSettings | null;
   /** The URL's hash when this state was saved: still the URL's after a reload that came too soon to update it. */
   urlHash?: string;
   history?: HistoryEntry[];
@@ -164,8 +191,9 @@ export function shareLink(
   recipe: RecipeStep[],
   calibration?: SharedCalibration,
   structure?: StructureSettings | null,
+  distill?: DistillSettings | null,
 ): string {
-  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe, calibration, structure)}`;
+  return `${location.origin}${location.pathname}${location.search}${recipeToHash(recipe, calibration, structure, distill)}`;
 }
 
 export function loadStored(): Stored {

@@ -2,6 +2,7 @@
 import { create } from 'zustand';
 import { compressSlice, type CompressState } from './compress-slice.ts';
 import { calibrationSlice, type CalibrationSlice } from './calibration-slice.ts';
+import { currentRunKey, trainSlice, type TrainSlice } from './train-slice.ts';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
@@ -27,7 +28,7 @@ export interface EvalState {
   error?: string;
 }
 
-export interface StudioState extends CompressState, CalibrationSlice {
+export interface StudioState extends CompressState, CalibrationSlice, TrainSlice {
   summary?: ModelSummary;
   files: PickedFile[];
   /** Which of the dropped files the open model is: its .onnx and the external data it references. */
@@ -114,7 +115,11 @@ export const useStudio = create<StudioState>((set, get) => ({
   ...(() => {
     const compress = compressSlice(set, get);
     // a shared link's calibration settings fill the card (the link carries no data)
-    return { ...compress, ...calibrationSlice(set, get, compress.linkCalibration) };
+    return {
+      ...compress,
+      ...calibrationSlice(set, get, compress.linkCalibration),
+      ...trainSlice(set, get),
+    };
   })(),
   files: [],
   isDemo: false,
@@ -178,6 +183,7 @@ export const useStudio = create<StudioState>((set, get) => ({
           : { evalText: '', evalTextLabel: '', evalIsIds: !tokenizerJson }),
       });
       get().resetCalibration();
+      get().resetTraining();
       const firstWeight = summary.tensors.find((t) =>
         t.consumers.some((c) => c === 'MatMul' || c === 'Gemm'),
       );
@@ -272,3 +278,14 @@ export const useStudio = create<StudioState>((set, get) => ({
     void cancelEvaluation();
   },
 }));
+
+// a running distillation whose recipe, settings or data changed trains a model nobody asked for: stop it
+useStudio.subscribe((s) => {
+  const t = s.training;
+  if (!t.running || t.stopping || !t.key) return;
+  const now = currentRunKey({ ...s, structure: s.structureError ? null : s.structure });
+  if (now !== t.key)
+    s.cancelDistill(
+      'The recipe changed while training: the run was stopped (its best weights are kept for that recipe).',
+    );
+});

@@ -624,6 +624,12 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');
   // the recipe and the output's place are checked before the model is read, so a mistake costs nothing
   const recipe = recipeFromArgs(args);
+  if (recipe.distill)
+    throw new ModelError(
+      'invalid-recipe',
+      'This recipe distils (its "distill" object, made in the page): compress writes no trained weights. ' +
+        'Run compress with the steps before the first storage format, then `distill TEACHER STUDENT`, then compress the result with the rest.',
+    );
   const steps = recipe.steps;
   const calibrationRequest = calibrationFromArgs(args, recipe);
   // -o DIR/ writes a transformers.js folder: onnx/model_q4.onnx (…), config, tokenizer, a model card

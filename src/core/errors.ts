@@ -14,6 +14,8 @@ export type ModelErrorCode =
   | 'invalid-recipe'
   /** A data-aware method (GPTQ, SparseGPT, Wanda) was asked to run without calibration statistics. */
   | 'needs-calibration'
+  /** A distilling recipe was asked to preview or export trained weights that do not exist (train first). */
+  | 'needs-training'
   | 'cancelled';
 
 export class ModelError extends Error {

@@ -16,6 +16,7 @@ export function ComparePanel() {
       summary: x.summary,
       recipe: x.recipe,
       structure: x.structure,
+      distill: x.distill,
       evaluation: x.evaluation,
       evalProblem: evaluationInputProblem(x),
       needsCalibration:
@@ -49,7 +50,9 @@ export function ComparePanel() {
   const copyLink = async () => {
     try {
       const state = useStudio.getState();
-      await navigator.clipboard.writeText(shareLink(state.recipe, sharedCalibration(state), state.structure));
+      await navigator.clipboard.writeText(
+        shareLink(state.recipe, sharedCalibration(state), state.structure, state.distill),
+      );
       setCopied(true);
       setTimeout(() => setCopied(false), 1500);
     } catch {
@@ -61,7 +64,7 @@ export function ComparePanel() {
       <div className="table-tools">
         <h2>Before / after</h2>
         <span className="muted" data-testid="recipe-label">
-          {describeRecipe(s.recipe, s.structure)}
+          {describeRecipe(s.recipe, s.structure, s.distill)}
         </span>
       </div>
       <div className="buttons left">

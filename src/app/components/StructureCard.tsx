@@ -5,6 +5,7 @@
 import type { StructureSettings } from '../../core/compress/structure.ts';
 import { useStudio } from '../store.ts';
 import { formatBytes, formatCount } from './format.ts';
+import { defaultDistill } from '../train-slice.ts';
 
 // activation importance needs each block's influence on the residual stream, which the page's
 // calibration (input statistics of every weight) does not capture: the CLI offers it
@@ -42,6 +43,10 @@ export function StructureCard() {
   const setStructure = useStudio((s) => s.setStructure);
   const preview = useStudio((s) => s.preview);
   const summary = useStudio((s) => s.summary);
+  const distill = useStudio((s) => s.distill);
+  const setDistill = useStudio((s) => s.setDistill);
+  const ctx = useStudio((s) => s.ctx);
+  const hasTokenizer = useStudio((s) => !!s.tokenizerJson);
   if (!summary) return null;
   const disabled = !info;
   const amounts: Amounts = {
@@ -143,6 +148,22 @@ export function StructureCard() {
             </>
           )}
         </p>
+      )}
+      {structure && (
+        <div className="buttons left">
+          <button
+            type="button"
+            data-testid="structure-then-distil"
+            disabled={!!distill}
+            title={distill ? 'The recipe already distils (Distil card)' : undefined}
+            onClick={() => {
+              setDistill(defaultDistill(ctx, hasTokenizer));
+              document.querySelector('[data-testid=distil]')?.scrollIntoView({ behavior: 'smooth' });
+            }}
+          >
+            {distill ? 'Distilled after pruning ✓' : 'Then distil (heal the pruned model)'}
+          </button>
+        </div>
       )}
       {info && (
         <details data-testid="structure-heatmap">

@@ -8,6 +8,7 @@ import { getMethod, resolveOptions } from '../../methods/registry.ts';
 import type { OptionValues } from '../../methods/types.ts';
 import { patternToRegExp, type TensorSelector } from './select.ts';
 import { resolveStructureSettings, type StructureSettings } from './structure.ts';
+import { resolveDistillSettings, type DistillSettings } from './distill-settings.ts';
 
 export interface RecipeStep {
   method: string;
@@ -47,6 +48,8 @@ export interface Recipe {
   calibration?: Partial<CalibrationSettings>;
   /** Structured pruning, run on the whole model before the steps (which then see the smaller weights). */
   structure?: Partial<StructureSettings>;
+  /** Knowledge distillation of the model as compressed before the first storage-format step (distill-settings.ts). */
+  distill?: Partial<DistillSettings>;
   steps: RecipeStep[];
 }
 
@@ -56,6 +59,8 @@ export interface ResolvedRecipe {
   calibration: CalibrationSettings | null;
   /** Heads, neurons and blocks to remove first, when the recipe has a "structure". */
   structure?: StructureSettings | null;
+  /** How to distil, when the recipe trains (after the steps before its first storage format). */
+  distill?: DistillSettings | null;
 }
 
 /** A step with every option resolved against its method's schema. */
@@ -145,10 +150,11 @@ export function resolveFullRecipe(value: unknown): ResolvedRecipe {
   if (r.version !== undefined && r.version !== 1)
     fail(`version ${String(r.version)} is not supported (expected 1).`);
   const structure = r.structure === undefined ? null : resolveStructureSettings(r.structure);
-  // a recipe that only prunes structure may leave its steps out
-  const rawSteps = r.steps === undefined && structure ? [] : r.steps;
+  const distill = r.distill === undefined ? null : resolveDistillSettings(r.distill);
+  // a recipe that only prunes structure (or only distils) may leave its steps out
+  const rawSteps = r.steps === undefined && (structure || distill) ? [] : r.steps;
   if (!Array.isArray(rawSteps)) fail('"steps" must be a list.');
-  if (rawSteps.length === 0 && !structure) fail('"steps" is empty: add at least one method.');
+  if (rawSteps.length === 0 && !structure && !distill) fail('"steps" is empty: add at least one method.');
   const steps = rawSteps.map((raw: unknown, i: number): ResolvedStep => {
     const where = `steps[${i}]`;
     if (typeof raw !== 'object' || raw === null) fail(`${where} must be an object.`);
@@ -171,7 +177,7 @@ export function resolveFullRecipe(value: unknown): ResolvedRecipe {
     }
     return { method: method.id, options: resolved, select: checkSelector(step.select, where) };
   });
-  return { steps, calibration, structure };
+  return { steps, calibration, structure, ...(distill ? { distill } : {}) };
 }
 
 export function parseRecipeText(text: string): ResolvedStep[] {

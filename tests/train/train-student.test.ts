@@ -1,0 +1,109 @@
+/**
+ * The page's distillation run (src/core/compress/distill.ts) on stories260K pruned 2:4, its teacher in
+ * onnxruntime-node: held-out perplexity measured every N steps, the best weights kept, and the file
+ * written with them scores that same perplexity in onnxruntime; a cancelled run, resumed, ends where
+ * one uninterrupted run ends.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
+import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { summarizeInputs } from '../../src/core/summary.ts';
+import { sessionTeacher, withWeights } from '../../src/core/train/distill.ts';
+import {
+  heldOutWindows,
+  splitTrainingData,
+  trainStudent,
+  type HeldOutPoint,
+} from '../../src/core/compress/distill.ts';
+import { DISTILL_DEFAULTS, type DistillSettings } from '../../src/core/compress/distill-settings.ts';
+import { compressBytes } from '../helpers/compress.ts';
+import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { ort } from '../helpers/ort.ts';
+
+const settings: DistillSettings = {
+  ...DISTILL_DEFAULTS,
+  source: 'generate',
+  steps: 6,
+  batch: 2,
+  seq: 32,
+  lr: 2e-3,
+  evalEvery: 2,
+};
+
+describe('the page’s distillation run', () => {
+  it('measures held-out perplexity every N steps, keeps the best, cancels and resumes as one run', async () => {
+    const teacherBytes = new Uint8Array(readFileSync(STORIES_MODEL));
+    const inputs = summarizeInputs(parseModel(bytesSource('stories260K.onnx', teacherBytes)).graph);
+    const pruned = compressBytes(teacherBytes, [{ method: 'prune', options: { pattern: '2:4' } }]).exported;
+    const student = parseModel(bytesSource('pruned.onnx', pruned));
+    const session = await ort.InferenceSession.create(teacherBytes);
+    try {
+      const generated = await generateCalibrationSequences(session, ort.Tensor, inputs, {
+        count: 12,
+        length: 64,
+        seed: 3,
+        bos: 1,
+      });
+      const data = splitTrainingData(generated);
+      expect(data.heldOut).toHaveLength(2);
+      const teacher = sessionTeacher(session, ort.Tensor, inputs);
+
+      const evals: HeldOutPoint[] = [];
+      const whole = await trainStudent(student, teacher, data, settings, { onEval: (p) => evals.push(p) });
+      expect(whole.cancelled).toBe(false);
+      expect(whole.history.map((h) => h.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(evals.map((e) => e.step)).toEqual([0, 2, 4, 6]);
+      expect(whole.evals).toEqual(evals);
+      const best = evals.reduce((a, b) => (b.perplexity < a.perplexity ? b : a));
+      expect(whole.best.step).toBe(best.step);
+      expect(whole.best.perplexity).toBe(best.perplexity);
+      // a few steps at this learning rate heal the pruned model on its held-out windows
+      expect(best.perplexity).toBeLessThan(evals[0].perplexity);
+
+      // onnxruntime scores the file written with the kept weights as the run measured them
+      const written = withWeights(student, whole.best.weights);
+      const check = await ort.InferenceSession.create(written);
+      try {
+        const r = await evaluatePerplexity(check, ort.Tensor, inputs, heldOutWindows(data.heldOut, 32), {
+          ctx: 32,
+          stride: 32,
+        });
+        expect(Math.abs(r.perplexity - whole.best.perplexity) / whole.best.perplexity).toBeLessThan(1e-4);
+      } finally {
+        await check.release();
+      }
+
+      // cancelled after step 3: the weights reached are measured, the best so far kept
+      const controller = new AbortController();
+      const first = await trainStudent(student, teacher, data, settings, {
+        signal: controller.signal,
+        onStep: (s) => s.step === 3 && controller.abort(),
+      });
+      expect(first.cancelled).toBe(true);
+      expect(first.checkpoint.step).toBe(3);
+      expect(first.evals.map((e) => e.step)).toEqual([0, 2, 3]);
+      expect(first.best.perplexity).toBe(Math.min(...first.evals.map((e) => e.perplexity)));
+      // resumed: the rest of the same run, ending with the uninterrupted run's weights
+      const rest = await trainStudent(student, teacher, data, settings, { resume: first });
+      expect(rest.cancelled).toBe(false);
+      expect(rest.history.map((h) => h.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(rest.checkpoint.step).toBe(6);
+      for (const [name, w] of whole.checkpoint.weights) {
+        const got = rest.checkpoint.weights.get(name)!;
+        let max = 0;
+        for (let i = 0; i < w.length; i++) max = Math.max(max, Math.abs(w[i] - got[i]));
+        expect(max, name).toBeLessThan(1e-6);
+      }
+      expect(rest.evals.at(-1)!.perplexity).toBeCloseTo(whole.evals.at(-1)!.perplexity, 4);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('held-out data too short for one window is a clear error', () => {
+    expect(() => heldOutWindows([[1, 2, 3]], 32)).toThrow(/no window of 32 tokens/);
+    expect(() => splitTrainingData([])).toThrow(/no sequence to hold out/);
+  });
+});

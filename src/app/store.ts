@@ -115,8 +115,7 @@ export const useStudio = create<StudioState>((set, get) => ({
       });
       finished = true;
       const config = (await readJson(files, 'config.json', source.config)) as
-        | Record<string, unknown>
-        | undefined;
+        Record<string, unknown> | undefined;
       const tokenizerJson = await readJson(files, 'tokenizer.json', source.tokenizer);
       const ctx = contextOf(config, source.positions);
       const byPath = new Map(files.map((f) => [f.path, f]));

@@ -194,6 +194,22 @@ describe('sensitivity and plan on stories260K', () => {
     expect(new Set(plan.choices.map((c) => c.candidate)).size).toBeGreaterThan(1);
   });
 
+  it('refuses a second budget, a missing budget and method flags beside --auto-bits, before reading the model', async () => {
+    const o = ['-o', join(tempDir(), 'x.onnx')];
+    const cases: [string[], RegExp][] = [
+      [['--auto-bits', '4', '--auto-kl', '0.1'], /one budget/],
+      [['--candidates', 'int8,int4b32'], /one budget/],
+      [['--auto-bits', '4', '--int4'], /--int4 can't be combined with --auto-bits/],
+      [['--auto-bits', 'x'], /--auto-bits must be a number/],
+      [['--auto-bits', '4', '--candidates', 'int5'], /Unknown candidate 'int5'/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await runCli(['compress', STORIES_MODEL, ...flags, ...o]);
+      expect(r.code).not.toBe(0);
+      expect(r.err).toMatch(message);
+    }
+  });
+
   it('compress --auto-bits writes the model and a recipe that compress --recipe reproduces byte for byte', async () => {
     const dir = tempDir();
     const ids = join(STORIES_DIR, 'ids.txt');

@@ -21,6 +21,7 @@ import { isModelError } from '../../src/core/errors.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
 import { runCli, sha256File } from '../helpers/cli.ts';
+import { readHashRecipe, recipeToHash } from '../../src/app/share.ts';
 import { tempDir } from '../helpers/ort.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 
@@ -192,6 +193,13 @@ describe('sensitivity and plan on stories260K', () => {
       }
     }
     expect(new Set(plan.choices.map((c) => c.candidate)).size).toBeGreaterThan(1);
+    // a share link carries the plan unchanged: the page applies the same storage to every tensor
+    const link = readHashRecipe(recipeToHash(plan.recipe.steps));
+    expect(link.error).toBeUndefined();
+    const viaLink = compressModel(model, resolveRecipe({ steps: link.steps }));
+    expect(viaLink.reports.map((r) => [r.name, r.method, r.storedBytes])).toEqual(
+      result.reports.map((r) => [r.name, r.method, r.storedBytes]),
+    );
   });
 
   it('refuses a second budget, a missing budget and method flags beside --auto-bits, before reading the model', async () => {

@@ -31,18 +31,6 @@ import { modelSources } from './files.ts';
 import { configContext, onnxruntime, readConfig, readTokenizerJson } from './ppl.ts';
 import { checkOutputPlace, checkOutputsAreNotInputs, writeFilesAtomically } from './compress.ts';
 
-export const AUTO_FLAGS = [
-  'auto-bits',
-  'auto-kl',
-  'candidates',
-  'auto-ids',
-  'auto-text',
-  'auto-tokenizer',
-  'auto-tokens',
-  'sensitivity-cache',
-  'save-recipe',
-];
-
 function numberFlag(args: ParsedArgs, flag: string, min: number, max: number): number | undefined {
   const v = args.flags.get(flag);
   if (v === undefined) return undefined;

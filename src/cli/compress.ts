@@ -83,6 +83,18 @@ const STRUCTURE_FLAGS = ['heads', 'neurons', 'blocks'];
 const STRUCTURE_REFINES = ['importance', 'structure-scope', 'multiple'];
 /** Where calibration data comes from; at most one. */
 const CALIB_SOURCES = ['calib-generate', 'calib-ids', 'calib-text'];
+/** Mixed precision planned from sensitivities (src/cli/auto.ts): any of these routes there. */
+const AUTO_FLAGS = [
+  'auto-bits',
+  'auto-kl',
+  'candidates',
+  'auto-ids',
+  'auto-text',
+  'auto-tokenizer',
+  'auto-tokens',
+  'sensitivity-cache',
+  'save-recipe',
+];
 /** Flags that refine the calibration data: given without a source (or a recipe that names one) they are refused. */
 const CALIB_REFINES: Record<string, string[]> = {
   'calib-seed': ['calib-generate'],
@@ -617,8 +629,26 @@ function fmt(x: number, digits = 2): string {
 
 export async function compressCommand(args: ParsedArgs, out: (s: string) => void): Promise<number> {
   // --auto-bits / --auto-kl: the recipe is planned from measured sensitivities (src/cli/auto.ts)
-  if (args.flags.has('auto-bits') || args.flags.has('auto-kl'))
+  if (AUTO_FLAGS.some((f) => args.flags.has(f))) {
+    const mixed = [
+      'recipe',
+      'copy',
+      'external-data',
+      ...METHOD_FLAGS,
+      ...SELECT_FLAGS,
+      ...Object.keys(REFINES),
+      ...STRUCTURE_FLAGS,
+      ...STRUCTURE_REFINES,
+      ...CALIB_SOURCES,
+      ...Object.keys(CALIB_REFINES),
+    ].find((f) => args.flags.has(f));
+    if (mixed)
+      throw new UsageError(
+        `--${mixed} can't be combined with --auto-bits/--auto-kl, which plan every linear weight's storage themselves; ` +
+          'to change the plan, save it with --save-recipe, edit it and run --recipe.',
+      );
     return (await import('./auto.ts')).autoCompressCommand(args, out);
+  }
   const given = args.flags.get('output');
   if (typeof given !== 'string')
     throw new UsageError('missing -o OUT.onnx: where to write the compressed model.');

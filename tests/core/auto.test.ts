@@ -21,6 +21,7 @@ import { isModelError } from '../../src/core/errors.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
 import { runCli, sha256File } from '../helpers/cli.ts';
+import { readHashRecipe, recipeToHash } from '../../src/app/share.ts';
 import { tempDir } from '../helpers/ort.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 
@@ -101,7 +102,11 @@ describe('mixed-precision plan (greedy knapsack on each tensor’s frontier)', (
     expect(loose.predictedKl).toBeLessThanOrEqual(0.5);
     expect(tight.predictedKl).toBeLessThanOrEqual(0.01);
     expect(tight.bytes).toBeGreaterThan(loose.bytes);
-    const impossible = planMixedPrecision(table, parseCandidates('int4b32,kmeans8'), { kl: 0 });
+    const lossy = table.map((t) => ({
+      ...t,
+      entries: t.entries.filter((e) => /int4|kmeans/.test(e.candidate)),
+    }));
+    const impossible = planMixedPrecision(lossy, parseCandidates('int4b32,kmeans8'), { kl: 0 });
     expect(impossible.warning).toMatch(/not reached/);
   });
 
@@ -188,6 +193,29 @@ describe('sensitivity and plan on stories260K', () => {
       }
     }
     expect(new Set(plan.choices.map((c) => c.candidate)).size).toBeGreaterThan(1);
+    // a share link carries the plan unchanged: the page applies the same storage to every tensor
+    const link = readHashRecipe(recipeToHash(plan.recipe.steps));
+    expect(link.error).toBeUndefined();
+    const viaLink = compressModel(model, resolveRecipe({ steps: link.steps }));
+    expect(viaLink.reports.map((r) => [r.name, r.method, r.storedBytes])).toEqual(
+      result.reports.map((r) => [r.name, r.method, r.storedBytes]),
+    );
+  });
+
+  it('refuses a second budget, a missing budget and method flags beside --auto-bits, before reading the model', async () => {
+    const o = ['-o', join(tempDir(), 'x.onnx')];
+    const cases: [string[], RegExp][] = [
+      [['--auto-bits', '4', '--auto-kl', '0.1'], /one budget/],
+      [['--candidates', 'int8,int4b32'], /one budget/],
+      [['--auto-bits', '4', '--int4'], /--int4 can't be combined with --auto-bits/],
+      [['--auto-bits', 'x'], /--auto-bits must be a number/],
+      [['--auto-bits', '4', '--candidates', 'int5'], /Unknown candidate 'int5'/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await runCli(['compress', STORIES_MODEL, ...flags, ...o]);
+      expect(r.code).not.toBe(0);
+      expect(r.err).toMatch(message);
+    }
   });
 
   it('compress --auto-bits writes the model and a recipe that compress --recipe reproduces byte for byte', async () => {

@@ -298,7 +298,7 @@ async function rowsAgainst(
     rows.push(done);
     if (file) writeFileSync(file, JSON.stringify(done));
     log(
-      `  ${spec.name}: ${row.label.padEnd(32)} ppl ${r.perplexity.toFixed(3)}  ${formatBytes(bytes.byteLength)}  ` +
+      `  ${spec.name}: ${row.label.padEnd(32)} ppl ${r.perplexity.toFixed(3)}  KL ${r.versus.kl.value.toFixed(5)}  ${formatBytes(bytes.byteLength)}  ` +
         `capture ${((t1 - t0) / 1000).toFixed(1)} s, kernel ${((t2 - t1) / 1000).toFixed(2)} s`,
     );
   }

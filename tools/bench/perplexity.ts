@@ -1,10 +1,9 @@
 /**
- * The bench's one perplexity pass: a fresh onnxruntime-node session over `bytes`, released afterwards.
- * `openReference` keeps the original model's session and its logits per window (computed once per
- * table) so every row is also measured against the original: KL, same top, PPL ratio, with the protocol.
+ * The bench's one perplexity pass. `openReference` keeps the original model's session and its logits
+ * per window (computed once per table), so every row is also measured against the original on the same
+ * tokens: perplexity, KL, same top, PPL ratio, with the protocol.
  */
 import type { OnnxModel } from '../../src/core/onnx/model.ts';
-import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
 import {
   ReferenceLogits,
   compareWithReference,
@@ -14,24 +13,6 @@ import {
 } from '../../src/core/eval/compare.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { createNodeSession, NODE_RUNTIME, Tensor } from '../../src/runtime/ort-node.ts';
-
-export async function perplexityOf(
-  bytes: Uint8Array,
-  model: OnnxModel,
-  sequences: number[][],
-  ctx: number,
-  stride: number,
-) {
-  const session = await createNodeSession(bytes);
-  try {
-    return await evaluatePerplexity(session, Tensor, summarizeInputs(model.graph), sequences, {
-      ctx,
-      stride,
-    });
-  } finally {
-    await session.release();
-  }
-}
 
 /** A row's figures against the original (JSON-safe, so BENCH_ROW_CACHE can keep them). */
 export interface VersusOriginal {

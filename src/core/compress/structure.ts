@@ -171,6 +171,16 @@ export async function pruneStructure(
     const capture = settings.importance === 'taylor' ? captureTaylorImportance : captureActivationImportance;
     importance = await capture(model, structure, calibration.input, calibration.runtime, opts);
   } else importance = magnitudeImportance(model, structure);
+  return pruneWithImportance(model, settings, structure, importance);
+}
+
+/** The model with the settings' heads, neurons and blocks removed by scores measured before (the page's). */
+export function pruneWithImportance(
+  model: OnnxModel,
+  settings: PruneRequest,
+  structure: ModelStructure,
+  importance: StructureImportance,
+): StructureResult {
   const plan = planPruning(structure, importance, settings);
   return { ...applyStructuredPruning(model, plan, structure), structure, importance, plan };
 }

@@ -7,6 +7,7 @@ import {
   type PerplexityResult,
 } from '../src/core/eval/perplexity.ts';
 import type { IoSpec } from '../src/core/eval/decoder.ts';
+import { measureSpeed, type SpeedResult } from '../src/core/eval/speed.ts';
 import { loadTokenizer } from '../src/core/tokenizer.ts';
 import { serializeError } from '../src/core/errors.ts';
 import type { Result } from './model.worker.ts';
@@ -33,6 +34,8 @@ export interface EvalRequest {
 export type EvalResult = PerplexityResult & {
   runtime: RuntimeInfo;
   protocol: { ctx: number; stride: number };
+  /** Forward-pass tokens/s on the first ctx tokens of the data (speed.ts): the same protocol for every model. */
+  speed: SpeedResult;
 };
 
 let cached: { key: string; session: InferenceSession; info: RuntimeInfo } | undefined;
@@ -75,7 +78,19 @@ const api = {
         signal: mine.signal,
         onProgress,
       });
-      return { ok: true, value: { ...r, runtime: info, protocol: { ctx: req.ctx, stride: req.stride } } };
+      const speed = await measureSpeed(
+        session,
+        Tensor,
+        req.model.inputs,
+        sequences.flat().slice(0, req.ctx),
+        {
+          signal: mine.signal,
+        },
+      );
+      return {
+        ok: true,
+        value: { ...r, runtime: info, protocol: { ctx: req.ctx, stride: req.stride }, speed },
+      };
     } catch (e) {
       return { ok: false, error: serializeError(e) };
     } finally {

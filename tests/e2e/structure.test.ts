@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
-import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { detectStructure, parameterCount } from '../../src/core/structure/index.ts';
@@ -127,7 +127,7 @@ describe('structured pruning in the page', () => {
     expect(studio.pageErrors).toEqual([]);
   });
 
-  it('taylor importance: measured in the worker after calibration, with progress; the CLI writes the same file', async () => {
+  it('taylor importance: measured in the worker after calibration, with progress; the CLI writes the same file; Evaluate shows tokens/s before and after', async () => {
     const { page } = studio;
     await page.goto(`${studio.url}?demo=0`);
     await page.waitForSelector('[data-testid=dropzone]');
@@ -197,6 +197,16 @@ describe('structured pruning in the page', () => {
     const cliOut = join(dir, 'cli.onnx');
     expect(await main(['compress', STORIES_MODEL, '--recipe', recipeFile, '-o', cliOut], () => {})).toBe(0);
     expect(Buffer.from(readFileSync(cliOut)).equals(Buffer.from(exported))).toBe(true);
+    // Evaluate: perplexity and forward-pass tokens/s before and after, by one protocol (never a speed asserted)
+    await page.locator('[data-testid=eval-text]').fill(readFileSync(join(STORIES_DIR, 'ids.txt'), 'utf8'));
+    await page.locator('.quality-controls input').nth(0).fill('256');
+    await page.locator('.quality-controls input').nth(1).fill('256');
+    await page.locator('[data-testid=evaluate-compressed]').click();
+    await expect.poll(() => text('ppl-compressed'), { timeout: 240_000 }).toMatch(/^\d+\.\d{3}/);
+    expect(await text('speed-original')).toMatch(/^[\d,]+ tokens\/s$/);
+    expect(await text('speed-compressed')).toMatch(/^[\d,]+ tokens\/s$/);
+    expect(await text('speed')).toMatch(/^[\d,]+ tokens\/s$/);
+    expect(await text('speed-protocol')).toMatch(/256 tokens as one sequence, median of 5 runs/);
     rmSync(dir, { recursive: true, force: true });
     await page.screenshot({ path: join(ARTIFACTS, 'structure-taylor.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);

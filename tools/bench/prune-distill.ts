@@ -60,6 +60,13 @@ export async function pruneDistillRow(
   const cacheDir = process.env.BENCH_ROW_CACHE;
   const cacheFile = cacheDir ? join(cacheDir, `demo-prune-distill-${importance}.json`) : '';
   if (cacheFile && existsSync(cacheFile)) return JSON.parse(readFileSync(cacheFile, 'utf8'));
+  // another bench process claimed the row: wait for its result instead of training twice
+  if (cacheFile && existsSync(cacheFile + '.claim')) {
+    log(`  prune → distil (${importance}): waiting for the run that claimed ${cacheFile}`);
+    while (!existsSync(cacheFile)) await new Promise((r) => setTimeout(r, 10_000));
+    return JSON.parse(readFileSync(cacheFile, 'utf8'));
+  }
+  if (cacheFile) writeFileSync(cacheFile + '.claim', String(process.pid));
   const p = PRUNE_DISTILL;
   const dir = join(root, 'public/models/tiny-shakespeare-gpt2');
   const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));

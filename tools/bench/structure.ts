@@ -270,7 +270,10 @@ export async function structureSection(root: string): Promise<string> {
       'forward pass over 512 tokens is dominated by attention (T² per head, dim 64), so removing heads pays off ' +
       'there far more than removing MLP neurons. The importance rows of one removal have the same shapes, so ' +
       'their tokens/s differ only by measurement noise: on this shared machine that spread is what to read the ' +
-      'speed-ups against.',
+      'speed-ups against. Taylor scores are a first-order estimate of removing one unit while the others stay: ' +
+      'they rank heads and a whole block of the demo model best, but removing a whole block (its gate from 1 to 0) ' +
+      'is far from first order, and many neurons at once add up what each estimate leaves out — where they ' +
+      'rank worse than activation (stories260K’s block, both models’ 50 % of neurons).',
   );
   log('structure: prune → distil');
   parts.push('', pruneDistillMarkdown([await pruneDistillRow(root, 'activation')]));

@@ -129,6 +129,9 @@ describe('structured pruning in the page', () => {
 
   it('taylor importance: measured in the worker after calibration, with progress; the CLI writes the same file; Evaluate shows tokens/s before and after', async () => {
     const { page } = studio;
+    // a fresh page: no recipe or structure kept from the test before
+    await page.goto(`${studio.url}?demo=0`);
+    await page.evaluate(() => localStorage.clear());
     await page.goto(`${studio.url}?demo=0`);
     await page.waitForSelector('[data-testid=dropzone]');
     const source = new Uint8Array(readFileSync(STORIES_MODEL));
@@ -155,6 +158,21 @@ describe('structured pruning in the page', () => {
     expect(await options()).toEqual(['magnitude:false', 'activation:false', 'taylor:false']);
     await page.locator('[data-testid=structure-heads]').focus();
     for (let i = 0; i < 2; i++) await page.keyboard.press('ArrowRight');
+    // activation: from the calibration's statistics, at once
+    await page.locator('[data-testid=structure-importance]').selectOption('activation');
+    await page.waitForFunction(
+      () =>
+        /activation/.test(
+          document.querySelector('[data-testid=structure-heatmap] summary')?.textContent ?? '',
+        ),
+      undefined,
+      { timeout: 60_000 },
+    );
+    await expect
+      .poll(() => page.evaluate(() => decodeURIComponent(location.hash)), { timeout: 10_000 })
+      .toContain('"importance":"activation"');
+    await settled();
+    expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
     await page.locator('[data-testid=structure-importance]').selectOption('taylor');
     // progress of the forward/backward passes, then the heat map of the new scores
     const seen = await page

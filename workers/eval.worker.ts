@@ -13,6 +13,7 @@ import {
   type PerplexityResult,
 } from '../src/core/eval/perplexity.ts';
 import type { IoSpec } from '../src/core/eval/decoder.ts';
+import { measureSpeed, type SpeedResult } from '../src/core/eval/speed.ts';
 import { loadTokenizer } from '../src/core/tokenizer.ts';
 import { serializeError } from '../src/core/errors.ts';
 import type { Result } from './model.worker.ts';
@@ -43,6 +44,8 @@ export type EvalResult = PerplexityResult & {
   protocol: { ctx: number; stride: number };
   /** KL, same top, PPL ratio… against `base`, with the full protocol (when a base was given). */
   versus?: ComparisonResult;
+  /** Forward-pass tokens/s on the first ctx tokens of the data (speed.ts): the same protocol for every model. */
+  speed: SpeedResult;
 };
 
 /** The original's session and its logits per window, kept while the text and window stay the same. */
@@ -129,6 +132,16 @@ const api = {
         );
         const seconds = (performance.now() - start) / 1000;
         const tokens = versus.protocol.tokens;
+        // the forward-pass speed of this model alone, on the same protocol as a plain evaluation
+        const speed = await measureSpeed(
+          session,
+          Tensor,
+          req.model.inputs,
+          sequences.flat().slice(0, req.ctx),
+          {
+            signal: mine.signal,
+          },
+        );
         return {
           ok: true,
           value: {
@@ -144,6 +157,7 @@ const api = {
             runtime: info,
             protocol: { ctx: req.ctx, stride: req.stride },
             versus,
+            speed,
           },
         };
       }
@@ -153,7 +167,19 @@ const api = {
         signal: mine.signal,
         onProgress,
       });
-      return { ok: true, value: { ...r, runtime: info, protocol: { ctx: req.ctx, stride: req.stride } } };
+      const speed = await measureSpeed(
+        session,
+        Tensor,
+        req.model.inputs,
+        sequences.flat().slice(0, req.ctx),
+        {
+          signal: mine.signal,
+        },
+      );
+      return {
+        ok: true,
+        value: { ...r, runtime: info, protocol: { ctx: req.ctx, stride: req.stride }, speed },
+      };
     } catch (e) {
       return { ok: false, error: serializeError(e) };
     } finally {

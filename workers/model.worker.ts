@@ -39,8 +39,21 @@ import {
 import { summarizeInputs } from '../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
-import { pruneStructure, type StructureSettings } from '../src/core/compress/structure.ts';
-import { detectStructure, magnitudeImportance, parameterCount } from '../src/core/structure/index.ts';
+import {
+  captureTaylorImportance,
+  pruneWithImportance,
+  type StructureSettings,
+} from '../src/core/compress/structure.ts';
+import type { CalibrationInput } from '../src/core/compress/calibration.ts';
+import {
+  activationImportance,
+  detectStructure,
+  magnitudeImportance,
+  parameterCount,
+  type ImportanceKind,
+  type ModelStructure,
+  type StructureImportance,
+} from '../src/core/structure/index.ts';
 import type { StructureReport } from '../src/core/structure/rewrite.ts';
 import { bytesSource } from '../src/core/onnx/model.ts';
 import { distillSplit } from '../src/core/compress/distill-settings.ts';
@@ -59,16 +72,18 @@ let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
 
-/** What the page's Structure section shows: the blocks the model maps to, and their magnitude importance. */
+/** What the page's Structure section shows: the blocks the model maps to, and their importance. */
 export interface StructureInfo {
+  /** The measure the heat map shows. */
+  importance: ImportanceKind;
   blocks: number;
   /** Query heads and MLP neurons per block (before pruning). */
   heads: number[];
   neurons: number[];
   params: number;
-  /** [block][head] magnitude importance, each block scaled to its own maximum (a heat map's cells). */
+  /** [block][head] importance, each block scaled to its own maximum (a heat map's cells). */
   headImportance: number[][];
-  /** Per block: the MLP neurons' magnitude importance, min / mean / max over the block's maximum. */
+  /** Per block: the MLP neurons' importance, min / mean / max over the block's maximum. */
   neuronSummary: { min: number; mean: number; max: number }[];
 }
 
@@ -82,16 +97,68 @@ let pruned:
   | { key: string; report: StructureReport; bytes: number; model: OnnxModel; session: PreviewSession }
   | undefined;
 
+/**
+ * Importance measured on the open model, per measure: magnitude from the weights; activation from the
+ * page's calibration statistics (a block scores the sum of its units: the block influence the CLI
+ * also captures needs a capture the page's calibration does not run); taylor from the calibration's
+ * sequences run forward and backward through the training engine (importanceFor's `taylor`, asked
+ * for by the Structure card, with progress and cancel). Each remembers the calibration it used.
+ */
+let importances = new Map<ImportanceKind, { generation: number; value: StructureImportance }>();
+/** The input of the newest calibration that finished: Taylor importance reads its sequences from the cache. */
+let calibrationInput: CalibrationInput | undefined;
+let importanceController: AbortController | undefined;
+
+/** Scores of `kind` on the open model, measured already (taylor) or measured now (magnitude, activation). */
+function importanceFor(kind: ImportanceKind, structure: ModelStructure): StructureImportance {
+  if (!current) throw noModel();
+  const generation = kind === 'magnitude' ? 0 : calibrationGeneration;
+  const known = importances.get(kind);
+  if (known && known.generation === generation) return known.value;
+  if (kind !== 'magnitude' && !calibration)
+    throw new ModelError(
+      'needs-calibration',
+      `${kind === 'taylor' ? 'Taylor' : 'Activation'} importance needs calibration: run the Calibration card first.`,
+    );
+  if (kind === 'taylor')
+    throw new ModelError(
+      'needs-calibration',
+      'Taylor importance is measured on the calibration sequences: choose taylor in the Structure card to measure it.',
+    );
+  const value =
+    kind === 'activation'
+      ? activationImportance(current, structure, calibration!)
+      : magnitudeImportance(current, structure);
+  importances.set(kind, { generation, value });
+  return value;
+}
+
+function infoOf(model: OnnxModel, importance: StructureImportance): StructureInfo {
+  return {
+    importance: importance.kind,
+    blocks: importance.heads.length,
+    heads: importance.heads.map((h) => h.length),
+    neurons: importance.neurons.map((n) => n.length),
+    params: parameterCount(model.graph),
+    headImportance: importance.heads.map(scaled),
+    neuronSummary: importance.neurons.map((n) => {
+      const v = scaled(n);
+      return {
+        min: Math.min(...v),
+        mean: v.reduce((a, b) => a + b, 0) / Math.max(1, v.length),
+        max: Math.max(...v),
+      };
+    }),
+  };
+}
+
 async function prunedSession(structure: StructureSettings): Promise<NonNullable<typeof pruned>> {
   if (!current) throw noModel();
-  const key = JSON.stringify(structure);
+  const found = detectStructure(current);
+  const importance = importanceFor(structure.importance, found);
+  const key = `${JSON.stringify(structure)}#${structure.importance === 'magnitude' ? 0 : calibrationGeneration}`;
   if (pruned?.key === key) return pruned;
-  if (structure.importance !== 'magnitude')
-    throw new ModelError(
-      'unsupported',
-      'The page measures head and neuron importance by weight magnitude; use the CLI (--importance activation) for activation importance.',
-    );
-  const result = await pruneStructure(current, structure);
+  const result = pruneWithImportance(current, structure, found, importance);
   pruned = {
     key,
     report: result.report,
@@ -298,6 +365,9 @@ const api = {
       pruned = undefined;
       student = undefined;
       trained.clear();
+      importances = new Map();
+      calibrationInput = undefined;
+      importanceController?.abort();
       // the previous model's statistics mean nothing to this one; its running calibration stops
       calibration = undefined;
       calibrationGeneration++;
@@ -402,25 +472,7 @@ const api = {
         throw noModel();
       });
     const model = current;
-    structureInfo ??= wrap(() => {
-      const found = detectStructure(model);
-      const importance = magnitudeImportance(model, found);
-      return {
-        blocks: found.blocks.length,
-        heads: importance.heads.map((h) => h.length),
-        neurons: importance.neurons.map((n) => n.length),
-        params: parameterCount(model.graph),
-        headImportance: importance.heads.map(scaled),
-        neuronSummary: importance.neurons.map((n) => {
-          const v = scaled(n);
-          return {
-            min: Math.min(...v),
-            mean: v.reduce((a, b) => a + b, 0) / Math.max(1, v.length),
-            max: Math.max(...v),
-          };
-        }),
-      };
-    });
+    structureInfo ??= wrap(() => infoOf(model, importanceFor('magnitude', detectStructure(model))));
     return structureInfo;
   },
 
@@ -464,6 +516,67 @@ const api = {
       trained.set(req.key, { model, bytes, session: new PreviewSession(model) });
       while (trained.size > KEPT_TRAINED) trained.delete(trained.keys().next().value!);
     });
+  },
+
+  /**
+   * The open model's heads and neurons scored by `kind` (the heat map's cells), measuring it when
+   * needed: Taylor importance runs each calibration sequence forward and backward through the
+   * training engine here, in the worker, reporting each sequence done; cancelImportance stops it.
+   */
+  async structureImportance(
+    kind: ImportanceKind,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<Result<StructureInfo>> {
+    importanceController?.abort();
+    const mine = new AbortController();
+    importanceController = mine;
+    return wrapAsync(async () => {
+      try {
+        const model = current;
+        if (!model) throw noModel();
+        const found = detectStructure(model);
+        if (kind === 'taylor') {
+          const known = importances.get('taylor');
+          if (!known || known.generation !== calibrationGeneration) {
+            if (!calibration || !calibrationInput)
+              throw new ModelError(
+                'needs-calibration',
+                'Taylor importance needs calibration: run the Calibration card first.',
+              );
+            const generation = calibrationGeneration;
+            const value = await captureTaylorImportance(
+              model,
+              found,
+              calibrationInput,
+              {
+                // the sequences come from the calibration's cache; generating them again would need this
+                createSession: async (bytes: Uint8Array) =>
+                  (await createSession({ model: bytes, provider: 'wasm' })).session,
+                Tensor,
+                inputs: summarizeInputs(model.graph),
+              },
+              {
+                signal: mine.signal,
+                cache: calibrationCache,
+                onProgress: (p) => {
+                  if (p.phase === 'gradients') onProgress?.(p.done, p.total);
+                },
+              },
+            );
+            if (model !== current) throw new ModelError('cancelled', 'Another model was opened.');
+            importances.set('taylor', { generation, value });
+          }
+        }
+        return infoOf(model, importanceFor(kind, found));
+      } finally {
+        if (importanceController === mine) importanceController = undefined;
+      }
+    });
+  },
+
+  /** Stops a running Taylor importance at its next sequence. */
+  cancelImportance(): void {
+    importanceController?.abort();
   },
 
   overlay(name: string, bins: number): Result<Overlay | undefined> {
@@ -595,6 +708,7 @@ const calibrationApi = {
         if (mine.signal.aborted || model !== current)
           throw new ModelError('cancelled', 'Calibration cancelled.');
         if (ran) calibrationRuns++;
+        calibrationInput = { settings: req.settings, data };
         if (stats !== calibration) {
           calibration = stats;
           // a preview made with other statistics is not this export's

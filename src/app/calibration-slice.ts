@@ -99,8 +99,11 @@ export function calibrationProblem(s: {
 export function sharedCalibration(s: {
   recipe: RecipeStep[];
   calibration: CalibrationState;
+  /** Activation or Taylor importance is measured on the calibration data too. */
+  structure?: { importance: string } | null;
 }): SharedCalibration | undefined {
-  if (!s.recipe.some(isCalibratedStep)) return undefined;
+  const measured = !!s.structure && s.structure.importance !== 'magnitude';
+  if (!s.recipe.some(isCalibratedStep) && !measured) return undefined;
   const f = s.calibration.done?.form ?? s.calibration.form;
   // the page captures once on the original model: a CLI run of this recipe does the same
   return {

@@ -61,6 +61,7 @@ export type { Overlay, PreviewResult } from '../../workers/model.worker.ts';
 import type { Overlay } from '../../workers/model.worker.ts';
 import type { RecipeStep } from '../core/compress/recipe.ts';
 import type { StructureSettings } from '../core/compress/structure.ts';
+import type { ImportanceKind } from '../core/structure/importance.ts';
 
 export async function weightCandidates() {
   return unwrap(await model().candidates());
@@ -106,6 +107,18 @@ export type { StructureInfo } from '../../workers/model.worker.ts';
 /** The open model's blocks, heads and neurons with their importance (or the typed error why it has none). */
 export async function modelStructure() {
   return unwrap(await model().structure());
+}
+
+/** The heat map's scores by `kind`; Taylor importance is measured in the worker, with progress per sequence. */
+export async function structureImportance(
+  kind: ImportanceKind,
+  onProgress: (done: number, total: number) => void,
+) {
+  return unwrap(await model().structureImportance(kind, Comlink.proxy(onProgress)));
+}
+
+export async function cancelStructureImportance() {
+  await model().cancelImportance();
 }
 
 export type { CalibrationRequest, CalibrationDone, OverlapSide } from '../../workers/model.worker.ts';

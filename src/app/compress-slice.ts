@@ -2,6 +2,7 @@
 import type { StoreApi } from 'zustand';
 import type { RecipeStep } from '../core/compress/recipe.ts';
 import type { StructureSettings } from '../core/compress/structure.ts';
+import type { ImportanceKind } from '../core/structure/importance.ts';
 import { originalModelBytes, type EvalState, type StudioState } from './store.ts';
 import { evaluationInputProblem } from './eval-input.ts';
 import {
@@ -11,6 +12,8 @@ import {
   previewOverlay,
   previewRecipe,
   modelStructure,
+  structureImportance,
+  cancelStructureImportance,
   type Overlay,
   type StructureInfo,
   type PreviewResult,
@@ -44,6 +47,12 @@ export interface CompressState {
   distill: DistillSettings | null;
   setDistill(distill: DistillSettings | null): void;
   loadStructure(): Promise<void>;
+  /** Taylor importance being measured in the worker: sequences done of total. */
+  importanceRun?: { kind: ImportanceKind; done: number; total: number };
+  importanceError?: string;
+  /** Scores heads and neurons by `kind` (measuring Taylor importance first), then prunes by it. */
+  chooseImportance(kind: ImportanceKind): Promise<void>;
+  cancelImportance(): void;
   /** Why the recipe in the page's link was not used (an unknown method, a bad option). */
   recipeNotice?: string;
   /** The calibration settings the page's link carried, for the calibration card. */
@@ -213,13 +222,39 @@ export function compressSlice(set: Set, get: Get): CompressState {
 
     async loadStructure() {
       const name = get().summary?.name;
-      set({ structureInfo: undefined, structureError: undefined });
+      set({
+        structureInfo: undefined,
+        structureError: undefined,
+        importanceRun: undefined,
+        importanceError: undefined,
+      });
       try {
         const info = await modelStructure();
         if (get().summary?.name === name) set({ structureInfo: info });
       } catch (e) {
         if (get().summary?.name === name) set({ structureError: (e as Error).message });
       }
+    },
+
+    async chooseImportance(kind) {
+      const name = get().summary?.name;
+      set({ importanceRun: { kind, done: 0, total: 0 }, importanceError: undefined });
+      try {
+        const info = await structureImportance(kind, (done, total) => {
+          if (get().importanceRun?.kind === kind) set({ importanceRun: { kind, done, total } });
+        });
+        if (get().summary?.name !== name) return;
+        set({ structureInfo: info, importanceRun: undefined });
+        const s = get().structure;
+        if (s && s.importance !== kind) get().setStructure({ ...s, importance: kind });
+      } catch (e) {
+        if (get().summary?.name === name)
+          set({ importanceRun: undefined, importanceError: (e as Error).message });
+      }
+    },
+
+    cancelImportance() {
+      void cancelStructureImportance();
     },
 
     setRecipe(recipe) {
@@ -273,11 +308,11 @@ export function compressSlice(set: Set, get: Get): CompressState {
         set({
           previewing: false,
           previewError:
-            code === 'needs-calibration' && trainedKey({ ...get(), structure })
+            code === 'needs-calibration' && calibrated.length && trainedKey({ ...get(), structure })
               ? `${[...new Set(calibrated)].join(', ')} after distillation: the page's activation statistics are of the untrained weights, so distil first and calibrate in the CLI (compress → distill → compress), or use a plain storage format (int4, int8, k-means) after distillation.`
-              : code === 'needs-calibration' && structure
+              : code === 'needs-calibration' && structure && calibrated.length
                 ? `${[...new Set(calibrated)].join(', ')} after structured pruning: the page's activation statistics are of the unpruned weights, so use the CLI for this recipe (or set the Structure sliders to 0).`
-                : code === 'needs-calibration'
+                : code === 'needs-calibration' && calibrated.length
                   ? `${[...new Set(calibrated)].join(', ')} need${calibrated.length > 1 ? '' : 's'} activation statistics: run Calibrate (Calibration card) first.`
                   : (e as Error).message,
         });

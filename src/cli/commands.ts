@@ -78,7 +78,7 @@ export const COMPRESS: CommandSpec = {
     '         (--calib-generate N [--calib-seed S] [--calib-bos ID] | --calib-ids FILE | --calib-text FILE --tokenizer DIR_OR_JSON)',
     '         [--calib-len L] [--calib-samples N] -o OUT.onnx',
     'compress MODEL.onnx --llm-int8 [--outlier-threshold T] (--calib-… as above) -o OUT.onnx',
-    'compress MODEL.onnx [--heads F] [--neurons F] [--blocks N] [--importance magnitude|activation]',
+    'compress MODEL.onnx [--heads F] [--neurons F] [--blocks N] [--importance magnitude|activation|taylor]',
     '         [--structure-scope layer|global] [--multiple N] [any method above] -o OUT.onnx',
     'compress MODEL.onnx --awq [--gptq] [--block N] [--asym] [--format F] (--calib-… as above) -o OUT.onnx',
     'compress MODEL.onnx (--auto-bits B | --auto-kl K) [--candidates LIST] [--auto-ids F | --auto-text F --auto-tokenizer D]',
@@ -223,7 +223,7 @@ export const COMPRESS: CommandSpec = {
     importance: {
       type: 'string',
       value: 'K',
-      help: 'with --heads/--neurons/--blocks: magnitude (default, data-free) or activation (needs --calib-…)',
+      help: 'with --heads/--neurons/--blocks: magnitude (default, data-free), activation or taylor (gradients; both need --calib-…)',
     },
     'structure-scope': {
       type: 'string',

@@ -402,11 +402,12 @@ function calibrationFromArgs(args: ParsedArgs, recipe: ResolvedRecipe): Calibrat
         `--${flag} applies to ${sources.map((s) => `--${s}`).join(' or ')}, which is not given; add it or drop --${flag}.`,
       );
   const methods = calibratedMethods(recipe.steps);
-  if (recipe.structure?.importance === 'activation') methods.unshift('activation importance');
+  const importance = recipe.structure?.importance;
+  if (importance === 'activation' || importance === 'taylor') methods.unshift(`${importance} importance`);
   if (!methods.length) {
     if (given.length)
       throw new UsageError(
-        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --awq, --sparsegpt S, --wanda S, --llm-int8, --w8a8 or --importance activation.`,
+        `--${given[0]} gives calibration data, and no step needs it: add --gptq, --awq, --sparsegpt S, --wanda S, --llm-int8, --w8a8 or --importance activation|taylor.`,
       );
     return null;
   }
@@ -457,7 +458,12 @@ function progressPrinter(captured: string): (p: CalibrationProgress) => void {
     const key = `${p.phase}:${tenth}`;
     if (key === last && p.done !== p.total) return;
     last = key;
-    const what = p.phase === 'generate' ? 'generating sequences' : `capturing activations, ${captured}`;
+    const what =
+      p.phase === 'generate'
+        ? 'generating sequences'
+        : p.phase === 'gradients'
+          ? 'gradients for Taylor importance (training engine)'
+          : `capturing activations, ${captured}`;
     const seconds = ((performance.now() - start) / 1000).toFixed(1);
     process.stderr.write(`calibration: ${what} ${p.done}/${p.total} (${seconds} s)\n`);
   };
@@ -680,7 +686,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     ? await pruneStructure(
         source,
         recipe.structure,
-        calibrationRequest && recipe.structure.importance === 'activation'
+        calibrationRequest && recipe.structure.importance !== 'magnitude'
           ? calibrationSetup(path, source, calibrationRequest)
           : undefined,
         { onProgress: progressPrinter('sequences for head/neuron importance') },

@@ -39,7 +39,7 @@ describe('calibration card', () => {
     expect(calibrationProblem({ summary, calibration: state({ length: 1 }) })).toMatch(/length ≥ 2/);
   });
 
-  it('shares the settings the statistics in use came from, only for a calibrated recipe', () => {
+  it('shares the settings the statistics in use came from, only for a calibrated recipe or importance', () => {
     const gptq = [{ method: 'gptq' }];
     expect(sharedCalibration({ recipe: [{ method: 'int4' }], calibration: state() })).toBeUndefined();
     expect(sharedCalibration({ recipe: gptq, calibration: state({ samples: 4 }) })).toEqual({
@@ -64,6 +64,16 @@ describe('calibration card', () => {
     expect(sharedCalibration({ recipe: gptq, calibration: state({ samples: 4 }, { done }) })?.samples).toBe(
       16,
     );
+    // structured pruning by activation or Taylor importance is measured on the calibration data too
+    const int4 = [{ method: 'int4' }];
+    for (const importance of ['activation', 'taylor'])
+      expect(
+        sharedCalibration({ recipe: int4, calibration: state({ samples: 4 }), structure: { importance } })
+          ?.samples,
+      ).toBe(4);
+    expect(
+      sharedCalibration({ recipe: int4, calibration: state(), structure: { importance: 'magnitude' } }),
+    ).toBeUndefined();
     expect(isCalibratedStep({ method: 'wanda' })).toBe(true);
     expect(isCalibratedStep({ method: 'prune' })).toBe(false);
     expect(isCalibratedStep({ method: 'no-such-method' })).toBe(false);

@@ -153,6 +153,33 @@ describe('compress --heads / --neurons / --blocks', () => {
     expect(maxAbs(logits)).toBeGreaterThan(0.1);
   });
 
+  it('taylor importance takes its gradients on the --calib-… data', async () => {
+    const out = join(dir, 'stories-taylor.onnx');
+    const r = await runCliCapturingStderr([
+      'compress',
+      STORIES_MODEL,
+      '--heads',
+      '0.25',
+      '--neurons',
+      '0.25',
+      '--importance',
+      'taylor',
+      '--calib-generate',
+      '3',
+      '--calib-len',
+      '16',
+      '-o',
+      out,
+      '--json',
+    ]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/gradients for Taylor importance \(training engine\) 3\/3/);
+    const report = JSON.parse(r.out);
+    expect(report.structure).toMatchObject({ importance: 'taylor', headsAfter: 30 });
+    const logits = await runOutput(readFileSync(out), idsInput(PROBE), 'logits', {});
+    expect(maxAbs(logits)).toBeGreaterThan(0.1);
+  });
+
   it('refuses impossible or incomplete requests with a clear message, writing nothing', async () => {
     const out = join(dir, 'never.onnx');
     const cases: [string[], number, RegExp][] = [
@@ -164,7 +191,7 @@ describe('compress --heads / --neurons / --blocks', () => {
         2,
         /importance must be one of magnitude, activation, taylor/,
       ],
-      [['--heads', '0.5', '--importance', 'taylor'], 1, /training engine/],
+      [['--heads', '0.5', '--importance', 'taylor'], 2, /taylor importance needs calibration data/],
       [['--blocks', '5'], 1, /0 to 4/],
       [['--heads', '0.5', '--include', 'l1.*'], 2, /--include selects the tensors of a method step/],
     ];

@@ -22,7 +22,6 @@ import {
   rowCosineSum,
   magnitudeImportance,
   planPruning,
-  taylorImportance,
 } from '../../src/core/structure/index.ts';
 import { emptyInputStats, type CalibrationStats } from '../../src/core/calibrate/stats.ts';
 import { ModelError } from '../../src/core/errors.ts';
@@ -137,11 +136,6 @@ describe('importance', () => {
       false,
       false,
     ]);
-  });
-
-  it('taylor needs the training engine: an unsupported error that says so', () => {
-    expect(() => taylorImportance()).toThrow(expect.objectContaining({ code: 'unsupported' }));
-    expect(() => taylorImportance()).toThrow(/training engine/);
   });
 });
 

@@ -3,7 +3,9 @@
  * 25 % of heads and 25 % of MLP neurons removed before the recipe's int4 step. The page shows the
  * parameter count fall and the heads' importance; the export is smaller, runs in onnxruntime-node
  * with the original's output shape and finite logits, and the CLI given the report's recipe writes
- * the same bytes. A link without "structure" (made before it existed) still opens.
+ * the same bytes. Taylor importance, after calibration, is measured in the worker with progress and
+ * gives the file the CLI writes from the report's recipe. A link without "structure" (made before it
+ * existed) still opens.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
-import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { detectStructure, parameterCount } from '../../src/core/structure/index.ts';
@@ -122,6 +124,109 @@ describe('structured pruning in the page', () => {
     expect(Buffer.from(readFileSync(cliOut)).equals(Buffer.from(exported))).toBe(true);
     rmSync(dir, { recursive: true, force: true });
     await page.screenshot({ path: join(ARTIFACTS, 'structure.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('taylor importance: measured in the worker after calibration, with progress; the CLI writes the same file; Evaluate shows tokens/s before and after', async () => {
+    const { page } = studio;
+    // a fresh page: no recipe or structure kept from the test before
+    await page.goto(`${studio.url}?demo=0`);
+    await page.evaluate(() => localStorage.clear());
+    await page.goto(`${studio.url}?demo=0`);
+    await page.waitForSelector('[data-testid=dropzone]');
+    const source = new Uint8Array(readFileSync(STORIES_MODEL));
+    await dropFiles(page, '[data-testid=dropzone]', [{ name: 'stories260K.onnx', bytes: source }]);
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid=summary] h2')?.textContent === 'stories260K.onnx',
+      undefined,
+      { timeout: 60_000 },
+    );
+    await settled();
+    await page.waitForSelector('[data-testid=structure-params]');
+    const options = () =>
+      page
+        .locator('[data-testid=structure-importance] option')
+        .evaluateAll((os) =>
+          os.map((o) => `${o.getAttribute('value')}:${(o as HTMLOptionElement).disabled}`),
+        );
+    // before calibration only magnitude can be chosen
+    expect(await options()).toEqual(['magnitude:false', 'activation:true', 'taylor:true']);
+    await page.locator('[data-testid=calib-samples]').fill('6');
+    await page.locator('[data-testid=calib-length]').fill('24');
+    await page.locator('[data-testid=calibrate]').click();
+    await page.waitForSelector('[data-testid=calib-status]', { timeout: 120_000 });
+    expect(await options()).toEqual(['magnitude:false', 'activation:false', 'taylor:false']);
+    await page.locator('[data-testid=structure-heads]').focus();
+    for (let i = 0; i < 2; i++) await page.keyboard.press('ArrowRight');
+    // activation: from the calibration's statistics, at once
+    await page.locator('[data-testid=structure-importance]').selectOption('activation');
+    await page.waitForFunction(
+      () =>
+        /activation/.test(
+          document.querySelector('[data-testid=structure-heatmap] summary')?.textContent ?? '',
+        ),
+      undefined,
+      { timeout: 60_000 },
+    );
+    await expect
+      .poll(() => page.evaluate(() => decodeURIComponent(location.hash)), { timeout: 10_000 })
+      .toContain('"importance":"activation"');
+    await settled();
+    expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
+    await page.locator('[data-testid=structure-importance]').selectOption('taylor');
+    // progress of the forward/backward passes, then the heat map of the new scores
+    const seen = await page
+      .waitForSelector('[data-testid=structure-importance-progress]', { timeout: 10_000 })
+      .then(() => true)
+      .catch(() => false);
+    await page.waitForFunction(
+      () =>
+        /taylor/.test(document.querySelector('[data-testid=structure-heatmap] summary')?.textContent ?? '') &&
+        !document.querySelector('[data-testid=structure-importance-progress]'),
+      undefined,
+      { timeout: 120_000 },
+    );
+    // shown from the choice until the worker answers
+    expect(seen).toBe(true);
+    expect(await page.locator('[data-testid=structure-importance-error]').count()).toBe(0);
+    await expect
+      .poll(() => page.evaluate(() => decodeURIComponent(location.hash)), { timeout: 10_000 })
+      .toContain('"structure":{"heads":0.25,"importance":"taylor","scope":"layer"}');
+    await settled();
+    expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
+    const dir = mkdtempSync(join(tmpdir(), 'cs-taylor-'));
+    const downloads: { name: string; path: string }[] = [];
+    page.on('download', async (d) => {
+      const path = join(dir, d.suggestedFilename());
+      await d.saveAs(path);
+      downloads.push({ name: d.suggestedFilename(), path });
+    });
+    await page.locator('[data-testid=export]').click();
+    await expect.poll(() => downloads.length, { timeout: 60_000 }).toBe(2);
+    const exported = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
+    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    expect(report.recipe.structure).toMatchObject({ heads: 0.25, importance: 'taylor' });
+    expect(report.recipe.calibration).toMatchObject({ source: 'generate', samples: 6, length: 24 });
+    const pruned = (await runBytes(exported, idsInput(PROBE))).logits;
+    expect((pruned.data as Float32Array).every(Number.isFinite)).toBe(true);
+    // the report's recipe: the CLI generates the same sequences and measures the same gradients
+    const recipeFile = join(dir, 'recipe.json');
+    writeFileSync(recipeFile, JSON.stringify(report.recipe));
+    const cliOut = join(dir, 'cli.onnx');
+    expect(await main(['compress', STORIES_MODEL, '--recipe', recipeFile, '-o', cliOut], () => {})).toBe(0);
+    expect(Buffer.from(readFileSync(cliOut)).equals(Buffer.from(exported))).toBe(true);
+    // Evaluate: perplexity and forward-pass tokens/s before and after, by one protocol (never a speed asserted)
+    await page.locator('[data-testid=eval-text]').fill(readFileSync(join(STORIES_DIR, 'ids.txt'), 'utf8'));
+    await page.locator('.quality-controls input').nth(0).fill('256');
+    await page.locator('.quality-controls input').nth(1).fill('256');
+    await page.locator('[data-testid=evaluate-compressed]').click();
+    await expect.poll(() => text('ppl-compressed'), { timeout: 240_000 }).toMatch(/^\d+\.\d{3}/);
+    expect(await text('speed-original')).toMatch(/^[\d,]+ tokens\/s$/);
+    expect(await text('speed-compressed')).toMatch(/^[\d,]+ tokens\/s$/);
+    expect(await text('speed')).toMatch(/^[\d,]+ tokens\/s$/);
+    expect(await text('speed-protocol')).toMatch(/256 tokens as one sequence, median of 5 runs/);
+    rmSync(dir, { recursive: true, force: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'structure-taylor.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);
   });
 

@@ -172,6 +172,27 @@ export function ComparePanel() {
             </dd>
           </>
         )}
+        <dt>tokens/s</dt>
+        <dd>
+          <span data-testid="speed-original">
+            {original?.speed
+              ? `${Math.round(original.speed.tokensPerSecond).toLocaleString('en-US')} tokens/s`
+              : '—'}
+          </span>
+          {' → '}
+          <span data-testid="speed-compressed">
+            {compressed.result?.speed
+              ? `${Math.round(compressed.result.speed.tokensPerSecond).toLocaleString('en-US')} tokens/s`
+              : '—'}
+          </span>
+          {original?.speed && compressed.result?.speed && (
+            <span className="muted">
+              {' '}
+              ({(compressed.result.speed.tokensPerSecond / original.speed.tokensPerSecond).toFixed(2)}×,
+              forward pass on the same {original.speed.tokens} tokens, median of {original.speed.runs} runs)
+            </span>
+          )}
+        </dd>
       </dl>
       {compressed.result?.versus && (
         <p className="muted small" data-testid="versus-protocol">

@@ -160,7 +160,15 @@ export function QualityPanel() {
         <div className="result" data-testid="eval-result">
           <div className="big">
             <span className="muted">perplexity</span>{' '}
-            <b data-testid="perplexity">{ev.result.perplexity.toFixed(3)}</b>
+            <b data-testid="perplexity">{ev.result.perplexity.toFixed(3)}</b>{' '}
+            <span className="muted">forward pass</span>{' '}
+            <b data-testid="speed">
+              {Math.round(ev.result.speed.tokensPerSecond).toLocaleString('en-US')} tokens/s
+            </b>
+          </div>
+          <div className="muted small" data-testid="speed-protocol">
+            speed: {ev.result.speed.tokens} tokens as one sequence, median of {ev.result.speed.runs} runs
+            after {ev.result.speed.warmup} warm-up runs
           </div>
           <div className="muted">
             {ev.result.tokens.toLocaleString('en-US')} tokens scored · ctx {ev.result.protocol.ctx}, stride{' '}

@@ -3,19 +3,26 @@
  * pre-pass removes, the parameters and file size it leaves, and where the heads' importance lies.
  */
 import type { StructureSettings } from '../../core/compress/structure.ts';
+import type { ImportanceKind } from '../../core/structure/importance.ts';
 import { useStudio } from '../store.ts';
 import { formatBytes, formatCount } from './format.ts';
 import { defaultDistill } from '../train-slice.ts';
+import { ProgressBar } from './ProgressBar.tsx';
 
-// activation importance needs each block's influence on the residual stream, which the page's
-// calibration (input statistics of every weight) does not capture: the CLI offers it
-const ACTIVATION_REASON =
-  'activation importance: the CLI only (--importance activation); the page measures weight magnitude';
+const IMPORTANCE_LABELS: Record<ImportanceKind, string> = {
+  magnitude: 'weight magnitude',
+  activation: 'activation (calibration statistics)',
+  taylor: 'taylor (gradients on the calibration sequences)',
+};
 
 type Amounts = Pick<StructureSettings, 'heads' | 'neurons' | 'blocks'>;
 
 /** The settings with the amounts changed, or null when nothing is removed any more. */
-function withAmounts(s: StructureSettings | null, amounts: Amounts): StructureSettings | null {
+function withAmounts(
+  s: StructureSettings | null,
+  amounts: Amounts,
+  importance: ImportanceKind,
+): StructureSettings | null {
   const heads = amounts.heads ?? 0;
   const neurons = amounts.neurons ?? 0;
   const blocks = amounts.blocks ?? 0;
@@ -25,7 +32,7 @@ function withAmounts(s: StructureSettings | null, amounts: Amounts): StructureSe
     ...(heads > 0 ? { heads } : {}),
     ...(neurons > 0 ? { neurons } : {}),
     ...(blocks > 0 ? { blocks } : {}),
-    importance: s?.importance ?? 'magnitude',
+    importance: s?.importance ?? importance,
     scope: s?.scope ?? 'layer',
     ...(s?.multiple !== undefined ? { multiple: s.multiple } : {}),
   };
@@ -47,14 +54,21 @@ export function StructureCard() {
   const setDistill = useStudio((s) => s.setDistill);
   const ctx = useStudio((s) => s.ctx);
   const hasTokenizer = useStudio((s) => !!s.tokenizerJson);
+  const calibrated = useStudio((s) => !!s.calibration.done);
+  const run = useStudio((s) => s.importanceRun);
+  const importanceError = useStudio((s) => s.importanceError);
+  const chooseImportance = useStudio((s) => s.chooseImportance);
+  const cancelImportance = useStudio((s) => s.cancelImportance);
   if (!summary) return null;
+  const importance: ImportanceKind = structure?.importance ?? info?.importance ?? 'magnitude';
   const disabled = !info;
   const amounts: Amounts = {
     heads: structure?.heads ?? 0,
     neurons: structure?.neurons ?? 0,
     blocks: structure?.blocks ?? 0,
   };
-  const change = (patch: Partial<Amounts>) => setStructure(withAmounts(structure, { ...amounts, ...patch }));
+  const change = (patch: Partial<Amounts>) =>
+    setStructure(withAmounts(structure, { ...amounts, ...patch }, importance));
   const report = preview?.structure;
   const maxHeads = info ? Math.max(...info.heads) : 0;
   return (
@@ -110,13 +124,39 @@ export function StructureCard() {
       </label>
       <label className="option">
         importance{' '}
-        <select data-testid="structure-importance" value="magnitude" disabled={disabled}>
-          <option value="magnitude">weight magnitude</option>
-          <option value="activation" disabled title={ACTIVATION_REASON}>
-            activation (CLI only)
-          </option>
+        <select
+          data-testid="structure-importance"
+          value={run?.kind ?? importance}
+          disabled={disabled || !!run}
+          onChange={(e) => void chooseImportance(e.target.value as ImportanceKind)}
+        >
+          {(['magnitude', 'activation', 'taylor'] as const).map((kind) => (
+            <option
+              key={kind}
+              value={kind}
+              disabled={kind !== 'magnitude' && !calibrated}
+              title={kind !== 'magnitude' && !calibrated ? 'needs calibration: run the Calibration card' : ''}
+            >
+              {IMPORTANCE_LABELS[kind]}
+              {kind !== 'magnitude' && !calibrated ? ' — calibrate first' : ''}
+            </option>
+          ))}
         </select>
       </label>
+      {run && (
+        <div data-testid="structure-importance-progress">
+          <ProgressBar
+            label={`Taylor importance: forward and backward passes, sequence ${run.done} of ${run.total || '…'}`}
+            value={run.total ? run.done / run.total : undefined}
+            onCancel={cancelImportance}
+          />
+        </div>
+      )}
+      {importanceError && (
+        <p className="error small" data-testid="structure-importance-error">
+          {importanceError}
+        </p>
+      )}
       <label className="option">
         scope{' '}
         <select
@@ -167,7 +207,10 @@ export function StructureCard() {
       )}
       {info && (
         <details data-testid="structure-heatmap">
-          <summary>Head and neuron importance (weight magnitude, each block scaled to its maximum)</summary>
+          <summary>
+            Head and neuron importance ({IMPORTANCE_LABELS[info.importance]}, each block scaled to its
+            maximum)
+          </summary>
           <div
             className="small"
             style={{ display: 'grid', gridTemplateColumns: `4em repeat(${maxHeads}, 1.2em) 1fr`, gap: 2 }}

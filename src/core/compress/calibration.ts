@@ -76,7 +76,8 @@ export function calibrationWindows(
 }
 
 export interface CalibrationProgress {
-  phase: 'generate' | 'capture';
+  /** gradients: Taylor importance's forward and backward passes in the training engine. */
+  phase: 'generate' | 'capture' | 'gradients';
   done: number;
   total: number;
 }

@@ -2,7 +2,9 @@
  * Structured pruning as a recipe runs it: a model-level pass before the per-weight steps (they then
  * quantize the smaller weights). The recipe's "structure" object says how much to remove and by which
  * importance; activation importance first runs the calibration sequences through a capture graph of
- * the output and down projections (onnxruntime injected, as for the calibrated methods).
+ * the output and down projections (onnxruntime injected, as for the calibrated methods); Taylor
+ * importance runs them forward and backward through the training engine (onnxruntime only generates
+ * them when the settings ask for generated sequences).
  */
 import { ModelError } from '../errors.ts';
 import type { OnnxModel } from '../onnx/model.ts';
@@ -127,6 +129,21 @@ export async function captureActivationImportance(
   }
 }
 
+/** Taylor importance from the calibration sequences: the LM loss's gradients in the training engine. */
+export async function captureTaylorImportance(
+  model: OnnxModel,
+  structure: ModelStructure,
+  input: CalibrationInput,
+  runtime: CalibrationRuntime,
+  opts: CalibrateOptions = {},
+): Promise<StructureImportance> {
+  const sequences = await calibrationSequences(model, input, runtime, opts);
+  return taylorImportance(model, structure, sequences, {
+    signal: opts.signal,
+    onProgress: (done, total) => opts.onProgress?.({ phase: 'gradients', done, total }),
+  });
+}
+
 export interface StructureResult extends PrunedModel {
   structure: ModelStructure;
   importance: StructureImportance;
@@ -134,8 +151,8 @@ export interface StructureResult extends PrunedModel {
 }
 
 /**
- * The model with the settings' heads, neurons and blocks removed. Activation importance needs
- * `calibration` (the sequences' settings or data, and onnxruntime to run them).
+ * The model with the settings' heads, neurons and blocks removed. Activation and Taylor importance
+ * need `calibration` (the sequences' settings or data, and onnxruntime to run or generate them).
  */
 export async function pruneStructure(
   model: OnnxModel,
@@ -145,21 +162,25 @@ export async function pruneStructure(
 ): Promise<StructureResult> {
   const structure = detectStructure(model);
   let importance: StructureImportance;
-  if (settings.importance === 'taylor') importance = taylorImportance();
-  else if (settings.importance === 'activation') {
+  if (settings.importance !== 'magnitude') {
     if (!calibration)
       throw new ModelError(
         'needs-calibration',
-        'Activation importance needs calibration data: give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D.',
+        `${settings.importance === 'taylor' ? 'Taylor' : 'Activation'} importance needs calibration data: give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D.`,
       );
-    importance = await captureActivationImportance(
-      model,
-      structure,
-      calibration.input,
-      calibration.runtime,
-      opts,
-    );
+    const capture = settings.importance === 'taylor' ? captureTaylorImportance : captureActivationImportance;
+    importance = await capture(model, structure, calibration.input, calibration.runtime, opts);
   } else importance = magnitudeImportance(model, structure);
+  return pruneWithImportance(model, settings, structure, importance);
+}
+
+/** The model with the settings' heads, neurons and blocks removed by scores measured before (the page's). */
+export function pruneWithImportance(
+  model: OnnxModel,
+  settings: PruneRequest,
+  structure: ModelStructure,
+  importance: StructureImportance,
+): StructureResult {
   const plan = planPruning(structure, importance, settings);
   return { ...applyStructuredPruning(model, plan, structure), structure, importance, plan };
 }

@@ -29,7 +29,7 @@ import { ModelError } from '../errors.ts';
 import { readTensor, type OnnxModel } from '../onnx/model.ts';
 import type { NodeProto, TensorProto } from '../onnx/proto.ts';
 import { dtypeOfCode, opFor, type NodeContext, type OpDef } from './ops.ts';
-import { sizeOf, type Value } from './tensor.ts';
+import { recycle, sizeOf, type Value } from './tensor.ts';
 
 interface CompiledNode {
   node: NodeProto;
@@ -213,12 +213,15 @@ export class TrainGraph {
       grads.set(name, sum);
     };
     for (const [name, g] of Object.entries(seeds)) accumulate(name, g);
+    // every gradient an op made: given back to the pool once the pass is done with them
+    const made = new Set<Float32Array>();
     for (let t = fwd.tape.length - 1; t >= 0; t--) {
       const entry = fwd.tape[t];
       const c = this.nodes[entry.index];
       const gy = c.node.output.map((name) => (name ? grads.get(name) : undefined));
       if (gy.every((g) => !g)) continue;
       const gx = c.op.backward!(entry.inputs, entry.outputs, gy, c.ctx, c.wants);
+      for (const g of gx) if (g) made.add(g);
       for (const name of c.node.output) if (name) grads.delete(name);
       c.node.input.forEach((name, i) => {
         const g = gx[i];
@@ -239,6 +242,21 @@ export class TrainGraph {
       if (acc) for (let i = 0; i < g.length; i++) acc[i] += g[i];
       else out.set(name, owned.has(g) ? g : Float32Array.from(g));
     }
+    // what the caller gets is its own arrays (copies or owned sums): the rest is dead now
+    const seeded = new Set(Object.values(seeds));
+    for (const g of made) if (!seeded.has(g)) recycle(g);
     return out;
+  }
+
+  /**
+   * Gives a finished forward pass's arrays back for the next pass to reuse (tensor.ts `floats`): call
+   * it once nothing reads `fwd` any more (after backward, and after reading the outputs wanted).
+   * Weights, constants and feeds are never recycled; `fwd` must not be used afterwards.
+   */
+  release(fwd: ForwardResult): void {
+    for (const v of fwd.values.values()) if (v.data instanceof Float32Array) recycle(v.data);
+    for (const entry of fwd.tape) for (const v of entry.outputs) if (v?.data instanceof Float32Array) recycle(v.data);
+    fwd.values.clear();
+    fwd.tape.length = 0;
   }
 }

@@ -4,8 +4,9 @@
  * implementations (torch / scikit-learn) on the same weights. Writes docs/BENCHMARKS.md.
  * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE, --speed-only (keep the
  * quality tables of the last run), --only calibrated (only the calibrated tables and the calibration
- * speed sections, merged into the last run's file by heading), --structure-only (only the
- * structured-pruning section, replaced in the existing report).
+ * speed sections, merged into the last run's file by heading), --only training (only the training
+ * section, tools/bench/training.ts, merged likewise; --no-train-quality skips its distillation rows),
+ * --structure-only (only the structured-pruning section, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
@@ -48,6 +49,7 @@ import {
   type CalibratedModelSpec,
 } from './calibrated.ts';
 import { perplexityOf } from './perplexity.ts';
+import { trainingSection } from './training.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -62,8 +64,10 @@ const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : null;
 /** --only calibrated, or some of its parts: --only stories,demo,capture,gptq */
 const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
-if (ONLY !== null && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
-  throw new Error(`--only takes 'calibrated' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`);
+if (ONLY !== null && ONLY !== 'training' && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
+  throw new Error(
+    `--only takes 'training', 'calibrated' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`,
+  );
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -496,6 +500,12 @@ async function main() {
   const started = new Date().toISOString().slice(0, 10);
   if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
 
+  const training = () => trainingSection(ROOT, { python, quality: !args.has('--no-train-quality') });
+  if (ONLY === 'training') {
+    sections.push(await training());
+    mergeReport(sections);
+    return;
+  }
   if (ONLY !== null) {
     await calibratedOnly(sections);
     mergeReport(sections);
@@ -506,6 +516,7 @@ async function main() {
   sections.push(await previewLatencyMarkdown());
   await speedSections(sections, python);
   sections.push(await captureSpeedSection());
+  sections.push(await training());
   writeReport(sections, started);
 }
 

@@ -64,8 +64,13 @@ for (let s = 0; s <= steps; s++) {
 }
 const cpu = process.cpuUsage(cpu0);
 console.log(`cpu ${((steps * 1024) / ((cpu.user + cpu.system) / 1e6)).toFixed(0)} tokens per cpu-second`);
-const total = (times.get('teacher') ?? 0) + (times.get('student fwd+loss+bwd') ?? 0) + (times.get('adamw') ?? 0);
-console.log(`per step ${(total / steps).toFixed(0)} ms, ${((steps * 1024) / (total / 1000)).toFixed(0)} tokens/s`);
+const total =
+  (times.get('teacher') ?? 0) + (times.get('student fwd+loss+bwd') ?? 0) + (times.get('adamw') ?? 0);
+console.log(
+  `per step ${(total / steps).toFixed(0)} ms, ${((steps * 1024) / (total / 1000)).toFixed(0)} tokens/s`,
+);
 for (const [k, v] of [...times].sort((a, b) => b[1] - a[1]))
-  console.log(`${k.padEnd(28)} ${(v / steps).toFixed(1).padStart(8)} ms  ${((100 * v) / total).toFixed(1)} %`);
+  console.log(
+    `${k.padEnd(28)} ${(v / steps).toFixed(1).padStart(8)} ms  ${((100 * v) / total).toFixed(1)} %`,
+  );
 await session.release();

@@ -28,6 +28,7 @@
 import { ModelError } from '../errors.ts';
 import { readTensor, type OnnxModel } from '../onnx/model.ts';
 import type { NodeProto, TensorProto } from '../onnx/proto.ts';
+import { planFusions } from './fuse.ts';
 import { dtypeOfCode, opFor, type NodeContext, type OpDef } from './ops.ts';
 import { recycle, sizeOf, type Value } from './tensor.ts';
 
@@ -131,8 +132,11 @@ export class TrainGraph {
       if (!this.params.has(name))
         throw new ModelError('invalid-argument', `${model.name} has no float initializer named '${name}'.`);
     const readAttrTensor = (t: TensorProto) => tensorValue(model, t);
-    this.nodes = graph.node.map((node, i) => {
-      const op = opFor(node)!;
+    const planned = planFusions(graph.node, new Set(graph.output.map((o) => o.name)), (name) =>
+      this.scalarConstant(name, graph.node, readAttrTensor),
+    );
+    this.nodes = planned.map(({ node, op: fused }, i) => {
+      const op = fused ?? opFor(node)!;
       const differentiable = !!op.backward && node.input.some((n) => this.needsGrad.has(n));
       if (differentiable) for (const o of node.output) if (o) this.needsGrad.add(o);
       return {
@@ -143,6 +147,24 @@ export class TrainGraph {
         ctx: { node, where: `${model.name}: ${nodeLabel(node, i)}`, opset, readTensor: readAttrTensor },
       };
     });
+  }
+
+  /** The value of a one-element float constant (a fixed initializer or a Constant node's output). */
+  private scalarConstant(
+    name: string,
+    nodes: readonly NodeProto[],
+    readAttrTensor: (t: TensorProto) => Value,
+  ): number | undefined {
+    const fixed = this.constants.get(name);
+    if (fixed) return fixed.dtype === 'float32' && fixed.data.length === 1 ? fixed.data[0] : undefined;
+    const node = nodes.find((n) => n.op_type === 'Constant' && n.output[0] === name);
+    const t = node?.attribute?.find((a) => a.name === 'value')?.t;
+    if (t) {
+      const v = readAttrTensor(t);
+      return v.dtype === 'float32' && v.data.length === 1 ? v.data[0] : undefined;
+    }
+    const f = node?.attribute?.find((a) => a.name === 'value_float')?.f;
+    return f ?? undefined;
   }
 
   /** Runs the graph on `feeds` (input name → value); the result holds every value by name. */
@@ -255,7 +277,8 @@ export class TrainGraph {
    */
   release(fwd: ForwardResult): void {
     for (const v of fwd.values.values()) if (v.data instanceof Float32Array) recycle(v.data);
-    for (const entry of fwd.tape) for (const v of entry.outputs) if (v?.data instanceof Float32Array) recycle(v.data);
+    for (const entry of fwd.tape)
+      for (const v of entry.outputs) if (v?.data instanceof Float32Array) recycle(v.data);
     fwd.values.clear();
     fwd.tape.length = 0;
   }

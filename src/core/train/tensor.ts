@@ -65,11 +65,7 @@ export function recycle(a: Float32Array): void {
 }
 
 export function alloc(dtype: DType, n: number): Data {
-  return dtype === 'float32'
-    ? floats(n)
-    : dtype === 'int64'
-      ? new Float64Array(n)
-      : new Uint8Array(n);
+  return dtype === 'float32' ? floats(n) : dtype === 'int64' ? new Float64Array(n) : new Uint8Array(n);
 }
 
 export function floatValue(shape: number[], data: Float32Array): Value {

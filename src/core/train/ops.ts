@@ -852,18 +852,39 @@ function reduce(mean: boolean, attrUntil: number): OpDef {
 
 // ---------- movement ----------
 
-/** An op that reads its input through an index map (Transpose, Slice, Expand): gather forward, scatter back. */
-function mapped(plan: (x: MaybeValues, ctx: NodeContext) => { shape: number[]; map: Int32Array }): OpDef {
+type MapPlan = { shape: number[]; map: Int32Array };
+
+/**
+ * An op that reads its input through an index map (Transpose, Slice, Expand): gather forward, scatter
+ * back. The map depends only on the input's shape and the small integer inputs (starts, ends, a target
+ * shape), so each node keeps the last one it built: a training step's forward and backward, and the
+ * next step, reuse it instead of rebuilding a map as large as the tensor.
+ */
+function mapped(plan: (x: MaybeValues, ctx: NodeContext) => MapPlan): OpDef {
+  const cache = new WeakMap<NodeContext, { key: string; plan: MapPlan }>();
+  const planOf = (x: MaybeValues, ctx: NodeContext): MapPlan => {
+    // the data's shape, and the values of the small integer inputs after it
+    const key = x
+      .map((v, i) =>
+        !v ? '' : i === 0 ? v.shape.join(',') : `${v.shape.join(',')}:${Array.from(v.data).join(',')}`,
+      )
+      .join('|');
+    const hit = cache.get(ctx);
+    if (hit && hit.key === key) return hit.plan;
+    const p = plan(x, ctx);
+    cache.set(ctx, { key, plan: p });
+    return p;
+  };
   return {
     forward(x, ctx) {
       const v = need(x, 0, ctx);
-      const { shape, map } = plan(x, ctx);
-      return [val(v.dtype, shape, gatherMap(v.data, map, v.dtype))];
+      const { shape, map } = planOf(x, ctx);
+      return [val(v.dtype, [...shape], gatherMap(v.data, map, v.dtype))];
     },
     backward(x, _y, gy, ctx) {
       const g = gy[0];
       if (!g) return [undefined];
-      const { map } = plan(x, ctx);
+      const { map } = planOf(x, ctx);
       return [scatterMap(g, map, x[0]!.data.length)];
     },
   };
@@ -1147,31 +1168,89 @@ const Gather: OpDef = {
   },
 };
 
+/**
+ * Where's common shapes without materializing its broadcasts: each operand the output's shape (period
+ * 0), a scalar (1) or the output's trailing dimensions (the causal mask [1, 1, L, L] against scores
+ * [B, H, L, L]). -1 when some operand broadcasts otherwise.
+ */
+function wherePeriods(
+  c: Value,
+  a: Value,
+  b: Value,
+  shape: number[],
+): { C: Data; pc: number; pa: number; pb: number } | undefined {
+  const pa = period(a, shape);
+  const pb = period(b, shape);
+  if (pa < 0 || pb < 0) return undefined;
+  // a condition broadcast otherwise (the padding mask [B, 1, L, L] over [B, H, L, L]) is expanded:
+  // bytes, a quarter of the scores' size
+  const pc = period(c, shape);
+  return pc >= 0 ? { C: c.data, pc, pa, pb } : { C: expandData(c, shape), pc: 0, pa, pb };
+}
+
 const Where: OpDef = {
   forward(x, ctx) {
     const c = need(x, 0, ctx);
     const a = need(x, 1, ctx);
     const b = need(x, 2, ctx);
     const shape = broadcastShapes([c.shape, a.shape, b.shape], ctx.where);
+    const out = alloc(a.dtype, sizeOf(shape));
+    const ps = wherePeriods(c, a, b, shape);
+    if (ps) {
+      const { C, pc, pa, pb } = ps;
+      const A = a.data;
+      const B = b.data;
+      const n = out.length;
+      if (pa <= 1 && pb <= 1) {
+        // a mask choosing between a scalar and a full tensor (or two full ones)
+        const a0 = A[0];
+        const b0 = B[0];
+        const block = pc || n;
+        for (let r = 0; r < n; r += block)
+          for (let j = 0; j < block; j++) {
+            const i = r + j;
+            out[i] = C[pc ? j : i] ? (pa ? a0 : A[i]) : pb ? b0 : B[i];
+          }
+      } else
+        for (let i = 0; i < n; i++) out[i] = C[pc ? i % pc : i] ? A[pa ? i % pa : i] : B[pb ? i % pb : i];
+      return [val(a.dtype, shape, out)];
+    }
     const C = expandData(c, shape);
     const A = expandData(a, shape);
     const B = expandData(b, shape);
-    const out = alloc(a.dtype, sizeOf(shape));
     for (let i = 0; i < out.length; i++) out[i] = C[i] ? A[i] : B[i];
     return [val(a.dtype, shape, out)];
   },
-  backward(x, y, gy, ctx) {
+  backward(x, y, gy, ctx, wants) {
     const g = gy[0];
+    const c = need(x, 0, ctx);
     const a = need(x, 1, ctx);
+    const b = need(x, 2, ctx);
     if (!g || a.dtype !== 'float32') return [undefined, undefined, undefined];
     const shape = y[0].shape;
-    const C = expandData(need(x, 0, ctx), shape);
+    const wantA = wants?.[1] ?? true;
+    const wantB = wants?.[2] ?? true;
+    const ps = wherePeriods(c, a, b, shape);
+    if (ps) {
+      // the gradient goes through where the condition picked the operand
+      const { C, pc } = ps;
+      const n = g.length;
+      const block = pc || n;
+      const pick = (which: 1 | 0, p: number) => {
+        const full = floats(n);
+        for (let r = 0; r < n; r += block)
+          for (let j = 0; j < block; j++) if ((C[pc ? j : r + j] ? 1 : 0) === which) full[r + j] = g[r + j];
+        return p === 0 ? full : reduceToPeriod(full, p);
+      };
+      return [undefined, wantA ? pick(1, ps.pa) : undefined, wantB ? pick(0, ps.pb) : undefined];
+    }
+    const C = expandData(c, shape);
     const ga = floats(g.length);
     const gb = floats(g.length);
     for (let i = 0; i < g.length; i++)
       if (C[i]) ga[i] = g[i];
       else gb[i] = g[i];
-    return [undefined, unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, x[2]!.shape)];
+    return [undefined, unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, b.shape)];
   },
 };
 

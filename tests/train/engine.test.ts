@@ -14,12 +14,7 @@ import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/mod
 import { TrainGraph } from '../../src/core/train/graph.ts';
 import { batchLoss, checkTrainable, decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
 import { kdLoss } from '../../src/core/train/loss.ts';
-import {
-  gemmWasm,
-  matmulAccJs,
-  matmulNTAccJs,
-  matmulTNAccJs,
-} from '../../src/core/train/kernels.ts';
+import { gemmWasm, matmulAccJs, matmulNTAccJs, matmulTNAccJs } from '../../src/core/train/kernels.ts';
 import { MATMUL_WASM_BASE64 } from '../../src/core/train/matmul-wasm.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { assembleKernels } from '../../tools/build-wasm.mjs';
@@ -193,6 +188,13 @@ describe('the wasm matrix product', () => {
     gemmWasm('TN', a, 3, b, 5, e1, 2, M, K, N);
     matmulTNAccJs(a, 3, b, 5, e2, 2, K, M, N);
     expect(maxAbsDiff(e1, e2)).toBeLessThan(tolerance);
+    // overwriting: c = a·b whatever c held
+    const f1 = Float32Array.from(c0);
+    const f2 = Float32Array.from(c0);
+    f2.fill(0, 2);
+    gemmWasm('NN', a, 3, b, 5, f1, 2, M, K, N, true);
+    matmulAccJs(a, 3, b, 5, f2, 2, M, K, N);
+    expect(maxAbsDiff(f1, f2)).toBeLessThan(tolerance);
     // the elements before the output stay as they were
     for (const c of [c1, d1, e1]) expect([c[0], c[1]]).toEqual([c0[0], c0[1]]);
   });

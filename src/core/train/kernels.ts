@@ -12,7 +12,17 @@ import { MATMUL_WASM_BASE64 } from './matmul-wasm.ts';
 interface MatmulKernel {
   memory: WebAssembly.Memory;
   /** c[M4, N8] += a' · b[K, N8], a'[i][k] at a + i·ras + k·cas (bytes); see matmul.wat. */
-  gemm(a: number, ras: number, cas: number, b: number, c: number, M4: number, K: number, N8: number): void;
+  gemm(
+    a: number,
+    ras: number,
+    cas: number,
+    b: number,
+    c: number,
+    M4: number,
+    K: number,
+    N8: number,
+    accumulate: number,
+  ): void;
 }
 
 let kernel: MatmulKernel | null = null;
@@ -37,9 +47,10 @@ export type GemmLayout = 'NN' | 'NT' | 'TN';
 const align16 = (bytes: number) => Math.ceil(bytes / 16) * 16;
 
 /**
- * c[M,N] += op(a) · op(b) in the wasm kernel. a, b and c are staged into the module's memory (one
- * copy each; NT's b transposed on the way in, TN's a read through strides as it is), c copied back.
- * Rows are padded to 8 floats and row counts to 4; the padding computes values nobody reads.
+ * c[M,N] += op(a) · op(b) in the wasm kernel (c = op(a) · op(b) when `overwrite`: c is not read). a,
+ * b and c are staged into the module's memory (one copy each; NT's b transposed on the way in, TN's a
+ * read through strides as it is), c copied back. Rows are padded to 8 floats and row counts to 4; the
+ * padding computes values nobody reads.
  */
 export function gemmWasm(
   layout: GemmLayout,
@@ -52,6 +63,7 @@ export function gemmWasm(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
   const k = wasm();
   const M4 = Math.ceil(M / 4) * 4;
@@ -75,10 +87,13 @@ export function gemmWasm(
     }
   } else if (N8 === N) B.set(b.subarray(bo, bo + K * N));
   else for (let r = 0; r < K; r++) B.set(b.subarray(bo + r * N, bo + (r + 1) * N), r * N8);
-  if (N8 === N) C.set(c.subarray(co, co + M * N));
-  else for (let r = 0; r < M; r++) C.set(c.subarray(co + r * N, co + (r + 1) * N), r * N8);
-  if (layout === 'TN') k.gemm(aAt, 4, M * 4, bAt, cAt, M4, K, N8);
-  else k.gemm(aAt, K * 4, 4, bAt, cAt, M4, K, N8);
+  const accumulate = overwrite ? 0 : 1;
+  if (!overwrite) {
+    if (N8 === N) C.set(c.subarray(co, co + M * N));
+    else for (let r = 0; r < M; r++) C.set(c.subarray(co + r * N, co + (r + 1) * N), r * N8);
+  }
+  if (layout === 'TN') k.gemm(aAt, 4, M * 4, bAt, cAt, M4, K, N8, accumulate);
+  else k.gemm(aAt, K * 4, 4, bAt, cAt, M4, K, N8, accumulate);
   if (N8 === N) c.set(C.subarray(0, M * N), co);
   else for (let r = 0; r < M; r++) c.set(C.subarray(r * N8, r * N8 + N), co + r * N);
 }
@@ -94,9 +109,13 @@ export function matmulAcc(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NN', a, ao, b, bo, c, co, M, K, N);
-  else matmulAccJs(a, ao, b, bo, c, co, M, K, N);
+  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NN', a, ao, b, bo, c, co, M, K, N, overwrite);
+  else {
+    if (overwrite) c.fill(0, co, co + M * N);
+    matmulAccJs(a, ao, b, bo, c, co, M, K, N);
+  }
 }
 
 /** c[M,N] += a[M,K] · b[N,K]ᵀ (dA = dC · Bᵀ). */
@@ -110,9 +129,13 @@ export function matmulNTAcc(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NT', a, ao, b, bo, c, co, M, K, N);
-  else matmulNTAccJs(a, ao, b, bo, c, co, M, K, N);
+  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NT', a, ao, b, bo, c, co, M, K, N, overwrite);
+  else {
+    if (overwrite) c.fill(0, co, co + M * N);
+    matmulNTAccJs(a, ao, b, bo, c, co, M, K, N);
+  }
 }
 
 /** c[K,N] += a[M,K]ᵀ · b[M,N] (dB = Aᵀ · dC). */
@@ -126,9 +149,13 @@ export function matmulTNAcc(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm('TN', a, ao, b, bo, c, co, K, M, N);
-  else matmulTNAccJs(a, ao, b, bo, c, co, M, K, N);
+  if (M * K * N >= WASM_MIN_MACS) gemmWasm('TN', a, ao, b, bo, c, co, K, M, N, overwrite);
+  else {
+    if (overwrite) c.fill(0, co, co + K * N);
+    matmulTNAccJs(a, ao, b, bo, c, co, M, K, N);
+  }
 }
 
 /** c[M,N] += a[M,K] · b[K,N], in JavaScript. */

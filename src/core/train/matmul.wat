@@ -1,7 +1,7 @@
 ;; WebAssembly SIMD matrix product for the training engine. Source of truth for matmul-wasm.ts
 ;; (regenerate with `npm run build:wasm`; a test checks the two agree).
 ;;
-;; gemm: c[M4, N8] += a' · b[K, N8], float32, pointers and strides in bytes into this module's memory,
+;; gemm: c[M4, N8] += a' · b[K, N8] (c = a' · b when $accumulate is 0), float32, pointers and strides in bytes into this module's memory,
 ;; where a'[i][k] is read at a + i·ras + k·cas: a row-major a[M, K] has ras = 4K, cas = 4, and the
 ;; transposed operand of a weight gradient (aᵀ of a row-major [K', M'] array) has ras = 4, cas = 4M' —
 ;; so Aᵀ·B needs no transposed copy. b and c are row-major with rows of N8 floats (N8 a multiple of 8,
@@ -16,7 +16,7 @@
 
   (func (export "gemm")
     (param $a i32) (param $ras i32) (param $cas i32) (param $b i32) (param $c i32)
-    (param $M4 i32) (param $K i32) (param $N8 i32)
+    (param $M4 i32) (param $K i32) (param $N8 i32) (param $accumulate i32)
     (local $ldb i32) (local $i i32) (local $j i32) (local $k i32)
     (local $pa i32) (local $pb i32) (local $pc i32)
     (local $ras2 i32) (local $ras3 i32) (local $ldc2 i32) (local $ldc3 i32) (local $ldc1 i32) (local $ras1 i32)
@@ -70,14 +70,27 @@
                 (local.set $k (i32.sub (local.get $k) (i32.const 1)))
                 (br $ks)))
             (local.set $pc (i32.add (i32.add (local.get $c) (i32.mul (local.get $i) (local.get $ldb))) (local.get $j)))
-            (v128.store (local.get $pc) (f32x4.add (v128.load (local.get $pc)) (local.get $c00)))
-            (v128.store offset=16 (local.get $pc) (f32x4.add (v128.load offset=16 (local.get $pc)) (local.get $c01)))
-            (v128.store (i32.add (local.get $pc) (local.get $ldc1)) (f32x4.add (v128.load (i32.add (local.get $pc) (local.get $ldc1))) (local.get $c10)))
-            (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc1)) (f32x4.add (v128.load offset=16 (i32.add (local.get $pc) (local.get $ldc1))) (local.get $c11)))
-            (v128.store (i32.add (local.get $pc) (local.get $ldc2)) (f32x4.add (v128.load (i32.add (local.get $pc) (local.get $ldc2))) (local.get $c20)))
-            (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc2)) (f32x4.add (v128.load offset=16 (i32.add (local.get $pc) (local.get $ldc2))) (local.get $c21)))
-            (v128.store (i32.add (local.get $pc) (local.get $ldc3)) (f32x4.add (v128.load (i32.add (local.get $pc) (local.get $ldc3))) (local.get $c30)))
-            (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc3)) (f32x4.add (v128.load offset=16 (i32.add (local.get $pc) (local.get $ldc3))) (local.get $c31)))
+            (if (local.get $accumulate)
+              (then
+              (v128.store (local.get $pc) (f32x4.add (v128.load (local.get $pc)) (local.get $c00)))
+              (v128.store offset=16 (local.get $pc) (f32x4.add (v128.load offset=16 (local.get $pc)) (local.get $c01)))
+              (v128.store (i32.add (local.get $pc) (local.get $ldc1)) (f32x4.add (v128.load (i32.add (local.get $pc) (local.get $ldc1))) (local.get $c10)))
+              (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc1)) (f32x4.add (v128.load offset=16 (i32.add (local.get $pc) (local.get $ldc1))) (local.get $c11)))
+              (v128.store (i32.add (local.get $pc) (local.get $ldc2)) (f32x4.add (v128.load (i32.add (local.get $pc) (local.get $ldc2))) (local.get $c20)))
+              (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc2)) (f32x4.add (v128.load offset=16 (i32.add (local.get $pc) (local.get $ldc2))) (local.get $c21)))
+              (v128.store (i32.add (local.get $pc) (local.get $ldc3)) (f32x4.add (v128.load (i32.add (local.get $pc) (local.get $ldc3))) (local.get $c30)))
+              (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc3)) (f32x4.add (v128.load offset=16 (i32.add (local.get $pc) (local.get $ldc3))) (local.get $c31)))
+              )
+              (else
+              (v128.store (local.get $pc) (local.get $c00))
+              (v128.store offset=16 (local.get $pc) (local.get $c01))
+              (v128.store (i32.add (local.get $pc) (local.get $ldc1)) (local.get $c10))
+              (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc1)) (local.get $c11))
+              (v128.store (i32.add (local.get $pc) (local.get $ldc2)) (local.get $c20))
+              (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc2)) (local.get $c21))
+              (v128.store (i32.add (local.get $pc) (local.get $ldc3)) (local.get $c30))
+              (v128.store offset=16 (i32.add (local.get $pc) (local.get $ldc3)) (local.get $c31))
+              ))
             (local.set $i (i32.add (local.get $i) (i32.const 4)))
             (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 32)))

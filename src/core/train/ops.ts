@@ -591,8 +591,9 @@ const MatMul: OpDef = {
     const A = float(a, ctx);
     const B = float(b, ctx);
     const C = floats(sizeOf(p.outShape));
+    // every output block is written once: the kernel need not read C back in
     for (let i = 0; i < p.aOff.length; i++)
-      matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N);
+      matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N, true);
     return [val('float32', p.outShape, C)];
   },
   backward(x, _y, gy, ctx, wants) {
@@ -605,9 +606,13 @@ const MatMul: OpDef = {
     const B = b.data as Float32Array;
     const gA = wants?.[0] === false ? undefined : floats(A.length);
     const gB = wants?.[1] === false ? undefined : floats(B.length);
+    // a block of gA (gB) written by one product only is overwritten, not read back and added to;
+    // a broadcast operand's block sums over the batch
+    const onceA = new Set(p.aOff).size === p.aOff.length;
+    const onceB = new Set(p.bOff).size === p.bOff.length;
     for (let i = 0; i < p.aOff.length; i++) {
-      if (gA) matmulNTAcc(g, p.cOff[i], B, p.bOff[i], gA, p.aOff[i], p.M, p.N, p.K);
-      if (gB) matmulTNAcc(A, p.aOff[i], g, p.cOff[i], gB, p.bOff[i], p.M, p.K, p.N);
+      if (gA) matmulNTAcc(g, p.cOff[i], B, p.bOff[i], gA, p.aOff[i], p.M, p.N, p.K, onceA);
+      if (gB) matmulTNAcc(A, p.aOff[i], g, p.cOff[i], gB, p.bOff[i], p.M, p.K, p.N, onceB);
     }
     return [gA, gB];
   },

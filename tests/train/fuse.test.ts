@@ -1,9 +1,11 @@
 /**
  * The engine's fusions (src/core/train/fuse.ts): GPT-2's gelu_new as the exporter writes it (nine
- * elementwise nodes) becomes one node; the fused graph computes what onnxruntime computes from the
- * unfused file, its weight gradients equal finite differences, and a subgraph whose inner value is read
- * elsewhere is left as it is.
+ * elementwise nodes) and its attention weights (Div, Where with the mask, Softmax) each become one
+ * node; the fused graph computes what onnxruntime computes from the unfused file, its weight gradients
+ * equal finite differences, and a subgraph whose inner value is read elsewhere is left as it is.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
@@ -11,6 +13,7 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import type { NodeProto } from '../../src/core/onnx/proto.ts';
 import { planFusions } from '../../src/core/train/fuse.ts';
 import { TrainGraph, tensorValue } from '../../src/core/train/graph.ts';
+import { ROOT } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
 import { ort } from '../helpers/ort.ts';
 
@@ -121,5 +124,92 @@ describe('GELU (tanh form) fusion', () => {
       w1[i] = keep;
       expect(Math.abs((plus - minus) / (2 * h) - g1[i])).toBeLessThan(2e-3);
     }
+  });
+});
+
+/** s = x·w [2,2,3,3]; softmax(where(mask, finfo.min, s / 2)) with a [2,1,3,3] causal-and-padding mask. */
+function attentionWeights(fillIsTrue = true, extraOutput = false): Uint8Array {
+  const causal = [0, 1, 1, 0, 0, 1, 0, 0, 0];
+  // the second batch row also masks its first key (padding); its first query row is then all masked
+  const mask = [...causal, ...causal.map((m, i) => (i % 3 === 0 ? 1 : m))];
+  const nodes: NodeProto[] = [
+    makeNode('Mul', ['x', 'w'], ['s']),
+    scalar('c', 2),
+    makeNode('Div', ['s', 'c'], ['d']),
+    makeNode('Constant', [], ['m'], {
+      value: { name: 'm', dims: [2, 1, 3, 3], data_type: DataType.BOOL, int32_data: mask },
+    }),
+    scalar('fill', -3.4028234663852886e38),
+    makeNode('Where', fillIsTrue ? ['m', 'fill', 'd'] : ['m', 'd', 'fill'], ['z']),
+    makeNode('Softmax', ['z'], ['y'], { axis: -1 }),
+  ];
+  return makeModelBytes({
+    nodes,
+    inputs: [valueInfo('x', DataType.FLOAT, [2, 2, 3, 3])],
+    outputs: [
+      valueInfo('y', DataType.FLOAT, [2, 2, 3, 3]),
+      ...(extraOutput ? [valueInfo('d', DataType.FLOAT, [2, 2, 3, 3])] : []),
+    ],
+    initializers: [floatTensor('w', [3], seededFloats(3, 21, 2))],
+  });
+}
+
+describe('attention weights (Div, Where, Softmax) fusion', () => {
+  it('becomes one node reading the scores and the mask, unless an inner value is read elsewhere', () => {
+    const fused = plan(attentionWeights()).filter((p) => p.op);
+    expect(fused.map((p) => [p.node.op_type, p.node.input, p.node.output])).toEqual([
+      ['MaskedSoftmax (fused)', ['s', 'm'], ['y']],
+    ]);
+    expect(plan(attentionWeights(true, true)).some((p) => p.op)).toBe(false);
+  });
+
+  it.each([true, false])(
+    'equals onnxruntime on the unfused file and finite differences (fill on the %s side)',
+    async (fillIsTrue) => {
+      const bytes = attentionWeights(fillIsTrue);
+      const model = parseModel(bytesSource('attention.onnx', bytes));
+      const x = seededFloats(36, 22, 2);
+      const session = await ort.InferenceSession.create(bytes);
+      let reference: Float32Array;
+      try {
+        reference = (await session.run({ x: new ort.Tensor('float32', x, [2, 2, 3, 3]) })).y
+          .data as Float32Array;
+      } finally {
+        await session.release();
+      }
+      const graph = new TrainGraph(model, ['w']);
+      const feeds = { x: { dtype: 'float32' as const, shape: [2, 2, 3, 3], data: x } };
+      const fwd = graph.forward(feeds);
+      const y = fwd.values.get('y')!.data as Float32Array;
+      for (let i = 0; i < y.length; i++) expect(Math.abs(y[i] - reference[i])).toBeLessThan(1e-6);
+      const r = seededFloats(y.length, 23);
+      const g = graph.backward(fwd, { y: r }).get('w')!;
+      const w = graph.params.get('w')!;
+      const loss = () => {
+        const out = graph.forward(feeds, { record: false }).values.get('y')!.data;
+        let s = 0;
+        for (let i = 0; i < r.length; i++) s += r[i] * out[i];
+        return s;
+      };
+      const h = 1e-2;
+      for (let i = 0; i < w.length; i++) {
+        const keep = w[i];
+        w[i] = keep + h;
+        const plus = loss();
+        w[i] = keep - h;
+        const minus = loss();
+        w[i] = keep;
+        expect(Math.abs((plus - minus) / (2 * h) - g[i])).toBeLessThan(2e-3);
+      }
+    },
+  );
+});
+
+describe('fusions on the demo model', () => {
+  it('fuse every layer: six GELUs and six attention softmaxes', () => {
+    const bytes = new Uint8Array(readFileSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx')));
+    const fused = plan(bytes).filter((p) => p.op);
+    const count = (type: string) => fused.filter((p) => p.node.op_type === type).length;
+    expect([count('GeluTanh (fused)'), count('MaskedSoftmax (fused)')]).toEqual([6, 6]);
   });
 });

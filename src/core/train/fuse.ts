@@ -9,9 +9,10 @@
  * tests/train/fuse.test.ts checks the fused forward against onnxruntime and its gradient against
  * finite differences.
  */
+import { ModelError } from '../errors.ts';
 import type { NodeProto } from '../onnx/proto.ts';
 import type { OpDef } from './ops.ts';
-import { floats, type Value } from './tensor.ts';
+import { expandData, floats, type Value } from './tensor.ts';
 
 export interface PlannedNode {
   node: NodeProto;
@@ -58,6 +59,79 @@ function geluTanhOp(c1: number, c2: number, c3: number, c4: number): OpDef {
 }
 
 /**
+ * y = softmax(where(mask, fill, s / c)) along the last axis: GPT-2's attention weights from its scores
+ * (Div by √d, Where with the causal/padding mask, Softmax). One pass forward, one backward, and the
+ * masked positions (half of a causal mask) skip their exp: their weight is exp(fill − max) = 0 for the
+ * very negative fills exporters use. A row with every position masked gets the uniform weights that
+ * the softmax of equal fills gives.
+ */
+function maskedSoftmaxOp(divisor: number, fillIsTrue: boolean): OpDef {
+  const inv = 1 / divisor;
+  return {
+    forward(x, ctx) {
+      const sv = x[0]!;
+      const S = sv.data as Float32Array;
+      const shape = sv.shape;
+      const len = shape[shape.length - 1];
+      const mask = x[1]!;
+      const off = shape.length - mask.shape.length;
+      if (off < 0 || mask.shape.some((d, i) => d !== 1 && d !== shape[off + i]))
+        throw new ModelError(
+          'unsupported',
+          `${ctx.where}: a mask of shape [${mask.shape.join(', ')}] over scores [${shape.join(', ')}].`,
+        );
+      const M = mask.data.length === S.length ? mask.data : expandData(mask, shape);
+      // keep[i]: the position takes the score (not the fill)
+      const keepWhen = fillIsTrue ? 0 : 1;
+      const Y = floats(S.length);
+      for (let o = 0; o < S.length; o += len) {
+        let max = -Infinity;
+        let kept = 0;
+        for (let k = 0; k < len; k++)
+          if ((M[o + k] ? 1 : 0) === keepWhen) {
+            kept++;
+            const v = S[o + k] * inv;
+            if (v > max) max = v;
+          }
+        if (kept === 0) {
+          Y.fill(1 / len, o, o + len);
+          continue;
+        }
+        let z = 0;
+        for (let k = 0; k < len; k++)
+          if ((M[o + k] ? 1 : 0) === keepWhen) {
+            const e = Math.exp(S[o + k] * inv - max);
+            Y[o + k] = e;
+            z += e;
+          }
+        const r = 1 / z;
+        for (let k = 0; k < len; k++) Y[o + k] *= r;
+      }
+      return [{ dtype: 'float32', shape, data: Y }];
+    },
+    backward(x, y, gy) {
+      const g = gy[0];
+      if (!g) return [undefined, undefined];
+      const Y = y[0].data as Float32Array;
+      const shape = y[0].shape;
+      const len = shape[shape.length - 1];
+      const gs = floats(g.length);
+      // ds = (1/c) · y ⊙ (g − Σ g·y); masked positions have y = 0 (or get no gradient through Where)
+      const mask = x[1]!;
+      const M = mask.data.length === Y.length ? mask.data : expandData(mask, shape);
+      const keepWhen = fillIsTrue ? 0 : 1;
+      for (let o = 0; o < g.length; o += len) {
+        let dot = 0;
+        for (let k = 0; k < len; k++) dot += g[o + k] * Y[o + k];
+        for (let k = 0; k < len; k++)
+          if ((M[o + k] ? 1 : 0) === keepWhen) gs[o + k] = inv * Y[o + k] * (g[o + k] - dot);
+      }
+      return [gs, undefined];
+    },
+  };
+}
+
+/**
  * The graph's nodes with every recognised subgraph replaced by one fused node (at the place of the
  * subgraph's last node, so its input is computed before it). `scalar(name)` is the value of a
  * one-element constant (initializer or Constant node), undefined for anything else.
@@ -66,6 +140,7 @@ export function planFusions(
   nodes: readonly NodeProto[],
   graphOutputs: ReadonlySet<string>,
   scalar: (name: string) => number | undefined,
+  opset = 17,
 ): PlannedNode[] {
   const producer = new Map<string, number>();
   const consumers = new Map<string, number[]>();
@@ -145,6 +220,37 @@ export function planFusions(
     replaced.set(last, {
       node: { ...last, op_type: 'GeluTanh (fused)', input: [x], output: [last.output[0]], attribute: [] },
       op: geluTanhOp(match.c1, su[0], s3[0], c4),
+    });
+  }
+  for (const softmax of nodes) {
+    // s / c → Where(mask, fill, ·) or Where(mask, ·, fill) → Softmax over the last axis
+    if (softmax.op_type !== 'Softmax' || (softmax.domain && softmax.domain !== 'ai.onnx')) continue;
+    const axis = softmax.attribute?.find((a) => a.name === 'axis');
+    // opset < 13 Softmax flattens the trailing axes: only the explicit last axis is the same thing
+    if (axis ? Number(axis.i) !== -1 : opset < 13) continue;
+    const whereNode = producer.get(softmax.input[0]);
+    const where = whereNode === undefined ? undefined : nodes[whereNode];
+    if (!where || where.op_type !== 'Where' || where.input.length !== 3) continue;
+    const [mask, onTrue, onFalse] = where.input;
+    const fillIsTrue = scalar(onTrue) !== undefined;
+    const fill = fillIsTrue ? scalar(onTrue) : scalar(onFalse);
+    const div = nodeOf(fillIsTrue ? onFalse : onTrue, 'Div');
+    const divisor = div && scalar(div.input[1]);
+    // the fill must drown the scores (exp(fill − max) = 0 in float32)
+    if (fill === undefined || fill > -1e30 || !div || divisor === undefined || !(divisor > 0)) continue;
+    if (!inner(div.output[0]) || !inner(where.output[0])) continue;
+    if ([div, where, softmax].some((n) => removed.has(n))) continue;
+    removed.add(div);
+    removed.add(where);
+    replaced.set(softmax, {
+      node: {
+        ...softmax,
+        op_type: 'MaskedSoftmax (fused)',
+        input: [div.input[0], mask],
+        output: [softmax.output[0]],
+        attribute: [],
+      },
+      op: maskedSoftmaxOp(divisor, fillIsTrue),
     });
   }
   const planned: PlannedNode[] = [];

@@ -132,8 +132,11 @@ export class TrainGraph {
       if (!this.params.has(name))
         throw new ModelError('invalid-argument', `${model.name} has no float initializer named '${name}'.`);
     const readAttrTensor = (t: TensorProto) => tensorValue(model, t);
-    const planned = planFusions(graph.node, new Set(graph.output.map((o) => o.name)), (name) =>
-      this.scalarConstant(name, graph.node, readAttrTensor),
+    const planned = planFusions(
+      graph.node,
+      new Set(graph.output.map((o) => o.name)),
+      (name) => this.scalarConstant(name, graph.node, readAttrTensor),
+      opset,
     );
     this.nodes = planned.map(({ node, op: fused }, i) => {
       const op = fused ?? opFor(node)!;

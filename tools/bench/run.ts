@@ -724,9 +724,13 @@ function mergeReport(sections: string[]) {
   const mark = `Sections rewritten by \`npm run bench -- --only ${ONLY}\``;
   const stamp =
     `${mark} on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} × ` +
-    `${cpus()[0]?.model ?? 'unknown CPU'}); the others are from the full run above.`;
+    `${cpus()[0]?.model ?? 'unknown CPU'})` +
+    (ONLY === 'training' ? ': the training section.' : '; the others are from the full run above.');
   // one such line, for the latest --only run (a previous one's sections may have been rewritten again)
-  const lines = head.text.split('\n').filter((l) => !l.startsWith('Sections rewritten by'));
+  // (--only training replaces only its own line: the training section is independent of the others)
+  const stale = (l: string) =>
+    ONLY === 'training' ? l.startsWith(mark) : l.startsWith('Sections rewritten by');
+  const lines = head.text.split('\n').filter((l) => !stale(l));
   lines.splice(lines.length - 1, 0, stamp, '');
   head.text = lines.join('\n').replace(/\n{3,}/g, '\n\n');
   writeFileSync(

@@ -16,11 +16,14 @@
  * kernel (kernels.ts, matmul.wat) that a WebGPU backend can replace without touching the interpreter.
  * Measured (same machine, load average ~14 on its 2 cores, so read as lower bounds): demo model,
  * forward + backward + loss, batch 8 × 128: 16 tokens/s with the products in plain JavaScript,
- * 80–160 tokens/s with the wasm kernel (90 % of the time was in the products before, ~45 % after).
- * The kernel itself did ~3 GFLOP/s on the [1024×192]·[192×768] product under that load, below what
- * jax-js measured earlier under lighter load: speed is what this choice gave up, for ops that all have
- * gradients and a graph interpreter free of reference counting; a faster kernel or a WebGPU backend
- * drops in at kernels.ts.
+ * 80–160 tokens/s with the first wasm kernel. Since then (issue 11's speed work, profiled with
+ * tools/bench/train-profile.ts): a register-tiled kernel for all three products, float arrays
+ * recycled between steps (tensor.ts `floats`, `release`), GELU and the attention softmax fused
+ * (fuse.ts), masks and index maps without per-step materialization, a KD loss with half the exps —
+ * a distillation step went from 0.43× to ~0.6× PyTorch CPU's tokens per CPU-second (one thread each,
+ * back to back; `npm run bench -- --only training`). The products are ~45 % of a step and run near
+ * what 128-bit wasm SIMD without FMA allows; PyTorch's AVX2/FMA GEMM is what the rest of the gap is.
+ * A WebGPU backend drops in at kernels.ts.
  *
  * Quantization-aware training hooks in at `forward`'s `weightTransform`: the forward pass reads
  * transform(w) (fake-quantized weights) and the gradient flows to w unchanged (straight-through).

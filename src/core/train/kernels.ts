@@ -2,9 +2,11 @@
  * The training engine's hot loops: the three products a MatMul's forward and backward need, as flat
  * functions over Float32Array with offsets (so batched products run on views without copies). Every
  * one accumulates into its output (c += …), which is what gradient accumulation and broadcast batch
- * dimensions need. Products big enough to pay for staging run in the WASM SIMD kernel (matmul.wat;
- * measured 2-core machine: ~0.27 GFLOP/s in these JavaScript loops, several times that in wasm); the
- * transposed forms transpose one operand (O(size), small beside the O(M·K·N) product) and reuse it.
+ * dimensions need, or overwrites it when the caller knows nothing else writes there. Products big
+ * enough to pay for staging run in the WASM SIMD kernel (matmul.wat: 4 × 8 register tiles; ~12–20
+ * GFLOP/s of CPU time on the 2-core build machine, near what 128-bit multiply + add without FMA
+ * allows, against ~0.3 GFLOP/s for these JavaScript loops). All three layouts run in the one kernel:
+ * Aᵀ·B reads A through strides, A·Bᵀ transposes B while staging it (the one copy staging makes anyway).
  * The JavaScript loops stay as the small-size path and the reference the wasm kernel is tested against.
  */
 import { MATMUL_WASM_BASE64 } from './matmul-wasm.ts';

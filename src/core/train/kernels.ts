@@ -50,8 +50,8 @@ const align16 = (bytes: number) => Math.ceil(bytes / 16) * 16;
 
 /**
  * c[M,N] += op(a) · op(b) in the wasm kernel (c = op(a) · op(b) when `overwrite`: c is not read). a,
- * b and c are staged into the module's memory (one copy each; NT's b transposed on the way in, TN's a
- * read through strides as it is), c copied back. Rows are padded to 8 floats and row counts to 4; the
+ * b and c are staged into the module's memory (one copy each: b packed in column panels, NT's b
+ * transposed on the way in, TN's a read through strides as it is), c copied back. Rows are padded to 8 floats and row counts to 4; the
  * padding computes values nobody reads.
  */
 export function gemmWasm(
@@ -81,14 +81,34 @@ export function gemmWasm(
   new Float32Array(buf, aAt, M * K).set(a.subarray(ao, ao + M * K));
   const B = new Float32Array(buf, bAt, K * N8);
   const C = new Float32Array(buf, cAt, M4 * N8);
+  // b packed in column panels of 8 (see matmul.wat): element (r, n) at ((n >> 3)·K + r)·8 + (n & 7)
   if (layout === 'NT') {
-    // b [N, K] into [K, N8]: one strided pass
+    // b [N, K]: row n of b is column n of the product's b
     for (let n = 0; n < N; n++) {
       const src = bo + n * K;
-      for (let r = 0; r < K; r++) B[r * N8 + n] = b[src + r];
+      const dst = (n >> 3) * K * 8 + (n & 7);
+      for (let r = 0; r < K; r++) B[dst + r * 8] = b[src + r];
     }
-  } else if (N8 === N) B.set(b.subarray(bo, bo + K * N));
-  else for (let r = 0; r < K; r++) B.set(b.subarray(bo + r * N, bo + (r + 1) * N), r * N8);
+  } else {
+    // b [K, N]
+    const full = N & ~7;
+    for (let r = 0; r < K; r++) {
+      const src = bo + r * N;
+      for (let n = 0; n < full; n += 8) {
+        const dst = (n >> 3) * K * 8 + r * 8;
+        const s = src + n;
+        B[dst] = b[s];
+        B[dst + 1] = b[s + 1];
+        B[dst + 2] = b[s + 2];
+        B[dst + 3] = b[s + 3];
+        B[dst + 4] = b[s + 4];
+        B[dst + 5] = b[s + 5];
+        B[dst + 6] = b[s + 6];
+        B[dst + 7] = b[s + 7];
+      }
+      for (let n = full; n < N; n++) B[(n >> 3) * K * 8 + r * 8 + (n & 7)] = b[src + n];
+    }
+  }
   const accumulate = overwrite ? 0 : 1;
   if (!overwrite) {
     if (N8 === N) C.set(c.subarray(co, co + M * N));

@@ -1,16 +1,18 @@
 ;; WebAssembly SIMD matrix product for the training engine. Source of truth for matmul-wasm.ts
 ;; (regenerate with `npm run build:wasm`; a test checks the two agree).
 ;;
-;; gemm: c[M4, N8] += a' · b[K, N8] (c = a' · b when $accumulate is 0), float32, pointers and strides in bytes into this module's memory,
-;; where a'[i][k] is read at a + i·ras + k·cas: a row-major a[M, K] has ras = 4K, cas = 4, and the
-;; transposed operand of a weight gradient (aᵀ of a row-major [K', M'] array) has ras = 4, cas = 4M' —
-;; so Aᵀ·B needs no transposed copy. b and c are row-major with rows of N8 floats (N8 a multiple of 8,
-;; M4 a multiple of 4: the JS side pads, and ignores what the padding rows and columns compute).
+;; gemm: c[M4, N8] += a' · b (c = a' · b when $accumulate is 0), float32, pointers and strides in
+;; bytes into this module's memory, where a'[i][k] is read at a + i·ras + k·cas: a row-major a[M, K] has
+;; ras = 4K, cas = 4, and the transposed operand of a weight gradient (aᵀ of a row-major [K', M'] array)
+;; has ras = 4, cas = 4M' — so Aᵀ·B needs no transposed copy. b [K, N8] comes packed in column panels
+;; of 8: panel p (columns 8p…8p+7) is K rows of 8 floats at b + 32·K·p, so a tile's walk down k reads
+;; one contiguous stream (≤ 64 KiB for K ≤ 2048) whatever N is. c is row-major with rows of N8 floats
+;; (N8 a multiple of 8, M4 a multiple of 4: the JS side pads, and ignores what the padding computes).
 ;;
 ;; The product runs in register tiles of 4 rows × 8 columns of c (eight f32x4 accumulators): per step
 ;; of k, two vector loads of b and four splat loads of a' feed sixteen lane-wide multiply-adds, and c
-;; is read and written once per tile, not once per k. Tiles sweep down a column panel of b
-;; (K × 8 floats, ≤ 24 KiB for K ≤ 768) so it stays in L1 while a' streams from L2.
+;; is read and written once per tile, not once per k. Tiles sweep down one column panel of b at a time
+;; so it stays in L1 while a' streams from L2.
 (module
   (memory (export "memory") 1)
 
@@ -46,7 +48,7 @@
             (local.set $c30 (v128.const i32x4 0 0 0 0))
             (local.set $c31 (v128.const i32x4 0 0 0 0))
             (local.set $pa (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $ras))))
-            (local.set $pb (i32.add (local.get $b) (local.get $j)))
+            (local.set $pb (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $K))))
             (local.set $k (local.get $K))
             (block $k_done
               (loop $ks
@@ -66,7 +68,7 @@
                 (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $av) (local.get $b0))))
                 (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $av) (local.get $b1))))
                 (local.set $pa (i32.add (local.get $pa) (local.get $cas)))
-                (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
+                (local.set $pb (i32.add (local.get $pb) (i32.const 32)))
                 (local.set $k (i32.sub (local.get $k) (i32.const 1)))
                 (br $ks)))
             (local.set $pc (i32.add (i32.add (local.get $c) (i32.mul (local.get $i) (local.get $ldb))) (local.get $j)))

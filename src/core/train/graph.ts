@@ -20,8 +20,9 @@
  * tools/bench/train-profile.ts): a register-tiled kernel for all three products, float arrays
  * recycled between steps (tensor.ts `floats`, `release`), GELU and the attention softmax fused
  * (fuse.ts), masks and index maps without per-step materialization, a KD loss with half the exps —
- * a distillation step went from 0.43× to ~0.6× PyTorch CPU's tokens per CPU-second (one thread each,
- * back to back; `npm run bench -- --only training`). The products are ~45 % of a step and run near
+ * a distillation step went from 0.43× to 0.74× PyTorch CPU's tokens per CPU-second (median of three
+ * rounds, 0.50–0.79; one thread each, back to back; `npm run bench -- --only training`), with a matmul
+ * that packs b in column panels. The products are ~45 % of a step and run near
  * what 128-bit wasm SIMD without FMA allows; PyTorch's AVX2/FMA GEMM is what the rest of the gap is.
  * A WebGPU backend drops in at kernels.ts.
  *

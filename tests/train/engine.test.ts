@@ -14,7 +14,7 @@ import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/mod
 import { TrainGraph } from '../../src/core/train/graph.ts';
 import { batchLoss, checkTrainable, decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
 import { kdLoss } from '../../src/core/train/loss.ts';
-import { gemmWasm, kernelChoice, matmulAccJs } from '../../src/core/train/kernels.ts';
+import { gemmWasm, matmulAccJs, matmulNTAccJs, matmulTNAccJs } from '../../src/core/train/kernels.ts';
 import { MATMUL_WASM_BASE64 } from '../../src/core/train/matmul-wasm.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { assembleKernels } from '../../tools/build-wasm.mjs';
@@ -161,24 +161,42 @@ describe('the wasm matrix product', () => {
     [3, 5, 7],
     [17, 33, 30],
     [2, 4, 4],
+    [5, 9, 8],
     [64, 192, 576],
-  ])('M %i, K %i, N %i accumulates as the JavaScript loop does', (M, K, N) => {
+  ])('M %i, K %i, N %i: A·B, A·Bᵀ and Aᵀ·B accumulate as the JavaScript loops do', (M, K, N) => {
+    // operands at odd offsets, output rows and columns not multiples of the 4 × 8 tile
     const a = seededFloats(M * K + 3, 1);
     const b = seededFloats(K * N + 5, 2);
-    const c1 = seededFloats(M * N + 2, 3);
-    const c2 = Float32Array.from(c1);
-    const c3 = Float32Array.from(c1);
-    gemmWasm(a, 3, b, 5, c1, 2, M, K, N);
+    const c0 = seededFloats(M * N + 2, 3);
+    const tolerance = 1e-4 * Math.sqrt(K);
+    // NN: c[M,N] += a[M,K]·b[K,N]
+    const c1 = Float32Array.from(c0);
+    const c2 = Float32Array.from(c0);
+    gemmWasm('NN', a, 3, b, 5, c1, 2, M, K, N);
     matmulAccJs(a, 3, b, 5, c2, 2, M, K, N);
-    expect(maxAbsDiff(c1, c2)).toBeLessThan(1e-4 * Math.sqrt(K));
-    // the one-row loop (the two-row one's odd last row) alone
-    kernelChoice.rows = 1;
-    try {
-      gemmWasm(a, 3, b, 5, c3, 2, M, K, N);
-    } finally {
-      kernelChoice.rows = 2;
-    }
-    expect(maxAbsDiff(c3, c2)).toBeLessThan(1e-4 * Math.sqrt(K));
+    expect(maxAbsDiff(c1, c2)).toBeLessThan(tolerance);
+    expect(maxAbsDiff(c1, c0)).toBeGreaterThan(0);
+    // NT: c[M,N] += a[M,K]·b[N,K]ᵀ (b read as [N, K])
+    const d1 = Float32Array.from(c0);
+    const d2 = Float32Array.from(c0);
+    gemmWasm('NT', a, 3, b, 5, d1, 2, M, K, N);
+    matmulNTAccJs(a, 3, b, 5, d2, 2, M, K, N);
+    expect(maxAbsDiff(d1, d2)).toBeLessThan(tolerance);
+    // TN: c[M,N] += a[K,M]ᵀ·b[K,N] (a read as [K, M]); the JS loop names it c[K',N] += a[M',K']ᵀ·b[M',N]
+    const e1 = Float32Array.from(c0);
+    const e2 = Float32Array.from(c0);
+    gemmWasm('TN', a, 3, b, 5, e1, 2, M, K, N);
+    matmulTNAccJs(a, 3, b, 5, e2, 2, K, M, N);
+    expect(maxAbsDiff(e1, e2)).toBeLessThan(tolerance);
+    // overwriting: c = a·b whatever c held
+    const f1 = Float32Array.from(c0);
+    const f2 = Float32Array.from(c0);
+    f2.fill(0, 2);
+    gemmWasm('NN', a, 3, b, 5, f1, 2, M, K, N, true);
+    matmulAccJs(a, 3, b, 5, f2, 2, M, K, N);
+    expect(maxAbsDiff(f1, f2)).toBeLessThan(tolerance);
+    // the elements before the output stay as they were
+    for (const c of [c1, d1, e1]) expect([c[0], c[1]]).toEqual([c0[0], c0[1]]);
   });
 });
 

@@ -262,6 +262,31 @@ describe('training engine: op gradients against finite differences', () => {
   it('Where (broadcast condition) and Trilu (the causal mask)', () => {
     const cond: Value = { dtype: 'bool', shape: [3, 1], data: Uint8Array.of(1, 0, 1) };
     gradCheck({ op: 'Where', inputs: [cond, f32([3, 4], 52), f32([4], 53)], wrt: [1, 2] });
+    // GPT-2's causal mask [1, 1, L, L] over scores [B, H, L, L], the fill a scalar, either side
+    const mask: Value = {
+      dtype: 'bool',
+      shape: [1, 1, 3, 4],
+      data: Uint8Array.of(1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0),
+    };
+    const scores = f32([2, 2, 3, 4], 55);
+    gradCheck({ op: 'Where', inputs: [mask, f32([], 56), scores], wrt: [1, 2] });
+    gradCheck({ op: 'Where', inputs: [mask, scores, f32([], 57)], wrt: [1, 2] });
+    gradCheck({ op: 'Where', inputs: [mask, scores, f32([2, 2, 3, 4], 58)], wrt: [1, 2] });
+    gradCheck({ op: 'Where', inputs: [mask, f32([4], 59), scores], wrt: [1, 2] });
+    // the padding mask [B, 1, L, L] over [B, H, L, L]: broadcast in the middle
+    const padMask: Value = {
+      dtype: 'bool',
+      shape: [2, 1, 3, 4],
+      data: Uint8Array.from({ length: 24 }, (_, i) => (i * 7) % 3 && 1),
+    };
+    gradCheck({ op: 'Where', inputs: [padMask, f32([], 60), scores], wrt: [1, 2] });
+    gradCheck({ op: 'Where', inputs: [padMask, scores, f32([4], 61)], wrt: [1, 2] });
+    const fill = f32([4], 59);
+    const y = run({ op: 'Where', inputs: [] }, [mask, fill, scores]).y[0];
+    expect(y.shape).toEqual([2, 2, 3, 4]);
+    expect(Array.from(y.data)).toEqual(
+      Array.from(scores.data, (v, i) => (mask.data[i % 12] ? fill.data[i % 4] : v)),
+    );
     gradCheck({
       op: 'Trilu',
       inputs: [f32([2, 4, 4], 54), intValue([], [1])],

@@ -4,8 +4,9 @@
  * implementations (torch / scikit-learn) on the same weights. Writes docs/BENCHMARKS.md.
  * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE, --speed-only (keep the
  * quality tables of the last run), --only calibrated (only the calibrated tables and the calibration
- * speed sections, merged into the last run's file by heading), --structure-only (only the
- * structured-pruning section, replaced in the existing report).
+ * speed sections, merged into the last run's file by heading), --only training (only the training
+ * section, tools/bench/training.ts, merged likewise; --no-train-quality skips its distillation rows),
+ * --structure-only (only the structured-pruning section, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
@@ -55,6 +56,7 @@ import {
   VERSUS_RULE,
   type VersusOriginal,
 } from './perplexity.ts';
+import { trainingSection } from './training.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -71,8 +73,8 @@ const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
 /** --only quality-stories,quality-demo: the uncalibrated quality tables (with KL against fp32). */
 const ONLY_PARTS = [...CALIBRATED_PARTS, 'quality-stories', 'quality-demo'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
-if (ONLY !== null && PARTS.some((p) => !ONLY_PARTS.includes(p)))
-  throw new Error(`--only takes 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`);
+if (ONLY !== null && ONLY !== 'training' && PARTS.some((p) => !ONLY_PARTS.includes(p)))
+  throw new Error(`--only takes 'training', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`);
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -517,6 +519,12 @@ async function main() {
   const started = new Date().toISOString().slice(0, 10);
   if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
 
+  const training = () => trainingSection(ROOT, { python, quality: !args.has('--no-train-quality') });
+  if (ONLY === 'training') {
+    sections.push(await training());
+    mergeReport(sections);
+    return;
+  }
   if (ONLY !== null) {
     await calibratedOnly(sections);
     mergeReport(sections);
@@ -527,6 +535,7 @@ async function main() {
   sections.push(await previewLatencyMarkdown());
   await speedSections(sections, python);
   sections.push(await captureSpeedSection());
+  sections.push(await training());
   writeReport(sections, started);
 }
 
@@ -743,9 +752,13 @@ function mergeReport(sections: string[]) {
   const mark = `Sections rewritten by \`npm run bench -- --only ${ONLY}\``;
   const stamp =
     `${mark} on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} × ` +
-    `${cpus()[0]?.model ?? 'unknown CPU'}); the others are from the full run above.`;
+    `${cpus()[0]?.model ?? 'unknown CPU'})` +
+    (ONLY === 'training' ? ': the training section.' : '; the others are from the full run above.');
   // one such line, for the latest --only run (a previous one's sections may have been rewritten again)
-  const lines = head.text.split('\n').filter((l) => !l.startsWith('Sections rewritten by'));
+  // (--only training replaces only its own line: the training section is independent of the others)
+  const stale = (l: string) =>
+    ONLY === 'training' ? l.startsWith(mark) : l.startsWith('Sections rewritten by');
+  const lines = head.text.split('\n').filter((l) => !stale(l));
   lines.splice(lines.length - 1, 0, stamp, '');
   head.text = lines.join('\n').replace(/\n{3,}/g, '\n\n');
   writeFileSync(

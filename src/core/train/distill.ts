@@ -218,6 +218,7 @@ export function batchLoss(
     if (share !== 1) for (let i = 0; i < part.grad.length; i++) part.grad[i] *= share;
     grad.set(part.grad, row0 * L * V);
     if (grads) graph.backward(fwd, { [logitsName]: part.grad }, grads);
+    graph.release(fwd);
     row0 += group.length;
   }
   return { loss, kl, ce, grad, grads };

@@ -16,11 +16,15 @@
  * kernel (kernels.ts, matmul.wat) that a WebGPU backend can replace without touching the interpreter.
  * Measured (same machine, load average ~14 on its 2 cores, so read as lower bounds): demo model,
  * forward + backward + loss, batch 8 × 128: 16 tokens/s with the products in plain JavaScript,
- * 80–160 tokens/s with the wasm kernel (90 % of the time was in the products before, ~45 % after).
- * The kernel itself did ~3 GFLOP/s on the [1024×192]·[192×768] product under that load, below what
- * jax-js measured earlier under lighter load: speed is what this choice gave up, for ops that all have
- * gradients and a graph interpreter free of reference counting; a faster kernel or a WebGPU backend
- * drops in at kernels.ts.
+ * 80–160 tokens/s with the first wasm kernel. Since then (issue 11's speed work, profiled with
+ * tools/bench/train-profile.ts): a register-tiled kernel for all three products, float arrays
+ * recycled between steps (tensor.ts `floats`, `release`), GELU and the attention softmax fused
+ * (fuse.ts), masks and index maps without per-step materialization, a KD loss with half the exps —
+ * a distillation step went from 0.43× to 0.74× PyTorch CPU's tokens per CPU-second (median of three
+ * rounds, 0.50–0.79; one thread each, back to back; `npm run bench -- --only training`), with a matmul
+ * that packs b in column panels. The products are ~45 % of a step and run near
+ * what 128-bit wasm SIMD without FMA allows; PyTorch's AVX2/FMA GEMM is what the rest of the gap is.
+ * A WebGPU backend drops in at kernels.ts.
  *
  * Quantization-aware training hooks in at `forward`'s `weightTransform`: the forward pass reads
  * transform(w) (fake-quantized weights) and the gradient flows to w unchanged (straight-through).
@@ -28,8 +32,9 @@
 import { ModelError } from '../errors.ts';
 import { readTensor, type OnnxModel } from '../onnx/model.ts';
 import type { NodeProto, TensorProto } from '../onnx/proto.ts';
+import { planFusions } from './fuse.ts';
 import { dtypeOfCode, opFor, type NodeContext, type OpDef } from './ops.ts';
-import { sizeOf, type Value } from './tensor.ts';
+import { recycle, sizeOf, type Value } from './tensor.ts';
 
 interface CompiledNode {
   node: NodeProto;
@@ -131,8 +136,14 @@ export class TrainGraph {
       if (!this.params.has(name))
         throw new ModelError('invalid-argument', `${model.name} has no float initializer named '${name}'.`);
     const readAttrTensor = (t: TensorProto) => tensorValue(model, t);
-    this.nodes = graph.node.map((node, i) => {
-      const op = opFor(node)!;
+    const planned = planFusions(
+      graph.node,
+      new Set(graph.output.map((o) => o.name)),
+      (name) => this.scalarConstant(name, graph.node, readAttrTensor),
+      opset,
+    );
+    this.nodes = planned.map(({ node, op: fused }, i) => {
+      const op = fused ?? opFor(node)!;
       const differentiable = !!op.backward && node.input.some((n) => this.needsGrad.has(n));
       if (differentiable) for (const o of node.output) if (o) this.needsGrad.add(o);
       return {
@@ -143,6 +154,24 @@ export class TrainGraph {
         ctx: { node, where: `${model.name}: ${nodeLabel(node, i)}`, opset, readTensor: readAttrTensor },
       };
     });
+  }
+
+  /** The value of a one-element float constant (a fixed initializer or a Constant node's output). */
+  private scalarConstant(
+    name: string,
+    nodes: readonly NodeProto[],
+    readAttrTensor: (t: TensorProto) => Value,
+  ): number | undefined {
+    const fixed = this.constants.get(name);
+    if (fixed) return fixed.dtype === 'float32' && fixed.data.length === 1 ? fixed.data[0] : undefined;
+    const node = nodes.find((n) => n.op_type === 'Constant' && n.output[0] === name);
+    const t = node?.attribute?.find((a) => a.name === 'value')?.t;
+    if (t) {
+      const v = readAttrTensor(t);
+      return v.dtype === 'float32' && v.data.length === 1 ? v.data[0] : undefined;
+    }
+    const f = node?.attribute?.find((a) => a.name === 'value_float')?.f;
+    return f ?? undefined;
   }
 
   /** Runs the graph on `feeds` (input name → value); the result holds every value by name. */
@@ -213,12 +242,15 @@ export class TrainGraph {
       grads.set(name, sum);
     };
     for (const [name, g] of Object.entries(seeds)) accumulate(name, g);
+    // every gradient an op made: given back to the pool once the pass is done with them
+    const made = new Set<Float32Array>();
     for (let t = fwd.tape.length - 1; t >= 0; t--) {
       const entry = fwd.tape[t];
       const c = this.nodes[entry.index];
       const gy = c.node.output.map((name) => (name ? grads.get(name) : undefined));
       if (gy.every((g) => !g)) continue;
       const gx = c.op.backward!(entry.inputs, entry.outputs, gy, c.ctx, c.wants);
+      for (const g of gx) if (g) made.add(g);
       for (const name of c.node.output) if (name) grads.delete(name);
       c.node.input.forEach((name, i) => {
         const g = gx[i];
@@ -239,6 +271,22 @@ export class TrainGraph {
       if (acc) for (let i = 0; i < g.length; i++) acc[i] += g[i];
       else out.set(name, owned.has(g) ? g : Float32Array.from(g));
     }
+    // what the caller gets is its own arrays (copies or owned sums): the rest is dead now
+    const seeded = new Set(Object.values(seeds));
+    for (const g of made) if (!seeded.has(g)) recycle(g);
     return out;
+  }
+
+  /**
+   * Gives a finished forward pass's arrays back for the next pass to reuse (tensor.ts `floats`): call
+   * it once nothing reads `fwd` any more (after backward, and after reading the outputs wanted).
+   * Weights, constants and feeds are never recycled; `fwd` must not be used afterwards.
+   */
+  release(fwd: ForwardResult): void {
+    for (const v of fwd.values.values()) if (v.data instanceof Float32Array) recycle(v.data);
+    for (const entry of fwd.tape)
+      for (const v of entry.outputs) if (v?.data instanceof Float32Array) recycle(v.data);
+    fwd.values.clear();
+    fwd.tape.length = 0;
   }
 }

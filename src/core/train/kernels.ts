@@ -2,22 +2,30 @@
  * The training engine's hot loops: the three products a MatMul's forward and backward need, as flat
  * functions over Float32Array with offsets (so batched products run on views without copies). Every
  * one accumulates into its output (c += …), which is what gradient accumulation and broadcast batch
- * dimensions need. Products big enough to pay for staging run in the WASM SIMD kernel (matmul.wat;
- * measured 2-core machine: ~0.27 GFLOP/s in these JavaScript loops, several times that in wasm); the
- * transposed forms transpose one operand (O(size), small beside the O(M·K·N) product) and reuse it.
+ * dimensions need, or overwrites it when the caller knows nothing else writes there. Products big
+ * enough to pay for staging run in the WASM SIMD kernel (matmul.wat: 4 × 8 register tiles; ~12–20
+ * GFLOP/s of CPU time on the 2-core build machine, near what 128-bit multiply + add without FMA
+ * allows, against ~0.3 GFLOP/s for these JavaScript loops). All three layouts run in the one kernel:
+ * Aᵀ·B reads A through strides, A·Bᵀ transposes B while staging it (the one copy staging makes anyway).
  * The JavaScript loops stay as the small-size path and the reference the wasm kernel is tested against.
  */
 import { MATMUL_WASM_BASE64 } from './matmul-wasm.ts';
 
 interface MatmulKernel {
   memory: WebAssembly.Memory;
-  gemm(a: number, b: number, c: number, M: number, K: number, N4: number): void;
-  /** gemm two rows at a time (rows 0…2⌊M/2⌋−1); the odd last row is left to gemm. */
-  gemm2(a: number, b: number, c: number, M: number, K: number, N4: number): void;
+  /** c[M4, N8] += a' · b[K, N8], a'[i][k] at a + i·ras + k·cas (bytes); see matmul.wat. */
+  gemm(
+    a: number,
+    ras: number,
+    cas: number,
+    b: number,
+    c: number,
+    M4: number,
+    K: number,
+    N8: number,
+    accumulate: number,
+  ): void;
 }
-
-/** Which wasm loop runs the products: 'gemm2' (two rows per pass, the default) or 'gemm'; for A/B tests. */
-export const kernelChoice = { rows: 2 as 1 | 2 };
 
 let kernel: MatmulKernel | null = null;
 
@@ -32,8 +40,22 @@ function wasm(): MatmulKernel {
 /** Below this many multiply-adds the JavaScript loop is cheaper than staging into wasm memory. */
 const WASM_MIN_MACS = 1 << 15;
 
-/** c[M,N] += a[M,K] · b[K,N] in the wasm kernel: a, b and c staged (rows padded to 4 floats), c copied back. */
+/**
+ * How the wasm product reads its operands: 'NN' c[M,N] += a[M,K]·b[K,N]; 'NT' c[M,N] += a[M,K]·b[N,K]ᵀ;
+ * 'TN' c[M,N] += a[K,M]ᵀ·b[K,N]. K is always the summed dimension.
+ */
+export type GemmLayout = 'NN' | 'NT' | 'TN';
+
+const align16 = (bytes: number) => Math.ceil(bytes / 16) * 16;
+
+/**
+ * c[M,N] += op(a) · op(b) in the wasm kernel (c = op(a) · op(b) when `overwrite`: c is not read). a,
+ * b and c are staged into the module's memory (one copy each: b packed in column panels, NT's b
+ * transposed on the way in, TN's a read through strides as it is), c copied back. Rows are padded to 8 floats and row counts to 4; the
+ * padding computes values nobody reads.
+ */
 export function gemmWasm(
+  layout: GemmLayout,
   a: Float32Array,
   ao: number,
   b: Float32Array,
@@ -43,44 +65,59 @@ export function gemmWasm(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
   const k = wasm();
-  const N4 = Math.ceil(N / 4) * 4;
+  const M4 = Math.ceil(M / 4) * 4;
+  const N8 = Math.ceil(N / 8) * 8;
+  // a' rows past M (padding) read past a's last element by up to 3 floats: 16 bytes of slack
   const aAt = 0;
-  const bAt = aAt + Math.ceil((M * K * 4) / 16) * 16;
-  const cAt = bAt + K * N4 * 4;
-  const end = cAt + M * N4 * 4;
+  const bAt = align16(aAt + Math.max(M4, M) * K * 4 + 16);
+  const cAt = align16(bAt + K * N8 * 4);
+  const end = cAt + M4 * N8 * 4;
   const missing = end - k.memory.buffer.byteLength;
   if (missing > 0) k.memory.grow(Math.ceil(missing / 65536));
   const buf = k.memory.buffer;
   new Float32Array(buf, aAt, M * K).set(a.subarray(ao, ao + M * K));
-  const B = new Float32Array(buf, bAt, K * N4);
-  const C = new Float32Array(buf, cAt, M * N4);
-  if (N4 === N) {
-    B.set(b.subarray(bo, bo + K * N));
-    C.set(c.subarray(co, co + M * N));
+  const B = new Float32Array(buf, bAt, K * N8);
+  const C = new Float32Array(buf, cAt, M4 * N8);
+  // b packed in column panels of 8 (see matmul.wat): element (r, n) at ((n >> 3)·K + r)·8 + (n & 7)
+  if (layout === 'NT') {
+    // b [N, K]: row n of b is column n of the product's b
+    for (let n = 0; n < N; n++) {
+      const src = bo + n * K;
+      const dst = (n >> 3) * K * 8 + (n & 7);
+      for (let r = 0; r < K; r++) B[dst + r * 8] = b[src + r];
+    }
   } else {
-    B.fill(0);
-    C.fill(0);
-    for (let r = 0; r < K; r++) B.set(b.subarray(bo + r * N, bo + (r + 1) * N), r * N4);
-    for (let r = 0; r < M; r++) C.set(c.subarray(co + r * N, co + (r + 1) * N), r * N4);
+    // b [K, N]
+    const full = N & ~7;
+    for (let r = 0; r < K; r++) {
+      const src = bo + r * N;
+      for (let n = 0; n < full; n += 8) {
+        const dst = (n >> 3) * K * 8 + r * 8;
+        const s = src + n;
+        B[dst] = b[s];
+        B[dst + 1] = b[s + 1];
+        B[dst + 2] = b[s + 2];
+        B[dst + 3] = b[s + 3];
+        B[dst + 4] = b[s + 4];
+        B[dst + 5] = b[s + 5];
+        B[dst + 6] = b[s + 6];
+        B[dst + 7] = b[s + 7];
+      }
+      for (let n = full; n < N; n++) B[(n >> 3) * K * 8 + r * 8 + (n & 7)] = b[src + n];
+    }
   }
-  if (kernelChoice.rows === 2 && M >= 2) {
-    k.gemm2(aAt, bAt, cAt, M, K, N4);
-    if (M % 2) k.gemm(aAt + (M - 1) * K * 4, bAt, cAt + (M - 1) * N4 * 4, 1, K, N4);
-  } else k.gemm(aAt, bAt, cAt, M, K, N4);
-  if (N4 === N) c.set(C, co);
-  else for (let r = 0; r < M; r++) c.set(C.subarray(r * N4, r * N4 + N), co + r * N);
-}
-
-/** x[rows, cols] (at offset xo) transposed into a fresh [cols, rows] array. */
-function transposed(x: Float32Array, xo: number, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const src = xo + r * cols;
-    for (let j = 0; j < cols; j++) out[j * rows + r] = x[src + j];
+  const accumulate = overwrite ? 0 : 1;
+  if (!overwrite) {
+    if (N8 === N) C.set(c.subarray(co, co + M * N));
+    else for (let r = 0; r < M; r++) C.set(c.subarray(co + r * N, co + (r + 1) * N), r * N8);
   }
-  return out;
+  if (layout === 'TN') k.gemm(aAt, 4, M * 4, bAt, cAt, M4, K, N8, accumulate);
+  else k.gemm(aAt, K * 4, 4, bAt, cAt, M4, K, N8, accumulate);
+  if (N8 === N) c.set(C.subarray(0, M * N), co);
+  else for (let r = 0; r < M; r++) c.set(C.subarray(r * N8, r * N8 + N), co + r * N);
 }
 
 /** c[M,N] += a[M,K] · b[K,N]. */
@@ -94,9 +131,13 @@ export function matmulAcc(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm(a, ao, b, bo, c, co, M, K, N);
-  else matmulAccJs(a, ao, b, bo, c, co, M, K, N);
+  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NN', a, ao, b, bo, c, co, M, K, N, overwrite);
+  else {
+    if (overwrite) c.fill(0, co, co + M * N);
+    matmulAccJs(a, ao, b, bo, c, co, M, K, N);
+  }
 }
 
 /** c[M,N] += a[M,K] · b[N,K]ᵀ (dA = dC · Bᵀ). */
@@ -110,9 +151,13 @@ export function matmulNTAcc(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm(a, ao, transposed(b, bo, N, K), 0, c, co, M, K, N);
-  else matmulNTAccJs(a, ao, b, bo, c, co, M, K, N);
+  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NT', a, ao, b, bo, c, co, M, K, N, overwrite);
+  else {
+    if (overwrite) c.fill(0, co, co + M * N);
+    matmulNTAccJs(a, ao, b, bo, c, co, M, K, N);
+  }
 }
 
 /** c[K,N] += a[M,K]ᵀ · b[M,N] (dB = Aᵀ · dC). */
@@ -126,9 +171,13 @@ export function matmulTNAcc(
   M: number,
   K: number,
   N: number,
+  overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm(transposed(a, ao, M, K), 0, b, bo, c, co, K, M, N);
-  else matmulTNAccJs(a, ao, b, bo, c, co, M, K, N);
+  if (M * K * N >= WASM_MIN_MACS) gemmWasm('TN', a, ao, b, bo, c, co, K, M, N, overwrite);
+  else {
+    if (overwrite) c.fill(0, co, co + K * N);
+    matmulTNAccJs(a, ao, b, bo, c, co, M, K, N);
+  }
 }
 
 /** c[M,N] += a[M,K] · b[K,N], in JavaScript. */

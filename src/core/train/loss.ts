@@ -44,32 +44,36 @@ export function kdLoss(
   const grad = new Float32Array(student.length);
   const klRows = B * L;
   const ceRows = B * (L - 1);
+  // per row: the softmax of each distribution once (one exp per element each), its log from the
+  // normalizer (no exp of a log again): three exps per logit, not six
   const ps = new Float64Array(V);
   const pt = new Float64Array(V);
   let kl = 0;
   let ce = 0;
+  const klScale = (alpha * T) / klRows;
+  const ceScale = (1 - alpha) / Math.max(1, ceRows);
   for (let b = 0; b < B; b++)
     for (let t = 0; t < L; t++) {
       const row = (b * L + t) * V;
       if (alpha > 0 && teacher) {
-        // softmax(z/T) of both, and KL(pt ‖ ps) = Σ pt (log pt − log ps)
-        const ls = logSoftmax(student, row, V, T, ps);
-        const lt = logSoftmax(teacher, row, V, T, pt);
+        // KL(pt ‖ ps) = Σ pt (log pt − log ps), log p = (z − max)/T − log Z
+        const ls = softmaxInto(student, row, V, T, ps);
+        const lt = softmaxInto(teacher, row, V, T, pt);
         let k = 0;
         for (let v = 0; v < V; v++) {
-          const p = Math.exp(lt[v]);
-          k += p * (lt[v] - ls[v]);
+          const p = pt[v];
+          if (p > 0) k += p * (teacher[row + v] / T - lt - (student[row + v] / T - ls));
           // d(T²·KL)/dz_s = T · (ps − pt)
-          grad[row + v] += ((alpha * T) / klRows) * (Math.exp(ls[v]) - p);
+          grad[row + v] += klScale * (ps[v] - p);
         }
         kl += k;
       }
       if (alpha < 1 && t < L - 1) {
         const target = ids[b * L + t + 1];
-        const ls = logSoftmax(student, row, V, 1, ps);
-        ce -= ls[target];
-        const w = (1 - alpha) / ceRows;
-        for (let v = 0; v < V; v++) grad[row + v] += w * (Math.exp(ls[v]) - (v === target ? 1 : 0));
+        const ls = softmaxInto(student, row, V, 1, ps);
+        ce -= student[row + target] - ls;
+        for (let v = 0; v < V; v++) grad[row + v] += ceScale * ps[v];
+        grad[row + target] -= ceScale;
       }
     }
   kl /= klRows;
@@ -77,13 +81,17 @@ export function kdLoss(
   return { loss: alpha * T * T * kl + (1 - alpha) * ce, kl, ce, grad };
 }
 
-/** log softmax(x[row…row+V] / T) into out (float64). */
-function logSoftmax(x: Float32Array, row: number, V: number, T: number, out: Float64Array): Float64Array {
+/**
+ * softmax(x[row…row+V] / T) into out (float64); returns the log-normalizer in the scale of x/T:
+ * log softmax(x/T)[v] = x[v]/T − (the returned value).
+ */
+function softmaxInto(x: Float32Array, row: number, V: number, T: number, out: Float64Array): number {
   let max = -Infinity;
   for (let v = 0; v < V; v++) if (x[row + v] > max) max = x[row + v];
+  const m = max / T;
   let z = 0;
-  for (let v = 0; v < V; v++) z += Math.exp((x[row + v] - max) / T);
-  const lz = Math.log(z);
-  for (let v = 0; v < V; v++) out[v] = (x[row + v] - max) / T - lz;
-  return out;
+  for (let v = 0; v < V; v++) z += out[v] = Math.exp(x[row + v] / T - m);
+  const inv = 1 / z;
+  for (let v = 0; v < V; v++) out[v] *= inv;
+  return m + Math.log(z);
 }

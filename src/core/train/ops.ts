@@ -14,6 +14,7 @@ import { matmulAcc, matmulNTAcc, matmulTNAcc } from './kernels.ts';
 import {
   alloc,
   broadcastShapes,
+  floats,
   broadcastStrides,
   expandData,
   gatherMap,
@@ -236,7 +237,7 @@ function binaryForward(kind: BinaryKind) {
 /** Σ over broadcast positions of g onto an operand read with period p (0: same shape). */
 function reduceToPeriod(g: Float32Array, p: number): Float32Array {
   if (p === 0) return g;
-  const out = new Float32Array(p);
+  const out = floats(p);
   for (let r = 0; r < g.length; r += p) for (let j = 0; j < p; j++) out[j] += g[r + j];
   return out;
 }
@@ -244,7 +245,7 @@ function reduceToPeriod(g: Float32Array, p: number): Float32Array {
 /** out[i] = g[i] · w[p ? i % p : i] (w full when p is 0, periodic otherwise). */
 function mulPeriodic(g: Float32Array, w: Float32Array, p: number): Float32Array {
   const n = g.length;
-  const out = new Float32Array(n);
+  const out = floats(n);
   if (p === 0) for (let i = 0; i < n; i++) out[i] = g[i] * w[i];
   else if (p === 1) {
     const s = w[0];
@@ -256,7 +257,7 @@ function mulPeriodic(g: Float32Array, w: Float32Array, p: number): Float32Array 
 /** out[j] = Σ_r g[r·p + j] · x[r·p + j] (the gradient of a periodic operand; x full). */
 function dotPeriodic(g: Float32Array, x: Float32Array, p: number): Float32Array {
   if (p === 0) return mulPeriodic(g, x, 0);
-  const out = new Float32Array(p);
+  const out = floats(p);
   const n = g.length;
   if (p === 1) {
     let s = 0;
@@ -308,7 +309,7 @@ function binaryBackward(kind: BinaryKind) {
           break;
         case 'Div': {
           const C = y[0].data as Float32Array;
-          const inv = new Float32Array(B.length);
+          const inv = floats(B.length);
           for (let i = 0; i < B.length; i++) inv[i] = 1 / B[i];
           // d(a/b)/da = 1/b; d(a/b)/db = −c/b
           if (wantA) ga = pa === 0 ? mulPeriodic(g, inv, pb) : dotPeriodic(g, inv, pa);
@@ -332,14 +333,14 @@ function binaryBackward(kind: BinaryKind) {
         break;
       case 'Sub':
         ga = g;
-        gb = new Float32Array(n);
+        gb = floats(n);
         for (let i = 0; i < n; i++) gb[i] = -g[i];
         break;
       case 'Mul': {
         const A = expandData(a, shape);
         const B = expandData(b, shape);
-        ga = new Float32Array(n);
-        gb = new Float32Array(n);
+        ga = floats(n);
+        gb = floats(n);
         for (let i = 0; i < n; i++) {
           ga[i] = g[i] * B[i];
           gb[i] = g[i] * A[i];
@@ -349,8 +350,8 @@ function binaryBackward(kind: BinaryKind) {
       case 'Div': {
         const B = expandData(b, shape);
         const C = y[0].data;
-        ga = new Float32Array(n);
-        gb = new Float32Array(n);
+        ga = floats(n);
+        gb = floats(n);
         for (let i = 0; i < n; i++) {
           ga[i] = g[i] / B[i];
           gb[i] = (-g[i] * C[i]) / B[i];
@@ -361,8 +362,8 @@ function binaryBackward(kind: BinaryKind) {
         const A = expandData(a, shape);
         const B = expandData(b, shape);
         const C = y[0].data;
-        ga = new Float32Array(n);
-        gb = new Float32Array(n);
+        ga = floats(n);
+        gb = floats(n);
         for (let i = 0; i < n; i++) {
           ga[i] = B[i] === 0 ? 0 : g[i] * B[i] * Math.pow(A[i], B[i] - 1);
           gb[i] = A[i] > 0 ? g[i] * C[i] * Math.log(A[i]) : 0;
@@ -415,7 +416,7 @@ function unary(f: (x: number) => number, derivative: (x: number, y: number) => n
     forward(x, ctx) {
       const a = need(x, 0, ctx);
       const X = float(a, ctx);
-      const out = new Float32Array(X.length);
+      const out = floats(X.length);
       for (let i = 0; i < X.length; i++) out[i] = f(X[i]);
       return [val('float32', a.shape, out)];
     },
@@ -424,7 +425,7 @@ function unary(f: (x: number) => number, derivative: (x: number, y: number) => n
       if (!g) return [undefined];
       const X = x[0]!.data;
       const Y = y[0].data;
-      const out = new Float32Array(g.length);
+      const out = floats(g.length);
       for (let i = 0; i < g.length; i++) out[i] = g[i] * derivative(X[i], Y[i]);
       return [out];
     },
@@ -482,14 +483,14 @@ function hotUnary(kind: HotUnary): OpDef {
     forward(x, ctx) {
       const a = need(x, 0, ctx);
       const X = float(a, ctx);
-      const Y = new Float32Array(X.length);
+      const Y = floats(X.length);
       hotForward(kind, X, Y);
       return [val('float32', a.shape, Y)];
     },
     backward(_x, y, gy) {
       const g = gy[0];
       if (!g) return [undefined];
-      const out = new Float32Array(g.length);
+      const out = floats(g.length);
       hotBackward(kind, g, y[0].data as Float32Array, out);
       return [out];
     },
@@ -589,9 +590,10 @@ const MatMul: OpDef = {
     const p = planMatmul(a.shape, b.shape, ctx.where);
     const A = float(a, ctx);
     const B = float(b, ctx);
-    const C = new Float32Array(sizeOf(p.outShape));
+    const C = floats(sizeOf(p.outShape));
+    // every output block is written once: the kernel need not read C back in
     for (let i = 0; i < p.aOff.length; i++)
-      matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N);
+      matmulAcc(A, p.aOff[i], B, p.bOff[i], C, p.cOff[i], p.M, p.K, p.N, true);
     return [val('float32', p.outShape, C)];
   },
   backward(x, _y, gy, ctx, wants) {
@@ -602,18 +604,22 @@ const MatMul: OpDef = {
     const p = planMatmul(a.shape, b.shape, ctx.where);
     const A = a.data as Float32Array;
     const B = b.data as Float32Array;
-    const gA = wants?.[0] === false ? undefined : new Float32Array(A.length);
-    const gB = wants?.[1] === false ? undefined : new Float32Array(B.length);
+    const gA = wants?.[0] === false ? undefined : floats(A.length);
+    const gB = wants?.[1] === false ? undefined : floats(B.length);
+    // a block of gA (gB) written by one product only is overwritten, not read back and added to;
+    // a broadcast operand's block sums over the batch
+    const onceA = new Set(p.aOff).size === p.aOff.length;
+    const onceB = new Set(p.bOff).size === p.bOff.length;
     for (let i = 0; i < p.aOff.length; i++) {
-      if (gA) matmulNTAcc(g, p.cOff[i], B, p.bOff[i], gA, p.aOff[i], p.M, p.N, p.K);
-      if (gB) matmulTNAcc(A, p.aOff[i], g, p.cOff[i], gB, p.bOff[i], p.M, p.K, p.N);
+      if (gA) matmulNTAcc(g, p.cOff[i], B, p.bOff[i], gA, p.aOff[i], p.M, p.N, p.K, onceA);
+      if (gB) matmulTNAcc(A, p.aOff[i], g, p.cOff[i], gB, p.bOff[i], p.M, p.K, p.N, onceB);
     }
     return [gA, gB];
   },
 };
 
 function transpose2d(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(x.length);
+  const out = floats(x.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c];
   return out;
 }
@@ -632,7 +638,7 @@ const Gemm: OpDef = {
     const N = transB ? b.shape[0] : b.shape[1];
     const A = transA ? transpose2d(float(a, ctx), a.shape[0], a.shape[1]) : float(a, ctx);
     const B = transB ? transpose2d(float(b, ctx), b.shape[0], b.shape[1]) : float(b, ctx);
-    const Y = new Float32Array(M * N);
+    const Y = floats(M * N);
     matmulAcc(A, 0, B, 0, Y, 0, M, K, N);
     if (alpha !== 1) for (let i = 0; i < Y.length; i++) Y[i] *= alpha;
     const c = x[2];
@@ -656,8 +662,8 @@ const Gemm: OpDef = {
     const K = transA ? a.shape[0] : a.shape[1];
     const A = transA ? transpose2d(a.data as Float32Array, a.shape[0], a.shape[1]) : (a.data as Float32Array);
     const B = transB ? transpose2d(b.data as Float32Array, b.shape[0], b.shape[1]) : (b.data as Float32Array);
-    const ga = new Float32Array(M * K);
-    const gb = new Float32Array(K * N);
+    const ga = floats(M * K);
+    const gb = floats(K * N);
     matmulNTAcc(g, 0, B, 0, ga, 0, M, N, K);
     matmulTNAcc(A, 0, g, 0, gb, 0, M, K, N);
     if (alpha !== 1) {
@@ -688,9 +694,9 @@ const LayerNormalization: OpDef = {
     const { rows, cols } = lastAxisSplit(xv.shape, axis);
     const S = expandData(need(x, 1, ctx), xv.shape.slice(axis)) as Float32Array;
     const Bv = x[2] ? (expandData(x[2], xv.shape.slice(axis)) as Float32Array) : undefined;
-    const Y = new Float32Array(X.length);
-    const mean = new Float32Array(rows);
-    const rstd = new Float32Array(rows);
+    const Y = floats(X.length);
+    const mean = floats(rows);
+    const rstd = floats(rows);
     for (let r = 0; r < rows; r++) {
       const o = r * cols;
       let m = 0;
@@ -717,9 +723,9 @@ const LayerNormalization: OpDef = {
     const S = expandData(x[1]!, normShape) as Float32Array;
     const mean = y[1].data;
     const rstd = y[2].data;
-    const gx = new Float32Array(X.length);
-    const gs = new Float32Array(cols);
-    const gbias = new Float32Array(cols);
+    const gx = floats(X.length);
+    const gs = floats(cols);
+    const gbias = floats(cols);
     for (let r = 0; r < rows; r++) {
       const o = r * cols;
       const m = mean[r];
@@ -762,7 +768,7 @@ function softmaxOp(log: boolean): OpDef {
       const xv = need(x, 0, ctx);
       const X = float(xv, ctx);
       const { outer, len, inner } = layout(xv.shape, ctx);
-      const Y = new Float32Array(X.length);
+      const Y = floats(X.length);
       for (let o = 0; o < outer; o++)
         for (let i = 0; i < inner; i++) {
           const base = o * len * inner + i;
@@ -785,7 +791,7 @@ function softmaxOp(log: boolean): OpDef {
       if (!g) return [undefined];
       const Y = y[0].data;
       const { outer, len, inner } = layout(y[0].shape, ctx);
-      const gx = new Float32Array(g.length);
+      const gx = floats(g.length);
       for (let o = 0; o < outer; o++)
         for (let i = 0; i < inner; i++) {
           const base = o * len * inner + i;
@@ -841,7 +847,7 @@ function reduce(mean: boolean, attrUntil: number): OpDef {
       const g = gy[0];
       if (!g) return [undefined];
       const { xv, map, count } = plan(x, ctx);
-      const gx = new Float32Array(xv.data.length);
+      const gx = floats(xv.data.length);
       const scale = mean ? 1 / count : 1;
       for (let i = 0; i < gx.length; i++) gx[i] = g[map[i]] * scale;
       return [gx];
@@ -851,18 +857,39 @@ function reduce(mean: boolean, attrUntil: number): OpDef {
 
 // ---------- movement ----------
 
-/** An op that reads its input through an index map (Transpose, Slice, Expand): gather forward, scatter back. */
-function mapped(plan: (x: MaybeValues, ctx: NodeContext) => { shape: number[]; map: Int32Array }): OpDef {
+type MapPlan = { shape: number[]; map: Int32Array };
+
+/**
+ * An op that reads its input through an index map (Transpose, Slice, Expand): gather forward, scatter
+ * back. The map depends only on the input's shape and the small integer inputs (starts, ends, a target
+ * shape), so each node keeps the last one it built: a training step's forward and backward, and the
+ * next step, reuse it instead of rebuilding a map as large as the tensor.
+ */
+function mapped(plan: (x: MaybeValues, ctx: NodeContext) => MapPlan): OpDef {
+  const cache = new WeakMap<NodeContext, { key: string; plan: MapPlan }>();
+  const planOf = (x: MaybeValues, ctx: NodeContext): MapPlan => {
+    // the data's shape, and the values of the small integer inputs after it
+    const key = x
+      .map((v, i) =>
+        !v ? '' : i === 0 ? v.shape.join(',') : `${v.shape.join(',')}:${Array.from(v.data).join(',')}`,
+      )
+      .join('|');
+    const hit = cache.get(ctx);
+    if (hit && hit.key === key) return hit.plan;
+    const p = plan(x, ctx);
+    cache.set(ctx, { key, plan: p });
+    return p;
+  };
   return {
     forward(x, ctx) {
       const v = need(x, 0, ctx);
-      const { shape, map } = plan(x, ctx);
-      return [val(v.dtype, shape, gatherMap(v.data, map, v.dtype))];
+      const { shape, map } = planOf(x, ctx);
+      return [val(v.dtype, [...shape], gatherMap(v.data, map, v.dtype))];
     },
     backward(x, _y, gy, ctx) {
       const g = gy[0];
       if (!g) return [undefined];
-      const { map } = plan(x, ctx);
+      const { map } = planOf(x, ctx);
       return [scatterMap(g, map, x[0]!.data.length)];
     },
   };
@@ -1048,7 +1075,7 @@ const Concat: OpDef = {
     return x.map((p) => {
       if (!p) return undefined;
       const block = p.shape[axis] * inner;
-      const gp = new Float32Array(p.data.length);
+      const gp = floats(p.data.length);
       copyBlocks(g, at, row, gp, 0, block, outer, block);
       at += block;
       return p.dtype === 'float32' ? gp : undefined;
@@ -1088,7 +1115,7 @@ const Split: OpDef = {
     const axis = normAxis(attrInt(ctx.node, 'axis', 0), v.shape.length, ctx.where);
     const { outer, inner } = around(v.shape, axis);
     const row = v.shape[axis] * inner;
-    const gx = new Float32Array(v.data.length);
+    const gx = floats(v.data.length);
     let at = 0;
     y.forEach((part, i) => {
       const block = part.shape[axis] * inner;
@@ -1133,7 +1160,7 @@ const Gather: OpDef = {
     const dim = data.shape[axis];
     const { outer, inner } = around(data.shape, axis);
     const n = idx.data.length;
-    const gd = new Float32Array(data.data.length);
+    const gd = floats(data.data.length);
     for (let o = 0; o < outer; o++)
       for (let j = 0; j < n; j++) {
         let k = idx.data[j];
@@ -1146,31 +1173,89 @@ const Gather: OpDef = {
   },
 };
 
+/**
+ * Where's common shapes without materializing its broadcasts: each operand the output's shape (period
+ * 0), a scalar (1) or the output's trailing dimensions (the causal mask [1, 1, L, L] against scores
+ * [B, H, L, L]). -1 when some operand broadcasts otherwise.
+ */
+function wherePeriods(
+  c: Value,
+  a: Value,
+  b: Value,
+  shape: number[],
+): { C: Data; pc: number; pa: number; pb: number } | undefined {
+  const pa = period(a, shape);
+  const pb = period(b, shape);
+  if (pa < 0 || pb < 0) return undefined;
+  // a condition broadcast otherwise (the padding mask [B, 1, L, L] over [B, H, L, L]) is expanded:
+  // bytes, a quarter of the scores' size
+  const pc = period(c, shape);
+  return pc >= 0 ? { C: c.data, pc, pa, pb } : { C: expandData(c, shape), pc: 0, pa, pb };
+}
+
 const Where: OpDef = {
   forward(x, ctx) {
     const c = need(x, 0, ctx);
     const a = need(x, 1, ctx);
     const b = need(x, 2, ctx);
     const shape = broadcastShapes([c.shape, a.shape, b.shape], ctx.where);
+    const out = alloc(a.dtype, sizeOf(shape));
+    const ps = wherePeriods(c, a, b, shape);
+    if (ps) {
+      const { C, pc, pa, pb } = ps;
+      const A = a.data;
+      const B = b.data;
+      const n = out.length;
+      if (pa <= 1 && pb <= 1) {
+        // a mask choosing between a scalar and a full tensor (or two full ones)
+        const a0 = A[0];
+        const b0 = B[0];
+        const block = pc || n;
+        for (let r = 0; r < n; r += block)
+          for (let j = 0; j < block; j++) {
+            const i = r + j;
+            out[i] = C[pc ? j : i] ? (pa ? a0 : A[i]) : pb ? b0 : B[i];
+          }
+      } else
+        for (let i = 0; i < n; i++) out[i] = C[pc ? i % pc : i] ? A[pa ? i % pa : i] : B[pb ? i % pb : i];
+      return [val(a.dtype, shape, out)];
+    }
     const C = expandData(c, shape);
     const A = expandData(a, shape);
     const B = expandData(b, shape);
-    const out = alloc(a.dtype, sizeOf(shape));
     for (let i = 0; i < out.length; i++) out[i] = C[i] ? A[i] : B[i];
     return [val(a.dtype, shape, out)];
   },
-  backward(x, y, gy, ctx) {
+  backward(x, y, gy, ctx, wants) {
     const g = gy[0];
+    const c = need(x, 0, ctx);
     const a = need(x, 1, ctx);
+    const b = need(x, 2, ctx);
     if (!g || a.dtype !== 'float32') return [undefined, undefined, undefined];
     const shape = y[0].shape;
-    const C = expandData(need(x, 0, ctx), shape);
-    const ga = new Float32Array(g.length);
-    const gb = new Float32Array(g.length);
+    const wantA = wants?.[1] ?? true;
+    const wantB = wants?.[2] ?? true;
+    const ps = wherePeriods(c, a, b, shape);
+    if (ps) {
+      // the gradient goes through where the condition picked the operand
+      const { C, pc } = ps;
+      const n = g.length;
+      const block = pc || n;
+      const pick = (which: 1 | 0, p: number) => {
+        const full = floats(n);
+        for (let r = 0; r < n; r += block)
+          for (let j = 0; j < block; j++) if ((C[pc ? j : r + j] ? 1 : 0) === which) full[r + j] = g[r + j];
+        return p === 0 ? full : reduceToPeriod(full, p);
+      };
+      return [undefined, wantA ? pick(1, ps.pa) : undefined, wantB ? pick(0, ps.pb) : undefined];
+    }
+    const C = expandData(c, shape);
+    const ga = floats(g.length);
+    const gb = floats(g.length);
     for (let i = 0; i < g.length; i++)
       if (C[i]) ga[i] = g[i];
       else gb[i] = g[i];
-    return [undefined, unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, x[2]!.shape)];
+    return [undefined, unbroadcast(ga, shape, a.shape), unbroadcast(gb, shape, b.shape)];
   },
 };
 
@@ -1185,7 +1270,7 @@ const Trilu: OpDef = {
   backward(x, y, gy, ctx) {
     const g = gy[0];
     if (!g) return [undefined, undefined];
-    const out = new Float32Array(g.length);
+    const out = floats(g.length);
     trilu(g, out, y[0].shape, x[1] ? Number(x[1].data[0]) : 0, attrInt(ctx.node, 'upper', 1) !== 0);
     return [out, undefined];
   },
@@ -1323,8 +1408,8 @@ function extremum(max: boolean): OpDef {
       const shape = y[0].shape;
       const A = expandData(a, shape);
       const B = expandData(b, shape);
-      const ga = new Float32Array(g.length);
-      const gb = new Float32Array(g.length);
+      const ga = floats(g.length);
+      const gb = floats(g.length);
       for (let i = 0; i < g.length; i++)
         if (pick(A[i], B[i])) ga[i] = g[i];
         else gb[i] = g[i];
@@ -1354,7 +1439,7 @@ const CumSum: OpDef = {
     if (!g) return [undefined, undefined];
     // the adjoint of a running sum is the running sum the other way
     const axis = normAxis(Number(need(x, 1, ctx).data[0]), y[0].shape.length, ctx.where);
-    const out = new Float32Array(g.length);
+    const out = floats(g.length);
     cumsum(
       g,
       out,

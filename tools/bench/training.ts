@@ -170,9 +170,9 @@ async function qualityRow(
   train: number[],
   heldOut: number[],
 ): Promise<QualityRow> {
-  const steps = resolveRecipe({ steps: spec.recipe });
+  // the fp32 reference row has no step: its student is the original itself
   const studentBytes = spec.recipe.length
-    ? exportCompressed(teacherModel, compressModel(teacherModel, steps)).model
+    ? exportCompressed(teacherModel, compressModel(teacherModel, resolveRecipe({ steps: spec.recipe }))).model
     : teacherBytes;
   const student = parseModel(bytesSource('student.onnx', studentBytes));
   // the bench's one perplexity pass: the original's logits on the held-out text, every model against them

@@ -78,7 +78,33 @@ interface QatRow {
   lossLast: number;
 }
 
-export async function qatRows(root: string, settings: QatSettings = QAT_DEFAULTS): Promise<QatRow[]> {
+/** The training sequences: `settings.sequences` of seq + 1 tokens the fp32 model samples from BOS (seed 0). */
+export async function qatTrainingData(
+  root: string,
+  settings: QatSettings = QAT_DEFAULTS,
+): Promise<number[][]> {
+  const bytes = new Uint8Array(readFileSync(join(root, 'tests/fixtures/stories260K/model.onnx')));
+  const model = parseModel(bytesSource('stories260K.onnx', bytes));
+  const session = await createNodeSession(bytes);
+  try {
+    log(`qat: generating ${settings.sequences} sequences of ${settings.seq + 1} tokens`);
+    return await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
+      count: settings.sequences,
+      length: settings.seq + 1,
+      seed: 0,
+      bos: 1,
+    });
+  } finally {
+    await session.release();
+  }
+}
+
+/** `data`: the training sequences when already generated (qatTrainingData). */
+export async function qatRows(
+  root: string,
+  settings: QatSettings = QAT_DEFAULTS,
+  data?: number[][],
+): Promise<QatRow[]> {
   const dir = join(root, 'tests/fixtures/stories260K');
   const bytes = new Uint8Array(readFileSync(join(dir, 'model.onnx')));
   const model = parseModel(bytesSource('stories260K.onnx', bytes));
@@ -89,13 +115,7 @@ export async function qatRows(root: string, settings: QatSettings = QAT_DEFAULTS
   const rows: QatRow[] = [];
   try {
     const inputs = summarizeInputs(model.graph);
-    log(`qat: generating ${settings.sequences} sequences of ${settings.seq + 1} tokens`);
-    const data = await generateCalibrationSequences(session, Tensor, inputs, {
-      count: settings.sequences,
-      length: settings.seq + 1,
-      seed: 0,
-      bos: 1,
-    });
+    const train = data ?? (await qatTrainingData(root, settings));
     const teacher = sessionTeacher(session, Tensor, inputs);
     for (const run of settings.runs) {
       const [step] = resolveRecipe({ steps: [run.step] });
@@ -104,7 +124,7 @@ export async function qatRows(root: string, settings: QatSettings = QAT_DEFAULTS
       log(`qat ${run.label}: plain ${plain.toFixed(3)}, training ${run.steps} steps`);
       const snapshots: { step: number; bytes: Uint8Array }[] = [];
       const quantizer = new FakeQuantizer(model, step);
-      const result = await qatDistill(model, teacher, data, quantizer, {
+      const result = await qatDistill(model, teacher, train, quantizer, {
         steps: run.steps,
         batch: settings.batch,
         seq: settings.seq,

@@ -22,15 +22,28 @@ import { summarizeInputs } from '../../src/core/summary.ts';
 import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { sessionTeacher } from '../../src/core/train/distill.ts';
 import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
-import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
+import * as ort from 'onnxruntime-node';
+import { EXACT_WEIGHT_ONLY, Tensor } from '../../src/runtime/ort-node.ts';
 import { perplexityOf } from './perplexity.ts';
 
 const log = (s: string) => process.stderr.write(s + '\n');
+
+/** One onnxruntime thread: the engine trains on one, and a spinning thread pool on a busy machine only steals time. */
+function oneThreadSession(bytes: Uint8Array) {
+  return ort.InferenceSession.create(bytes, {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    logSeverityLevel: 3,
+    extra: EXACT_WEIGHT_ONLY,
+  });
+}
 
 export interface QatRun {
   label: string;
   step: RecipeStep;
   steps: number;
+  /** Linear warm-up steps (default 20, as the reference). */
+  warmup?: number;
   /** Perplexity is also measured at these steps (the exported file of the weights then). */
   checkpoints: number[];
   /** Perplexity the issue asks the run to reach, and what the PyTorch reference reached. */
@@ -85,7 +98,7 @@ export async function qatTrainingData(
 ): Promise<number[][]> {
   const bytes = new Uint8Array(readFileSync(join(root, 'tests/fixtures/stories260K/model.onnx')));
   const model = parseModel(bytesSource('stories260K.onnx', bytes));
-  const session = await createNodeSession(bytes);
+  const session = await oneThreadSession(bytes);
   try {
     log(`qat: generating ${settings.sequences} sequences of ${settings.seq + 1} tokens`);
     return await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
@@ -111,7 +124,7 @@ export async function qatRows(
   const evalIds = parseIdsText(readFileSync(join(dir, 'ids.txt'), 'utf8'));
   const ppl = async (b: Uint8Array) => (await perplexityOf(b, model, evalIds, 512, 256)).perplexity;
   const fp32 = await ppl(bytes);
-  const session = await createNodeSession(bytes);
+  const session = await oneThreadSession(bytes);
   const rows: QatRow[] = [];
   try {
     const inputs = summarizeInputs(model.graph);
@@ -129,7 +142,7 @@ export async function qatRows(
         batch: settings.batch,
         seq: settings.seq,
         lr: 1e-3,
-        warmup: 20,
+        warmup: run.warmup ?? 20,
         schedule: 'cosine',
         temperature: 2,
         alpha: 0.5,

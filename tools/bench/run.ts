@@ -5,7 +5,8 @@
  * Flags: --quick (skip the 124 M-parameter set), --no-python, --out FILE, --speed-only (keep the
  * quality tables of the last run), --only calibrated (only the calibrated tables and the calibration
  * speed sections, merged into the last run's file by heading), --structure-only (only the
- * structured-pruning section, replaced in the existing report).
+ * structured-pruning section, replaced in the existing report), --only qat (only the
+ * quantization-aware training section, tools/bench/training.ts, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
@@ -37,6 +38,7 @@ import { errorStats } from '../../src/core/compress/metrics.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { structureSection } from './structure.ts';
+import { qatSection } from './training.ts';
 import {
   DEMO_CALIBRATED,
   DEMO_TRAIN,
@@ -62,8 +64,8 @@ const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : null;
 /** --only calibrated, or some of its parts: --only stories,demo,capture,gptq */
 const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
-if (ONLY !== null && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
-  throw new Error(`--only takes 'calibrated' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`);
+if (ONLY !== null && ONLY !== 'qat' && PARTS.some((p) => !CALIBRATED_PARTS.includes(p)))
+  throw new Error(`--only takes 'calibrated', 'qat' or some of ${CALIBRATED_PARTS.join(',')}, got ${ONLY}`);
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -495,6 +497,7 @@ async function main() {
   const sections: string[] = [];
   const started = new Date().toISOString().slice(0, 10);
   if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
+  if (ONLY === 'qat') return replaceSection(await qatSection(ROOT));
 
   if (ONLY !== null) {
     await calibratedOnly(sections);

@@ -294,4 +294,39 @@ describe('quantization-aware training of stories260K', () => {
     },
     600_000,
   );
+
+  it('with only norms training, the quantized weights stay as plain quantization stored them', async () => {
+    const resolved = step({ method: 'int8' });
+    const ids = heldOut[1].slice(0, 33);
+    const result = await qatDistill(teacherModel, null, [ids], resolved, {
+      steps: 2,
+      batch: 1,
+      seq: 32,
+      lr: 1e-3,
+      train: 'norms-biases',
+    });
+    expect(result.trainable.every((name) => name.includes('rms'))).toBe(true);
+    const plain = compressModel(teacherModel, [resolved]);
+    for (const outcome of result.compression.outcomes) {
+      const same = plain.outcomes.find((o) => o.candidate.name === outcome.candidate.name)!;
+      expect(outcome.values).toEqual(same.values);
+    }
+    // the engine's forward (trained norms, int8 weights) is what onnxruntime computes from the export
+    const graph = new TrainGraph(teacherModel, trainableWeights(teacherModel));
+    for (const [name, w] of result.weights) graph.params.get(name)!.set(w);
+    const quantizer = new FakeQuantizer(teacherModel, resolved);
+    const got = graph
+      .forward(decoderValues(teacherModel.graph, [ids]), {
+        record: false,
+        weightTransform: quantizer.transform,
+      })
+      .values.get('logits')!.data as Float32Array;
+    const ref = await ortLogits(result.exported, ids);
+    let max = 0;
+    for (let i = 0; i < ref.length; i++) max = Math.max(max, Math.abs(ref[i] - got[i]));
+    expect(max).toBeLessThan(1e-3);
+    expect(result.weights.get('rms_final')).not.toEqual(
+      readTensor(teacherModel, findInitializer(teacherModel, 'rms_final')),
+    );
+  }, 300_000);
 });

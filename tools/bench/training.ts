@@ -42,6 +42,8 @@ export interface QatRun {
   label: string;
   step: RecipeStep;
   steps: number;
+  /** Peak learning rate (default 1e-3, as the reference). */
+  lr?: number;
   /** Linear warm-up steps (default 20, as the reference). */
   warmup?: number;
   /** Perplexity is also measured at these steps (the exported file of the weights then). */
@@ -141,7 +143,7 @@ export async function qatRows(
         steps: run.steps,
         batch: settings.batch,
         seq: settings.seq,
-        lr: 1e-3,
+        lr: run.lr ?? 1e-3,
         warmup: run.warmup ?? 20,
         schedule: 'cosine',
         temperature: 2,
@@ -182,18 +184,18 @@ export function qatMarkdown(rows: QatRow[], settings: QatSettings = QAT_DEFAULTS
   const lines = [
     '## Quantization-aware training: stories260K',
     '',
-    `Protocol: the fp32 model teaches (KD loss, T 2, α 0.5); AdamW lr 1e-3, 20 warm-up steps, cosine decay, weight decay 0.01, ` +
+    `Protocol: the fp32 model teaches (KD loss, T 2, α 0.5); AdamW with the row's peak learning rate and linear warm-up, cosine decay, weight decay 0.01, ` +
       `all weights trained; batches of ${settings.batch} × ${settings.seq} tokens from ${settings.sequences} sequences the fp32 model generated (seed 0), ` +
       'never the evaluation text. Perplexity: `ids.txt`, ctx 512, stride 256, onnxruntime-node on the exported file ' +
       '(MatMulNBits for int4, a palette decoded in the graph for k-means). Plain: the same method without training. ' +
       'tokens/s: training tokens over training wall time (teacher by onnxruntime, student forward + backward, fake quantization, update), one thread on a shared machine.',
     '',
-    '| Method | fp32 | plain | QAT (perplexity after steps) | Target | PyTorch reference | loss first → last | tokens/s |',
-    '| --- | ---: | ---: | --- | ---: | --- | --- | ---: |',
+    '| Method | lr, warm-up | fp32 | plain | QAT (perplexity after steps) | Target | PyTorch reference (lr 1e-3, warm-up 20, batch 16) | loss first → last | tokens/s |',
+    '| --- | --- | ---: | ---: | --- | ---: | --- | --- | ---: |',
   ];
   for (const r of rows)
     lines.push(
-      `| ${r.run.label} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
+      `| ${r.run.label} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
         `${r.trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')} | ≤ ${r.run.target.toFixed(2)} | ${r.run.reference} | ` +
         `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)} | ${Math.round(r.tokensPerSecond)} |`,
     );

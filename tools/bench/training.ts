@@ -42,6 +42,8 @@ export interface QatRun {
   label: string;
   step: RecipeStep;
   steps: number;
+  /** k-means: optimizer steps between codebook re-fits (default 1). */
+  refitEvery?: number;
   /** Peak learning rate (default 1e-3, as the reference). */
   lr?: number;
   /** Linear warm-up steps (default 20, as the reference). */
@@ -138,7 +140,7 @@ export async function qatRows(
       const plain = await ppl(exportCompressed(model, plainModel).model);
       log(`qat ${run.label}: plain ${plain.toFixed(3)}, training ${run.steps} steps`);
       const snapshots: { step: number; bytes: Uint8Array }[] = [];
-      const quantizer = new FakeQuantizer(model, step);
+      const quantizer = new FakeQuantizer(model, step, { refitEvery: run.refitEvery });
       const result = await qatDistill(model, teacher, train, quantizer, {
         steps: run.steps,
         batch: settings.batch,
@@ -180,6 +182,14 @@ export async function qatRows(
   return rows;
 }
 
+function refitNote(run: QatRun): string {
+  if (run.step.method !== 'kmeans') return '';
+  const every = run.refitEvery ?? 1;
+  return every >= run.steps
+    ? ', codebook fixed'
+    : `, codebook re-fit every ${every === 1 ? 'step' : `${every} steps`}`;
+}
+
 export function qatMarkdown(rows: QatRow[], settings: QatSettings = QAT_DEFAULTS): string {
   const lines = [
     '## Quantization-aware training: stories260K',
@@ -195,7 +205,7 @@ export function qatMarkdown(rows: QatRow[], settings: QatSettings = QAT_DEFAULTS
   ];
   for (const r of rows)
     lines.push(
-      `| ${r.run.label} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
+      `| ${r.run.label}${refitNote(r.run)} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
         `${r.trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')} | ≤ ${r.run.target.toFixed(2)} | ${r.run.reference} | ` +
         `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)} | ${Math.round(r.tokensPerSecond)} |`,
     );

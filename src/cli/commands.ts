@@ -214,7 +214,7 @@ export const DISTILL: CommandSpec = {
     '        [--temperature T] [--alpha A] [--schedule cosine|linear|constant] [--warmup N] [--train WHICH]',
     '        (--train-text FILE --tokenizer DIR_OR_JSON | --train-ids FILE | --train-generate N [--train-bos ID])',
     '        [--eval-text FILE | --eval-ids FILE] [--seed S] [--json]',
-    '        [--qat int4 [--block N] [--asym] | --qat int8 [--asym] | --qat kmeans [--k K]]',
+    '        [--qat int4 [--block N] [--asym] | --qat int8 [--asym] | --qat kmeans [--k K] [--refit-every N]]',
   ],
   positionals: [
     { name: 'TEACHER.onnx', help: 'the original model, whose logits the student learns' },
@@ -292,6 +292,11 @@ export const DISTILL: CommandSpec = {
     },
     asym: { type: 'boolean', help: 'with --qat int4 or int8: zero points (asymmetric)' },
     k: { type: 'string', value: 'K', help: 'with --qat kmeans: clusters, 2…256 (default 16)' },
+    'refit-every': {
+      type: 'string',
+      value: 'N',
+      help: 'with --qat kmeans: steps between codebook re-fits (default 1; ≥ --steps keeps the codebook fixed)',
+    },
     json: JSON_FLAG,
     help: HELP_FLAG,
   },
@@ -301,7 +306,7 @@ export const DISTILL: CommandSpec = {
       'k-means palettes) is refused: distil the float pruned model, then quantize the result. ' +
       'Progress goes to stderr; the held-out text is never trained on.',
     'With --qat the forward pass reads every linear weight as the method stores it (fake quantization, ' +
-      'straight-through gradient; k-means re-fits its codebook to the weights every step) and the output is the ' +
+      'straight-through gradient; k-means re-fits its codebook to the weights every --refit-every steps) and the output is the ' +
       "quantized file (MatMulNBits, DequantizeLinear, palette) of the trained weights; 'before' is the same " +
       'quantization without training.',
   ],

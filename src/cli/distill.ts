@@ -114,9 +114,17 @@ function settingsFromArgs(args: ParsedArgs, context: number | undefined): Settin
   };
 }
 
-/** The quantization step --qat trains against (every linear weight, as `compress` selects them), or null. */
-function qatStepFromArgs(args: ParsedArgs): ResolvedStep | null {
-  const only: Record<string, QatMethod[]> = { block: ['int4'], asym: ['int4', 'int8'], k: ['kmeans'] };
+/**
+ * The quantization step --qat trains against (every linear weight, as `compress` selects them) and
+ * k-means' re-fit interval, or null without --qat.
+ */
+function qatFromArgs(args: ParsedArgs): { step: ResolvedStep; refitEvery: number } | null {
+  const only: Record<string, QatMethod[]> = {
+    block: ['int4'],
+    asym: ['int4', 'int8'],
+    k: ['kmeans'],
+    'refit-every': ['kmeans'],
+  };
   if (!args.flags.has('qat')) {
     for (const key of Object.keys(only))
       if (args.flags.has(key)) throw new UsageError(`--${key} is only read with --qat.`);
@@ -135,7 +143,10 @@ function qatStepFromArgs(args: ParsedArgs): ResolvedStep | null {
     options = { blockSize, symmetric };
   } else if (method === 'int8') options = { symmetric };
   else options = { clusters: integerFlag(args, 'k', 16, 2, 256) };
-  return resolveRecipe({ steps: [{ method, options }] })[0];
+  return {
+    step: resolveRecipe({ steps: [{ method, options }] })[0],
+    refitEvery: integerFlag(args, 'refit-every', 1, 1, 1_000_000),
+  };
 }
 
 interface Data {
@@ -270,7 +281,8 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     throw new UsageError('missing -o OUT.onnx: where to write the trained student.');
   const context = configContext([dirname(studentPath), join(dirname(studentPath), '..')]);
   const settings = settingsFromArgs(args, context);
-  const qat = qatStepFromArgs(args);
+  const qatSettings = qatFromArgs(args);
+  const qat = qatSettings?.step ?? null;
   checkOutputPlace(output);
   checkOutputsAreNotInputs([output], [teacherPath, studentPath]);
 
@@ -305,7 +317,10 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     const teacher = sessionTeacher(teacherSession, Tensor, summarizeInputs(teacherModel.graph));
     const options = { ...settings, onStep: progressPrinter(settings.steps) };
     if (qat) {
-      const trained = await qatDistill(student, teacher, data.train, qat, options);
+      const trained = await qatDistill(student, teacher, data.train, qat, {
+        ...options,
+        refitEvery: qatSettings!.refitEvery,
+      });
       result = trained;
       written = trained.exported;
       bitsPerWeight = trained.compression.totals.bitsPerWeight;

@@ -33,7 +33,7 @@ describe('compression-studio distill --qat', () => {
       'MatMulNBits',
       { blockSize: 16, symmetric: false },
     ],
-    ['kmeans', ['--qat', 'kmeans', '--k', '8'], 'BitShift', { clusters: 8 }],
+    ['kmeans', ['--qat', 'kmeans', '--k', '8', '--refit-every', '2'], 'BitShift', { clusters: 8 }],
   ])(
     '--qat %s writes the quantized model of the trained weights, which onnxruntime runs',
     async (method, flags, op, options) => {
@@ -63,6 +63,7 @@ describe('compression-studio distill --qat', () => {
       [['--k', '16'], /--k is only read with --qat/],
       [['--qat', 'kmeans', '--block', '32'], /--block is read with --qat int4, not --qat kmeans/],
       [['--qat', 'int8', '--k', '4'], /--k is read with --qat kmeans/],
+      [['--qat', 'int4', '--refit-every', '5'], /--refit-every is read with --qat kmeans/],
       [['--qat', 'prune'], /--qat must be one of int4, int8, kmeans/],
       [['--qat', 'int4', '--block', '48'], /--block must be one of 16, 32, 64, 128/],
     ];

@@ -295,7 +295,7 @@ export const DISTILL: CommandSpec = {
     'refit-every': {
       type: 'string',
       value: 'N',
-      help: 'with --qat kmeans: steps between codebook re-fits (default 1; ≥ --steps keeps the codebook fixed)',
+      help: 'with --qat kmeans: re-fit the codebook every N steps (default 0: the codebook stays fixed)',
     },
     json: JSON_FLAG,
     help: HELP_FLAG,
@@ -306,7 +306,7 @@ export const DISTILL: CommandSpec = {
       'k-means palettes) is refused: distil the float pruned model, then quantize the result. ' +
       'Progress goes to stderr; the held-out text is never trained on.',
     'With --qat the forward pass reads every linear weight as the method stores it (fake quantization, ' +
-      'straight-through gradient; k-means re-fits its codebook to the weights every --refit-every steps) and the output is the ' +
+      'straight-through gradient; k-means keeps its codebook, or re-fits it every --refit-every steps) and the output is the ' +
       "quantized file (MatMulNBits, DequantizeLinear, palette) of the trained weights; 'before' is the same " +
       'quantization without training.',
   ],

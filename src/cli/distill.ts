@@ -145,7 +145,7 @@ function qatFromArgs(args: ParsedArgs): { step: ResolvedStep; refitEvery: number
   else options = { clusters: integerFlag(args, 'k', 16, 2, 256) };
   return {
     step: resolveRecipe({ steps: [{ method, options }] })[0],
-    refitEvery: integerFlag(args, 'refit-every', 1, 1, 1_000_000),
+    refitEvery: integerFlag(args, 'refit-every', 0, 0, 1_000_000),
   };
 }
 

@@ -33,7 +33,7 @@ describe('compression-studio distill --qat', () => {
       'MatMulNBits',
       { blockSize: 16, symmetric: false },
     ],
-    ['kmeans', ['--qat', 'kmeans', '--k', '8', '--refit-every', '2'], 'BitShift', { clusters: 8 }],
+    ['kmeans', ['--qat', 'kmeans', '--k', '8'], 'BitShift', { clusters: 8 }],
   ])(
     '--qat %s writes the quantized model of the trained weights, which onnxruntime runs',
     async (method, flags, op, options) => {

@@ -42,7 +42,7 @@ export interface QatRun {
   label: string;
   step: RecipeStep;
   steps: number;
-  /** k-means: optimizer steps between codebook re-fits (default 1). */
+  /** k-means: optimizer steps between codebook re-fits (default 0: the codebook stays fixed). */
   refitEvery?: number;
   /** Peak learning rate (default 1e-3, as the reference). */
   lr?: number;
@@ -184,8 +184,8 @@ export async function qatRows(
 
 function refitNote(run: QatRun): string {
   if (run.step.method !== 'kmeans') return '';
-  const every = run.refitEvery ?? 1;
-  return every >= run.steps
+  const every = run.refitEvery ?? 0;
+  return every === 0 || every >= run.steps
     ? ', codebook fixed'
     : `, codebook re-fit every ${every === 1 ? 'step' : `${every} steps`}`;
 }

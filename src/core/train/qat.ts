@@ -12,10 +12,13 @@
  *   or channel's range at every step); learned LSQ-style scales are not done.
  * - k-means (palettes): the codebook starts as the method's own k-means of the initial weights; each
  *   forward pass reads every weight as the nearest centroid of the current codebook (exact zeros keep
- *   their pinned 0 centroid, as the method does with `keepZeros`). The centroids are re-fitted, not
- *   learned: every `refitEvery` optimizer steps (default 1) one Lloyd update moves each centroid to the
- *   mean of the weights it holds, then the weights are re-assigned. The export writes that codebook and
- *   that assignment, not a fresh k-means of the trained weights: the palette is the one trained with.
+ *   their pinned 0 centroid, as the method does with `keepZeros`). The centroids are not learned by
+ *   gradient: by default the codebook stays fixed and only the assignments move; with `refitEvery` N,
+ *   every N optimizer steps one Lloyd update moves each centroid to the mean of the weights it holds,
+ *   then the weights are re-assigned. Measured on stories260K (batch 4 × 255, lr 3e-4, 100 steps):
+ *   fixed 4.501 → 3.838, re-fitted every step worse (the float weights' Adam noise drags the means).
+ *   The export writes that codebook and that assignment, not a fresh k-means of the trained weights:
+ *   the palette is the one trained with.
  *
  * Weights a pruning step zeroed stay zero (distill's masks re-zero the float weights after each step)
  * and every one of these quantizers maps an exact 0 to 0.
@@ -54,7 +57,7 @@ export const QAT_METHODS = ['int4', 'int8', 'kmeans'] as const;
 export type QatMethod = (typeof QAT_METHODS)[number];
 
 export interface QatSettings {
-  /** k-means: optimizer steps between two Lloyd updates of the codebook (default 1: every step). */
+  /** k-means: optimizer steps between two Lloyd updates of the codebook (default 0: never, the codebook stays fixed). */
   refitEvery?: number;
 }
 
@@ -170,11 +173,11 @@ export class FakeQuantizer {
       );
     this.method = step.method as QatMethod;
     this.options = step.options;
-    this.refitEvery = settings.refitEvery ?? 1;
-    if (!Number.isInteger(this.refitEvery) || this.refitEvery < 1)
+    this.refitEvery = settings.refitEvery ?? 0;
+    if (!Number.isInteger(this.refitEvery) || this.refitEvery < 0)
       throw new ModelError(
         'invalid-argument',
-        `The k-means refit interval must be a whole number ≥ 1, got ${settings.refitEvery}.`,
+        `The k-means refit interval must be a whole number ≥ 0 (0: never), got ${settings.refitEvery}.`,
       );
     const picked = selectWeights(weightCandidates(student.graph), step.select);
     const nested = picked.filter((c) => c.scope !== '' || c.source !== 'initializer');
@@ -237,8 +240,8 @@ export class FakeQuantizer {
     const s = t.codebook;
     const bookOf = bookIndexer(c, s.books);
     let codes = assignNearest(w, s, bookOf);
-    // versions 1 is the start (the codebook fits it already); refit on every refitEvery-th later version
-    if (t.versions > 1 && (t.versions - 1) % this.refitEvery === 0) {
+    // version 1 is the start (the codebook fits it already); refit on every refitEvery-th later version
+    if (this.refitEvery > 0 && t.versions > 1 && (t.versions - 1) % this.refitEvery === 0) {
       refitCodebook(w, codes, s, bookOf);
       codes = assignNearest(w, s, bookOf);
     }

@@ -116,6 +116,42 @@ describe('the straight-through estimator', () => {
     },
   );
 
+  it('k-means: a fixed codebook by default; with refitEvery 1, each new weight version re-fits it by one Lloyd update', () => {
+    const model = tinyModel();
+    const w = new TrainGraph(model, ['w1']).params.get('w1')!;
+    const moved = Float32Array.from(w, (v, i) => v + 0.05 * Math.sin(i));
+    const codebookOf = (q: FakeQuantizer) => (q.targets.get('w1')!.result!.encoding as Palette).codebook;
+    const fixed = new FakeQuantizer(model, step({ method: 'kmeans', options: { clusters: 4 } }));
+    fixed.transform('w1', w);
+    const start = Float32Array.from(codebookOf(fixed));
+    fixed.transform('w1', moved);
+    expect(codebookOf(fixed)).toEqual(start);
+
+    const refit = new FakeQuantizer(model, step({ method: 'kmeans', options: { clusters: 4 } }), {
+      refitEvery: 1,
+    });
+    refit.transform('w1', w);
+    // direct Lloyd update: assign the moved weights to the nearest starting centroid, average each cluster
+    const sum = new Float64Array(start.length);
+    const count = new Float64Array(start.length);
+    for (const v of moved) {
+      let best = 0;
+      for (let j = 1; j < start.length; j++) if (Math.abs(v - start[j]) < Math.abs(v - start[best])) best = j;
+      sum[best] += v;
+      count[best]++;
+    }
+    const expected = Float32Array.from(start, (c, j) =>
+      count[j] ? Math.fround(sum[j] / count[j]) : c,
+    ).sort();
+    const q = refit.transform('w1', moved);
+    expect(codebookOf(refit)).toEqual(expected);
+    // every weight reads the nearest centroid of the re-fitted codebook
+    for (let i = 0; i < moved.length; i++) {
+      const nearest = Math.min(...Array.from(expected, (c) => Math.abs(moved[i] - c)));
+      expect(Math.abs(moved[i] - q[i])).toBeCloseTo(nearest, 6);
+    }
+  });
+
   it('refuses a method it cannot train against, and a step that selects nothing', () => {
     const model = tinyModel();
     const errorOf = (f: () => unknown) => {

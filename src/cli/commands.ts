@@ -267,6 +267,7 @@ export const DISTILL: CommandSpec = {
     '        [--temperature T] [--alpha A] [--schedule cosine|linear|constant] [--warmup N] [--train WHICH]',
     '        (--train-text FILE --tokenizer DIR_OR_JSON | --train-ids FILE | --train-generate N [--train-bos ID])',
     '        [--eval-text FILE | --eval-ids FILE] [--seed S] [--json]',
+    '        [--qat int4 [--block N] [--asym] | --qat int8 [--asym] | --qat kmeans [--k K] [--refit-every N]]',
   ],
   positionals: [
     { name: 'TEACHER.onnx', help: 'the original model, whose logits the student learns' },
@@ -332,6 +333,23 @@ export const DISTILL: CommandSpec = {
       value: 'S',
       help: 'seeds the training windows and generated sequences (default 0)',
     },
+    qat: {
+      type: 'string',
+      value: 'METHOD',
+      help: 'quantization-aware training: int4, int8 or kmeans; writes the quantized model',
+    },
+    block: {
+      type: 'string',
+      value: 'N',
+      help: 'with --qat int4: block size, 16, 32, 64 or 128 (default 32)',
+    },
+    asym: { type: 'boolean', help: 'with --qat int4 or int8: zero points (asymmetric)' },
+    k: { type: 'string', value: 'K', help: 'with --qat kmeans: clusters, 2…256 (default 16)' },
+    'refit-every': {
+      type: 'string',
+      value: 'N',
+      help: 'with --qat kmeans: re-fit the codebook every N steps (default 0: the codebook stays fixed)',
+    },
     json: JSON_FLAG,
     help: HELP_FLAG,
   },
@@ -340,6 +358,10 @@ export const DISTILL: CommandSpec = {
       'Weights that a pruning step zeroed stay zero. A student stored quantized (MatMulNBits, DequantizeLinear, ' +
       'k-means palettes) is refused: distil the float pruned model, then quantize the result. ' +
       'Progress goes to stderr; the held-out text is never trained on.',
+    'With --qat the forward pass reads every linear weight as the method stores it (fake quantization, ' +
+      'straight-through gradient; k-means keeps its codebook, or re-fits it every --refit-every steps) and the output is the ' +
+      "quantized file (MatMulNBits, DequantizeLinear, palette) of the trained weights; 'before' is the same " +
+      'quantization without training.',
   ],
 };
 

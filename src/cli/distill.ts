@@ -3,6 +3,8 @@
  * (src/core/train). The teacher runs in onnxruntime-node; the student trains through its own graph;
  * the written model is the student's file with its float weights replaced (same graph, same names).
  * Held-out perplexity is measured by onnxruntime on the student before and on the written file after.
+ * `--qat int4|int8|kmeans`: quantization-aware training (src/core/train/qat.ts); the written model is
+ * then the quantized export of the trained weights, and 'before' the same quantization untrained.
  */
 import { dirname, join, resolve } from 'node:path';
 import { ModelError } from '../core/errors.ts';
@@ -22,6 +24,11 @@ import {
   type TrainSelection,
 } from '../core/train/distill.ts';
 import type { Schedule } from '../core/train/optim.ts';
+import { QAT_METHODS, qatDistill, type QatMethod } from '../core/train/qat.ts';
+import { resolveRecipe, type ResolvedStep } from '../core/compress/recipe.ts';
+import { compressModel } from '../core/compress/pipeline.ts';
+import { exportCompressed } from '../core/compress/export.ts';
+import { INT4_BLOCK_SIZES } from '../methods/int4/index.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { UsageError, integerFlag, parseNumber, readTextFile, type ParsedArgs } from './args.ts';
 import { checkOutputPlace, checkOutputsAreNotInputs, writeFilesAtomically } from './compress.ts';
@@ -105,6 +112,41 @@ function settingsFromArgs(args: ParsedArgs, context: number | undefined): Settin
     weightDecay: numberFlag(args, 'weight-decay', 0.01, (n) => n >= 0 && n < 1, 'a number in [0, 1)'),
     train: choice(args, 'train', TRAIN_SELECTIONS, 'all'),
     seed: integerFlag(args, 'seed', 0, 0, 2 ** 32 - 1),
+  };
+}
+
+/**
+ * The quantization step --qat trains against (every linear weight, as `compress` selects them) and
+ * k-means' re-fit interval, or null without --qat.
+ */
+function qatFromArgs(args: ParsedArgs): { step: ResolvedStep; refitEvery: number } | null {
+  const only: Record<string, QatMethod[]> = {
+    block: ['int4'],
+    asym: ['int4', 'int8'],
+    k: ['kmeans'],
+    'refit-every': ['kmeans'],
+  };
+  if (!args.flags.has('qat')) {
+    for (const key of Object.keys(only))
+      if (args.flags.has(key)) throw new UsageError(`--${key} is only read with --qat.`);
+    return null;
+  }
+  const method = choice(args, 'qat', QAT_METHODS, 'int4');
+  for (const [key, methods] of Object.entries(only))
+    if (args.flags.has(key) && !methods.includes(method))
+      throw new UsageError(`--${key} is read with --qat ${methods.join(' or ')}, not --qat ${method}.`);
+  const symmetric = !args.flags.has('asym');
+  let options: Record<string, number | boolean>;
+  if (method === 'int4') {
+    const blockSize = integerFlag(args, 'block', 32, 16, 128);
+    if (!(INT4_BLOCK_SIZES as readonly number[]).includes(blockSize))
+      throw new UsageError(`--block must be one of ${INT4_BLOCK_SIZES.join(', ')}, got '${blockSize}'.`);
+    options = { blockSize, symmetric };
+  } else if (method === 'int8') options = { symmetric };
+  else options = { clusters: integerFlag(args, 'k', 16, 2, 256) };
+  return {
+    step: resolveRecipe({ steps: [{ method, options }] })[0],
+    refitEvery: integerFlag(args, 'refit-every', 0, 0, 1_000_000),
   };
 }
 
@@ -242,6 +284,8 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     throw new UsageError('missing -o OUT.onnx: where to write the trained student.');
   const context = configContext([dirname(studentPath), join(dirname(studentPath), '..')]);
   const settings = settingsFromArgs(args, context);
+  const qatSettings = qatFromArgs(args);
+  const qat = qatSettings?.step ?? null;
   checkOutputPlace(output);
   checkOutputsAreNotInputs([output], [teacherPath, studentPath]);
 
@@ -261,7 +305,13 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
   const studentFile = studentSources.external.length
     ? resolve(studentPath)
     : studentSources.main.read(0, studentSources.main.size);
-  const before = await heldOutPerplexity(studentFile, data.heldOut, settings.seq, student);
+  // with --qat, 'before' is the same quantization of the student without training
+  const before = await heldOutPerplexity(
+    qat ? exportCompressed(student, compressModel(student, [qat])).model : studentFile,
+    data.heldOut,
+    settings.seq,
+    student,
+  );
 
   const teacherSession = await onnxruntime('load the teacher', () =>
     createNodeSession(
@@ -269,16 +319,26 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     ),
   );
   let result: Awaited<ReturnType<typeof distill>>;
+  let written: Uint8Array;
+  let bitsPerWeight: number | undefined;
   try {
     const teacher = sessionTeacher(teacherSession, Tensor, summarizeInputs(teacherModel.graph));
-    result = await distill(student, teacher, data.train, {
-      ...settings,
-      onStep: progressPrinter(settings.steps),
-    });
+    const options = { ...settings, onStep: progressPrinter(settings.steps) };
+    if (qat) {
+      const trained = await qatDistill(student, teacher, data.train, qat, {
+        ...options,
+        refitEvery: qatSettings!.refitEvery,
+      });
+      result = trained;
+      written = trained.exported;
+      bitsPerWeight = trained.compression.totals.bitsPerWeight;
+    } else {
+      result = await distill(student, teacher, data.train, options);
+      written = withWeights(student, result.weights);
+    }
   } finally {
     await teacherSession.release();
   }
-  const written = withWeights(student, result.weights);
   writeFilesAtomically([{ path: output, chunks: [written] }]);
   const after = await heldOutPerplexity(written, data.heldOut, settings.seq, student);
 
@@ -288,6 +348,7 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     out(
       JSON.stringify({
         ...settings,
+        ...(qat ? { qat: { method: qat.method, options: qat.options, bitsPerWeight } } : {}),
         trainable: result.trainable.length,
         perplexityBefore: before.perplexity,
         perplexityAfter: after.perplexity,
@@ -308,8 +369,16 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     );
     return 0;
   }
+  const what = qat
+    ? `${qat.method} ${Object.entries(qat.options)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ')}, ${bitsPerWeight!.toFixed(2)} bits/weight`
+    : '';
   out(
-    `trained ${result.trainable.length} weights for ${settings.steps} steps of ${settings.batch}×${settings.seq} tokens ` +
+    (qat
+      ? `quantization-aware training (${what}): perplexity before is the same quantization untrained\n`
+      : '') +
+      `trained ${result.trainable.length} weights for ${settings.steps} steps of ${settings.batch}×${settings.seq} tokens ` +
       `(${Math.round(result.tokensPerSecond)} tokens/s); loss ${first.loss.toFixed(4)} -> ${last.loss.toFixed(4)}\n` +
       `held-out perplexity ${before.perplexity.toFixed(4)} -> ${after.perplexity.toFixed(4)} ` +
       `(${after.tokens} tokens of ${data.heldOutFrom}; ctx ${after.ctx}, stride ${after.stride})\n` +

@@ -6,7 +6,8 @@
  * quality tables of the last run), --only calibrated (only the calibrated tables and the calibration
  * speed sections, merged into the last run's file by heading), --only training (only the training
  * section, tools/bench/training.ts, merged likewise; --no-train-quality skips its distillation rows),
- * --structure-only (only the structured-pruning section, replaced in the existing report).
+ * --only qat (only the quantization-aware training section, tools/bench/qat.ts, replaced in the
+ * existing report), --structure-only (only the structured-pruning section, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
@@ -38,6 +39,7 @@ import { errorStats } from '../../src/core/compress/metrics.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { structureSection } from './structure.ts';
+import { qatSection } from './qat.ts';
 import {
   DEMO_CALIBRATED,
   DEMO_TRAIN,
@@ -73,8 +75,10 @@ const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
 /** --only quality-stories,quality-demo: the uncalibrated quality tables (with KL against fp32). */
 const ONLY_PARTS = [...CALIBRATED_PARTS, 'quality-stories', 'quality-demo'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
-if (ONLY !== null && ONLY !== 'training' && PARTS.some((p) => !ONLY_PARTS.includes(p)))
-  throw new Error(`--only takes 'training', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`);
+if (ONLY !== null && ONLY !== 'training' && ONLY !== 'qat' && PARTS.some((p) => !ONLY_PARTS.includes(p)))
+  throw new Error(
+    `--only takes 'training', 'qat', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`,
+  );
 const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
@@ -518,6 +522,7 @@ async function main() {
   const sections: string[] = [];
   const started = new Date().toISOString().slice(0, 10);
   if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
+  if (ONLY === 'qat') return replaceSection(await qatSection(ROOT));
 
   const training = () => trainingSection(ROOT, { python, quality: !args.has('--no-train-quality') });
   if (ONLY === 'training') {

@@ -242,7 +242,8 @@ export interface DistillOptions {
   /** Keep the zeros of pruned weights (tensors ≥ 10 % exact zeros) at zero (default true). */
   keepSparsity?: boolean;
   signal?: AbortSignal;
-  onStep?: (s: DistillStep) => void;
+  /** After each step, with the weights as that step left them (read them there: the next step changes them). */
+  onStep?: (s: DistillStep, weights: ReadonlyMap<string, Float32Array>) => void;
   /** QAT: what the forward pass reads in place of each weight (straight-through gradient). */
   weightTransform?: ForwardOptions['weightTransform'];
   /** Continue a run from its checkpoint (same data, seed and options): the result equals one uninterrupted run. */
@@ -388,7 +389,7 @@ export async function distill(
       tokensPerSecond: tokens / ((performance.now() - start) / 1000),
     };
     history.push(step);
-    opts.onStep?.(step);
+    opts.onStep?.(step, graph.params);
     await yieldToEventLoop();
   }
   const seconds = (performance.now() - start) / 1000;

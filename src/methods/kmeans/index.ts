@@ -34,7 +34,7 @@ export function paletteIndexBits(clusters: number): number {
 }
 
 /** Bytes of the palette export: packed indices, float32 codebook, int32 per-channel offsets. */
-function paletteBytes(p: Palette, count: number): number {
+export function paletteBytes(p: Palette, count: number): number {
   return Math.ceil((count * p.bits) / 8) + p.codebook.byteLength + (p.books > 1 ? p.books * 4 : 0);
 }
 

@@ -1,0 +1,220 @@
+/**
+ * The quantization-aware training section of `npm run bench` (`npm run bench -- --only qat` runs it
+ * alone and replaces only this section of the report): stories260K quantized int4 block 32 and k-means
+ * K=16 by plain rounding / clustering, then trained with fake quantization and distillation from the
+ * fp32 model (src/core/train/qat.ts), perplexity of the exported file after the steps.
+ *
+ * Protocol, as the PyTorch reference of issue 11: AdamW lr 1e-3, 20 warm-up steps, cosine decay,
+ * T 2, α 0.5, weight decay 0.01, every weight trained, batches of 16 × 255 tokens drawn from sequences
+ * of 256 tokens the fp32 model generates from BOS (seeded), never from the evaluation text; perplexity
+ * on `ids.txt` as the quality table scores it (ctx 512, stride 256) by onnxruntime-node on the exported
+ * file. tokens/s: training tokens over the training wall time (teacher logits by onnxruntime,
+ * student forward + backward in the engine, fake quantization, update), one thread, machine shared.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
+import { compressModel } from '../../src/core/compress/pipeline.ts';
+import { exportCompressed } from '../../src/core/compress/export.ts';
+import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
+import { summarizeInputs } from '../../src/core/summary.ts';
+import { parseIdsText } from '../../src/core/tokenizer.ts';
+import { sessionTeacher } from '../../src/core/train/distill.ts';
+import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
+import * as ort from 'onnxruntime-node';
+import { EXACT_WEIGHT_ONLY, Tensor } from '../../src/runtime/ort-node.ts';
+import { openReference } from './perplexity.ts';
+
+const log = (s: string) => process.stderr.write(s + '\n');
+
+/** One onnxruntime thread: the engine trains on one, and a spinning thread pool on a busy machine only steals time. */
+function oneThreadSession(bytes: Uint8Array) {
+  return ort.InferenceSession.create(bytes, {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    logSeverityLevel: 3,
+    extra: EXACT_WEIGHT_ONLY,
+  });
+}
+
+export interface QatRun {
+  label: string;
+  step: RecipeStep;
+  steps: number;
+  /** k-means: optimizer steps between codebook re-fits (default 0: the codebook stays fixed). */
+  refitEvery?: number;
+  /** Peak learning rate (default 1e-3, as the reference). */
+  lr?: number;
+  /** Linear warm-up steps (default 20, as the reference). */
+  warmup?: number;
+  /** Perplexity is also measured at these steps (the exported file of the weights then). */
+  checkpoints: number[];
+  /** Perplexity the issue asks the run to reach, and what the PyTorch reference reached. */
+  target: number;
+  reference: string;
+}
+
+export const QAT_RUNS: QatRun[] = [
+  {
+    label: 'int4 block 32',
+    step: { method: 'int4', options: { blockSize: 32 } },
+    steps: 300,
+    checkpoints: [50, 100, 200],
+    target: 3.7,
+    reference: '3.711 after 300 steps',
+  },
+  {
+    label: 'k-means K=16',
+    step: { method: 'kmeans', options: { clusters: 16 } },
+    steps: 100,
+    checkpoints: [25, 50],
+    target: 3.8,
+    reference: '3.825 after 100 steps',
+  },
+];
+
+export interface QatSettings {
+  batch: number;
+  seq: number;
+  /** Generated training sequences of seq + 1 tokens. */
+  sequences: number;
+  runs: QatRun[];
+}
+
+export const QAT_DEFAULTS: QatSettings = { batch: 16, seq: 255, sequences: 256, runs: QAT_RUNS };
+
+interface QatRow {
+  run: QatRun;
+  fp32: number;
+  plain: number;
+  trained: { step: number; ppl: number }[];
+  tokensPerSecond: number;
+  seconds: number;
+  lossFirst: number;
+  lossLast: number;
+}
+
+/** The training sequences: `settings.sequences` of seq + 1 tokens the fp32 model samples from BOS (seed 0). */
+export async function qatTrainingData(
+  root: string,
+  settings: QatSettings = QAT_DEFAULTS,
+): Promise<number[][]> {
+  const bytes = new Uint8Array(readFileSync(join(root, 'tests/fixtures/stories260K/model.onnx')));
+  const model = parseModel(bytesSource('stories260K.onnx', bytes));
+  const session = await oneThreadSession(bytes);
+  try {
+    log(`qat: generating ${settings.sequences} sequences of ${settings.seq + 1} tokens`);
+    return await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
+      count: settings.sequences,
+      length: settings.seq + 1,
+      seed: 0,
+      bos: 1,
+    });
+  } finally {
+    await session.release();
+  }
+}
+
+/** `data`: the training sequences when already generated (qatTrainingData). */
+export async function qatRows(
+  root: string,
+  settings: QatSettings = QAT_DEFAULTS,
+  data?: number[][],
+): Promise<QatRow[]> {
+  const dir = join(root, 'tests/fixtures/stories260K');
+  const bytes = new Uint8Array(readFileSync(join(dir, 'model.onnx')));
+  const model = parseModel(bytesSource('stories260K.onnx', bytes));
+  const evalIds = parseIdsText(readFileSync(join(dir, 'ids.txt'), 'utf8'));
+  // the bench's one perplexity pass: the fp32 logits once, every exported file against them
+  const reference = await openReference(bytes, model, evalIds, 512, 256);
+  const ppl = async (b: Uint8Array) => (await reference.measure(b, model)).perplexity;
+  const fp32 = await ppl(bytes);
+  const session = await oneThreadSession(bytes);
+  const rows: QatRow[] = [];
+  try {
+    const inputs = summarizeInputs(model.graph);
+    const train = data ?? (await qatTrainingData(root, settings));
+    const teacher = sessionTeacher(session, Tensor, inputs);
+    for (const run of settings.runs) {
+      const [step] = resolveRecipe({ steps: [run.step] });
+      const plainModel = compressModel(model, [step]);
+      const plain = await ppl(exportCompressed(model, plainModel).model);
+      log(`qat ${run.label}: plain ${plain.toFixed(3)}, training ${run.steps} steps`);
+      const snapshots: { step: number; bytes: Uint8Array }[] = [];
+      const quantizer = new FakeQuantizer(model, step, { refitEvery: run.refitEvery });
+      const result = await qatDistill(model, teacher, train, quantizer, {
+        steps: run.steps,
+        batch: settings.batch,
+        seq: settings.seq,
+        lr: run.lr ?? 1e-3,
+        warmup: run.warmup ?? 20,
+        schedule: 'cosine',
+        temperature: 2,
+        alpha: 0.5,
+        seed: 0,
+        onStep: (s, weights) => {
+          if (s.step % 10 === 0 || s.step === 1)
+            log(
+              `  step ${s.step}/${s.steps} loss ${s.loss.toFixed(4)} (KL ${s.kl.toFixed(4)}, CE ${s.ce.toFixed(4)}) ` +
+                `${Math.round(s.tokensPerSecond)} tokens/s`,
+            );
+          if (run.checkpoints.includes(s.step))
+            snapshots.push({ step: s.step, bytes: quantizer.exportModel(model, weights).exported });
+        },
+      });
+      const trained: { step: number; ppl: number }[] = [];
+      for (const s of snapshots) trained.push({ step: s.step, ppl: await ppl(s.bytes) });
+      trained.push({ step: run.steps, ppl: await ppl(result.exported) });
+      log(`qat ${run.label}: ${trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')}`);
+      rows.push({
+        run,
+        fp32,
+        plain,
+        trained,
+        tokensPerSecond: result.tokensPerSecond,
+        seconds: result.seconds,
+        lossFirst: result.history[0].loss,
+        lossLast: result.history[result.history.length - 1].loss,
+      });
+    }
+  } finally {
+    await session.release();
+    await reference.close();
+  }
+  return rows;
+}
+
+function refitNote(run: QatRun): string {
+  if (run.step.method !== 'kmeans') return '';
+  const every = run.refitEvery ?? 0;
+  return every === 0 || every >= run.steps
+    ? ', codebook fixed'
+    : `, codebook re-fit every ${every === 1 ? 'step' : `${every} steps`}`;
+}
+
+export function qatMarkdown(rows: QatRow[], settings: QatSettings = QAT_DEFAULTS): string {
+  const lines = [
+    '## Quantization-aware training: stories260K',
+    '',
+    `Protocol: the fp32 model teaches (KD loss, T 2, α 0.5); AdamW with the row's peak learning rate and linear warm-up, cosine decay, weight decay 0.01, ` +
+      `all weights trained; batches of ${settings.batch} × ${settings.seq} tokens from ${settings.sequences} sequences the fp32 model generated (seed 0), ` +
+      'never the evaluation text. Perplexity: `ids.txt`, ctx 512, stride 256, onnxruntime-node on the exported file ' +
+      '(MatMulNBits for int4, a palette decoded in the graph for k-means). Plain: the same method without training. ' +
+      'tokens/s: training tokens over training wall time (teacher by onnxruntime, student forward + backward, fake quantization, update), one thread on a shared machine.',
+    '',
+    '| Method | lr, warm-up | fp32 | plain | QAT (perplexity after steps) | Target | PyTorch reference (lr 1e-3, warm-up 20, batch 16) | loss first → last | tokens/s |',
+    '| --- | --- | ---: | ---: | --- | ---: | --- | --- | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${r.run.label}${refitNote(r.run)} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
+        `${r.trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')} | ≤ ${r.run.target.toFixed(2)} | ${r.run.reference} | ` +
+        `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)} | ${Math.round(r.tokensPerSecond)} |`,
+    );
+  return lines.join('\n') + '\n';
+}
+
+export async function qatSection(root: string, settings: QatSettings = QAT_DEFAULTS): Promise<string> {
+  return qatMarkdown(await qatRows(root, settings), settings);
+}

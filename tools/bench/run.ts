@@ -57,6 +57,7 @@ import {
   type VersusOriginal,
 } from './perplexity.ts';
 import { trainingSection } from './training.ts';
+import { log } from './log.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -75,7 +76,6 @@ const ONLY_PARTS = [...CALIBRATED_PARTS, 'quality-stories', 'quality-demo'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
 if (ONLY !== null && ONLY !== 'training' && PARTS.some((p) => !ONLY_PARTS.includes(p)))
   throw new Error(`--only takes 'training', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`);
-const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
 

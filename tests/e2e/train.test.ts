@@ -55,11 +55,12 @@ describe('distillation in the page', () => {
     await fill('distill-eval-every', 2);
     await fill('distill-lr', 0.002);
     // the link carries the settings (never the data)
+    // (the loaded recipe already holds a distill block: wait for the typed settings themselves)
     await expect
       .poll(() => page.evaluate(() => decodeURIComponent(location.hash)), { timeout: 10_000 })
-      .toContain('"distill":{"source":"text"');
+      .toContain('"steps":40,"batch":2,"seq":32');
     expect(await page.evaluate(() => decodeURIComponent(location.hash))).toContain(
-      '"steps":40,"batch":2,"seq":32',
+      '"distill":{"source":"text"',
     );
 
     await page.locator('[data-testid=distill-train]').click();

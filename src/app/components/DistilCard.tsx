@@ -4,11 +4,12 @@
  * train and on what, runs it in the training worker (Train / Cancel / Resume), and charts the loss
  * (KL and CE apart) and the held-out perplexity as they come.
  */
-import { useRef, useState } from 'react';
+import { useState } from 'react';
 import { useShallow } from 'zustand/react/shallow';
 import { CartesianGrid, Legend, Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
+import { TextFilePicker } from './TextFilePicker.tsx';
 import { useElapsed } from './use-elapsed.ts';
 import {
   DEMO_TRAIN_NAME,
@@ -92,7 +93,6 @@ export function DistilCard() {
       cancel: x.cancelDistill,
     })),
   );
-  const file = useRef<HTMLInputElement>(null);
   const t = s.training;
   const elapsed = useElapsed(t.running ? t.startedAt : undefined, 500);
   if (!s.summary) return null;
@@ -163,30 +163,13 @@ export function DistilCard() {
             </select>
           </label>
           {d.source !== 'generate' && (
-            <div className="buttons left">
-              <button type="button" data-testid="distill-file" onClick={() => file.current?.click()}>
-                {d.source === 'text' ? 'Choose text…' : 'Choose ids…'}
-              </button>
-              <span className="muted small" data-testid="distill-file-name">
-                {t.file
-                  ? `${t.file.name} · ${t.file.text.length.toLocaleString('en-US')} chars`
-                  : s.isDemo && d.source === 'text'
-                    ? DEMO_TRAIN_NAME
-                    : 'no file'}
-              </span>
-              <input
-                ref={file}
-                type="file"
-                accept=".txt,text/plain"
-                hidden
-                data-testid="distill-file-input"
-                onChange={async (e) => {
-                  const f = e.target.files?.[0];
-                  e.target.value = '';
-                  if (f) s.setFile(f.name, await f.text());
-                }}
-              />
-            </div>
+            <TextFilePicker
+              testId="distill-file"
+              kind={d.source === 'text' ? 'text' : 'ids'}
+              file={t.file}
+              noFileLabel={s.isDemo && d.source === 'text' ? DEMO_TRAIN_NAME : undefined}
+              onFile={s.setFile}
+            />
           )}
           <div className="calib-grid">
             <Field

@@ -114,6 +114,10 @@ const api = {
         sequences = [tokenizer.encode(req.text ?? '')];
       }
       const { session, info } = await sessionFor(req.model, req.provider ?? 'auto');
+      // the forward-pass speed of this model alone, on the same protocol as a plain evaluation
+      const speedIds = sequences.flat().slice(0, req.ctx);
+      const speedOf = () =>
+        measureSpeed(session, Tensor, req.model.inputs, speedIds, { signal: mine.signal });
       if (req.base) {
         const start = performance.now();
         const logits = await referenceFor(req.base, sequences, req);
@@ -132,16 +136,7 @@ const api = {
         );
         const seconds = (performance.now() - start) / 1000;
         const tokens = versus.protocol.tokens;
-        // the forward-pass speed of this model alone, on the same protocol as a plain evaluation
-        const speed = await measureSpeed(
-          session,
-          Tensor,
-          req.model.inputs,
-          sequences.flat().slice(0, req.ctx),
-          {
-            signal: mine.signal,
-          },
-        );
+        const speed = await speedOf();
         return {
           ok: true,
           value: {
@@ -167,15 +162,7 @@ const api = {
         signal: mine.signal,
         onProgress,
       });
-      const speed = await measureSpeed(
-        session,
-        Tensor,
-        req.model.inputs,
-        sequences.flat().slice(0, req.ctx),
-        {
-          signal: mine.signal,
-        },
-      );
+      const speed = await speedOf();
       return {
         ok: true,
         value: { ...r, runtime: info, protocol: { ctx: req.ctx, stride: req.stride }, speed },

@@ -50,6 +50,7 @@ export type TrainProgress =
 export interface TrainDone {
   /** The best-measured weights (transferred). */
   weights: Map<string, Float32Array>;
+  /** Steps trained (fewer than the settings' when cancelled). */
   steps: number;
   cancelled: boolean;
   bestStep: number;

@@ -25,6 +25,7 @@ import {
   storeTrainedWeights,
   trainStudentInWorker,
   type HeldOutPoint,
+  type TrainDone,
   type TrainProgress,
 } from './client.ts';
 
@@ -36,16 +37,8 @@ export interface LossPoint {
   lr: number;
 }
 
-export interface TrainingDone {
-  key: string;
-  /** Steps trained (fewer than the settings' when cancelled). */
-  steps: number;
-  cancelled: boolean;
-  bestStep: number;
-  bestPerplexity: number;
-  trainable: number;
-  tokensPerSecond: number;
-}
+/** The worker's summary of a finished run (its weights go to the store) and the recipe key it was for. */
+export type TrainingDone = Omit<TrainDone, 'weights'> & { key: string };
 
 export interface TrainingState {
   /** The person's training file ('text' or 'ids'); the demo's training split by default. */

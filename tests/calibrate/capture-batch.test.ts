@@ -61,18 +61,12 @@ function expectStatsClose(
   expect(Math.abs(got.max - want.hi)).toBeLessThan(1e-5 * (1 + Math.abs(want.hi)));
 }
 
-describe('batched activation capture', () => {
-  it('on the demo model: runs sequences of one length together, statistics as from single runs', async () => {
-    const dir = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2');
-    const model = parseModel(bytesSource('model.onnx', readFileSync(join(dir, 'model.onnx'))));
-    const ids: number[] = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8')).slice(0, 400);
-    // three of 24 tokens (one batch), then two of 17 (another)
-    const sequences = [0, 1, 2].map((i) => ids.slice(i * 24, (i + 1) * 24));
-    sequences.push(ids.slice(100, 117), ids.slice(200, 217));
-    const weight = 'transformer.h.1.mlp.c_proj.weight';
-    const plan = planCapture(model, [weight]);
-    const session = await createNodeSession(plan.bytes);
-    const seen: number[] = [];
+/** Captures the statistics of `weights` through a real session, noting the sequences-done count of each progress report. */
+async function captureWithProgress(model: OnnxModel, weights: string[], sequences: number[][]) {
+  const plan = planCapture(model, weights);
+  const session = await createNodeSession(plan.bytes);
+  const seen: number[] = [];
+  try {
     const stats = await captureActivationStats(
       session,
       Tensor,
@@ -83,7 +77,22 @@ describe('batched activation capture', () => {
         onProgress: (p) => seen.push(p.sequencesDone),
       },
     );
+    return { stats, seen };
+  } finally {
     await session.release();
+  }
+}
+
+describe('batched activation capture', () => {
+  it('on the demo model: runs sequences of one length together, statistics as from single runs', async () => {
+    const dir = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2');
+    const model = parseModel(bytesSource('model.onnx', readFileSync(join(dir, 'model.onnx'))));
+    const ids: number[] = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8')).slice(0, 400);
+    // three of 24 tokens (one batch), then two of 17 (another)
+    const sequences = [0, 1, 2].map((i) => ids.slice(i * 24, (i + 1) * 24));
+    sequences.push(ids.slice(100, 117), ids.slice(200, 217));
+    const weight = 'transformer.h.1.mlp.c_proj.weight';
+    const { stats, seen } = await captureWithProgress(model, [weight], sequences);
     expect(seen).toEqual([3, 5]);
     expect(stats.tokens).toBe(3 * 24 + 2 * 17);
     const s = stats.layers[weight];
@@ -118,20 +127,7 @@ describe('batched activation capture', () => {
       [6, 5, 4, 3, 2, 1],
       [0, 9, 0, 9, 0, 9],
     ];
-    const plan = planCapture(model, ['w']);
-    const session = await createNodeSession(plan.bytes);
-    const seen: number[] = [];
-    const stats = await captureActivationStats(
-      session,
-      Tensor,
-      summarizeInputs(model.graph),
-      plan,
-      sequences,
-      {
-        onProgress: (p) => seen.push(p.sequencesDone),
-      },
-    );
-    await session.release();
+    const { stats, seen } = await captureWithProgress(model, ['w'], sequences);
     expect(seen).toEqual([1, 2, 3]);
     expect(stats.layers.w.rows).toBe(18);
     expectStatsClose(stats.layers.w, await direct(model, 'w', sequences));

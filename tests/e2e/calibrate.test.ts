@@ -6,10 +6,9 @@
  * page working on the statistics it had.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, dropFiles, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, ROOT, dropFiles, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { compressBytes, opTypes } from '../helpers/compress.ts';
@@ -149,17 +148,7 @@ describe('calibration in the page', () => {
     expect((await calibration()).done!.runs).toBe(1);
 
     // export: the file onnxruntime-node scores as the page scored its compressed model
-    const dir = mkdtempSync(join(tmpdir(), 'cs-calib-'));
-    const downloads: { name: string; path: string }[] = [];
-    page.on('download', async (d) => {
-      const path = join(dir, d.suggestedFilename());
-      await d.saveAs(path);
-      downloads.push({ name: d.suggestedFilename(), path });
-    });
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 60_000 }).toBe(2);
-    const exported = downloads.find((d) => d.name.endsWith('.onnx'))!.path;
-    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    const { dir, onnxPath: exported, report } = await exportAndCollect(page, 'cs-calib-');
     expect(report.recipe.calibration).toEqual({
       source: 'generate',
       samples: 8,

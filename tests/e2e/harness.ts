@@ -1,7 +1,8 @@
 /** Real-browser tests: a Vite server for the studio and Debian's Chromium driven by playwright-core. */
 import { build, createServer, preview, type PreviewServer, type ViteDevServer } from 'vite';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chromium, type BrowserContext, type Download, type Page } from 'playwright-core';
+import { expect } from 'vitest';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -133,4 +134,39 @@ export async function dropFiles(page: Page, selector: string, files: { name: str
     },
     { selector, payload },
   );
+}
+
+/** What one click on Export saves: the model file and its parsed report. */
+export interface ExportedFiles {
+  /** The temp folder both files were saved in (the caller removes it). */
+  dir: string;
+  /** Path of the saved .onnx file. */
+  onnxPath: string;
+  /** The report .json, parsed. */
+  report: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- each test reads its own fields
+}
+
+/**
+ * Clicks Export and collects the two downloads it starts (.onnx and the report .json) into a fresh
+ * temp folder named after `prefix`. The listener is removed afterwards so a later export in the same
+ * page is not saved twice.
+ */
+export async function exportAndCollect(page: Page, prefix: string, timeout = 60_000): Promise<ExportedFiles> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const downloads: { name: string; path: string }[] = [];
+  const onDownload = async (d: Download) => {
+    const path = join(dir, d.suggestedFilename());
+    await d.saveAs(path);
+    downloads.push({ name: d.suggestedFilename(), path });
+  };
+  page.on('download', onDownload);
+  try {
+    await page.locator('[data-testid=export]').click();
+    await expect.poll(() => downloads.length, { timeout }).toBe(2);
+  } finally {
+    page.off('download', onDownload);
+  }
+  const onnxPath = downloads.find((d) => d.name.endsWith('.onnx'))!.path;
+  const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+  return { dir, onnxPath, report };
 }

@@ -8,10 +8,9 @@
  * existed) still opens.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, dropFiles, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
@@ -77,17 +76,8 @@ describe('structured pruning in the page', () => {
     expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
 
     // export: the file and its report
-    const dir = mkdtempSync(join(tmpdir(), 'cs-structure-'));
-    const downloads: { name: string; path: string }[] = [];
-    page.on('download', async (d) => {
-      const path = join(dir, d.suggestedFilename());
-      await d.saveAs(path);
-      downloads.push({ name: d.suggestedFilename(), path });
-    });
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 60_000 }).toBe(2);
-    const exported = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
-    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    const { dir, onnxPath, report } = await exportAndCollect(page, 'cs-structure-');
+    const exported = new Uint8Array(readFileSync(onnxPath));
     expect(report.recipe.structure).toEqual({
       heads: 0.25,
       neurons: 0.25,
@@ -194,17 +184,8 @@ describe('structured pruning in the page', () => {
       .toContain('"structure":{"heads":0.25,"importance":"taylor","scope":"layer"}');
     await settled();
     expect(await page.locator('[data-testid=preview] .error').count()).toBe(0);
-    const dir = mkdtempSync(join(tmpdir(), 'cs-taylor-'));
-    const downloads: { name: string; path: string }[] = [];
-    page.on('download', async (d) => {
-      const path = join(dir, d.suggestedFilename());
-      await d.saveAs(path);
-      downloads.push({ name: d.suggestedFilename(), path });
-    });
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 60_000 }).toBe(2);
-    const exported = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
-    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    const { dir, onnxPath, report } = await exportAndCollect(page, 'cs-taylor-');
+    const exported = new Uint8Array(readFileSync(onnxPath));
     expect(report.recipe.structure).toMatchObject({ heads: 0.25, importance: 'taylor' });
     expect(report.recipe.calibration).toMatchObject({ source: 'generate', samples: 6, length: 24 });
     const pruned = (await runBytes(exported, idsInput(PROBE))).logits;

@@ -4,10 +4,9 @@
  * bytes on the network.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, launchChromium, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, ROOT, launchChromium, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 
@@ -116,26 +115,16 @@ describe('live studio', () => {
 
   it('exports an ONNX file that onnxruntime-node runs, and a report', async () => {
     const { page } = studio;
-    const downloads: { name: string; path: string }[] = [];
-    const dir = mkdtempSync(join(tmpdir(), 'cs-dl-'));
-    page.on('download', async (d) => {
-      const path = join(dir, d.suggestedFilename());
-      await d.saveAs(path);
-      downloads.push({ name: d.suggestedFilename(), path });
-    });
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 60_000 }).toBe(2);
-    const model = downloads.find((d) => d.name.endsWith('.onnx'))!;
-    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    const { dir, onnxPath: modelPath, report } = await exportAndCollect(page, 'cs-dl-');
     expect(report.recipe.steps.map((s: { method: string }) => s.method)).toEqual(['prune', 'int4']);
-    const session = await ort.InferenceSession.create(model.path, { extra: EXACT_WEIGHT_ONLY });
+    const session = await ort.InferenceSession.create(modelPath, { extra: EXACT_WEIGHT_ONLY });
     const ids = [1, 2, 3, 4, 5];
     const out = await session.run({
       input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
       attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids.map(() => 1n)), [1, ids.length]),
     });
     expect(out.logits.dims.slice(0, 2)).toEqual([1, 5]);
-    expect(report.outputBytes).toBe(readFileSync(model.path).byteLength);
+    expect(report.outputBytes).toBe(readFileSync(modelPath).byteLength);
     rmSync(dir, { recursive: true, force: true });
   });
 

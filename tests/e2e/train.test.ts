@@ -8,10 +8,9 @@
  * and the 2:4 zeros are still zeros. A run whose recipe changes under it is stopped.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, dropFiles, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, ROOT, dropFiles, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
 import { bytesSource, parseModel, readTensorFloat32 } from '../../src/core/onnx/model.ts';
@@ -56,11 +55,12 @@ describe('distillation in the page', () => {
     await fill('distill-eval-every', 2);
     await fill('distill-lr', 0.002);
     // the link carries the settings (never the data)
+    // (the loaded recipe already holds a distill block: wait for the typed settings themselves)
     await expect
       .poll(() => page.evaluate(() => decodeURIComponent(location.hash)), { timeout: 10_000 })
-      .toContain('"distill":{"source":"text"');
+      .toContain('"steps":40,"batch":2,"seq":32');
     expect(await page.evaluate(() => decodeURIComponent(location.hash))).toContain(
-      '"steps":40,"batch":2,"seq":32',
+      '"distill":{"source":"text"',
     );
 
     await page.locator('[data-testid=distill-train]').click();
@@ -100,17 +100,8 @@ describe('distillation in the page', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'train.png'), fullPage: true });
 
     // export: the trained file and its report
-    const dir = mkdtempSync(join(tmpdir(), 'cs-train-'));
-    const downloads: { name: string; path: string }[] = [];
-    page.on('download', async (d) => {
-      const path = join(dir, d.suggestedFilename());
-      await d.saveAs(path);
-      downloads.push({ name: d.suggestedFilename(), path });
-    });
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 120_000 }).toBe(2);
-    const exported = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
-    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    const { dir, onnxPath, report } = await exportAndCollect(page, 'cs-train-', 120_000);
+    const exported = new Uint8Array(readFileSync(onnxPath));
     expect(report.recipe.distill).toMatchObject({
       source: 'text',
       steps: 40,
@@ -179,10 +170,8 @@ describe('distillation in the page', () => {
     await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
       timeout: 120_000,
     });
-    downloads.length = 0;
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 120_000 }).toBe(2);
-    const quantized = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
+    const quantizedExport = await exportAndCollect(page, 'cs-train-q-', 120_000);
+    const quantized = new Uint8Array(readFileSync(quantizedExport.onnxPath));
     const q = parseModel(bytesSource('q.onnx', quantized));
     expect(q.graph.node.some((n) => n.op_type === 'MatMulNBits')).toBe(true);
     const qSession = await ort.InferenceSession.create(quantized);
@@ -205,6 +194,7 @@ describe('distillation in the page', () => {
         `${exported.byteLength} → ${quantized.byteLength} bytes`,
     );
     rmSync(dir, { recursive: true, force: true });
+    rmSync(quantizedExport.dir, { recursive: true, force: true });
 
     // a run whose student changes (another structure) is stopped, and its weights are not this recipe's
     await page.locator('[data-testid=distill-train]').click();
@@ -262,17 +252,8 @@ describe('distillation in the page', () => {
     await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
       timeout: 120_000,
     });
-    const dir = mkdtempSync(join(tmpdir(), 'cs-train-gen-'));
-    const downloads: { name: string; path: string }[] = [];
-    page.on('download', async (d) => {
-      const path = join(dir, d.suggestedFilename());
-      await d.saveAs(path);
-      downloads.push({ name: d.suggestedFilename(), path });
-    });
-    await page.locator('[data-testid=export]').click();
-    await expect.poll(() => downloads.length, { timeout: 120_000 }).toBe(2);
-    const exported = new Uint8Array(readFileSync(downloads.find((d) => d.name.endsWith('.onnx'))!.path));
-    const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
+    const { dir, onnxPath, report } = await exportAndCollect(page, 'cs-train-gen-', 120_000);
+    const exported = new Uint8Array(readFileSync(onnxPath));
     expect(report.recipe.distill).toMatchObject({ source: 'generate', samples: 4, steps: 2 });
     expect(report.distill.data).toBe('generated by the teacher');
     expect(report.distill.loss).toHaveLength(2);

@@ -124,18 +124,7 @@ export function mergedDecoder(): Uint8Array {
 
 /** The no-cache branch as a plain decoder: input_ids → logits (and present.*). */
 export function plainDecoder(): Uint8Array {
-  const { nodes, logits, present } = decoderNodes('plain', false);
-  nodes.push(
-    makeNode('Identity', [logits], ['logits']),
-    makeNode('Identity', [present[0]], ['present.0.key']),
-    makeNode('Identity', [present[1]], ['present.0.value']),
-  );
-  return makeModelBytes({
-    nodes,
-    inputs: [valueInfo('input_ids', DataType.INT64, ['batch', 'seq'])],
-    outputs: [LOGITS(), PRESENT('key'), PRESENT('value')],
-    initializers: weights(),
-  });
+  return branchAsDecoder('plain', false, [valueInfo('input_ids', DataType.INT64, ['batch', 'seq'])]);
 }
 
 /**
@@ -144,7 +133,21 @@ export function plainDecoder(): Uint8Array {
  * logits and present.0.*.
  */
 export function cachedDecoder(): Uint8Array {
-  const { nodes, logits, present } = decoderNodes('cached', true);
+  return branchAsDecoder('cached', true, [
+    valueInfo('input_ids', DataType.INT64, ['batch', 'seq']),
+    valueInfo('attention_mask', DataType.INT64, ['batch', 'total_seq']),
+    PAST('key'),
+    PAST('value'),
+  ]);
+}
+
+/** One branch's nodes as a model of its own, its outputs renamed to logits and present.0.*. */
+function branchAsDecoder(
+  prefix: string,
+  cached: boolean,
+  inputs: Parameters<typeof makeModelBytes>[0]['inputs'],
+): Uint8Array {
+  const { nodes, logits, present } = decoderNodes(prefix, cached);
   nodes.push(
     makeNode('Identity', [logits], ['logits']),
     makeNode('Identity', [present[0]], ['present.0.key']),
@@ -152,12 +155,7 @@ export function cachedDecoder(): Uint8Array {
   );
   return makeModelBytes({
     nodes,
-    inputs: [
-      valueInfo('input_ids', DataType.INT64, ['batch', 'seq']),
-      valueInfo('attention_mask', DataType.INT64, ['batch', 'total_seq']),
-      PAST('key'),
-      PAST('value'),
-    ],
+    inputs,
     outputs: [LOGITS(), PRESENT('key'), PRESENT('value')],
     initializers: weights(),
   });

@@ -41,8 +41,7 @@ import {
   type BenchReference,
   type VersusOriginal,
 } from './perplexity.ts';
-
-const log = (s: string) => process.stderr.write(s + '\n');
+import { log } from './log.ts';
 
 export interface CalibratedRow {
   label: string;

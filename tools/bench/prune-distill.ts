@@ -23,8 +23,7 @@ import { pruneStructure } from '../../src/core/compress/structure.ts';
 import { distill, sessionTeacher, withWeights } from '../../src/core/train/distill.ts';
 import type { ImportanceKind } from '../../src/core/structure/index.ts';
 import { openReference } from './perplexity.ts';
-
-const log = (s: string) => process.stderr.write(s + '\n');
+import { log } from './log.ts';
 
 export const PRUNE_DISTILL = {
   heads: 0.25,

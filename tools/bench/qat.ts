@@ -26,7 +26,7 @@ import * as ort from 'onnxruntime-node';
 import { EXACT_WEIGHT_ONLY, Tensor } from '../../src/runtime/ort-node.ts';
 import { openReference } from './perplexity.ts';
 
-const log = (s: string) => process.stderr.write(s + '\n');
+import { log } from './log.ts';
 
 /** One onnxruntime thread: the engine trains on one, and a spinning thread pool on a busy machine only steals time. */
 function oneThreadSession(bytes: Uint8Array) {

@@ -59,6 +59,7 @@ import {
   type VersusOriginal,
 } from './perplexity.ts';
 import { trainingSection } from './training.ts';
+import { log } from './log.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -79,7 +80,6 @@ if (ONLY !== null && ONLY !== 'training' && ONLY !== 'qat' && PARTS.some((p) => 
   throw new Error(
     `--only takes 'training', 'qat', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`,
   );
-const log = (s: string) => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- quality
 

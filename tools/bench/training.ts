@@ -43,8 +43,8 @@ import {
 import { TrainGraph } from '../../src/core/train/graph.ts';
 import { AdamW } from '../../src/core/train/optim.ts';
 import { openReference } from './perplexity.ts';
+import { log } from './log.ts';
 
-const log = (s: string) => process.stderr.write(s + '\n');
 const BATCH = 8;
 const SEQ = 128;
 /** Timed steps per round and rounds (each round: PyTorch then the studio). */

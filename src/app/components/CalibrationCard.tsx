@@ -3,10 +3,11 @@
  * Cancel with progress and elapsed time. The run happens in the model worker (onnxruntime-web); once
  * statistics exist, the calibrated methods join the recipe's menu.
  */
-import { useEffect, useRef, useState } from 'react';
 import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
+import { TextFilePicker } from './TextFilePicker.tsx';
+import { useElapsed } from './use-elapsed.ts';
 import { calibrationProblem, type CalibrationSource } from '../calibration-slice.ts';
 import { formatBytes } from './format.ts';
 
@@ -20,17 +21,6 @@ const SOURCES: { value: CalibrationSource; label: string }[] = [
 ];
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-
-/** Ticks while `since` is set, so the elapsed time moves without the worker sending anything. */
-function useElapsed(since: number | undefined): number {
-  const [now, setNow] = useState(() => Date.now());
-  useEffect(() => {
-    if (since === undefined) return;
-    const t = setInterval(() => setNow(Date.now()), 250);
-    return () => clearInterval(t);
-  }, [since]);
-  return since === undefined ? 0 : Math.max(0, now - since);
-}
 
 function NumberField(props: {
   label: string;
@@ -72,9 +62,8 @@ export function CalibrationCard() {
       cancel: x.cancelCalibration,
     })),
   );
-  const file = useRef<HTMLInputElement>(null);
   const c = s.calibration;
-  const elapsed = useElapsed(c.running ? c.startedAt : undefined);
+  const elapsed = useElapsed(c.running ? c.startedAt : undefined, 250);
   const problem = calibrationProblem(s);
   const done = c.done;
   const phase = c.progress?.phase === 'generate' ? 'Generating sequences' : 'Capturing activations';
@@ -99,26 +88,12 @@ export function CalibrationCard() {
         </select>
       </label>
       {c.form.source !== 'generate' && (
-        <div className="buttons left">
-          <button type="button" data-testid="calib-file" onClick={() => file.current?.click()}>
-            {c.form.source === 'text' ? 'Choose text…' : 'Choose ids…'}
-          </button>
-          <span className="muted small" data-testid="calib-file-name">
-            {c.file ? `${c.file.name} · ${c.file.text.length.toLocaleString('en-US')} chars` : 'no file'}
-          </span>
-          <input
-            ref={file}
-            type="file"
-            accept=".txt,text/plain"
-            hidden
-            data-testid="calib-file-input"
-            onChange={async (e) => {
-              const f = e.target.files?.[0];
-              e.target.value = '';
-              if (f) s.setFile(f.name, await f.text());
-            }}
-          />
-        </div>
+        <TextFilePicker
+          testId="calib-file"
+          kind={c.form.source === 'text' ? 'text' : 'ids'}
+          file={c.file}
+          onFile={s.setFile}
+        />
       )}
       <div className="calib-grid">
         <NumberField

@@ -4,11 +4,13 @@
  * train and on what, runs it in the training worker (Train / Cancel / Resume), and charts the loss
  * (KL and CE apart) and the held-out perplexity as they come.
  */
-import { useEffect, useRef, useState } from 'react';
+import { useState } from 'react';
 import { useShallow } from 'zustand/react/shallow';
 import { CartesianGrid, Legend, Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
 import { useStudio } from '../store.ts';
 import { ProgressBar } from './ProgressBar.tsx';
+import { TextFilePicker } from './TextFilePicker.tsx';
+import { useElapsed } from './use-elapsed.ts';
 import {
   DEMO_TRAIN_NAME,
   currentRunKey,
@@ -72,16 +74,6 @@ function Field(props: {
   );
 }
 
-function useElapsed(since: number | undefined): number {
-  const [now, setNow] = useState(() => Date.now());
-  useEffect(() => {
-    if (since === undefined) return;
-    const t = setInterval(() => setNow(Date.now()), 500);
-    return () => clearInterval(t);
-  }, [since]);
-  return since === undefined ? 0 : Math.max(0, now - since);
-}
-
 export function DistilCard() {
   const s = useStudio(
     useShallow((x) => ({
@@ -101,9 +93,8 @@ export function DistilCard() {
       cancel: x.cancelDistill,
     })),
   );
-  const file = useRef<HTMLInputElement>(null);
   const t = s.training;
-  const elapsed = useElapsed(t.running ? t.startedAt : undefined);
+  const elapsed = useElapsed(t.running ? t.startedAt : undefined, 500);
   if (!s.summary) return null;
   const d = s.distill;
   const problem = trainingProblem(s);
@@ -172,30 +163,13 @@ export function DistilCard() {
             </select>
           </label>
           {d.source !== 'generate' && (
-            <div className="buttons left">
-              <button type="button" data-testid="distill-file" onClick={() => file.current?.click()}>
-                {d.source === 'text' ? 'Choose text…' : 'Choose ids…'}
-              </button>
-              <span className="muted small" data-testid="distill-file-name">
-                {t.file
-                  ? `${t.file.name} · ${t.file.text.length.toLocaleString('en-US')} chars`
-                  : s.isDemo && d.source === 'text'
-                    ? DEMO_TRAIN_NAME
-                    : 'no file'}
-              </span>
-              <input
-                ref={file}
-                type="file"
-                accept=".txt,text/plain"
-                hidden
-                data-testid="distill-file-input"
-                onChange={async (e) => {
-                  const f = e.target.files?.[0];
-                  e.target.value = '';
-                  if (f) s.setFile(f.name, await f.text());
-                }}
-              />
-            </div>
+            <TextFilePicker
+              testId="distill-file"
+              kind={d.source === 'text' ? 'text' : 'ids'}
+              file={t.file}
+              noFileLabel={s.isDemo && d.source === 'text' ? DEMO_TRAIN_NAME : undefined}
+              onFile={s.setFile}
+            />
           )}
           <div className="calib-grid">
             <Field

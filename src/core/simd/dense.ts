@@ -10,6 +10,7 @@
  * reference GPTQ/SparseGPT run in. Callers keep float64 where it matters (pivots, the scale fits).
  */
 import { DENSE_WASM_BASE64 } from './dense-wasm.ts';
+import { instantiateBase64 } from './instantiate.ts';
 
 interface DenseKernels {
   memory: WebAssembly.Memory;
@@ -39,8 +40,7 @@ let kernels: DenseKernels | null = null;
 
 function instance(): DenseKernels {
   if (!kernels) {
-    const bytes = Uint8Array.from(atob(DENSE_WASM_BASE64), (ch) => ch.charCodeAt(0));
-    kernels = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as DenseKernels;
+    kernels = instantiateBase64<DenseKernels>(DENSE_WASM_BASE64);
   }
   return kernels;
 }

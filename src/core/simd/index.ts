@@ -9,6 +9,7 @@
  */
 
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
+import { instantiateBase64 } from './instantiate.ts';
 
 interface Kernels {
   memory: WebAssembly.Memory;
@@ -74,10 +75,9 @@ let generation = 0;
 
 function instance(): Kernels {
   if (!kernels) {
-    const bytes = Uint8Array.from(atob(KERNELS_WASM_BASE64), (ch) => ch.charCodeAt(0));
     // a few KB: synchronous compilation works on any thread, even on the main thread of Chrome
     // before 114, which refused more than 4 KB there (a test keeps the module under that)
-    kernels = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Kernels;
+    kernels = instantiateBase64<Kernels>(KERNELS_WASM_BASE64);
   }
   return kernels;
 }

@@ -10,6 +10,7 @@
  * The JavaScript loops stay as the small-size path and the reference the wasm kernel is tested against.
  */
 import { MATMUL_WASM_BASE64 } from './matmul-wasm.ts';
+import { instantiateBase64 } from '../simd/instantiate.ts';
 
 interface MatmulKernel {
   memory: WebAssembly.Memory;
@@ -31,8 +32,7 @@ let kernel: MatmulKernel | null = null;
 
 function wasm(): MatmulKernel {
   if (!kernel) {
-    const bytes = Uint8Array.from(atob(MATMUL_WASM_BASE64), (ch) => ch.charCodeAt(0));
-    kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as MatmulKernel;
+    kernel = instantiateBase64<MatmulKernel>(MATMUL_WASM_BASE64);
   }
   return kernel;
 }

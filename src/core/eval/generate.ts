@@ -49,7 +49,10 @@ export interface GeneratedToken {
   token: number;
   /** Tokens generated so far, this one included. */
   count: number;
-  /** Generated tokens per second of wall time since the first run started (the prompt's read included). */
+  /**
+   * Generated tokens per second of this generation's own work (the prompt's read included; time the
+   * caller spends between tokens — another model's turn when two generate side by side — is not).
+   */
   tokensPerSecond: number;
 }
 
@@ -61,6 +64,7 @@ export interface GenerationSummary {
   cached: boolean;
   /** Prompt tokens dropped from the front because the prompt was longer than ctx − 1. */
   promptTruncated: number;
+  /** Seconds of this generation's own work (see GeneratedToken.tokensPerSecond). */
   seconds: number;
   tokensPerSecond: number;
 }
@@ -212,12 +216,13 @@ export async function* generateTokens(
   // with a cache: the cache by past input name, and how many positions it holds
   let past: Map<string, OrtTensor> | undefined;
   let pastLength = 0;
-  const start = performance.now();
-  const rate = () => generated.length / Math.max((performance.now() - start) / 1000, 1e-9);
+  let busyMs = 0;
+  const rate = () => generated.length / Math.max(busyMs / 1000, 1e-9);
   let stop: GenerationSummary['stop'] = 'length';
   const release = (m: Map<string, OrtTensor> | undefined) => m?.forEach((t) => t.dispose?.());
   try {
     while (generated.length < opts.maxNewTokens) {
+      const started = performance.now();
       if (opts.signal?.aborted) {
         stop = 'cancelled';
         break;
@@ -256,6 +261,7 @@ export async function* generateTokens(
         : argmax(row);
       generated.push(token);
       sequence.push(token);
+      busyMs += performance.now() - started;
       yield { token, count: generated.length, tokensPerSecond: rate() };
       if (eos.has(token)) {
         stop = 'eos';
@@ -267,7 +273,7 @@ export async function* generateTokens(
   } finally {
     release(past);
   }
-  const seconds = (performance.now() - start) / 1000;
+  const seconds = busyMs / 1000;
   return {
     tokens: generated,
     stop,

@@ -59,8 +59,9 @@ async function sessionsFor(models: ModelBytes[], provider: GenerateRequest['prov
       const externalData = await Promise.all(
         (m.externalData ?? []).map(async (e) => ({ path: e.path, data: await bytesOf(e.data) })),
       );
-      session = (await createSession({ model: await bytesOf(m.model), externalData, provider: provider ?? 'auto' }))
-        .session;
+      session = (
+        await createSession({ model: await bytesOf(m.model), externalData, provider: provider ?? 'auto' })
+      ).session;
       sessions.set(m.key, session);
     }
     out.push(session);

@@ -9,6 +9,7 @@ import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
 import { evaluationInputProblem } from '../eval-input.ts';
 import { isCalibratedStep, sharedCalibration } from '../calibration-slice.ts';
 import { formatEstimate, protocolLine } from '../../core/eval/compare.ts';
+import { exportFolder } from '../folder-export.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -85,6 +86,18 @@ export function ComparePanel() {
           onClick={() => void s.exportCompressed()}
         >
           Export ONNX + report
+        </button>
+        <button
+          type="button"
+          data-testid="export-folder"
+          disabled={s.exporting || !!s.needsCalibration}
+          title={
+            s.needsCalibration ??
+            'A transformers.js folder: onnx/model_q4.onnx (…), config, tokenizer and a model card — into a folder you pick, or as a .zip'
+          }
+          onClick={() => void exportFolder()}
+        >
+          Export folder
         </button>
         <button type="button" data-testid="copy-link" onClick={() => void copyLink()}>
           {copied ? 'Link copied' : 'Copy link'}

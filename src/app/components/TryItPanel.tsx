@@ -12,8 +12,18 @@ import { isCalibratedStep } from '../calibration-slice.ts';
 import { describeRecipe } from '../share.ts';
 import { contextFromConfig } from '../../core/eval/config.ts';
 import { generateText, stopGeneration, type GenerateUpdate } from '../client.ts';
+import type { ModelSummary } from '../../core/summary.ts';
 
 type Side = Omit<GenerateUpdate, 'model'>;
+
+interface Generation {
+  owner?: ModelSummary;
+  sides: (Side | undefined)[];
+  running: boolean;
+  error?: string;
+}
+
+const IDLE: Generation = { sides: [], running: false };
 
 /** config.json's eos_token_id (a number or a list), which ends the text. */
 function eosIds(config: Record<string, unknown> | undefined): number[] {
@@ -63,26 +73,29 @@ export function TryItPanel() {
   const [temperature, setTemperature] = useState(0.8);
   const [topK, setTopK] = useState(40);
   const [seed, setSeed] = useState(0);
-  const [running, setRunning] = useState(false);
-  const [error, setError] = useState<string>();
-  const [sides, setSides] = useState<(Side | undefined)[]>([]);
+  // one generation's state, and the model it was for: another model's outputs are not shown
+  const [out, setOut] = useState<Generation>({ sides: [], running: false });
   const run = useRef(0);
   const noTokenizer = !s.tokenizerJson;
+  const current = out.owner === s.summary ? out : IDLE;
+  const { running, error, sides } = current;
 
-  // another model: what was generated, and any generation still running, belonged to the last one
-  useEffect(() => {
-    run.current++;
-    setSides([]);
-    setError(undefined);
-    setRunning(false);
-    void stopGeneration();
-  }, [s.summary]);
+  // another model opened (or the panel gone): a generation still running belonged to the last one
+  useEffect(
+    () => () => {
+      run.current++;
+      void stopGeneration();
+    },
+    [s.summary],
+  );
 
   const start = async () => {
     const mine = ++run.current;
-    setError(undefined);
-    setSides([]);
-    setRunning(true);
+    const owner = useStudio.getState().summary;
+    const update = (f: (g: Generation) => Partial<Generation>) => {
+      if (mine === run.current) setOut((g) => ({ ...g, ...f(g) }));
+    };
+    setOut({ owner, sides: [], running: true });
     try {
       const state = useStudio.getState();
       if (!state.summary) return;
@@ -100,19 +113,17 @@ export function TryItPanel() {
           ctx: contextFromConfig(state.config) ?? state.ctx,
           eosTokenIds: eosIds(state.config),
         },
-        ({ model, ...side }) => {
-          if (mine !== run.current) return;
-          setSides((old) => {
-            const next = [...old];
+        ({ model, ...side }) =>
+          update((g) => {
+            const next = [...g.sides];
             next[model] = side;
-            return next;
-          });
-        },
+            return { sides: next };
+          }),
       );
     } catch (e) {
-      if (mine === run.current) setError((e as Error).message);
+      update(() => ({ error: (e as Error).message }));
     } finally {
-      if (mine === run.current) setRunning(false);
+      update(() => ({ running: false }));
     }
   };
 
@@ -125,7 +136,9 @@ export function TryItPanel() {
     <section className="card tryit" data-testid="tryit">
       <div className="table-tools">
         <h2>Try it</h2>
-        <span className="muted">the original and the compressed model continue your prompt, side by side</span>
+        <span className="muted">
+          the original and the compressed model continue your prompt, side by side
+        </span>
       </div>
       <label className="field">
         Prompt
@@ -134,14 +147,16 @@ export function TryItPanel() {
           value={prompt}
           data-testid="tryit-prompt"
           aria-label="Prompt"
-          placeholder={noTokenizer ? 'Token ids separated by spaces, e.g. 1 403 407' : 'Type the start of a text'}
+          placeholder={
+            noTokenizer ? 'Token ids separated by spaces, e.g. 1 403 407' : 'Type the start of a text'
+          }
           onChange={(e) => setPrompt(e.target.value)}
         />
       </label>
       {noTokenizer && (
         <p className="muted small" data-testid="tryit-ids-note">
-          This model came without a tokenizer.json: type the prompt as token ids; the models’ output is
-          shown as ids.
+          This model came without a tokenizer.json: type the prompt as token ids; the models’ output is shown
+          as ids.
         </p>
       )}
       <div className="buttons left tryit-controls">

@@ -36,6 +36,31 @@ export const FOLDER_SIDE_FILES = [
   'merges.txt',
 ] as const;
 
+/**
+ * The side files (config, tokenizer) of the folder the model came from: those in the model's folder,
+ * or in its parent when the model sits in `onnx/`; else any dropped file of that name.
+ */
+export function folderSideFiles<F extends { path: string }>(
+  files: readonly F[],
+  modelPath: string,
+): Map<string, F> {
+  const dir = modelPath.includes('/') ? modelPath.slice(0, modelPath.lastIndexOf('/')) : '';
+  const root =
+    dir.endsWith('/onnx') || dir === 'onnx' ? dir.slice(0, -'onnx'.length).replace(/\/$/, '') : dir;
+  const at = (d: string, name: string) => files.find((f) => f.path === (d ? `${d}/${name}` : name));
+  const out = new Map<string, F>();
+  for (const name of FOLDER_SIDE_FILES) {
+    const f =
+      at(root, name) ??
+      at(dir, name) ??
+      [...files]
+        .filter((x) => x.path.split('/').pop() === name)
+        .sort((a, b) => a.path.length - b.path.length)[0];
+    if (f) out.set(name, f);
+  }
+  return out;
+}
+
 /** Perplexity measured in the studio, with how (the report's protocol), for the card. */
 export interface MeasuredQuality {
   original?: number;

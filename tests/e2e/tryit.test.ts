@@ -1,0 +1,211 @@
+/**
+ * "Try it" and "Export folder" in Chromium. A Hub-style clone of the demo folder (with
+ * `.gitattributes`, a stray `.safetensors`, a second variant) is opened; Try it continues a prompt
+ * with the original and the compressed model side by side (text and tokens/s for both) and Stop ends
+ * a long run; Export folder downloads a transformers.js folder as a zip, which the test unzips and
+ * runs in onnxruntime-node: the same bytes as the page's ONNX export and as the CLI's `-o DIR/`.
+ * A KV-cache decoder without a tokenizer generates from token ids, the ids core generation gives.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { unzipSync } from 'fflate';
+import type { Download } from 'playwright-core';
+import { ARTIFACTS, ROOT, exportAndCollect, openStudio, type Studio } from './harness.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { writeModel } from '../../src/core/onnx/write.ts';
+import { summarizeInputs } from '../../src/core/summary.ts';
+import { generate } from '../../src/core/eval/generate.ts';
+import { createNodeSession, EXACT_WEIGHT_ONLY, Tensor } from '../../src/runtime/ort-node.ts';
+import { mlpModel } from '../helpers/models.ts';
+import { cachedDecoder, MERGED } from '../helpers/merged-decoder.ts';
+import { runCli } from '../helpers/cli.ts';
+import { idsInput, ort } from '../helpers/ort.ts';
+
+const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+
+/** The demo model as a Hub clone: onnx/model.onnx, a q4 variant with its own data, and stray files. */
+function hubClone(): string {
+  const dir = join(mkdtempSync(join(tmpdir(), 'cs-tryit-')), 'tiny-shakespeare');
+  mkdirSync(join(dir, 'onnx'), { recursive: true });
+  copyFileSync(join(DEMO, 'model.onnx'), join(dir, 'onnx', 'model.onnx'));
+  const variant = writeModel(parseModel(bytesSource('model_q4.onnx', mlpModel())), {
+    externalData: { location: 'model_q4.onnx_data' },
+  });
+  writeFileSync(join(dir, 'onnx', 'model_q4.onnx'), variant.model);
+  writeFileSync(join(dir, 'onnx', 'model_q4.onnx_data'), Buffer.concat(variant.externalData!.chunks));
+  copyFileSync(join(DEMO, 'config.json'), join(dir, 'config.json'));
+  copyFileSync(join(DEMO, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+  writeFileSync(join(dir, '.gitattributes'), '*.onnx_data filter=lfs diff=lfs merge=lfs -text\n');
+  writeFileSync(join(dir, 'model.safetensors'), new Uint8Array(4096).fill(7));
+  return dir;
+}
+
+async function openFolder(studio: Studio, dir: string, main: string) {
+  const { page } = studio;
+  await page.locator('[data-testid=folder-input]').setInputFiles(dir);
+  await page.waitForFunction(
+    (main) => {
+      const s = (
+        window as unknown as { __studio: { getState(): { modelFiles?: { main: { path: string } } } } }
+      ).__studio.getState();
+      return s.modelFiles?.main.path === main;
+    },
+    main,
+    { timeout: 60_000 },
+  );
+  await page.waitForSelector('[data-testid=export]:not([disabled])', { timeout: 60_000 });
+}
+
+const text = (studio: Studio, id: string) =>
+  studio.page.locator(`[data-testid=${id}]`).textContent({ timeout: 5_000 });
+
+describe('the studio in Chromium: Try it and Export folder', () => {
+  let studio: Studio;
+  beforeAll(async () => {
+    studio = await openStudio();
+    await studio.page.goto(studio.url + '?demo=0');
+  });
+  afterAll(async () => {
+    await studio?.close();
+  });
+
+  it('Try it continues a prompt with both models side by side, and Stop ends a long run', async () => {
+    const { page } = studio;
+    const dir = hubClone();
+    await openFolder(studio, dir, 'tiny-shakespeare/onnx/model.onnx');
+    expect(await text(studio, 'recipe-label')).toBe('int4 b32');
+    await page.locator('[data-testid=tryit-prompt]').fill('ROMEO:\nI will');
+    await page.locator('[data-testid=tryit-max]').fill('24');
+    await page.locator('[data-testid=tryit-generate]').click();
+    for (const side of [0, 1])
+      await expect
+        .poll(() => text(studio, `tryit-speed-${side}`), { timeout: 120_000 })
+        .toMatch(/^\d+\.\d tokens\/s · \d+ tokens, (reached max new tokens|end of text)/);
+    const outputs = await Promise.all([0, 1].map((i) => text(studio, `tryit-output-${i}`)));
+    for (const o of outputs) expect(o!.trim().length).toBeGreaterThan(0);
+    // the demo model has no KV cache: each token reruns the prefix
+    expect(await text(studio, 'tryit-speed-0')).toMatch(/recomputes the prefix/);
+    console.log(`Try it, greedy: ${JSON.stringify(outputs)}`);
+    await page.screenshot({ path: join(ARTIFACTS, 'tryit.png'), fullPage: true });
+
+    // sampled, many tokens: Stop ends both before the limit
+    await page.locator('[data-testid=tryit-mode]').selectOption('sampled');
+    await page.locator('[data-testid=tryit-max]').fill('1000');
+    await page.locator('[data-testid=tryit-generate]').click();
+    await expect
+      .poll(async () => (await text(studio, 'tryit-output-1'))!.length, { timeout: 120_000 })
+      .toBeGreaterThan(0);
+    await page.locator('[data-testid=tryit-stop]').click();
+    for (const side of [0, 1])
+      await expect.poll(() => text(studio, `tryit-speed-${side}`), { timeout: 60_000 }).toMatch(/stopped/);
+    const count = Number((await text(studio, 'tryit-speed-0'))!.match(/(\d+) tokens,/)![1]);
+    expect(count).toBeLessThan(1000);
+    expect(await page.locator('[data-testid=tryit-generate]').isEnabled()).toBe(true);
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('Export folder downloads a transformers.js zip whose model is the page’s and the CLI’s', async () => {
+    const { page } = studio;
+    const dir = join(tmpdir(), 'cs-tryit-export-' + Date.now());
+    mkdirSync(dir);
+    const downloads: string[] = [];
+    const onDownload = async (d: Download) => {
+      const path = join(dir, d.suggestedFilename());
+      await d.saveAs(path);
+      downloads.push(path);
+    };
+    page.on('download', onDownload);
+    try {
+      await page.locator('[data-testid=export-folder]').click();
+      await expect.poll(() => downloads.length, { timeout: 120_000 }).toBe(1);
+    } finally {
+      page.off('download', onDownload);
+    }
+    expect(downloads[0]).toMatch(/tiny-shakespeare-q4\.zip$/);
+    expect(await text(studio, 'export-message')).toMatch(/Exported tiny-shakespeare-q4\.zip/);
+    const zip = unzipSync(new Uint8Array(readFileSync(downloads[0])));
+    expect(Object.keys(zip).sort()).toEqual([
+      'README.md',
+      'config.json',
+      'generation_config.json',
+      'onnx/model_q4.onnx',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ]);
+    expect(Buffer.from(zip['tokenizer.json']).equals(readFileSync(join(DEMO, 'tokenizer.json')))).toBe(true);
+    const card = new TextDecoder().decode(zip['README.md']);
+    expect(card).toContain('"method": "int4"');
+    expect(card).toMatch(/Compression Studio \d+\.\d+\.\d+ \(the studio’s page\)/);
+    const model = zip['onnx/model_q4.onnx'];
+    expect(
+      parseModel(bytesSource('m.onnx', model)).graph.node!.some((n) => n.op_type === 'MatMulNBits'),
+    ).toBe(true);
+
+    // the page's single-file export of the same recipe: the same bytes
+    const single = await exportAndCollect(page, 'cs-tryit-single-');
+    expect(Buffer.from(model).equals(readFileSync(single.onnxPath))).toBe(true);
+    rmSync(single.dir, { recursive: true, force: true });
+
+    // the CLI's folder for the same recipe, and onnxruntime-node runs the zip's model alike
+    const out = join(dir, 'cli') + '/';
+    const cli = await runCli(['compress', DEMO, '--int4', '--block', '32', '-o', out, '--json']);
+    expect(cli.code).toBe(0);
+    const cliModel = readFileSync(join(out, 'onnx', 'model_q4.onnx'));
+    const feeds = () => ({
+      ...idsInput([11, 1699, 1528, 59, 11]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(5).fill(1n), [1, 5]),
+    });
+    const run = async (bytes: Uint8Array) => {
+      const session = await ort.InferenceSession.create(bytes, { extra: EXACT_WEIGHT_ONLY });
+      const names = session.inputNames;
+      const all = feeds() as Record<string, ort.Tensor>;
+      const r = await session.run(Object.fromEntries(names.map((n) => [n, all[n]])));
+      await session.release();
+      return r.logits.data as Float32Array;
+    };
+    const [mine, theirs] = await Promise.all([run(model), run(new Uint8Array(cliModel))]);
+    expect(mine.length).toBe(theirs.length);
+    let maxDiff = 0;
+    for (let i = 0; i < mine.length; i++) maxDiff = Math.max(maxDiff, Math.abs(mine[i] - theirs[i]));
+    expect(maxDiff).toBeLessThan(1e-4);
+    rmSync(dir, { recursive: true, force: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+
+  it('a KV-cache decoder without a tokenizer generates from token ids, as core generation does', async () => {
+    const { page } = studio;
+    const dir = join(mkdtempSync(join(tmpdir(), 'cs-tryit-kv-')), 'tiny-kv');
+    mkdirSync(join(dir, 'onnx'), { recursive: true });
+    const bytes = cachedDecoder();
+    writeFileSync(join(dir, 'onnx', 'model.onnx'), bytes);
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({ model_type: 'gpt2', vocab_size: MERGED.vocab, n_positions: 64, eos_token_id: 1000 }),
+    );
+    await openFolder(studio, dir, 'tiny-kv/onnx/model.onnx');
+    await expect.poll(() => page.locator('[data-testid=tryit-ids-note]').count()).toBe(1);
+    await page.locator('[data-testid=tryit-mode]').selectOption('greedy');
+    await page.locator('[data-testid=tryit-prompt]').fill('3 17 5 29');
+    await page.locator('[data-testid=tryit-max]').fill('12');
+    await page.locator('[data-testid=tryit-generate]').click();
+    for (const side of [0, 1])
+      await expect
+        .poll(() => text(studio, `tryit-speed-${side}`), { timeout: 120_000 })
+        .toMatch(/12 tokens, reached max new tokens · KV cache/);
+    const session = await createNodeSession(bytes);
+    const want = await generate(
+      session,
+      Tensor,
+      summarizeInputs(parseModel(bytesSource('m.onnx', bytes)).graph),
+      [3, 17, 5, 29],
+      { maxNewTokens: 12, ctx: 64 },
+    );
+    await session.release();
+    expect((await text(studio, 'tryit-output-0'))!.trim()).toBe(want.tokens.join(' '));
+    expect((await text(studio, 'tryit-output-1'))!.trim()).toMatch(/^\d+( \d+){11}$/);
+    await page.screenshot({ path: join(ARTIFACTS, 'tryit-ids.png'), fullPage: true });
+    expect(studio.pageErrors).toEqual([]);
+  });
+});

@@ -515,8 +515,9 @@ export async function compressedModel(s: StudioState) {
   const trained = trainedFor(s, structure);
   const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure, trained);
   const model: ModelBytes = {
-    // the same recipe on other statistics is another model
-    key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${summary.name}:${s.calibration.done?.key ?? ''}:${trained ?? ''}`,
+    // the same recipe on other statistics is another model; so is the same recipe on another file
+    // of the same name (every Hub folder's onnx/model.onnx): the original's key names the file
+    key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${originalModelBytes(summary, s.files, s.modelFiles).key}:${s.calibration.done?.key ?? ''}:${trained ?? ''}`,
     model: bytes,
     inputs: summary.inputs,
   };

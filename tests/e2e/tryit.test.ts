@@ -172,7 +172,7 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     expect(maxDiff).toBeLessThan(1e-4);
     rmSync(dir, { recursive: true, force: true });
     expect(studio.pageErrors).toEqual([]);
-  });
+  }, 300_000);
 
   it('a KV-cache decoder without a tokenizer generates from token ids, as core generation does', async () => {
     const { page } = studio;
@@ -207,5 +207,5 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     expect((await text(studio, 'tryit-output-1'))!.trim()).toMatch(/^\d+( \d+){11}$/);
     await page.screenshot({ path: join(ARTIFACTS, 'tryit-ids.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);
-  });
+  }, 240_000);
 });

@@ -5,7 +5,8 @@
  * models without a cache (stories260K) recompute; sampling is seeded; Stop and EOS end it.
  */
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-common';
 import { generate, topKFilter, cacheLayout, type GenerateOptions } from '../../src/core/eval/generate.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
@@ -14,7 +15,8 @@ import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { isModelError } from '../../src/core/errors.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { MERGED, cachedDecoder, mergedDecoder, plainDecoder } from '../helpers/merged-decoder.ts';
-import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { ROOT, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { loadTokenizer } from '../../src/core/tokenizer.ts';
 import { idsInput, ort } from '../helpers/ort.ts';
 
 const PROMPT = [3, 17, 5, 29];
@@ -69,6 +71,10 @@ async function referenceGreedy(bytes: Uint8Array, prompt: number[], steps: numbe
 }
 
 const GREEDY: GenerateOptions = { maxNewTokens: 20, ctx: 64 };
+
+/** The demo folder laid out as the Hub's GPT-2 (onnx/model.onnx with past_key_values), once it is. */
+const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+const DEMO_KV = join(DEMO, 'onnx', 'model.onnx');
 
 describe('generate', () => {
   it('greedy with the KV cache equals greedy by full recompute and the direct reference', async () => {
@@ -128,6 +134,28 @@ describe('generate', () => {
       await session.release();
     }
   });
+
+  it.runIf(existsSync(DEMO_KV))(
+    'the demo GPT-2 with its KV cache: 100 greedy tokens as full recompute gives',
+    async () => {
+      const bytes = new Uint8Array(readFileSync(DEMO_KV));
+      const { session, inputs } = await open(bytes);
+      const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+      const prompt = tokenizer.encode('ROMEO:\nI will');
+      try {
+        const opts = { maxNewTokens: 100, ctx: 128 };
+        const cached = await generate(session, Tensor, inputs, prompt, opts);
+        const full = await generate(session, Tensor, inputs, prompt, { ...opts, useCache: false });
+        expect(cached.cached).toBe(true);
+        expect(full.cached).toBe(false);
+        expect(cached.tokens).toHaveLength(100);
+        expect(cached.tokens).toEqual(full.tokens);
+        expect(tokenizer.decode(cached.tokens).length).toBeGreaterThan(100);
+      } finally {
+        await session.release();
+      }
+    },
+  );
 
   it('stories260K (no cache) recomputes the prefix, as a direct loop does', async () => {
     const bytes = new Uint8Array(readFileSync(STORIES_MODEL));

@@ -9,8 +9,8 @@ import { version as studioVersion } from '../../package.json';
 import {
   folderExtras,
   folderSideFiles,
-  folderModelName,
   type FolderFile,
+  folderModelName,
   type MeasuredQuality,
 } from '../core/compress/folder.ts';
 import { protocolLine } from '../core/eval/compare.ts';
@@ -58,8 +58,12 @@ async function writeToDirectory(root: DirectoryHandle, name: string, files: read
   }
 }
 
-/** The files of the folder for the current recipe: onnx/<dtype file>, config and tokenizer, README.md. */
-export async function currentFolderFiles(s: StudioState) {
+/**
+ * The files of the folder for the current recipe: onnx/<dtype file>, config and tokenizer, README.md;
+ * with `withOriginal`, the original too as onnx/model.onnx (and its external data beside it), as Hub
+ * folders hold every variant — unless the compressed model is itself stored as onnx/model.onnx.
+ */
+export async function currentFolderFiles(s: StudioState, withOriginal = false) {
   const { summary } = s;
   if (!summary) throw new Error('Open a model first.');
   const { bytes, totals, warnings, structure } = await compressedModel(s);
@@ -84,16 +88,25 @@ export async function currentFolderFiles(s: StudioState) {
     quality: measuredQuality(s),
   });
   const dtype = modelFile.replace(/^model_?/, '').replace(/\.onnx$/, '') || 'compressed';
+  const original: FolderFile[] = [];
+  if (withOriginal && modelFile !== 'model.onnx' && s.modelFiles) {
+    original.push({
+      path: 'onnx/model.onnx',
+      data: new Uint8Array(await s.modelFiles.main.file.arrayBuffer()),
+    });
+    for (const e of s.modelFiles.external)
+      original.push({ path: `onnx/${e.location}`, data: new Uint8Array(await e.file.arrayBuffer()) });
+  }
   return {
     name: `${source}-${dtype}`,
-    files: [{ path: `onnx/${modelFile}`, data: bytes }, ...extras],
+    files: [{ path: `onnx/${modelFile}`, data: bytes }, ...original, ...extras],
     bytes,
     warnings,
   };
 }
 
 /** Export folder: a directory through showDirectoryPicker where it exists, else a streamed .zip download. */
-export async function exportFolder(): Promise<void> {
+export async function exportFolder(opts: { withOriginal?: boolean } = {}): Promise<void> {
   const set = useStudio.setState;
   const get = useStudio.getState;
   if (!get().summary) return;
@@ -105,7 +118,7 @@ export async function exportFolder(): Promise<void> {
     if (!st.exporting) controller.abort();
   });
   try {
-    const { name, files, warnings } = await currentFolderFiles(get());
+    const { name, files, warnings } = await currentFolderFiles(get(), opts.withOriginal);
     if (cancelled()) return;
     const picker = (window as { showDirectoryPicker?: (o: unknown) => Promise<DirectoryHandle> })
       .showDirectoryPicker;

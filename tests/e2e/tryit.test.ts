@@ -132,6 +132,7 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     };
     page.on('download', onDownload);
     try {
+      await page.locator('[data-testid=export-folder-original]').check();
       await page.locator('[data-testid=export-folder]').click();
       await expect.poll(() => downloads.length, { timeout: 120_000 }).toBe(1);
     } finally {
@@ -144,11 +145,14 @@ describe('the studio in Chromium: Try it and Export folder', () => {
       'README.md',
       'config.json',
       'generation_config.json',
+      'onnx/model.onnx',
       'onnx/model_q4.onnx',
       'tokenizer.json',
       'tokenizer_config.json',
     ]);
     expect(Buffer.from(zip['tokenizer.json']).equals(readFileSync(join(DEMO, 'tokenizer.json')))).toBe(true);
+    // the original, asked for, beside the compressed file
+    expect(Buffer.from(zip['onnx/model.onnx']).equals(readFileSync(DEMO_MODEL))).toBe(true);
     const card = new TextDecoder().decode(zip['README.md']);
     expect(card).toContain('"method": "int4"');
     expect(card).toMatch(/Compression Studio \d+\.\d+\.\d+ \(the studio’s page\)/);
@@ -161,6 +165,51 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     const single = await exportAndCollect(page, 'cs-tryit-single-');
     expect(Buffer.from(model).equals(readFileSync(single.onnxPath))).toBe(true);
     rmSync(single.dir, { recursive: true, force: true });
+
+    // where the browser has showDirectoryPicker (not under automation), the same files go into the
+    // folder picked: here the origin's private file system stands in for the folder a person picks
+    const written = await page.evaluate(async () => {
+      const nav = navigator as Navigator & { webdriver: boolean };
+      const w = window as unknown as { showDirectoryPicker?: () => Promise<FileSystemDirectoryHandle> };
+      Object.defineProperty(nav, 'webdriver', { get: () => false, configurable: true });
+      w.showDirectoryPicker = () => navigator.storage.getDirectory();
+      try {
+        (document.querySelector('[data-testid=export-folder]') as HTMLButtonElement).click();
+        const root = await navigator.storage.getDirectory();
+        const files: Record<string, number[]> = {};
+        for (let i = 0; i < 600; i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          if (
+            /Wrote the folder/.test(document.querySelector('[data-testid=export-message]')?.textContent ?? '')
+          )
+            break;
+        }
+        const read = async (dir: FileSystemDirectoryHandle, prefix: string) => {
+          for await (const [name, handle] of (
+            dir as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }
+          ).entries()) {
+            if (handle.kind === 'directory')
+              await read(handle as FileSystemDirectoryHandle, `${prefix}${name}/`);
+            else {
+              const bytes = new Uint8Array(
+                await (await (handle as FileSystemFileHandle).getFile()).arrayBuffer(),
+              );
+              // a digest for the model, the bytes for the small files
+              files[`${prefix}${name}`] = bytes.length > 1e6 ? [bytes.length] : [...bytes];
+            }
+          }
+        };
+        await read(await root.getDirectoryHandle('tiny-shakespeare-q4'), '');
+        return files;
+      } finally {
+        delete (nav as unknown as Record<string, unknown>).webdriver;
+        delete w.showDirectoryPicker;
+      }
+    });
+    expect(await text(studio, 'export-message')).toMatch(/Wrote the folder tiny-shakespeare-q4\//);
+    expect(Object.keys(written).sort()).toEqual(Object.keys(zip).sort());
+    expect(written['onnx/model_q4.onnx']).toEqual([model.length]);
+    expect(Buffer.from(written['config.json']).equals(Buffer.from(zip['config.json']))).toBe(true);
 
     // the CLI's folder for the same recipe, and onnxruntime-node runs the zip's model alike
     const out = join(dir, 'cli') + '/';

@@ -44,9 +44,15 @@ interface DirectoryHandle {
   getFileHandle(name: string, o?: { create?: boolean }): Promise<FileSystemFileHandle>;
 }
 
-async function writeToDirectory(root: DirectoryHandle, name: string, files: readonly FolderFile[]) {
+async function writeToDirectory(
+  root: DirectoryHandle,
+  name: string,
+  files: readonly FolderFile[],
+  signal: AbortSignal,
+) {
   const top = await root.getDirectoryHandle(name, { create: true });
   for (const f of files) {
+    if (signal.aborted) throw new DOMException('Export cancelled.', 'AbortError');
     const parts = f.path.split('/');
     let dir = top;
     for (const p of parts.slice(0, -1)) dir = await dir.getDirectoryHandle(p, { create: true });
@@ -134,7 +140,7 @@ export async function exportFolder(opts: { withOriginal?: boolean } = {}): Promi
         }
         throw e;
       }
-      await writeToDirectory(root, name, files);
+      await writeToDirectory(root, name, files, controller.signal);
       how = `Wrote the folder ${name}/`;
     } else {
       const chunks: Uint8Array[] = [];

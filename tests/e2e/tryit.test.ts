@@ -124,6 +124,14 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     const { page } = studio;
     const dir = join(tmpdir(), 'cs-tryit-export-' + Date.now());
     mkdirSync(dir);
+    // evaluated first: the model card carries the measured perplexities, KL and their protocol
+    await page
+      .locator('[data-testid=eval-text]')
+      .fill(readFileSync(join(DEMO, 'heldout.txt'), 'utf8').slice(0, 1500));
+    await page.locator('[data-testid=evaluate-compressed]').click();
+    await expect.poll(() => text(studio, 'ppl-compressed'), { timeout: 240_000 }).toMatch(/^\d+\.\d{3}/);
+    const pplOriginal = (await text(studio, 'ppl-original'))!;
+    const pplCompressed = (await text(studio, 'ppl-compressed'))!.split(' ')[0];
     const downloads: string[] = [];
     const onDownload = async (d: Download) => {
       const path = join(dir, d.suggestedFilename());
@@ -155,6 +163,12 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     expect(Buffer.from(zip['onnx/model.onnx']).equals(readFileSync(DEMO_MODEL))).toBe(true);
     const card = new TextDecoder().decode(zip['README.md']);
     expect(card).toContain('"method": "int4"');
+    expect(card).toContain(`| original | ${pplOriginal} |`);
+    expect(card).toContain(`| this folder | ${pplCompressed} |`);
+    expect(card).toMatch(/KL\(original ‖ compressed\) per token, mean: \d\.\d{4}/);
+    expect(card).toMatch(
+      /Protocol: text: pasted; text sha256 [0-9a-f]{12}, \d+ tokens scored .*ctx 128, stride 64/,
+    );
     expect(card).toMatch(/Compression Studio \d+\.\d+\.\d+ \(the studio’s page\)/);
     const model = zip['onnx/model_q4.onnx'];
     expect(
@@ -231,7 +245,7 @@ describe('the studio in Chromium: Try it and Export folder', () => {
     expect(maxDiff).toBeLessThan(1e-4);
     rmSync(dir, { recursive: true, force: true });
     expect(studio.pageErrors).toEqual([]);
-  }, 300_000);
+  }, 480_000);
 
   it('a KV-cache decoder without a tokenizer generates from token ids, as core generation does', async () => {
     const { page } = studio;

@@ -61,9 +61,8 @@ export function TryItPanel() {
     useShallow((x) => ({
       summary: x.summary,
       tokenizerJson: x.tokenizerJson,
-      recipe: x.recipe,
-      structure: x.structure,
-      distill: x.distill,
+      // a string: a slider move re-renders this panel only when the label changes
+      recipeLabel: describeRecipe(x.recipe, x.structure, x.distill),
       needsCalibration: !x.calibration.done && x.recipe.some(isCalibratedStep),
     })),
   );
@@ -240,11 +239,7 @@ export function TryItPanel() {
       )}
       <div className="tryit-sides">
         <Output side={sides[0]} label="Original" index={0} />
-        <Output
-          side={sides[1]}
-          label={`Compressed: ${describeRecipe(s.recipe, s.structure, s.distill)}`}
-          index={1}
-        />
+        <Output side={sides[1]} label={`Compressed: ${s.recipeLabel}`} index={1} />
       </div>
     </section>
   );

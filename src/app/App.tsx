@@ -4,6 +4,7 @@ import { SummaryCard } from './components/SummaryCard.tsx';
 import { TensorTable } from './components/TensorTable.tsx';
 import { HistogramPanel } from './components/HistogramPanel.tsx';
 import { QualityPanel } from './components/QualityPanel.tsx';
+import { TryItPanel } from './components/TryItPanel.tsx';
 import { RecipePanel } from './components/RecipePanel.tsx';
 import { StructureCard } from './components/StructureCard.tsx';
 import { PreviewPanel } from './components/PreviewPanel.tsx';
@@ -95,6 +96,7 @@ export function App() {
             </div>
           </div>
           <QualityPanel />
+          <TryItPanel />
           <div className="columns">
             <TensorTable tensors={summary.tensors} />
             <HistogramPanel />

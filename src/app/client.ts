@@ -193,3 +193,27 @@ export async function storeTrainedWeights(
     ),
   );
 }
+
+export type { GenerateRequest, GenerateUpdate } from '../../workers/generate.worker.ts';
+import type { GenerateRequest, GenerateUpdate, GenerateWorkerApi } from '../../workers/generate.worker.ts';
+
+let generateWorker: Comlink.Remote<GenerateWorkerApi> | undefined;
+
+function generator(): Comlink.Remote<GenerateWorkerApi> {
+  generateWorker ??= Comlink.wrap<GenerateWorkerApi>(
+    new Worker(new URL('../../workers/generate.worker.ts', import.meta.url), {
+      type: 'module',
+      name: 'generate',
+    }),
+  );
+  return generateWorker;
+}
+
+/** Generates from the request's models side by side in the Try-it worker; a newer call (or stopGeneration) ends an older one. */
+export async function generateText(req: GenerateRequest, onUpdate: (u: GenerateUpdate) => void) {
+  unwrap(await generator().generate(req, Comlink.proxy(onUpdate)));
+}
+
+export async function stopGeneration() {
+  await generator().stop();
+}

@@ -34,6 +34,7 @@ import {
 import { isCalibratedStep, sharedCalibration } from './calibration-slice.ts';
 import type { DistillSettings } from '../core/compress/distill-settings.ts';
 import { trainedKey } from './train-slice.ts';
+import type { ModelBytes } from '../../workers/eval.worker.ts';
 
 export interface CompressState {
   recipe: RecipeStep[];
@@ -354,17 +355,11 @@ export function compressSlice(set: Set, get: Get): CompressState {
           return;
         }
         const structure = get().structureError ? null : get().structure;
-        const trained = trainedFor(get(), structure);
-        const { bytes, totals } = await exportCompressedModel(recipe, structure, trained);
+        const { model, bytes, totals } = await compressedModel(get());
         if (seq !== compressedEvalSeq) return;
         const result = await evaluatePerplexity(
           {
-            model: {
-              // the same recipe on other statistics is another model
-              key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${summary.name}:${get().calibration.done?.key ?? ''}:${trained ?? ''}`,
-              model: bytes,
-              inputs: summary.inputs,
-            },
+            model,
             ...(evalIsIds ? { ids: parseIdsText(evalText) } : { text: evalText, tokenizerJson }),
             ctx,
             stride,
@@ -507,6 +502,26 @@ function trainedFor(s: StudioState, structure: StructureSettings | null): string
         : 'This recipe distils, and its student, settings or data changed since the last run (or it never ran): press Train in the Distil card, or remove distillation.',
     );
   return key;
+}
+
+/**
+ * The current recipe's compressed model as the workers take it (built in the model worker), keyed so
+ * a worker reuses its session while the recipe, structure, calibration and training stay the same.
+ */
+export async function compressedModel(s: StudioState) {
+  const { summary, recipe } = s;
+  if (!summary) throw new Error('Open a model first.');
+  const structure = s.structureError ? null : s.structure;
+  const trained = trainedFor(s, structure);
+  const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure, trained);
+  const model: ModelBytes = {
+    // the same recipe on other statistics is another model; so is the same recipe on another file
+    // of the same name (every Hub folder's onnx/model.onnx): the original's key names the file
+    key: `compressed:${JSON.stringify(recipe)}:${JSON.stringify(structure)}:${originalModelBytes(summary, s.files, s.modelFiles).key}:${s.calibration.done?.key ?? ''}:${trained ?? ''}`,
+    model: bytes,
+    inputs: summary.inputs,
+  };
+  return { model, bytes, totals, warnings, trained, structure };
 }
 
 /** The report's account of the training: the settings, the held-out perplexity and the loss curve (never the weights). */

@@ -9,6 +9,7 @@ import { describeRecipe, shareLink, type HistoryEntry } from '../share.ts';
 import { evaluationInputProblem } from '../eval-input.ts';
 import { isCalibratedStep, sharedCalibration } from '../calibration-slice.ts';
 import { formatEstimate, protocolLine } from '../../core/eval/compare.ts';
+import { exportFolder } from '../folder-export.ts';
 
 export function ComparePanel() {
   const s = useStudio(
@@ -35,6 +36,7 @@ export function ComparePanel() {
     })),
   );
   const [copied, setCopied] = useState(false);
+  const [withOriginal, setWithOriginal] = useState(false);
   const original = s.evaluation.result;
   const compressed = s.compressedEval;
   const points = s.history
@@ -86,6 +88,27 @@ export function ComparePanel() {
         >
           Export ONNX + report
         </button>
+        <button
+          type="button"
+          data-testid="export-folder"
+          disabled={s.exporting || !!s.needsCalibration}
+          title={
+            s.needsCalibration ??
+            'A transformers.js folder: onnx/model_q4.onnx (…), config, tokenizer and a model card — into a folder you pick, or as a .zip'
+          }
+          onClick={() => void exportFolder({ withOriginal })}
+        >
+          Export folder
+        </button>
+        <label className="small" title="Also put the original model in the folder, as onnx/model.onnx">
+          <input
+            type="checkbox"
+            data-testid="export-folder-original"
+            checked={withOriginal}
+            onChange={(e) => setWithOriginal(e.target.checked)}
+          />{' '}
+          with the original
+        </label>
         <button type="button" data-testid="copy-link" onClick={() => void copyLink()}>
           {copied ? 'Link copied' : 'Copy link'}
         </button>

@@ -15,7 +15,7 @@ export interface IoSpec {
 export type TensorCtor = typeof OrtTensor;
 export type Feeds = Record<string, OrtTensor>;
 
-function intTensor(Tensor: TensorCtor, dtype: string, values: number[], dims: number[]): OrtTensor {
+export function intTensor(Tensor: TensorCtor, dtype: string, values: number[], dims: number[]): OrtTensor {
   if (dtype === 'int32') return new Tensor('int32', Int32Array.from(values), dims);
   return new Tensor(
     'int64',
@@ -24,7 +24,7 @@ function intTensor(Tensor: TensorCtor, dtype: string, values: number[], dims: nu
   );
 }
 
-function emptyPast(Tensor: TensorCtor, spec: IoSpec): OrtTensor {
+export function emptyPast(Tensor: TensorCtor, spec: IoSpec): OrtTensor {
   // [batch, heads, past_len, head_dim]: the symbolic batch is 1, every other symbolic dim (past length) 0.
   const dims = spec.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? 1 : 0));
   const size = dims.reduce((a, b) => a * b, 1);

@@ -39,6 +39,8 @@ import {
 import { summarizeInputs } from '../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
+import { createPagePool } from '../src/runtime/pool-web.ts';
+import type { KernelPool } from '../src/core/compress/kernel-tasks.ts';
 import {
   captureTaylorImportance,
   pruneWithImportance,
@@ -66,6 +68,16 @@ export interface Progress {
 }
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: SerializedError };
+
+/**
+ * The kernel workers (one per core, capped): previews and exports run their weight-only kernels there,
+ * so this worker stays free to answer the page and a newer slider position cancels the older kernels.
+ */
+let pool: KernelPool | undefined | null;
+function kernelPool(): KernelPool | undefined {
+  if (pool === undefined) pool = createPagePool() ?? null;
+  return pool ?? undefined;
+}
 
 let current: OnnxModel | undefined;
 let session: PreviewSession | undefined;
@@ -164,7 +176,7 @@ async function prunedSession(structure: StructureSettings): Promise<NonNullable<
     report: result.report,
     bytes: result.bytes.byteLength,
     model: result.model,
-    session: new PreviewSession(result.model),
+    session: new PreviewSession(result.model, kernelPool()),
   };
   return pruned;
 }
@@ -357,7 +369,7 @@ const api = {
           ...(positions ? { positions } : {}),
         },
       };
-      const nextSession = new PreviewSession(model);
+      const nextSession = new PreviewSession(model, kernelPool());
       current = model;
       session = nextSession;
       lastPreview = undefined;
@@ -513,7 +525,7 @@ const api = {
       const bytes = withWeights(student.model, req.weights);
       const model = parseModel(bytesSource(student.model.name, bytes));
       trained.delete(req.key);
-      trained.set(req.key, { model, bytes, session: new PreviewSession(model) });
+      trained.set(req.key, { model, bytes, session: new PreviewSession(model, kernelPool()) });
       while (trained.size > KEPT_TRAINED) trained.delete(trained.keys().next().value!);
     });
   },

@@ -1,9 +1,10 @@
 /** The model worker: owns the parsed model; the page gets summaries and histograms, never the weights. */
 import * as Comlink from 'comlink';
 import { parseModel, readTensorFloat32, type OnnxModel } from '../src/core/onnx/model.ts';
-import { findWeight } from '../src/core/onnx/graphs.ts';
-import { summarizeModel, type ModelSummary } from '../src/core/summary.ts';
-import { histogram, type Histogram } from '../src/core/stats.ts';
+import { findWeight, graphIndex } from '../src/core/onnx/graphs.ts';
+import { summarizeModel, tensorRowStats, type ModelSummary } from '../src/core/summary.ts';
+import { histogram, tensorStats, type Histogram, type TensorStats } from '../src/core/stats.ts';
+import { yieldToEventLoop } from '../src/core/eval/yield.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
 import { positionTableContext } from '../src/core/eval/context.ts';
 import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
@@ -67,6 +68,9 @@ export interface Progress {
   total: number;
 }
 
+/** One row's statistics as statistics() sends them (or why its values cannot be read). */
+export type StatisticsRow = { name: string } & (TensorStats | { error: string });
+
 export type Result<T> = { ok: true; value: T } | { ok: false; error: SerializedError };
 
 /**
@@ -80,6 +84,7 @@ function kernelPool(): KernelPool | undefined {
 }
 
 let current: OnnxModel | undefined;
+let statisticsRun = 0;
 let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
@@ -351,9 +356,9 @@ const api = {
       const external = picked.external.map((f) => blobSource(f.location, f.file));
       onProgress?.({ phase: 'parsing', done: 0, total: 1 });
       const model = parseModel(main, external);
-      const summary = summarizeModel(model, (done, total) => {
-        if (done % 8 === 0 || done === total) onProgress?.({ phase: 'statistics', done, total });
-      });
+      // no tensor is read here: statistics() fills the rows' statistics afterwards, in the pool,
+      // the rows on screen first
+      const summary = summarizeModel(model, undefined, undefined, false);
       // parsing opened exactly the external-data files the model references: only those go to onnxruntime
       const referenced = new Set(model.external.keys());
       const positions = positionTableContext(model.graph)?.positions;
@@ -387,6 +392,56 @@ const api = {
       // a preview of the previous model still running answers 'cancelled' rather than mixing models
       latestPreview++;
       return opened;
+    });
+  },
+
+  /**
+   * Every weight's min/max/mean/std/zeros, computed after opening (the table shows its rows at once):
+   * the `priority` rows (what the page shows first) and then the rest in file order, read one tensor
+   * at a time and summed up in the kernel pool, sent to `onRows` in batches. A newer call or another
+   * model stops it ('cancelled').
+   */
+  async statistics(priority: string[], onRows: (rows: StatisticsRow[]) => void): Promise<Result<number>> {
+    const run = ++statisticsRun;
+    return wrapAsync(async () => {
+      const model = current;
+      if (!model) throw noModel();
+      const weights = graphIndex(model.graph).weights();
+      const byName = new Map(weights.map((w) => [w.name, w]));
+      const first = priority.filter((n) => byName.has(n));
+      const early = new Set(first);
+      const order = [...first, ...weights.map((w) => w.name).filter((n) => !early.has(n))];
+      const kernels = kernelPool();
+      let batch: StatisticsRow[] = [];
+      let sentAt = performance.now();
+      const send = () => {
+        if (batch.length && run === statisticsRun && model === current) onRows(batch);
+        batch = [];
+        sentAt = performance.now();
+      };
+      const running = new Set<Promise<void>>();
+      for (const name of order) {
+        if (run !== statisticsRun || model !== current)
+          throw new ModelError('cancelled', 'Statistics of a model no longer open.');
+        const stats = tensorRowStats(model, byName.get(name)!.tensor, (v) =>
+          kernels ? kernels.stats(v) : tensorStats(v),
+        );
+        const job = Promise.resolve(stats).then(
+          (row) => {
+            batch.push({ name, ...row });
+            // the first rows at once (they are on screen), then a few updates a second
+            if (batch.length >= 256 || performance.now() - sentAt > 200 || early.has(name)) send();
+          },
+          (e: Error) => void batch.push({ name, error: e.message }),
+        );
+        running.add(job);
+        void job.finally(() => running.delete(job));
+        if (running.size >= (kernels?.size ?? 1) * 2) await Promise.race(running);
+        if (!kernels) await yieldToEventLoop();
+      }
+      await Promise.all(running);
+      send();
+      return order.length;
     });
   },
 

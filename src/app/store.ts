@@ -14,6 +14,7 @@ import {
   evaluatePerplexity,
   openModel,
   tensorHistogram,
+  tensorStatistics,
   type EvalResult,
   type PerplexityProgress,
   type Progress,
@@ -111,6 +112,33 @@ function contextOf(config: Record<string, unknown> | undefined, positions?: numb
   return Math.min(contextFromConfig(config) ?? positions ?? 512, 2048);
 }
 
+/** Rows the table shows first (its default order: largest first): their statistics are computed first. */
+const FIRST_ROWS = 40;
+
+/**
+ * The table's statistics, filled in as the worker's pool computes them: the model opened without
+ * reading a tensor, its largest rows get numbers first, the rest follow in file order.
+ */
+function loadStatistics(seq: number, summary: ModelSummary) {
+  const priority = [...summary.tensors]
+    .sort((a, b) => b.bytes - a.bytes)
+    .slice(0, FIRST_ROWS)
+    .map((t) => t.name);
+  tensorStatistics(priority, (rows) => {
+    const now = useStudio.getState().summary;
+    if (seq !== appliedOpenSeq || !now || now.name !== summary.name) return;
+    const byName = new Map(rows.map((r) => [r.name, r]));
+    useStudio.setState({
+      summary: {
+        ...now,
+        tensors: now.tensors.map((t) => (byName.has(t.name) ? { ...t, ...byName.get(t.name) } : t)),
+      },
+    });
+  }).catch(() => {
+    // a newer model (or a newer call) stopped it: its own statistics are coming
+  });
+}
+
 export const useStudio = create<StudioState>((set, get) => ({
   ...(() => {
     const compress = compressSlice(set, get);
@@ -182,6 +210,7 @@ export const useStudio = create<StudioState>((set, get) => ({
           ? { evalText: opts.evalText, evalTextLabel: opts.evalTextLabel ?? '', evalIsIds: false }
           : { evalText: '', evalTextLabel: '', evalIsIds: !tokenizerJson }),
       });
+      loadStatistics(seq, summary);
       get().resetCalibration();
       get().resetTraining();
       const firstWeight = summary.tensors.find((t) =>

@@ -48,6 +48,16 @@ export function poolable(method: CompressionMethod): boolean {
 }
 
 /**
+ * A view that spans only its own bytes: posting a view clones its whole buffer, and a tensor read from
+ * a model file may be a window on the file's bytes. Shared memory goes as it is (never copied).
+ */
+function compact<T extends ArrayBufferView>(values: T): T {
+  if (values.buffer instanceof SharedArrayBuffer) return values;
+  if (values.byteOffset === 0 && values.byteLength === values.buffer.byteLength) return values;
+  return (values as unknown as { slice(): T }).slice();
+}
+
+/**
  * The studio's side of a kernel pool: tensors go out as shared views (no copy) when their memory
  * is a SharedArrayBuffer, as clones otherwise (the caller keeps them: they are memoised), and
  * results come back transferred.
@@ -71,19 +81,19 @@ export class KernelPool {
     scope = 0,
   ): Promise<KernelResult[]> {
     return this.pool.run<KernelResult[]>(
-      { kind: 'apply', method, options, tensors: [...tensors] },
+      { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
       [],
       scope,
     );
   }
 
   stats(values: TensorValues, scope = 0): Promise<TensorStats> {
-    return this.pool.run<TensorStats>({ kind: 'stats', values }, [], scope);
+    return this.pool.run<TensorStats>({ kind: 'stats', values: compact(values) }, [], scope);
   }
 
   histogram(values: Float32Array, bins: number, range?: [number, number], scope = 0): Promise<Histogram> {
     return this.pool.run<Histogram>(
-      { kind: 'histogram', values, bins, ...(range ? { range } : {}) },
+      { kind: 'histogram', values: compact(values), bins, ...(range ? { range } : {}) },
       [],
       scope,
     );

@@ -429,8 +429,9 @@ const api = {
         const job = Promise.resolve(stats).then(
           (row) => {
             batch.push({ name, ...row });
-            // the first rows at once (they are on screen), then a few updates a second
-            if (batch.length >= 256 || performance.now() - sentAt > 200 || early.has(name)) send();
+            // the rows on screen in one batch as soon as they are all known, then a few updates a second
+            if (early.delete(name) && !early.size) send();
+            else if (batch.length >= 256 || performance.now() - sentAt > 250) send();
           },
           (e: Error) => void batch.push({ name, error: e.message }),
         );

@@ -18,6 +18,7 @@ import {
   type EvalResult,
   type PerplexityProgress,
   type Progress,
+  type StatisticsRow,
 } from './client.ts';
 
 export type PickedFile = { path: string; file: File };
@@ -42,6 +43,8 @@ export interface StudioState extends CompressState, CalibrationSlice, TrainSlice
   error?: string;
   selected?: string;
   histogram?: Histogram;
+  /** Each weight's statistics by name, as the worker's pool computes them after opening. */
+  statistics: Record<string, StatisticsRow>;
   histogramBins: number;
   histogramLog: boolean;
   evalText: string;
@@ -127,13 +130,10 @@ function loadStatistics(seq: number, summary: ModelSummary) {
   tensorStatistics(priority, (rows) => {
     const now = useStudio.getState().summary;
     if (seq !== appliedOpenSeq || !now || now.name !== summary.name) return;
-    const byName = new Map(rows.map((r) => [r.name, r]));
-    useStudio.setState({
-      summary: {
-        ...now,
-        tensors: now.tensors.map((t) => (byName.has(t.name) ? { ...t, ...byName.get(t.name) } : t)),
-      },
-    });
+    // a field of its own: only the table reads it, so a batch re-renders the table, not the studio
+    const statistics = { ...useStudio.getState().statistics };
+    for (const r of rows) statistics[r.name] = r;
+    useStudio.setState({ statistics });
   }).catch(() => {
     // a newer model (or a newer call) stopped it: its own statistics are coming
   });
@@ -159,6 +159,7 @@ export const useStudio = create<StudioState>((set, get) => ({
   ctx: 512,
   stride: 256,
   evaluation: { running: false },
+  statistics: {},
 
   async open(files, opts = {}) {
     const seq = ++openSeq;
@@ -201,6 +202,7 @@ export const useStudio = create<StudioState>((set, get) => ({
         ...(seq === openSeq ? { loading: undefined } : {}),
         selected: undefined,
         histogram: undefined,
+        statistics: {},
         ctx,
         stride: Math.max(1, Math.floor(ctx / 2)),
         evaluation: { running: false },

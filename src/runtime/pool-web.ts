@@ -1,5 +1,5 @@
 /**
- * The page's kernel pool: Web Workers started from the model worker, one per core (capped), sharing
+ * The page's kernel pool: Web Workers started from the model worker, one per core but one (capped), sharing
  * memory and the cancel flag when the page is cross-origin isolated.
  */
 import { WorkerPool, sharedMemoryAvailable, type PoolPort } from '../core/pool/worker-pool.ts';
@@ -8,9 +8,13 @@ import { KernelPool } from '../core/compress/kernel-tasks.ts';
 /** More workers than this only add memory: the kernels are memory-bound long before. */
 export const MAX_PAGE_WORKERS = 8;
 
+/**
+ * One worker per core but one: the page's own thread keeps a core to render on while the kernels run
+ * (on 2 cores, two busy kernel workers stretched the slider's render tasks past 150 ms).
+ */
 export function pageWorkerCount(): number {
   const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
-  return Math.max(1, Math.min(MAX_PAGE_WORKERS, cores));
+  return Math.max(1, Math.min(MAX_PAGE_WORKERS, cores - 1));
 }
 
 /** A kernel pool, or undefined where this context cannot start workers (then kernels run in place). */

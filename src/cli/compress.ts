@@ -725,7 +725,12 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       ? await runCalibration(path, model, steps, calibrationRequest)
       : undefined;
   const result: CompressionResult = steps.length
-    ? await compressSteps(model, steps, calibration, integerFlag(args, 'workers', defaultWorkerCount(), 1, 256))
+    ? await compressSteps(
+        model,
+        steps,
+        calibration,
+        integerFlag(args, 'workers', defaultWorkerCount(), 1, 256),
+      )
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
   // what the recipe asked and what the export wrote differ (a format fallen back to another): say so

@@ -6,7 +6,7 @@
  * section reports each round's ratio: on a shared machine only ratios taken together mean anything.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build, preview } from 'vite';
 import { chromium } from 'playwright-core';
@@ -96,6 +96,7 @@ export async function pageSpeedSection(root: string): Promise<string> {
     await server.close();
     rmSync(out, { recursive: true, force: true });
   }
+  const load = loadavg()[0];
   const ratios = rows.map((r) => r.page / r.node).sort((a, b) => a - b);
   const median = ratios[Math.floor(ratios.length / 2)];
   return [
@@ -105,7 +106,7 @@ export async function pageSpeedSection(root: string): Promise<string> {
       `tokens/s = tokens scored over the evaluation's wall time (the evaluator of \`src/core/eval/perplexity.ts\` on both sides: windows batched, inputs preallocated). ` +
       `Page: the production build served cross-origin isolated, Chromium headless (\`${runtime.trim()}\`), the Evaluate button, its result line. ` +
       `Node: onnxruntime-node ${ort.env.versions.node ?? ''}, CPU, intraOpNumThreads ${threads} (the page's), graph optimisation all. ` +
-      `One warm-up each, then ${ROUNDS} rounds, page then node back to back.`,
+      `One warm-up each, then ${ROUNDS} rounds, page then node back to back; load average ${load.toFixed(0)} on ${cpus().length} cores at the end of the run.`,
     '',
     '| round | page tokens/s | node tokens/s | page / node | page perplexity | node perplexity |',
     '|---:|---:|---:|---:|---:|---:|',

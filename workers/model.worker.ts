@@ -1,9 +1,10 @@
 /** The model worker: owns the parsed model; the page gets summaries and histograms, never the weights. */
 import * as Comlink from 'comlink';
 import { parseModel, readTensorFloat32, type OnnxModel } from '../src/core/onnx/model.ts';
-import { findWeight } from '../src/core/onnx/graphs.ts';
-import { summarizeModel, type ModelSummary } from '../src/core/summary.ts';
-import { histogram, type Histogram } from '../src/core/stats.ts';
+import { findWeight, graphIndex } from '../src/core/onnx/graphs.ts';
+import { summarizeModel, tensorRowStats, type ModelSummary } from '../src/core/summary.ts';
+import { histogram, tensorStats, type Histogram, type TensorStats } from '../src/core/stats.ts';
+import { yieldToEventLoop } from '../src/core/eval/yield.ts';
 import { pickModelFiles, type DroppedFile } from '../src/core/files.ts';
 import { positionTableContext } from '../src/core/eval/context.ts';
 import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
@@ -39,6 +40,8 @@ import {
 import { summarizeInputs } from '../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
+import { createPagePool } from '../src/runtime/pool-web.ts';
+import type { KernelPool } from '../src/core/compress/kernel-tasks.ts';
 import {
   captureTaylorImportance,
   pruneWithImportance,
@@ -65,9 +68,23 @@ export interface Progress {
   total: number;
 }
 
+/** One row's statistics as statistics() sends them (or why its values cannot be read). */
+export type StatisticsRow = { name: string } & (TensorStats | { error: string });
+
 export type Result<T> = { ok: true; value: T } | { ok: false; error: SerializedError };
 
+/**
+ * The kernel workers (one per core, capped): previews and exports run their weight-only kernels there,
+ * so this worker stays free to answer the page and a newer slider position cancels the older kernels.
+ */
+let pool: KernelPool | undefined | null;
+function kernelPool(): KernelPool | undefined {
+  if (pool === undefined) pool = createPagePool() ?? null;
+  return pool ?? undefined;
+}
+
 let current: OnnxModel | undefined;
+let statisticsRun = 0;
 let session: PreviewSession | undefined;
 let lastPreview: { key: string; result: CompressionResult } | undefined;
 let latestPreview = 0;
@@ -164,7 +181,7 @@ async function prunedSession(structure: StructureSettings): Promise<NonNullable<
     report: result.report,
     bytes: result.bytes.byteLength,
     model: result.model,
-    session: new PreviewSession(result.model),
+    session: new PreviewSession(result.model, kernelPool()),
   };
   return pruned;
 }
@@ -339,9 +356,9 @@ const api = {
       const external = picked.external.map((f) => blobSource(f.location, f.file));
       onProgress?.({ phase: 'parsing', done: 0, total: 1 });
       const model = parseModel(main, external);
-      const summary = summarizeModel(model, (done, total) => {
-        if (done % 8 === 0 || done === total) onProgress?.({ phase: 'statistics', done, total });
-      });
+      // no tensor is read here: statistics() fills the rows' statistics afterwards, in the pool,
+      // the rows on screen first
+      const summary = summarizeModel(model, undefined, undefined, false);
       // parsing opened exactly the external-data files the model references: only those go to onnxruntime
       const referenced = new Set(model.external.keys());
       const positions = positionTableContext(model.graph)?.positions;
@@ -357,7 +374,7 @@ const api = {
           ...(positions ? { positions } : {}),
         },
       };
-      const nextSession = new PreviewSession(model);
+      const nextSession = new PreviewSession(model, kernelPool());
       current = model;
       session = nextSession;
       lastPreview = undefined;
@@ -375,6 +392,57 @@ const api = {
       // a preview of the previous model still running answers 'cancelled' rather than mixing models
       latestPreview++;
       return opened;
+    });
+  },
+
+  /**
+   * Every weight's min/max/mean/std/zeros, computed after opening (the table shows its rows at once):
+   * the `priority` rows (what the page shows first) and then the rest in file order, read one tensor
+   * at a time and summed up in the kernel pool, sent to `onRows` in batches. A newer call or another
+   * model stops it ('cancelled').
+   */
+  async statistics(priority: string[], onRows: (rows: StatisticsRow[]) => void): Promise<Result<number>> {
+    const run = ++statisticsRun;
+    return wrapAsync(async () => {
+      const model = current;
+      if (!model) throw noModel();
+      const weights = graphIndex(model.graph).weights();
+      const byName = new Map(weights.map((w) => [w.name, w]));
+      const first = priority.filter((n) => byName.has(n));
+      const early = new Set(first);
+      const order = [...first, ...weights.map((w) => w.name).filter((n) => !early.has(n))];
+      const kernels = kernelPool();
+      let batch: StatisticsRow[] = [];
+      let sentAt = performance.now();
+      const send = () => {
+        if (batch.length && run === statisticsRun && model === current) onRows(batch);
+        batch = [];
+        sentAt = performance.now();
+      };
+      const running = new Set<Promise<void>>();
+      for (const name of order) {
+        if (run !== statisticsRun || model !== current)
+          throw new ModelError('cancelled', 'Statistics of a model no longer open.');
+        const stats = tensorRowStats(model, byName.get(name)!.tensor, (v) =>
+          kernels ? kernels.stats(v) : tensorStats(v),
+        );
+        const job = Promise.resolve(stats).then(
+          (row) => {
+            batch.push({ name, ...row });
+            // the rows on screen in one batch as soon as they are all known, then a few updates a second
+            if (early.delete(name) && !early.size) send();
+            else if (batch.length >= 256 || performance.now() - sentAt > 250) send();
+          },
+          (e: Error) => void batch.push({ name, error: e.message }),
+        );
+        running.add(job);
+        void job.finally(() => running.delete(job));
+        if (running.size >= (kernels?.size ?? 1) * 2) await Promise.race(running);
+        if (!kernels) await yieldToEventLoop();
+      }
+      await Promise.all(running);
+      send();
+      return order.length;
     });
   },
 
@@ -513,7 +581,7 @@ const api = {
       const bytes = withWeights(student.model, req.weights);
       const model = parseModel(bytesSource(student.model.name, bytes));
       trained.delete(req.key);
-      trained.set(req.key, { model, bytes, session: new PreviewSession(model) });
+      trained.set(req.key, { model, bytes, session: new PreviewSession(model, kernelPool()) });
       while (trained.size > KEPT_TRAINED) trained.delete(trained.keys().next().value!);
     });
   },

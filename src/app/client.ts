@@ -34,6 +34,14 @@ export async function openModel(files: { path: string; file: File }[], onProgres
   return unwrap(await model().open(files, Comlink.proxy(onProgress)));
 }
 
+export type { StatisticsRow } from '../../workers/model.worker.ts';
+import type { StatisticsRow } from '../../workers/model.worker.ts';
+
+/** Every weight's statistics, computed in the worker's pool after opening: `priority` first, rows in batches. */
+export async function tensorStatistics(priority: string[], onRows: (rows: StatisticsRow[]) => void) {
+  return unwrap(await model().statistics(priority, Comlink.proxy(onRows)));
+}
+
 export async function tensorHistogram(name: string, bins: number) {
   return unwrap(await model().histogram(name, bins));
 }

@@ -14,9 +14,11 @@ import {
   evaluatePerplexity,
   openModel,
   tensorHistogram,
+  tensorStatistics,
   type EvalResult,
   type PerplexityProgress,
   type Progress,
+  type StatisticsRow,
 } from './client.ts';
 
 export type PickedFile = { path: string; file: File };
@@ -41,6 +43,8 @@ export interface StudioState extends CompressState, CalibrationSlice, TrainSlice
   error?: string;
   selected?: string;
   histogram?: Histogram;
+  /** Each weight's statistics by name, as the worker's pool computes them after opening. */
+  statistics: Record<string, StatisticsRow>;
   histogramBins: number;
   histogramLog: boolean;
   evalText: string;
@@ -111,6 +115,30 @@ function contextOf(config: Record<string, unknown> | undefined, positions?: numb
   return Math.min(contextFromConfig(config) ?? positions ?? 512, 2048);
 }
 
+/** Rows the table shows first (its default order: largest first): their statistics are computed first. */
+const FIRST_ROWS = 40;
+
+/**
+ * The table's statistics, filled in as the worker's pool computes them: the model opened without
+ * reading a tensor, its largest rows get numbers first, the rest follow in file order.
+ */
+function loadStatistics(seq: number, summary: ModelSummary) {
+  const priority = [...summary.tensors]
+    .sort((a, b) => b.bytes - a.bytes)
+    .slice(0, FIRST_ROWS)
+    .map((t) => t.name);
+  tensorStatistics(priority, (rows) => {
+    const now = useStudio.getState().summary;
+    if (seq !== appliedOpenSeq || !now || now.name !== summary.name) return;
+    // a field of its own: only the table reads it, so a batch re-renders the table, not the studio
+    const statistics = { ...useStudio.getState().statistics };
+    for (const r of rows) statistics[r.name] = r;
+    useStudio.setState({ statistics });
+  }).catch(() => {
+    // a newer model (or a newer call) stopped it: its own statistics are coming
+  });
+}
+
 export const useStudio = create<StudioState>((set, get) => ({
   ...(() => {
     const compress = compressSlice(set, get);
@@ -131,6 +159,7 @@ export const useStudio = create<StudioState>((set, get) => ({
   ctx: 512,
   stride: 256,
   evaluation: { running: false },
+  statistics: {},
 
   async open(files, opts = {}) {
     const seq = ++openSeq;
@@ -173,6 +202,7 @@ export const useStudio = create<StudioState>((set, get) => ({
         ...(seq === openSeq ? { loading: undefined } : {}),
         selected: undefined,
         histogram: undefined,
+        statistics: {},
         ctx,
         stride: Math.max(1, Math.floor(ctx / 2)),
         evaluation: { running: false },
@@ -182,6 +212,7 @@ export const useStudio = create<StudioState>((set, get) => ({
           ? { evalText: opts.evalText, evalTextLabel: opts.evalTextLabel ?? '', evalIsIds: false }
           : { evalText: '', evalTextLabel: '', evalIsIds: !tokenizerJson }),
       });
+      loadStatistics(seq, summary);
       get().resetCalibration();
       get().resetTraining();
       const firstWeight = summary.tensors.find((t) =>

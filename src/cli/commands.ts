@@ -244,6 +244,11 @@ export const COMPRESS: CommandSpec = {
     embeddings: { type: 'boolean', help: 'also compress embedding tables' },
     'lm-head': { type: 'boolean', help: 'also compress the output projection' },
     'external-data': { type: 'boolean', help: 'write the weights to OUT.onnx_data beside the model' },
+    workers: {
+      type: 'string',
+      value: 'N',
+      help: 'kernel worker threads (default: one per core; 1 runs every kernel in this thread)',
+    },
     copy: { type: 'boolean', help: 'no method: rewrite the model as it is (a round trip)' },
     file: FILE_FLAG,
     json: JSON_FLAG,

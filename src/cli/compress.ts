@@ -29,13 +29,20 @@ import {
   type CalibrationProgress,
 } from '../core/compress/calibration.ts';
 import type { CalibrationStats } from '../core/calibrate/stats.ts';
+import type { ResolvedStep } from '../core/compress/recipe.ts';
 import type { CalibrationInput, CalibrationRuntime } from '../core/compress/calibration.ts';
 import type { OnnxModel } from '../core/onnx/model.ts';
 import { summarizeInputs } from '../core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { createNodeSession, Tensor } from '../runtime/ort-node.ts';
 import { readConfig, readTokenizerJson } from './ppl.ts';
-import { compressModel, totalsFor, type CompressionResult } from '../core/compress/pipeline.ts';
+import {
+  compressModel,
+  compressModelInPool,
+  totalsFor,
+  type CompressionResult,
+} from '../core/compress/pipeline.ts';
+import { createNodePool, defaultWorkerCount } from '../runtime/pool-node.ts';
 import { exportCompressed } from '../core/compress/export.ts';
 import {
   pruneStructure,
@@ -516,6 +523,22 @@ function calibrationSetup(
   return { input: { settings, data }, runtime };
 }
 
+/** The recipe's kernels over `workers` threads (the page's pool over worker_threads); one: in this thread. */
+async function compressSteps(
+  model: OnnxModel,
+  steps: readonly ResolvedStep[],
+  calibration: CalibrationStats | undefined,
+  workers: number,
+): Promise<CompressionResult> {
+  if (workers <= 1) return compressModel(model, steps, { calibration });
+  const pool = createNodePool(workers);
+  try {
+    return await compressModelInPool(model, steps, pool, { calibration });
+  } finally {
+    pool.close();
+  }
+}
+
 /** Runs the calibration the request describes on onnxruntime-node: the statistics compressModel needs. */
 async function runCalibration(
   path: string,
@@ -702,7 +725,12 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       ? await runCalibration(path, model, steps, calibrationRequest)
       : undefined;
   const result: CompressionResult = steps.length
-    ? compressModel(model, steps, { calibration })
+    ? await compressSteps(
+        model,
+        steps,
+        calibration,
+        integerFlag(args, 'workers', defaultWorkerCount(), 1, 256),
+      )
     : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
   const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
   // what the recipe asked and what the export wrote differ (a format fallen back to another): say so

@@ -1,7 +1,7 @@
 /** What the studio shows about a model: totals, dtype mix, op types and a row per weight tensor. */
 import { dtypeName, rawByteLength } from './onnx/dtypes.ts';
-import { elementCount, readTensor, type OnnxModel } from './onnx/model.ts';
-import type { GraphProto, TensorShapeDimension } from './onnx/proto.ts';
+import { elementCount, readTensor, type OnnxModel, type TensorValues } from './onnx/model.ts';
+import type { GraphProto, TensorProto, TensorShapeDimension } from './onnx/proto.ts';
 import { graphIndex } from './onnx/graphs.ts';
 import { isModelError } from './errors.ts';
 import { tensorStats, type TensorStats } from './stats.ts';
@@ -80,6 +80,8 @@ export function summarizeModel(
   model: OnnxModel,
   onProgress?: (done: number, total: number) => void,
   shouldStop?: () => boolean,
+  /** false: rows without min/max/mean/std/zeros (no tensor is read); tensorRowStats fills them later. */
+  withStats = true,
 ): ModelSummary {
   const { graph } = model;
   const index = graphIndex(graph);
@@ -105,12 +107,11 @@ export function summarizeModel(
     };
     if (w.scope.label) row.graph = w.scope.label;
     if (w.source === 'constant') row.source = 'constant';
-    try {
-      Object.assign(row, tensorStats(readTensor(model, t)));
-    } catch (e) {
-      if (!isModelError(e)) throw e;
-      row.error = e.message;
-    }
+    if (withStats)
+      Object.assign(
+        row,
+        tensorRowStats(model, t, (v) => tensorStats(v)),
+      );
     tensors.push(row);
     params += count;
     bytes += size;
@@ -136,6 +137,23 @@ export function summarizeModel(
     opTypes: countsRecord(index.opTypeCounts()),
     tensors,
   };
+}
+
+/**
+ * One row's statistics: `stats` over the tensor's values (in place, or in a kernel pool), or the
+ * reason its values cannot be read (an unsupported dtype, a truncated file) as the row's error.
+ */
+export function tensorRowStats<T extends TensorStats | Promise<TensorStats>>(
+  model: OnnxModel,
+  tensor: TensorProto,
+  stats: (values: TensorValues) => T,
+): T | { error: string } {
+  try {
+    return stats(readTensor(model, tensor));
+  } catch (e) {
+    if (!isModelError(e)) throw e;
+    return { error: e.message };
+  }
 }
 
 /** The graph's real inputs (initializers listed as inputs by old exporters excluded). */

@@ -69,12 +69,17 @@ async function chooseWebGpu(): Promise<WebGpuChoice> {
   }
 }
 
+/** onnxruntime-web's intra-op threads at most. */
+const MAX_THREADS = 8;
+
 /** Threads when the page is cross-origin isolated (SharedArrayBuffer), one thread with a notice otherwise. */
 export function configureRuntime(): RuntimeInfo {
   if (configured) return configured;
   const isolated = !!globalThis.crossOriginIsolated;
   const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
-  const threads = isolated ? Math.max(1, Math.min(4, cores)) : 1;
+  // every core when isolated (the evaluation's windows go several to a run, wide enough to share
+  // out), capped where more threads only add synchronisation on models of this size
+  const threads = isolated ? Math.max(1, Math.min(MAX_THREADS, cores)) : 1;
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false; // we are already in a worker
   ort.env.logLevel = 'error';

@@ -27,6 +27,27 @@ describe('the studio in Chromium: drop a model, see its weights', () => {
       (await import('../../src/core/onnx/model.ts')).bytesSource('model.onnx', readFileSync(STORIES)),
     ).graph.initializer.length;
     expect(rows).toBe(expected);
+    // opening read no tensor: every row's statistics arrive afterwards from the kernel pool, and they
+    // are the ones the core computes (min/max/std of each row, as the table formats them)
+    const model = (await import('../../src/core/onnx/model.ts')).parseModel(
+      (await import('../../src/core/onnx/model.ts')).bytesSource('model.onnx', readFileSync(STORIES)),
+    );
+    const { summarizeModel } = await import('../../src/core/summary.ts');
+    const { formatNumber } = await import('../../src/app/components/format.ts');
+    const want = new Map(summarizeModel(model).tensors.map((t) => [t.name, formatNumber(t.std)]));
+    const shown = () =>
+      page
+        .locator('[data-testid=tensor-table] tbody tr')
+        .evaluateAll((trs) =>
+          trs.map((tr) => [
+            tr.querySelector('td.name')!.textContent!,
+            tr.querySelectorAll('td')[7].textContent!,
+          ]),
+        );
+    await expect
+      .poll(async () => (await shown()).every(([, std]) => std !== '—'), { timeout: 30_000 })
+      .toBe(true);
+    for (const [name, std] of await shown()) expect(std, name).toBe(want.get(name));
     await expect.poll(() => page.locator('[data-testid=param-count]').textContent()).toContain('559');
     // the first MatMul weight is selected and its histogram drawn
     await page.waitForSelector('[data-testid=histogram-chart] .recharts-bar-rectangle', { timeout: 30_000 });

@@ -81,9 +81,11 @@ describe('live studio', () => {
     expect(Number((await text('total-sparsity'))!.split(' ')[0])).toBeLessThan(45);
     const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
     console.log(`main-thread long tasks during slider moves: ${JSON.stringify(longTasks.map(Math.round))}`);
-    // The budget is 50 ms on a person's machine. This one renders SVG in software on 2 busy cores, where
-    // the charts' paint alone is ~50 ms; 150 ms still catches the regressions that matter (a chart
-    // with an element per bin, a panel re-rendering on every store change: 300–700 ms here).
+    // The budget is 50 ms on a person's machine (the kernels run in the pool, the page only renders
+    // what the worker sends). This one renders SVG in software on 2 cores shared with other jobs (load
+    // 25–30): back to back, the tasks measured [50, 66, 64, 79] ms with the pool and [117, 59, 53, 83,
+    // 70, 112] without, so 50 ms cannot hold here; 150 ms still catches the regressions that matter (a
+    // chart with an element per bin, a panel re-rendering on every store change: 300–700 ms here).
     expect(Math.max(0, ...longTasks)).toBeLessThan(150);
     await page.screenshot({ path: join(ARTIFACTS, 'studio-sliders.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);

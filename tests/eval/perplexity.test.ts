@@ -108,6 +108,41 @@ describe('perplexity evaluator against an independent loop (onnxruntime-node)', 
     expect(Math.abs(one.perplexity / ref.perplexity - 1)).toBeLessThan(1e-9);
   });
 
+  it('windows batched several to a run (the demo model) give the one-at-a-time perplexity', async () => {
+    const dir = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+    const model = new Uint8Array(readFileSync(join(dir, 'model.onnx')));
+    const all = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8')) as
+      number[] | { ids: number[] };
+    const heldout = (Array.isArray(all) ? all : all.ids).slice(0, 2000);
+    const session = await ort.InferenceSession.create(model);
+    const inputs = summarizeInputs(parseModel(bytesSource('m.onnx', model)).graph);
+    let runs = 0;
+    const counting = new Proxy(session, {
+      get(target, prop, receiver) {
+        if (prop === 'run') return (...a: Parameters<typeof session.run>) => (runs++, target.run(...a));
+        return Reflect.get(target, prop, receiver);
+      },
+    });
+    try {
+      const one = await evaluatePerplexity(session, ort.Tensor, inputs, [heldout], {
+        ctx: 128,
+        stride: 64,
+        batch: 1,
+      });
+      const batched = await evaluatePerplexity(counting, ort.Tensor, inputs, [heldout], {
+        ctx: 128,
+        stride: 64,
+      });
+      expect(batched.tokens).toBe(one.tokens);
+      expect(batched.windows).toBe(one.windows);
+      // fewer runs than windows: 1 alone (it sizes the batch), then 8 to a run, the short last one apart
+      expect(runs).toBeLessThan(one.windows / 4);
+      expect(Math.abs(batched.perplexity / one.perplexity - 1)).toBeLessThan(1e-6);
+    } finally {
+      await session.release();
+    }
+  });
+
   it('cancelling stops the work: no window runs after the abort', async () => {
     const model = tinyDecoder({ attentionMask: true });
     const session = await ort.InferenceSession.create(model);
@@ -125,6 +160,7 @@ describe('perplexity evaluator against an independent loop (onnxruntime-node)', 
       ctx: 8,
       stride: 4,
       signal: controller.signal,
+      batch: 1, // one window per run, so runs count windows
       onProgress: (p) => p.windowsDone === 3 && controller.abort(),
     });
     await expect(promise).rejects.toMatchObject({ code: 'cancelled' });

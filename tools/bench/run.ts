@@ -59,6 +59,9 @@ import {
   type VersusOriginal,
 } from './perplexity.ts';
 import { trainingSection } from './training.ts';
+import { pageSpeedSection } from './page-speed.ts';
+import { gpt2SmallSynthetic, type WeightSet } from './weights.ts';
+import { kernelPoolSection } from './kernel-pool.ts';
 import { log } from './log.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -75,10 +78,12 @@ const ONLY = onlyIndex > 0 ? process.argv[onlyIndex + 1] : null;
 const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
 /** --only quality-stories,quality-demo: the uncalibrated quality tables (with KL against fp32). */
 const ONLY_PARTS = [...CALIBRATED_PARTS, 'quality-stories', 'quality-demo'];
+/** --only NAME for a section replaced alone in the existing report. */
+const SECTIONS_ALONE = ['training', 'qat', 'page-speed', 'kernel-pool'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
-if (ONLY !== null && ONLY !== 'training' && ONLY !== 'qat' && PARTS.some((p) => !ONLY_PARTS.includes(p)))
+if (ONLY !== null && !SECTIONS_ALONE.includes(ONLY) && PARTS.some((p) => !ONLY_PARTS.includes(p)))
   throw new Error(
-    `--only takes 'training', 'qat', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`,
+    `--only takes 'training', 'qat', 'page-speed', 'kernel-pool', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`,
   );
 
 // ---------------------------------------------------------------- quality
@@ -199,13 +204,6 @@ function qualityMarkdown(title: string, protocol: string, rows: QualityRow[]): s
 
 // ---------------------------------------------------------------- speed
 
-interface WeightSet {
-  name: string;
-  /** the set the issue's k-means target (≥ 100× sklearn) is defined on */
-  kmeansTarget?: boolean;
-  tensors: { name: string; shape: [number, number]; values: Float32Array }[];
-}
-
 function weightsOf(model: OnnxModel, title: string): WeightSet {
   const tensors = weightCandidates(model.graph).map((c) => {
     const v = readTensorFloat32(model, findInitializer(model, c.name));
@@ -217,36 +215,6 @@ function weightsOf(model: OnnxModel, title: string): WeightSet {
     return { name: c.name, shape: [col, r] as [number, number], values: t };
   });
   return { name: title, tensors };
-}
-
-// GPT-2 small: 12 blocks of c_attn [768, 2304], attn c_proj [768, 768], c_fc [768, 3072], mlp c_proj [3072, 768];
-// wte [50257, 768], wpe [1024, 768]. Normal(0, 0.02) like GPT-2's initialisation (Box–Muller, seeded).
-function gpt2SmallSynthetic(): WeightSet {
-  const shapes: [string, [number, number]][] = [
-    ['wte', [50257, 768]],
-    ['wpe', [1024, 768]],
-  ];
-  for (let i = 0; i < 12; i++) {
-    shapes.push([`h.${i}.attn.c_attn`, [768, 2304]], [`h.${i}.attn.c_proj`, [768, 768]]);
-    shapes.push([`h.${i}.mlp.c_fc`, [768, 3072]], [`h.${i}.mlp.c_proj`, [3072, 768]]);
-  }
-  let s = 12345;
-  const uniform = () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 0.5) / 4294967296;
-  };
-  const tensors = shapes.map(([name, shape]) => {
-    const n = shape[0] * shape[1];
-    const values = new Float32Array(n);
-    for (let i = 0; i < n; i += 2) {
-      const r = Math.sqrt(-2 * Math.log(uniform())) * 0.02;
-      const a = 2 * Math.PI * uniform();
-      values[i] = r * Math.cos(a);
-      if (i + 1 < n) values[i + 1] = r * Math.sin(a);
-    }
-    return { name, shape, values };
-  });
-  return { name: 'GPT-2-small-shaped synthetic weights (124 M parameters)', tensors, kmeansTarget: true };
 }
 
 type KernelName = 'int8' | 'int4' | 'prune' | 'kmeans' | 'fp16';
@@ -523,6 +491,8 @@ async function main() {
   const started = new Date().toISOString().slice(0, 10);
   if (args.has('--structure-only')) return replaceSection(await structureSection(ROOT));
   if (ONLY === 'qat') return replaceSection(await qatSection(ROOT));
+  if (ONLY === 'page-speed') return replaceSection(await pageSpeedSection(ROOT));
+  if (ONLY === 'kernel-pool') return replaceSection(await kernelPoolSection(ROOT));
 
   const training = () => trainingSection(ROOT, { python, quality: !args.has('--no-train-quality') });
   if (ONLY === 'training') {

@@ -172,8 +172,11 @@ export function QualityPanel() {
           </div>
           <div className="muted">
             {ev.result.tokens.toLocaleString('en-US')} tokens scored · ctx {ev.result.protocol.ctx}, stride{' '}
-            {ev.result.protocol.stride} · {Math.round(ev.result.tokensPerSecond).toLocaleString('en-US')}{' '}
-            tokens/s ·{' '}
+            {ev.result.protocol.stride} ·{' '}
+            <span data-testid="eval-rate" data-value={ev.result.tokensPerSecond}>
+              {Math.round(ev.result.tokensPerSecond).toLocaleString('en-US')} tokens/s
+            </span>{' '}
+            ·{' '}
             <span data-testid="runtime">
               {ev.result.runtime.provider}
               {ev.result.runtime.provider === 'wasm' &&

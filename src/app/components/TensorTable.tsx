@@ -16,8 +16,14 @@ const COLUMNS: { key: Key; label: string; numeric: boolean }[] = [
   { key: 'zeros', label: 'Zeros', numeric: true },
 ];
 
-export function TensorTable({ tensors }: { tensors: TensorSummary[] }) {
+export function TensorTable({ tensors: rowsWithoutStats }: { tensors: TensorSummary[] }) {
   const selected = useStudio((s) => s.selected);
+  // statistics arrive after opening, in batches from the worker's pool
+  const statistics = useStudio((s) => s.statistics);
+  const tensors = useMemo(
+    () => rowsWithoutStats.map((t) => (statistics[t.name] ? { ...t, ...statistics[t.name] } : t)),
+    [rowsWithoutStats, statistics],
+  );
   const select = useStudio((s) => s.select);
   const [filter, setFilter] = useState('');
   const [sort, setSort] = useState<{ key: Key; desc: boolean }>({ key: 'bytes', desc: true });

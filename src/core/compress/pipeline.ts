@@ -12,6 +12,7 @@ import type { CalibrationStats } from '../calibrate/stats.ts';
 import { missingCalibrationMessage } from '../../methods/calibrated.ts';
 import { errorStats, type ErrorStats } from './metrics.ts';
 import type { ResolvedStep } from './recipe.ts';
+import { KernelPool, poolable, ranksTogether } from './kernel-tasks.ts';
 import {
   noCandidatesMessage,
   selectWeights,
@@ -161,39 +162,47 @@ export function totalsFor(model: OnnxModel, reports: readonly TensorReport[]): C
   };
 }
 
-export function compressModel(
+/** The recipe's steps, each with the tensors it picks and their state before it (shared by both drivers). */
+interface StepRun {
+  method: CompressionMethod;
+  inputs: TensorOutcome[];
+  options: OptionValues;
+}
+
+/**
+ * The one loop behind compressModel and compressModelInPool: per step, the tensors it selects in
+ * their state so far, `kernel` over them, and the warnings a step order deserves.
+ */
+function* recipeSteps(
   model: OnnxModel,
   steps: readonly ResolvedStep[],
-  options: CompressOptions = {},
-): CompressionResult {
+  options: CompressOptions,
+  outcomes: Map<string, TensorOutcome>,
+  warnings: string[],
+): Generator<StepRun, WeightCandidate[], KernelResult[]> {
   const candidates = weightCandidates(model.graph);
-  const outcomes = new Map<string, TensorOutcome>();
-  const warnings: string[] = [];
   for (const step of steps) {
     const method = getMethod(step.method);
     if (method.needs?.length && !options.calibration)
       throw new ModelError('needs-calibration', missingCalibrationMessage(method.id));
   }
   const only = options.only;
-  steps.forEach((step, i) => {
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i];
     options.checkCancelled?.();
     const method = getMethod(step.method);
     const selected = selectWeights(candidates, step.select);
     const picked = only ? selected.filter((c) => only.has(c.name)) : selected;
     if (!picked.length) {
       warnings.push(`Step ${i + 1} (${method.id}) selected no tensors.`);
-      return;
+      continue;
     }
     options.onProgress?.(i, steps.length, method.label);
     const inputs = picked.map(
       (c) =>
         outcomes.get(c.name) ?? initialOutcome(c, readTensorFloat32(model, findWeight(model, c.name).tensor)),
     );
-    const results = method.apply(
-      inputs.map((o) => asMatrix(o.candidate, o.values)),
-      step.options,
-      method.needs?.length ? options.calibration : undefined,
-    );
+    const results = yield { method, inputs, options: step.options };
     results.forEach((r, j) => {
       const o = inputs[j];
       if (method.role === 'transform' && o.encoder)
@@ -206,8 +215,17 @@ export function compressModel(
         );
       outcomes.set(o.candidate.name, nextOutcome(o, method, step.options, r));
     });
-  });
+  }
   options.onProgress?.(steps.length, steps.length, 'done');
+  return candidates;
+}
+
+function finish(
+  model: OnnxModel,
+  candidates: WeightCandidate[],
+  outcomes: Map<string, TensorOutcome>,
+  warnings: string[],
+): CompressionResult {
   if (!outcomes.size && !candidates.length)
     throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
   if (!outcomes.size)
@@ -219,4 +237,62 @@ export function compressModel(
   const list = [...outcomes.values()];
   const reports = list.map(reportFor);
   return { outcomes: list, reports, totals: totalsFor(model, reports), warnings };
+}
+
+export function compressModel(
+  model: OnnxModel,
+  steps: readonly ResolvedStep[],
+  options: CompressOptions = {},
+): CompressionResult {
+  const outcomes = new Map<string, TensorOutcome>();
+  const warnings: string[] = [];
+  const run = recipeSteps(model, steps, options, outcomes, warnings);
+  let next = run.next();
+  while (!next.done) {
+    const { method, inputs, options: stepOptions } = next.value;
+    next = run.next(
+      method.apply(
+        inputs.map((o) => asMatrix(o.candidate, o.values)),
+        stepOptions,
+        method.needs?.length ? options.calibration : undefined,
+      ),
+    );
+  }
+  return finish(model, next.value, outcomes, warnings);
+}
+
+/**
+ * compressModel with each step's tensors spread over a kernel pool (one task per tensor; a global
+ * threshold's tensors go together); calibrated steps run here. The result equals compressModel's.
+ */
+export async function compressModelInPool(
+  model: OnnxModel,
+  steps: readonly ResolvedStep[],
+  pool: KernelPool,
+  options: CompressOptions = {},
+): Promise<CompressionResult> {
+  const outcomes = new Map<string, TensorOutcome>();
+  const warnings: string[] = [];
+  const run = recipeSteps(model, steps, options, outcomes, warnings);
+  let next = run.next();
+  const scope = pool.newScope();
+  try {
+    while (!next.done) {
+      const { method, inputs, options: stepOptions } = next.value;
+      const matrices = inputs.map((o) => asMatrix(o.candidate, o.values));
+      let results: KernelResult[];
+      if (!poolable(method)) results = method.apply(matrices, stepOptions, options.calibration);
+      else if (ranksTogether(method.id, stepOptions))
+        results = await pool.apply(method.id, stepOptions, matrices, scope);
+      else
+        results = (
+          await Promise.all(matrices.map((m) => pool.apply(method.id, stepOptions, [m], scope)))
+        ).flat();
+      next = run.next(results);
+    }
+  } catch (e) {
+    pool.cancel(scope);
+    throw e;
+  }
+  return finish(model, next.value, outcomes, warnings);
 }

@@ -24,6 +24,7 @@ import { histogram } from '../stats.ts';
 import type { CalibrationStats } from '../calibrate/stats.ts';
 import { missingCalibrationMessage } from '../../methods/calibrated.ts';
 import { rangeAndZeros } from '../simd/index.ts';
+import { KernelPool, poolable, ranksTogether } from './kernel-tasks.ts';
 import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 interface State {
@@ -63,7 +64,14 @@ export class PreviewSession {
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
 
-  constructor(private readonly model: OnnxModel) {
+  /**
+   * `pool`: kernel workers for the steps whose method reads only weights (the page's and the CLI's
+   * pool); without one every kernel runs here. The results are the same either way.
+   */
+  constructor(
+    private readonly model: OnnxModel,
+    private readonly pool?: KernelPool,
+  ) {
     this.candidates = weightCandidates(model.graph);
   }
 
@@ -85,6 +93,8 @@ export class PreviewSession {
     let v = this.originals.get(name);
     if (!v) {
       v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
+      // in shared memory when the pool can share it: every later dispatch of it is free
+      if (this.pool) v = this.pool.share(v);
       this.originals.set(name, v);
     }
     return v;
@@ -104,9 +114,7 @@ export class PreviewSession {
         ...(needs && calibration ? [`calibration#${calibrationId(calibration)}`] : []),
       ]);
       // a global threshold depends on every tensor it ranks together
-      return s.method === 'prune' && s.options.scope === 'global' && s.options.pattern === 'unstructured'
-        ? `${base}@${[...picks[i]].join(',')}`
-        : base;
+      return ranksTogether(s.method, s.options) ? `${base}@${[...picks[i]].join(',')}` : base;
     });
     const touched = this.candidates.filter((c) => picks.some((p) => p.has(c.name)));
     if (!this.candidates.length)
@@ -121,63 +129,110 @@ export class PreviewSession {
     );
     const used = new Map<string, TensorOutcome>();
     let computed = 0;
-    const states = new Map<string, State>();
+    const states = new Map<string, Promise<State>>();
+    /** Outcomes being computed, by cache key: a global step's group is computed once for all its tensors. */
+    const computing = new Map<string, Promise<TensorOutcome>>();
+    const pool = this.pool;
+    const scope = pool?.newScope() ?? 0;
     const initial = (c: WeightCandidate): State => ({
       key: c.name,
       outcome: initialOutcome(c, this.original(c.name)),
     });
+    // the kernels of one step over `inputs`: in the pool when the method reads only weights, else here
+    const apply = async (i: number, inputs: State[]) => {
+      const step = steps[i];
+      const method = getMethod(step.method);
+      const matrices = inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values));
+      const results =
+        pool && poolable(method)
+          ? await pool.apply(method.id, step.options, matrices, scope)
+          : method.apply(matrices, step.options, method.needs?.length ? calibration : undefined);
+      results.forEach((r, j) => {
+        this.cache.set(
+          `${inputs[j].key}>${stepKeys[i]}`,
+          nextOutcome(inputs[j].outcome, method, step.options, r),
+        );
+        computed++;
+      });
+    };
     // the state of tensor c after steps[0..i]
-    const advance = (c: WeightCandidate, i: number): State => {
-      const prev = i === 0 ? initial(c) : stateAfter(c, i - 1);
+    const advance = async (c: WeightCandidate, i: number): Promise<State> => {
+      const prev = i === 0 ? initial(c) : await stateAfter(c, i - 1);
       if (!picks[i].has(c.name)) return prev;
       const key = `${prev.key}>${stepKeys[i]}`;
-      let outcome = this.cache.get(key);
+      let outcome = this.cache.get(key) ?? (await computing.get(key));
       if (!outcome) {
-        const step = steps[i];
-        const method = getMethod(step.method);
         const group = stepKeys[i].includes('@') ? this.candidates.filter((x) => picks[i].has(x.name)) : [c];
-        const inputs = group.map((g) => (g === c ? prev : stateAfter(g, i - 1)));
-        const results = method.apply(
-          inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values)),
-          step.options,
-          method.needs?.length ? calibration : undefined,
-        );
-        results.forEach((r, j) => {
-          this.cache.set(
-            `${inputs[j].key}>${stepKeys[i]}`,
-            nextOutcome(inputs[j].outcome, method, step.options, r),
+        const inputs = await Promise.all(group.map((g) => (g === c ? prev : stateAfter(g, i - 1))));
+        const done = apply(i, inputs);
+        const keys = inputs.map((s) => `${s.key}>${stepKeys[i]}`);
+        for (const k of keys)
+          computing.set(
+            k,
+            done.then(() => this.cache.get(k) as TensorOutcome),
           );
-          computed++;
-        });
+        try {
+          await done;
+        } finally {
+          for (const k of keys) computing.delete(k);
+        }
         outcome = this.cache.get(key) as TensorOutcome;
       }
       return { key, outcome };
     };
-    const stateAfter = (c: WeightCandidate, i: number): State => {
-      if (i < 0) return initial(c);
+    const stateAfter = (c: WeightCandidate, i: number): Promise<State> => {
+      if (i < 0) return Promise.resolve(initial(c));
       const id = `${c.name}#${i}`;
       let s = states.get(id);
       if (!s) {
-        s = advance(c, i);
+        s = advance(c, i).then((state) => {
+          used.set(state.key, state.outcome);
+          return state;
+        });
         states.set(id, s);
-        used.set(s.key, s.outcome);
       }
       return s;
     };
-    for (let t = 0; t < order.length; t++) {
-      if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
-      const c = order[t];
-      const final = stateAfter(c, steps.length - 1);
-      if (c.name === options.priority) options.onPriority?.(final.outcome);
-      options.onProgress?.(t + 1, order.length);
-      await yieldToEventLoop();
+    const finals = new Map<string, TensorOutcome>();
+    // with a pool, as many tensors in flight as it has workers (the first is the one on screen);
+    // without, one at a time with a turn of the event loop between them
+    const width = pool ? pool.size : 1;
+    const running = new Set<Promise<void>>();
+    let finished = 0;
+    let failure: unknown;
+    try {
+      for (let t = 0; t < order.length; t++) {
+        if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
+        const c = order[t];
+        const job: Promise<void> = stateAfter(c, steps.length - 1).then(
+          (final) => {
+            finals.set(c.name, final.outcome);
+            if (c.name === options.priority) options.onPriority?.(final.outcome);
+            options.onProgress?.(++finished, order.length);
+          },
+          (e) => {
+            failure ??= e;
+          },
+        );
+        running.add(job);
+        void job.finally(() => running.delete(job));
+        if (running.size >= width) await Promise.race(running);
+        if (failure) throw failure;
+        if (!pool) await yieldToEventLoop();
+      }
+      await Promise.all(running);
+      if (failure) throw failure;
+    } catch (e) {
+      pool?.cancel(scope);
+      await Promise.allSettled(running);
+      throw e;
     }
     if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
     // keep only what this recipe uses: the cache follows the sliders instead of growing without end
     this.cache = new Map([...used].filter(([k]) => k.includes('>')));
     this.lastComputed = computed;
     const outcomes = order
-      .map((c) => stateAfter(c, steps.length - 1).outcome)
+      .map((c) => finals.get(c.name)!)
       .sort((a, b) => this.candidates.indexOf(a.candidate) - this.candidates.indexOf(b.candidate));
     const reports = outcomes.map((o) => this.reportOf(o));
     return { outcomes, reports, totals: totalsFor(this.model, reports), warnings: [] };

@@ -71,6 +71,81 @@ export function decoderFeeds(Tensor: TensorCtor, inputs: IoSpec[], ids: number[]
   return feeds;
 }
 
+/**
+ * Whether windows can run several to a call: input_ids' first dimension is not fixed (a batch) and
+ * the model reads no cache inputs (their batch would have to follow).
+ */
+export function canBatch(inputs: IoSpec[]): boolean {
+  const ids = inputs.find((i) => i.name === 'input_ids');
+  if (!ids || typeof ids.shape[0] === 'number') return false;
+  return !inputs.some((i) => isPastInput(i.name) || i.name === 'use_cache_branch');
+}
+
+/**
+ * Feeds for B windows of L tokens made once and refilled in place (no allocation per run): input_ids
+ * [B, L] written row by row with `setRow`, attention_mask ones, position_ids 0…L−1 per row.
+ */
+export function batchFeeds(
+  Tensor: TensorCtor,
+  inputs: IoSpec[],
+  batch: number,
+  length: number,
+): { feeds: Feeds; setRow(row: number, ids: ArrayLike<number>): void } {
+  if (batch === 1 || canBatch(inputs)) {
+    const dims = [batch, length];
+    const n = batch * length;
+    const make = (dtype: string, fill: (i: number) => number) =>
+      dtype === 'int32'
+        ? new Tensor(
+            'int32',
+            Int32Array.from({ length: n }, (_, i) => fill(i)),
+            dims,
+          )
+        : new Tensor(
+            'int64',
+            BigInt64Array.from({ length: n }, (_, i) => BigInt(fill(i))),
+            dims,
+          );
+    const feeds: Feeds = {};
+    let ids: Int32Array | BigInt64Array | undefined;
+    for (const spec of inputs) {
+      if (spec.name === 'input_ids') {
+        const t = make(spec.dtype, () => 0);
+        ids = t.data as Int32Array | BigInt64Array;
+        feeds.input_ids = t;
+      } else if (spec.name === 'attention_mask') feeds.attention_mask = make(spec.dtype, () => 1);
+      else if (spec.name === 'position_ids') feeds.position_ids = make(spec.dtype, (i) => i % length);
+      else if (spec.name === 'token_type_ids') feeds.token_type_ids = make(spec.dtype, () => 0);
+      else if (batch === 1) return singleFeeds(Tensor, inputs, length);
+    }
+    if (!ids) decoderFeeds(Tensor, inputs, [0]); // throws the typed 'no input_ids' error
+    const target = ids!;
+    return {
+      feeds,
+      setRow(row, values) {
+        const at = row * length;
+        if (target instanceof Int32Array) for (let i = 0; i < length; i++) target[at + i] = values[i];
+        else for (let i = 0; i < length; i++) target[at + i] = BigInt(values[i]);
+      },
+    };
+  }
+  throw new ModelError('invalid-argument', 'This model takes one sequence per run: it cannot batch windows.');
+}
+
+/** One window per run for models with cache inputs: decoderFeeds rebuilt per window. */
+function singleFeeds(Tensor: TensorCtor, inputs: IoSpec[], length: number) {
+  const ids = new Array<number>(length).fill(0);
+  const state = { feeds: decoderFeeds(Tensor, inputs, ids) };
+  return {
+    get feeds() {
+      return state.feeds;
+    },
+    setRow(_row: number, values: ArrayLike<number>) {
+      state.feeds = decoderFeeds(Tensor, inputs, Array.from(values));
+    },
+  };
+}
+
 export function logitsOutputName(outputs: string[]): string {
   return outputs.includes('logits') ? 'logits' : outputs[0];
 }

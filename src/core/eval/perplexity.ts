@@ -6,7 +6,7 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import { ModelError } from '../errors.ts';
 import { float16ToFloat32 } from '../onnx/dtypes.ts';
-import { decoderFeeds, logitsOutputName, type IoSpec, type TensorCtor } from './decoder.ts';
+import { batchFeeds, canBatch, logitsOutputName, type IoSpec, type TensorCtor } from './decoder.ts';
 import { yieldToEventLoop } from './yield.ts';
 
 export interface PerplexityOptions {
@@ -14,7 +14,14 @@ export interface PerplexityOptions {
   stride: number;
   signal?: AbortSignal;
   onProgress?: (p: PerplexityProgress) => void;
+  /** Windows per run at most (default MAX_BATCH where the model has a batch dimension; 1: one at a time). */
+  batch?: number;
 }
+
+/** Windows per run at most, tokens per run at most, and the logits one run may return. */
+export const MAX_BATCH = 8;
+const BATCH_TOKENS = 1024;
+const LOGITS_BUDGET = 64 * 2 ** 20;
 
 export interface PerplexityProgress {
   windowsDone: number;
@@ -118,20 +125,48 @@ export async function evaluatePerplexity(
   const start = performance.now();
   let sum = 0;
   let tokens = 0;
-  for (let w = 0; w < windows.length; w++) {
+  // windows of one length go several to a run when the model has a batch dimension (fewer calls, wider
+  // matrix products for the threads); the first run, alone, tells the vocabulary the batch is sized by
+  let batch = 1;
+  const most = canBatch(fed) ? (opts.batch ?? MAX_BATCH) : 1;
+  const feedsFor = new Map<string, ReturnType<typeof batchFeeds>>();
+  for (let w = 0; w < windows.length;) {
     if (opts.signal?.aborted) throw new ModelError('cancelled', 'Evaluation cancelled.');
-    const { seq, begin, end, firstTarget } = windows[w];
-    const ids = sequences[seq].slice(begin, end);
-    const out = await session.run(decoderFeeds(Tensor, fed, ids), [outName]);
+    const length = windows[w].end - windows[w].begin;
+    let n = 1;
+    while (n < batch && w + n < windows.length && windows[w + n].end - windows[w + n].begin === length) n++;
+    const key = `${n}x${length}`;
+    let fill = feedsFor.get(key);
+    if (!fill) {
+      fill = batchFeeds(Tensor, fed, n, length);
+      feedsFor.set(key, fill);
+    }
+    const rows = windows.slice(w, w + n).map(({ seq, begin, end }) => sequences[seq].slice(begin, end));
+    rows.forEach((ids, b) => fill.setRow(b, ids));
+    const out = await session.run(fill.feeds, [outName]);
     const logits = out[outName];
     const vocab = Number(logits.dims[logits.dims.length - 1]);
-    const r = windowNll(logitsAsFloat32(logits.data), vocab, ids, firstTarget);
+    const all = logitsAsFloat32(logits.data);
+    rows.forEach((ids, b) => {
+      const r = windowNll(
+        all.subarray(b * length * vocab, (b + 1) * length * vocab),
+        vocab,
+        ids,
+        windows[w + b].firstTarget,
+      );
+      sum += r.sum;
+      tokens += r.count;
+    });
     for (const t of Object.values(out)) t.dispose?.();
-    sum += r.sum;
-    tokens += r.count;
+    w += n;
+    if (batch === 1 && most > 1)
+      batch = Math.max(
+        1,
+        Math.min(most, Math.floor(BATCH_TOKENS / length), Math.floor(LOGITS_BUDGET / (length * vocab * 4))),
+      );
     const seconds = (performance.now() - start) / 1000;
     opts.onProgress?.({
-      windowsDone: w + 1,
+      windowsDone: w,
       windowsTotal: windows.length,
       tokensScored: tokens,
       tokensPerSecond: tokens / Math.max(seconds, 1e-9),

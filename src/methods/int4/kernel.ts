@@ -4,6 +4,7 @@
  */
 
 import { quantizeStagedBlock, stageColumnBlock, type StagedColumnBlock } from '../../core/simd/index.ts';
+import { checkCancelled } from '../../core/cancel.ts';
 
 export interface Int4Quantized {
   channels: number;
@@ -78,6 +79,7 @@ export function quantizeInt4Blockwise(
   const zeroPoints = symmetric ? null : new Uint8Array(channels * blocks);
   if (channelAxis === 0) {
     for (let c = 0; c < channels; c++) {
+      checkCancelled();
       for (let b = 0; b < blocks; b++) {
         const start = c * cols + b * blockSize;
         const end = c * cols + Math.min(k, (b + 1) * blockSize);
@@ -99,6 +101,7 @@ export function quantizeInt4Blockwise(
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
   }
   for (let b = 0; b < blocks; b++) {
+    checkCancelled();
     const block = stageColumnBlock(x, b * blockSize, Math.min(k, (b + 1) * blockSize), cols);
     blockScales(block, b, blocks, scales, zeroPoints);
     quantizeStagedBlock(block, codes, 15, 0);

@@ -7,6 +7,7 @@
  */
 
 import { assignCodesByBins, histogramCounts, rangeAndZeros } from '../../core/simd/index.ts';
+import { checkCancelled } from '../../core/cancel.ts';
 
 /** Sorted 1-D points with weights (how many weights each stands for) and prefix sums. */
 interface Points {
@@ -197,6 +198,8 @@ function lloyd(
   const cut = new Int32Array(k + 1);
   cut[k] = n;
   for (let iter = 0; iter < maxIterations; iter++) {
+    // a pool worker's kernel stops here when its preview was superseded
+    checkCancelled();
     let moved = false;
     for (let j = 1; j < k; j++) {
       const mid = (c[j - 1] + c[j]) / 2;

@@ -1,0 +1,40 @@
+/**
+ * The page's kernel pool: Web Workers started from the model worker, one per core but one (capped), sharing
+ * memory and the cancel flag when the page is cross-origin isolated.
+ */
+import { WorkerPool, sharedMemoryAvailable, type PoolPort } from '../core/pool/worker-pool.ts';
+import { KernelPool } from '../core/compress/kernel-tasks.ts';
+
+/** More workers than this only add memory: the kernels are memory-bound long before. */
+export const MAX_PAGE_WORKERS = 8;
+
+/**
+ * One worker per core but one: the page's own thread keeps a core to render on while the kernels run
+ * (on 2 cores, two busy kernel workers stretched the slider's render tasks past 150 ms).
+ */
+export function pageWorkerCount(): number {
+  const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
+  return Math.max(1, Math.min(MAX_PAGE_WORKERS, cores - 1));
+}
+
+/** A kernel pool, or undefined where this context cannot start workers (then kernels run in place). */
+export function createPagePool(size = pageWorkerCount()): KernelPool | undefined {
+  if (typeof Worker === 'undefined') return undefined;
+  const spawn = (): PoolPort => {
+    const worker = new Worker(new URL('../../workers/kernel.worker.ts', import.meta.url), {
+      type: 'module',
+      name: 'kernel',
+    });
+    return {
+      postMessage: (m, transfer) => worker.postMessage(m, transfer ?? []),
+      onMessage: (h) => worker.addEventListener('message', (e) => h(e.data)),
+      onError: (h) =>
+        worker.addEventListener('error', (e) => {
+          e.preventDefault();
+          h(new Error(e.message || 'the kernel worker could not start'));
+        }),
+      terminate: () => worker.terminate(),
+    };
+  };
+  return new KernelPool(new WorkerPool(spawn, { size, shared: sharedMemoryAvailable() }));
+}

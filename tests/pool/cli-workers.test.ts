@@ -1,0 +1,38 @@
+/** `compress --workers N`: the CLI's kernels on worker_threads write the same file as one thread, and onnxruntime-node runs it. */
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from '../helpers/cli.ts';
+import { ort } from '../helpers/ort.ts';
+import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
+import { ROOT } from '../helpers/fixtures.ts';
+
+const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
+
+describe('compress --workers', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cs-workers-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('two workers and one thread write identical bytes, and onnxruntime-node runs the file', async () => {
+    const one = join(dir, 'one.onnx');
+    const two = join(dir, 'two.onnx');
+    const recipe = ['--prune', '0.4', '--kmeans', '16'];
+    expect((await runCli(['compress', DEMO, ...recipe, '--workers', '1', '-o', one])).code).toBe(0);
+    expect((await runCli(['compress', DEMO, ...recipe, '--workers', '2', '-o', two])).code).toBe(0);
+    expect(readFileSync(two).equals(readFileSync(one))).toBe(true);
+    const session = await ort.InferenceSession.create(two, { extra: EXACT_WEIGHT_ONLY });
+    const ids = BigInt64Array.from([1n, 2n, 3n]);
+    const out = await session.run({
+      input_ids: new ort.Tensor('int64', ids, [1, 3]),
+      attention_mask: new ort.Tensor('int64', BigInt64Array.from([1n, 1n, 1n]), [1, 3]),
+    });
+    expect(out.logits.dims).toEqual([1, 3, 2048]);
+  });
+
+  it('refuses a worker count that is not a whole number ≥ 1', async () => {
+    const r = await runCli(['compress', DEMO, '--int4', '--workers', '0', '-o', join(dir, 'x.onnx')]);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/--workers must be a whole number from 1 to 256/);
+  });
+});

@@ -1,0 +1,120 @@
+/**
+ * `npm run bench -- --only page-speed`: the page's perplexity throughput (onnxruntime-web in the
+ * evaluation worker, Chromium through playwright-core, the production build served cross-origin
+ * isolated) against onnxruntime-node running the same evaluator (src/core/eval/perplexity.ts) on
+ * the same tokens with the same intra-op thread count. The two run in turn, back to back, and the
+ * section reports each round's ratio: on a shared machine only ratios taken together mean anything.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { build, preview } from 'vite';
+import { chromium } from 'playwright-core';
+import * as ort from 'onnxruntime-node';
+import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { summarizeInputs } from '../../src/core/summary.ts';
+import { loadTokenizer } from '../../src/core/tokenizer.ts';
+import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
+import { log } from './log.ts';
+
+const CTX = 128;
+const STRIDE = 64;
+const CHARS = 24_000;
+const ROUNDS = 3;
+
+export async function pageSpeedSection(root: string): Promise<string> {
+  const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
+  const text = readFileSync(join(demo, 'heldout.txt'), 'utf8').slice(0, CHARS);
+  const ids = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8'))).encode(text);
+  const modelBytes = new Uint8Array(readFileSync(join(demo, 'model.onnx')));
+  const inputs = summarizeInputs(parseModel(bytesSource('model.onnx', modelBytes)).graph);
+
+  log('page-speed: production build…');
+  const out = mkdtempSync(join(tmpdir(), 'cs-page-speed-'));
+  const nodeEnv = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
+  await build({ root, configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir: out } });
+  process.env.NODE_ENV = nodeEnv;
+  const server = await preview({
+    root,
+    configFile: join(root, 'vite.config.ts'),
+    logLevel: 'error',
+    build: { outDir: out },
+    preview: { port: 0, host: '127.0.0.1' },
+  });
+  const address = server.httpServer.address();
+  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/?eval=0`;
+  const profile = mkdtempSync(join(tmpdir(), 'cs-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  const rows: { page: number; node: number; pagePpl: number; nodePpl: number }[] = [];
+  let threads = 1;
+  let runtime = '';
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await page.goto(url);
+    await page.waitForSelector('[data-testid=preview-totals]', { timeout: 300_000 });
+    await page.locator('[data-testid=eval-text]').fill(text);
+    const pageRun = async () => {
+      await page.locator('[data-testid=evaluate]').click();
+      await page.waitForSelector('[data-testid=evaluate]:not([disabled])', { timeout: 600_000 });
+      await page.waitForSelector('[data-testid=eval-rate]', { timeout: 600_000 });
+      const rate = Number((await page.locator('[data-testid=eval-rate]').getAttribute('data-value')) ?? NaN);
+      const ppl = Number(await page.locator('[data-testid=perplexity]').textContent());
+      runtime = (await page.locator('[data-testid=runtime]').textContent()) ?? '';
+      threads = Number(/(\d+) thread/.exec(runtime)?.[1] ?? 1);
+      return { rate, ppl };
+    };
+    await pageRun(); // warm-up: session creation, the wasm kernels' first calls
+    const session = await ort.InferenceSession.create(modelBytes, {
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      extra: EXACT_WEIGHT_ONLY,
+    });
+    const nodeRun = async () => {
+      const r = await evaluatePerplexity(session, ort.Tensor, inputs, [ids], { ctx: CTX, stride: STRIDE });
+      return { rate: r.tokensPerSecond, ppl: r.perplexity };
+    };
+    await nodeRun();
+    for (let i = 0; i < ROUNDS; i++) {
+      const p = await pageRun();
+      const n = await nodeRun();
+      rows.push({ page: p.rate, node: n.rate, pagePpl: p.ppl, nodePpl: n.ppl });
+      log(
+        `  round ${i + 1}: page ${p.rate.toFixed(0)} tokens/s, node ${n.rate.toFixed(0)} tokens/s, ratio ${(p.rate / n.rate).toFixed(2)}`,
+      );
+    }
+    await session.release();
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+    await server.close();
+    rmSync(out, { recursive: true, force: true });
+  }
+  const load = loadavg()[0];
+  const ratios = rows.map((r) => r.page / r.node).sort((a, b) => a - b);
+  const median = ratios[Math.floor(ratios.length / 2)];
+  return [
+    '## Page perplexity speed: onnxruntime-web in Chromium against onnxruntime-node',
+    '',
+    `Protocol: the demo model, the first ${CHARS.toLocaleString('en-US')} characters of \`heldout.txt\` (${ids.length.toLocaleString('en-US')} tokens), ctx ${CTX}, stride ${STRIDE}; ` +
+      `tokens/s = tokens scored over the evaluation's wall time (the evaluator of \`src/core/eval/perplexity.ts\` on both sides: windows batched, inputs preallocated). ` +
+      `Page: the production build served cross-origin isolated, Chromium headless (\`${runtime.trim()}\`), the Evaluate button, its result line. ` +
+      `Node: onnxruntime-node ${ort.env.versions.node ?? ''}, CPU, intraOpNumThreads ${threads} (the page's), graph optimisation all. ` +
+      `One warm-up each, then ${ROUNDS} rounds, page then node back to back; load average ${load.toFixed(0)} on ${cpus().length} cores at the end of the run.`,
+    '',
+    '| round | page tokens/s | node tokens/s | page / node | page perplexity | node perplexity |',
+    '|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      (r, i) =>
+        `| ${i + 1} | ${r.page.toFixed(0)} | ${r.node.toFixed(0)} | ${(r.page / r.node).toFixed(2)} | ${r.pagePpl.toFixed(3)} | ${r.nodePpl.toFixed(3)} |`,
+    ),
+    '',
+    `Median ratio ${median.toFixed(2)}× — target ≥ 0.7×: ${median >= 0.7 ? 'met' : '**missed**'}.`,
+  ].join('\n');
+}

@@ -43,7 +43,7 @@ export function checkDevice(device: GemmDevice, seed = 1): DeviceCheck[] {
   const uniform = seededUniform(seed);
   const out: DeviceCheck[] = [];
   // odd sizes: tiles and padding both get exercised
-  const [M, K, N] = [37, 53, 45];
+  const [M, K, N] = [70, 53, 45];
   const shapes: Record<GemmLayout, [number, number]> = {
     NN: [M * K, K * N],
     NT: [M * K, N * K],

@@ -15,13 +15,18 @@ export type DeviceLayout = 'NN' | 'NT' | 'TN';
 /** An operand: a resident buffer (by id, with an element offset) or values staged for this call. */
 export type Operand = { resident: number; offset: number } | { data: Float32Array };
 
-/** Tile edge of the shader: a workgroup computes a TILE × TILE block of the product. */
-const TILE = 16;
+/** A workgroup computes a BLOCK × BLOCK block of the product: 16 × 16 threads of 4 × 4 outputs each. */
+const BLOCK = 64;
+/** The k-slab staged in workgroup memory per pass. */
+const SLAB = 16;
 
 /**
  * c'[i, j] (+)= Σ_k a'[i, k] · b'[k, j] with a'[i, k] = A[aOff + i·ars + k·acs] and b'[k, j] =
  * B[bOff + k·brs + j·bcs]: NN, NT (b read transposed) and TN (a read transposed) are strides.
- * Each workgroup stages a TILE-wide slab of a' and b' in workgroup memory per pass over k.
+ * Per pass over k the 256 threads stage a BLOCK × SLAB slab of a' and a SLAB × BLOCK slab of b' in
+ * workgroup memory (4 elements each of both), then each thread adds its 4 × 4 outputs' products
+ * from registers: 8 workgroup reads per 16 multiply-adds instead of 2 per 1. Each output sums k in
+ * order, as the wasm kernel does.
  */
 export const GEMM_WGSL = /* wgsl */ `
 struct Params {
@@ -33,30 +38,54 @@ struct Params {
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
-var<workgroup> tA: array<array<f32, ${TILE}>, ${TILE}>;
-var<workgroup> tB: array<array<f32, ${TILE}>, ${TILE}>;
+// tA[k][m] and tB[k][n], k-major so a thread's 4 rows (columns) are adjacent
+var<workgroup> tA: array<f32, ${BLOCK * SLAB}>;
+var<workgroup> tB: array<f32, ${BLOCK * SLAB}>;
 
-@compute @workgroup_size(${TILE}, ${TILE})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
-  let row = wg.y * ${TILE}u + l.y;
-  let col = wg.x * ${TILE}u + l.x;
-  var s = 0.0;
-  for (var k0 = 0u; k0 < p.K; k0 += ${TILE}u) {
-    let ka = k0 + l.x;
-    var av = 0.0;
-    if (row < p.M && ka < p.K) { av = A[p.aOff + row * p.ars + ka * p.acs]; }
-    tA[l.y][l.x] = av;
-    let kb = k0 + l.y;
-    var bv = 0.0;
-    if (kb < p.K && col < p.N) { bv = B[p.bOff + kb * p.brs + col * p.bcs]; }
-    tB[l.y][l.x] = bv;
+@compute @workgroup_size(16, 16)
+fn main(
+  @builtin(workgroup_id) wg: vec3u,
+  @builtin(local_invocation_id) l: vec3u,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let row0 = wg.y * ${BLOCK}u;
+  let col0 = wg.x * ${BLOCK}u;
+  var acc: array<vec4f, 4>;
+  for (var k0 = 0u; k0 < p.K; k0 += ${SLAB}u) {
+    for (var e = 0u; e < 4u; e++) {
+      let idx = li + e * 256u;
+      let m = idx / ${SLAB}u;
+      let ka = k0 + idx % ${SLAB}u;
+      var av = 0.0;
+      if (row0 + m < p.M && ka < p.K) { av = A[p.aOff + (row0 + m) * p.ars + ka * p.acs]; }
+      tA[(idx % ${SLAB}u) * ${BLOCK}u + m] = av;
+      let kr = idx / ${BLOCK}u;
+      let n = idx % ${BLOCK}u;
+      var bv = 0.0;
+      if (k0 + kr < p.K && col0 + n < p.N) { bv = B[p.bOff + (k0 + kr) * p.brs + (col0 + n) * p.bcs]; }
+      tB[kr * ${BLOCK}u + n] = bv;
+    }
     workgroupBarrier();
-    for (var k = 0u; k < ${TILE}u; k++) { s += tA[l.y][k] * tB[k][l.x]; }
+    for (var k = 0u; k < ${SLAB}u; k++) {
+      let bk = k * ${BLOCK}u + l.x * 4u;
+      let b = vec4f(tB[bk], tB[bk + 1u], tB[bk + 2u], tB[bk + 3u]);
+      let ak = k * ${BLOCK}u + l.y * 4u;
+      acc[0] += tA[ak] * b;
+      acc[1] += tA[ak + 1u] * b;
+      acc[2] += tA[ak + 2u] * b;
+      acc[3] += tA[ak + 3u] * b;
+    }
     workgroupBarrier();
   }
-  if (row < p.M && col < p.N) {
-    let i = row * p.N + col;
-    if (p.accumulate == 1u) { C[i] = C[i] + s; } else { C[i] = s; }
+  for (var i = 0u; i < 4u; i++) {
+    let r = row0 + l.y * 4u + i;
+    if (r >= p.M) { break; }
+    for (var j = 0u; j < 4u; j++) {
+      let c = col0 + l.x * 4u + j;
+      if (c >= p.N) { break; }
+      let at = r * p.N + c;
+      if (p.accumulate == 1u) { C[at] = C[at] + acc[i][j]; } else { C[at] = acc[i][j]; }
+    }
   }
 }
 `;
@@ -184,7 +213,7 @@ export class WebGpuKernels {
     const pass = encoder.beginComputePass();
     pass.setPipeline(this.pipeline);
     pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(Math.ceil(N / TILE), Math.ceil(M / TILE));
+    pass.dispatchWorkgroups(Math.ceil(N / BLOCK), Math.ceil(M / BLOCK));
     pass.end();
     encoder.copyBufferToBuffer(C, 0, read, 0, bytes);
     this.device.queue.submit([encoder.finish()]);

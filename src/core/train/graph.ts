@@ -33,7 +33,11 @@
  * trip: operands in, product out; the weights stay resident for the whole step). Moving the cheap
  * elementwise ops too would add a round trip each for little work; keeping activations resident
  * across ops would need the whole op table on the GPU. The page picks WebGPU when a hardware adapter
- * exists ('auto'), wasm otherwise; SwiftShader (software, ~20× slower than wasm here) only when asked.
+ * exists ('auto'), wasm otherwise; SwiftShader (software) only when asked. Measured in Chromium's
+ * training worker on SwiftShader (2-core machine, load ~30, back to back; tests/e2e/train-webgpu):
+ * the demo model, 10 steps of 2 × 32 with the teacher, 12 s on wasm, 75 s on WebGPU (6× slower;
+ * 25× with the first shader, one output per thread), losses equal to 4 decimals, 1,150 products
+ * sent. Only correctness is measured here: no hardware GPU was at hand to time.
  *
  * Quantization-aware training hooks in at `forward`'s `weightTransform`: the forward pass reads
  * transform(w) (fake-quantized weights) and the gradient flows to w unchanged (straight-through).

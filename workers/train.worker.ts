@@ -82,6 +82,8 @@ let gpu: Promise<{ client: WebGpuClient; fallback: boolean } | { reason: string 
 /** The GPU worker, started once: its client, or why there is none. */
 function openGpu() {
   gpu ??= (async () => {
+    // no WebGPU in this worker: none in the GPU worker either, so no need to start it
+    if (!(navigator as Navigator & { gpu?: unknown }).gpu) return { reason: 'this browser has no WebGPU' };
     let buffers;
     try {
       buffers = bridgeBuffers();

@@ -118,7 +118,7 @@ async function selectBackend(choice: TrainBackend): Promise<{ device: WebGpuClie
       throw new ModelError('unsupported', `WebGPU training is not available: ${g.reason}.`);
     return { device: null, label: 'WASM SIMD (no WebGPU)' };
   }
-  // a software adapter (SwiftShader) is ~6× slower than the wasm kernels: only when asked for
+  // a software adapter (SwiftShader) is 6–8× slower than the wasm kernels: only when asked for
   if (choice === 'auto' && g.fallback) return { device: null, label: 'WASM SIMD (WebGPU is software only)' };
   return { device: g.client, label: g.client.name };
 }

@@ -71,7 +71,7 @@ describe('WebGPU training backend (SwiftShader)', () => {
     }
   });
 
-  // SwiftShader runs the shaders on the CPU, ~6× slower than the wasm kernels (~75 s for the 10 steps, 2 minutes with the measurements)
+  // SwiftShader runs the shaders on the CPU, 6–8× slower than the wasm kernels (75–120 s for the 10 steps, 2–4 minutes with the measurements)
   it(
     '10 distillation steps of the demo model lose the same on WebGPU as on wasm',
     { timeout: 600_000 },

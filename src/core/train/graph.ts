@@ -35,7 +35,7 @@
  * across ops would need the whole op table on the GPU. The page picks WebGPU when a hardware adapter
  * exists ('auto'), wasm otherwise; SwiftShader (software) only when asked. Measured in Chromium's
  * training worker on SwiftShader (2-core machine, load ~30, back to back; tests/e2e/train-webgpu):
- * the demo model, 10 steps of 2 × 32 with the teacher, 12 s on wasm, 75 s on WebGPU (6× slower;
+ * the demo model, 10 steps of 2 × 32 with the teacher, 12–15 s on wasm, 75–120 s on WebGPU (6–8× slower;
  * 25× with the first shader, one output per thread), losses equal to 4 decimals, 1,150 products
  * sent. Only correctness is measured here: no hardware GPU was at hand to time.
  *

@@ -240,7 +240,7 @@ export interface OpenedDevice {
 /**
  * Opens the GPU: the `gpu` object of a page or worker (navigator.gpu). Resolves to a reason in words
  * when there is none, or, unless `allowFallback`, when the only adapter is a software fallback
- * (SwiftShader: ~6× slower than the wasm kernels on the demo's steps, so 'auto' does not pick it).
+ * (SwiftShader: 6–8× slower than the wasm kernels on the demo's steps, so 'auto' does not pick it).
  */
 export async function openWebGpu(
   gpu: GPU | undefined,

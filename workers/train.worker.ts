@@ -23,6 +23,13 @@ import type { IoSpec } from '../src/core/eval/decoder.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
 import type { InferenceSession } from 'onnxruntime-web';
 import type { Result } from './model.worker.ts';
+import { useGemmDevice } from '../src/core/train/kernels.ts';
+import { WebGpuClient, bridgeBuffers } from '../src/core/train/webgpu-bridge.ts';
+import { checkDevice, type DeviceCheck } from '../src/core/train/device-check.ts';
+import type { GpuWorkerReply } from './gpu.worker.ts';
+
+/** Where the engine's products run: 'auto' takes WebGPU when a hardware (non-fallback) adapter exists. */
+export type TrainBackend = 'wasm' | 'webgpu' | 'auto';
 
 export type { HeldOutPoint };
 
@@ -40,10 +47,13 @@ export interface TrainRequest {
   settings: DistillSettings;
   data: { text?: string; tokenizerJson?: unknown; idsText?: string; bos: number; name?: string };
   resume: boolean;
+  /** Default 'auto'. */
+  backend?: TrainBackend;
 }
 
 export type TrainProgress =
   | { kind: 'phase'; label: string }
+  | { kind: 'backend'; label: string }
   | { kind: 'step'; step: DistillStep }
   | { kind: 'eval'; point: HeldOutPoint };
 
@@ -57,11 +67,61 @@ export interface TrainDone {
   bestPerplexity: number;
   trainable: number;
   tokensPerSecond: number;
+  /** Where the products ran, in words ("WASM SIMD", "WebGPU (nvidia ampere)"). */
+  backend: string;
+  /** Products the GPU ran in this call (0 on wasm). */
+  gpuProducts: number;
 }
 
 let teacher: { key: string; session: InferenceSession } | undefined;
 let last: { key: string; state: TrainingState; data: TrainingData } | undefined;
 let controller: AbortController | undefined;
+
+let gpu: Promise<{ client: WebGpuClient; fallback: boolean } | { reason: string }> | undefined;
+
+/** The GPU worker, started once: its client, or why there is none. */
+function openGpu() {
+  gpu ??= (async () => {
+    // no WebGPU in this worker: none in the GPU worker either, so no need to start it
+    if (!(navigator as Navigator & { gpu?: unknown }).gpu) return { reason: 'this browser has no WebGPU' };
+    let buffers;
+    try {
+      buffers = bridgeBuffers();
+    } catch (e) {
+      return { reason: (e as Error).message };
+    }
+    const worker = new Worker(new URL('./gpu.worker.ts', import.meta.url), { type: 'module', name: 'gpu' });
+    const reply = await new Promise<GpuWorkerReply>((resolve) => {
+      worker.onmessage = (e: MessageEvent<GpuWorkerReply>) => resolve(e.data);
+      worker.onerror = (e) =>
+        resolve({ kind: 'opened', ok: false, reason: e.message || 'the GPU worker did not start' });
+      worker.postMessage({ kind: 'open', buffers });
+    });
+    if (!reply.ok) {
+      worker.terminate();
+      return { reason: reply.reason };
+    }
+    return {
+      client: new WebGpuClient(buffers, worker, `WebGPU (${reply.adapter})`),
+      fallback: reply.fallback,
+    };
+  })();
+  return gpu;
+}
+
+/** The device a run's products go to (null: wasm) and its name; a ModelError when WebGPU was asked for and is missing. */
+async function selectBackend(choice: TrainBackend): Promise<{ device: WebGpuClient | null; label: string }> {
+  if (choice === 'wasm') return { device: null, label: 'WASM SIMD' };
+  const g = await openGpu();
+  if ('reason' in g) {
+    if (choice === 'webgpu')
+      throw new ModelError('unsupported', `WebGPU training is not available: ${g.reason}.`);
+    return { device: null, label: 'WASM SIMD (no WebGPU)' };
+  }
+  // a software adapter (SwiftShader) is 6–8× slower than the wasm kernels: only when asked for
+  if (choice === 'auto' && g.fallback) return { device: null, label: 'WASM SIMD (WebGPU is software only)' };
+  return { device: g.client, label: g.client.name };
+}
 
 async function bytesOf(x: Uint8Array | File): Promise<Uint8Array> {
   return x instanceof Uint8Array ? x : new Uint8Array(await x.arrayBuffer());
@@ -96,10 +156,15 @@ const api = {
     controller?.abort();
     const mine = new AbortController();
     controller = mine;
+    let backend: Awaited<ReturnType<typeof selectBackend>> | undefined;
     try {
       const student = parseModel(bytesSource('student.onnx', req.student));
       checkTrainable(student);
       const s = req.settings;
+      backend = await selectBackend(req.backend ?? 'auto');
+      onProgress?.({ kind: 'backend', label: backend.label });
+      const productsBefore = backend.device?.products ?? 0;
+      useGemmDevice(backend.device);
       onProgress?.({ kind: 'phase', label: 'Loading the teacher…' });
       const session = await teacherSession(req.teacher);
       const resume = req.resume && last?.key === req.key ? last : undefined;
@@ -153,6 +218,8 @@ const api = {
         bestPerplexity: outcome.best.perplexity,
         trainable: outcome.trainable.length,
         tokensPerSecond: history.length ? history[history.length - 1].tokensPerSecond : 0,
+        backend: backend.label,
+        gpuProducts: (backend.device?.products ?? 0) - productsBefore,
       };
       return Comlink.transfer(
         { ok: true as const, value: done },
@@ -161,7 +228,21 @@ const api = {
     } catch (e) {
       return { ok: false, error: serializeError(e) };
     } finally {
+      if (backend?.device) useGemmDevice(null);
       if (controller === mine) controller = undefined;
+    }
+  },
+
+  /**
+   * The WebGPU products against the wasm kernels on small shapes (device-check.ts), for the Chromium
+   * test: a ModelError when WebGPU is missing.
+   */
+  async checkKernels(): Promise<Result<{ backend: string; checks: DeviceCheck[] }>> {
+    try {
+      const { device, label } = await selectBackend('webgpu');
+      return { ok: true, value: { backend: label, checks: checkDevice(device!) } };
+    } catch (e) {
+      return { ok: false, error: serializeError(e) };
     }
   },
 

@@ -172,6 +172,11 @@ export async function distillStudent(steps: RecipeStep[], structure: StructureSe
   return unwrap(await model().distillStudent(steps, structure, key));
 }
 
+/** The training worker's WebGPU products against its wasm kernels on small shapes (for the Chromium test). */
+export async function checkTrainKernels() {
+  return unwrap(await trainer().checkKernels());
+}
+
 /** Distils in the training worker; a newer call (or cancelTraining) stops an older one between steps. */
 export async function trainStudentInWorker(req: TrainRequest, onProgress: (p: TrainProgress) => void) {
   return unwrap(

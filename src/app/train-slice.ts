@@ -38,7 +38,11 @@ export interface LossPoint {
 }
 
 /** The worker's summary of a finished run (its weights go to the store) and the recipe key it was for. */
-export type TrainingDone = Omit<TrainDone, 'weights'> & { key: string };
+export type TrainingDone = Omit<TrainDone, 'weights' | 'backend' | 'gpuProducts'> & {
+  key: string;
+  /** Where the products ran (the worker's label). */
+  backend?: string;
+};
 
 export interface TrainingState {
   /** The person's training file ('text' or 'ids'); the demo's training split by default. */
@@ -54,6 +58,8 @@ export interface TrainingState {
   history: LossPoint[];
   evals: HeldOutPoint[];
   tokensPerSecond?: number;
+  /** Where the running job's products run ("WASM SIMD", "WebGPU (…)"). */
+  backend?: string;
   /** The last run that left weights in the model worker. */
   done?: TrainingDone;
   error?: string;
@@ -229,6 +235,7 @@ export function trainSlice(set: Set, get: Get): TrainSlice {
           if (seq !== trainSeq) return;
           const t = get().training;
           if (p.kind === 'phase') patch({ phase: p.label });
+          else if (p.kind === 'backend') patch({ backend: p.label });
           else if (p.kind === 'step')
             patch({
               phase: undefined,
@@ -278,6 +285,7 @@ export function trainSlice(set: Set, get: Get): TrainSlice {
             bestPerplexity: result.bestPerplexity,
             trainable: result.trainable,
             tokensPerSecond: result.tokensPerSecond,
+            backend: result.backend,
           },
         });
         // the preview and the link now read the trained weights

@@ -79,6 +79,8 @@ describe('distillation in the page', () => {
     expect(steps1).toBeGreaterThanOrEqual(3);
     expect(steps1).toBeLessThan(40);
     expect(await status.textContent()).toMatch(/Cancelled at step/);
+    // no GPU in this browser: the card says the products ran on the wasm kernel
+    expect(await page.locator('[data-testid=distill-backend]').textContent()).toMatch(/on WASM SIMD/);
 
     // Resume continues the same run from where it stopped
     await page.locator('[data-testid=distill-resume]').click();

@@ -312,7 +312,7 @@ export function DistilCard() {
             t.stopping
               ? 'Stopping after this step…'
               : last && !t.phase
-                ? `Step ${last.step} / ${d?.steps} · loss ${last.loss.toFixed(3)} · ${Math.round(t.tokensPerSecond ?? 0)} tokens/s`
+                ? `Step ${last.step} / ${d?.steps} · loss ${last.loss.toFixed(3)} · ${Math.round(t.tokensPerSecond ?? 0)} tokens/s${t.backend ? ` · ${t.backend}` : ''}`
                 : (t.phase ?? 'Preparing…')
           } · ${(elapsed / 1000).toFixed(0)} s`}
           value={last && d ? last.step / d.steps : undefined}
@@ -391,6 +391,7 @@ export function DistilCard() {
           {t.evals[0] ? `${t.evals[0].perplexity.toFixed(2)} → ` : ''}
           <strong>{t.done.bestPerplexity.toFixed(2)}</strong> (best, step {t.done.bestStep}, kept) ·{' '}
           {Math.round(t.done.tokensPerSecond)} tokens/s
+          {t.done.backend && <span data-testid="distill-backend"> on {t.done.backend}</span>}
           {applied
             ? ' · the preview and export use these weights'
             : ' · the recipe changed since: the preview shows it untrained until you Train again'}

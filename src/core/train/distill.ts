@@ -23,6 +23,7 @@ import type { GraphProto, TensorProto } from '../onnx/proto.ts';
 import { rawTensor, writeModel } from '../onnx/write.ts';
 import { TrainGraph, type ForwardOptions } from './graph.ts';
 import { kdLoss, type KdLoss } from './loss.ts';
+import { pinWeights, unpinWeights } from './kernels.ts';
 import { AdamW, learningRate, type AdamWState, type Schedule } from './optim.ts';
 import type { Value } from './tensor.ts';
 
@@ -370,12 +371,19 @@ export async function distill(
     }
     const rows = Array.from({ length: batch }, sample);
     const teacherLogits = teacher ? await teacher(rows) : null;
-    const r = batchLoss(graph, rows, teacherLogits, {
-      temperature,
-      alpha,
-      withGrad: true,
-      forward: { weightTransform: opts.weightTransform },
-    });
+    // the weights stay on the GPU (when the products run there) for the whole step, then may change
+    pinWeights(graph.params.values());
+    let r: BatchLoss;
+    try {
+      r = batchLoss(graph, rows, teacherLogits, {
+        temperature,
+        alpha,
+        withGrad: true,
+        forward: { weightTransform: opts.weightTransform },
+      });
+    } finally {
+      unpinWeights();
+    }
     const rate = learningRate(s, schedule);
     optimizer.step(graph.params, r.grads!, rate, rank, masks);
     tokens += batch * seq;

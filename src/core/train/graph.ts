@@ -24,7 +24,20 @@
  * rounds, 0.50–0.79; one thread each, back to back; `npm run bench -- --only training`), with a matmul
  * that packs b in column panels. The products are ~45 % of a step and run near
  * what 128-bit wasm SIMD without FMA allows; PyTorch's AVX2/FMA GEMM is what the rest of the gap is.
- * A WebGPU backend drops in at kernels.ts.
+ *
+ * On a GPU (WebGPU backend: kernels.ts `useGemmDevice`, webgpu-kernels.ts, webgpu-bridge.ts) the
+ * products — MatMul/Gemm forward and both backward products, ≥ 2^16 multiply-adds, ~45 % of a step
+ * and the only part whose work grows with d² — run as a WGSL tiled GEMM; every other op stays on the
+ * CPU. Why only those: the interpreter is synchronous, WebGPU reads back only through promises, so
+ * the device sits in a worker of its own and the engine blocks on shared memory per product (a round
+ * trip: operands in, product out; the weights stay resident for the whole step). Moving the cheap
+ * elementwise ops too would add a round trip each for little work; keeping activations resident
+ * across ops would need the whole op table on the GPU. The page picks WebGPU when a hardware adapter
+ * exists ('auto'), wasm otherwise; SwiftShader (software) only when asked. Measured in Chromium's
+ * training worker on SwiftShader (2-core machine, load ~30, back to back; tests/e2e/train-webgpu):
+ * the demo model, 10 steps of 2 × 32 with the teacher, 12–15 s on wasm, 75–120 s on WebGPU (6–8× slower;
+ * 25× with the first shader, one output per thread), losses equal to 4 decimals, 1,150 products
+ * sent. Only correctness is measured here: no hardware GPU was at hand to time.
  *
  * Quantization-aware training hooks in at `forward`'s `weightTransform`: the forward pass reads
  * transform(w) (fake-quantized weights) and the gradient flows to w unchanged (straight-through).

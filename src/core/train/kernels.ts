@@ -8,6 +8,8 @@
  * allows, against ~0.3 GFLOP/s for these JavaScript loops). All three layouts run in the one kernel:
  * Aᵀ·B reads A through strides, A·Bᵀ transposes B while staging it (the one copy staging makes anyway).
  * The JavaScript loops stay as the small-size path and the reference the wasm kernel is tested against.
+ * A `GemmDevice` installed with `useGemmDevice` (the WebGPU backend: webgpu-bridge.ts) takes the
+ * products of at least DEVICE_MIN_MACS multiply-adds in place of wasm, with the same semantics.
  */
 import { MATMUL_WASM_BASE64 } from './matmul-wasm.ts';
 import { instantiateBase64 } from '../simd/instantiate.ts';
@@ -39,6 +41,54 @@ function wasm(): MatmulKernel {
 
 /** Below this many multiply-adds the JavaScript loop is cheaper than staging into wasm memory. */
 const WASM_MIN_MACS = 1 << 15;
+
+/**
+ * Another place the products can run (the GPU): `gemm` has gemmWasm's arguments and semantics. `pin`
+ * keeps arrays (the weights, for one training step) on the device until `unpin`.
+ */
+export interface GemmDevice {
+  readonly name: string;
+  gemm(
+    layout: GemmLayout,
+    a: Float32Array,
+    ao: number,
+    b: Float32Array,
+    bo: number,
+    c: Float32Array,
+    co: number,
+    M: number,
+    K: number,
+    N: number,
+    overwrite: boolean,
+  ): void;
+  pin(arrays: Iterable<Float32Array>): void;
+  unpin(): void;
+}
+
+/** Below this many multiply-adds a product stays on the CPU: a GPU round trip costs more than it saves. */
+const DEVICE_MIN_MACS = 1 << 16;
+
+let device: GemmDevice | null = null;
+
+/** Runs the products on `d` from now on (null: back to wasm). Per thread: each worker has its own. */
+export function useGemmDevice(d: GemmDevice | null): void {
+  device = d;
+}
+
+/** The device the products run on, if any. */
+export function gemmDevice(): GemmDevice | null {
+  return device;
+}
+
+/** Keeps the weights on the device for the step about to run (nothing without a device). */
+export function pinWeights(weights: Iterable<Float32Array>): void {
+  device?.pin(weights);
+}
+
+/** The weights may change now (the optimizer's step): the device forgets its copies. */
+export function unpinWeights(): void {
+  device?.unpin();
+}
 
 /**
  * How the wasm product reads its operands: 'NN' c[M,N] += a[M,K]·b[K,N]; 'NT' c[M,N] += a[M,K]·b[N,K]ᵀ;
@@ -133,7 +183,8 @@ export function matmulAcc(
   N: number,
   overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NN', a, ao, b, bo, c, co, M, K, N, overwrite);
+  if (device && M * K * N >= DEVICE_MIN_MACS) device.gemm('NN', a, ao, b, bo, c, co, M, K, N, overwrite);
+  else if (M * K * N >= WASM_MIN_MACS) gemmWasm('NN', a, ao, b, bo, c, co, M, K, N, overwrite);
   else {
     if (overwrite) c.fill(0, co, co + M * N);
     matmulAccJs(a, ao, b, bo, c, co, M, K, N);
@@ -153,7 +204,8 @@ export function matmulNTAcc(
   N: number,
   overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm('NT', a, ao, b, bo, c, co, M, K, N, overwrite);
+  if (device && M * K * N >= DEVICE_MIN_MACS) device.gemm('NT', a, ao, b, bo, c, co, M, K, N, overwrite);
+  else if (M * K * N >= WASM_MIN_MACS) gemmWasm('NT', a, ao, b, bo, c, co, M, K, N, overwrite);
   else {
     if (overwrite) c.fill(0, co, co + M * N);
     matmulNTAccJs(a, ao, b, bo, c, co, M, K, N);
@@ -173,7 +225,8 @@ export function matmulTNAcc(
   N: number,
   overwrite = false,
 ): void {
-  if (M * K * N >= WASM_MIN_MACS) gemmWasm('TN', a, ao, b, bo, c, co, K, M, N, overwrite);
+  if (device && M * K * N >= DEVICE_MIN_MACS) device.gemm('TN', a, ao, b, bo, c, co, K, M, N, overwrite);
+  else if (M * K * N >= WASM_MIN_MACS) gemmWasm('TN', a, ao, b, bo, c, co, K, M, N, overwrite);
   else {
     if (overwrite) c.fill(0, co, co + K * N);
     matmulTNAccJs(a, ao, b, bo, c, co, M, K, N);

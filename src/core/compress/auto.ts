@@ -224,31 +224,99 @@ export function planMixedPrecision(
   }
   const choices = table.map((t, i) => ({ name: t.name, params: t.params, ...hulls[i][at[i]] }));
   const roles = new Map(table.map((t) => [t.name, t.role]));
-  const steps: RecipeStep[] = [];
-  for (const c of candidates) {
-    const names = choices.filter((x) => x.candidate === c.id).map((x) => x.name);
-    if (!c.step || !names.length) continue;
-    const pick = names.map((name) => exactSelector({ name, role: roles.get(name)! }));
-    steps.push({
-      ...c.step,
-      select: {
-        include: pick.flatMap((s) => s.include ?? []),
-        ...(pick.some((s) => s.embeddings) ? { embeddings: true } : {}),
-        ...(pick.some((s) => s.lmHead) ? { lmHead: true } : {}),
-      },
-    });
-  }
+  // grouped in candidate order: one step per chosen storage
+  const order = new Map(candidates.map((c, i) => [c.id, i]));
+  const assignments = [...choices]
+    .sort((a, b) => order.get(a.candidate)! - order.get(b.candidate)!)
+    .map((c) => ({
+      name: c.name,
+      role: roles.get(c.name)!,
+      step: candidates.find((x) => x.id === c.candidate)!.step,
+    }));
   return {
     choices,
     params,
     bytes,
     bitsPerWeight: (bytes * 8) / params,
     predictedKl: kl,
-    recipe: { version: 1, steps },
+    recipe: recipeForAssignments(assignments),
     ...(budget.kl !== undefined && kl > budget.kl
       ? {
           warning: `The KL target ${budget.kl} is not reached: every tensor at its most precise candidate still sums to ${kl.toPrecision(3)}.`,
         }
       : {}),
   };
+}
+
+/** One tensor's storage in a per-tensor plan: a method with options, or null (kept as it is). */
+export interface TensorAssignment {
+  name: string;
+  role: WeightCandidate['role'];
+  step: Omit<RecipeStep, 'select'> | null;
+}
+
+/**
+ * The ordinary recipe of per-tensor storages: one step per distinct (method, options), in the order
+ * each first appears, selecting its tensors by exact name. Kept tensors get no step.
+ */
+export function recipeForAssignments(assignments: TensorAssignment[]): Recipe {
+  const groups = new Map<string, { step: Omit<RecipeStep, 'select'>; pick: TensorSelector[] }>();
+  for (const a of assignments) {
+    if (!a.step) continue;
+    const key = JSON.stringify({ method: a.step.method, options: a.step.options ?? {} });
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { step: a.step, pick: [] }));
+    g.pick.push(exactSelector(a));
+  }
+  const steps: RecipeStep[] = [...groups.values()].map(({ step, pick }) => ({
+    ...step,
+    select: {
+      include: pick.flatMap((s) => s.include ?? []),
+      ...(pick.some((s) => s.embeddings) ? { embeddings: true } : {}),
+      ...(pick.some((s) => s.lmHead) ? { lmHead: true } : {}),
+    },
+  }));
+  return { version: 1, steps };
+}
+
+/** The name an exact selector's pattern picks (`/^a\.b$/` → `a.b`), or undefined for any other pattern. */
+export function exactName(pattern: string): string | undefined {
+  const m = /^\/\^(.*)\$\/$/.exec(pattern);
+  if (!m) return undefined;
+  // every regex character must be escaped: then the pattern matches one literal name
+  let name = '';
+  const body = m[1];
+  for (let i = 0; i < body.length; i++) {
+    const ch = body[i];
+    if (ch === '\\') {
+      if (i + 1 >= body.length) return undefined;
+      name += body[++i];
+    } else if ('.*+?^${}()|[]/'.includes(ch)) return undefined;
+    else name += ch;
+  }
+  return name;
+}
+
+/**
+ * The per-tensor storages a recipe describes, when every step selects its tensors by exact name only
+ * (as plans and the page's per-tensor table write them) and no tensor is named twice; undefined for
+ * any other recipe. Tensors of `weights` no step names are kept.
+ */
+export function assignmentsOfRecipe(
+  steps: RecipeStep[],
+  weights: Pick<WeightCandidate, 'name' | 'role'>[],
+): TensorAssignment[] | undefined {
+  const byName = new Map<string, Omit<RecipeStep, 'select'>>();
+  for (const s of steps) {
+    const include = s.select?.include ?? [];
+    if (!include.length || s.select?.exclude?.length) return undefined;
+    for (const p of include) {
+      const name = exactName(p);
+      if (name === undefined || byName.has(name)) return undefined;
+      byName.set(name, { method: s.method, ...(s.options ? { options: s.options } : {}) });
+    }
+  }
+  const known = new Set(weights.map((w) => w.name));
+  if ([...byName.keys()].some((n) => !known.has(n))) return undefined;
+  return weights.map((w) => ({ name: w.name, role: w.role, step: byName.get(w.name) ?? null }));
 }

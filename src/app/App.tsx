@@ -11,6 +11,8 @@ import { ComparePanel } from './components/ComparePanel.tsx';
 import { CalibrationCard } from './components/CalibrationCard.tsx';
 import { DistilCard } from './components/DistilCard.tsx';
 import { ActivationPanel } from './components/ActivationPanel.tsx';
+import { PrecisionPanel } from './components/PrecisionPanel.tsx';
+import { BackendPanel } from './components/BackendPanel.tsx';
 import { useStudio } from './store.ts';
 import { fetchDemo } from './demo.ts';
 
@@ -91,10 +93,12 @@ export function App() {
             <div className="studio-main">
               <PreviewPanel />
               <ComparePanel />
+              <PrecisionPanel />
               <ActivationPanel />
             </div>
           </div>
           <QualityPanel />
+          <BackendPanel />
           <div className="columns">
             <TensorTable tensors={summary.tensors} />
             <HistogramPanel />

@@ -279,44 +279,21 @@ export function recipeForAssignments(assignments: TensorAssignment[]): Recipe {
   return { version: 1, steps };
 }
 
-/** The name an exact selector's pattern picks (`/^a\.b$/` → `a.b`), or undefined for any other pattern. */
-export function exactName(pattern: string): string | undefined {
-  const m = /^\/\^(.*)\$\/$/.exec(pattern);
-  if (!m) return undefined;
-  // every regex character must be escaped: then the pattern matches one literal name
-  let name = '';
-  const body = m[1];
-  for (let i = 0; i < body.length; i++) {
-    const ch = body[i];
-    if (ch === '\\') {
-      if (i + 1 >= body.length) return undefined;
-      name += body[++i];
-    } else if ('.*+?^${}()|[]/'.includes(ch)) return undefined;
-    else name += ch;
-  }
-  return name;
-}
-
 /**
- * The per-tensor storages a recipe describes, when every step selects its tensors by exact name only
- * (as plans and the page's per-tensor table write them) and no tensor is named twice; undefined for
- * any other recipe. Tensors of `weights` no step names are kept.
+ * The per-tensor storages a recipe describes, when no tensor is selected by two steps (a plan, the
+ * page's per-tensor table, or any one-step recipe); undefined otherwise (prune then int4 gives a
+ * tensor two steps: not one storage per tensor). Tensors no step selects are kept.
  */
 export function assignmentsOfRecipe(
   steps: RecipeStep[],
-  weights: Pick<WeightCandidate, 'name' | 'role'>[],
+  weights: WeightCandidate[],
 ): TensorAssignment[] | undefined {
   const byName = new Map<string, Omit<RecipeStep, 'select'>>();
   for (const s of steps) {
-    const include = s.select?.include ?? [];
-    if (!include.length || s.select?.exclude?.length) return undefined;
-    for (const p of include) {
-      const name = exactName(p);
-      if (name === undefined || byName.has(name)) return undefined;
-      byName.set(name, { method: s.method, ...(s.options ? { options: s.options } : {}) });
+    for (const w of selectWeights(weights, s.select ?? {})) {
+      if (byName.has(w.name)) return undefined;
+      byName.set(w.name, { method: s.method, ...(s.options ? { options: s.options } : {}) });
     }
   }
-  const known = new Set(weights.map((w) => w.name));
-  if ([...byName.keys()].some((n) => !known.has(n))) return undefined;
   return weights.map((w) => ({ name: w.name, role: w.role, step: byName.get(w.name) ?? null }));
 }

@@ -127,6 +127,23 @@ describe('sensitivity chart and the per-tensor table', () => {
     expect(await page.locator('[data-testid=plan-opt-0-granularity]').inputValue()).toBe('per-tensor');
     expect(studio.pageErrors).toEqual([]);
   }, 600_000);
+
+  it('without a WebGPU adapter the backend check says so instead of comparing wasm with itself', async () => {
+    const { page } = studio;
+    await page.goto(`${studio.url}?eval=0`);
+    const adapter = await page.evaluate(async () => !!(await (navigator as Navigator).gpu?.requestAdapter()));
+    await page.waitForSelector('[data-testid=backend-check-original]:not([disabled])', { timeout: 90_000 });
+    await page.click('[data-testid=backend-check-original]');
+    await page.waitForSelector('[data-testid=backend-unavailable], [data-testid=backend-result]', {
+      timeout: 120_000,
+    });
+    // this Chromium runs without --enable-unsafe-webgpu: no adapter, unless the machine offers one
+    if (!adapter)
+      expect(await page.locator('[data-testid=backend-unavailable]').textContent()).toMatch(
+        /No WebGPU adapter/,
+      );
+    expect(await page.locator('[data-testid=backend-max-delta]').count()).toBe(adapter ? 1 : 0);
+  });
 });
 
 describe('backend agreement: wasm against WebGPU (SwiftShader)', () => {

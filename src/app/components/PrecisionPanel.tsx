@@ -3,7 +3,7 @@
  * step, sorted), the plan under a budget (bits/weight, MB or KL) written into the recipe, and the
  * recipe as an editable per-tensor table (each row's method and options), which the share link carries.
  */
-import { memo, useEffect, useMemo } from 'react';
+import { memo, useEffect, useMemo, useState } from 'react';
 import { Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts';
 import { useShallow } from 'zustand/react/shallow';
 import { useStudio } from '../store.ts';
@@ -103,10 +103,6 @@ export function PrecisionPanel() {
   const s = useStudio(
     useShallow((x) => ({
       summary: x.summary,
-      recipe: x.recipe,
-      weights: x.precisionWeights,
-      reports: x.preview?.reports,
-      calibrated: !!x.calibration.done,
       step: x.sensitivityStep,
       candidates: x.autoCandidates,
       tokens: x.autoTokens,
@@ -119,14 +115,8 @@ export function PrecisionPanel() {
       runSensitivity: x.runSensitivity,
       planPrecision: x.planPrecision,
       cancel: x.cancelSensitivity,
-      setTensorStep: x.setTensorStep,
-      loadWeights: x.loadPrecisionWeights,
     })),
   );
-  const { weights, loadWeights } = s;
-  useEffect(() => {
-    if (!weights) void loadWeights();
-  }, [weights, loadWeights]);
   const chart = useMemo(
     () =>
       (s.sensitivity?.table ?? [])
@@ -137,12 +127,6 @@ export function PrecisionPanel() {
         .sort((a, b) => b.kl - a.kl),
     [s.sensitivity, s.step],
   );
-  const assignments = useMemo(
-    () => (weights ? assignmentsOfRecipe(s.recipe, weights) : undefined),
-    [weights, s.recipe],
-  );
-  // storage formats only: a per-tensor table gives each tensor one storage
-  const methods = METHODS.filter((m) => m.role === 'encode' && (s.calibrated || !m.needs?.length));
   const busy = s.run.running;
   const progress = s.run.progress;
   return (
@@ -267,79 +251,131 @@ export function PrecisionPanel() {
           {s.plan.warning && <span className="notice"> {s.plan.warning}</span>}
         </p>
       )}
+      <TensorPlanTable />
+    </section>
+  );
+}
+
+/**
+ * The recipe as one storage per tensor, editable row by row. Its own component: it follows the recipe
+ * and the preview's reports, which change on every slider move, while the rest of the card does not.
+ */
+const TensorPlanTable = memo(function TensorPlanTable() {
+  const s = useStudio(
+    useShallow((x) => ({
+      recipe: x.recipe,
+      weights: x.precisionWeights,
+      reports: x.preview?.reports,
+      calibrated: !!x.calibration.done,
+      sensitivity: x.sensitivity,
+      setTensorStep: x.setTensorStep,
+      loadWeights: x.loadPrecisionWeights,
+    })),
+  );
+  const { weights, loadWeights } = s;
+  useEffect(() => {
+    if (!weights) void loadWeights();
+  }, [weights, loadWeights]);
+  const assignments = useMemo(
+    () => (weights ? assignmentsOfRecipe(s.recipe, weights) : undefined),
+    [weights, s.recipe],
+  );
+  // the table opens by itself for a per-tensor recipe (a plan, an edit, a link to one); otherwise it
+  // stays closed and unrendered, so a slider drag on a uniform recipe does not redraw ~30 rows of controls
+  const perTensor = s.recipe.some((x) => x.select?.include?.some((p) => p.startsWith('/^')));
+  const [openChoice, setOpenChoice] = useState<boolean>();
+  const open = openChoice ?? perTensor;
+  // storage formats only: a per-tensor table gives each tensor one storage
+  const methods = METHODS.filter((m) => m.role === 'encode' && (s.calibrated || !m.needs?.length));
+  return (
+    <>
       {assignments ? (
-        <details open className="selector">
+        <details
+          open={open}
+          className="selector"
+          data-testid="tensor-plan-details"
+          onToggle={(e) => {
+            const now = (e.currentTarget as HTMLDetailsElement).open;
+            if (now !== open) setOpenChoice(now);
+          }}
+        >
           <summary>
             Per-tensor storage ({assignments.filter((a) => a.step).length} of {assignments.length} compressed)
           </summary>
-          <div className="plan-scroll">
-            <table className="plan-table" data-testid="tensor-plan">
-              <thead>
-                <tr>
-                  <th>tensor</th>
-                  <th>method</th>
-                  <th>options</th>
-                  <th>bits/w</th>
-                  <th>KL alone</th>
-                </tr>
-              </thead>
-              <tbody>
-                {assignments.map((a, i) => {
-                  const report = s.reports?.find((r) => r.name === a.name);
-                  const options: OptionValues = a.step?.options ?? {};
-                  const method = a.step ? getMethod(a.step.method) : undefined;
-                  const entry = s.sensitivity?.table
-                    .find((t) => t.name === a.name)
-                    ?.entries.find((e) => (a.step ? sameStep(e.candidate, a.step) : e.candidate === 'keep'));
-                  return (
-                    <tr key={a.name} data-testid={`plan-row-${i}`} data-name={a.name}>
-                      <td className="name">{a.name}</td>
-                      <td>
-                        <select
-                          data-testid={`plan-method-${i}`}
-                          aria-label={`${a.name} method`}
-                          value={a.step?.method ?? 'keep'}
-                          onChange={(e) =>
-                            s.setTensorStep(
-                              a.name,
-                              e.target.value === 'keep' ? null : { method: e.target.value },
-                            )
-                          }
-                        >
-                          <option value="keep">keep (float)</option>
-                          {[...methods, ...(method && !methods.includes(method) ? [method] : [])].map((m) => (
-                            <option key={m.id} value={m.id}>
-                              {m.label}
-                            </option>
-                          ))}
-                        </select>
-                      </td>
-                      <td className="plan-options">
-                        {method?.options.map((spec) => (
-                          <RowOption
-                            key={spec.key}
-                            spec={spec}
-                            id={`plan-opt-${i}-${spec.key}`}
-                            value={options[spec.key] ?? spec.default}
-                            onChange={(v) =>
-                              s.setTensorStep(a.name, {
-                                method: a.step!.method,
-                                options: { ...options, [spec.key]: v },
-                              })
+          {open && (
+            <div className="plan-scroll">
+              <table className="plan-table" data-testid="tensor-plan">
+                <thead>
+                  <tr>
+                    <th>tensor</th>
+                    <th>method</th>
+                    <th>options</th>
+                    <th>bits/w</th>
+                    <th>KL alone</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {assignments.map((a, i) => {
+                    const report = s.reports?.find((r) => r.name === a.name);
+                    const options: OptionValues = a.step?.options ?? {};
+                    const method = a.step ? getMethod(a.step.method) : undefined;
+                    const entry = s.sensitivity?.table
+                      .find((t) => t.name === a.name)
+                      ?.entries.find((e) =>
+                        a.step ? sameStep(e.candidate, a.step) : e.candidate === 'keep',
+                      );
+                    return (
+                      <tr key={a.name} data-testid={`plan-row-${i}`} data-name={a.name}>
+                        <td className="name">{a.name}</td>
+                        <td>
+                          <select
+                            data-testid={`plan-method-${i}`}
+                            aria-label={`${a.name} method`}
+                            value={a.step?.method ?? 'keep'}
+                            onChange={(e) =>
+                              s.setTensorStep(
+                                a.name,
+                                e.target.value === 'keep' ? null : { method: e.target.value },
+                              )
                             }
-                          />
-                        ))}
-                      </td>
-                      <td data-testid={`plan-bits-${i}`}>
-                        {report ? report.bitsPerWeight.toFixed(2) : '32.00'}
-                      </td>
-                      <td>{entry ? formatNumber(entry.kl) : '—'}</td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          </div>
+                          >
+                            <option value="keep">keep (float)</option>
+                            {[...methods, ...(method && !methods.includes(method) ? [method] : [])].map(
+                              (m) => (
+                                <option key={m.id} value={m.id}>
+                                  {m.label}
+                                </option>
+                              ),
+                            )}
+                          </select>
+                        </td>
+                        <td className="plan-options">
+                          {method?.options.map((spec) => (
+                            <RowOption
+                              key={spec.key}
+                              spec={spec}
+                              id={`plan-opt-${i}-${spec.key}`}
+                              value={options[spec.key] ?? spec.default}
+                              onChange={(v) =>
+                                s.setTensorStep(a.name, {
+                                  method: a.step!.method,
+                                  options: { ...options, [spec.key]: v },
+                                })
+                              }
+                            />
+                          ))}
+                        </td>
+                        <td data-testid={`plan-bits-${i}`}>
+                          {report ? report.bitsPerWeight.toFixed(2) : '32.00'}
+                        </td>
+                        <td>{entry ? formatNumber(entry.kl) : '—'}</td>
+                      </tr>
+                    );
+                  })}
+                </tbody>
+              </table>
+            </div>
+          )}
         </details>
       ) : (
         weights && (
@@ -349,9 +385,9 @@ export function PrecisionPanel() {
           </p>
         )
       )}
-    </section>
+    </>
   );
-}
+});
 
 /** Whether a candidate id ('int4b32', 'kmeans16c', …) names this step (its options as the grammar writes them). */
 function sameStep(candidate: string, step: Omit<RecipeStep, 'select'>): boolean {

@@ -12,6 +12,8 @@ import { ComparePanel } from './components/ComparePanel.tsx';
 import { CalibrationCard } from './components/CalibrationCard.tsx';
 import { DistilCard } from './components/DistilCard.tsx';
 import { ActivationPanel } from './components/ActivationPanel.tsx';
+import { PrecisionPanel } from './components/PrecisionPanel.tsx';
+import { BackendPanel } from './components/BackendPanel.tsx';
 import { useStudio } from './store.ts';
 import { fetchDemo } from './demo.ts';
 
@@ -92,11 +94,13 @@ export function App() {
             <div className="studio-main">
               <PreviewPanel />
               <ComparePanel />
+              <PrecisionPanel />
               <ActivationPanel />
             </div>
           </div>
           <QualityPanel />
           <TryItPanel />
+          <BackendPanel />
           <div className="columns">
             <TensorTable tensors={summary.tensors} />
             <HistogramPanel />

@@ -230,3 +230,49 @@ export async function generateText(req: GenerateRequest, onUpdate: (u: GenerateU
 export async function stopGeneration() {
   await generator().stop();
 }
+
+export type {
+  AgreementDone,
+  AgreementRequest,
+  SensitivityDone,
+  SensitivityProgress,
+  SensitivityRequest,
+} from '../../workers/precision.worker.ts';
+import type {
+  AgreementRequest,
+  PrecisionWorkerApi,
+  SensitivityProgress,
+  SensitivityRequest,
+} from '../../workers/precision.worker.ts';
+
+let precisionWorker: Comlink.Remote<PrecisionWorkerApi> | undefined;
+
+function precision(): Comlink.Remote<PrecisionWorkerApi> {
+  precisionWorker ??= Comlink.wrap<PrecisionWorkerApi>(
+    new Worker(new URL('../../workers/precision.worker.ts', import.meta.url), {
+      type: 'module',
+      name: 'precision',
+    }),
+  );
+  return precisionWorker;
+}
+
+/** Per-tensor sensitivity in the precision worker; a newer call (or cancelPrecision) stops an older one. */
+export async function measureTensorSensitivity(
+  req: SensitivityRequest,
+  onProgress: (p: SensitivityProgress) => void,
+) {
+  return unwrap(await precision().sensitivity(req, Comlink.proxy(onProgress)));
+}
+
+/** The model on wasm and on WebGPU on the same tokens (or why there is no WebGPU to compare with). */
+export async function compareBackendsInWorker(
+  req: AgreementRequest,
+  onProgress: (done: number, total: number) => void,
+) {
+  return unwrap(await precision().agreement(req, Comlink.proxy(onProgress)));
+}
+
+export async function cancelPrecision() {
+  await precision().cancel();
+}

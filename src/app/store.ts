@@ -3,6 +3,7 @@ import { create } from 'zustand';
 import { compressSlice, type CompressState } from './compress-slice.ts';
 import { calibrationSlice, type CalibrationSlice } from './calibration-slice.ts';
 import { currentRunKey, trainSlice, type TrainSlice } from './train-slice.ts';
+import { precisionSlice, type PrecisionSlice } from './precision-slice.ts';
 import type { ModelSummary } from '../core/summary.ts';
 import type { Histogram } from '../core/stats.ts';
 import { parseIdsText } from '../core/tokenizer.ts';
@@ -30,7 +31,7 @@ export interface EvalState {
   error?: string;
 }
 
-export interface StudioState extends CompressState, CalibrationSlice, TrainSlice {
+export interface StudioState extends CompressState, CalibrationSlice, TrainSlice, PrecisionSlice {
   summary?: ModelSummary;
   files: PickedFile[];
   /** Which of the dropped files the open model is: its .onnx and the external data it references. */
@@ -147,6 +148,7 @@ export const useStudio = create<StudioState>((set, get) => ({
       ...compress,
       ...calibrationSlice(set, get, compress.linkCalibration),
       ...trainSlice(set, get),
+      ...precisionSlice(set, get),
     };
   })(),
   files: [],
@@ -215,6 +217,7 @@ export const useStudio = create<StudioState>((set, get) => ({
       loadStatistics(seq, summary);
       get().resetCalibration();
       get().resetTraining();
+      get().resetPrecision();
       const firstWeight = summary.tensors.find((t) =>
         t.consumers.some((c) => c === 'MatMul' || c === 'Gemm'),
       );

@@ -14,7 +14,7 @@ import { summarizeInputs } from '../core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../core/tokenizer.ts';
 import { compressModel } from '../core/compress/pipeline.ts';
 import { exportCompressed } from '../core/compress/export.ts';
-import { resolveRecipe, type RecipeStep } from '../core/compress/recipe.ts';
+import { resolveRecipe } from '../core/compress/recipe.ts';
 import {
   DEFAULT_CANDIDATES,
   measureSensitivity,
@@ -23,7 +23,8 @@ import {
   type SensitivityCache,
   type TensorSensitivity,
 } from '../core/compress/auto.ts';
-import { ReferenceLogits, compareWithReference } from '../core/eval/compare.ts';
+import { ReferenceLogits } from '../core/eval/compare.ts';
+import { firstTokens, trialKl } from '../core/compress/sensitivity.ts';
 import { generateCalibrationSequences } from '../core/calibrate/generate.ts';
 import { createNodeSession, NODE_RUNTIME, Tensor } from '../runtime/ort-node.ts';
 import { UsageError, integerFlag, readTextFile, type ParsedArgs } from './args.ts';
@@ -112,15 +113,7 @@ async function sliceSequences(
     if (!kept) cache.keepSamples(key, sequences);
     source = `${count} sequences × ${length} tokens sampled from BOS ${bos}, seed 0`;
   }
-  // the first `tokens` tokens, sequence after sequence
-  const slice: number[][] = [];
-  let left = tokens;
-  for (const s of sequences) {
-    if (left < 2) break;
-    slice.push(s.slice(0, left));
-    left -= Math.min(s.length, left);
-  }
-  return { sequences: slice.filter((s) => s.length >= 2), source };
+  return { sequences: firstTokens(sequences, tokens), source };
 }
 
 function sensitivityLines(table: TensorSensitivity[], candidate: string): string[] {
@@ -171,16 +164,12 @@ export async function autoCompressCommand(args: ParsedArgs, out: (s: string) => 
     );
     const slice = await sliceSequences(args, path, model, base, ctx, tokens, modelHash, cache);
     const reference = new ReferenceLogits({ session: base, Tensor, inputs }, slice.sequences, ctx, ctx);
-    const klOf = async (m: OnnxModel, steps: RecipeStep[]) => {
-      const bytes = exportCompressed(m, compressModel(m, resolveRecipe({ steps }))).model;
-      const session = await onnxruntime('load a trial model', () => createNodeSession(bytes));
-      try {
-        const r = await compareWithReference(reference, { session, Tensor, inputs }, NODE_RUNTIME);
-        return r.kl.mean.value;
-      } finally {
-        await session.release();
-      }
-    };
+    const klOf = trialKl(reference, {
+      load: (bytes) => onnxruntime('load a trial model', () => createNodeSession(bytes)),
+      Tensor,
+      inputs,
+      runtime: NODE_RUNTIME,
+    });
     let last = 0;
     const table = await measureSensitivity(model, candidates, klOf, {
       cache,

@@ -72,6 +72,16 @@ async function chooseWebGpu(): Promise<WebGpuChoice> {
 /** onnxruntime-web's intra-op threads at most. */
 const MAX_THREADS = 8;
 
+/**
+ * Whether this browser offers any WebGPU adapter (software ones included, unlike 'auto'), and which:
+ * the backend-agreement check runs on whatever adapter there is and names it.
+ */
+export async function webGpuAdapter(): Promise<{ present: boolean; description: string }> {
+  const choice = await chooseWebGpu();
+  const present = choice.usable || choice.reason.startsWith('WebGPU adapter is a software');
+  return { present, description: choice.reason };
+}
+
 /** Threads when the page is cross-origin isolated (SharedArrayBuffer), one thread with a notice otherwise. */
 export function configureRuntime(): RuntimeInfo {
   if (configured) return configured;
@@ -99,6 +109,11 @@ export interface SessionRequest {
   externalData?: { path: string; data: Uint8Array }[];
   /** 'auto' picks WebGPU when the browser has a hardware adapter, wasm otherwise (a software one is slower). */
   provider?: 'auto' | 'webgpu' | 'wasm';
+  /**
+   * With 'webgpu': fail when the WebGPU provider cannot start instead of quietly running on wasm (a
+   * backend comparison must compare two backends; nodes WebGPU lacks still run on the CPU kernels).
+   */
+  strict?: boolean;
 }
 
 export async function createSession(
@@ -115,7 +130,7 @@ export async function createSession(
     [wantGpu, reason] = [choice.usable, choice.reason];
   }
   const options: ort.InferenceSession.SessionOptions = {
-    executionProviders: wantGpu ? ['webgpu', 'wasm'] : ['wasm'],
+    executionProviders: wantGpu ? (req.strict ? ['webgpu'] : ['webgpu', 'wasm']) : ['wasm'],
     graphOptimizationLevel: 'all',
     externalData: req.externalData,
     // measure weight-only compression as such: without this onnxruntime fuses DequantizeLinear→MatMul

@@ -224,31 +224,76 @@ export function planMixedPrecision(
   }
   const choices = table.map((t, i) => ({ name: t.name, params: t.params, ...hulls[i][at[i]] }));
   const roles = new Map(table.map((t) => [t.name, t.role]));
-  const steps: RecipeStep[] = [];
-  for (const c of candidates) {
-    const names = choices.filter((x) => x.candidate === c.id).map((x) => x.name);
-    if (!c.step || !names.length) continue;
-    const pick = names.map((name) => exactSelector({ name, role: roles.get(name)! }));
-    steps.push({
-      ...c.step,
-      select: {
-        include: pick.flatMap((s) => s.include ?? []),
-        ...(pick.some((s) => s.embeddings) ? { embeddings: true } : {}),
-        ...(pick.some((s) => s.lmHead) ? { lmHead: true } : {}),
-      },
-    });
-  }
+  // grouped in candidate order: one step per chosen storage
+  const order = new Map(candidates.map((c, i) => [c.id, i]));
+  const assignments = [...choices]
+    .sort((a, b) => order.get(a.candidate)! - order.get(b.candidate)!)
+    .map((c) => ({
+      name: c.name,
+      role: roles.get(c.name)!,
+      step: candidates.find((x) => x.id === c.candidate)!.step,
+    }));
   return {
     choices,
     params,
     bytes,
     bitsPerWeight: (bytes * 8) / params,
     predictedKl: kl,
-    recipe: { version: 1, steps },
+    recipe: recipeForAssignments(assignments),
     ...(budget.kl !== undefined && kl > budget.kl
       ? {
           warning: `The KL target ${budget.kl} is not reached: every tensor at its most precise candidate still sums to ${kl.toPrecision(3)}.`,
         }
       : {}),
   };
+}
+
+/** One tensor's storage in a per-tensor plan: a method with options, or null (kept as it is). */
+export interface TensorAssignment {
+  name: string;
+  role: WeightCandidate['role'];
+  step: Omit<RecipeStep, 'select'> | null;
+}
+
+/**
+ * The ordinary recipe of per-tensor storages: one step per distinct (method, options), in the order
+ * each first appears, selecting its tensors by exact name. Kept tensors get no step.
+ */
+export function recipeForAssignments(assignments: TensorAssignment[]): Recipe {
+  const groups = new Map<string, { step: Omit<RecipeStep, 'select'>; pick: TensorSelector[] }>();
+  for (const a of assignments) {
+    if (!a.step) continue;
+    const key = JSON.stringify({ method: a.step.method, options: a.step.options ?? {} });
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { step: a.step, pick: [] }));
+    g.pick.push(exactSelector(a));
+  }
+  const steps: RecipeStep[] = [...groups.values()].map(({ step, pick }) => ({
+    ...step,
+    select: {
+      include: pick.flatMap((s) => s.include ?? []),
+      ...(pick.some((s) => s.embeddings) ? { embeddings: true } : {}),
+      ...(pick.some((s) => s.lmHead) ? { lmHead: true } : {}),
+    },
+  }));
+  return { version: 1, steps };
+}
+
+/**
+ * The per-tensor storages a recipe describes, when no tensor is selected by two steps (a plan, the
+ * page's per-tensor table, or any one-step recipe); undefined otherwise (prune then int4 gives a
+ * tensor two steps: not one storage per tensor). Tensors no step selects are kept.
+ */
+export function assignmentsOfRecipe(
+  steps: RecipeStep[],
+  weights: WeightCandidate[],
+): TensorAssignment[] | undefined {
+  const byName = new Map<string, Omit<RecipeStep, 'select'>>();
+  for (const s of steps) {
+    for (const w of selectWeights(weights, s.select ?? {})) {
+      if (byName.has(w.name)) return undefined;
+      byName.set(w.name, { method: s.method, ...(s.options ? { options: s.options } : {}) });
+    }
+  }
+  return weights.map((w) => ({ name: w.name, role: w.role, step: byName.get(w.name) ?? null }));
 }

@@ -234,7 +234,12 @@ function finish(
       `The recipe selected no weights in ${model.name} (it has ${candidates.length} weight matrices; ` +
         `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
     );
-  const list = [...outcomes.values()];
+  // in the model's order, as the page's preview session lists them: a recipe whose steps pick tensors
+  // out of order (a per-tensor plan) then exports the same file from the page and the CLI
+  const order = new Map(candidates.map((c, i) => [c.name, i]));
+  const list = [...outcomes.values()].sort(
+    (a, b) => order.get(a.candidate.name)! - order.get(b.candidate.name)!,
+  );
   const reports = list.map(reportFor);
   return { outcomes: list, reports, totals: totalsFor(model, reports), warnings };
 }

@@ -96,7 +96,7 @@ export interface ReferenceWindow {
 }
 
 /** Logits of the scored rows of one window: rows firstTarget − 1 … n − 2 predict tokens firstTarget … n − 1. */
-async function scoredLogits(
+export async function scoredLogits(
   model: LogitsModel,
   fed: IoSpec[],
   outName: string,
@@ -115,7 +115,8 @@ async function scoredLogits(
   }
 }
 
-function fedInputs(model: LogitsModel): { fed: IoSpec[]; outName: string } {
+/** The inputs the session declares and its logits output. */
+export function fedInputs(model: LogitsModel): { fed: IoSpec[]; outName: string } {
   return {
     fed: model.inputs.filter((i) => model.session.inputNames.includes(i.name)),
     outName: logitsOutputName([...model.session.outputNames]),

@@ -42,6 +42,7 @@ import {
   type VersusOriginal,
 } from './perplexity.ts';
 import { log } from './log.ts';
+import { cachedRows } from './row-cache.ts';
 
 export interface CalibratedRow {
   label: string;
@@ -240,26 +241,8 @@ async function rowsAgainst(
   const base = await reference.measure(source, model);
   const data = await calibrationData(model, spec);
   log(`  ${spec.name}: ${data.sequences.length} calibration sequences in ${data.seconds.toFixed(1)} s`);
-  const rows: CalibratedResult[] = [];
-  // BENCH_ROW_CACHE=DIR: each row's result is kept in DIR, and a row another bench process has
-  // claimed there is waited for, not run again, so several processes can share one table's rows
-  const rowCache = process.env.BENCH_ROW_CACHE;
-  const order = available(spec.rows);
-  if (process.env.BENCH_ROW_ORDER === 'reverse') order.reverse();
-  const fileOf = (row: CalibratedRow) =>
-    rowCache ? join(rowCache, `${spec.name}-${row.label.replace(/\W+/g, '_')}.json`) : '';
-  const claimed: CalibratedRow[] = [];
-  for (const row of order) {
-    const file = fileOf(row);
-    if (file && existsSync(file)) {
-      rows.push(JSON.parse(readFileSync(file, 'utf8')));
-      continue;
-    }
-    if (file && existsSync(file + '.claim')) {
-      claimed.push(row);
-      continue;
-    }
-    if (file) writeFileSync(file + '.claim', String(process.pid));
+  // BENCH_ROW_CACHE=DIR keeps each row's result (tools/bench/row-cache.ts)
+  const rows = await cachedRows(spec.name, available(spec.rows), async (row): Promise<CalibratedResult> => {
     const steps: ResolvedStep[] = resolveRecipe({ steps: row.steps });
     const t0 = performance.now();
     const stats = await calibrate(
@@ -283,7 +266,11 @@ async function rowsAgainst(
     const t2 = performance.now();
     const bytes = exportCompressed(model, result).model;
     const r = await reference.measure(bytes, model);
-    const done: CalibratedResult = {
+    log(
+      `  ${spec.name}: ${row.label.padEnd(32)} ppl ${r.perplexity.toFixed(3)}  KL ${r.versus.kl.value.toFixed(5)}  ${formatBytes(bytes.byteLength)}  ` +
+        `capture ${((t1 - t0) / 1000).toFixed(1)} s, kernel ${((t2 - t1) / 1000).toFixed(2)} s`,
+    );
+    return {
       label: row.label,
       ppl: r.perplexity,
       versus: r.versus,
@@ -294,21 +281,8 @@ async function rowsAgainst(
       kernelSeconds: (t2 - t1) / 1000,
       target: row.target,
     };
-    rows.push(done);
-    if (file) writeFileSync(file, JSON.stringify(done));
-    log(
-      `  ${spec.name}: ${row.label.padEnd(32)} ppl ${r.perplexity.toFixed(3)}  KL ${r.versus.kl.value.toFixed(5)}  ${formatBytes(bytes.byteLength)}  ` +
-        `capture ${((t1 - t0) / 1000).toFixed(1)} s, kernel ${((t2 - t1) / 1000).toFixed(2)} s`,
-    );
-  }
-  for (const row of claimed) {
-    const file = fileOf(row);
-    while (!existsSync(file)) await new Promise((r) => setTimeout(r, 5000));
-    rows.push(JSON.parse(readFileSync(file, 'utf8')));
-  }
-  // the table in the rows' own order, whichever process ran them
+  });
   const rank = (label: string) => spec.rows.findIndex((r) => r.label === label);
-  rows.sort((a, b) => rank(a.label) - rank(b.label));
   // targets as the spec sets them now, also for rows read back from BENCH_ROW_CACHE
   for (const r of rows) {
     r.target = spec.rows[rank(r.label)]?.target;

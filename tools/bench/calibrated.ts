@@ -10,7 +10,7 @@
  * GPTQ on the GPT-2-small-shaped (124 M parameter) set.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { resolveRecipe, type RecipeStep, type ResolvedStep } from '../../src/core/compress/recipe.ts';
@@ -448,6 +448,8 @@ export async function gptqSpeedMarkdown(
   const hessians = new Map<number, Awaited<ReturnType<typeof syntheticHessian>>>();
   for (const k of new Set(linear.map((t) => t.shape[0]))) hessians.set(k, await syntheticHessian(k, 2048, k));
   const byShape = new Map<string, { seconds: number; cpu: number; count: number }>();
+  // the machine's 1-minute load average before and after: wall time means little on a loaded machine
+  const loadBefore = loadavg()[0];
   let total = 0;
   let totalCpu = 0;
   let params = 0;
@@ -499,6 +501,9 @@ export async function gptqSpeedMarkdown(
   lines.push(
     `| one block | ${linear.length} | | | ${total.toFixed(1)} | ${totalCpu.toFixed(1)} |`,
     `| **the set (${blocks} blocks)** | ${linear.length * blocks} | | | **${setSeconds.toFixed(0)}** | **${setCpu.toFixed(0)}** |`,
+    '',
+    `Load average (1 min) ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after, on ${cpus().length} cores; CPU time ` +
+      "counts every thread of the process (the garbage collector's helpers too), hence above wall time on a quiet machine.",
     '',
     `Target: GPTQ on the 124 M set ≤ 60 s on one worker: ${setSeconds.toFixed(0)} s wall, ${setCpu.toFixed(0)} s CPU — ` +
       `${setSeconds <= 60 ? 'met' : setCpu <= 60 ? 'met in CPU time (wall time inflated by the load)' : '**missed**'}. ` +

@@ -83,8 +83,20 @@ export const STORIES_CALIBRATED: CalibratedRow[] = [
     targetGroup: '50 %',
   },
   {
+    label: 'SparseGPT 50% (per output)',
+    steps: [{ method: 'sparsegpt', options: { sparsity: 0.5, group: 'output' } }],
+    target: 20,
+    targetGroup: '50 %',
+  },
+  {
     label: 'SparseGPT 30%',
     steps: [{ method: 'sparsegpt', options: { sparsity: 0.3 } }],
+    target: 4.35,
+    targetGroup: '30 %',
+  },
+  {
+    label: 'SparseGPT 30% (per output)',
+    steps: [{ method: 'sparsegpt', options: { sparsity: 0.3, group: 'output' } }],
     target: 4.35,
     targetGroup: '30 %',
   },

@@ -3,6 +3,8 @@
  * a run killed half way) does not measure it again, and a row another bench process has claimed there
  * (a `.claim` file) is waited for, not run twice: several processes can share one table's rows.
  * BENCH_ROW_ORDER=reverse runs the rows from the last, so a second process starts at the other end.
+ * BENCH_ROW_FILTER=REGEX runs only the rows whose label matches; the others come from the cache when
+ * it has them and are left out of the table when it does not (a partial table, to measure new rows).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +20,7 @@ export async function cachedRows<R extends { label: string }, T>(
 ): Promise<T[]> {
   const dir = process.env.BENCH_ROW_CACHE;
   const fileOf = (row: R) => (dir ? join(dir, `${table}-${row.label.replace(/\W+/g, '_')}.json`) : '');
+  const filter = process.env.BENCH_ROW_FILTER ? new RegExp(process.env.BENCH_ROW_FILTER) : null;
   const order = [...rows.keys()];
   if (process.env.BENCH_ROW_ORDER === 'reverse') order.reverse();
   const results = new Map<number, T>();
@@ -28,6 +31,7 @@ export async function cachedRows<R extends { label: string }, T>(
       results.set(i, JSON.parse(readFileSync(file, 'utf8')) as T);
       continue;
     }
+    if (filter && !filter.test(rows[i].label)) continue;
     if (file && existsSync(file + '.claim')) {
       claimed.push(i);
       continue;
@@ -42,5 +46,5 @@ export async function cachedRows<R extends { label: string }, T>(
     while (!existsSync(file)) await new Promise((r) => setTimeout(r, 5000));
     results.set(i, JSON.parse(readFileSync(file, 'utf8')) as T);
   }
-  return rows.map((_, i) => results.get(i)!);
+  return [...rows.keys()].filter((i) => results.has(i)).map((i) => results.get(i)!);
 }

@@ -12,7 +12,9 @@
  * The unstructured mask's comparison group is the lazy block's weights of all outputs together (the
  * paper's), or each output's own weights in the block (`group: 'output'`, the block's share split
  * over the outputs by cumulative rounding, ties to the lower input): Wanda's per-output group (Sun et
- * al. 2023, who found it matters for language models) with SparseGPT's saliency and update.
+ * al. 2023, who found it matters for language models) with SparseGPT's saliency and update. On
+ * stories260K, whose output channels differ widely in scale, it measured 4.122 at 30 % and 13.34 at
+ * 50 % against 4.485 and 19.43 with the block-wide mask (docs/BENCHMARKS.md).
  */
 import { ModelError } from '../../core/errors.ts';
 import { layerHessian, reversedCholeskyFloat32 } from '../../core/calibrate/linalg.ts';

@@ -1,7 +1,7 @@
 /**
  * The comparison against the original (KL, same top, RMS Δp, PPL ratio and their standard errors)
- * checked against a direct float64 computation over logits onnxruntime-node returns, on a small
- * slice of stories260K with its int4 export.
+ * checked against a direct float64 computation over logits onnxruntime-node returns
+ * (tests/helpers/kl-direct.ts), on a small slice of stories260K with its int4 export.
  */
 import { describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -23,6 +23,7 @@ import { ort, tempDir } from '../helpers/ort.ts';
 import { runCli } from '../helpers/cli.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { tinyDecoder } from '../helpers/decoders.ts';
+import { directComparison } from '../helpers/kl-direct.ts';
 
 const original = new Uint8Array(readFileSync(STORIES_MODEL));
 const int4 = compressBytes(original, [{ method: 'int4', options: { blockSize: 32 } }]).exported;
@@ -37,78 +38,9 @@ async function session(bytes: Uint8Array) {
   return ort.InferenceSession.create(bytes, { extra: EXACT_WEIGHT_ONLY });
 }
 
-/**
- * The direct computation: the strided loop written out, every row's full softmax of both models in
- * float64, and the statistics from their textbook formulas (standard error = sample sd / sqrt(n)).
- */
-async function direct(baseBytes: Uint8Array, compressedBytes: Uint8Array) {
-  const [p, q] = [await session(baseBytes), await session(compressedBytes)];
-  const kl: number[] = [];
-  const nllP: number[] = [];
-  const nllQ: number[] = [];
-  const same: number[] = [];
-  const dp: number[] = [];
-  const logSoftmax = (row: number[]) => {
-    const m = Math.max(...row);
-    const z = Math.log(row.reduce((s, x) => s + Math.exp(x - m), 0)) + m;
-    return row.map((x) => x - z);
-  };
-  const argmax = (row: number[]) => row.indexOf(Math.max(...row));
-  for (const ids of sequences) {
-    let prevEnd = 0;
-    for (let begin = 0; begin < ids.length; begin += STRIDE) {
-      const end = Math.min(begin + CTX, ids.length);
-      const win = ids.slice(begin, end);
-      const feeds = {
-        input_ids: new ort.Tensor('int64', BigInt64Array.from(win.map(BigInt)), [1, win.length]),
-      };
-      const lp = (await p.run(feeds)).logits;
-      const lq = (await q.run(feeds)).logits;
-      const V = lp.dims[2];
-      for (let t = Math.max(prevEnd - begin, 1); t < win.length; t++) {
-        const rp = Array.from((lp.data as Float32Array).subarray((t - 1) * V, t * V));
-        const rq = Array.from((lq.data as Float32Array).subarray((t - 1) * V, t * V));
-        const a = logSoftmax(rp);
-        const b = logSoftmax(rq);
-        kl.push(a.reduce((s, x, v) => s + Math.exp(x) * (x - b[v]), 0));
-        nllP.push(-a[win[t]]);
-        nllQ.push(-b[win[t]]);
-        same.push(argmax(rp) === argmax(rq) ? 1 : 0);
-        dp.push(Math.exp(b[win[t]]) - Math.exp(a[win[t]]));
-      }
-      prevEnd = end;
-      if (end === ids.length) break;
-    }
-  }
-  await p.release();
-  await q.release();
-  const n = kl.length;
-  const mean = (x: number[]) => x.reduce((s, v) => s + v, 0) / x.length;
-  const se = (x: number[]) => {
-    const m = mean(x);
-    return Math.sqrt(x.reduce((s, v) => s + (v - m) ** 2, 0) / (x.length - 1) / x.length);
-  };
-  const diff = nllQ.map((v, i) => v - nllP[i]);
-  const dp2 = dp.map((v) => v * v);
-  const sorted = [...kl].sort((a, b) => a - b);
-  const sameShare = mean(same);
-  return {
-    n,
-    ppl: Math.exp(mean(nllQ)),
-    pplSe: Math.exp(mean(nllQ)) * se(nllQ),
-    basePpl: Math.exp(mean(nllP)),
-    ratio: Math.exp(mean(diff)),
-    ratioSe: Math.exp(mean(diff)) * se(diff),
-    kl: mean(kl),
-    klSe: se(kl),
-    median: n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
-    max: sorted[n - 1],
-    same: sameShare,
-    sameSe: Math.sqrt((sameShare * (1 - sameShare)) / (n - 1)),
-    rms: Math.sqrt(mean(dp2)),
-    rmsSe: se(dp2) / (2 * Math.sqrt(mean(dp2))),
-  };
-}
+/** The direct float64 computation (tests/helpers/kl-direct.ts) on this file's slice. */
+const direct = (baseBytes: Uint8Array, compressedBytes: Uint8Array) =>
+  directComparison(baseBytes, compressedBytes, sequences, CTX, STRIDE);
 
 async function studio(baseBytes: Uint8Array, compressedBytes: Uint8Array, budgetBytes?: number) {
   const base = await session(baseBytes);
@@ -158,6 +90,7 @@ describe('compressed model against its original (stories260K int4 b32, onnxrunti
     expectClose(r.kl.mean.value, want.kl, 1e-5);
     expectClose(r.kl.mean.uncertainty, want.klSe, 1e-5);
     expectClose(r.kl.median, want.median, 1e-5);
+    expectClose(r.kl.p99, want.p99, 1e-5);
     expectClose(r.kl.max, want.max, 1e-5);
     expect(r.sameTop.value).toBe(want.same);
     expectClose(r.sameTop.uncertainty, want.sameSe);

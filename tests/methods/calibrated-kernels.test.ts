@@ -348,7 +348,12 @@ function layerError(values: Float32Array): number {
 }
 
 /** Reference SparseGPT: masks from OBS saliency, one input at a time with explicit downdates. */
-function referenceSparseGpt(sparsity: number, nm: [number, number] | null, maskBlock: number): Float64Array {
+function referenceSparseGpt(
+  sparsity: number,
+  nm: [number, number] | null,
+  maskBlock: number,
+  group: 'block' | 'output' = 'block',
+): Float64Array {
   const { h, dead } = referenceHessian(X, ROWS, K, 0.01);
   const hinv = inverse(h, K);
   // [H⁻¹]_ii once inputs 0..i−1 are eliminated: depends on H only
@@ -366,11 +371,21 @@ function referenceSparseGpt(sparsity: number, nm: [number, number] | null, maskB
     if (!nm && i % maskBlock === 0) {
       const i2 = Math.min(K, i + maskBlock);
       const count = Math.round((total * i2) / K) - Math.round((total * i) / K);
-      const cand = [];
-      for (let r = i; r < i2; r++)
-        for (let c = 0; c < N; c++) cand.push({ at: r * N + c, s: Wr[r * N + c] ** 2 / dseq[r] });
-      cand.sort((a, b) => a.s - b.s || a.at - b.at);
-      for (const { at } of cand.slice(0, count)) pruned.add(at);
+      // the block's weights of all outputs compete, or each output's (its share of count, cumulatively rounded)
+      const groups =
+        group === 'block'
+          ? [{ cols: Array.from({ length: N }, (_, c) => c), share: count }]
+          : Array.from({ length: N }, (_, c) => ({
+              cols: [c],
+              share: Math.round((count * (c + 1)) / N) - Math.round((count * c) / N),
+            }));
+      for (const { cols, share } of groups) {
+        const cand = [];
+        for (let r = i; r < i2; r++)
+          for (const c of cols) cand.push({ at: r * N + c, s: Wr[r * N + c] ** 2 / dseq[r] });
+        cand.sort((a, b) => a.s - b.s || a.at - b.at);
+        for (const { at } of cand.slice(0, share)) pruned.add(at);
+      }
     }
     if (nm && i % nm[1] === 0) {
       const len = Math.min(nm[1], K - i);
@@ -426,6 +441,34 @@ describe('SparseGPT', () => {
       });
       expectClose(out, referenceSparseGpt(sparsity, null, lazyBlock), 1e-5);
       expect(zeros(out)).toBe(Math.round(sparsity * K * N));
+    });
+
+  for (const [sparsity, lazyBlock] of [
+    [0.3, 8],
+    [0.5, 128],
+  ] as const)
+    it(`unstructured ${sparsity * 100} %, each output its own share (mask block ${lazyBlock}): equals the reference`, () => {
+      const out = sparsegptPrune(matrix(W, [K, N]), STATS, {
+        sparsity,
+        pattern: 'unstructured',
+        dampening: 0.01,
+        lazyBlock,
+        group: 'output',
+      });
+      expectClose(out, referenceSparseGpt(sparsity, null, lazyBlock, 'output'), 1e-5);
+      expect(zeros(out)).toBe(Math.round(sparsity * K * N));
+      // every output within one of the mean per block: zeros per output differ by at most the block count
+      const blocks = Math.ceil(K / lazyBlock);
+      const perOutput = Array.from({ length: N }, (_, c) => zeros(out.filter((_, at) => at % N === c)));
+      expect(Math.max(...perOutput) - Math.min(...perOutput)).toBeLessThanOrEqual(blocks);
+      // not the block-wide mask: the groups differ
+      const wide = sparsegptPrune(matrix(W, [K, N]), STATS, {
+        sparsity,
+        pattern: 'unstructured',
+        dampening: 0.01,
+        lazyBlock,
+      });
+      expect(Array.from(out).some((v, i) => (v === 0) !== (wide[i] === 0))).toBe(true);
     });
 
   for (const [n, m] of [

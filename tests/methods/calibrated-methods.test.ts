@@ -145,6 +145,19 @@ describe('calibrated methods on stories260K (calibrated on 16 generated sequence
     expect(w).toBeLessThan(magnitude);
   });
 
+  it('SparseGPT 30 % with each output its own share: exports as previewed, 30 % sparse, lower perplexity than the block-wide mask', async () => {
+    const perOutput = calibratedResult(sparsegptMethod, { sparsity: 0.3, group: 'output' });
+    await expectExportMatchesPreview(perOutput);
+    // round(0.3 · K · N) zeros per tensor: 0.3 overall to the rounding of each tensor's count
+    expect(perOutput.totals.sparsity).toBeCloseTo(0.3, 3);
+    const wide = await perplexity(calibratedResult(sparsegptMethod, { sparsity: 0.3 }));
+    const own = await perplexity(perOutput);
+    console.log(
+      `stories260K SparseGPT 30 %: block-wide mask ${wide.toFixed(3)}, per output ${own.toFixed(3)}`,
+    );
+    expect(own).toBeLessThan(wide);
+  });
+
   it('say which statistics are missing instead of failing inside a kernel', () => {
     const w = {
       name: 'l0.wq',

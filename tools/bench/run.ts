@@ -63,6 +63,7 @@ import { pageSpeedSection } from './page-speed.ts';
 import { gpt2SmallSynthetic, type WeightSet } from './weights.ts';
 import { kernelPoolSection } from './kernel-pool.ts';
 import { log } from './log.ts';
+import { cachedRows } from './row-cache.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
@@ -142,12 +143,12 @@ interface QualityRow {
 async function qualityTable(name: string, path: string, sequences: number[][], ctx: number, stride: number) {
   const source = new Uint8Array(readFileSync(path));
   const model = parseModel(bytesSource(name, source));
-  const rows: QualityRow[] = [];
-  let tokens = 0;
   // the original's logits are computed once and every row is compared with them on the same tokens
   const reference = await openReference(source, model, sequences, ctx, stride);
+  let rows: QualityRow[];
   try {
-    for (const q of QUALITY) {
+    // BENCH_ROW_CACHE=DIR keeps each row's result (tools/bench/row-cache.ts)
+    rows = await cachedRows(`quality-${name}`, QUALITY, async (q): Promise<QualityRow> => {
       const t0 = performance.now();
       let bytes: Uint8Array = source;
       let bitsPerWeight = 32;
@@ -160,8 +161,11 @@ async function qualityTable(name: string, path: string, sequences: number[][], c
       }
       const compressSeconds = (performance.now() - t0) / 1000;
       const r = await reference.measure(bytes, model);
-      tokens = r.tokens;
-      rows.push({
+      log(
+        `  ${name}: ${q.label.padEnd(28)} ppl ${r.perplexity.toFixed(3)}  KL ${r.versus.kl.value.toFixed(5)}  ` +
+          `same top ${(r.versus.sameTop.value * 100).toFixed(2)} %  ${formatBytes(bytes.byteLength)}`,
+      );
+      return {
         label: q.label,
         ppl: r.perplexity,
         bytes: bytes.byteLength,
@@ -169,15 +173,12 @@ async function qualityTable(name: string, path: string, sequences: number[][], c
         sparsity,
         compressSeconds,
         versus: r.versus,
-      });
-      log(
-        `  ${name}: ${q.label.padEnd(28)} ppl ${r.perplexity.toFixed(3)}  KL ${r.versus.kl.value.toFixed(5)}  ` +
-          `same top ${(r.versus.sameTop.value * 100).toFixed(2)} %  ${formatBytes(bytes.byteLength)}`,
-      );
-    }
+      };
+    });
   } finally {
     await reference.close();
   }
+  const tokens = rows[0].versus?.protocol.tokens ?? 0;
   return { rows, tokens };
 }
 

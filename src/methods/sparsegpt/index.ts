@@ -9,6 +9,7 @@ export interface SparseGptMethodOptions {
   sparsity: number;
   pattern: 'unstructured' | '2:4' | '4:8';
   dampening: number;
+  group: 'block' | 'output';
 }
 
 const [sparsityOption, , patternOption] = pruneMethod.options;
@@ -20,7 +21,22 @@ export const sparsegptMethod: CalibratedMethod<SparseGptMethodOptions> = {
     'Prune by second-order saliency and update the remaining weights to compensate (needs calibration).',
   role: 'transform',
   needs: ['hessian'],
-  options: [sparsityOption, patternOption, DAMPENING_OPTION],
+  options: [
+    sparsityOption,
+    patternOption,
+    DAMPENING_OPTION,
+    {
+      key: 'group',
+      label: 'Compare within',
+      type: 'select',
+      choices: [
+        { value: 'block', label: 'Each block of inputs, all outputs (SparseGPT)' },
+        { value: 'output', label: 'Each output channel (as Wanda)' },
+      ],
+      default: 'block',
+      help: 'Unstructured pattern only: which weights compete for the pruning share.',
+    },
+  ],
   apply(tensors, options, calibration) {
     return tensors.map((t) => {
       const values = sparsegptPrune(t, statsFor(calibration, t, 'sparsegpt', ['hessian']), options);

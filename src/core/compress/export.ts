@@ -12,7 +12,7 @@ import type { GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto
 import { getMethod } from '../../methods/registry.ts';
 import { bytesOf } from '../onnx/build.ts';
 import { GraphEditor } from './graph-editor.ts';
-import { asMatrix, type CompressionResult } from './pipeline.ts';
+import { asMatrix, type CompressionResult, type TensorOutcome } from './pipeline.ts';
 
 export interface ExportOptions {
   externalData?: ExternalDataOptions;
@@ -32,21 +32,40 @@ export function exportCompressed(
   options: ExportOptions = {},
 ): ExportedModel {
   const root = new GraphEditor(model.graph, model.proto.opset_import);
-  for (const o of result.outcomes) {
-    // rewritten in the graph that holds it, under the name that graph's nodes read it by
-    const weight = findWeight(model, o.candidate.name);
-    const editor = root.editorFor(weight.scope.graph);
-    if (weight.source === 'constant') editor.constantToInitializer(weight.tensorName);
-    const matrix = { ...asMatrix(o.candidate, o.values), name: weight.tensorName };
-    if (o.encoder) {
-      const method = getMethod(o.encoder.method);
-      method.rewrite?.(matrix, o.encoder.encoding, editor, o.encoder.options);
-    } else {
-      editor.setInitializer(
-        rawTensor(weight.tensorName, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values)),
-      );
-    }
+  for (const o of result.outcomes) rewriteOutcome(model, root, o);
+  const { graph, proto } = finishRewrite(model, root, result.outcomes.length);
+  return {
+    ...writeModel(model, { graph, externalData: options.externalData, proto }),
+    warnings: [...root.warnings],
+  };
+}
+
+/** One compressed weight written into the graph that holds it: its storage format, or its new values. */
+export function rewriteOutcome(model: OnnxModel, root: GraphEditor, o: TensorOutcome): void {
+  // rewritten in the graph that holds it, under the name that graph's nodes read it by
+  const weight = findWeight(model, o.candidate.name);
+  const editor = root.editorFor(weight.scope.graph);
+  if (weight.source === 'constant') editor.constantToInitializer(weight.tensorName);
+  const matrix = { ...asMatrix(o.candidate, o.values), name: weight.tensorName };
+  if (o.encoder) {
+    const method = getMethod(o.encoder.method);
+    method.rewrite?.(matrix, o.encoder.encoding, editor, o.encoder.options);
+  } else {
+    editor.setInitializer(
+      rawTensor(weight.tensorName, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values)),
+    );
   }
+}
+
+/**
+ * The rewritten graph (opset raised as far as the new nodes need, nested external data embedded)
+ * and the model-level fields that change, after `rewritten` weights went through `rewriteOutcome`.
+ */
+export function finishRewrite(
+  model: OnnxModel,
+  root: GraphEditor,
+  rewrittenCount: number,
+): { graph: GraphProto; proto: Partial<ModelProto> } {
   const before = new Map(model.proto.opset_import.map((o) => [o.domain ?? '', Number(o.version)]));
   const fromDefault = before.get('') ?? 1;
   const toDefault = root.opsets.get('') ?? fromDefault;
@@ -63,14 +82,11 @@ export function exportCompressed(
   // opset_import and ir_version stay as they were when nothing was rewritten (a copy is byte-identical)
   const opsetsChanged =
     opsetImport.length !== before.size || opsetImport.some((o) => before.get(o.domain ?? '') !== o.version);
-  const rewritten = result.outcomes.length > 0 || opsetsChanged;
+  const rewritten = rewrittenCount > 0 || opsetsChanged;
   const proto: Partial<ModelProto> = {};
   if (opsetsChanged) proto.opset_import = opsetImport;
   if (rewritten && irVersion !== Number(model.proto.ir_version)) proto.ir_version = irVersion;
-  return {
-    ...writeModel(model, { graph, externalData: options.externalData, proto }),
-    warnings: [...root.warnings],
-  };
+  return { graph, proto };
 }
 
 /**

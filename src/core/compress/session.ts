@@ -40,6 +40,27 @@ export interface PreviewOptions {
   onProgress?: (done: number, total: number) => void;
   /** Statistics for the steps whose method declares `needs` (captured by calibration.ts). */
   calibration?: CalibrationStats;
+  /** Run only these weights (the others are left out of the result). */
+  only?: ReadonlySet<string>;
+  /**
+   * 'summary': the result's outcomes hold only the priority weight's (every report is there); each
+   * other weight's arrays are dropped once it is measured, unless the memory budget keeps them for
+   * the next run. A large model then previews in the memory of a few weights. Default 'all'.
+   */
+  keep?: 'all' | 'summary';
+}
+
+export interface SessionOptions {
+  /**
+   * Bytes of arrays the session may keep between runs: original weights (read again from the file
+   * when evicted) and memoised compressed weights (recomputed when evicted). Default: no bound.
+   */
+  memoryBudget?: number;
+}
+
+/** Bytes an outcome's arrays hold beyond its original (decoded values, and the encoding about as big as it stores). */
+function outcomeBytes(o: TensorOutcome): number {
+  return (o.values === o.original ? 0 : o.values.byteLength) + (o.encoder ? o.storedBytes : 0);
 }
 
 /** A short id per statistics object, so memoised results of calibrated steps follow the statistics they used. */
@@ -63,8 +84,15 @@ export class PreviewSession {
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
 
-  constructor(private readonly model: OnnxModel) {
+  private readonly budget: number;
+  private originalBytes = 0;
+
+  constructor(
+    private readonly model: OnnxModel,
+    options: SessionOptions = {},
+  ) {
     this.candidates = weightCandidates(model.graph);
+    this.budget = options.memoryBudget ?? Infinity;
   }
 
   private reportOf(o: TensorOutcome): TensorReport {
@@ -83,9 +111,22 @@ export class PreviewSession {
 
   original(name: string): Float32Array {
     let v = this.originals.get(name);
-    if (!v) {
-      v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
+    if (v) {
+      // most recently used last: eviction takes the oldest first
+      this.originals.delete(name);
       this.originals.set(name, v);
+      return v;
+    }
+    v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
+    // half the budget for originals, half for compressed weights; a weight larger than that is read each time
+    if (v.byteLength <= this.budget / 2) {
+      for (const [old, values] of this.originals) {
+        if (this.originalBytes + v.byteLength <= this.budget / 2) break;
+        this.originals.delete(old);
+        this.originalBytes -= values.byteLength;
+      }
+      this.originals.set(name, v);
+      this.originalBytes += v.byteLength;
     }
     return v;
   }
@@ -108,7 +149,11 @@ export class PreviewSession {
         ? `${base}@${[...picks[i]].join(',')}`
         : base;
     });
-    const touched = this.candidates.filter((c) => picks.some((p) => p.has(c.name)));
+    const only = options.only;
+    const summary = options.keep === 'summary';
+    const touched = this.candidates.filter(
+      (c) => picks.some((p) => p.has(c.name)) && (!only || only.has(c.name)),
+    );
     if (!this.candidates.length)
       throw new ModelError('unsupported', noCandidatesMessage(this.model.name, this.model.graph));
     if (!touched.length)
@@ -120,6 +165,8 @@ export class PreviewSession {
       (a, b) => Number(b.name === options.priority) - Number(a.name === options.priority),
     );
     const used = new Map<string, TensorOutcome>();
+    let usedBytes = 0;
+    const keepBytes = this.budget / 2;
     let computed = 0;
     const states = new Map<string, State>();
     const initial = (c: WeightCandidate): State => ({
@@ -160,22 +207,53 @@ export class PreviewSession {
       if (!s) {
         s = advance(c, i);
         states.set(id, s);
-        used.set(s.key, s.outcome);
+        const bytes = outcomeBytes(s.outcome);
+        if (!used.has(s.key) && usedBytes + bytes <= keepBytes) {
+          used.set(s.key, s.outcome);
+          usedBytes += bytes;
+        }
       }
       return s;
+    };
+    const measured = new Map<string, TensorReport>();
+    let kept: TensorOutcome | undefined;
+    /** Summary mode: the weight is measured, then its arrays go (except what the budget keeps). */
+    const release = (c: WeightCandidate, final: State) => {
+      measured.set(c.name, this.reportOf(final.outcome));
+      if (c.name === options.priority) kept = final.outcome;
+      for (let i = 0; i < steps.length; i++) {
+        const id = `${c.name}#${i}`;
+        const s = states.get(id);
+        if (s && !used.has(s.key)) this.cache.delete(s.key);
+        states.delete(id);
+      }
     };
     for (let t = 0; t < order.length; t++) {
       if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
       const c = order[t];
       const final = stateAfter(c, steps.length - 1);
       if (c.name === options.priority) options.onPriority?.(final.outcome);
+      if (summary) release(c, final);
       options.onProgress?.(t + 1, order.length);
       await yieldToEventLoop();
     }
     if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
     // keep only what this recipe uses: the cache follows the sliders instead of growing without end
-    this.cache = new Map([...used].filter(([k]) => k.includes('>')));
+    const keep = [...used].filter(([k]) => k.includes('>'));
+    // a run of a few weights adds to what the full run memoised; a full run replaces it
+    if (only) for (const [k, o] of keep) this.cache.set(k, o);
+    else this.cache = new Map(keep);
     this.lastComputed = computed;
+    if (summary) {
+      const inOrder = this.candidates.filter((c) => measured.has(c.name));
+      const list = inOrder.map((c) => measured.get(c.name) as TensorReport);
+      return {
+        outcomes: kept ? [kept] : [],
+        reports: list,
+        totals: totalsFor(this.model, list),
+        warnings: [],
+      };
+    }
     const outcomes = order
       .map((c) => stateAfter(c, steps.length - 1).outcome)
       .sort((a, b) => this.candidates.indexOf(a.candidate) - this.candidates.indexOf(b.candidate));

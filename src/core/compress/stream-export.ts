@@ -92,7 +92,7 @@ export interface StreamedExport {
  */
 export async function exportStreaming(
   model: OnnxModel,
-  outcomes: Iterable<TensorOutcome>,
+  outcomes: Iterable<TensorOutcome> | AsyncIterable<TensorOutcome>,
   options: StreamExportOptions,
 ): Promise<StreamedExport> {
   const threshold = options.externalData.threshold ?? 1024;
@@ -115,7 +115,7 @@ export async function exportStreaming(
     },
   });
   let rewritten = 0;
-  for (const o of outcomes) {
+  for await (const o of outcomes) {
     options.checkCancelled?.();
     rewriteOutcome(model, root, o);
     rewritten++;

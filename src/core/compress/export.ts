@@ -10,7 +10,8 @@ import { isExternal, tensorBytes, type OnnxModel } from '../onnx/model.ts';
 import { findWeight } from '../onnx/graphs.ts';
 import type { GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto } from '../onnx/proto.ts';
 import { getMethod } from '../../methods/registry.ts';
-import { bytesOf } from '../onnx/build.ts';
+import { bytesOf, makeNode } from '../onnx/build.ts';
+import { castFloat32ToFloat16 } from '../onnx/dtypes.ts';
 import { GraphEditor } from './graph-editor.ts';
 import { asMatrix, type CompressionResult, type TensorOutcome } from './pipeline.ts';
 
@@ -47,14 +48,53 @@ export function rewriteOutcome(model: OnnxModel, root: GraphEditor, o: TensorOut
   const editor = root.editorFor(weight.scope.graph);
   if (weight.source === 'constant') editor.constantToInitializer(weight.tensorName);
   const matrix = { ...asMatrix(o.candidate, o.values), name: weight.tensorName };
-  if (o.encoder) {
-    const method = getMethod(o.encoder.method);
-    method.rewrite?.(matrix, o.encoder.encoding, editor, o.encoder.options);
-  } else {
+  const half = o.candidate.dataType;
+  if (!o.encoder) {
+    // dense weights go back in the source's type: exact for what a transform keeps (a float16
+    // weight pruned is float16 values and zeros)
     editor.setInitializer(
-      rawTensor(weight.tensorName, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values)),
+      half === undefined
+        ? rawTensor(weight.tensorName, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values))
+        : rawTensor(weight.tensorName, half, [...o.candidate.shape], halfBytes(o.values, half)),
     );
+    return;
   }
+  const method = getMethod(o.encoder.method);
+  if (half === undefined) {
+    method.rewrite?.(matrix, o.encoder.encoding, editor, o.encoder.options);
+    return;
+  }
+  // a float16 / bfloat16 weight: the method's decode writes a float32 tensor, cast back to the
+  // source's type under the weight's name, so every reader still gets the type it was built for
+  const wide = editor.uniqueName(`${weight.tensorName}_float32`);
+  editor.removeInitializer(weight.tensorName);
+  editor.setInitializer({ name: wide, data_type: DataType.FLOAT, dims: [...o.candidate.shape] });
+  const cast = makeNode(
+    'Cast',
+    [wide],
+    [weight.tensorName],
+    { to: half },
+    { name: editor.uniqueName(`${wide}_Cast`) },
+  );
+  editor.addDecodeNodes(cast);
+  method.rewrite?.({ ...matrix, name: wide }, o.encoder.encoding, editor, o.encoder.options);
+  // the cast reads what the method's decode nodes write: it runs after them
+  editor.moveDecodeNodeLast(cast);
+  if (editor.hasInitializer(wide) && !editor.getInitializer(wide).raw_data)
+    editor.setInitializer(rawTensor(wide, DataType.FLOAT, [...o.candidate.shape], bytesOf(o.values)));
+}
+
+/** float32 values as float16 or bfloat16 bytes (round to nearest even). */
+function halfBytes(values: Float32Array, dataType: number): Uint8Array {
+  if (dataType === DataType.FLOAT16) return bytesOf(castFloat32ToFloat16(values));
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const b = bits[i];
+    // NaN keeps a quiet NaN; others round the dropped 16 bits to nearest, ties to even
+    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+  return bytesOf(out);
 }
 
 /**

@@ -186,6 +186,16 @@ export class GraphEditor {
     }
   }
 
+  /** Moves a decode node after every other (it reads what decode nodes added since it write). */
+  moveDecodeNodeLast(node: NodeProto): void {
+    const i = this.decodeNodes.indexOf(node);
+    if (i >= 0) this.decodeNodes.push(...this.decodeNodes.splice(i, 1));
+  }
+
+  hasInitializer(name: string): boolean {
+    return this.initializers.has(name);
+  }
+
   /** Replace `node` wherever it is: in this graph or in a nested one (the editor holding it does it). */
   replaceNode(node: NodeProto, replacement: NodeProto[]): void {
     const owner = this.shared.owners.get(node) ?? this;

@@ -85,7 +85,7 @@ let lastPreview:
  * weights, half each): a model larger than this previews one weight at a time and recomputes what
  * it could not keep, instead of holding several copies of itself.
  */
-const PREVIEW_MEMORY_BUDGET = 1024 * 2 ** 20;
+const PREVIEW_MEMORY_BUDGET = 768 * 2 ** 20;
 let latestPreview = 0;
 
 /** What the page's Structure section shows: the blocks the model maps to, and their importance. */

@@ -54,4 +54,17 @@ describe('preview session memory', () => {
     await s.run(int4(64));
     expect(s.lastComputed).toBe(0);
   });
+
+  it('runs of one weight each (as the export streams) memoise no more than the budget', async () => {
+    const m = model();
+    const tight = new PreviewSession(m, { memoryBudget: 200_000 });
+    const names = tight.candidates.filter((c) => c.role === 'linear').map((c) => c.name);
+    for (const name of names) {
+      const r = await tight.run(int4(32), { only: new Set([name]) });
+      expect(r.outcomes.map((o) => o.candidate.name)).toEqual([name]);
+    }
+    // a full run finds only what the budget kept: nearly everything is computed again
+    await tight.run(int4(32));
+    expect(tight.lastComputed).toBeGreaterThan(25);
+  });
 });

@@ -165,6 +165,8 @@ export class PreviewSession {
       (a, b) => Number(b.name === options.priority) - Number(a.name === options.priority),
     );
     const used = new Map<string, TensorOutcome>();
+    /** Keys memoised before a run of a few weights (`only`), which that run leaves as they are. */
+    const before = only ? new Set(this.cache.keys()) : undefined;
     let usedBytes = 0;
     const keepBytes = this.budget / 2;
     let computed = 0;
@@ -240,9 +242,17 @@ export class PreviewSession {
     if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
     // keep only what this recipe uses: the cache follows the sliders instead of growing without end
     const keep = [...used].filter(([k]) => k.includes('>'));
-    // a run of a few weights adds to what the full run memoised; a full run replaces it
-    if (only) for (const [k, o] of keep) this.cache.set(k, o);
-    else this.cache = new Map(keep);
+    // a run of a few weights adds to what the full run memoised, within the budget; a full run replaces it
+    if (only) {
+      // what this run computed went into the cache as it ran: keep it only while the budget allows
+      let held = 0;
+      for (const [k, o] of this.cache) if (before?.has(k)) held += outcomeBytes(o);
+      for (const [k, o] of [...this.cache]) {
+        if (before?.has(k)) continue;
+        if (used.has(k) && held + outcomeBytes(o) <= keepBytes) held += outcomeBytes(o);
+        else this.cache.delete(k);
+      }
+    } else this.cache = new Map(keep);
     this.lastComputed = computed;
     if (summary) {
       const inOrder = this.candidates.filter((c) => measured.has(c.name));

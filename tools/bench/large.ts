@@ -26,7 +26,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LARGE_SPEC, largeParams, writeLargeModel } from './large-model.ts';
 import { log } from './log.ts';
@@ -316,6 +316,8 @@ A GPT-style float32 model generated on disk (\`tools/bench/large-model.ts\`: ${L
 | Chromium, preview (int4 of ${LARGE_SPEC.layers * 4} weights) | ${browser.preview.seconds.toFixed(1)} s | ${gb(browser.preview.peakBytes)} | ${ratio(browser.preview.peakBytes, modelBytes)} |
 | Chromium, export (streamed to disk, then downloaded) | ${browser.export.seconds.toFixed(1)} s | ${gb(browser.export.peakBytes)} | ${ratio(browser.export.peakBytes, modelBytes)} |
 | Chromium, open + preview + export | ${total.toFixed(1)} s | ${gb(browser.peakBytes)} | ${ratio(browser.peakBytes, modelBytes)} |
+
+Above the idle page's own ${gb(browser.baselineBytes)}, Chromium peaks at ${gb(browser.peakBytes - browser.baselineBytes)} (${ratio(browser.peakBytes - browser.baselineBytes, modelBytes)} the model). Load average when the run ended: ${loadavg()[0].toFixed(0)} on 2 cores (other jobs), which is what the times measure as much as the studio; the kernels ran on one worker.
 
 Outputs (sha256 of .onnx / .onnx_data): ${Object.entries(hashes)
       .map(([k, v]) => `${k} \`${v}\``)

@@ -10,16 +10,19 @@ import { positionTableContext } from '../src/core/eval/context.ts';
 import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
-import { resolveFullRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
+import { resolveFullRecipe, type RecipeStep, type ResolvedStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
 import {
   reportFor,
   totalsFor,
   type CompressionResult,
   type CompressionTotals,
+  type TensorOutcome,
   type TensorReport,
 } from '../src/core/compress/pipeline.ts';
-import type { WeightCandidate } from '../src/core/compress/select.ts';
+import { exportStreaming, isCrossTensor } from '../src/core/compress/stream-export.ts';
+import { folderSink, opfsSpool } from './export-files.ts';
+import { selectWeights, type WeightCandidate } from '../src/core/compress/select.ts';
 import {
   CalibrationCache,
   calibratableWeights,
@@ -86,7 +89,20 @@ function kernelPool(): KernelPool | undefined {
 let current: OnnxModel | undefined;
 let statisticsRun = 0;
 let session: PreviewSession | undefined;
-let lastPreview: { key: string; result: CompressionResult } | undefined;
+let lastPreview:
+  | {
+      key: string;
+      result: CompressionResult;
+      /** One weight's outcome under the previewed recipe (the result keeps only the viewed one's). */
+      outcomeOf?: (name: string) => Promise<TensorOutcome | undefined>;
+    }
+  | undefined;
+/**
+ * Bytes of weight arrays a preview session keeps between slider moves (originals and compressed
+ * weights, half each): a model larger than this previews one weight at a time and recomputes what
+ * it could not keep, instead of holding several copies of itself.
+ */
+const PREVIEW_MEMORY_BUDGET = 768 * 2 ** 20;
 let latestPreview = 0;
 
 /** What the page's Structure section shows: the blocks the model maps to, and their importance. */
@@ -181,7 +197,7 @@ async function prunedSession(structure: StructureSettings): Promise<NonNullable<
     report: result.report,
     bytes: result.bytes.byteLength,
     model: result.model,
-    session: new PreviewSession(result.model, kernelPool()),
+    session: new PreviewSession(result.model, { pool: kernelPool(), memoryBudget: PREVIEW_MEMORY_BUDGET }),
   };
   return pruned;
 }
@@ -314,6 +330,11 @@ export interface PreviewResult {
   structure?: StructureReport & { prunedBytes: number };
 }
 
+/** Whether a preview's result holds every weight's arrays (a summary keeps only the viewed one's). */
+function complete(result: CompressionResult): boolean {
+  return result.outcomes.length === result.reports.length;
+}
+
 function overlayFor(result: CompressionResult | undefined, name: string, bins: number): Overlay | undefined {
   const o = result?.outcomes.find((x) => x.candidate.name === name);
   if (!o) return undefined;
@@ -374,7 +395,10 @@ const api = {
           ...(positions ? { positions } : {}),
         },
       };
-      const nextSession = new PreviewSession(model, kernelPool());
+      const nextSession = new PreviewSession(model, {
+        pool: kernelPool(),
+        memoryBudget: PREVIEW_MEMORY_BUDGET,
+      });
       current = model;
       session = nextSession;
       lastPreview = undefined;
@@ -513,12 +537,23 @@ const api = {
             early = { name: o.candidate.name, ...overlayHistogram(o.original, o.values, bins) };
             onSelected?.(early);
           },
+          // reports of every weight, arrays of the viewed one (and what the memory budget keeps)
+          keep: 'summary',
         });
       };
       const result = await run();
       lastPreview = {
         key: `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${withStats.generation}#${trainedKey ?? ''}`,
         result,
+        outcomeOf: async (name) =>
+          (
+            await target.run(resolved, {
+              calibration: withStats.calibration,
+              only: new Set([name]),
+              priority: name,
+              keep: 'summary',
+            })
+          ).outcomes[0],
       };
       // the histogram sent early is this run's: add the report rather than histogram the tensor again
       const report = result.reports.find((r) => r.name === early?.name);
@@ -581,7 +616,11 @@ const api = {
       const bytes = withWeights(student.model, req.weights);
       const model = parseModel(bytesSource(student.model.name, bytes));
       trained.delete(req.key);
-      trained.set(req.key, { model, bytes, session: new PreviewSession(model, kernelPool()) });
+      trained.set(req.key, {
+        model,
+        bytes,
+        session: new PreviewSession(model, { pool: kernelPool(), memoryBudget: PREVIEW_MEMORY_BUDGET }),
+      });
       while (trained.size > KEPT_TRAINED) trained.delete(trained.keys().next().value!);
     });
   },
@@ -647,8 +686,21 @@ const api = {
     importanceController?.abort();
   },
 
-  overlay(name: string, bins: number): Result<Overlay | undefined> {
-    return wrap(() => overlayFor(lastPreview?.result, name, bins));
+  async overlay(name: string, bins: number): Promise<Result<Overlay | undefined>> {
+    return wrapAsync(async () => {
+      const known = overlayFor(lastPreview?.result, name, bins);
+      if (known || !lastPreview?.outcomeOf || !lastPreview.result.reports.some((r) => r.name === name))
+        return known;
+      // the preview kept only the viewed weight's arrays: this one is computed again (memoised if it fits)
+      const o = await lastPreview.outcomeOf(name);
+      return o
+        ? {
+            name,
+            ...overlayHistogram(o.original, o.values, bins),
+            report: lastPreview.result.reports.find((r) => r.name === name),
+          }
+        : undefined;
+    });
   },
 
   /** The compressed model as ONNX bytes (transferred, not copied), from the recipe's preview. */
@@ -667,7 +719,7 @@ const api = {
         const key = `${JSON.stringify(rest)}#${JSON.stringify(structure)}#${calibrationGeneration}#${trainedKey}`;
         const result = !rest.length
           ? unchanged(t.model)
-          : lastPreview?.key === key
+          : lastPreview?.key === key && complete(lastPreview.result)
             ? lastPreview.result
             : await t.session.run(rest);
         const written = rest.length ? exportCompressed(t.model, result) : undefined;
@@ -687,7 +739,7 @@ const api = {
       const target = structured?.session ?? session;
       const key = `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${calibrationGeneration}#`;
       const result =
-        lastPreview?.key === key
+        lastPreview?.key === key && complete(lastPreview.result)
           ? lastPreview.result
           : await target.run(resolved, { calibration: structured ? undefined : calibration });
       const written = exportCompressed(structured?.model ?? current, result);
@@ -699,7 +751,88 @@ const api = {
       ]);
     });
   },
+
+  /**
+   * The compressed model streamed into `dir` as `names.model` + `names.data` (external data): one
+   * weight at a time compressed (memoised ones reused), parked in a spool on disk, then the data file
+   * written tensor by tensor and the .onnx last. Byte-identical to `exportModel` with external data.
+   */
+  async exportFiles(
+    steps: RecipeStep[],
+    structure: StructureSettings | null,
+    trainedKey: string | undefined,
+    dir: FileSystemDirectoryHandle,
+    names: { model: string; data: string },
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<
+    Result<{ modelBytes: number; dataBytes: number; totals: CompressionTotals; warnings: string[] }>
+  > {
+    return wrapAsync(async () => {
+      if (!session || !current) throw noModel();
+      const all = resolveFullRecipe({ steps, ...(structure ? { structure } : {}), distill: {} }).steps;
+      let base: OnnxModel;
+      let outcomes: AsyncIterable<TensorOutcome> | Iterable<TensorOutcome>;
+      let result: () => CompressionResult;
+      if (trainedKey || structure || all.some(isCrossTensor) || !all.length) {
+        // trained or structure-pruned weights live in memory already; a cross-tensor step sees all at once
+        const t = trainedKey ? trainedModel(trainedKey) : undefined;
+        const structured = !t && structure ? await prunedSession(structure) : undefined;
+        const resolved = t ? all.slice(distillSplit(all)) : all;
+        base = t?.model ?? structured?.model ?? current;
+        const target = t?.session ?? structured?.session ?? session;
+        const full = resolved.length
+          ? await target.run(resolved, { calibration: t || structured ? undefined : calibration })
+          : unchanged(base);
+        outcomes = full.outcomes;
+        result = () => (structured ? { ...full, totals: fromSource(full.totals) } : full);
+      } else {
+        // one weight at a time, in the order a full preview returns them (exportModel's order)
+        base = current;
+        const target = session;
+        const stats = calibration;
+        const reports: TensorReport[] = [];
+        const order = weightsOf(target, all);
+        outcomes = (async function* () {
+          for (let i = 0; i < order.length; i++) {
+            const r = await target.run(all, { calibration: stats, only: new Set([order[i]]) });
+            reports.push(...r.reports);
+            onProgress?.(i + 1, order.length);
+            yield r.outcomes[0];
+          }
+        })();
+        result = () => ({ outcomes: [], reports, totals: totalsFor(base, reports), warnings: [] });
+      }
+      const spool = await opfsSpool();
+      const sink = await folderSink(dir, names);
+      try {
+        const done = await exportStreaming(base, outcomes, {
+          externalData: { location: names.data },
+          spool,
+          sink,
+        });
+        await sink.close();
+        const r = result();
+        return {
+          modelBytes: done.modelBytes,
+          dataBytes: done.dataBytes,
+          totals: { ...r.totals, estimatedOutputBytes: done.modelBytes + done.dataBytes },
+          warnings: [...r.warnings, ...done.warnings],
+        };
+      } catch (e) {
+        await sink.abort();
+        throw e;
+      } finally {
+        await spool.close();
+      }
+    });
+  },
 };
+
+/** The weights a recipe touches, in a preview's order (names only: nothing is computed). */
+function weightsOf(target: PreviewSession, steps: readonly ResolvedStep[]): string[] {
+  const picks = steps.map((s) => new Set(selectWeights(target.candidates, s.select).map((c) => c.name)));
+  return target.candidates.filter((c) => picks.some((p) => p.has(c.name))).map((c) => c.name);
+}
 
 /** The calibration's sequences: generated by the model ('generate', none here), or the user's ids/text. */
 function calibrationData(model: OnnxModel, req: CalibrationRequest): number[][] | undefined {

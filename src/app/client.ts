@@ -111,6 +111,20 @@ export async function exportCompressedModel(
   return unwrap(await model().exportModel(steps, structure, trainedKey));
 }
 
+/**
+ * The compressed model streamed by the model worker into `dir` (a picked folder, or the origin-private
+ * file system) as `names.model` + `names.data`: external data, one tensor at a time.
+ */
+export async function exportCompressedFiles(
+  steps: RecipeStep[],
+  structure: StructureSettings | null,
+  trainedKey: string | undefined,
+  dir: FileSystemDirectoryHandle,
+  names: { model: string; data: string },
+) {
+  return unwrap(await model().exportFiles(steps, structure, trainedKey, dir, names));
+}
+
 export type { StructureInfo } from '../../workers/model.worker.ts';
 /** The open model's blocks, heads and neurons with their importance (or the typed error why it has none). */
 export async function modelStructure() {

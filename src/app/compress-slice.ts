@@ -9,6 +9,7 @@ import {
   cancelEvaluation,
   evaluatePerplexity,
   exportCompressedModel,
+  exportCompressedFiles,
   previewOverlay,
   previewRecipe,
   modelStructure,
@@ -176,6 +177,82 @@ async function saveBlob(blob: Blob, name: string): Promise<'saved' | 'downloaded
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
   return 'downloaded';
+}
+
+/** protobuf's limit on one message (src/core/onnx/model.ts), not imported: it would pull the ONNX codec into the page. */
+const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+
+/** The browser's folder picker (File System Access API), where it has one. */
+type DirectoryPicker = (o: { mode: 'readwrite' }) => Promise<FileSystemDirectoryHandle>;
+
+/**
+ * Streams the compressed model with external data (`NAME.compressed.onnx` + `…onnx_data`) to disk:
+ * into a folder the person picks where the browser can (File System Access API), else into the
+ * origin-private file system, from where each file downloads straight from disk (a File backed by
+ * it, never a copy in memory). Returns the message the Export card shows.
+ */
+async function exportExternalFiles(
+  get: Get,
+  modelName: string,
+  structure: StructureSettings | null,
+  trained: string | undefined,
+  cancelled: () => boolean,
+): Promise<string> {
+  const { recipe } = get();
+  const base = modelName.replace(/\.onnx$/i, '');
+  const names = { model: `${base}.compressed.onnx`, data: `${base}.compressed.onnx_data` };
+  const picker = (window as { showDirectoryPicker?: DirectoryPicker }).showDirectoryPicker;
+  let dir: FileSystemDirectoryHandle;
+  let download = false;
+  if (picker && !navigator.webdriver) {
+    try {
+      dir = await picker({ mode: 'readwrite' });
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') return 'Export cancelled.';
+      throw e;
+    }
+  } else {
+    dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('exports', { create: true });
+    // the previous export's files go first (their downloads have long read them)
+    for (const name of [names.model, names.data]) await dir.removeEntry(name).catch(() => {});
+    download = true;
+  }
+  const { modelBytes, dataBytes, totals, warnings } = await exportCompressedFiles(
+    recipe,
+    structure,
+    trained,
+    dir,
+    names,
+  );
+  if (cancelled()) return 'Export cancelled.';
+  if (download)
+    for (const name of [names.data, names.model])
+      await saveBlob(await (await dir.getFileHandle(name)).getFile(), name);
+  const report = {
+    model: modelName,
+    recipe: recipeJson(recipe, sharedCalibration(get()), structure, get().distill),
+    ...(get().preview?.structure ? { structure: get().preview?.structure } : {}),
+    ...(trained ? { distill: distillReport(get()) } : {}),
+    inputBytes: totals.inputBytes,
+    outputBytes: modelBytes + dataBytes,
+    externalData: names.data,
+    bitsPerWeight: totals.bitsPerWeight,
+    sparsity: totals.sparsity,
+    tensors: get().preview?.reports ?? [],
+    warnings,
+  };
+  const reportBlob = new Blob([JSON.stringify(report, null, 2)], { type: 'application/json' });
+  if (download) await saveBlob(reportBlob, `${base}.report.json`);
+  else {
+    const writable = await (
+      await dir.getFileHandle(`${base}.report.json`, { create: true })
+    ).createWritable();
+    await reportBlob.stream().pipeTo(writable);
+  }
+  return (
+    `Exported ${((modelBytes + dataBytes) / 1e6).toFixed(2)} MB (${names.model} + ${names.data}) and its report.` +
+    warnings.map((w) => ` Warning: ${w}`).join('')
+  );
 }
 
 export function compressSlice(set: Set, get: Get): CompressState {
@@ -426,6 +503,21 @@ export function compressSlice(set: Set, get: Get): CompressState {
       try {
         const structure = get().structureError ? null : get().structure;
         const trained = trainedFor(get(), structure);
+        // a model with external data (or one that would pass protobuf's 2 GiB) streams to disk
+        const external =
+          (get().modelFiles?.external.length ?? 0) > 0 ||
+          (get().preview?.totals.estimatedOutputBytes ?? 0) > MAX_PROTOBUF_BYTES;
+        if (external) {
+          const message = await exportExternalFiles(
+            get,
+            summary.name,
+            structure,
+            trained,
+            () => seq !== exportSeq,
+          );
+          if (seq === exportSeq) set({ exporting: false, exportMessage: message });
+          return;
+        }
         const { bytes, totals, warnings } = await exportCompressedModel(recipe, structure, trained);
         if (seq !== exportSeq) return; // cancelled: nothing is saved
         const base = summary.name.replace(/\.onnx$/i, '');

@@ -44,6 +44,8 @@ import {
 } from '../core/compress/pipeline.ts';
 import { createNodePool, defaultWorkerCount } from '../runtime/pool-node.ts';
 import { exportCompressed } from '../core/compress/export.ts';
+import { exportStreaming, streamOutcomes } from '../core/compress/stream-export.ts';
+import { fileSpool, streamFilesAtomically } from './stream-out.ts';
 import {
   pruneStructure,
   resolveStructureSettings,
@@ -724,29 +726,53 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     calibrationRequest && calibratedMethods(steps).length
       ? await runCalibration(path, model, steps, calibrationRequest)
       : undefined;
-  const result: CompressionResult = steps.length
-    ? await compressSteps(
-        model,
-        steps,
-        calibration,
-        integerFlag(args, 'workers', defaultWorkerCount(), 1, 256),
-      )
-    : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
-  const written = exportCompressed(model, result, wantExternal ? { externalData: { location } } : {});
-  // what the recipe asked and what the export wrote differ (a format fallen back to another): say so
-  const warnings = [...result.warnings, ...written.warnings];
-  // files opened while compressing (weights read lazily) are inputs too
-  checkOutputsAreNotInputs(outputs, sources.inputs());
-
-  // the data file goes out chunk by chunk, never joined in memory; the .onnx is renamed into place last
-  const files = [{ path: output, chunks: [written.model] }];
-  let outputBytes = written.model.byteLength;
-  if (written.externalData) {
-    files.unshift({ path: dataOutput, chunks: written.externalData.chunks });
-    outputBytes += written.externalData.size;
+  // checked before any work, whichever path the export takes
+  const workers = integerFlag(args, 'workers', defaultWorkerCount(), 1, 256);
+  let result: CompressionResult;
+  let exportWarnings: string[];
+  let outputBytes: number;
+  let external: boolean;
+  if (wantExternal) {
+    // with external data the export streams: one weight at a time read, compressed, parked in a
+    // spool; then the data file written tensor by tensor and the small .onnx last
+    if (folderOut) makeFolderOutput(output);
+    const streamed = steps.length
+      ? streamOutcomes(model, steps, {
+          calibration,
+          compressAll: (m, s) => compressModel(m, s, { calibration }),
+        })
+      : {
+          outcomes: [],
+          result: () => ({ outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] }),
+        };
+    const spool = fileSpool(output);
+    try {
+      const done = await streamFilesAtomically(output, dataOutput, (sink) =>
+        exportStreaming(model, streamed.outcomes, { externalData: { location }, spool, sink }),
+      );
+      result = streamed.result();
+      exportWarnings = done.warnings;
+      outputBytes = done.modelBytes + done.dataBytes;
+    } finally {
+      spool.close();
+    }
+    external = true;
+    checkOutputsAreNotInputs(outputs, sources.inputs());
+  } else {
+    result = steps.length
+      ? await compressSteps(model, steps, calibration, workers)
+      : { outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] };
+    const written = exportCompressed(model, result);
+    exportWarnings = written.warnings;
+    // files opened while compressing (weights read lazily) are inputs too
+    checkOutputsAreNotInputs(outputs, sources.inputs());
+    outputBytes = written.model.byteLength;
+    external = false;
+    if (folderOut) makeFolderOutput(output);
+    writeFilesAtomically([{ path: output, chunks: [written.model] }]);
   }
-  if (folderOut) makeFolderOutput(output);
-  writeFilesAtomically(files);
+  // what the recipe asked and what the export wrote differ (a format fallen back to another): say so
+  const warnings = [...result.warnings, ...exportWarnings];
   const extras = folderOut
     ? writeFolderExtras(folderOut, modelLocation.configDirs, {
         source: modelLocation.folder ? basename(resolve(modelLocation.folder)) : basename(path),
@@ -803,7 +829,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
   out(
     `${result.reports.length} tensors, ${fmt(result.totals.bitsPerWeight)} bits/weight; ` +
       `${formatBytes(inputBytes)} -> ${formatBytes(outputBytes)} written to ${output}` +
-      (written.externalData ? ` (+ ${location})` : '') +
+      (external ? ` (+ ${location})` : '') +
       '\n',
   );
   if (folderOut) out(`folder ${folderOut}: ${relative(folderOut, output)}, ${extras.join(', ')}\n`);

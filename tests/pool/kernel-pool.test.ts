@@ -71,7 +71,7 @@ describe('kernel pool', () => {
       ],
     });
     const plain = new PreviewSession(model);
-    const pooled = new PreviewSession(model, pool);
+    const pooled = new PreviewSession(model, { pool });
     const first = await plain.run(steps);
     const seen: string[] = [];
     const priority = first.outcomes[3].candidate.name;

@@ -7,7 +7,9 @@
  * speed sections, merged into the last run's file by heading), --only training (only the training
  * section, tools/bench/training.ts, merged likewise; --no-train-quality skips its distillation rows),
  * --only qat (only the quantization-aware training section, tools/bench/qat.ts, replaced in the
- * existing report), --structure-only (only the structured-pruning section, replaced in the existing report).
+ * existing report), --structure-only (only the structured-pruning section, replaced in the existing report),
+ * --only large (the large-model section, tools/bench/large.ts: a generated 2.7 GB model through the CLI and
+ * Chromium, replaced in the existing report).
  */
 import { spawnSync } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
@@ -40,6 +42,7 @@ import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { structureSection } from './structure.ts';
 import { qatSection } from './qat.ts';
+import { largeSection } from './large.ts';
 import {
   DEMO_CALIBRATED,
   DEMO_TRAIN,
@@ -80,11 +83,11 @@ const CALIBRATED_PARTS = ['stories', 'demo', 'capture', 'gptq'];
 /** --only quality-stories,quality-demo: the uncalibrated quality tables (with KL against fp32). */
 const ONLY_PARTS = [...CALIBRATED_PARTS, 'quality-stories', 'quality-demo'];
 /** --only NAME for a section replaced alone in the existing report. */
-const SECTIONS_ALONE = ['training', 'qat', 'page-speed', 'kernel-pool'];
+const SECTIONS_ALONE = ['training', 'qat', 'page-speed', 'kernel-pool', 'large'];
 const PARTS = ONLY === 'calibrated' ? CALIBRATED_PARTS : (ONLY?.split(',') ?? []);
 if (ONLY !== null && !SECTIONS_ALONE.includes(ONLY) && PARTS.some((p) => !ONLY_PARTS.includes(p)))
   throw new Error(
-    `--only takes 'training', 'qat', 'page-speed', 'kernel-pool', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`,
+    `--only takes 'training', 'qat', 'page-speed', 'kernel-pool', 'large', 'calibrated' or some of ${ONLY_PARTS.join(',')}, got ${ONLY}`,
   );
 
 // ---------------------------------------------------------------- quality
@@ -494,6 +497,8 @@ async function main() {
   if (ONLY === 'qat') return replaceSection(await qatSection(ROOT));
   if (ONLY === 'page-speed') return replaceSection(await pageSpeedSection(ROOT));
   if (ONLY === 'kernel-pool') return replaceSection(await kernelPoolSection(ROOT));
+  // the large-model section: generated 2.7 GB model, CLI and Chromium (tools/bench/large.ts)
+  if (ONLY === 'large') return replaceSection(await largeSection(ROOT));
 
   const training = () => trainingSection(ROOT, { python, quality: !args.has('--no-train-quality') });
   if (ONLY === 'training') {

@@ -25,6 +25,17 @@ interface Shared {
   owners: Map<NodeProto, GraphEditor>;
   /** What the export did other than asked (a format fallen back to another), for the report. */
   warnings: string[];
+  /** The streaming export's spool: new weights leave memory as they are set, and come back when read. */
+  spool?: InitializerSpool;
+}
+
+/**
+ * Where a streaming export parks the weights rewrites set (see stream-export.ts): `park` returns the
+ * tensor to keep in the graph (its bytes moved out), `restore` gives a parked tensor its bytes back.
+ */
+export interface InitializerSpool {
+  park(t: TensorProto): TensorProto;
+  restore(t: TensorProto): TensorProto;
 }
 
 export class GraphEditor {
@@ -35,6 +46,8 @@ export class GraphEditor {
   /** Names this graph defines: they hide the same name of an outer graph from its nodes. */
   private readonly defined = new Set<string>();
   private readonly shared: Shared;
+  /** Whether this edits the model's main graph (not an If/Loop/Scan body). */
+  private readonly isMain: boolean;
   readonly opsets: Map<string, number>;
 
   constructor(
@@ -49,6 +62,7 @@ export class GraphEditor {
     for (const v of graph.input) this.defined.add(v.name);
     for (const n of graph.node) for (const x of n.output) this.defined.add(x);
     const root = !shared;
+    this.isMain = root;
     this.shared = shared ?? {
       names: new Set(),
       opsets: new Map(),
@@ -129,11 +143,18 @@ export class GraphEditor {
   getInitializer(name: string): TensorProto {
     const t = this.initializers.get(name);
     if (!t) throw new ModelError('invalid-argument', `The graph has no initializer named '${name}'.`);
-    return t;
+    return this.shared.spool ? this.shared.spool.restore(t) : t;
+  }
+
+  /** From now on, every initializer set is handed to `spool` (the streaming export's). */
+  useSpool(spool: InitializerSpool): void {
+    this.shared.spool = spool;
   }
 
   setInitializer(t: TensorProto): void {
-    this.initializers.set(t.name, t);
+    // only the main graph's initializers go to the external-data file; a subgraph's stay embedded
+    const spool = this.isMain ? this.shared.spool : undefined;
+    this.initializers.set(t.name, spool ? spool.park(t) : t);
     this.shared.names.add(t.name);
     this.defined.add(t.name);
   }
@@ -163,6 +184,16 @@ export class GraphEditor {
       this.shared.owners.set(n, this);
       for (const x of n.output) this.defined.add(x);
     }
+  }
+
+  /** Moves a decode node after every other (it reads what decode nodes added since it write). */
+  moveDecodeNodeLast(node: NodeProto): void {
+    const i = this.decodeNodes.indexOf(node);
+    if (i >= 0) this.decodeNodes.push(...this.decodeNodes.splice(i, 1));
+  }
+
+  hasInitializer(name: string): boolean {
+    return this.initializers.has(name);
   }
 
   /** Replace `node` wherever it is: in this graph or in a nested one (the editor holding it does it). */

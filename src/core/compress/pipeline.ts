@@ -88,6 +88,11 @@ export function asMatrix(c: WeightCandidate, values: Float32Array): WeightMatrix
   return { name: c.name, shape: c.shape, values, channelAxis: c.channelAxis };
 }
 
+/** Bytes per weight as the source stores it: 2 for float16 / bfloat16 weights, else 4 (float32). */
+export function sourceBytesPerWeight(c: WeightCandidate): number {
+  return c.dataType === undefined ? 4 : 2;
+}
+
 export function initialOutcome(c: WeightCandidate, original: Float32Array): TensorOutcome {
   return {
     candidate: c,
@@ -95,7 +100,7 @@ export function initialOutcome(c: WeightCandidate, original: Float32Array): Tens
     values: original,
     methods: [],
     encoder: null,
-    storedBytes: original.byteLength,
+    storedBytes: original.length * sourceBytesPerWeight(c),
   };
 }
 
@@ -115,7 +120,11 @@ export function nextOutcome(
     values: r.values,
     methods: [...from.methods, method.id],
     encoder: method.role === 'encode' ? { method: method.id, options, encoding: r.encoding } : null,
-    storedBytes: r.storedBytes,
+    // a transform's dense result is stored in the source's type (float16 stays float16)
+    storedBytes:
+      method.role === 'transform'
+        ? (r.storedBytes / 4) * sourceBytesPerWeight(from.candidate)
+        : r.storedBytes,
     ...(r.outlierChannels ? { outlierChannels: r.outlierChannels } : {}),
   };
 }
@@ -129,7 +138,7 @@ export function reportFor(o: TensorOutcome): TensorReport {
     role: o.candidate.role,
     method: o.methods.join('+'),
     params,
-    originalBytes: params * 4,
+    originalBytes: params * sourceBytesPerWeight(o.candidate),
     storedBytes: o.storedBytes,
     bitsPerWeight: (o.storedBytes * 8) / params,
     ...stats,

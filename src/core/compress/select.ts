@@ -21,6 +21,11 @@ export interface WeightCandidate {
   scope: string;
   /** Stored as an initializer or as the value of a Constant node. */
   source: 'initializer' | 'constant';
+  /**
+   * How the source stores it when not float32: float16 or bfloat16 (ONNX data type codes). Kernels see
+   * float32 (each weight widened alone); the export stores it back in this type.
+   */
+  dataType?: number;
 }
 
 export interface TensorSelector {
@@ -96,7 +101,8 @@ export function weightCandidates(graph: GraphProto): WeightCandidate[] {
   const out: WeightCandidate[] = [];
   for (const w of index.weights()) {
     const t = w.tensor;
-    if (t.data_type !== DataType.FLOAT || t.dims.length !== 2) continue;
+    const half = t.data_type === DataType.FLOAT16 || t.data_type === DataType.BFLOAT16;
+    if ((t.data_type !== DataType.FLOAT && !half) || t.dims.length !== 2) continue;
     // a name written twice in one graph has no single reader set: leave it alone
     if (w.scope.ambiguous.has(w.tensorName)) continue;
     const shape: [number, number] = [Number(t.dims[0]), Number(t.dims[1])];
@@ -145,6 +151,7 @@ export function weightCandidates(graph: GraphProto): WeightCandidate[] {
       consumers: [...new Set(consumers)],
       scope: w.scope.label,
       source: w.source,
+      ...(half ? { dataType: t.data_type } : {}),
     });
   }
   return out;

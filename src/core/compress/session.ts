@@ -41,6 +41,29 @@ export interface PreviewOptions {
   onProgress?: (done: number, total: number) => void;
   /** Statistics for the steps whose method declares `needs` (captured by calibration.ts). */
   calibration?: CalibrationStats;
+  /** Run only these weights (the others are left out of the result). */
+  only?: ReadonlySet<string>;
+  /**
+   * 'summary': the result's outcomes hold only the priority weight's (every report is there); each
+   * other weight's arrays are dropped once it is measured, unless the memory budget keeps them for
+   * the next run. A large model then previews in the memory of a few weights. Default 'all'.
+   */
+  keep?: 'all' | 'summary';
+}
+
+export interface SessionOptions {
+  /**
+   * Bytes of arrays the session may keep between runs: original weights (read again from the file
+   * when evicted) and memoised compressed weights (recomputed when evicted). Default: no bound.
+   */
+  memoryBudget?: number;
+  /** Kernel workers for the steps whose method reads only weights. */
+  pool?: KernelPool;
+}
+
+/** Bytes an outcome's arrays hold beyond its original (decoded values, and the encoding about as big as it stores). */
+function outcomeBytes(o: TensorOutcome): number {
+  return (o.values === o.original ? 0 : o.values.byteLength) + (o.encoder ? o.storedBytes : 0);
 }
 
 /** A short id per statistics object, so memoised results of calibrated steps follow the statistics they used. */
@@ -64,15 +87,21 @@ export class PreviewSession {
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
 
+  private readonly budget: number;
+  private originalBytes = 0;
+  private readonly pool?: KernelPool;
+
   /**
    * `pool`: kernel workers for the steps whose method reads only weights (the page's and the CLI's
    * pool); without one every kernel runs here. The results are the same either way.
    */
   constructor(
     private readonly model: OnnxModel,
-    private readonly pool?: KernelPool,
+    options: SessionOptions = {},
   ) {
     this.candidates = weightCandidates(model.graph);
+    this.budget = options.memoryBudget ?? Infinity;
+    this.pool = options.pool;
   }
 
   private reportOf(o: TensorOutcome): TensorReport {
@@ -91,11 +120,24 @@ export class PreviewSession {
 
   original(name: string): Float32Array {
     let v = this.originals.get(name);
-    if (!v) {
-      v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
-      // in shared memory when the pool can share it: every later dispatch of it is free
-      if (this.pool) v = this.pool.share(v);
+    if (v) {
+      // most recently used last: eviction takes the oldest first
+      this.originals.delete(name);
       this.originals.set(name, v);
+      return v;
+    }
+    v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
+    // in shared memory when the pool can share it: every later dispatch of it is free
+    if (this.pool) v = this.pool.share(v);
+    // half the budget for originals, half for compressed weights; a weight larger than that is read each time
+    if (v.byteLength <= this.budget / 2) {
+      for (const [old, values] of this.originals) {
+        if (this.originalBytes + v.byteLength <= this.budget / 2) break;
+        this.originals.delete(old);
+        this.originalBytes -= values.byteLength;
+      }
+      this.originals.set(name, v);
+      this.originalBytes += v.byteLength;
     }
     return v;
   }
@@ -116,7 +158,11 @@ export class PreviewSession {
       // a global threshold depends on every tensor it ranks together
       return ranksTogether(s.method, s.options) ? `${base}@${[...picks[i]].join(',')}` : base;
     });
-    const touched = this.candidates.filter((c) => picks.some((p) => p.has(c.name)));
+    const only = options.only;
+    const summary = options.keep === 'summary';
+    const touched = this.candidates.filter(
+      (c) => picks.some((p) => p.has(c.name)) && (!only || only.has(c.name)),
+    );
     if (!this.candidates.length)
       throw new ModelError('unsupported', noCandidatesMessage(this.model.name, this.model.graph));
     if (!touched.length)
@@ -128,6 +174,10 @@ export class PreviewSession {
       (a, b) => Number(b.name === options.priority) - Number(a.name === options.priority),
     );
     const used = new Map<string, TensorOutcome>();
+    /** Keys memoised before a run of a few weights (`only`), which that run leaves as they are. */
+    const before = only ? new Set(this.cache.keys()) : undefined;
+    let usedBytes = 0;
+    const keepBytes = this.budget / 2;
     let computed = 0;
     const states = new Map<string, Promise<State>>();
     /** Outcomes being computed, by cache key: a global step's group is computed once for all its tensors. */
@@ -186,7 +236,12 @@ export class PreviewSession {
       let s = states.get(id);
       if (!s) {
         s = advance(c, i).then((state) => {
-          used.set(state.key, state.outcome);
+          // memoised for the next run while the budget allows
+          const bytes = outcomeBytes(state.outcome);
+          if (!used.has(state.key) && usedBytes + bytes <= keepBytes) {
+            used.set(state.key, state.outcome);
+            usedBytes += bytes;
+          }
           return state;
         });
         states.set(id, s);
@@ -194,6 +249,19 @@ export class PreviewSession {
       return s;
     };
     const finals = new Map<string, TensorOutcome>();
+    const measured = new Map<string, TensorReport>();
+    let kept: TensorOutcome | undefined;
+    /** Summary mode: the weight is measured, then its arrays go (except what the budget keeps). */
+    const release = (c: WeightCandidate, final: State) => {
+      measured.set(c.name, this.reportOf(final.outcome));
+      if (c.name === options.priority) kept = final.outcome;
+      for (let i = 0; i < steps.length; i++) {
+        const id = `${c.name}#${i}`;
+        const s = states.get(id);
+        if (s) void s.then((st) => !used.has(st.key) && this.cache.delete(st.key));
+        states.delete(id);
+      }
+    };
     // with a pool, as many tensors in flight as it has workers (the first is the one on screen);
     // without, one at a time with a turn of the event loop between them
     const width = pool ? pool.size : 1;
@@ -206,8 +274,9 @@ export class PreviewSession {
         const c = order[t];
         const job: Promise<void> = stateAfter(c, steps.length - 1).then(
           (final) => {
-            finals.set(c.name, final.outcome);
             if (c.name === options.priority) options.onPriority?.(final.outcome);
+            if (summary) release(c, final);
+            else finals.set(c.name, final.outcome);
             options.onProgress?.(++finished, order.length);
           },
           (e) => {
@@ -229,8 +298,29 @@ export class PreviewSession {
     }
     if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
     // keep only what this recipe uses: the cache follows the sliders instead of growing without end
-    this.cache = new Map([...used].filter(([k]) => k.includes('>')));
+    const keep = [...used].filter(([k]) => k.includes('>'));
+    // a run of a few weights adds to what the full run memoised, within the budget; a full run replaces it
+    if (only) {
+      // what this run computed went into the cache as it ran: keep it only while the budget allows
+      let held = 0;
+      for (const [k, o] of this.cache) if (before?.has(k)) held += outcomeBytes(o);
+      for (const [k, o] of [...this.cache]) {
+        if (before?.has(k)) continue;
+        if (used.has(k) && held + outcomeBytes(o) <= keepBytes) held += outcomeBytes(o);
+        else this.cache.delete(k);
+      }
+    } else this.cache = new Map(keep);
     this.lastComputed = computed;
+    if (summary) {
+      const inOrder = this.candidates.filter((c) => measured.has(c.name));
+      const list = inOrder.map((c) => measured.get(c.name) as TensorReport);
+      return {
+        outcomes: kept ? [kept] : [],
+        reports: list,
+        totals: totalsFor(this.model, list),
+        warnings: [],
+      };
+    }
     const outcomes = order
       .map((c) => finals.get(c.name)!)
       .sort((a, b) => this.candidates.indexOf(a.candidate) - this.candidates.indexOf(b.candidate));

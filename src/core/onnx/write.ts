@@ -35,6 +35,32 @@ export function rawTensor(name: string, dataType: number, dims: number[], bytes:
   return { name, data_type: dataType, dims, raw_data: bytes };
 }
 
+/** One tensor's place in the external-data file: its bytes are read only when they are written. */
+export interface ExternalPiece {
+  name: string;
+  offset: number;
+  length: number;
+  read(): Uint8Array;
+}
+
+/** The written model with its external data as a list of pieces to read and write one at a time. */
+export interface PlannedModel {
+  model: Uint8Array;
+  externalData?: { location: string; pieces: ExternalPiece[]; size: number };
+}
+
+/** Where a tensor's stored bytes come from when they are not in the source model (a spool, say). */
+export type StoredBytesLookup = (t: TensorProto) => { length: number; read(): Uint8Array } | undefined;
+
+export interface WriteOptions {
+  externalData?: ExternalDataOptions;
+  graph?: GraphProto;
+  /** Model-level fields to replace (opset_import, ir_version) when a rewrite needs newer ops. */
+  proto?: Partial<Omit<ModelProto, 'graph'>>;
+  /** Bytes of tensors held outside the model (the streaming export's spool); asked first. */
+  stored?: StoredBytesLookup;
+}
+
 /**
  * Serialize `model` (or `graph` in place of its graph: exporters pass a rewritten one).
  * Tensors pass through exactly as they are stored (raw_data, typed fields, any dtype, fields this
@@ -42,51 +68,60 @@ export function rawTensor(name: string, dataType: number, dims: number[], bytes:
  * bytes go to the data file; tensors stored in the source's external files are embedded otherwise.
  * Only those moving tensors are read, from wherever they live now.
  */
-export function writeModel(
-  model: OnnxModel,
-  options: {
-    externalData?: ExternalDataOptions;
-    graph?: GraphProto;
-    /** Model-level fields to replace (opset_import, ir_version) when a rewrite needs newer ops. */
-    proto?: Partial<Omit<ModelProto, 'graph'>>;
-  } = {},
-): WrittenModel {
+export function writeModel(model: OnnxModel, options: WriteOptions = {}): WrittenModel {
+  const planned = planModel(model, options);
+  if (!planned.externalData) return { model: planned.model };
+  const chunks: Uint8Array[] = [];
+  let at = 0;
+  for (const piece of planned.externalData.pieces) {
+    if (piece.offset > at) chunks.push(new Uint8Array(piece.offset - at));
+    chunks.push(piece.read());
+    at = piece.offset + piece.length;
+  }
+  const { location, size } = planned.externalData;
+  return { model: planned.model, externalData: { location, chunks, size } };
+}
+
+/**
+ * What `writeModel` writes, with the external-data file left as pieces (offset, length, a reader)
+ * instead of bytes: the streaming export reads and writes them one at a time. The .onnx bytes and
+ * every offset are the ones `writeModel` gives, by construction (it is this function).
+ */
+export function planModel(model: OnnxModel, options: WriteOptions = {}): PlannedModel {
   const graph = options.graph ?? model.graph;
   const ext = options.externalData;
   const threshold = ext?.threshold ?? 1024;
   const align = ext?.align ?? 4096;
-  const chunks: Uint8Array[] = [];
+  const pieces: ExternalPiece[] = [];
   let offset = 0;
   let embeddedBytes = 0;
+  const bytesOf = (t: TensorProto): Uint8Array => options.stored?.(t)?.read() ?? storedBytes(model, t);
   const initializer = graph.initializer.map((t): TensorProto => {
-    const movesOut = ext !== undefined && storedByteLength(t) >= threshold && canExternalize(t);
-    if (!movesOut && !isExternal(t)) {
+    const held = options.stored?.(t);
+    const movesOut = ext !== undefined && storedByteLength(t) >= threshold && (!!held || canExternalize(t));
+    if (!movesOut && !isExternal(t) && !held) {
       embeddedBytes += storedByteLength(t);
       return t; // untouched: written back exactly as it was read
     }
-    const bytes = storedBytes(model, t);
-    // the same tensor with its bytes as raw_data: storage fields go, every other field stays
-    const embedded: TensorProto = carryOver(t, { ...t, raw_data: bytes });
-    for (const field of STORAGE_FIELDS) delete embedded[field];
     if (!movesOut) {
+      const bytes = bytesOf(t);
       embeddedBytes += bytes.byteLength;
-      return embedded;
+      return embeddedCopy(t, bytes);
     }
-    const pad = (align - (offset % align)) % align;
-    if (pad) chunks.push(new Uint8Array(pad));
-    offset += pad;
-    chunks.push(bytes);
+    const length = held ? held.length : movingLength(t);
+    offset += (align - (offset % align)) % align;
+    pieces.push({ name: t.name, offset, length, read: () => checkedLength(t, bytesOf(t), length) });
     const entry: TensorProto = carryOver(t, {
-      ...embedded,
+      ...embeddedCopy(t, undefined),
       data_location: DATA_LOCATION_EXTERNAL,
       external_data: [
         { key: 'location', value: ext.location },
         { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(bytes.byteLength) },
+        { key: 'length', value: String(length) },
       ],
     });
     delete entry.raw_data;
-    offset += bytes.byteLength;
+    offset += length;
     return entry;
   });
   if (embeddedBytes > MAX_PROTOBUF_BYTES) {
@@ -100,8 +135,39 @@ export function writeModel(
   const outProto = carryOver(model.proto, { ...model.proto, ...options.proto, graph: outGraph });
   const bytes = encodeModelProto(outProto);
   return ext
-    ? { model: bytes, externalData: { location: ext.location, chunks, size: offset } }
+    ? { model: bytes, externalData: { location: ext.location, pieces, size: offset } }
     : { model: bytes };
+}
+
+/** The same tensor with `bytes` as raw_data: storage fields go, every other field stays. */
+function embeddedCopy(t: TensorProto, bytes: Uint8Array | undefined): TensorProto {
+  const embedded: TensorProto = carryOver(t, { ...t, raw_data: bytes });
+  for (const field of STORAGE_FIELDS) delete embedded[field];
+  if (!bytes) delete embedded.raw_data;
+  return embedded;
+}
+
+/**
+ * The byte length `storedBytes` will return for a tensor about to move, known before reading it:
+ * the declared external length, the raw bytes, or what the shape needs (typed fields).
+ */
+function movingLength(t: TensorProto): number {
+  if (isExternal(t)) {
+    const declared = t.external_data?.find((e) => e.key === 'length')?.value;
+    return declared !== undefined ? Number(declared) : storedByteLength(t);
+  }
+  if (t.raw_data && t.raw_data.byteLength > 0) return t.raw_data.byteLength;
+  return storedByteLength(t);
+}
+
+/** A piece whose bytes differ in length from the plan would shift every later offset: refuse it. */
+function checkedLength(t: TensorProto, bytes: Uint8Array, length: number): Uint8Array {
+  if (bytes.byteLength !== length)
+    throw new ModelError(
+      'corrupt',
+      `Tensor '${t.name}' holds ${bytes.byteLength} bytes where ${length} were planned: its stored length disagrees with its shape.`,
+    );
+  return bytes;
 }
 
 const STORAGE_FIELDS = [

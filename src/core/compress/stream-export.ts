@@ -1,0 +1,261 @@
+/**
+ * Streaming export: the compressed model written without ever holding it. Each weight is read,
+ * compressed by every step of the recipe, written into the graph and its new bytes parked in a
+ * spool (a temporary file in the CLI, the origin-private file system in the page), before the next
+ * weight is read. Then the .onnx (small: every tensor of 1 KiB or more is external) is encoded, and
+ * the external-data file is written tensor by tensor in the order and at the offsets the in-memory
+ * export (`exportCompressed`) gives, so the two outputs are byte-identical.
+ *
+ * Peak memory: one source tensor, its compressed form and the graph's metadata, whatever the model's
+ * size. The spool costs one more write and read of the compressed weights (not of the weights a
+ * recipe leaves alone, which are copied from the source as they are written).
+ */
+import { ModelError } from '../errors.ts';
+import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { findWeight } from '../onnx/graphs.ts';
+import { planModel, type ExternalDataOptions } from '../onnx/write.ts';
+import type { TensorProto } from '../onnx/proto.ts';
+import { getMethod } from '../../methods/registry.ts';
+import { missingCalibrationMessage } from '../../methods/calibrated.ts';
+import type { CalibrationStats } from '../calibrate/stats.ts';
+import { GraphEditor } from './graph-editor.ts';
+import { finishRewrite, rewriteOutcome } from './export.ts';
+import {
+  asMatrix,
+  initialOutcome,
+  nextOutcome,
+  reportFor,
+  totalsFor,
+  type CompressionResult,
+  type TensorOutcome,
+  type TensorReport,
+} from './pipeline.ts';
+import type { ResolvedStep } from './recipe.ts';
+import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
+
+/** Bytes written once and read back later by offset (append-only). */
+export interface Spool {
+  /** Appends `bytes`; returns the offset they start at. */
+  append(bytes: Uint8Array): number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+/** A spool in memory: for tests, and for the page where no file system is at hand. */
+export function memorySpool(): Spool {
+  const chunks: Uint8Array[] = [];
+  const starts: number[] = [];
+  let size = 0;
+  return {
+    append(bytes) {
+      const at = size;
+      // a copy: the caller's buffer may be a view into something bigger, or reused
+      chunks.push(bytes.slice());
+      starts.push(at);
+      size += bytes.byteLength;
+      return at;
+    },
+    read(offset, length) {
+      const i = starts.indexOf(offset);
+      if (i < 0 || chunks[i].byteLength !== length)
+        throw new ModelError('invalid-argument', `The spool holds no ${length} bytes at ${offset}.`);
+      return chunks[i];
+    },
+  };
+}
+
+/** Where the two output files go: the data file in order, then the .onnx (after the data is complete). */
+export interface ExportSink {
+  writeData(bytes: Uint8Array): void | Promise<void>;
+  writeModel(bytes: Uint8Array): void | Promise<void>;
+}
+
+export interface StreamExportOptions {
+  externalData: ExternalDataOptions;
+  spool: Spool;
+  sink: ExportSink;
+  /** Called after each weight is compressed and parked, and after each tensor is written. */
+  onProgress?: (phase: 'compress' | 'write', done: number, total: number) => void;
+  /** Checked between tensors; throws to stop. */
+  checkCancelled?: () => void;
+}
+
+export interface StreamedExport {
+  warnings: string[];
+  modelBytes: number;
+  dataBytes: number;
+}
+
+/**
+ * Writes `outcomes` (consumed one at a time: each may be dropped once rewritten) as the compressed
+ * model to `sink`: the external-data file, then the .onnx, byte-identical to `exportCompressed`
+ * with the same external-data options.
+ */
+export async function exportStreaming(
+  model: OnnxModel,
+  outcomes: Iterable<TensorOutcome> | AsyncIterable<TensorOutcome>,
+  options: StreamExportOptions,
+): Promise<StreamedExport> {
+  const threshold = options.externalData.threshold ?? 1024;
+  const parked = new WeakMap<TensorProto, { offset: number; length: number }>();
+  const { spool } = options;
+  const root = new GraphEditor(model.graph, model.proto.opset_import);
+  root.useSpool({
+    park(t) {
+      const raw = t.raw_data;
+      // tensors below the threshold stay embedded in the .onnx: nothing to gain from parking them
+      if (!raw || raw.byteLength < threshold) return t;
+      const held: TensorProto = { ...t };
+      delete held.raw_data;
+      parked.set(held, { offset: spool.append(raw), length: raw.byteLength });
+      return held;
+    },
+    restore(t) {
+      const at = parked.get(t);
+      return at ? { ...t, raw_data: spool.read(at.offset, at.length) } : t;
+    },
+  });
+  let rewritten = 0;
+  for await (const o of outcomes) {
+    options.checkCancelled?.();
+    rewriteOutcome(model, root, o);
+    rewritten++;
+    options.onProgress?.('compress', rewritten, rewritten);
+  }
+  const { graph, proto } = finishRewrite(model, root, rewritten);
+  const planned = planModel(model, {
+    graph,
+    proto,
+    externalData: options.externalData,
+    stored: (t) => {
+      const at = parked.get(t);
+      return at && { length: at.length, read: () => spool.read(at.offset, at.length) };
+    },
+  });
+  const data = planned.externalData!;
+  let written = 0;
+  let zeros = new Uint8Array(0);
+  for (let i = 0; i < data.pieces.length; i++) {
+    options.checkCancelled?.();
+    const piece = data.pieces[i];
+    if (piece.offset > written) {
+      const pad = piece.offset - written;
+      if (zeros.byteLength < pad) zeros = new Uint8Array(pad);
+      await options.sink.writeData(zeros.subarray(0, pad));
+    }
+    await options.sink.writeData(piece.read());
+    written = piece.offset + piece.length;
+    options.onProgress?.('write', i + 1, data.pieces.length);
+  }
+  await options.sink.writeModel(planned.model);
+  return { warnings: [...root.warnings], modelBytes: planned.model.byteLength, dataBytes: written };
+}
+
+/**
+ * Whether a step must see several weights at once (one global threshold, one scale shared by the
+ * weights reading one activation): such a recipe cannot compress one weight at a time.
+ */
+export function isCrossTensor(step: ResolvedStep): boolean {
+  if (step.method === 'prune')
+    return step.options.scope === 'global' && step.options.pattern === 'unstructured';
+  if (step.method === 'awq') return step.options.scaleGroup === 'input';
+  return false;
+}
+
+/** The compression of a recipe, produced one weight at a time (see `streamOutcomes`). */
+export interface StreamedCompression {
+  /** Each weight's outcome, in `compressModel`'s order; read it once. */
+  outcomes: Iterable<TensorOutcome>;
+  /** Filled as the outcomes are read: complete once they all have been. */
+  result(): CompressionResult;
+}
+
+/**
+ * `compressModel`'s result, computed one weight at a time: each weight is read (float16 and
+ * bfloat16 widened to float32 for that weight alone), put through every step that selects it, and
+ * handed out; only its report stays. Recipes with a cross-tensor step (`isCrossTensor`) run through
+ * `compressModel` instead (all weights in memory), and their outcomes are handed out the same way.
+ */
+export function streamOutcomes(
+  model: OnnxModel,
+  steps: readonly ResolvedStep[],
+  options: {
+    calibration?: CalibrationStats;
+    compressAll: (model: OnnxModel, steps: readonly ResolvedStep[]) => CompressionResult;
+  },
+): StreamedCompression {
+  for (const step of steps) {
+    const method = getMethod(step.method);
+    if (method.needs?.length && !options.calibration)
+      throw new ModelError('needs-calibration', missingCalibrationMessage(method.id));
+  }
+  if (steps.some(isCrossTensor)) {
+    const all = options.compressAll(model, steps);
+    return { outcomes: all.outcomes, result: () => all };
+  }
+  const candidates = weightCandidates(model.graph);
+  const picks = steps.map((s) => selectWeights(candidates, s.select));
+  // compressModel's order: the weights of step 1 as it selects them, then step 2's new ones, …
+  const order: WeightCandidate[] = [];
+  const seen = new Set<string>();
+  for (const picked of picks)
+    for (const c of picked)
+      if (!seen.has(c.name)) {
+        seen.add(c.name);
+        order.push(c);
+      }
+  const pickedAt = picks.map((p) => new Map(p.map((c, j) => [c.name, j])));
+  // warnings sorted as compressModel's (step by step, weights in their step's order)
+  const warnings: { step: number; at: number; text: string }[] = [];
+  picks.forEach((p, i) => {
+    if (!p.length)
+      warnings.push({ step: i, at: -1, text: `Step ${i + 1} (${steps[i].method}) selected no tensors.` });
+  });
+  const reports: TensorReport[] = [];
+  const outcomes = function* (): Generator<TensorOutcome> {
+    for (const c of order) {
+      let o = initialOutcome(c, readTensorFloat32(model, findWeight(model, c.name).tensor));
+      steps.forEach((step, i) => {
+        const at = pickedAt[i].get(c.name);
+        if (at === undefined) return;
+        const method = getMethod(step.method);
+        const [r] = method.apply(
+          [asMatrix(c, o.values)],
+          step.options,
+          method.needs?.length ? options.calibration : undefined,
+        );
+        if (method.role === 'transform' && o.encoder)
+          warnings.push({
+            step: i,
+            at,
+            text: `${c.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
+          });
+        if (method.role === 'encode' && o.encoder)
+          warnings.push({
+            step: i,
+            at,
+            text: `${c.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
+          });
+        o = nextOutcome(o, method, step.options, r);
+      });
+      reports.push(reportFor(o));
+      yield o;
+    }
+  };
+  if (!order.length && !candidates.length)
+    throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
+  if (!order.length)
+    throw new ModelError(
+      'invalid-recipe',
+      `The recipe selected no weights in ${model.name} (it has ${candidates.length} weight matrices; ` +
+        `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
+    );
+  return {
+    outcomes: outcomes(),
+    result: () => ({
+      outcomes: [],
+      reports,
+      totals: totalsFor(model, reports),
+      warnings: warnings.sort((a, b) => a.step - b.step || a.at - b.at).map((w) => w.text),
+    }),
+  };
+}

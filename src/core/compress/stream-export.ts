@@ -163,7 +163,7 @@ export function isCrossTensor(step: ResolvedStep): boolean {
 
 /** The compression of a recipe, produced one weight at a time (see `streamOutcomes`). */
 export interface StreamedCompression {
-  /** Each weight's outcome, in `compressModel`'s order; read it once. */
+  /** Each weight's outcome, in `compressModel`'s order (the model's); read it once. */
   outcomes: Iterable<TensorOutcome>;
   /** Filled as the outcomes are read: complete once they all have been. */
   result(): CompressionResult;
@@ -194,15 +194,9 @@ export function streamOutcomes(
   }
   const candidates = weightCandidates(model.graph);
   const picks = steps.map((s) => selectWeights(candidates, s.select));
-  // compressModel's order: the weights of step 1 as it selects them, then step 2's new ones, …
-  const order: WeightCandidate[] = [];
-  const seen = new Set<string>();
-  for (const picked of picks)
-    for (const c of picked)
-      if (!seen.has(c.name)) {
-        seen.add(c.name);
-        order.push(c);
-      }
+  // compressModel's order: the model's order of the weights any step selects
+  const selected = new Set(picks.flatMap((p) => p.map((c) => c.name)));
+  const order: WeightCandidate[] = candidates.filter((c) => selected.has(c.name));
   const pickedAt = picks.map((p) => new Map(p.map((c, j) => [c.name, j])));
   // warnings sorted as compressModel's (step by step, weights in their step's order)
   const warnings: { step: number; at: number; text: string }[] = [];

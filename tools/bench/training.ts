@@ -227,6 +227,28 @@ async function qualityRow(
   }
 }
 
+/** The distillation quality table alone (rows cached in BENCH_ROW_CACHE are read back, not retrained). */
+export async function trainingQualityMarkdown(root: string): Promise<string> {
+  const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
+  const bytes = new Uint8Array(readFileSync(join(demo, 'model.onnx')));
+  const model = parseModel(bytesSource('demo.onnx', bytes));
+  const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8')));
+  const train = tokenizer.encode(readFileSync(join(demo, 'train.txt'), 'utf8'));
+  const heldOut = tokenizer.encode(readFileSync(join(demo, 'heldout.txt'), 'utf8'));
+  const session = await teacherSession(bytes);
+  try {
+    return await qualityMarkdown(
+      bytes,
+      model,
+      sessionTeacher(session, ort.Tensor, summarizeInputs(model.graph)),
+      train,
+      heldOut,
+    );
+  } finally {
+    await session.release();
+  }
+}
+
 export async function trainingSection(
   root: string,
   opts: { python: boolean; quality: boolean },

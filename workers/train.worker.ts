@@ -23,6 +23,8 @@ import type { IoSpec } from '../src/core/eval/decoder.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
 import type { InferenceSession } from 'onnxruntime-web';
 import type { Result } from './model.worker.ts';
+import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
+import { FakeQuantizer, withFrozenQuantized } from '../src/core/train/qat.ts';
 
 export type { HeldOutPoint };
 
@@ -40,6 +42,8 @@ export interface TrainRequest {
   settings: DistillSettings;
   data: { text?: string; tokenizerJson?: unknown; idsText?: string; bos: number; name?: string };
   resume: boolean;
+  /** Quantization-aware training: the recipe's int4/int8 step right after distillation, trained against. */
+  qat?: RecipeStep;
 }
 
 export type TrainProgress =
@@ -134,8 +138,14 @@ const api = {
         checkVocabulary(student, sequences, where);
         data = splitTrainingData(sequences);
       }
+      // QAT: every forward pass (training and held-out) reads the step's fake-quantized weights
+      const quantizer = req.qat
+        ? new FakeQuantizer(student, resolveRecipe({ steps: [req.qat] })[0])
+        : undefined;
+      const trained = quantizer ? withFrozenQuantized(student, quantizer, s.train) : student;
       onProgress?.({ kind: 'phase', label: 'Measuring the student…' });
-      const outcome = await trainStudent(student, sessionTeacher(session, Tensor, req.inputs), data, s, {
+      const outcome = await trainStudent(trained, sessionTeacher(session, Tensor, req.inputs), data, s, {
+        weightTransform: quantizer?.transform,
         signal: mine.signal,
         resume: resume?.state,
         onStep: (step) => onProgress?.({ kind: 'step', step }),

@@ -184,7 +184,16 @@ export async function qatRow(
     step ? exportCompressed(student, compressModel(student, [step])).model : studentBytes,
   );
   log(`qat ${run.label}: plain ${plain.toFixed(3)}, training ${run.steps} steps`);
-  const snapshots: { step: number; bytes: Uint8Array }[] = [];
+  // checkpoints are measured while training goes on (onnxruntime runs off the engine's thread), each
+  // logged as it lands: a run stopped early still leaves its measured points
+  const measured: Promise<{ step: number; ppl: number }>[] = [];
+  const checkpoint = (step: number, b: Uint8Array) =>
+    measured.push(
+      ppl(b).then((v) => {
+        log(`qat ${run.label}: checkpoint ${step}/${run.steps}: ${v.toFixed(3)}`);
+        return { step, ppl: v };
+      }),
+    );
   const quantizer = step ? new FakeQuantizer(student, step, { refitEvery: run.refitEvery }) : null;
   const exportOf = (weights: ReadonlyMap<string, Float32Array>) =>
     quantizer ? quantizer.exportModel(student, weights).exported : withWeights(student, new Map(weights));
@@ -204,14 +213,13 @@ export async function qatRow(
           `  ${run.label} step ${s.step}/${s.steps} loss ${s.loss.toFixed(4)} (KL ${s.kl.toFixed(4)}, CE ${s.ce.toFixed(4)}) ` +
             `${Math.round(s.tokensPerSecond)} tokens/s`,
         );
-      if (run.checkpoints.includes(s.step)) snapshots.push({ step: s.step, bytes: exportOf(weights) });
+      if (run.checkpoints.includes(s.step)) checkpoint(s.step, exportOf(weights));
     },
   };
   const result = quantizer
     ? await qatDistill(student, teacher, train, quantizer, opts)
     : await distill(student, teacher, train, opts);
-  const trained: { step: number; ppl: number }[] = [];
-  for (const s of snapshots) trained.push({ step: s.step, ppl: await ppl(s.bytes) });
+  const trained = await Promise.all(measured);
   trained.push({ step: run.steps, ppl: await ppl(exportOf(result.weights)) });
   log(`qat ${run.label}: ${trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')}`);
   return {

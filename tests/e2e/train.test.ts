@@ -219,6 +219,69 @@ describe('distillation in the page', () => {
     expect(studio.pageErrors).toEqual([]);
   }, 900_000);
 
+  it('quantization-aware training through int4 b32: the exported MatMulNBits file scores what the page measured', async () => {
+    const { page } = studio;
+    const recipe = {
+      version: 1,
+      steps: [{ method: 'int4', options: { blockSize: 32 } }],
+      distill: { source: 'text', steps: 4, batch: 2, seq: 32, evalEvery: 2, lr: 0.002, qat: true },
+    };
+    await page.goto(`${studio.url}?eval=0#recipe=${encodeURIComponent(JSON.stringify(recipe))}`);
+    await page.waitForSelector('[data-testid=distill-qat]', { timeout: 120_000 });
+    expect(await page.locator('[data-testid=distill-qat]').isChecked()).toBe(true);
+    expect(await page.locator('[data-testid=distill-student]').textContent()).toMatch(
+      /Trained through int4 b32 \(fake quantization\).*the export is the model trained/,
+    );
+    await expect
+      .poll(() => page.locator('[data-testid=recipe-label]').textContent())
+      .toMatch(/distil 4 × 2×32 QAT → int4 b32/);
+    await page.locator('[data-testid=distill-train]').click();
+    const status = page.locator('[data-testid=distill-status]');
+    await status.waitFor({ timeout: 300_000 });
+    await page.waitForSelector('[data-testid=distil][aria-busy=false]', { timeout: 300_000 });
+    expect(await status.getAttribute('data-steps')).toBe('4');
+    expect(await status.getAttribute('data-applied')).toBe('true');
+    const best = Number(await status.getAttribute('data-best-perplexity'));
+    await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
+      timeout: 120_000,
+    });
+    const { dir, onnxPath, report } = await exportAndCollect(page, 'cs-train-qat-', 120_000);
+    const exported = new Uint8Array(readFileSync(onnxPath));
+    expect(report.recipe.distill).toMatchObject({ qat: true, steps: 4 });
+    const model = parseModel(bytesSource('qat.onnx', exported));
+    expect(model.graph.node.some((n) => n.op_type === 'MatMulNBits')).toBe(true);
+    // onnxruntime-node on the int4 file: the held-out perplexity the page measured with fake quantization
+    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+    const data = splitTrainingData([tokenizer.encode(readFileSync(join(DEMO, 'train.txt'), 'utf8'))]);
+    const session = await ort.InferenceSession.create(exported);
+    let ppl: number;
+    try {
+      ppl = (
+        await evaluatePerplexity(
+          session,
+          ort.Tensor,
+          summarizeInputs(model.graph),
+          heldOutWindows(data.heldOut, 32),
+          {
+            ctx: 32,
+            stride: 32,
+          },
+        )
+      ).perplexity;
+    } finally {
+      await session.release();
+    }
+    expect(Math.abs(ppl - best) / best).toBeLessThan(1e-4);
+    // step 0 is plain int4 of the original; the kept weights measure no worse
+    expect(best).toBeLessThanOrEqual(report.distill.heldOut[0].perplexity);
+    console.log(
+      `demo int4 b32 + QAT, 4 steps of 2×32 in the page: held-out ppl ${report.distill.heldOut[0].perplexity.toFixed(3)} ` +
+        `→ ${best.toFixed(3)}; onnxruntime-node on the MatMulNBits export ${ppl.toFixed(4)}`,
+    );
+    rmSync(dir, { recursive: true, force: true });
+    expect(studio.pageErrors).toEqual([]);
+  }, 600_000);
+
   it('a model without a tokenizer (stories260K) distils on sequences its teacher generates, then int4', async () => {
     const { page } = studio;
     // a fresh page: the first test's recipe (stored) is not this one's

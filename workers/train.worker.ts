@@ -30,6 +30,8 @@ import type { GpuWorkerReply } from './gpu.worker.ts';
 
 /** Where the engine's products run: 'auto' takes WebGPU when a hardware (non-fallback) adapter exists. */
 export type TrainBackend = 'wasm' | 'webgpu' | 'auto';
+import { resolveRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
+import { FakeQuantizer, withFrozenQuantized } from '../src/core/train/qat.ts';
 
 export type { HeldOutPoint };
 
@@ -49,6 +51,8 @@ export interface TrainRequest {
   resume: boolean;
   /** Default 'auto'. */
   backend?: TrainBackend;
+  /** Quantization-aware training: the recipe's int4/int8 step right after distillation, trained against. */
+  qat?: RecipeStep;
 }
 
 export type TrainProgress =
@@ -199,8 +203,14 @@ const api = {
         checkVocabulary(student, sequences, where);
         data = splitTrainingData(sequences);
       }
+      // QAT: every forward pass (training and held-out) reads the step's fake-quantized weights
+      const quantizer = req.qat
+        ? new FakeQuantizer(student, resolveRecipe({ steps: [req.qat] })[0])
+        : undefined;
+      const trained = quantizer ? withFrozenQuantized(student, quantizer, s.train) : student;
       onProgress?.({ kind: 'phase', label: 'Measuring the student…' });
-      const outcome = await trainStudent(student, sessionTeacher(session, Tensor, req.inputs), data, s, {
+      const outcome = await trainStudent(trained, sessionTeacher(session, Tensor, req.inputs), data, s, {
+        weightTransform: quantizer?.transform,
         signal: mine.signal,
         resume: resume?.state,
         onStep: (step) => onProgress?.({ kind: 'step', step }),

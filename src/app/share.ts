@@ -69,7 +69,7 @@ export function describeStructure(s: StructureSettings): string {
 
 /** "distil 100 × 8×128": the training step, in a few words. */
 export function describeDistill(d: DistillSettings): string {
-  return `distil ${d.steps} × ${d.batch}×${d.seq}`;
+  return `distil ${d.steps} × ${d.batch}×${d.seq}${d.qat ? ' QAT' : ''}`;
 }
 
 function describeMethod(s: RecipeStep): string {

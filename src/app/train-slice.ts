@@ -12,6 +12,7 @@ import type { StructureSettings } from '../core/compress/structure.ts';
 import {
   DISTILL_DEFAULTS,
   distillSplit,
+  qatStep,
   resolveDistillSettings,
   type DistillSettings,
 } from '../core/compress/distill-settings.ts';
@@ -129,6 +130,8 @@ export function currentRunKey(s: KeyInput): string | undefined {
     // canonical: a link's settings and the card's compare equal whatever order their fields came in
     resolveDistillSettings(s.distill),
     dataKey(s.distill, s.training.file),
+    // QAT trains against one step's options: another block size is another run
+    ...(s.distill.qat ? [qatStep(s.recipe) ?? null] : []),
   ]);
 }
 
@@ -146,11 +149,14 @@ export function trainingProblem(s: {
   ctx: number;
   distill: DistillSettings | null;
   training: TrainingState;
+  recipe?: RecipeStep[];
 }): string | undefined {
   const d = s.distill;
   if (!s.summary) return 'Open a model first.';
   if (!d) return 'Add distillation to the recipe first.';
   if (s.training.running) return 'Training…';
+  if (d.qat && !qatStep(s.recipe ?? []))
+    return 'Quantization-aware training needs an int4 or int8 step right after distillation: add one, or turn QAT off.';
   if (d.source === 'text' && !s.tokenizerJson)
     return 'Text needs the model’s tokenizer.json (load it in Quality), or train on generated sequences.';
   if (d.source !== 'generate' && !s.training.file && !(s.isDemo && d.source === 'text'))
@@ -265,6 +271,7 @@ export function trainSlice(set: Set, get: Get): TrainSlice {
               name: file?.name,
             },
             resume,
+            ...(settings.qat ? { qat: qatStep(now.recipe) } : {}),
           },
           onProgress,
         );

@@ -9,6 +9,7 @@ import { resolveFullRecipe } from '../../src/core/compress/recipe.ts';
 import {
   DISTILL_DEFAULTS,
   distillSplit,
+  qatStep,
   resolveDistillSettings,
   type DistillSettings,
 } from '../../src/core/compress/distill-settings.ts';
@@ -144,6 +145,38 @@ describe('which trained weights a recipe uses', () => {
     const reordered = Object.fromEntries(Object.entries(distill).reverse()) as unknown as DistillSettings;
     expect(trainedKey({ ...trained, distill: reordered })).toBe(key);
     expect(studentKey({ recipe: [prune, int4], structure })).toBe(studentKey({ recipe: [prune], structure }));
+  });
+
+  it('QAT trains against the step after distillation: its options are part of the run, and it needs int4 or int8 there', () => {
+    const qat = { ...distill, qat: true };
+    const key = currentRunKey(state({ distill: qat }))!;
+    expect(key).not.toBe(currentRunKey(state({})));
+    const trained = { ...state({ distill: qat }), training: done(key) };
+    expect(trainedKey(trained)).toBe(key);
+    // another block size is another fake quantizer: not this run's weights (without QAT it would be)
+    const b64 = { method: 'int4', options: { blockSize: 64 } };
+    expect(trainedKey({ ...trained, recipe: [prune, b64] })).toBeUndefined();
+    expect(qatStep([prune, int4])).toBe(int4);
+    expect(qatStep([prune, { method: 'int8', options: {} }])?.method).toBe('int8');
+    expect(qatStep([prune, { method: 'kmeans', options: {} }])).toBeUndefined();
+    expect(qatStep([prune])).toBeUndefined();
+    const base = {
+      summary: {},
+      tokenizerJson: {},
+      isDemo: true,
+      ctx: 128,
+      distill: qat,
+      training: { running: false, history: [], evals: [] } as TrainingState,
+    };
+    expect(trainingProblem({ ...base, recipe: [prune, int4] })).toBeUndefined();
+    expect(trainingProblem({ ...base, recipe: [prune] })).toMatch(
+      /needs an int4 or int8 step right after distillation/,
+    );
+    // the link and the label carry it; a bad value is refused naming it
+    expect(readHashRecipe(recipeToHash([prune, int4], undefined, null, qat)).distill).toEqual(qat);
+    expect(describeRecipe([prune, int4], null, qat)).toBe('prune 2:4 → distil 40 × 2×32 QAT → int4 b32');
+    expect(resolveDistillSettings({}).qat).toBe(false);
+    expect(() => resolveDistillSettings({ qat: 'yes' })).toThrow(/distill\.qat must be true or false/);
   });
 
   it('Train says why it cannot start: no tokenizer for text, no file, a window longer than the context', () => {

@@ -55,11 +55,15 @@ function geluMlp(extraOutput = false): Uint8Array {
 
 function plan(bytes: Uint8Array) {
   const model = parseModel(bytesSource('gelu.onnx', bytes));
-  const constants = new Map(
-    model.graph.node
+  // one-element constants: Constant nodes and initializers (stories260K's attention scale)
+  const constants = new Map([
+    ...model.graph.node
       .filter((n) => n.op_type === 'Constant')
-      .map((n) => [n.output[0], tensorValue(model, n.attribute![0].t!).data[0]]),
-  );
+      .map((n) => [n.output[0], tensorValue(model, n.attribute![0].t!).data[0]] as const),
+    ...model.graph.initializer
+      .filter((t) => t.data_type === DataType.FLOAT && t.dims.reduce((p, d) => p * Number(d), 1) === 1)
+      .map((t) => [t.name, tensorValue(model, t).data[0]] as const),
+  ]);
   return planFusions(model.graph.node, new Set(model.graph.output.map((o) => o.name)), (name) =>
     constants.get(name),
   );
@@ -203,6 +207,97 @@ describe('attention weights (Div, Where, Softmax) fusion', () => {
       }
     },
   );
+});
+
+/** s = x·w [2,2,3,3]; softmax(s·c + m) (or s / c + m) with an additive causal [3,3] mask of −1e9. */
+function additiveAttention(div = false, maskFirst = false, extraOutput = false): Uint8Array {
+  const mask = [0, -1e9, -1e9, 0, 0, -1e9, 0, 0, 0];
+  const nodes: NodeProto[] = [
+    makeNode('Mul', ['x', 'w'], ['s']),
+    scalar('c', div ? 2.8284271247461903 : 0.35355338),
+    makeNode(div ? 'Div' : 'Mul', div ? ['s', 'c'] : ['c', 's'], ['d']),
+    makeNode('Add', maskFirst ? ['m', 'd'] : ['d', 'm'], ['z']),
+    makeNode('Softmax', ['z'], ['y'], { axis: -1 }),
+  ];
+  return makeModelBytes({
+    nodes,
+    inputs: [valueInfo('x', DataType.FLOAT, [2, 2, 3, 3])],
+    outputs: [
+      valueInfo('y', DataType.FLOAT, [2, 2, 3, 3]),
+      ...(extraOutput ? [valueInfo('z', DataType.FLOAT, [2, 2, 3, 3])] : []),
+    ],
+    initializers: [floatTensor('w', [3], seededFloats(3, 31, 2)), floatTensor('m', [3, 3], mask)],
+  });
+}
+
+/** The fused graph's y against onnxruntime on the unfused file, and its gradient of w against finite differences. */
+async function checkAgainstOrtAndDifferences(bytes: Uint8Array) {
+  const model = parseModel(bytesSource('attention.onnx', bytes));
+  const x = seededFloats(36, 22, 2);
+  const session = await ort.InferenceSession.create(bytes);
+  let reference: Float32Array;
+  try {
+    reference = (await session.run({ x: new ort.Tensor('float32', x, [2, 2, 3, 3]) })).y.data as Float32Array;
+  } finally {
+    await session.release();
+  }
+  const graph = new TrainGraph(model, ['w']);
+  const feeds = { x: { dtype: 'float32' as const, shape: [2, 2, 3, 3], data: x } };
+  const fwd = graph.forward(feeds);
+  const y = fwd.values.get('y')!.data as Float32Array;
+  for (let i = 0; i < y.length; i++) expect(Math.abs(y[i] - reference[i])).toBeLessThan(1e-6);
+  // the masked (causal) half is exactly 0, as onnxruntime's
+  expect(y[1]).toBe(0);
+  const r = seededFloats(y.length, 23);
+  const g = graph.backward(fwd, { y: r }).get('w')!;
+  const w = graph.params.get('w')!;
+  const loss = () => {
+    const out = graph.forward(feeds, { record: false }).values.get('y')!.data;
+    let s = 0;
+    for (let i = 0; i < r.length; i++) s += r[i] * out[i];
+    return s;
+  };
+  const h = 1e-2;
+  for (let i = 0; i < w.length; i++) {
+    const keep = w[i];
+    w[i] = keep + h;
+    const plus = loss();
+    w[i] = keep - h;
+    const minus = loss();
+    w[i] = keep;
+    expect(Math.abs((plus - minus) / (2 * h) - g[i])).toBeLessThan(2e-3);
+  }
+}
+
+describe('attention weights with an additive mask (Mul or Div, Add, Softmax) fusion', () => {
+  it('becomes one node reading the scores and the mask, unless an inner value is read elsewhere', () => {
+    for (const [div, maskFirst] of [
+      [false, false],
+      [true, true],
+    ]) {
+      const fused = plan(additiveAttention(div, maskFirst)).filter((p) => p.op);
+      expect(fused.map((p) => [p.node.op_type, p.node.input, p.node.output])).toEqual([
+        ['ScaledMaskSoftmax (fused)', ['s', 'm'], ['y']],
+      ]);
+    }
+    expect(plan(additiveAttention(false, false, true)).some((p) => p.op)).toBe(false);
+  });
+
+  it.each([
+    [false, false],
+    [true, true],
+  ])(
+    'equals onnxruntime on the unfused file and finite differences (div %s, mask first %s)',
+    async (div, first) => {
+      await checkAgainstOrtAndDifferences(additiveAttention(div, first));
+    },
+  );
+
+  it('fuses every layer of stories260K', () => {
+    const bytes = new Uint8Array(readFileSync(join(ROOT, 'tests/fixtures/stories260K/model.onnx')));
+    const fused = plan(bytes).filter((p) => p.op);
+    expect(fused.map((p) => p.node.op_type)).toEqual(Array(5).fill('ScaledMaskSoftmax (fused)'));
+  });
 });
 
 describe('fusions on the demo model', () => {

@@ -19,8 +19,11 @@ import {
 } from '../../src/core/compress/distill.ts';
 import { DISTILL_DEFAULTS, type DistillSettings } from '../../src/core/compress/distill-settings.ts';
 import { compressBytes } from '../helpers/compress.ts';
+import { resolveRecipe } from '../../src/core/compress/recipe.ts';
+import { FakeQuantizer, withFrozenQuantized } from '../../src/core/train/qat.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
 import { ort } from '../helpers/ort.ts';
+import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 
 const settings: DistillSettings = {
   ...DISTILL_DEFAULTS,
@@ -101,6 +104,62 @@ describe('the page’s distillation run', () => {
       await session.release();
     }
   });
+
+  it.each([
+    ['int4 b32, all weights', { method: 'int4', options: { blockSize: 32 } }, 'all'],
+    [
+      'int8, norms and biases only (the quantized weights frozen)',
+      { method: 'int8', options: {} },
+      'norms-biases',
+    ],
+  ] as const)(
+    'QAT (%s): held-out perplexity is the quantized model’s, and the recipe’s own export of the kept weights scores it in onnxruntime',
+    async (_label, quant, train) => {
+      const teacherBytes = new Uint8Array(readFileSync(STORIES_MODEL));
+      const teacherModel = parseModel(bytesSource('stories260K.onnx', teacherBytes));
+      const inputs = summarizeInputs(teacherModel.graph);
+      const session = await ort.InferenceSession.create(teacherBytes);
+      try {
+        const generated = await generateCalibrationSequences(session, ort.Tensor, inputs, {
+          count: 12,
+          length: 64,
+          seed: 3,
+          bos: 1,
+        });
+        const data = splitTrainingData(generated);
+        const teacher = sessionTeacher(session, ort.Tensor, inputs);
+        const qatSettings: DistillSettings = { ...settings, steps: 4, train, qat: true };
+        const [step] = resolveRecipe({ steps: [quant] });
+        // as the training worker does: the step's fake quantizer, frozen targets stored quantized
+        const quantizer = new FakeQuantizer(teacherModel, step);
+        const trained = withFrozenQuantized(teacherModel, quantizer, train);
+        const run = await trainStudent(trained, teacher, data, qatSettings, {
+          weightTransform: quantizer.transform,
+        });
+        const windows = heldOutWindows(data.heldOut, 32);
+        const ortPerplexity = async (bytes: Uint8Array) => {
+          // int8: no integer-activation fusion, so onnxruntime computes the stored weights' float product
+          const check = await ort.InferenceSession.create(bytes, { extra: EXACT_WEIGHT_ONLY });
+          try {
+            return (await evaluatePerplexity(check, ort.Tensor, inputs, windows, { ctx: 32, stride: 32 }))
+              .perplexity;
+          } finally {
+            await check.release();
+          }
+        };
+        // step 0 is the plain quantized model (what the recipe without training exports)
+        const plain = await ortPerplexity(compressBytes(teacherBytes, [quant]).exported);
+        expect(Math.abs(plain - run.evals[0].perplexity) / plain).toBeLessThan(1e-4);
+        // the page's export: the kept float weights written into the student, then the recipe's step
+        const exported = compressBytes(withWeights(teacherModel, run.best.weights), [quant]).exported;
+        const ppl = await ortPerplexity(exported);
+        expect(Math.abs(ppl - run.best.perplexity) / run.best.perplexity).toBeLessThan(1e-4);
+        expect(run.evals.length).toBe(3);
+      } finally {
+        await session.release();
+      }
+    },
+  );
 
   it('held-out data too short for one window is a clear error', () => {
     expect(() => heldOutWindows([[1, 2, 3]], 32)).toThrow(/no window of 32 tokens/);

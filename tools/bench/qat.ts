@@ -11,16 +11,22 @@
  * file. tokens/s: training tokens over the training wall time (teacher logits by onnxruntime,
  * student forward + backward in the engine, fake quantization, update), one thread, machine shared.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { parseIdsText } from '../../src/core/tokenizer.ts';
-import { sessionTeacher } from '../../src/core/train/distill.ts';
+import {
+  distill,
+  sessionTeacher,
+  withWeights,
+  type DistillStep,
+  type Teacher,
+} from '../../src/core/train/distill.ts';
 import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
 import * as ort from 'onnxruntime-node';
 import { EXACT_WEIGHT_ONLY, Tensor } from '../../src/runtime/ort-node.ts';
@@ -40,8 +46,13 @@ function oneThreadSession(bytes: Uint8Array) {
 
 export interface QatRun {
   label: string;
-  step: RecipeStep;
+  /** Steps that make the student before training (prune 2:4): trained float, exported as ONNX float. */
+  student?: RecipeStep[];
+  /** The quantization step trained against (fake quantization); none: plain distillation of the student. */
+  step?: RecipeStep;
   steps: number;
+  /** Rows per batch (default: the section's). */
+  batch?: number;
   /** k-means: optimizer steps between codebook re-fits (default 0: the codebook stays fixed). */
   refitEvery?: number;
   /** Peak learning rate (default 1e-3, as the reference). */
@@ -56,6 +67,14 @@ export interface QatRun {
 }
 
 export const QAT_RUNS: QatRun[] = [
+  {
+    label: 'prune 2:4 (magnitude) + distillation',
+    student: [{ method: 'prune', options: { pattern: '2:4' } }],
+    steps: 300,
+    checkpoints: [100, 200],
+    target: 5.5,
+    reference: '5.25 after 300 steps',
+  },
   {
     label: 'int4 block 32',
     step: { method: 'int4', options: { blockSize: 32 } },
@@ -84,8 +103,10 @@ export interface QatSettings {
 
 export const QAT_DEFAULTS: QatSettings = { batch: 16, seq: 255, sequences: 256, runs: QAT_RUNS };
 
-interface QatRow {
+export interface QatRow {
   run: QatRun;
+  /** Rows per batch it trained with. */
+  batch: number;
   fp32: number;
   plain: number;
   trained: { step: number; ppl: number }[];
@@ -102,18 +123,116 @@ export async function qatTrainingData(
 ): Promise<number[][]> {
   const bytes = new Uint8Array(readFileSync(join(root, 'tests/fixtures/stories260K/model.onnx')));
   const model = parseModel(bytesSource('stories260K.onnx', bytes));
+  // BENCH_ROW_CACHE: generated once, shared by the rows (and by runs in parallel processes)
+  const cache = process.env.BENCH_ROW_CACHE;
+  const file = cache ? join(cache, `qat-data-${settings.sequences}-${settings.seq + 1}-seed0.json`) : '';
+  if (file && existsSync(file)) return JSON.parse(readFileSync(file, 'utf8'));
   const session = await oneThreadSession(bytes);
   try {
     log(`qat: generating ${settings.sequences} sequences of ${settings.seq + 1} tokens`);
-    return await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
+    const data = await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
       count: settings.sequences,
       length: settings.seq + 1,
       seed: 0,
       bos: 1,
     });
+    if (file) {
+      mkdirSync(cache!, { recursive: true });
+      writeFileSync(file, JSON.stringify(data));
+    }
+    return data;
   } finally {
     await session.release();
   }
+}
+
+/** BENCH_ROW_CACHE: a finished row is read back instead of retrained (keyed by everything that moves it). */
+function rowCacheFile(run: QatRun, settings: QatSettings): string {
+  const cache = process.env.BENCH_ROW_CACHE;
+  if (!cache) return '';
+  mkdirSync(cache, { recursive: true });
+  const key = [
+    run.label,
+    run.steps,
+    run.batch ?? settings.batch,
+    settings.seq,
+    settings.sequences,
+    run.lr ?? 1e-3,
+    run.warmup ?? 20,
+    run.refitEvery ?? 0,
+  ];
+  return join(cache, `qat-${key.join('-').replace(/[^\w.-]+/g, '_')}.json`);
+}
+
+/** One run: the student (the original, or pruned), plain quality, then training with the checkpoints measured. */
+export async function qatRow(
+  run: QatRun,
+  settings: QatSettings,
+  model: OnnxModel,
+  bytes: Uint8Array,
+  teacher: Teacher,
+  train: number[][],
+  ppl: (b: Uint8Array) => Promise<number>,
+  fp32: number,
+): Promise<QatRow> {
+  const studentBytes = run.student
+    ? exportCompressed(model, compressModel(model, resolveRecipe({ steps: run.student }))).model
+    : bytes;
+  const student = run.student ? parseModel(bytesSource('student.onnx', studentBytes)) : model;
+  const [step] = run.step ? resolveRecipe({ steps: [run.step] }) : [];
+  const plain = await ppl(
+    step ? exportCompressed(student, compressModel(student, [step])).model : studentBytes,
+  );
+  log(`qat ${run.label}: plain ${plain.toFixed(3)}, training ${run.steps} steps`);
+  // checkpoints are measured while training goes on (onnxruntime runs off the engine's thread), each
+  // logged as it lands: a run stopped early still leaves its measured points
+  const measured: Promise<{ step: number; ppl: number }>[] = [];
+  const checkpoint = (step: number, b: Uint8Array) =>
+    measured.push(
+      ppl(b).then((v) => {
+        log(`qat ${run.label}: checkpoint ${step}/${run.steps}: ${v.toFixed(3)}`);
+        return { step, ppl: v };
+      }),
+    );
+  const quantizer = step ? new FakeQuantizer(student, step, { refitEvery: run.refitEvery }) : null;
+  const exportOf = (weights: ReadonlyMap<string, Float32Array>) =>
+    quantizer ? quantizer.exportModel(student, weights).exported : withWeights(student, new Map(weights));
+  const opts = {
+    steps: run.steps,
+    batch: run.batch ?? settings.batch,
+    seq: settings.seq,
+    lr: run.lr ?? 1e-3,
+    warmup: run.warmup ?? 20,
+    schedule: 'cosine' as const,
+    temperature: 2,
+    alpha: 0.5,
+    seed: 0,
+    onStep: (s: DistillStep, weights: ReadonlyMap<string, Float32Array>) => {
+      if (s.step % 10 === 0 || s.step === 1)
+        log(
+          `  ${run.label} step ${s.step}/${s.steps} loss ${s.loss.toFixed(4)} (KL ${s.kl.toFixed(4)}, CE ${s.ce.toFixed(4)}) ` +
+            `${Math.round(s.tokensPerSecond)} tokens/s`,
+        );
+      if (run.checkpoints.includes(s.step)) checkpoint(s.step, exportOf(weights));
+    },
+  };
+  const result = quantizer
+    ? await qatDistill(student, teacher, train, quantizer, opts)
+    : await distill(student, teacher, train, opts);
+  const trained = await Promise.all(measured);
+  trained.push({ step: run.steps, ppl: await ppl(exportOf(result.weights)) });
+  log(`qat ${run.label}: ${trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')}`);
+  return {
+    run,
+    fp32,
+    plain,
+    trained,
+    batch: opts.batch,
+    tokensPerSecond: result.tokensPerSecond,
+    seconds: result.seconds,
+    lossFirst: result.history[0].loss,
+    lossLast: result.history[result.history.length - 1].loss,
+  };
 }
 
 /** `data`: the training sequences when already generated (qatTrainingData). */
@@ -137,46 +256,14 @@ export async function qatRows(
     const train = data ?? (await qatTrainingData(root, settings));
     const teacher = sessionTeacher(session, Tensor, inputs);
     for (const run of settings.runs) {
-      const [step] = resolveRecipe({ steps: [run.step] });
-      const plainModel = compressModel(model, [step]);
-      const plain = await ppl(exportCompressed(model, plainModel).model);
-      log(`qat ${run.label}: plain ${plain.toFixed(3)}, training ${run.steps} steps`);
-      const snapshots: { step: number; bytes: Uint8Array }[] = [];
-      const quantizer = new FakeQuantizer(model, step, { refitEvery: run.refitEvery });
-      const result = await qatDistill(model, teacher, train, quantizer, {
-        steps: run.steps,
-        batch: settings.batch,
-        seq: settings.seq,
-        lr: run.lr ?? 1e-3,
-        warmup: run.warmup ?? 20,
-        schedule: 'cosine',
-        temperature: 2,
-        alpha: 0.5,
-        seed: 0,
-        onStep: (s, weights) => {
-          if (s.step % 10 === 0 || s.step === 1)
-            log(
-              `  step ${s.step}/${s.steps} loss ${s.loss.toFixed(4)} (KL ${s.kl.toFixed(4)}, CE ${s.ce.toFixed(4)}) ` +
-                `${Math.round(s.tokensPerSecond)} tokens/s`,
-            );
-          if (run.checkpoints.includes(s.step))
-            snapshots.push({ step: s.step, bytes: quantizer.exportModel(model, weights).exported });
-        },
-      });
-      const trained: { step: number; ppl: number }[] = [];
-      for (const s of snapshots) trained.push({ step: s.step, ppl: await ppl(s.bytes) });
-      trained.push({ step: run.steps, ppl: await ppl(result.exported) });
-      log(`qat ${run.label}: ${trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')}`);
-      rows.push({
-        run,
-        fp32,
-        plain,
-        trained,
-        tokensPerSecond: result.tokensPerSecond,
-        seconds: result.seconds,
-        lossFirst: result.history[0].loss,
-        lossLast: result.history[result.history.length - 1].loss,
-      });
+      const file = rowCacheFile(run, settings);
+      if (file && existsSync(file)) {
+        rows.push({ ...JSON.parse(readFileSync(file, 'utf8')), run });
+        continue;
+      }
+      const row = await qatRow(run, settings, model, bytes, teacher, train, ppl, fp32);
+      rows.push(row);
+      if (file) writeFileSync(file, JSON.stringify(row));
     }
   } finally {
     await session.release();
@@ -186,7 +273,7 @@ export async function qatRows(
 }
 
 function refitNote(run: QatRun): string {
-  if (run.step.method !== 'kmeans') return '';
+  if (run.step?.method !== 'kmeans') return '';
   const every = run.refitEvery ?? 0;
   return every === 0 || every >= run.steps
     ? ', codebook fixed'
@@ -203,15 +290,17 @@ export function qatMarkdown(rows: QatRow[], settings: QatSettings = QAT_DEFAULTS
       '(MatMulNBits for int4, a palette decoded in the graph for k-means). Plain: the same method without training. ' +
       'tokens/s: training tokens over training wall time (teacher by onnxruntime, student forward + backward, fake quantization, update), one thread on a shared machine.',
     '',
-    '| Method | lr, warm-up | fp32 | plain | QAT (perplexity after steps) | Target | PyTorch reference (lr 1e-3, warm-up 20, batch 16) | loss first → last | tokens/s |',
-    '| --- | --- | ---: | ---: | --- | ---: | --- | --- | ---: |',
+    '| Method | batch | lr, warm-up | fp32 | plain | trained (perplexity after steps) | Target | PyTorch reference (lr 1e-3, warm-up 20, batch 16) | loss first → last | tokens/s |',
+    '| --- | ---: | --- | ---: | ---: | --- | --- | --- | --- | ---: |',
   ];
-  for (const r of rows)
+  for (const r of rows) {
+    const last = r.trained[r.trained.length - 1].ppl;
     lines.push(
-      `| ${r.run.label}${refitNote(r.run)} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
-        `${r.trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')} | ≤ ${r.run.target.toFixed(2)} | ${r.run.reference} | ` +
+      `| ${r.run.label}${refitNote(r.run)} | ${r.batch ?? settings.batch} × ${settings.seq} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
+        `${r.trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')} | ≤ ${r.run.target.toFixed(2)}: ${last <= r.run.target ? 'met' : 'missed'} | ${r.run.reference} | ` +
         `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)} | ${Math.round(r.tokensPerSecond)} |`,
     );
+  }
   return lines.join('\n') + '\n';
 }
 

@@ -42,6 +42,7 @@ import {
 } from '../../src/core/train/distill.ts';
 import { TrainGraph } from '../../src/core/train/graph.ts';
 import { AdamW } from '../../src/core/train/optim.ts';
+import { qatDistill } from '../../src/core/train/qat.ts';
 import { openReference } from './perplexity.ts';
 import { log } from './log.ts';
 
@@ -148,7 +149,7 @@ interface QualityRow {
   tokensPerSecond: number;
 }
 
-const QUALITY: { label: string; recipe: RecipeStep[]; steps: number }[] = [
+const QUALITY: { label: string; recipe: RecipeStep[]; steps: number; qat?: RecipeStep }[] = [
   { label: 'fp32 fine-tuned (reference)', recipe: [], steps: 300 },
   {
     label: 'prune 2:4 + distillation',
@@ -159,6 +160,13 @@ const QUALITY: { label: string; recipe: RecipeStep[]; steps: number }[] = [
     label: 'prune 50% + distillation',
     recipe: [{ method: 'prune', options: { sparsity: 0.5 } }],
     steps: 200,
+  },
+  // fake quantization in every forward pass (src/core/train/qat.ts); the exported MatMulNBits file is measured
+  {
+    label: 'int4 block 32 + QAT (distillation)',
+    recipe: [],
+    qat: { method: 'int4', options: { blockSize: 32 } },
+    steps: 300,
   },
 ];
 
@@ -178,31 +186,66 @@ async function qualityRow(
   // the bench's one perplexity pass: the original's logits on the held-out text, every model against them
   const reference = await openReference(teacherBytes, teacherModel, [heldOut], SEQ, SEQ / 2);
   try {
-    const before = (await reference.measure(studentBytes, student)).perplexity;
-    const result = await distill(student, teacher, [train], {
+    const [qatStep] = spec.qat ? resolveRecipe({ steps: [spec.qat] }) : [];
+    // before training: the student as stored (int4 of the original for a QAT row)
+    const plainBytes = qatStep
+      ? exportCompressed(student, compressModel(student, [qatStep])).model
+      : studentBytes;
+    const before = (await reference.measure(plainBytes, parseModel(bytesSource('plain.onnx', plainBytes))))
+      .perplexity;
+    const opts = {
       steps: spec.steps,
       batch: BATCH,
       seq: SEQ,
       lr: 1e-3,
       warmup: 20,
-      schedule: 'cosine',
+      schedule: 'cosine' as const,
       temperature: 2,
       alpha: 0.5,
-      train: 'all',
+      train: 'all' as const,
       keepSparsity: true,
       seed: 0,
-      onStep: (s) => {
+      onStep: (s: { step: number; steps: number; loss: number; tokensPerSecond: number }) => {
         if (s.step % 25 === 0)
           log(
             `  training: ${spec.label} step ${s.step}/${s.steps} loss ${s.loss.toFixed(4)} ${Math.round(s.tokensPerSecond)} tokens/s`,
           );
       },
-    });
+    };
+    if (qatStep) {
+      const q = await qatDistill(student, teacher, [train], qatStep, opts);
+      const ppl = (await reference.measure(q.exported, parseModel(bytesSource('qat.onnx', q.exported))))
+        .perplexity;
+      return { label: spec.label, steps: spec.steps, ppl, before, tokensPerSecond: q.tokensPerSecond };
+    }
+    const result = await distill(student, teacher, [train], opts);
     const bytes = withWeights(student, result.weights);
     const ppl = (await reference.measure(bytes, student)).perplexity;
     return { label: spec.label, steps: spec.steps, ppl, before, tokensPerSecond: result.tokensPerSecond };
   } finally {
     await reference.close();
+  }
+}
+
+/** The distillation quality table alone (rows cached in BENCH_ROW_CACHE are read back, not retrained). */
+export async function trainingQualityMarkdown(root: string): Promise<string> {
+  const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
+  const bytes = new Uint8Array(readFileSync(join(demo, 'model.onnx')));
+  const model = parseModel(bytesSource('demo.onnx', bytes));
+  const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8')));
+  const train = tokenizer.encode(readFileSync(join(demo, 'train.txt'), 'utf8'));
+  const heldOut = tokenizer.encode(readFileSync(join(demo, 'heldout.txt'), 'utf8'));
+  const session = await teacherSession(bytes);
+  try {
+    return await qualityMarkdown(
+      bytes,
+      model,
+      sessionTeacher(session, ort.Tensor, summarizeInputs(model.graph)),
+      train,
+      heldOut,
+    );
+  } finally {
+    await session.release();
   }
 }
 
@@ -314,9 +357,11 @@ async function qualityMarkdown(
   const target = (r: QualityRow) =>
     r === rows[0]
       ? ''
-      : r.label.startsWith('prune 2:4')
-        ? `≤ 46.5 and within 2 % of the reference: ${r.ppl <= 46.5 && r.ppl <= reference * 1.02 ? 'met' : 'missed'}`
-        : `≤ 46.5: ${r.ppl <= 46.5 ? 'met' : 'missed'}`;
+      : r.label.includes('QAT')
+        ? `within 0.5 % of the reference: ${r.ppl <= reference * 1.005 ? 'met' : 'missed'}`
+        : r.label.startsWith('prune 2:4')
+          ? `≤ 46.5 and within 2 % of the reference: ${r.ppl <= 46.5 && r.ppl <= reference * 1.02 ? 'met' : 'missed'}`
+          : `≤ 46.5: ${r.ppl <= 46.5 ? 'met' : 'missed'}`;
   return [
     '### Distillation quality: demo model on its held-out text',
     '',

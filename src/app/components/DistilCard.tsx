@@ -18,7 +18,7 @@ import {
   trainedKey,
   trainingProblem,
 } from '../train-slice.ts';
-import { distillSplit, type DistillSettings } from '../../core/compress/distill-settings.ts';
+import { distillSplit, qatStep, type DistillSettings } from '../../core/compress/distill-settings.ts';
 import { describeRecipe } from '../share.ts';
 
 const SOURCES: { value: DistillSettings['source']; label: string }[] = [
@@ -101,6 +101,7 @@ export function DistilCard() {
   const split = distillSplit(s.recipe);
   const before = describeRecipe(s.recipe.slice(0, split), s.structure) || 'the original model';
   const after = s.recipe.slice(split);
+  const qatTarget = qatStep(s.recipe);
   const runKey = currentRunKey(s);
   const applied = trainedKey(s);
   const resumable =
@@ -144,7 +145,9 @@ export function DistilCard() {
           <p className="small" data-testid="distill-student">
             Student: <strong>{before}</strong>; teacher: the original.{' '}
             {after.length
-              ? `Then ${describeRecipe(after)} compresses the trained weights.`
+              ? d.qat && qatTarget
+                ? `Trained through ${describeRecipe([qatTarget])} (fake quantization), then ${describeRecipe(after)} stores the trained weights: the export is the model trained.`
+                : `Then ${describeRecipe(after)} compresses the trained weights.`
               : 'The export is the trained model.'}{' '}
             Pruned zeros stay zero.
           </p>
@@ -273,6 +276,26 @@ export function DistilCard() {
                 </option>
               ))}
             </select>
+          </label>
+          <label
+            className="option"
+            title={
+              qatTarget
+                ? 'Fake quantization in every forward pass (straight-through gradient): the exported file is exactly the model trained.'
+                : 'Needs an int4 or int8 step right after distillation in the recipe.'
+            }
+          >
+            <input
+              type="checkbox"
+              data-testid="distill-qat"
+              checked={d.qat}
+              disabled={!qatTarget && !d.qat}
+              onChange={(e) => change({ qat: e.target.checked })}
+            />{' '}
+            Quantization-aware training
+            {qatTarget
+              ? ` against ${describeRecipe([qatTarget])}`
+              : ' (add an int4 or int8 step after distillation)'}
           </label>
           <div className="buttons left">
             <button

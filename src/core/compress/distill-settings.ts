@@ -32,6 +32,11 @@ export interface DistillSettings {
   weightDecay: number;
   /** Held-out perplexity every this many steps (and at the end). */
   evalEvery: number;
+  /**
+   * Quantization-aware training: the step right after distillation (int4 or int8) fake-quantizes the
+   * weights in every forward pass (straight-through gradient), so its export is what was trained.
+   */
+  qat: boolean;
 }
 
 export const DISTILL_DEFAULTS: DistillSettings = {
@@ -48,6 +53,7 @@ export const DISTILL_DEFAULTS: DistillSettings = {
   train: 'all',
   weightDecay: 0.01,
   evalEvery: 10,
+  qat: false,
 };
 
 const SCHEDULES: readonly Schedule[] = ['cosine', 'linear', 'constant'];
@@ -85,6 +91,11 @@ export function resolveDistillSettings(value: unknown): DistillSettings {
       fail(`distill.${key} must be one of ${options.join(', ')}, got ${JSON.stringify(v)}.`);
     return v as T;
   };
+  const flag = (key: keyof DistillSettings): boolean => {
+    const v = d[key] ?? DISTILL_DEFAULTS[key];
+    if (typeof v !== 'boolean') fail(`distill.${key} must be true or false, got ${JSON.stringify(v)}.`);
+    return v;
+  };
   return {
     source: oneOf('source', SOURCES),
     samples: whole('samples', 1, 100_000),
@@ -99,6 +110,7 @@ export function resolveDistillSettings(value: unknown): DistillSettings {
     train: oneOf('train', TRAIN_SELECTIONS),
     weightDecay: real('weightDecay', (n) => n >= 0 && n < 1, 'a number in [0, 1)'),
     evalEvery: whole('evalEvery', 1, 1_000_000),
+    qat: flag('qat'),
   };
 }
 
@@ -116,4 +128,18 @@ export function distillSplit(steps: readonly { method: string }[]): number {
     }
   });
   return i < 0 ? steps.length : i;
+}
+
+/**
+ * The methods whose step the page trains against (quantization-aware training): their fake quantizer
+ * is the method's own kernel, so the pipeline's later pass over the trained weights stores exactly the
+ * values the last forward pass read. k-means is trained with a fixed codebook that a fresh k-means of
+ * the trained weights would not reproduce: the CLI (`distill --qat`) exports its trained palette.
+ */
+export const PAGE_QAT_METHODS: readonly string[] = ['int4', 'int8'];
+
+/** The step QAT trains against: the storage step right after distillation, when it is one the page supports. */
+export function qatStep<T extends { method: string }>(steps: readonly T[]): T | undefined {
+  const step = steps[distillSplit(steps)];
+  return step && PAGE_QAT_METHODS.includes(step.method) ? step : undefined;
 }

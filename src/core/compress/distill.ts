@@ -17,7 +17,7 @@ import {
   type DistillStep,
   type Teacher,
 } from '../train/distill.ts';
-import { TrainGraph } from '../train/graph.ts';
+import { TrainGraph, type ForwardOptions } from '../train/graph.ts';
 import { HELD_OUT_WINDOWS, type DistillSettings } from './distill-settings.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 
@@ -73,12 +73,13 @@ export function windowPerplexity(
   weights: ReadonlyMap<string, Float32Array>,
   windows: readonly number[][],
   batch: number,
+  forward?: ForwardOptions,
 ): number {
   for (const [name, w] of weights) graph.params.get(name)?.set(w);
   let ce = 0;
   for (let i = 0; i < windows.length; i += batch) {
     const rows = windows.slice(i, i + batch);
-    const r = batchLoss(graph, rows, null, { temperature: 1, alpha: 0, withGrad: false });
+    const r = batchLoss(graph, rows, null, { temperature: 1, alpha: 0, withGrad: false, forward });
     ce += r.ce * rows.length;
   }
   return Math.exp(ce / windows.length);
@@ -108,6 +109,12 @@ export interface TrainOptions {
   onEval?: (p: HeldOutPoint) => void;
   /** The state a cancelled run left, with the same student, data and settings: the run continues. */
   resume?: TrainingState;
+  /**
+   * Quantization-aware training: what every forward pass (training and held-out) reads in place of
+   * each weight (src/core/train/qat.ts's fake quantizer); the held-out perplexity is then the quantized
+   * model's, and the best weights are the best quantized ones.
+   */
+  weightTransform?: ForwardOptions['weightTransform'];
 }
 
 const copyWeights = (w: ReadonlyMap<string, Float32Array>) =>
@@ -134,8 +141,9 @@ export async function trainStudent(
     );
   const windows = heldOutWindows(data.heldOut, settings.seq);
   const evalGraph = new TrainGraph(student, trainable);
+  const forward = opts.weightTransform ? { weightTransform: opts.weightTransform } : undefined;
   const measure = (w: ReadonlyMap<string, Float32Array>) =>
-    windowPerplexity(evalGraph, w, windows, settings.batch);
+    windowPerplexity(evalGraph, w, windows, settings.batch, forward);
   let state: TrainingState;
   if (opts.resume)
     state = { ...opts.resume, history: [...opts.resume.history], evals: [...opts.resume.evals] };
@@ -176,6 +184,7 @@ export async function trainStudent(
         train: settings.train,
         seed: settings.seed,
         signal: chunk.signal,
+        weightTransform: opts.weightTransform,
         ...(from > 0 ? { resume: state.checkpoint } : {}),
         onStep: (s) => {
           state.history.push(s);

@@ -50,6 +50,7 @@ import {
   type DistillOptions,
   type DistillResult,
   type Teacher,
+  type TrainSelection,
 } from './distill.ts';
 
 /** The methods whose storage format QAT trains against. */
@@ -294,6 +295,27 @@ export interface QatResult extends DistillResult {
 }
 
 /**
+ * The student the engine trains under QAT: the step's targets that the training selection leaves
+ * frozen are constants of the graph, which the weight transform never sees, so they are stored
+ * fake-quantized once and for all (their values never change). The student itself when none is frozen.
+ */
+export function withFrozenQuantized(
+  student: OnnxModel,
+  quantizer: FakeQuantizer,
+  train: TrainSelection,
+): OnnxModel {
+  const trainable = new Set(trainableWeights(student, train));
+  const frozen = new Map<string, Float32Array>();
+  for (const [name] of quantizer.targets)
+    if (!trainable.has(name))
+      frozen.set(
+        name,
+        quantizer.transform(name, readTensorFloat32(student, findWeight(student, name).tensor)),
+      );
+  return frozen.size ? parseModel(bytesSource(student.name, withWeights(student, frozen))) : student;
+}
+
+/**
  * Distillation (or plain next-token training with a null teacher) with the step's fake quantization
  * in every forward pass, then the step's export of the trained weights. Weights the step quantizes but
  * the training selection leaves frozen are read quantized too (their stored values never change).
@@ -308,16 +330,7 @@ export async function qatDistill(
   if (opts.weightTransform)
     throw new ModelError('invalid-argument', 'Quantization-aware training sets the weight transform itself.');
   const quantizer = step instanceof FakeQuantizer ? step : new FakeQuantizer(student, step, opts);
-  const trainable = new Set(trainableWeights(student, opts.train ?? 'all'));
-  // frozen targets: the student the engine trains reads them fake-quantized once and for all
-  const frozen = new Map<string, Float32Array>();
-  for (const [name] of quantizer.targets)
-    if (!trainable.has(name))
-      frozen.set(
-        name,
-        quantizer.transform(name, readTensorFloat32(student, findWeight(student, name).tensor)),
-      );
-  const trained = frozen.size ? parseModel(bytesSource(student.name, withWeights(student, frozen))) : student;
+  const trained = withFrozenQuantized(student, quantizer, opts.train ?? 'all');
   const result = await distill(trained, teacher, data, { ...opts, weightTransform: quantizer.transform });
   // frozen targets export from their original float values (cached: the encoding the forward read)
   const { exported, result: compression } = quantizer.exportModel(student, result.weights);

@@ -1,0 +1,37 @@
+/**
+ * One row of the quantization-aware training section, run alone (so rows can train in parallel
+ * processes) and written to BENCH_ROW_CACHE, from which `npm run bench -- --only qat` assembles the
+ * section: `BENCH_ROW_CACHE=DIR npx tsx tools/bench/qat-row.ts LABEL-PREFIX [steps=N] [batch=B]
+ * [lr=X] [warmup=W] [sequences=S] [checkpoints=a,b]`. The section's settings (batch, sequences) must
+ * be the same when it assembles the rows, or they are trained again.
+ */
+import { resolve } from 'node:path';
+import { QAT_DEFAULTS, QAT_RUNS, qatRows, qatTrainingData, type QatSettings } from './qat.ts';
+import { log } from './log.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const [prefix, ...rest] = process.argv.slice(2);
+const args = Object.fromEntries(rest.map((a) => a.split('=') as [string, string]));
+const base = QAT_RUNS.find((r) => r.label.startsWith(prefix ?? ''));
+if (!prefix || !base || !process.env.BENCH_ROW_CACHE) {
+  log(
+    `usage: BENCH_ROW_CACHE=DIR qat-row.ts LABEL-PREFIX [k=v…]; labels: ${QAT_RUNS.map((r) => r.label).join('; ')}`,
+  );
+  process.exit(2);
+}
+const run = {
+  ...base,
+  ...(args.steps ? { steps: Number(args.steps) } : {}),
+  ...(args.batch ? { batch: Number(args.batch) } : {}),
+  ...(args.lr ? { lr: Number(args.lr) } : {}),
+  ...(args.warmup ? { warmup: Number(args.warmup) } : {}),
+  ...(args.checkpoints ? { checkpoints: args.checkpoints.split(',').map(Number) } : {}),
+};
+const settings: QatSettings = {
+  ...QAT_DEFAULTS,
+  ...(args.sequences ? { sequences: Number(args.sequences) } : {}),
+  runs: [run],
+};
+const data = await qatTrainingData(ROOT, settings);
+const [row] = await qatRows(ROOT, settings, data);
+console.log(JSON.stringify(row));

@@ -18,11 +18,10 @@ import { join } from 'node:path';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { writeModel } from '../../src/core/onnx/write.ts';
 import { mlpModel } from '../helpers/models.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { floatInput, idsInput, ort, runBytes, runPath, tempDir } from '../helpers/ort.ts';
 import { runCli as run, sha256File } from '../helpers/cli.ts';
 
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 
 const sha = sha256File;
 

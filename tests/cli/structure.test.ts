@@ -15,10 +15,9 @@ import { pruneStructure } from '../../src/core/compress/structure.ts';
 import { idsInput, tempDir, ort } from '../helpers/ort.ts';
 import { maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
 import { mlpModel } from '../helpers/models.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { runCli as run, runCliCapturingStderr } from '../helpers/cli.ts';
 
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
 
 function demoFeeds() {

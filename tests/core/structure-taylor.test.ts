@@ -21,12 +21,11 @@ import { pruneStructure } from '../../src/core/compress/structure.ts';
 import { parseIdsText, loadTokenizer } from '../../src/core/tokenizer.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
-import { ROOT, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { scaledRows } from '../helpers/structure.ts';
 import { ort } from '../helpers/ort.ts';
 import { seededFloats } from '../helpers/models.ts';
 
-const DEMO_DIR = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
 const load = (p: string): OnnxModel => parseModel(bytesSource(p, new Uint8Array(readFileSync(p))));
 
 /** Mean next-token cross-entropy of `ids` under the model `bytes`, by onnxruntime, in float64. */
@@ -142,7 +141,7 @@ describe('taylorImportance', () => {
   });
 
   it('on the demo model ranks heads and neurons differently from magnitude; the pruned model runs', async () => {
-    const model = load(join(DEMO_DIR, 'model.onnx'));
+    const model = load(DEMO_MODEL);
     const s = detectStructure(model);
     const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO_DIR, 'tokenizer.json'), 'utf8')));
     const text = tokenizer.encode(readFileSync(join(DEMO_DIR, 'train.txt'), 'utf8').slice(0, 20_000));

@@ -6,11 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, launchChromium, exportAndCollect, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, launchChromium, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
+import { DEMO_DIR } from '../helpers/fixtures.ts';
 
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
 
 describe('live studio', () => {
   let studio: Studio;
@@ -92,7 +92,7 @@ describe('live studio', () => {
   it('evaluates original and compressed perplexity and keeps the point in the history', async () => {
     const { page } = studio;
     // a shorter text keeps the test quick; the full held-out text is the quality test's job
-    const heldout = readFileSync(join(DEMO, 'heldout.txt'), 'utf8').slice(0, 4000);
+    const heldout = readFileSync(join(DEMO_DIR, 'heldout.txt'), 'utf8').slice(0, 4000);
     await page.locator('[data-testid=eval-text]').fill(heldout);
     await page.locator('[data-testid=evaluate-compressed]').click();
     await expect.poll(() => text('ppl-compressed'), { timeout: 240_000 }).toMatch(/^\d+\.\d{3}/);

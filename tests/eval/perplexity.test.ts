@@ -8,9 +8,8 @@ import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { tinyDecoder, VOCAB, type DecoderSignature } from '../helpers/decoders.ts';
 import { ort } from '../helpers/ort.ts';
-import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_DIR } from '../helpers/fixtures.ts';
 
-const ROOT = resolve(__dirname, '../..');
 const STORIES = STORIES_DIR;
 
 /**
@@ -166,10 +165,10 @@ describe('perplexity evaluator against an independent loop (onnxruntime-node)', 
   });
 });
 
-describe.runIf(existsSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/training.json')))(
+describe.runIf(existsSync(join(DEMO_DIR, 'training.json')))(
   'the demo model',
   () => {
-    const dir = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+    const dir = DEMO_DIR;
     it('CLI perplexity on the held-out text matches the training script within 0.5%', async () => {
       const training = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
       const { main } = await import('../../src/cli/main.ts');
@@ -177,7 +176,7 @@ describe.runIf(existsSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/traini
       const code = await main(
         [
           'ppl',
-          join(dir, 'model.onnx'),
+          DEMO_MODEL,
           '--text',
           join(dir, 'heldout.txt'),
           '--tokenizer',

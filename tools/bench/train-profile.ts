@@ -22,6 +22,8 @@ import { AdamW } from '../../src/core/train/optim.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+/** The demo's one model file: GPT-2 with its KV cache, where Hugging Face folders keep it. */
+const DEMO_MODEL = join(DEMO, 'onnx', 'model.onnx');
 const steps = Number(process.argv[2] ?? 3);
 const times = new Map<string, number>();
 const add = (k: string, ms: number) => times.set(k, (times.get(k) ?? 0) + ms);
@@ -42,7 +44,7 @@ for (const [name, op] of Object.entries(OPS)) {
       return r;
     };
 }
-const bytes = new Uint8Array(readFileSync(join(DEMO, 'model.onnx')));
+const bytes = new Uint8Array(readFileSync(DEMO_MODEL));
 const model = parseModel(bytesSource('demo.onnx', bytes));
 const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
 const ids = tokenizer.encode(readFileSync(join(DEMO, 'train.txt'), 'utf8'));

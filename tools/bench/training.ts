@@ -211,7 +211,7 @@ export async function trainingSection(
   opts: { python: boolean; quality: boolean },
 ): Promise<string> {
   const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
-  const modelPath = join(demo, 'model.onnx');
+  const modelPath = join(demo, 'onnx', 'model.onnx');
   const bytes = new Uint8Array(readFileSync(modelPath));
   const model = parseModel(bytesSource('demo.onnx', bytes));
   const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8')));

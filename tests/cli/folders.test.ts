@@ -132,15 +132,7 @@ describe('a model folder given to the CLI', () => {
     const text = join(dir, 'short.txt');
     writeFileSync(text, readFileSync(join(demo, 'heldout.txt'), 'utf8').slice(0, 600));
     const own = await pplJson([dir, '--text', text, '--ctx', '64']);
-    const given = await pplJson([
-      DEMO_MODEL,
-      '--text',
-      text,
-      '--tokenizer',
-      demo,
-      '--ctx',
-      '64',
-    ]);
+    const given = await pplJson([DEMO_MODEL, '--text', text, '--tokenizer', demo, '--ctx', '64']);
     expect(own.perplexity).toBe(given.perplexity);
     expect(own.tokens).toBeGreaterThan(100);
   });

@@ -22,7 +22,6 @@ import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { floatInput, idsInput, ort, runBytes, runPath, tempDir } from '../helpers/ort.ts';
 import { runCli as run, sha256File } from '../helpers/cli.ts';
 
-
 const sha = sha256File;
 
 /** A folder holding mlp.onnx with its weights in mlp.onnx_data. */

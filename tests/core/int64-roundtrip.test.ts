@@ -27,7 +27,6 @@ import { isModelError } from '../../src/core/errors.ts';
 import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
 
-
 const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);
 const UINT64_MAX = (1n << 64n) - 1n;

@@ -15,7 +15,6 @@ import { mlpModel } from '../helpers/models.ts';
 import { runCli } from '../helpers/cli.ts';
 import { DEMO_DIR, DEMO_MODEL } from '../helpers/fixtures.ts';
 
-
 /** The demo model as a Hub clone: weights in onnx/model.onnx_data, plus what a clone also holds. */
 function hubClone(): string {
   const dir = join(mkdtempSync(join(tmpdir(), 'cs-hub-')), 'tiny-shakespeare');

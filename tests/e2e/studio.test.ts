@@ -11,7 +11,6 @@ import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { DEMO_DIR } from '../helpers/fixtures.ts';
 
-
 describe('live studio', () => {
   let studio: Studio;
   const requests: { url: string; method: string; postBytes: number }[] = [];

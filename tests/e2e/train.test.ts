@@ -20,7 +20,6 @@ import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
 import { heldOutWindows, splitTrainingData } from '../../src/core/compress/distill.ts';
 import { ort } from '../helpers/ort.ts';
 
-
 describe('distillation in the page', () => {
   let studio: Studio;
   beforeAll(async () => {

@@ -656,8 +656,7 @@ async function captureSpeedSection(): Promise<string> {
 /** --only calibrated (or some of its parts): the calibrated tables and the calibration speed sections. */
 async function calibratedOnly(sections: string[]) {
   if (PARTS.includes('quality-stories')) sections.push(await storiesQuality());
-  if (PARTS.includes('quality-demo') && existsSync(DEMO_MODEL))
-    sections.push(await demoQuality());
+  if (PARTS.includes('quality-demo') && existsSync(DEMO_MODEL)) sections.push(await demoQuality());
   if (PARTS.includes('stories')) {
     log('calibrated: stories260K');
     const stories = storiesCalibratedSpec();

@@ -22,6 +22,7 @@ import { parseIdsText, loadTokenizer } from '../../src/core/tokenizer.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { DEMO_DIR, DEMO_MODEL, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { pastInputs } from '../helpers/demo.ts';
 import { scaledRows } from '../helpers/structure.ts';
 import { ort } from '../helpers/ort.ts';
 import { seededFloats } from '../helpers/models.ts';
@@ -41,6 +42,9 @@ async function lossOf(bytes: Uint8Array, ids: number[]): Promise<number> {
           : name === 'position_ids'
             ? int64(ids.map((_, i) => i))
             : int64(ids.map(() => 1));
+    // the demo's KV cache: empty, [1, heads, 0, head_dim] as each (pruned) block declares it
+    for (const p of pastInputs(bytes))
+      feeds[p.name] = new ort.Tensor('float32', new Float32Array(0), [1, p.heads, 0, p.headDim]);
     const logits = (await session.run(feeds)).logits.data as Float32Array;
     const V = logits.length / ids.length;
     let loss = 0;

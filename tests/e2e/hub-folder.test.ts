@@ -58,7 +58,8 @@ describe('the studio in Chromium: a Hub-style model folder', () => {
         const s = (
           window as unknown as { __studio: { getState(): { modelFiles?: { main: { path: string } } } } }
         ).__studio.getState();
-        return s.modelFiles?.main.path.endsWith('onnx/model.onnx') ?? false;
+        // the clone's model, not the demo's own onnx/model.onnx opened at start
+        return s.modelFiles?.main.path === 'tiny-shakespeare/onnx/model.onnx';
       },
       undefined,
       { timeout: 60_000 },

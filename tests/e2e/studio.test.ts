@@ -10,6 +10,7 @@ import { ARTIFACTS, launchChromium, exportAndCollect, openStudio, type Studio } 
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { DEMO_DIR } from '../helpers/fixtures.ts';
+import { cacheFeeds } from '../helpers/demo.ts';
 
 describe('live studio', () => {
   let studio: Studio;
@@ -117,12 +118,10 @@ describe('live studio', () => {
     const { dir, onnxPath: modelPath, report } = await exportAndCollect(page, 'cs-dl-');
     expect(report.recipe.steps.map((s: { method: string }) => s.method)).toEqual(['prune', 'int4']);
     const session = await ort.InferenceSession.create(modelPath, { extra: EXACT_WEIGHT_ONLY });
-    const ids = [1, 2, 3, 4, 5];
-    const out = await session.run({
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
-      attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids.map(() => 1n)), [1, ids.length]),
-    });
+    // the demo's KV cache fed empty; the export keeps its present.* outputs
+    const out = await session.run(cacheFeeds(readFileSync(modelPath), [1, 2, 3, 4, 5]));
     expect(out.logits.dims.slice(0, 2)).toEqual([1, 5]);
+    expect(out['present.5.value'].dims).toEqual([1, 6, 5, 32]);
     expect(report.outputBytes).toBe(readFileSync(modelPath).byteLength);
     rmSync(dir, { recursive: true, force: true });
   });

@@ -4,8 +4,10 @@
 Runs once, offline, seeded, on Debian's python3-torch / python3-onnx / python3-regex:
 
     /usr/bin/python3 tools/train_demo_model.py [--steps N] [--out public/models/tiny-shakespeare-gpt2]
+    /usr/bin/python3 tools/train_demo_model.py --reexport   # the shipped weights in the current ONNX layout
 
-Writes model.onnx (HF GPT-2 names and I/O), tokenizer.json (HF format), config.json, heldout.txt,
+Writes onnx/model.onnx (HF GPT-2 names; Optimum's KV-cache I/O, as transformers.js loads it),
+tokenizer.json (HF format), config.json, generation_config.json, tokenizer_config.json, heldout.txt,
 heldout_ids.json (the python tokenizer's ids, so the JS tokenizer can be checked against it) and
 training.json (loss curve, held-out perplexity and the protocol it was measured with).
 """
@@ -20,7 +22,6 @@ import time
 
 import numpy as np
 import onnx
-import regex
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,6 +48,8 @@ BYTE_ENCODER = bytes_to_unicode()
 
 
 def pretokenize(text):
+    import regex  # only training tokenizes (--reexport needs no python3-regex)
+
     return ["".join(BYTE_ENCODER[b] for b in piece.encode("utf-8")) for piece in regex.findall(GPT2_PATTERN, text)]
 
 
@@ -156,19 +159,23 @@ class Block(nn.Module):
         nn.init.normal_(self.mlp.c_proj.weight, std=0.02 / math.sqrt(2 * n_layer))
         self.n_head = n_head
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, past_key=None, past_value=None):
         b, t, d = x.shape
         h = self.ln_1(x)
         q, k, v = self.attn.c_attn(h).split(d, dim=2)
         q = q.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
         k = k.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
         v = v.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+        if past_key is not None:
+            # KV cache: [b, heads, past, head_dim] ++ this step's keys/values along the sequence axis.
+            k = torch.cat([past_key, k], dim=2)
+            v = torch.cat([past_value, v], dim=2)
         att = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d // self.n_head)
         att = att.masked_fill(mask, torch.finfo(att.dtype).min)
         y = torch.matmul(torch.softmax(att, dim=-1), v).transpose(1, 2).reshape(b, t, d)
         x = x + self.attn.c_proj(y)
         x = x + self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x)), approximate="tanh"))
-        return x
+        return x, k, v
 
 
 class GPT2(nn.Module):
@@ -190,9 +197,28 @@ class GPT2(nn.Module):
         # True = masked: future positions and padded keys.
         mask = causal.view(1, 1, t, t) | (attention_mask.view(-1, 1, 1, t) == 0)
         for block in self.transformer.h:
-            x = block(x, mask)
+            x, _, _ = block(x, mask)
         x = self.transformer.ln_f(x)
         return torch.matmul(x, self.transformer.wte.weight.t())  # tied LM head
+
+    def forward_with_past(self, input_ids, attention_mask, position_ids, *past):
+        """The Hugging Face/Optimum "with past" signature transformers.js runs: past_key_values.{i}.key/.value
+        [b, heads, past, head_dim] in (empty for the prompt), logits and present.{i}.key/.value out."""
+        b, t = input_ids.shape
+        past_len = past[0].shape[2]
+        x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)
+        # query i sits at absolute position past_len + i and sees keys 0 … past_len + i
+        query_at = torch.arange(t, device=input_ids.device) + past_len
+        key_at = torch.arange(past_len + t, device=input_ids.device)
+        causal = key_at.view(1, -1) > query_at.view(-1, 1)
+        # True = masked: future positions and padded keys (attention_mask covers past and new tokens).
+        mask = causal.view(1, 1, t, past_len + t) | (attention_mask.view(b, 1, 1, -1) == 0)
+        presents = []
+        for i, block in enumerate(self.transformer.h):
+            x, k, v = block(x, mask, past[2 * i], past[2 * i + 1])
+            presents += [k, v]
+        x = self.transformer.ln_f(x)
+        return (torch.matmul(x, self.transformer.wte.weight.t()), *presents)
 
 
 def strided_perplexity(model, ids, ctx, stride):
@@ -218,18 +244,42 @@ def strided_perplexity(model, ids, ctx, stride):
 
 
 def export_onnx(model, path, ctx):
+    """The model as Hugging Face/Optimum publish GPT-2 (the layout transformers.js loads): inputs input_ids,
+    attention_mask, position_ids, past_key_values.{i}.key/.value; outputs logits, present.{i}.key/.value."""
     model.eval()
-    dummy = torch.zeros(1, 16, dtype=torch.long)
-    torch.onnx.export(
-        model,
-        (dummy, torch.ones_like(dummy)),
-        path,
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"}, "attention_mask": {0: "batch_size", 1: "sequence_length"}, "logits": {0: "batch_size", 1: "sequence_length"}},
-        opset_version=17,
-        do_constant_folding=True,
-    )
+    n_layer = len(model.transformer.h)
+    d = model.transformer.wte.weight.shape[1]
+    n_head = model.transformer.h[0].n_head
+    past_len, t = 3, 4  # a non-empty cache when tracing, so the past/present axes stay symbolic
+    ids = torch.zeros(1, t, dtype=torch.long)
+    past = [torch.zeros(1, n_head, past_len, d // n_head) for _ in range(2 * n_layer)]
+    names = [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    presents = [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    dynamic = {
+        "input_ids": {0: "batch_size", 1: "sequence_length"},
+        "attention_mask": {0: "batch_size", 1: "past_sequence_length + sequence_length"},
+        "position_ids": {0: "batch_size", 1: "sequence_length"},
+        "logits": {0: "batch_size", 1: "sequence_length"},
+    }
+    for name in names:
+        dynamic[name] = {0: "batch_size", 2: "past_sequence_length"}
+    for name in presents:
+        dynamic[name] = {0: "batch_size", 2: "past_sequence_length + sequence_length"}
+    # torch.onnx.export traces forward(): route it to the KV-cache signature (the parameter names stay
+    # the module's own, transformer.h.0.attn.c_attn.weight …)
+    model.forward = model.forward_with_past
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (ids, torch.ones(1, past_len + t, dtype=torch.long), torch.arange(past_len, past_len + t).unsqueeze(0), *past),
+            path,
+            input_names=["input_ids", "attention_mask", "position_ids", *names],
+            output_names=["logits", *presents],
+            dynamic_axes=dynamic,
+            opset_version=17,
+            do_constant_folding=True,
+        )
+    del model.forward
     # Constant folding writes the LM head as a transposed copy of wte; put the tie back (one weight, one Transpose).
     m = onnx.load(path)
     g = m.graph
@@ -241,6 +291,61 @@ def export_onnx(model, path, ctx):
             g.node.insert(0, helper.make_node("Transpose", [wte.name], [init.name], name="lm_head_tied_transpose", perm=[1, 0]))
     onnx.checker.check_model(m)
     onnx.save(m, path)
+
+
+def load_onnx_weights(model, path):
+    """Reads the weights back out of an exported model.onnx (same parameter names), so the graph can be
+    re-exported without retraining."""
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
+    state = model.state_dict()
+    missing = [n for n in state if n not in inits]
+    if missing:
+        raise SystemExit(f"{path} lacks {missing}")
+    model.load_state_dict({n: inits[n] for n in state})
+
+
+def write_hf_files(out, config):
+    """config.json, generation_config.json and tokenizer_config.json as the Hub has them for GPT-2."""
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(out, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]}, f, indent=2)
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump(
+            {
+                "tokenizer_class": "GPT2Tokenizer",
+                "add_prefix_space": False,
+                "bos_token": EOT,
+                "eos_token": EOT,
+                "unk_token": EOT,
+                "model_max_length": config["n_positions"],
+                "clean_up_tokenization_spaces": False,
+            },
+            f,
+            indent=2,
+        )
+
+
+def reexport(out):
+    """Re-exports the shipped model from its own weights (onnx/model.onnx, else the older top-level
+    model.onnx) in the KV-cache layout, and checks it against the weights' PyTorch forward."""
+    config = json.load(open(os.path.join(out, "config.json")))
+    src = os.path.join(out, "onnx", "model.onnx")
+    if not os.path.exists(src):
+        src = os.path.join(out, "model.onnx")
+    model = GPT2(config["vocab_size"], config["n_positions"], config["n_embd"], config["n_layer"], config["n_head"])
+    load_onnx_weights(model, src)
+    model.eval()
+    os.makedirs(os.path.join(out, "onnx"), exist_ok=True)
+    dst = os.path.join(out, "onnx", "model.onnx")
+    export_onnx(model, dst + ".tmp", config["n_positions"])
+    os.replace(dst + ".tmp", dst)
+    if src != dst:
+        os.remove(src)
+    write_hf_files(out, config)
+    heldout_ids = json.load(open(os.path.join(out, "heldout_ids.json")))
+    ppl, scored = strided_perplexity(model, heldout_ids, config["n_positions"], 64)
+    print(f"re-exported {dst}; PyTorch held-out perplexity {ppl:.4f} over {scored} tokens (ctx {config['n_positions']}, stride 64)")
 
 
 def main():
@@ -256,7 +361,11 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--stride", type=int, default=64)
+    ap.add_argument("--reexport", action="store_true", help="re-export the model in --out from its own weights; no training")
     args = ap.parse_args()
+    if args.reexport:
+        reexport(args.out)
+        return
 
     random.seed(0)
     np.random.seed(0)
@@ -321,7 +430,8 @@ def main():
     ppl, scored = strided_perplexity(model, heldout_ids, args.ctx, args.stride)
     print(f"held-out perplexity {ppl:.4f} over {scored} tokens (ctx {args.ctx}, stride {args.stride})", flush=True)
 
-    export_onnx(model, os.path.join(args.out, "model.onnx"), args.ctx)
+    os.makedirs(os.path.join(args.out, "onnx"), exist_ok=True)
+    export_onnx(model, os.path.join(args.out, "onnx", "model.onnx"), args.ctx)
     with open(os.path.join(args.out, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer_json(vocab, merges), f, ensure_ascii=False)
     config = {
@@ -338,8 +448,7 @@ def main():
         "bos_token_id": 0,
         "eos_token_id": 0,
     }
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    write_hf_files(args.out, config)
     with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
         f.write(heldout_text)
     with open(os.path.join(args.out, "heldout_ids.json"), "w") as f:

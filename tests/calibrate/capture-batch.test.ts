@@ -13,7 +13,7 @@ import { floatTensor, int64Tensor, makeModelBytes, makeNode, valueInfo } from '.
 import { captureActivationStats, planCapture } from '../../src/core/calibrate/capture.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { decoderFeeds } from '../../src/core/eval/decoder.ts';
-import { ROOT } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
 
 /** Σ xᵢxⱼ, Σ x², max |x| and the range of `weight`'s activation, each sequence run alone ([1, length]). */
@@ -85,8 +85,8 @@ async function captureWithProgress(model: OnnxModel, weights: string[], sequence
 
 describe('batched activation capture', () => {
   it('on the demo model: runs sequences of one length together, statistics as from single runs', async () => {
-    const dir = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2');
-    const model = parseModel(bytesSource('model.onnx', readFileSync(join(dir, 'model.onnx'))));
+    const dir = DEMO_DIR;
+    const model = parseModel(bytesSource('model.onnx', readFileSync(DEMO_MODEL)));
     const ids: number[] = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8')).slice(0, 400);
     // three of 24 tokens (one batch), then two of 17 (another)
     const sequences = [0, 1, 2].map((i) => ids.slice(i * 24, (i + 1) * 24));

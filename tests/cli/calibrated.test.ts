@@ -15,10 +15,9 @@ import { ModelError, isModelError } from '../../src/core/errors.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { idsInput, tempDir } from '../helpers/ort.ts';
 import { denseReference, maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { runCli as run, runCliCapturingStderr, sha256File as sha } from '../helpers/cli.ts';
 
-const DEMO_DIR = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2');
 const HOW = 'give --calib-generate N, --calib-ids F or --calib-text F --tokenizer D';
 
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
@@ -157,7 +156,7 @@ describe('compress --sparsegpt / --wanda', () => {
     const out = join(dir, 'demo-wanda.onnx');
     const r = await runCliCapturingStderr([
       'compress',
-      join(DEMO_DIR, 'model.onnx'),
+      DEMO_MODEL,
       '--wanda',
       '0.3',
       '--calib-text',

@@ -14,7 +14,7 @@ import { tempDir } from '../helpers/ort.ts';
 import { runCli as run, sha256File } from '../helpers/cli.ts';
 import { tinyDecoder, VOCAB } from '../helpers/decoders.ts';
 import { mlpModel } from '../helpers/models.ts';
-import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 
 const DECODER = tinyDecoder({ positionIds: true, attentionMask: true });
 const IDS = Array.from({ length: 40 }, (_, i) => (i * 7 + 3) % VOCAB);
@@ -123,24 +123,16 @@ describe('a model folder given to the CLI', () => {
   });
 
   it("ppl --text reads the folder's own tokenizer.json without --tokenizer", async () => {
-    const demo = 'public/models/tiny-shakespeare-gpt2';
+    const demo = DEMO_DIR;
     const dir = tempDir('cs-folder-');
     mkdirSync(join(dir, 'onnx'));
-    copyFileSync(join(demo, 'model.onnx'), join(dir, 'onnx', 'model.onnx'));
+    copyFileSync(DEMO_MODEL, join(dir, 'onnx', 'model.onnx'));
     copyFileSync(join(demo, 'tokenizer.json'), join(dir, 'tokenizer.json'));
     copyFileSync(join(demo, 'config.json'), join(dir, 'config.json'));
     const text = join(dir, 'short.txt');
     writeFileSync(text, readFileSync(join(demo, 'heldout.txt'), 'utf8').slice(0, 600));
     const own = await pplJson([dir, '--text', text, '--ctx', '64']);
-    const given = await pplJson([
-      join(demo, 'model.onnx'),
-      '--text',
-      text,
-      '--tokenizer',
-      demo,
-      '--ctx',
-      '64',
-    ]);
+    const given = await pplJson([DEMO_MODEL, '--text', text, '--tokenizer', demo, '--ctx', '64']);
     expect(own.perplexity).toBe(given.perplexity);
     expect(own.tokens).toBeGreaterThan(100);
   });
@@ -185,21 +177,22 @@ describe('a model folder given to the CLI', () => {
 
 describe('compress -o DIR/: a transformers.js folder out', () => {
   it('writes onnx/model_q4.onnx (the bytes -o FILE writes), config, tokenizer files and a model card', async () => {
-    const demo = 'public/models/tiny-shakespeare-gpt2';
+    const demo = DEMO_DIR;
     const out = join(tempDir('cs-folder-out-'), 'tiny-q4') + '/';
     const r = await run(['compress', demo, '--int4', '-o', out, '--json']);
     expect(r.code).toBe(0);
     const report = JSON.parse(r.out);
     expect(report.folder.model).toBe('onnx/model_q4.onnx');
+    // the demo folder has all four side files of a Hub GPT-2: copied as they are
     expect(report.folder.files).toEqual([
       'config.json',
-      'tokenizer.json',
       'generation_config.json',
+      'tokenizer.json',
       'tokenizer_config.json',
       'README.md',
     ]);
     const file = join(tempDir(), 'q4.onnx');
-    expect((await run(['compress', join(demo, 'model.onnx'), '--int4', '-o', file])).code).toBe(0);
+    expect((await run(['compress', DEMO_MODEL, '--int4', '-o', file])).code).toBe(0);
     expect(sha256File(join(out, 'onnx', 'model_q4.onnx'))).toBe(sha256File(file));
     expect(readFileSync(join(out, 'tokenizer.json'))).toEqual(readFileSync(join(demo, 'tokenizer.json')));
     expect(JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8'))).toEqual({
@@ -276,14 +269,14 @@ describe('ids files', () => {
   });
 
   it("ppl --ids reads the demo's heldout_ids.json", async () => {
-    const demo = 'public/models/tiny-shakespeare-gpt2';
+    const demo = DEMO_DIR;
     const all = JSON.parse(readFileSync(join(demo, 'heldout_ids.json'), 'utf8')) as number[] | number[][];
     const first = (Array.isArray(all[0]) ? (all as number[][]).flat() : (all as number[])).slice(0, 300);
     const dir = tempDir();
     writeFileSync(join(dir, 'part.json'), JSON.stringify([first.slice(0, 150), first.slice(150)]));
     writeFileSync(join(dir, 'part.txt'), `${first.slice(0, 150).join(' ')}\n${first.slice(150).join(' ')}\n`);
-    const json = await pplJson([join(demo, 'model.onnx'), '--ids', join(dir, 'part.json'), '--ctx', '64']);
-    const lines = await pplJson([join(demo, 'model.onnx'), '--ids', join(dir, 'part.txt'), '--ctx', '64']);
+    const json = await pplJson([DEMO_MODEL, '--ids', join(dir, 'part.json'), '--ctx', '64']);
+    const lines = await pplJson([DEMO_MODEL, '--ids', join(dir, 'part.txt'), '--ctx', '64']);
     expect(json.perplexity).toBe(lines.perplexity);
     expect(json.tokens).toBe(lines.tokens);
     // the whole file reads as the ids it holds

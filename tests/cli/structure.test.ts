@@ -12,22 +12,17 @@ import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { pruneStructure } from '../../src/core/compress/structure.ts';
-import { idsInput, tempDir, ort } from '../helpers/ort.ts';
+import { idsInput, tempDir } from '../helpers/ort.ts';
 import { maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
 import { mlpModel } from '../helpers/models.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { cacheFeeds } from '../helpers/demo.ts';
 import { runCli as run, runCliCapturingStderr } from '../helpers/cli.ts';
 
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 const PROBE = [1, 300, 40, 50, 7, 99, 120, 3];
 
-function demoFeeds() {
-  const ids = [5, 17, 300, 42, 9, 1000, 77, 3];
-  return {
-    ...idsInput(ids),
-    attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids.map(() => 1n)), [1, ids.length]),
-  };
-}
+/** The demo's feeds for one of its (pruned) files: the KV cache empty, shaped by the heads it declares. */
+const demoFeeds = (bytes: Uint8Array) => cacheFeeds(bytes, [5, 17, 300, 42, 9, 1000, 77, 3]);
 
 describe('compress --heads / --neurons / --blocks', () => {
   const dir = tempDir();
@@ -61,7 +56,8 @@ describe('compress --heads / --neurons / --blocks', () => {
     expect(report.inputBytes).toBe(statSync(DEMO_MODEL).size);
     expect(report.outputBytes).toBe(statSync(out).size);
     expect(report.outputBytes).toBeLessThan(report.inputBytes * 0.6);
-    const logits = await runOutput(readFileSync(out), demoFeeds(), 'logits', {});
+    const bytes = readFileSync(out);
+    const logits = await runOutput(bytes, demoFeeds(bytes), 'logits', {});
     expect(logits.length).toBe(8 * 2048);
     expect(maxAbs(logits)).toBeGreaterThan(0.1);
   });
@@ -217,7 +213,8 @@ it('the pruned demo model is the same computation onnxruntime gives for the API 
   const out = join(dir, 'global.onnx');
   const r = await run(['compress', DEMO_MODEL, '--neurons', '0.5', '--structure-scope', 'global', '-o', out]);
   expect(r.code, r.err).toBe(0);
-  const a = await runOutput(readFileSync(out), demoFeeds(), 'logits', {});
-  const b = await runOutput(pruned.bytes, demoFeeds(), 'logits', {});
+  const written = readFileSync(out);
+  const a = await runOutput(written, demoFeeds(written), 'logits', {});
+  const b = await runOutput(pruned.bytes, demoFeeds(pruned.bytes), 'logits', {});
   expect(maxAbsDiff(a, b)).toBe(0);
 });

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { idsInput, ort, tempDir } from '../helpers/ort.ts';
 import { opTypes } from '../helpers/compress.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { runCli as run, sha256File } from '../helpers/cli.ts';
 
 /** Runs the CLI with process.stderr swallowed (calibration progress goes there). */
@@ -95,7 +95,7 @@ describe('compress --w8a8', () => {
   }, 60_000);
 
   it('refuses a tied embedding (also read by a Gather) with a typed error, writing nothing', async () => {
-    const demo = join(ROOT, 'public', 'models', 'tiny-shakespeare-gpt2', 'model.onnx');
+    const demo = DEMO_MODEL;
     const out = join(dir, 'tied.onnx');
     const r = await runQuiet([
       'compress',

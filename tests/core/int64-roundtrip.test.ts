@@ -4,7 +4,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   bytesSource,
   findInitializer,
@@ -25,10 +24,8 @@ import {
 import { totalsFor, type CompressionResult } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 import { isModelError } from '../../src/core/errors.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
-
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 
 const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);

@@ -4,7 +4,6 @@
  * requests that cannot be met refused with typed errors.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   bytesSource,
@@ -25,12 +24,11 @@ import {
 } from '../../src/core/structure/index.ts';
 import { emptyInputStats, type CalibrationStats } from '../../src/core/calibrate/stats.ts';
 import { ModelError } from '../../src/core/errors.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { zeroed } from '../helpers/structure.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 const load = (p: string): OnnxModel => parseModel(bytesSource(p, new Uint8Array(readFileSync(p))));
 
 /** Frobenius norm of rows [r0, r1) × columns [c0, c1) of a named [rows, cols] weight. */

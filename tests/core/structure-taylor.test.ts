@@ -21,12 +21,12 @@ import { pruneStructure } from '../../src/core/compress/structure.ts';
 import { parseIdsText, loadTokenizer } from '../../src/core/tokenizer.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
-import { ROOT, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { pastInputs } from '../helpers/demo.ts';
 import { scaledRows } from '../helpers/structure.ts';
 import { ort } from '../helpers/ort.ts';
 import { seededFloats } from '../helpers/models.ts';
 
-const DEMO_DIR = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
 const load = (p: string): OnnxModel => parseModel(bytesSource(p, new Uint8Array(readFileSync(p))));
 
 /** Mean next-token cross-entropy of `ids` under the model `bytes`, by onnxruntime, in float64. */
@@ -42,6 +42,9 @@ async function lossOf(bytes: Uint8Array, ids: number[]): Promise<number> {
           : name === 'position_ids'
             ? int64(ids.map((_, i) => i))
             : int64(ids.map(() => 1));
+    // the demo's KV cache: empty, [1, heads, 0, head_dim] as each (pruned) block declares it
+    for (const p of pastInputs(bytes))
+      feeds[p.name] = new ort.Tensor('float32', new Float32Array(0), [1, p.heads, 0, p.headDim]);
     const logits = (await session.run(feeds)).logits.data as Float32Array;
     const V = logits.length / ids.length;
     let loss = 0;
@@ -142,7 +145,7 @@ describe('taylorImportance', () => {
   });
 
   it('on the demo model ranks heads and neurons differently from magnitude; the pruned model runs', async () => {
-    const model = load(join(DEMO_DIR, 'model.onnx'));
+    const model = load(DEMO_MODEL);
     const s = detectStructure(model);
     const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO_DIR, 'tokenizer.json'), 'utf8')));
     const text = tokenizer.encode(readFileSync(join(DEMO_DIR, 'train.txt'), 'utf8').slice(0, 20_000));

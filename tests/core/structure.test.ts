@@ -5,20 +5,18 @@
  * zeroed — all in onnxruntime-node, within 1e-4.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { detectStructure, type ModelStructure } from '../../src/core/structure/detect.ts';
 import { applyStructuredPruning, type StructurePlan } from '../../src/core/structure/rewrite.ts';
 import { ModelError } from '../../src/core/errors.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { zeroed } from '../helpers/structure.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { HF_LLAMA, hfLlamaModel } from '../helpers/llama-hf.ts';
 import { ort, type Feeds } from '../helpers/ort.ts';
 import { maxAbs, maxAbsDiff, runOutput } from '../helpers/compress.ts';
-
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
+import { cacheFeeds, pastInputs, twoSteps } from '../helpers/demo.ts';
 
 function load(path: string): OnnxModel {
   return parseModel(bytesSource(path, new Uint8Array(readFileSync(path))));
@@ -32,14 +30,24 @@ function headRows(s: ModelStructure, block: number, heads: number[]): number[] {
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const without = (n: number, removed: number[]) => range(n).filter((i) => !removed.includes(i));
 
-function demoFeeds(): Feeds {
-  const ids = [5, 17, 300, 42, 9, 1000, 77, 3, 250, 8, 64, 1999, 12, 400, 6, 31];
-  // some zeros in the mask: padding-like positions the model must ignore in both graphs alike
-  const mask = ids.map((_, i) => (i === 2 || i === 7 || i === 11 ? 0 : 1));
-  return {
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
-    attention_mask: new ort.Tensor('int64', BigInt64Array.from(mask.map(BigInt)), [1, ids.length]),
-  };
+const DEMO_IDS = [5, 17, 300, 42, 9, 1000, 77, 3, 250, 8, 64, 1999, 12, 400, 6, 31];
+// some zeros in the mask: padding-like positions the model must ignore in both graphs alike
+const DEMO_MASK = DEMO_IDS.map((_, i) => (i === 2 || i === 7 || i === 11 ? 0 : 1));
+
+/** The demo's feeds for one model: its KV cache empty, shaped by the heads each block declares. */
+const demoFeeds = (bytes: Uint8Array): Feeds => cacheFeeds(bytes, DEMO_IDS, {}, DEMO_MASK);
+
+/**
+ * Both models decode a prompt, then two more tokens from their own present.* fed back as the past:
+ * the second step's logits and every present agree (the cache's head axis was rewritten with them).
+ */
+async function expectSameWithCache(a: Uint8Array, b: Uint8Array): Promise<void> {
+  const x = await twoSteps(a, DEMO_IDS, [250, 8], DEMO_MASK);
+  const y = await twoSteps(b, DEMO_IDS, [250, 8], DEMO_MASK);
+  expect(maxAbsDiff(x.second.logits.data as Float32Array, y.second.logits.data as Float32Array)).toBeLessThan(
+    1e-4,
+  );
+  expect(Object.keys(x.second).sort()).toEqual(Object.keys(y.second).sort());
 }
 
 function storiesFeeds(): Feeds {
@@ -47,9 +55,14 @@ function storiesFeeds(): Feeds {
   return { input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]) };
 }
 
-async function expectSame(a: Uint8Array, b: Uint8Array, feeds: Feeds): Promise<void> {
-  const x = await runOutput(a, feeds, 'logits', {});
-  const y = await runOutput(b, feeds, 'logits', {});
+async function expectSame(
+  a: Uint8Array,
+  b: Uint8Array,
+  feeds: Feeds | ((bytes: Uint8Array) => Feeds),
+): Promise<void> {
+  const feedsOf = (bytes: Uint8Array) => (typeof feeds === 'function' ? feeds(bytes) : feeds);
+  const x = await runOutput(a, feedsOf(a), 'logits', {});
+  const y = await runOutput(b, feedsOf(b), 'logits', {});
   expect(x.length).toBe(y.length);
   expect(maxAbs(x)).toBeGreaterThan(0.1);
   expect(maxAbsDiff(x, y)).toBeLessThan(1e-4);
@@ -108,7 +121,10 @@ describe('applyStructuredPruning', () => {
     const pruned = applyStructuredPruning(model, plan, s);
     const rows: Record<string, number[]> = {};
     removed.forEach((r, i) => (rows[s.blocks[i].attention.out.weight] = headRows(s, i, r)));
-    await expectSame(pruned.bytes, zeroed(model, rows), demoFeeds());
+    await expectSame(pruned.bytes, zeroed(model, rows), demoFeeds);
+    await expectSameWithCache(pruned.bytes, zeroed(model, rows));
+    // past_key_values.* and present.* declare each block's new head count
+    expect(pastInputs(pruned.bytes).map((p) => p.heads)).toEqual([5, 5, 4, 4, 6, 6, 3, 3, 5, 5, 1, 1]);
     expect(pruned.report.headsAfter).toBe(36 - 12);
     expect(pruned.report.paramsAfter).toBeLessThan(pruned.report.paramsBefore);
     expect(pruned.bytes.byteLength).toBeLessThan(model.fileSize);
@@ -124,7 +140,7 @@ describe('applyStructuredPruning', () => {
     const pruned = applyStructuredPruning(model, plan, s);
     const rows: Record<string, number[]> = {};
     removed.forEach((r, i) => (rows[s.blocks[i].mlp.down.weight] = r));
-    await expectSame(pruned.bytes, zeroed(model, rows), demoFeeds());
+    await expectSame(pruned.bytes, zeroed(model, rows), demoFeeds);
     const gone = removed.reduce((n, r) => n + r.length * (192 + 1 + 192), 0); // c_fc column + bias, c_proj row
     expect(pruned.report.paramsBefore - pruned.report.paramsAfter).toBe(gone);
     expect(model.fileSize - pruned.bytes.byteLength).toBeGreaterThanOrEqual(gone * 4);
@@ -142,7 +158,9 @@ describe('applyStructuredPruning', () => {
       const b = s.blocks[i];
       return [b.attention.out.weight, b.attention.out.bias!, b.mlp.down.weight, b.mlp.down.bias!];
     });
-    await expectSame(pruned.bytes, zeroed(model, {}, whole), demoFeeds());
+    await expectSame(pruned.bytes, zeroed(model, {}, whole), demoFeeds);
+    // a dropped block's cache passes through: same inputs and outputs, the same next-token logits
+    await expectSameWithCache(pruned.bytes, zeroed(model, {}, whole));
     expect(pruned.report.blocksAfter).toBe(4);
     expect(detectStructure(pruned.model).blocks).toHaveLength(4);
     expect(pruned.model.graph.node.length).toBeLessThan(model.graph.node.length);

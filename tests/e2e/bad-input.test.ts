@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Download, Page } from 'playwright-core';
-import { ARTIFACTS, ROOT, dropFiles, openStudio, type Studio } from './harness.ts';
-import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
+import { DEMO_MODEL, STORIES_DIR } from '../helpers/fixtures.ts';
 
-const DEMO_MODEL = readFileSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx'));
+const DEMO_BYTES = readFileSync(DEMO_MODEL);
 const SHORT_TEXT = 'To be, or not to be, that is the question: whether tis nobler in the mind to suffer.';
 const STORIES_MODEL = readFileSync(join(STORIES_DIR, 'model.onnx'));
 // one short sequence: a few windows of work at most
@@ -66,7 +66,7 @@ describe('bad files leave the demo model working', () => {
     {
       label: 'a truncated model (the first half of the demo)',
       name: 'half.onnx',
-      bytes: DEMO_MODEL.subarray(0, DEMO_MODEL.byteLength >> 1),
+      bytes: DEMO_BYTES.subarray(0, DEMO_BYTES.byteLength >> 1),
       message: /half\.onnx/,
     },
   ];

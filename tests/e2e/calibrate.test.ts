@@ -10,7 +10,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARTIFACTS, ROOT, dropFiles, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
-import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_DIR, STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { compressBytes, opTypes } from '../helpers/compress.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { findWeight } from '../../src/core/onnx/graphs.ts';
@@ -263,7 +263,7 @@ describe('calibration in the page', () => {
     await page.locator('[data-testid=calib-source]').selectOption('text');
     expect(await text('calib-disabled-reason')).toBe('Choose a text file first.');
     expect(await page.locator('[data-testid=calibrate]').isDisabled()).toBe(true);
-    const heldout = readFileSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/heldout.txt'), 'utf8');
+    const heldout = readFileSync(join(DEMO_DIR, 'heldout.txt'), 'utf8');
     await page.locator('[data-testid=calib-file-input]').setInputFiles({
       name: 'heldout-part.txt',
       mimeType: 'text/plain',

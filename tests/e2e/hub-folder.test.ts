@@ -8,19 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, openStudio, type Studio } from './harness.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { writeModel } from '../../src/core/onnx/write.ts';
 import { mlpModel } from '../helpers/models.ts';
 import { runCli } from '../helpers/cli.ts';
-
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+import { DEMO_DIR, DEMO_MODEL } from '../helpers/fixtures.ts';
 
 /** The demo model as a Hub clone: weights in onnx/model.onnx_data, plus what a clone also holds. */
 function hubClone(): string {
   const dir = join(mkdtempSync(join(tmpdir(), 'cs-hub-')), 'tiny-shakespeare');
   mkdirSync(join(dir, 'onnx'), { recursive: true });
-  const written = writeModel(parseModel(bytesSource('model.onnx', readFileSync(join(DEMO, 'model.onnx')))), {
+  const written = writeModel(parseModel(bytesSource('model.onnx', readFileSync(DEMO_MODEL))), {
     externalData: { location: 'model.onnx_data' },
   });
   writeFileSync(join(dir, 'onnx', 'model.onnx'), written.model);
@@ -31,8 +30,8 @@ function hubClone(): string {
   });
   writeFileSync(join(dir, 'onnx', 'model_q4.onnx'), variant.model);
   writeFileSync(join(dir, 'onnx', 'model_q4.onnx_data'), Buffer.concat(variant.externalData!.chunks));
-  copyFileSync(join(DEMO, 'config.json'), join(dir, 'config.json'));
-  copyFileSync(join(DEMO, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+  copyFileSync(join(DEMO_DIR, 'config.json'), join(dir, 'config.json'));
+  copyFileSync(join(DEMO_DIR, 'tokenizer.json'), join(dir, 'tokenizer.json'));
   writeFileSync(join(dir, '.gitattributes'), '*.onnx_data filter=lfs diff=lfs merge=lfs -text\n');
   writeFileSync(join(dir, 'model.safetensors'), new Uint8Array(4096).fill(7));
   writeFileSync(join(dir, 'README.md'), '# tiny-shakespeare\n');
@@ -59,7 +58,8 @@ describe('the studio in Chromium: a Hub-style model folder', () => {
         const s = (
           window as unknown as { __studio: { getState(): { modelFiles?: { main: { path: string } } } } }
         ).__studio.getState();
-        return s.modelFiles?.main.path.endsWith('onnx/model.onnx') ?? false;
+        // the clone's model, not the demo's own onnx/model.onnx opened at start
+        return s.modelFiles?.main.path === 'tiny-shakespeare/onnx/model.onnx';
       },
       undefined,
       { timeout: 60_000 },
@@ -90,7 +90,7 @@ describe('the studio in Chromium: a Hub-style model folder', () => {
     expect(opened.tokenizer).toBe(true);
     expect(await page.locator('[data-testid=summary] h2').textContent()).toBe('model.onnx');
 
-    const text = readFileSync(join(DEMO, 'heldout.txt'), 'utf8').slice(0, 1500);
+    const text = readFileSync(join(DEMO_DIR, 'heldout.txt'), 'utf8').slice(0, 1500);
     const textFile = join(dir, '..', 'short.txt');
     writeFileSync(textFile, text);
     await page.locator('[data-testid=eval-text]').fill(text);

@@ -10,7 +10,7 @@ import { ARTIFACTS, ROOT, exportAndCollect, openStudio, type Studio } from './ha
 import { runCli, sha256File } from '../helpers/cli.ts';
 import { readHashRecipe, recipeJson } from '../../src/app/share.ts';
 
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
+const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/onnx/model.onnx');
 
 type StoreState = {
   recipe: { method: string; options?: Record<string, unknown>; select?: { include?: string[] } }[];

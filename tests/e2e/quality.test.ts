@@ -2,11 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, dropFiles, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, dropFiles, openStudio, type Studio } from './harness.ts';
 import { main } from '../../src/cli/main.ts';
-import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_DIR } from '../helpers/fixtures.ts';
 
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
 const STORIES = STORIES_DIR;
 
 async function cliPerplexity(args: string[]): Promise<{ perplexity: number; tokens: number }> {
@@ -45,7 +44,7 @@ describe('quality in the browser (onnxruntime-web in a worker)', () => {
     await page.goto(studio.url + '?eval=0');
     await page.waitForSelector('[data-testid=evaluate]:not([disabled])', { timeout: 60_000 });
     // ~2,000 characters of the held-out text: a few windows, seconds of work on any machine
-    const text = readFileSync(join(DEMO, 'heldout.txt'), 'utf8').slice(0, 2000);
+    const text = readFileSync(join(DEMO_DIR, 'heldout.txt'), 'utf8').slice(0, 2000);
     const textFile = join(mkdtempSync(join(tmpdir(), 'cs-quality-')), 'short.txt');
     writeFileSync(textFile, text);
     await page.locator('[data-testid=eval-text]').fill(text);
@@ -68,11 +67,11 @@ describe('quality in the browser (onnxruntime-web in a worker)', () => {
       `${tokens.toLocaleString('en-US')} tokens scored`,
     );
     const cli = await cliPerplexity([
-      join(DEMO, 'model.onnx'),
+      DEMO_MODEL,
       '--text',
       textFile,
       '--tokenizer',
-      DEMO,
+      DEMO_DIR,
       '--ctx',
       '128',
       '--stride',

@@ -6,11 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, launchChromium, exportAndCollect, openStudio, type Studio } from './harness.ts';
+import { ARTIFACTS, launchChromium, exportAndCollect, openStudio, type Studio } from './harness.ts';
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
-
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+import { DEMO_DIR } from '../helpers/fixtures.ts';
+import { cacheFeeds } from '../helpers/demo.ts';
 
 describe('live studio', () => {
   let studio: Studio;
@@ -94,7 +94,7 @@ describe('live studio', () => {
   it('evaluates original and compressed perplexity and keeps the point in the history', async () => {
     const { page } = studio;
     // a shorter text keeps the test quick; the full held-out text is the quality test's job
-    const heldout = readFileSync(join(DEMO, 'heldout.txt'), 'utf8').slice(0, 4000);
+    const heldout = readFileSync(join(DEMO_DIR, 'heldout.txt'), 'utf8').slice(0, 4000);
     await page.locator('[data-testid=eval-text]').fill(heldout);
     await page.locator('[data-testid=evaluate-compressed]').click();
     await expect.poll(() => text('ppl-compressed'), { timeout: 240_000 }).toMatch(/^\d+\.\d{3}/);
@@ -120,12 +120,10 @@ describe('live studio', () => {
     const { dir, onnxPath: modelPath, report } = await exportAndCollect(page, 'cs-dl-');
     expect(report.recipe.steps.map((s: { method: string }) => s.method)).toEqual(['prune', 'int4']);
     const session = await ort.InferenceSession.create(modelPath, { extra: EXACT_WEIGHT_ONLY });
-    const ids = [1, 2, 3, 4, 5];
-    const out = await session.run({
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
-      attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids.map(() => 1n)), [1, ids.length]),
-    });
+    // the demo's KV cache fed empty; the export keeps its present.* outputs
+    const out = await session.run(cacheFeeds(readFileSync(modelPath), [1, 2, 3, 4, 5]));
     expect(out.logits.dims.slice(0, 2)).toEqual([1, 5]);
+    expect(out['present.5.value'].dims).toEqual([1, 6, 5, 32]);
     expect(report.outputBytes).toBe(readFileSync(modelPath).byteLength);
     rmSync(dir, { recursive: true, force: true });
   });

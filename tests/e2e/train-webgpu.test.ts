@@ -76,7 +76,7 @@ describe('WebGPU training backend (SwiftShader)', () => {
     '10 distillation steps of the demo model lose the same on WebGPU as on wasm',
     { timeout: 600_000 },
     async () => {
-      const modelBytes = readFileSync(join(DEMO, 'model.onnx'));
+      const modelBytes = readFileSync(join(DEMO, 'onnx', 'model.onnx'));
       const inputs = summarizeInputs(parseModel(bytesSource('model.onnx', new Uint8Array(modelBytes))).graph);
       const settings = { ...DISTILL_DEFAULTS, steps: 10, batch: 2, seq: 32, evalEvery: 10, lr: 2e-3 };
       const runs: Run[] = [];
@@ -91,8 +91,8 @@ describe('WebGPU training backend (SwiftShader)', () => {
             const done = await client.trainStudentInWorker(
               {
                 key: `webgpu-check-${backend}`,
-                student: await bytes('models/tiny-shakespeare-gpt2/model.onnx'),
-                teacher: { key: 'demo', model: await bytes('models/tiny-shakespeare-gpt2/model.onnx') },
+                student: await bytes('models/tiny-shakespeare-gpt2/onnx/model.onnx'),
+                teacher: { key: 'demo', model: await bytes('models/tiny-shakespeare-gpt2/onnx/model.onnx') },
                 inputs,
                 settings,
                 data: {

@@ -10,8 +10,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, ROOT, dropFiles, exportAndCollect, openStudio, type Studio } from './harness.ts';
-import { STORIES_MODEL } from '../helpers/fixtures.ts';
+import { ARTIFACTS, dropFiles, exportAndCollect, openStudio, type Studio } from './harness.ts';
+import { DEMO_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, runBytes } from '../helpers/ort.ts';
 import { bytesSource, parseModel, readTensorFloat32 } from '../../src/core/onnx/model.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
@@ -19,8 +19,6 @@ import { loadTokenizer } from '../../src/core/tokenizer.ts';
 import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
 import { heldOutWindows, splitTrainingData } from '../../src/core/compress/distill.ts';
 import { ort } from '../helpers/ort.ts';
-
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
 
 describe('distillation in the page', () => {
   let studio: Studio;
@@ -116,8 +114,8 @@ describe('distillation in the page', () => {
     expect(report.distill.heldOut[0].step).toBe(0);
 
     // onnxruntime-node: the file's perplexity on the page's held-out windows is the page's best
-    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
-    const data = splitTrainingData([tokenizer.encode(readFileSync(join(DEMO, 'train.txt'), 'utf8'))]);
+    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO_DIR, 'tokenizer.json'), 'utf8')));
+    const data = splitTrainingData([tokenizer.encode(readFileSync(join(DEMO_DIR, 'train.txt'), 'utf8'))]);
     const windows = heldOutWindows(data.heldOut, 32);
     const model = parseModel(bytesSource('exported.onnx', exported));
     const session = await ort.InferenceSession.create(exported);
@@ -263,8 +261,8 @@ describe('distillation in the page', () => {
     const model = parseModel(bytesSource('qat.onnx', exported));
     expect(model.graph.node.some((n) => n.op_type === 'MatMulNBits')).toBe(true);
     // onnxruntime-node on the int4 file: the held-out perplexity the page measured with fake quantization
-    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
-    const data = splitTrainingData([tokenizer.encode(readFileSync(join(DEMO, 'train.txt'), 'utf8'))]);
+    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO_DIR, 'tokenizer.json'), 'utf8')));
+    const data = splitTrainingData([tokenizer.encode(readFileSync(join(DEMO_DIR, 'train.txt'), 'utf8'))]);
     const session = await ort.InferenceSession.create(exported);
     let ppl: number;
     try {

@@ -2,12 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { contextFromConfig } from '../../src/core/eval/config.ts';
+import { DEMO_DIR } from '../helpers/fixtures.ts';
 
 describe('context length from config.json', () => {
   it('reads the names the model families use, in order of precedence', () => {
-    const demo = JSON.parse(
-      readFileSync(join(__dirname, '../../public/models/tiny-shakespeare-gpt2/config.json'), 'utf8'),
-    );
+    const demo = JSON.parse(readFileSync(join(DEMO_DIR, 'config.json'), 'utf8'));
     expect(contextFromConfig(demo)).toBe(128); // GPT-2: n_positions
     expect(contextFromConfig({ max_position_embeddings: 2048 })).toBe(2048); // Llama
     expect(contextFromConfig({ n_ctx: 1024 })).toBe(1024);

@@ -5,7 +5,7 @@
  * models without a cache (stories260K) recompute; sampling is seeded; Stop and EOS end it.
  */
 import { describe, expect, it } from 'vitest';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-common';
 import { generate, topKFilter, cacheLayout, type GenerateOptions } from '../../src/core/eval/generate.ts';
@@ -135,27 +135,24 @@ describe('generate', () => {
     }
   });
 
-  it.runIf(existsSync(DEMO_KV))(
-    'the demo GPT-2 with its KV cache: 100 greedy tokens as full recompute gives',
-    async () => {
-      const bytes = new Uint8Array(readFileSync(DEMO_KV));
-      const { session, inputs } = await open(bytes);
-      const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
-      const prompt = tokenizer.encode('ROMEO:\nI will');
-      try {
-        const opts = { maxNewTokens: 100, ctx: 128 };
-        const cached = await generate(session, Tensor, inputs, prompt, opts);
-        const full = await generate(session, Tensor, inputs, prompt, { ...opts, useCache: false });
-        expect(cached.cached).toBe(true);
-        expect(full.cached).toBe(false);
-        expect(cached.tokens).toHaveLength(100);
-        expect(cached.tokens).toEqual(full.tokens);
-        expect(tokenizer.decode(cached.tokens).length).toBeGreaterThan(100);
-      } finally {
-        await session.release();
-      }
-    },
-  );
+  it('the demo GPT-2 with its KV cache: 100 greedy tokens as full recompute gives', async () => {
+    const bytes = new Uint8Array(readFileSync(DEMO_KV));
+    const { session, inputs } = await open(bytes);
+    const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
+    const prompt = tokenizer.encode('ROMEO:\nI will');
+    try {
+      const opts = { maxNewTokens: 100, ctx: 128 };
+      const cached = await generate(session, Tensor, inputs, prompt, opts);
+      const full = await generate(session, Tensor, inputs, prompt, { ...opts, useCache: false });
+      expect(cached.cached).toBe(true);
+      expect(full.cached).toBe(false);
+      expect(cached.tokens).toHaveLength(100);
+      expect(cached.tokens).toEqual(full.tokens);
+      expect(tokenizer.decode(cached.tokens).length).toBeGreaterThan(100);
+    } finally {
+      await session.release();
+    }
+  });
 
   it('stories260K (no cache) recomputes the prefix, as a direct loop does', async () => {
     const bytes = new Uint8Array(readFileSync(STORIES_MODEL));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { evaluatePerplexity, slidingWindows } from '../../src/core/eval/perplexity.ts';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
@@ -8,9 +8,8 @@ import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { ModelError } from '../../src/core/errors.ts';
 import { tinyDecoder, VOCAB, type DecoderSignature } from '../helpers/decoders.ts';
 import { ort } from '../helpers/ort.ts';
-import { STORIES_DIR } from '../helpers/fixtures.ts';
+import { DEMO_DIR, DEMO_MODEL, STORIES_DIR } from '../helpers/fixtures.ts';
 
-const ROOT = resolve(__dirname, '../..');
 const STORIES = STORIES_DIR;
 
 /**
@@ -109,8 +108,8 @@ describe('perplexity evaluator against an independent loop (onnxruntime-node)', 
   });
 
   it('windows batched several to a run (the demo model) give the one-at-a-time perplexity', async () => {
-    const dir = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
-    const model = new Uint8Array(readFileSync(join(dir, 'model.onnx')));
+    const dir = DEMO_DIR;
+    const model = new Uint8Array(readFileSync(DEMO_MODEL));
     const all = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8')) as
       number[] | { ids: number[] };
     const heldout = (Array.isArray(all) ? all : all.ids).slice(0, 2000);
@@ -202,59 +201,56 @@ describe('perplexity evaluator against an independent loop (onnxruntime-node)', 
   });
 });
 
-describe.runIf(existsSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/training.json')))(
-  'the demo model',
-  () => {
-    const dir = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
-    it('CLI perplexity on the held-out text matches the training script within 0.5%', async () => {
-      const training = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
-      const { main } = await import('../../src/cli/main.ts');
-      let out = '';
-      const code = await main(
-        [
-          'ppl',
-          join(dir, 'model.onnx'),
-          '--text',
-          join(dir, 'heldout.txt'),
-          '--tokenizer',
-          dir,
-          '--ctx',
-          String(training.protocol.ctx),
-          '--stride',
-          String(training.protocol.stride),
-          '--json',
-        ],
-        (s) => (out += s),
-      );
-      expect(code).toBe(0);
-      const r = JSON.parse(out);
-      expect(r.tokens).toBe(training.protocol.tokens_scored);
-      expect(Math.abs(r.perplexity / training.heldout_perplexity - 1)).toBeLessThan(0.005);
-    });
+describe.runIf(existsSync(join(DEMO_DIR, 'training.json')))('the demo model', () => {
+  const dir = DEMO_DIR;
+  it('CLI perplexity on the held-out text matches the training script within 0.5%', async () => {
+    const training = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
+    const { main } = await import('../../src/cli/main.ts');
+    let out = '';
+    const code = await main(
+      [
+        'ppl',
+        DEMO_MODEL,
+        '--text',
+        join(dir, 'heldout.txt'),
+        '--tokenizer',
+        dir,
+        '--ctx',
+        String(training.protocol.ctx),
+        '--stride',
+        String(training.protocol.stride),
+        '--json',
+      ],
+      (s) => (out += s),
+    );
+    expect(code).toBe(0);
+    const r = JSON.parse(out);
+    expect(r.tokens).toBe(training.protocol.tokens_scored);
+    expect(Math.abs(r.perplexity / training.heldout_perplexity - 1)).toBeLessThan(0.005);
+  });
 
-    it('the JS tokenizer reproduces the training tokenizer ids exactly', async () => {
-      const { loadTokenizer } = await import('../../src/core/tokenizer.ts');
-      const tok = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));
-      const expected = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8'));
-      expect(tok.encode(readFileSync(join(dir, 'heldout.txt'), 'utf8'))).toEqual(expected);
-    });
+  it('the JS tokenizer reproduces the training tokenizer ids exactly', async () => {
+    const { loadTokenizer } = await import('../../src/core/tokenizer.ts');
+    const tok = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));
+    const expected = JSON.parse(readFileSync(join(dir, 'heldout_ids.json'), 'utf8'));
+    expect(tok.encode(readFileSync(join(dir, 'heldout.txt'), 'utf8'))).toEqual(expected);
+  });
 
-    it('train.txt is the training split: the token count the training script reports, cut at a line start before the held-out text', async () => {
-      const { loadTokenizer } = await import('../../src/core/tokenizer.ts');
-      const tok = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));
-      const train = readFileSync(join(dir, 'train.txt'), 'utf8');
-      const heldout = readFileSync(join(dir, 'heldout.txt'), 'utf8');
-      const training = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
-      expect(tok.encode(train).length).toBe(training.train_tokens);
-      expect(train.endsWith('\n')).toBe(true);
-      // the split is 90 % / 10 % of the characters (the cut moves to the next line start)
-      const share = train.length / (train.length + heldout.length);
-      expect(share).toBeGreaterThanOrEqual(0.9);
-      expect(share).toBeLessThan(0.9001);
-      // no held-out line long enough to be telling appears in the training text
-      const lines = heldout.split('\n').filter((l) => l.length > 45);
-      expect(lines.length).toBeGreaterThan(100);
-      expect(lines.filter((l) => train.includes(l))).toEqual([]);
-    });
-  },
-);
+  it('train.txt is the training split: the token count the training script reports, cut at a line start before the held-out text', async () => {
+    const { loadTokenizer } = await import('../../src/core/tokenizer.ts');
+    const tok = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));
+    const train = readFileSync(join(dir, 'train.txt'), 'utf8');
+    const heldout = readFileSync(join(dir, 'heldout.txt'), 'utf8');
+    const training = JSON.parse(readFileSync(join(dir, 'training.json'), 'utf8'));
+    expect(tok.encode(train).length).toBe(training.train_tokens);
+    expect(train.endsWith('\n')).toBe(true);
+    // the split is 90 % / 10 % of the characters (the cut moves to the next line start)
+    const share = train.length / (train.length + heldout.length);
+    expect(share).toBeGreaterThanOrEqual(0.9);
+    expect(share).toBeLessThan(0.9001);
+    // no held-out line long enough to be telling appears in the training text
+    const lines = heldout.split('\n').filter((l) => l.length > 45);
+    expect(lines.length).toBeGreaterThan(100);
+    expect(lines.filter((l) => train.includes(l))).toEqual([]);
+  });
+});

@@ -1,12 +1,13 @@
 /**
- * transformers.js (@huggingface/transformers, offline: env.allowRemoteModels = false) loads the folder
+ * transformers.js (@huggingface/transformers, offline: env.allowRemoteModels = false) loads the demo
+ * folder as shipped (its tokenizer and its KV-cache GPT-2) and the folder
  * `compress -o DIR/` writes — onnx/model_q4.onnx, model_quantized.onnx, model_fp16.onnx beside
  * config.json and generation_config.json — and generates 20 tokens with its KV cache; the q4 file's
  * greedy tokens are those of the studio's preview weights run by onnxruntime-node with the same cache.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
@@ -15,6 +16,9 @@ import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { ort, tempDir } from '../helpers/ort.ts';
 import { runCli } from '../helpers/cli.ts';
 import { MERGED, cachedDecoder } from '../helpers/merged-decoder.ts';
+import { DEMO_DIR, DEMO_MODEL } from '../helpers/fixtures.ts';
+import { greedyWithoutCache } from '../helpers/demo.ts';
+import { loadTokenizer } from '../../src/core/tokenizer.ts';
 
 const PROMPT = [3, 17, 5, 29];
 const NEW_TOKENS = 20;
@@ -114,5 +118,78 @@ describe('transformers.js loads the folders compress -o DIR/ writes', () => {
     expect(generated.q4).not.toEqual(original);
     expect(generated.q8).toEqual(original);
     expect(generated.fp16).toEqual(original);
+  });
+});
+
+/** transformers.js with the studio's demo folder (or a folder the CLI wrote) as its only model source. */
+async function transformersGreedy(
+  root: string,
+  id: string,
+  dtype: string,
+  prompt: number[],
+): Promise<number[]> {
+  const { AutoModelForCausalLM, Tensor, env } = await import('@huggingface/transformers');
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.localModelPath = root;
+  const model = await AutoModelForCausalLM.from_pretrained(id, {
+    dtype: dtype as 'fp32',
+  });
+  try {
+    const ids = new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length]);
+    const output = (await model.generate({
+      inputs: ids,
+      max_new_tokens: NEW_TOKENS,
+      do_sample: false,
+    })) as { tolist(): bigint[][] };
+    return output.tolist()[0].map(Number);
+  } finally {
+    await model.dispose();
+  }
+}
+
+describe('transformers.js loads the demo folder as shipped', () => {
+  const demoPrompt = () =>
+    loadTokenizer(JSON.parse(readFileSync(join(DEMO_DIR, 'tokenizer.json'), 'utf8'))).encode(
+      'ROMEO:\nWhat light is this',
+    );
+
+  it("tokenizes as the studio does and generates 20 tokens with its KV cache: the studio's greedy decode", async () => {
+    const { AutoTokenizer, env } = await import('@huggingface/transformers');
+    env.allowRemoteModels = false;
+    env.allowLocalModels = true;
+    env.localModelPath = dirname(DEMO_DIR);
+    const text = readFileSync(join(DEMO_DIR, 'heldout.txt'), 'utf8').slice(0, 2000);
+    const tokenizer = await AutoTokenizer.from_pretrained(basename(DEMO_DIR));
+    const studio = loadTokenizer(JSON.parse(readFileSync(join(DEMO_DIR, 'tokenizer.json'), 'utf8')));
+    expect(tokenizer.encode(text, { add_special_tokens: false })).toEqual(studio.encode(text));
+
+    const prompt = demoPrompt();
+    const generated = await transformersGreedy(dirname(DEMO_DIR), basename(DEMO_DIR), 'fp32', prompt);
+    expect(generated).toHaveLength(prompt.length + NEW_TOKENS);
+    // every step recomputed from scratch with an empty cache, as perplexity runs the model
+    expect(generated).toEqual(await greedyWithoutCache(readFileSync(DEMO_MODEL), prompt, NEW_TOKENS));
+  });
+
+  it('the int4, int8 and fp16 folders compress -o DIR/ writes of it generate 20 tokens each', async () => {
+    const root = tempDir('cs-tfjs-demo-');
+    const out = join(root, 'demo-compressed') + '/';
+    for (const flag of ['--int4', '--int8', '--fp16']) {
+      const r = await runCli(['compress', DEMO_DIR, flag, '-o', out, '--json']);
+      expect(r.err).toBe('');
+      expect(JSON.parse(r.out).warnings).toEqual([]);
+    }
+    const prompt = demoPrompt();
+    const files = { q4: 'model_q4.onnx', q8: 'model_quantized.onnx', fp16: 'model_fp16.onnx' };
+    for (const [dtype, file] of Object.entries(files)) {
+      const generated = await transformersGreedy(root, 'demo-compressed', dtype, prompt);
+      expect(generated, dtype).toHaveLength(prompt.length + NEW_TOKENS);
+      expect(generated.slice(0, prompt.length), dtype).toEqual(prompt);
+      // with the cache as without it: the compressed file's present.* outputs are right too
+      if (dtype !== 'fp16')
+        expect(generated, dtype).toEqual(
+          await greedyWithoutCache(readFileSync(join(out, 'onnx', file)), prompt, NEW_TOKENS),
+        );
+    }
   });
 });

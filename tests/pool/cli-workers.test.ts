@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { runCli } from '../helpers/cli.ts';
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
-import { ROOT } from '../helpers/fixtures.ts';
+import { DEMO_MODEL } from '../helpers/fixtures.ts';
 
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
+const DEMO = DEMO_MODEL;
 
 describe('compress --workers', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cs-workers-'));

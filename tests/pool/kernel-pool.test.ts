@@ -5,7 +5,6 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { serialize } from 'node:v8';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { compressModel, compressModelInPool } from '../../src/core/compress/pipeline.ts';
@@ -16,10 +15,10 @@ import { runKernelTask } from '../../src/core/compress/kernel-tasks.ts';
 import { setCancelScope } from '../../src/core/cancel.ts';
 import { tensorStats, histogram } from '../../src/core/stats.ts';
 import { createNodePool } from '../../src/runtime/pool-node.ts';
-import { ROOT } from '../helpers/fixtures.ts';
+import { DEMO_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
 
-const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
+const DEMO = DEMO_MODEL;
 const model = parseModel(bytesSource('model.onnx', new Uint8Array(readFileSync(DEMO))));
 
 const RECIPES: RecipeStep[][] = [

@@ -7,7 +7,6 @@
  * shaders themselves are checked in tests/e2e/train-webgpu.test.ts.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { TrainGraph } from '../../src/core/train/graph.ts';
@@ -21,7 +20,7 @@ import {
   type GemmDevice,
   type GemmLayout,
 } from '../../src/core/train/kernels.ts';
-import { ROOT } from '../helpers/fixtures.ts';
+import { DEMO_MODEL } from '../helpers/fixtures.ts';
 
 /** The products as the JavaScript loops compute them, with gemmWasm's arguments ('TN': a is [K, M]). */
 class LoopDevice implements GemmDevice {
@@ -79,7 +78,7 @@ describe('the GEMM device seam', () => {
   });
 
   it('the demo model trains the same with its products on a device', async () => {
-    const bytes = new Uint8Array(readFileSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx')));
+    const bytes = new Uint8Array(readFileSync(DEMO_MODEL));
     const model = parseModel(bytesSource('model.onnx', bytes));
     const rows = [
       [5, 17, 300, 41, 9, 1200, 77, 8, 64, 2000, 3, 11, 250, 90, 14, 6],

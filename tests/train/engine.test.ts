@@ -5,7 +5,6 @@
  * and quantized students get typed errors naming them.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isModelError } from '../../src/core/errors.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
@@ -19,11 +18,10 @@ import { MATMUL_WASM_BASE64 } from '../../src/core/train/matmul-wasm.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { assembleKernels } from '../../tools/build-wasm.mjs';
 import { compressBytes } from '../helpers/compress.ts';
-import { ROOT, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
+import { pastInputs } from '../helpers/demo.ts';
 import { seededFloats } from '../helpers/models.ts';
 import { ort } from '../helpers/ort.ts';
-
-const DEMO_MODEL = join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx');
 
 function load(path: string): { bytes: Uint8Array; model: OnnxModel } {
   const bytes = new Uint8Array(readFileSync(path));
@@ -47,6 +45,15 @@ async function ortLogits(bytes: Uint8Array, model: OnnxModel, rows: number[][]):
     };
     if (model.graph.input.some((i) => i.name === 'attention_mask'))
       feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(B * L).fill(1n), [B, L]);
+    if (model.graph.input.some((i) => i.name === 'position_ids'))
+      feeds.position_ids = new ort.Tensor(
+        'int64',
+        BigInt64Array.from({ length: B * L }, (_, i) => BigInt(i % L)),
+        [B, L],
+      );
+    // the demo's KV cache, empty: [B, heads, 0, head_dim]
+    for (const p of pastInputs(bytes))
+      feeds[p.name] = new ort.Tensor('float32', new Float32Array(0), [B, p.heads, 0, p.headDim]);
     return (await session.run(feeds)).logits.data as Float32Array;
   } finally {
     await session.release();

@@ -5,7 +5,6 @@
  * equal finite differences, and a subgraph whose inner value is read elsewhere is left as it is.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
@@ -13,7 +12,7 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import type { NodeProto } from '../../src/core/onnx/proto.ts';
 import { planFusions } from '../../src/core/train/fuse.ts';
 import { TrainGraph, tensorValue } from '../../src/core/train/graph.ts';
-import { ROOT } from '../helpers/fixtures.ts';
+import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
 import { ort } from '../helpers/ort.ts';
 
@@ -294,7 +293,7 @@ describe('attention weights with an additive mask (Mul or Div, Add, Softmax) fus
   );
 
   it('fuses every layer of stories260K', () => {
-    const bytes = new Uint8Array(readFileSync(join(ROOT, 'tests/fixtures/stories260K/model.onnx')));
+    const bytes = new Uint8Array(readFileSync(STORIES_MODEL));
     const fused = plan(bytes).filter((p) => p.op);
     expect(fused.map((p) => p.node.op_type)).toEqual(Array(5).fill('ScaledMaskSoftmax (fused)'));
   });
@@ -302,7 +301,7 @@ describe('attention weights with an additive mask (Mul or Div, Add, Softmax) fus
 
 describe('fusions on the demo model', () => {
   it('fuse every layer: six GELUs and six attention softmaxes', () => {
-    const bytes = new Uint8Array(readFileSync(join(ROOT, 'public/models/tiny-shakespeare-gpt2/model.onnx')));
+    const bytes = new Uint8Array(readFileSync(DEMO_MODEL));
     const fused = plan(bytes).filter((p) => p.op);
     const count = (type: string) => fused.filter((p) => p.node.op_type === type).length;
     expect([count('GeluTanh (fused)'), count('MaskedSoftmax (fused)')]).toEqual([6, 6]);

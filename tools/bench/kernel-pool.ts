@@ -101,7 +101,7 @@ export async function kernelPoolSection(root: string): Promise<string> {
   const model = parseModel(
     bytesSource(
       'model.onnx',
-      new Uint8Array(readFileSync(join(root, 'public/models/tiny-shakespeare-gpt2/model.onnx'))),
+      new Uint8Array(readFileSync(join(root, 'public/models/tiny-shakespeare-gpt2/onnx/model.onnx'))),
     ),
   );
   const demo: WeightMatrix[] = weightCandidates(model.graph).map((c) => ({

@@ -27,7 +27,7 @@ export async function pageSpeedSection(root: string): Promise<string> {
   const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
   const text = readFileSync(join(demo, 'heldout.txt'), 'utf8').slice(0, CHARS);
   const ids = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8'))).encode(text);
-  const modelBytes = new Uint8Array(readFileSync(join(demo, 'model.onnx')));
+  const modelBytes = new Uint8Array(readFileSync(join(demo, 'onnx', 'model.onnx')));
   const inputs = summarizeInputs(parseModel(bytesSource('model.onnx', modelBytes)).graph);
 
   log('page-speed: production build…');

@@ -71,7 +71,7 @@ export async function pruneDistillRow(
   const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')));
   const train = tokenizer.encode(readFileSync(join(dir, 'train.txt'), 'utf8'));
   const heldOut = [tokenizer.encode(readFileSync(join(dir, 'heldout.txt'), 'utf8'))];
-  const bytes = new Uint8Array(readFileSync(join(dir, 'model.onnx')));
+  const bytes = new Uint8Array(readFileSync(join(dir, 'onnx', 'model.onnx')));
   const model = parseModel(bytesSource('tiny-shakespeare-gpt2', bytes));
   const inputs = summarizeInputs(model.graph);
   const t0 = performance.now();

@@ -72,6 +72,8 @@ const ROOT = resolve(import.meta.dirname, '../..');
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+/** The demo's one model file: GPT-2 with its KV cache, where Hugging Face folders keep it. */
+const DEMO_MODEL = join(DEMO, 'onnx', 'model.onnx');
 const STORIES = join(ROOT, 'tests/fixtures/stories260K');
 const args = new Set(process.argv.slice(2));
 const outIndex = process.argv.indexOf('--out');
@@ -522,7 +524,7 @@ async function main() {
 
 async function qualitySections(sections: string[]) {
   sections.push('## Quality: perplexity against size');
-  if (existsSync(join(DEMO, 'model.onnx'))) {
+  if (existsSync(DEMO_MODEL)) {
     sections.push(await demoQuality());
     const spec = demoCalibratedSpec();
     sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
@@ -539,7 +541,7 @@ async function demoQuality(): Promise<string> {
   const ctx = config.n_positions;
   const stride = ctx / 2;
   log('quality: demo model');
-  const demo = await qualityTable('demo', join(DEMO, 'model.onnx'), [ids], ctx, stride);
+  const demo = await qualityTable('demo', DEMO_MODEL, [ids], ctx, stride);
   return qualityMarkdown(
     DEMO_TITLE,
     `Protocol: \`heldout.txt\` (last 10 % of tinyshakespeare), ${demo.tokens.toLocaleString('en-US')} tokens scored, ` +
@@ -570,7 +572,7 @@ function demoCalibratedSpec(): CalibratedModelSpec {
   return {
     name: 'demo',
     title: 'Demo model',
-    path: join(DEMO, 'model.onnx'),
+    path: DEMO_MODEL,
     evalSequences: [tokenizer.encode(readFileSync(join(DEMO, 'heldout.txt'), 'utf8'))],
     ctx,
     stride: ctx / 2,
@@ -603,11 +605,11 @@ function storiesCalibratedSpec(): CalibratedModelSpec {
 async function captureSpeedSection(): Promise<string> {
   log('speed: activation capture');
   const rows: string[] = [];
-  if (existsSync(join(DEMO, 'model.onnx'))) {
+  if (existsSync(DEMO_MODEL)) {
     const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')));
     const ids = tokenizer.encode(readFileSync(DEMO_TRAIN(DEMO), 'utf8'));
     const windows = Array.from({ length: 32 }, (_, i) => ids.slice(i * 128, (i + 1) * 128));
-    rows.push(await captureSpeedMarkdown('demo model', join(DEMO, 'model.onnx'), windows));
+    rows.push(await captureSpeedMarkdown('demo model', DEMO_MODEL, windows));
   }
   const stories = parseIdsText(readFileSync(join(STORIES, 'ids.txt'), 'utf8')).map((s) => s.slice(0, 256));
   rows.push(await captureSpeedMarkdown('stories260K', join(STORIES, 'model.onnx'), stories));
@@ -630,14 +632,13 @@ async function captureSpeedSection(): Promise<string> {
 /** --only calibrated (or some of its parts): the calibrated tables and the calibration speed sections. */
 async function calibratedOnly(sections: string[]) {
   if (PARTS.includes('quality-stories')) sections.push(await storiesQuality());
-  if (PARTS.includes('quality-demo') && existsSync(join(DEMO, 'model.onnx')))
-    sections.push(await demoQuality());
+  if (PARTS.includes('quality-demo') && existsSync(DEMO_MODEL)) sections.push(await demoQuality());
   if (PARTS.includes('stories')) {
     log('calibrated: stories260K');
     const stories = storiesCalibratedSpec();
     sections.push(calibratedMarkdown(stories, await calibratedTable(stories)));
   }
-  if (PARTS.includes('demo') && existsSync(join(DEMO, 'model.onnx'))) {
+  if (PARTS.includes('demo') && existsSync(DEMO_MODEL)) {
     log('calibrated: demo model');
     const spec = demoCalibratedSpec();
     sections.push(calibratedMarkdown(spec, await calibratedTable(spec)));
@@ -650,11 +651,11 @@ async function calibratedOnly(sections: string[]) {
 async function speedSections(sections: string[], python: boolean) {
   sections.push('## Speed: kernels against the reference implementations');
   const sets: { set: () => WeightSet; repeats: number }[] = [];
-  if (existsSync(join(DEMO, 'model.onnx'))) {
+  if (existsSync(DEMO_MODEL)) {
     sets.push({
       set: () =>
         weightsOf(
-          parseModel(bytesSource('demo', new Uint8Array(readFileSync(join(DEMO, 'model.onnx'))))),
+          parseModel(bytesSource('demo', new Uint8Array(readFileSync(DEMO_MODEL)))),
           'Demo model weights (linear layers)',
         ),
       repeats: 3,

@@ -250,7 +250,7 @@ export async function structureSection(root: string): Promise<string> {
   const subjects: Subject[] = [
     {
       title: 'Demo model (tiny-shakespeare-gpt2: 6 blocks, 6 heads, MLP 768)',
-      path: join(demoDir, 'model.onnx'),
+      path: join(demoDir, 'onnx', 'model.onnx'),
       sequences: [demoIds],
       ctx: 128,
       stride: 64,

@@ -27,6 +27,8 @@ import { AdamW } from '../../src/core/train/optim.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const DEMO = join(ROOT, 'public/models/tiny-shakespeare-gpt2');
+/** The demo's one model file: GPT-2 with its KV cache, where Hugging Face folders keep it. */
+const DEMO_MODEL = join(DEMO, 'onnx', 'model.onnx');
 const steps = Number(process.argv[2] ?? 3);
 const which = process.argv[3] ?? 'demo';
 const STORIES = which === 'stories';
@@ -56,7 +58,7 @@ for (const [name, op] of Object.entries(OPS)) {
       return r;
     };
 }
-const file = STORIES ? join(ROOT, 'tests/fixtures/stories260K/model.onnx') : join(DEMO, 'model.onnx');
+const file = STORIES ? join(ROOT, 'tests/fixtures/stories260K/model.onnx') : DEMO_MODEL;
 const bytes = new Uint8Array(readFileSync(file));
 const model = parseModel(bytesSource(`${which}.onnx`, bytes));
 const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });

@@ -230,7 +230,7 @@ async function qualityRow(
 /** The distillation quality table alone (rows cached in BENCH_ROW_CACHE are read back, not retrained). */
 export async function trainingQualityMarkdown(root: string): Promise<string> {
   const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
-  const bytes = new Uint8Array(readFileSync(join(demo, 'model.onnx')));
+  const bytes = new Uint8Array(readFileSync(join(demo, 'onnx', 'model.onnx')));
   const model = parseModel(bytesSource('demo.onnx', bytes));
   const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8')));
   const train = tokenizer.encode(readFileSync(join(demo, 'train.txt'), 'utf8'));
@@ -254,7 +254,7 @@ export async function trainingSection(
   opts: { python: boolean; quality: boolean },
 ): Promise<string> {
   const demo = join(root, 'public/models/tiny-shakespeare-gpt2');
-  const modelPath = join(demo, 'model.onnx');
+  const modelPath = join(demo, 'onnx', 'model.onnx');
   const bytes = new Uint8Array(readFileSync(modelPath));
   const model = parseModel(bytesSource('demo.onnx', bytes));
   const tokenizer = loadTokenizer(JSON.parse(readFileSync(join(demo, 'tokenizer.json'), 'utf8')));

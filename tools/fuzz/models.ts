@@ -158,10 +158,14 @@ export function externalDataModel(k = 16, hidden = 32, n = 8): SeedModel {
 
 /** Every model the fuzzer mutates; the fixtures are read from the repository, never written. */
 export function seedModels(): SeedModel[] {
-  const read = (dir: string) => new Uint8Array(readFileSync(join(dir, MAIN_FILE)));
+  const read = (path: string) => new Uint8Array(readFileSync(path));
   return [
-    { name: 'stories260K', files: { [MAIN_FILE]: read(FIXTURE_DIRS[0]) } },
-    { name: 'tiny-shakespeare-gpt2', files: { [MAIN_FILE]: read(FIXTURE_DIRS[1]) } },
+    { name: 'stories260K', files: { [MAIN_FILE]: read(join(FIXTURE_DIRS[0], MAIN_FILE)) } },
+    // the demo keeps its model where Hugging Face folders do (onnx/), with the KV cache's inputs
+    {
+      name: 'tiny-shakespeare-gpt2',
+      files: { [MAIN_FILE]: read(join(FIXTURE_DIRS[1], 'onnx', MAIN_FILE)) },
+    },
     { name: 'constant-weights', files: { [MAIN_FILE]: constantWeightsModel() } },
     { name: 'subgraph-weights', files: { [MAIN_FILE]: subgraphWeightsModel() } },
     externalDataModel(),

@@ -11,7 +11,7 @@ import { int64Tensor, makeNode } from '../onnx/build.ts';
 import { writeModel } from '../onnx/write.ts';
 import type { OnnxModel } from '../onnx/model.ts';
 import type { NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
-import { decoderFeeds, type Feeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
+import { decoderFeeds, isPastInput, type Feeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import {
   accumulateInputStats,
@@ -273,10 +273,15 @@ const BATCH_TOKENS = 1024;
 /** Inputs that carry one row per sequence, so sequences of one length stack into a batch. */
 const PER_TOKEN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'token_type_ids']);
 
-/** Whether the graph takes a batch: only per-token inputs (no past, no cache branch), none with batch fixed at 1. */
+/**
+ * Whether the graph takes a batch: only per-token inputs and a KV cache (fed empty; no cache branch),
+ * none with batch fixed at 1.
+ */
 function canBatch(fed: readonly IoSpec[]): boolean {
   return fed.every(
-    (i) => PER_TOKEN_INPUTS.has(i.name) && !(typeof i.shape[0] === 'number' && i.shape[0] > 0),
+    (i) =>
+      (PER_TOKEN_INPUTS.has(i.name) || isPastInput(i.name)) &&
+      !(typeof i.shape[0] === 'number' && i.shape[0] > 0),
   );
 }
 
@@ -286,6 +291,15 @@ function batchFeeds(Tensor: TensorCtor, fed: IoSpec[], group: readonly number[][
   const feeds: Feeds = {};
   for (const name of Object.keys(each[0])) {
     const first = each[0][name];
+    if (isPastInput(name)) {
+      // an empty cache: [batch, heads, 0, head_dim], nothing to stack
+      const empty = first.type === 'float16' ? new Uint16Array(0) : new Float32Array(0);
+      feeds[name] = new Tensor(first.type as 'float32', empty as Float32Array, [
+        group.length,
+        ...first.dims.slice(1),
+      ]);
+      continue;
+    }
     const len = first.size;
     const data =
       first.type === 'int32' ? new Int32Array(len * group.length) : new BigInt64Array(len * group.length);

@@ -82,6 +82,21 @@ export interface AttentionInfo {
   kvMaps: string[];
   /** The KV head each query head reads, [heads]: query heads of one KV head are pruned together. */
   groupOf: number[];
+  /**
+   * The KV cache (Hugging Face "with past" exports): graph inputs past_key_values.* and outputs
+   * present.* whose declared shape holds this block's KV-head count at `axis`. Pruning heads rewrites
+   * that dimension; dropping the block passes `input` through to `output` (when both are known).
+   */
+  cache: CacheSite[];
+}
+
+export interface CacheSite {
+  /** The graph input (the past) the attention's Concat joins, if any. */
+  input?: string;
+  /** The graph output (the present) that Concat writes, if any. */
+  output?: string;
+  axis: number;
+  unit: HeadUnit;
 }
 
 export interface MlpInfo {
@@ -406,6 +421,7 @@ function detectAttention(
   const counts: CountSite[] = [];
   const splits: SplitSite[] = [];
   const kvMaps: string[] = [];
+  const cache: CacheSite[] = [];
   const count: { q?: number; kv?: number } = {};
   const widthOf = (unit: 'q' | 'kv') => (unit === 'q' ? qWidth : kvWidth);
   let qWidth = fused ? 0 : qs[0].outFeatures;
@@ -586,11 +602,24 @@ function detectAttention(
         if (n.op_type === 'Concat') {
           for (let j = 0; j < n.input.length; j++) {
             const x = n.input[j];
-            if (!inStates[j] && !flow.constants.has(x) && !flow.producer.has(x))
-              fail(
-                n,
-                `joins the heads with the graph input '${x}' (a KV cache), whose head count would change too`,
-              );
+            if (!inStates[j] && !flow.constants.has(x) && !flow.producer.has(x)) {
+              // a KV cache fed in: its declared head dimension must be this block's head count
+              const dims = flow.inputDims(x);
+              const c = count[unit];
+              const declared = dims?.[s.axis as number];
+              if (c === undefined || declared !== c)
+                fail(
+                  n,
+                  `joins the heads with the graph input '${x}' (a KV cache) whose declared shape ` +
+                    `[${dims?.join(', ') ?? '?'}] does not hold the ${c ?? 'unknown'} heads at axis ${s.axis}`,
+                );
+              cache.push({
+                input: x,
+                output: flow.graphOutputs.has(n.output[0]) ? n.output[0] : undefined,
+                axis: s.axis as number,
+                unit: unitName(unit),
+              });
+            }
             if (inStates[j] && inStates[j]!.axis !== s.axis)
               fail(n, 'joins tensors with heads on different axes');
           }
@@ -620,6 +649,20 @@ function detectAttention(
   }
   if (!reachedOut)
     throw unsupported(`${where}: the heads never reach the output projection '${out.weight}'.`);
+  // a graph output carrying heads that no Concat above wrote (a present.* written by another op)
+  for (const [name, st] of state) {
+    if (!flow.graphOutputs.has(name) || cache.some((c) => c.output === name)) continue;
+    if (st.axis === 'flat' || st.unit === 'qkv')
+      throw unsupported(
+        `${where}: the graph output '${name}' carries packed heads; its heads cannot be pruned.`,
+      );
+    const dims = flow.outputDims(name);
+    if (dims?.[st.axis] !== count[st.unit])
+      throw unsupported(
+        `${where}: the graph output '${name}' carries heads, but its declared shape does not hold their count.`,
+      );
+    cache.push({ output: name, axis: st.axis, unit: unitName(st.unit) });
+  }
   if (count.q === undefined || count.kv === undefined || !proj.q || !proj.k || !proj.v)
     throw unsupported(`${where}: the query or key/value head count was not found in any Reshape.`);
   const heads = count.q;
@@ -659,6 +702,7 @@ function detectAttention(
     splits,
     kvMaps,
     groupOf,
+    cache,
   };
 }
 

@@ -6,7 +6,12 @@
 import { ModelError } from '../errors.ts';
 import { readTensor, type OnnxModel } from '../onnx/model.ts';
 import { constantValue } from '../onnx/graphs.ts';
-import type { GraphProto, NodeProto, TensorProto } from '../onnx/proto.ts';
+import type { GraphProto, NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
+
+function declaredDims(v: ValueInfoProto | undefined): (number | null)[] | undefined {
+  const dims = v?.type?.tensor_type?.shape?.dim;
+  return dims?.map((d) => (d.dim_param || d.dim_value === undefined ? null : Number(d.dim_value)));
+}
 
 export class Dataflow {
   readonly nodes: NodeProto[];
@@ -21,7 +26,7 @@ export class Dataflow {
 
   constructor(
     readonly model: OnnxModel,
-    graph: GraphProto = model.graph,
+    readonly graph: GraphProto = model.graph,
   ) {
     this.nodes = graph.node;
     this.graphOutputs = new Set(graph.output.map((o) => o.name));
@@ -40,6 +45,16 @@ export class Dataflow {
       const value = constantValue(n);
       if (value && n.output[0]) this.constants.set(n.output[0], value);
     });
+  }
+
+  /** The declared dimensions of graph input `name` (symbolic ones as null), or undefined. */
+  inputDims(name: string): (number | null)[] | undefined {
+    return declaredDims(this.graph.input.find((v) => v.name === name));
+  }
+
+  /** The declared dimensions of graph output `name` (symbolic ones as null), or undefined. */
+  outputDims(name: string): (number | null)[] | undefined {
+    return declaredDims(this.graph.output.find((v) => v.name === name));
   }
 
   /** The node that writes `name`, or undefined for graph inputs and initializers. */

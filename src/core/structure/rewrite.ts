@@ -10,7 +10,7 @@ import { ModelError } from '../errors.ts';
 import { DataType, dtypeInfo } from '../onnx/dtypes.ts';
 import { int64Tensor } from '../onnx/build.ts';
 import { bytesSource, elementCount, parseModel, tensorBytes, type OnnxModel } from '../onnx/model.ts';
-import type { GraphProto, NodeProto, TensorProto } from '../onnx/proto.ts';
+import type { GraphProto, NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
 import { writeModel } from '../onnx/write.ts';
 import {
   detectStructure,
@@ -102,6 +102,8 @@ class Rewriter {
   readonly nodes: NodeProto[];
   readonly byOutput = new Map<string, NodeProto>();
   readonly initializers: Map<string, TensorProto>;
+  /** New sizes of graph input/output dimensions (a KV cache's head axis): name -> axis -> size. */
+  readonly declaredDims = new Map<string, Map<number, number>>();
   private readonly taken = new Set<string>();
 
   constructor(
@@ -171,6 +173,13 @@ class Rewriter {
     node.input[input] = name;
   }
 
+  /** Sets dimension `axis` of the graph input or output `name` to `size` where it is written. */
+  setDeclaredDim(name: string, axis: number, size: number): void {
+    let dims = this.declaredDims.get(name);
+    if (!dims) this.declaredDims.set(name, (dims = new Map()));
+    dims.set(axis, size);
+  }
+
   finish(graph: GraphProto, alias: Map<string, string>): GraphProto {
     const resolve = (x: string) => {
       let y = x;
@@ -181,8 +190,11 @@ class Rewriter {
     const extra: NodeProto[] = [];
     for (const o of graph.output) {
       const r = resolve(o.name);
-      if (r !== o.name)
-        extra.push({ op_type: 'Identity', input: [r], output: [o.name], name: `${o.name}__skip` });
+      if (r === o.name) continue;
+      extra.push({ op_type: 'Identity', input: [r], output: [o.name], name: `${o.name}__skip` });
+      // the node that wrote it (a dropped block's present.*) no longer does: the Identity does
+      for (const n of this.nodes)
+        n.output = n.output.map((x) => (x === o.name ? this.fresh(`${o.name}__dropped`) : x));
     }
     // drop what nothing reads any more (a removed block's nodes, replaced constants)
     const nodes = [...this.nodes, ...extra];
@@ -200,7 +212,20 @@ class Rewriter {
     const kept = nodes.filter((_, i) => keep[i]);
     const inputs = new Set(graph.input.map((v) => v.name));
     const initializer = [...this.initializers.values()].filter((t) => used.has(t.name) || inputs.has(t.name));
-    const rest: GraphProto = { ...graph, node: kept, initializer };
+    const redeclare = (v: ValueInfoProto): ValueInfoProto => {
+      const sizes = this.declaredDims.get(v.name);
+      const tt = v.type?.tensor_type;
+      if (!sizes || !tt?.shape) return v;
+      const dim = tt.shape.dim.map((d, axis) => (sizes.has(axis) ? { dim_value: sizes.get(axis) } : d));
+      return { ...v, type: { ...v.type, tensor_type: { ...tt, shape: { ...tt.shape, dim } } } };
+    };
+    const rest: GraphProto = {
+      ...graph,
+      node: kept,
+      initializer,
+      input: graph.input.map(redeclare),
+      output: graph.output.map(redeclare),
+    };
     delete rest.value_info; // shapes of intermediate tensors changed; onnxruntime infers them again
     return rest;
   }
@@ -274,6 +299,11 @@ function pruneHeads(rw: Rewriter, block: BlockInfo, heads: number[], where: stri
     const map = heads.map((h) => groups.indexOf(att.groupOf[h]));
     rw.setConstantInput(gather, 1, map, `${gather.input[1]}.block${block.index}`);
   }
+  // the KV cache's declared head axis: past_key_values.* in, present.* out
+  for (const c of att.cache) {
+    if (c.input) rw.setDeclaredDim(c.input, c.axis, newCount(c.unit));
+    if (c.output) rw.setDeclaredDim(c.output, c.axis, newCount(c.unit));
+  }
   for (const s of att.splits) {
     const split = rw.node(s.node);
     const sizes = s.parts.map((p) => (p === 'q' ? heads.length : groups.length) * d);
@@ -326,6 +356,8 @@ export function applyStructuredPruning(
     report.neuronsBefore += block.mlp.hidden;
     if (p.drop) {
       alias.set(block.output, block.input);
+      // its KV cache passes through unchanged: the model's inputs and outputs stay those of every block
+      for (const c of att.cache) if (c.input && c.output) alias.set(c.output, c.input);
       return;
     }
     report.blocksAfter++;

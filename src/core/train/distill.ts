@@ -15,7 +15,13 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import { ModelError } from '../errors.ts';
 import { seededUniform } from '../calibrate/generate.ts';
-import { decoderFeeds, logitsOutputName, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
+import {
+  decoderFeeds,
+  isPastInput,
+  logitsOutputName,
+  type IoSpec,
+  type TensorCtor,
+} from '../eval/decoder.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import { DataType } from '../onnx/dtypes.ts';
 import type { OnnxModel } from '../onnx/model.ts';
@@ -130,7 +136,11 @@ export function sessionTeacher(session: InferenceSession, Tensor: TensorCtor, in
   };
 }
 
-/** The engine's feeds for a [B, L] batch of ids: input_ids, and attention_mask / position_ids if the graph has them. */
+/**
+ * The engine's feeds for a [B, L] batch of ids: input_ids, and attention_mask / position_ids if the
+ * graph has them; a KV cache's past_key_values.* empty ([B, heads, 0, head_dim]: training sees whole
+ * sequences, as perplexity does; the present.* outputs are then just this step's keys and values).
+ */
 export function decoderValues(graph: GraphProto, rows: number[][]): Record<string, Value> {
   const B = rows.length;
   const L = rows[0].length;
@@ -149,11 +159,21 @@ export function decoderValues(graph: GraphProto, rows: number[][]): Record<strin
         shape,
         data: Float64Array.from({ length: B * L }, (_, i) => i % L),
       };
-    else
+    else if (isPastInput(input.name) && input.type?.tensor_type?.elem_type === DataType.FLOAT) {
+      // symbolic batch -> B, the past length -> 0, the declared heads and head size as they are
+      const dims = input.type.tensor_type.shape?.dim ?? [];
+      const shape = dims.map((d, i) => (d.dim_value && !d.dim_param ? Number(d.dim_value) : i === 0 ? B : 0));
+      if (shape.length !== 4 || shape[2] !== 0)
+        throw new ModelError(
+          'unsupported',
+          `The training engine feeds the KV cache '${input.name}' empty as [batch, heads, 0, head_dim]; ` +
+            `its declared shape [${dims.map((d) => d.dim_param || d.dim_value).join(', ')}] is not that layout.`,
+        );
+      feeds[input.name] = { dtype: 'float32', shape, data: new Float32Array(0) };
+    } else
       throw new ModelError(
         'unsupported',
-        `The training engine feeds input_ids, attention_mask and position_ids; the model also has '${input.name}' ` +
-          '(a model exported with past key values: export it without them to train it).',
+        `The training engine feeds input_ids, attention_mask, position_ids and an empty KV cache; the model also has '${input.name}'.`,
       );
   }
   return feeds;

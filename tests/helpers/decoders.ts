@@ -44,7 +44,8 @@ export function tinyDecoder(sig: DecoderSignature): Uint8Array {
     h = step('Mul', [h, mask]);
   }
   if (sig.past) {
-    inits.push(int64Tensor('heads_shape', [4], [1, -1, HEADS, D / HEADS]));
+    // 0 keeps the batch dimension: the graph computes each sequence of a batch on its own
+    inits.push(int64Tensor('heads_shape', [4], [0, -1, HEADS, D / HEADS]));
     const k = step('Transpose', [step('Reshape', [h, 'heads_shape'])], { perm: [0, 2, 1, 3] });
     for (const kind of ['key', 'value']) {
       inputs.push(
@@ -53,8 +54,10 @@ export function tinyDecoder(sig: DecoderSignature): Uint8Array {
       outputs.push(valueInfo(`present.0.${kind}`, DataType.FLOAT, ['batch', HEADS, 'total_seq', D / HEADS]));
       nodes.push(makeNode('Concat', [`past_key_values.0.${kind}`, k], [`present.0.${kind}`], { axis: 2 }));
     }
-    // a non-empty past would shift every logit row differently
-    h = step('Add', [h, step('ReduceMean', ['present.0.key'], { keepdims: 0 })]);
+    // a non-empty past would shift every logit row differently (the mean is per sequence: [batch, 1, 1])
+    inits.push(int64Tensor('per_sequence', [3], [0, 1, 1]));
+    const mean = step('ReduceMean', ['present.0.key'], { axes: [1, 2, 3], keepdims: 1 });
+    h = step('Add', [h, step('Reshape', [mean, 'per_sequence'])]);
   }
   if (sig.useCacheBranch) {
     inputs.push(valueInfo('use_cache_branch', DataType.BOOL, [1]));

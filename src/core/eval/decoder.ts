@@ -78,7 +78,12 @@ export function decoderFeeds(Tensor: TensorCtor, inputs: IoSpec[], ids: number[]
 export function canBatch(inputs: IoSpec[]): boolean {
   const ids = inputs.find((i) => i.name === 'input_ids');
   if (!ids || typeof ids.shape[0] === 'number') return false;
-  return !inputs.some((i) => isPastInput(i.name) || i.name === 'use_cache_branch');
+  // a KV cache is fed empty ([batch, heads, 0, head_dim]), so it batches unless its batch is fixed
+  return !inputs.some(
+    (i) =>
+      i.name === 'use_cache_branch' ||
+      (isPastInput(i.name) && typeof i.shape[0] === 'number' && i.shape[0] > 0),
+  );
 }
 
 /**
@@ -116,7 +121,13 @@ export function batchFeeds(
       } else if (spec.name === 'attention_mask') feeds.attention_mask = make(spec.dtype, () => 1);
       else if (spec.name === 'position_ids') feeds.position_ids = make(spec.dtype, (i) => i % length);
       else if (spec.name === 'token_type_ids') feeds.token_type_ids = make(spec.dtype, () => 0);
-      else if (batch === 1) return singleFeeds(Tensor, inputs, length);
+      else if (isPastInput(spec.name) && canBatch(inputs)) {
+        const empty = emptyPast(Tensor, spec);
+        feeds[spec.name] = new Tensor(empty.type as 'float32', empty.data as Float32Array, [
+          batch,
+          ...empty.dims.slice(1),
+        ]);
+      } else if (batch === 1) return singleFeeds(Tensor, inputs, length);
     }
     if (!ids) decoderFeeds(Tensor, inputs, [0]); // throws the typed 'no input_ids' error
     const target = ids!;

@@ -30,7 +30,14 @@ import {
 import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
 import * as ort from 'onnxruntime-node';
 import { EXACT_WEIGHT_ONLY, Tensor } from '../../src/runtime/ort-node.ts';
-import { openReference } from './perplexity.ts';
+import {
+  openReference,
+  versusCells,
+  versusProtocol,
+  VERSUS_HEADER,
+  VERSUS_RULE,
+  type VersusOriginal,
+} from './perplexity.ts';
 
 import { log } from './log.ts';
 
@@ -114,6 +121,8 @@ export interface QatRow {
   seconds: number;
   lossFirst: number;
   lossLast: number;
+  /** The final file against the fp32 model on the same tokens (rows cached before it: absent). */
+  versus?: VersusOriginal;
 }
 
 /** The training sequences: `settings.sequences` of seq + 1 tokens the fp32 model samples from BOS (seed 0). */
@@ -172,9 +181,10 @@ export async function qatRow(
   bytes: Uint8Array,
   teacher: Teacher,
   train: number[][],
-  ppl: (b: Uint8Array) => Promise<number>,
+  measure: (b: Uint8Array) => Promise<{ perplexity: number; versus: VersusOriginal }>,
   fp32: number,
 ): Promise<QatRow> {
+  const ppl = async (b: Uint8Array) => (await measure(b)).perplexity;
   const studentBytes = run.student
     ? exportCompressed(model, compressModel(model, resolveRecipe({ steps: run.student }))).model
     : bytes;
@@ -220,7 +230,8 @@ export async function qatRow(
     ? await qatDistill(student, teacher, train, quantizer, opts)
     : await distill(student, teacher, train, opts);
   const trained = await Promise.all(measured);
-  trained.push({ step: run.steps, ppl: await ppl(exportOf(result.weights)) });
+  const final = await measure(exportOf(result.weights));
+  trained.push({ step: run.steps, ppl: final.perplexity });
   log(`qat ${run.label}: ${trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')}`);
   return {
     run,
@@ -232,6 +243,7 @@ export async function qatRow(
     seconds: result.seconds,
     lossFirst: result.history[0].loss,
     lossLast: result.history[result.history.length - 1].loss,
+    versus: final.versus,
   };
 }
 
@@ -247,8 +259,8 @@ export async function qatRows(
   const evalIds = parseIdsText(readFileSync(join(dir, 'ids.txt'), 'utf8'));
   // the bench's one perplexity pass: the fp32 logits once, every exported file against them
   const reference = await openReference(bytes, model, evalIds, 512, 256);
-  const ppl = async (b: Uint8Array) => (await reference.measure(b, model)).perplexity;
-  const fp32 = await ppl(bytes);
+  const measure = (b: Uint8Array) => reference.measure(b, model);
+  const fp32 = (await measure(bytes)).perplexity;
   const session = await oneThreadSession(bytes);
   const rows: QatRow[] = [];
   try {
@@ -261,7 +273,7 @@ export async function qatRows(
         rows.push({ ...JSON.parse(readFileSync(file, 'utf8')), run });
         continue;
       }
-      const row = await qatRow(run, settings, model, bytes, teacher, train, ppl, fp32);
+      const row = await qatRow(run, settings, model, bytes, teacher, train, measure, fp32);
       rows.push(row);
       if (file) writeFileSync(file, JSON.stringify(row));
     }
@@ -290,17 +302,21 @@ export function qatMarkdown(rows: QatRow[], settings: QatSettings = QAT_DEFAULTS
       '(MatMulNBits for int4, a palette decoded in the graph for k-means). Plain: the same method without training. ' +
       'tokens/s: training tokens over training wall time (teacher by onnxruntime, student forward + backward, fake quantization, update), one thread on a shared machine.',
     '',
-    '| Method | batch | lr, warm-up | fp32 | plain | trained (perplexity after steps) | Target | PyTorch reference (lr 1e-3, warm-up 20, batch 16) | loss first → last | tokens/s |',
-    '| --- | ---: | --- | ---: | ---: | --- | --- | --- | --- | ---: |',
+    '| Method | batch | lr, warm-up | fp32 | plain | trained (perplexity after steps) | Target | PyTorch reference (lr 1e-3, warm-up 20, batch 16) | loss first → last | tokens/s ' +
+      VERSUS_HEADER,
+    '| --- | ---: | --- | ---: | ---: | --- | --- | --- | --- | ---: |' + VERSUS_RULE,
   ];
   for (const r of rows) {
     const last = r.trained[r.trained.length - 1].ppl;
     lines.push(
       `| ${r.run.label}${refitNote(r.run)} | ${r.batch ?? settings.batch} × ${settings.seq} | ${r.run.lr ?? 1e-3}, ${r.run.warmup ?? 20} | ${r.fp32.toFixed(3)} | ${r.plain.toFixed(3)} | ` +
         `${r.trained.map((t) => `${t.step}: ${t.ppl.toFixed(3)}`).join(', ')} | ≤ ${r.run.target.toFixed(2)}: ${last <= r.run.target ? 'met' : 'missed'} | ${r.run.reference} | ` +
-        `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)} | ${Math.round(r.tokensPerSecond)} |`,
+        `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)} | ${Math.round(r.tokensPerSecond)} |` +
+        versusCells(r.versus),
     );
   }
+  const protocol = versusProtocol(rows);
+  if (protocol) lines.push('', `${protocol} KL columns: the file after the last step.`);
   return lines.join('\n') + '\n';
 }
 

@@ -12,6 +12,7 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import type { NodeProto } from '../../src/core/onnx/proto.ts';
 import { planFusions } from '../../src/core/train/fuse.ts';
 import { TrainGraph, tensorValue } from '../../src/core/train/graph.ts';
+import { sizeOf } from '../../src/core/train/tensor.ts';
 import { DEMO_MODEL, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
 import { ort } from '../helpers/ort.ts';
@@ -68,6 +69,59 @@ function plan(bytes: Uint8Array) {
   );
 }
 
+/**
+ * The fused graph's y for input x (seeded floats of `shape`) against onnxruntime on the unfused file
+ * (within `tolerance`), and the gradient of L = Σ r·y for every entry of each of `weights` against
+ * central finite differences. Returns the engine's y.
+ */
+async function checkAgainstOrtAndDifferences(
+  bytes: Uint8Array,
+  shape: number[],
+  weights: string[],
+  seeds: { x: number; r: number },
+  tolerance: number,
+): Promise<Float32Array> {
+  const model = parseModel(bytesSource('fused.onnx', bytes));
+  const x = seededFloats(sizeOf(shape), seeds.x, 2);
+  const session = await ort.InferenceSession.create(bytes);
+  let reference: Float32Array;
+  try {
+    reference = (await session.run({ x: new ort.Tensor('float32', x, shape) })).y.data as Float32Array;
+  } finally {
+    await session.release();
+  }
+  const graph = new TrainGraph(model, weights);
+  const feeds = { x: { dtype: 'float32' as const, shape, data: x } };
+  const fwd = graph.forward(feeds);
+  const y = fwd.values.get('y')!.data as Float32Array;
+  let maxDiff = 0;
+  for (let i = 0; i < y.length; i++) maxDiff = Math.max(maxDiff, Math.abs(y[i] - reference[i]));
+  expect(maxDiff).toBeLessThan(tolerance);
+  const r = seededFloats(y.length, seeds.r);
+  const grads = graph.backward(fwd, { y: r });
+  const loss = () => {
+    const out = graph.forward(feeds, { record: false }).values.get('y')!.data;
+    let s = 0;
+    for (let i = 0; i < r.length; i++) s += r[i] * out[i];
+    return s;
+  };
+  const h = 1e-2;
+  for (const name of weights) {
+    const w = graph.params.get(name)!;
+    const g = grads.get(name)!;
+    for (let i = 0; i < w.length; i++) {
+      const keep = w[i];
+      w[i] = keep + h;
+      const plus = loss();
+      w[i] = keep - h;
+      const minus = loss();
+      w[i] = keep;
+      expect(Math.abs((plus - minus) / (2 * h) - g[i]), `${name}[${i}]`).toBeLessThan(2e-3);
+    }
+  }
+  return y;
+}
+
 describe('GELU (tanh form) fusion', () => {
   it('replaces the nine nodes by one that reads the graph constants', () => {
     const planned = plan(geluMlp());
@@ -88,45 +142,7 @@ describe('GELU (tanh form) fusion', () => {
   });
 
   it('the fused graph equals onnxruntime on the unfused file, and its gradients equal finite differences', async () => {
-    const bytes = geluMlp();
-    const model = parseModel(bytesSource('gelu.onnx', bytes));
-    const x = seededFloats(24, 13, 2);
-    const session = await ort.InferenceSession.create(bytes);
-    let reference: Float32Array;
-    try {
-      const out = await session.run({ x: new ort.Tensor('float32', x, [2, 3, 4]) });
-      reference = out.y.data as Float32Array;
-    } finally {
-      await session.release();
-    }
-    const graph = new TrainGraph(model, ['w1', 'w2']);
-    const feeds = { x: { dtype: 'float32' as const, shape: [2, 3, 4], data: x } };
-    const fwd = graph.forward(feeds);
-    const y = fwd.values.get('y')!.data as Float32Array;
-    let maxDiff = 0;
-    for (let i = 0; i < y.length; i++) maxDiff = Math.max(maxDiff, Math.abs(y[i] - reference[i]));
-    expect(maxDiff).toBeLessThan(1e-5);
-    // L = Σ r·y
-    const r = seededFloats(y.length, 14);
-    const grads = graph.backward(fwd, { y: r });
-    const loss = () => {
-      const out = graph.forward(feeds, { record: false }).values.get('y')!.data;
-      let s = 0;
-      for (let i = 0; i < r.length; i++) s += r[i] * out[i];
-      return s;
-    };
-    const w1 = graph.params.get('w1')!;
-    const g1 = grads.get('w1')!;
-    const h = 1e-2;
-    for (let i = 0; i < w1.length; i++) {
-      const keep = w1[i];
-      w1[i] = keep + h;
-      const plus = loss();
-      w1[i] = keep - h;
-      const minus = loss();
-      w1[i] = keep;
-      expect(Math.abs((plus - minus) / (2 * h) - g1[i])).toBeLessThan(2e-3);
-    }
+    await checkAgainstOrtAndDifferences(geluMlp(), [2, 3, 4], ['w1', 'w2'], { x: 13, r: 14 }, 1e-5);
   });
 });
 
@@ -169,41 +185,13 @@ describe('attention weights (Div, Where, Softmax) fusion', () => {
   it.each([true, false])(
     'equals onnxruntime on the unfused file and finite differences (fill on the %s side)',
     async (fillIsTrue) => {
-      const bytes = attentionWeights(fillIsTrue);
-      const model = parseModel(bytesSource('attention.onnx', bytes));
-      const x = seededFloats(36, 22, 2);
-      const session = await ort.InferenceSession.create(bytes);
-      let reference: Float32Array;
-      try {
-        reference = (await session.run({ x: new ort.Tensor('float32', x, [2, 2, 3, 3]) })).y
-          .data as Float32Array;
-      } finally {
-        await session.release();
-      }
-      const graph = new TrainGraph(model, ['w']);
-      const feeds = { x: { dtype: 'float32' as const, shape: [2, 2, 3, 3], data: x } };
-      const fwd = graph.forward(feeds);
-      const y = fwd.values.get('y')!.data as Float32Array;
-      for (let i = 0; i < y.length; i++) expect(Math.abs(y[i] - reference[i])).toBeLessThan(1e-6);
-      const r = seededFloats(y.length, 23);
-      const g = graph.backward(fwd, { y: r }).get('w')!;
-      const w = graph.params.get('w')!;
-      const loss = () => {
-        const out = graph.forward(feeds, { record: false }).values.get('y')!.data;
-        let s = 0;
-        for (let i = 0; i < r.length; i++) s += r[i] * out[i];
-        return s;
-      };
-      const h = 1e-2;
-      for (let i = 0; i < w.length; i++) {
-        const keep = w[i];
-        w[i] = keep + h;
-        const plus = loss();
-        w[i] = keep - h;
-        const minus = loss();
-        w[i] = keep;
-        expect(Math.abs((plus - minus) / (2 * h) - g[i])).toBeLessThan(2e-3);
-      }
+      await checkAgainstOrtAndDifferences(
+        attentionWeights(fillIsTrue),
+        [2, 2, 3, 3],
+        ['w'],
+        { x: 22, r: 23 },
+        1e-6,
+      );
     },
   );
 });
@@ -229,45 +217,6 @@ function additiveAttention(div = false, maskFirst = false, extraOutput = false):
   });
 }
 
-/** The fused graph's y against onnxruntime on the unfused file, and its gradient of w against finite differences. */
-async function checkAgainstOrtAndDifferences(bytes: Uint8Array) {
-  const model = parseModel(bytesSource('attention.onnx', bytes));
-  const x = seededFloats(36, 22, 2);
-  const session = await ort.InferenceSession.create(bytes);
-  let reference: Float32Array;
-  try {
-    reference = (await session.run({ x: new ort.Tensor('float32', x, [2, 2, 3, 3]) })).y.data as Float32Array;
-  } finally {
-    await session.release();
-  }
-  const graph = new TrainGraph(model, ['w']);
-  const feeds = { x: { dtype: 'float32' as const, shape: [2, 2, 3, 3], data: x } };
-  const fwd = graph.forward(feeds);
-  const y = fwd.values.get('y')!.data as Float32Array;
-  for (let i = 0; i < y.length; i++) expect(Math.abs(y[i] - reference[i])).toBeLessThan(1e-6);
-  // the masked (causal) half is exactly 0, as onnxruntime's
-  expect(y[1]).toBe(0);
-  const r = seededFloats(y.length, 23);
-  const g = graph.backward(fwd, { y: r }).get('w')!;
-  const w = graph.params.get('w')!;
-  const loss = () => {
-    const out = graph.forward(feeds, { record: false }).values.get('y')!.data;
-    let s = 0;
-    for (let i = 0; i < r.length; i++) s += r[i] * out[i];
-    return s;
-  };
-  const h = 1e-2;
-  for (let i = 0; i < w.length; i++) {
-    const keep = w[i];
-    w[i] = keep + h;
-    const plus = loss();
-    w[i] = keep - h;
-    const minus = loss();
-    w[i] = keep;
-    expect(Math.abs((plus - minus) / (2 * h) - g[i])).toBeLessThan(2e-3);
-  }
-}
-
 describe('attention weights with an additive mask (Mul or Div, Add, Softmax) fusion', () => {
   it('becomes one node reading the scores and the mask, unless an inner value is read elsewhere', () => {
     for (const [div, maskFirst] of [
@@ -288,7 +237,15 @@ describe('attention weights with an additive mask (Mul or Div, Add, Softmax) fus
   ])(
     'equals onnxruntime on the unfused file and finite differences (div %s, mask first %s)',
     async (div, first) => {
-      await checkAgainstOrtAndDifferences(additiveAttention(div, first));
+      const y = await checkAgainstOrtAndDifferences(
+        additiveAttention(div, first),
+        [2, 2, 3, 3],
+        ['w'],
+        { x: 22, r: 23 },
+        1e-6,
+      );
+      // the masked (causal) half is exactly 0, as onnxruntime's
+      expect(y[1]).toBe(0);
     },
   );
 

@@ -5,15 +5,11 @@
  * loss on held-out generated sequences falls (and k-means' held-out perplexity beats plain k-means),
  * and onnxruntime-node's logits of the exported file equal the engine's fake-quantized forward pass.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { generateCalibrationSequences } from '../../src/core/calibrate/generate.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
 import { isModelError } from '../../src/core/errors.ts';
-import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { floatTensor, makeModelBytes, makeNode, valueInfo } from '../../src/core/onnx/build.ts';
 import {
@@ -23,17 +19,19 @@ import {
   readTensor,
   type OnnxModel,
 } from '../../src/core/onnx/model.ts';
-import { summarizeInputs } from '../../src/core/summary.ts';
-import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { TrainGraph } from '../../src/core/train/graph.ts';
-import { batchLoss, decoderValues, sessionTeacher, trainableWeights } from '../../src/core/train/distill.ts';
+import { batchLoss, decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
 import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
 import type { Palette } from '../../src/methods/kmeans/index.ts';
-import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
-import { compressBytes } from '../helpers/compress.ts';
-import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
-import { ort } from '../helpers/ort.ts';
+import {
+  ortPerplexity,
+  ortLogits,
+  prunedStudent,
+  STORIES_HELD_OUT,
+  storiesTeacher,
+  withStoriesTeacher,
+} from '../helpers/train-setup.ts';
 
 function step(s: RecipeStep) {
   return resolveRecipe({ steps: [s] })[0];
@@ -172,44 +170,10 @@ describe('the straight-through estimator', () => {
   });
 });
 
-const heldOut = parseIdsText(readFileSync(join(STORIES_DIR, 'ids.txt'), 'utf8'));
-
-async function perplexity(bytes: Uint8Array): Promise<number> {
-  const session = await ort.InferenceSession.create(bytes, { extra: EXACT_WEIGHT_ONLY });
-  try {
-    const model = parseModel(bytesSource('m.onnx', bytes));
-    return (
-      await evaluatePerplexity(session, ort.Tensor, summarizeInputs(model.graph), heldOut, {
-        ctx: 64,
-        stride: 32,
-      })
-    ).perplexity;
-  } finally {
-    await session.release();
-  }
-}
-
-async function ortLogits(bytes: Uint8Array, ids: number[]): Promise<Float32Array> {
-  const session = await ort.InferenceSession.create(bytes, { extra: EXACT_WEIGHT_ONLY });
-  try {
-    const out = await session.run({
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
-    });
-    return out.logits.data as Float32Array;
-  } finally {
-    await session.release();
-  }
-}
-
 describe('quantization-aware training of stories260K', () => {
-  const teacherBytes = new Uint8Array(readFileSync(STORIES_MODEL));
-  const teacherModel = parseModel(bytesSource('stories260K.onnx', teacherBytes));
-  const pruned = parseModel(
-    bytesSource(
-      'pruned.onnx',
-      compressBytes(teacherBytes, [{ method: 'prune', options: { pattern: '2:4' } }]).exported,
-    ),
-  );
+  const stories = storiesTeacher();
+  const teacherModel = stories.model;
+  const pruned = prunedStudent(stories.bytes).model;
 
   it.each([
     ['int4 block 32', { method: 'int4', options: { blockSize: 32 } }, 20, 'MatMulNBits', teacherModel],
@@ -226,114 +190,103 @@ describe('quantization-aware training of stories260K', () => {
     '%s: onnxruntime runs the export as the engine trained it; 20 steps lower the held-out KD loss',
     async (label, s, steps, exportOp, student) => {
       const resolved = step(s as RecipeStep);
-      const session = await ort.InferenceSession.create(teacherBytes);
-      try {
-        const inputs = summarizeInputs(teacherModel.graph);
-        const generated = await generateCalibrationSequences(session, ort.Tensor, inputs, {
-          count: 34,
-          length: 48,
-          seed: 5,
-          bos: 1,
-        });
-        // enough sequences that 20 steps do not just memorise them (the probe is held out)
-        const train = generated.slice(0, 32);
-        const probe = generated.slice(32);
-        const teacher = sessionTeacher(session, ort.Tensor, inputs);
-        const probeLogits = await teacher(probe);
-        const quantizer = new FakeQuantizer(student, resolved);
-        // the KD loss of the fake-quantized student on a probe batch, at the start
-        const kdAt = (weights: Map<string, Float32Array> | null) => {
+      // enough sequences that 20 steps do not just memorise them (the probe is held out)
+      await withStoriesTeacher(
+        { count: 34, probe: 2, teacher: stories },
+        async ({ teacher, train, probe, probeLogits }) => {
+          const quantizer = new FakeQuantizer(student, resolved);
+          // the KD loss of the fake-quantized student on a probe batch, at the start
+          const kdAt = (weights: Map<string, Float32Array> | null) => {
+            const graph = new TrainGraph(student, trainableWeights(student));
+            if (weights) for (const [name, w] of weights) graph.params.get(name)!.set(w);
+            return batchLoss(graph, probe, probeLogits, {
+              temperature: 2,
+              alpha: 0.5,
+              withGrad: false,
+              forward: { weightTransform: quantizer.transform },
+            }).loss;
+          };
+          const before = kdAt(null);
+
+          const result = await qatDistill(student, teacher, train, quantizer, {
+            steps,
+            batch: 4,
+            seq: 48,
+            // from a model this close to its teacher, Adam's first full-size steps only add noise
+            lr: 5e-4,
+            warmup: 5,
+            seed: 1,
+          });
+          expect(result.history).toHaveLength(steps);
+          if (steps >= 20) expect(kdAt(result.weights), label).toBeLessThan(before);
+
+          // the export: the method's own storage format, no float copy of a quantized weight left
+          const exported = parseModel(bytesSource('qat.onnx', result.exported));
+          expect(exported.graph.node.some((n) => n.op_type === exportOp)).toBe(true);
+          const floats = new Set(
+            exported.graph.initializer.filter((t) => t.data_type === DataType.FLOAT).map((t) => t.name),
+          );
+          for (const name of quantizer.targets.keys()) expect(floats.has(name), name).toBe(false);
+
+          // onnxruntime's logits of the export equal the engine's fake-quantized forward of the trained weights
+          const ids = STORIES_HELD_OUT[0].slice(0, 40);
           const graph = new TrainGraph(student, trainableWeights(student));
-          if (weights) for (const [name, w] of weights) graph.params.get(name)!.set(w);
-          return batchLoss(graph, probe, probeLogits, {
-            temperature: 2,
-            alpha: 0.5,
-            withGrad: false,
-            forward: { weightTransform: quantizer.transform },
-          }).loss;
-        };
-        const before = kdAt(null);
-
-        const result = await qatDistill(student, teacher, train, quantizer, {
-          steps,
-          batch: 4,
-          seq: 48,
-          // from a model this close to its teacher, Adam's first full-size steps only add noise
-          lr: 5e-4,
-          warmup: 5,
-          seed: 1,
-        });
-        expect(result.history).toHaveLength(steps);
-        if (steps >= 20) expect(kdAt(result.weights), label).toBeLessThan(before);
-
-        // the export: the method's own storage format, no float copy of a quantized weight left
-        const exported = parseModel(bytesSource('qat.onnx', result.exported));
-        expect(exported.graph.node.some((n) => n.op_type === exportOp)).toBe(true);
-        const floats = new Set(
-          exported.graph.initializer.filter((t) => t.data_type === DataType.FLOAT).map((t) => t.name),
-        );
-        for (const name of quantizer.targets.keys()) expect(floats.has(name), name).toBe(false);
-
-        // onnxruntime's logits of the export equal the engine's fake-quantized forward of the trained weights
-        const ids = heldOut[0].slice(0, 40);
-        const graph = new TrainGraph(student, trainableWeights(student));
-        for (const [name, w] of result.weights) graph.params.get(name)!.set(w);
-        const mine = graph.forward(decoderValues(student.graph, [ids]), {
-          record: false,
-          weightTransform: quantizer.transform,
-        });
-        const got = mine.values.get('logits')!.data as Float32Array;
-        const ref = await ortLogits(result.exported, ids);
-        expect(got.length).toBe(ref.length);
-        let max = 0;
-        let scale = 0;
-        for (let i = 0; i < ref.length; i++) {
-          max = Math.max(max, Math.abs(ref[i] - got[i]));
-          scale = Math.max(scale, Math.abs(ref[i]));
-        }
-        expect(max).toBeLessThan(1e-4 * Math.max(1, scale));
-
-        for (const outcome of result.compression.outcomes) {
-          const name = outcome.candidate.name;
-          const w = result.weights.get(name)!;
-          const q = quantizer.transform(name, w);
-          // what was exported is what the forward pass read
-          expect(outcome.values).toEqual(q);
-          if (student === pruned) {
-            // the 2:4 zeros stay zero, in the float weights and in the quantized ones
-            const w0 = readTensor(student, findInitializer(student, name));
-            for (let i = 0; i < w.length; i++)
-              if (w0[i] === 0) {
-                expect(w[i]).toBe(0);
-                expect(q[i]).toBe(0);
-              }
+          for (const [name, w] of result.weights) graph.params.get(name)!.set(w);
+          const mine = graph.forward(decoderValues(student.graph, [ids]), {
+            record: false,
+            weightTransform: quantizer.transform,
+          });
+          const got = mine.values.get('logits')!.data as Float32Array;
+          const ref = await ortLogits(result.exported, ids);
+          expect(got.length).toBe(ref.length);
+          let max = 0;
+          let scale = 0;
+          for (let i = 0; i < ref.length; i++) {
+            max = Math.max(max, Math.abs(ref[i] - got[i]));
+            scale = Math.max(scale, Math.abs(ref[i]));
           }
+          expect(max).toBeLessThan(1e-4 * Math.max(1, scale));
+
+          for (const outcome of result.compression.outcomes) {
+            const name = outcome.candidate.name;
+            const w = result.weights.get(name)!;
+            const q = quantizer.transform(name, w);
+            // what was exported is what the forward pass read
+            expect(outcome.values).toEqual(q);
+            if (student === pruned) {
+              // the 2:4 zeros stay zero, in the float weights and in the quantized ones
+              const w0 = readTensor(student, findInitializer(student, name));
+              for (let i = 0; i < w.length; i++)
+                if (w0[i] === 0) {
+                  expect(w[i]).toBe(0);
+                  expect(q[i]).toBe(0);
+                }
+            }
+            if (resolved.method === 'kmeans') {
+              // the palette written is the trained codebook; every weight is one of its 16 values
+              const palette = outcome.encoder!.encoding as Palette;
+              const book = readTensor(exported, findInitializer(exported, `${name}_palette_codebook`));
+              expect(Float32Array.from(book as Float32Array)).toEqual(palette.codebook);
+              expect(palette.codebook.length).toBeLessThanOrEqual(16);
+              expect(new Set(q).size).toBeLessThanOrEqual(16);
+            }
+          }
+
           if (resolved.method === 'kmeans') {
-            // the palette written is the trained codebook; every weight is one of its 16 values
-            const palette = outcome.encoder!.encoding as Palette;
-            const book = readTensor(exported, findInitializer(exported, `${name}_palette_codebook`));
-            expect(Float32Array.from(book as Float32Array)).toEqual(palette.codebook);
-            expect(palette.codebook.length).toBeLessThanOrEqual(16);
-            expect(new Set(q).size).toBeLessThanOrEqual(16);
+            // held-out perplexity (ids.txt, never trained on) beats the same clustering without training:
+            // 20 small steps recover part of k-means' large loss (int4's smaller one needs the bench's longer runs)
+            const plain = exportCompressed(student, compressModel(student, [resolved])).model;
+            expect(await ortPerplexity(result.exported)).toBeLessThan(await ortPerplexity(plain));
           }
-        }
-
-        if (resolved.method === 'kmeans') {
-          // held-out perplexity (ids.txt, never trained on) beats the same clustering without training:
-          // 20 small steps recover part of k-means' large loss (int4's smaller one needs the bench's longer runs)
-          const plain = exportCompressed(student, compressModel(student, [resolved])).model;
-          expect(await perplexity(result.exported)).toBeLessThan(await perplexity(plain));
-        }
-      } finally {
-        await session.release();
-      }
+        },
+      );
     },
     600_000,
   );
 
   it('with only norms training, the quantized weights stay as plain quantization stored them', async () => {
     const resolved = step({ method: 'int8' });
-    const ids = heldOut[1].slice(0, 33);
+    const ids = STORIES_HELD_OUT[1].slice(0, 33);
     const result = await qatDistill(teacherModel, null, [ids], resolved, {
       steps: 2,
       batch: 1,

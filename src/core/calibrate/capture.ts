@@ -11,7 +11,7 @@ import { int64Tensor, makeNode } from '../onnx/build.ts';
 import { writeModel } from '../onnx/write.ts';
 import type { OnnxModel } from '../onnx/model.ts';
 import type { NodeProto, TensorProto, ValueInfoProto } from '../onnx/proto.ts';
-import { decoderFeeds, isPastInput, type Feeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
+import { canBatch, stackedFeeds, type IoSpec, type TensorCtor } from '../eval/decoder.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import {
   accumulateInputStats,
@@ -270,45 +270,6 @@ function activationAsFloat32(data: unknown, name: string): Float32Array {
  */
 const BATCH_TOKENS = 1024;
 
-/** Inputs that carry one row per sequence, so sequences of one length stack into a batch. */
-const PER_TOKEN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'token_type_ids']);
-
-/**
- * Whether the graph takes a batch: only per-token inputs and a KV cache (fed empty; no cache branch),
- * none with batch fixed at 1.
- */
-function canBatch(fed: readonly IoSpec[]): boolean {
-  return fed.every(
-    (i) =>
-      (PER_TOKEN_INPUTS.has(i.name) || isPastInput(i.name)) &&
-      !(typeof i.shape[0] === 'number' && i.shape[0] > 0),
-  );
-}
-
-/** decoderFeeds for sequences of one length stacked along the batch axis: [batch, length] each. */
-function batchFeeds(Tensor: TensorCtor, fed: IoSpec[], group: readonly number[][]): Feeds {
-  const each = group.map((ids) => decoderFeeds(Tensor, fed, ids));
-  const feeds: Feeds = {};
-  for (const name of Object.keys(each[0])) {
-    const first = each[0][name];
-    if (isPastInput(name)) {
-      // an empty cache: [batch, heads, 0, head_dim], nothing to stack
-      const empty = first.type === 'float16' ? new Uint16Array(0) : new Float32Array(0);
-      feeds[name] = new Tensor(first.type as 'float32', empty as Float32Array, [
-        group.length,
-        ...first.dims.slice(1),
-      ]);
-      continue;
-    }
-    const len = first.size;
-    const data =
-      first.type === 'int32' ? new Int32Array(len * group.length) : new BigInt64Array(len * group.length);
-    each.forEach((f, b) => data.set(f[name].data as Int32Array & BigInt64Array, b * len));
-    feeds[name] = new Tensor(first.type as 'int32' | 'int64', data, [group.length, len]);
-  }
-  return feeds;
-}
-
 /**
  * Runs `sequences` through the capture session and returns the statistics of every planned weight.
  * `session` must be created from `plan.bytes`.
@@ -367,10 +328,7 @@ export async function captureActivationStats(
     const group = sequences.slice(s, s + count);
     let out: Awaited<ReturnType<InferenceSession['run']>>;
     try {
-      out = await session.run(
-        count === 1 ? decoderFeeds(Tensor, fed, group[0]) : batchFeeds(Tensor, fed, group),
-        plan.outputs,
-      );
+      out = await session.run(stackedFeeds(Tensor, fed, group), plan.outputs);
     } catch (e) {
       if (isModelError(e)) throw e;
       if (count > 1) {

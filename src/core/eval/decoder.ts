@@ -71,18 +71,22 @@ export function decoderFeeds(Tensor: TensorCtor, inputs: IoSpec[], ids: number[]
   return feeds;
 }
 
+/** Inputs that carry one row per sequence, so sequences of one length stack into a batch. */
+const PER_TOKEN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'token_type_ids']);
+
 /**
- * Whether windows can run several to a call: input_ids' first dimension is not fixed (a batch) and
- * the model reads no cache inputs (their batch would have to follow).
+ * Whether sequences of one length can run several to a call (perplexity's windows, capture's
+ * sequences): the graph reads input_ids and only per-token inputs and a KV cache (fed empty,
+ * [batch, heads, 0, head_dim], so its batch follows; no use_cache_branch), none with its batch fixed.
  */
-export function canBatch(inputs: IoSpec[]): boolean {
-  const ids = inputs.find((i) => i.name === 'input_ids');
-  if (!ids || typeof ids.shape[0] === 'number') return false;
-  // a KV cache is fed empty ([batch, heads, 0, head_dim]), so it batches unless its batch is fixed
-  return !inputs.some(
-    (i) =>
-      i.name === 'use_cache_branch' ||
-      (isPastInput(i.name) && typeof i.shape[0] === 'number' && i.shape[0] > 0),
+export function canBatch(inputs: readonly IoSpec[]): boolean {
+  return (
+    inputs.some((i) => i.name === 'input_ids') &&
+    inputs.every(
+      (i) =>
+        (PER_TOKEN_INPUTS.has(i.name) || isPastInput(i.name)) &&
+        !(typeof i.shape[0] === 'number' && i.shape[0] > 0),
+    )
   );
 }
 
@@ -96,7 +100,8 @@ export function batchFeeds(
   batch: number,
   length: number,
 ): { feeds: Feeds; setRow(row: number, ids: ArrayLike<number>): void } {
-  if (batch === 1 || canBatch(inputs)) {
+  const batched = canBatch(inputs);
+  if (batch === 1 || batched) {
     const dims = [batch, length];
     const n = batch * length;
     const make = (dtype: string, fill: (i: number) => number) =>
@@ -121,7 +126,8 @@ export function batchFeeds(
       } else if (spec.name === 'attention_mask') feeds.attention_mask = make(spec.dtype, () => 1);
       else if (spec.name === 'position_ids') feeds.position_ids = make(spec.dtype, (i) => i % length);
       else if (spec.name === 'token_type_ids') feeds.token_type_ids = make(spec.dtype, () => 0);
-      else if (isPastInput(spec.name) && canBatch(inputs)) {
+      else if (isPastInput(spec.name) && batched) {
+        // an empty cache: [batch, heads, 0, head_dim], nothing to stack
         const empty = emptyPast(Tensor, spec);
         feeds[spec.name] = new Tensor(empty.type as 'float32', empty.data as Float32Array, [
           batch,
@@ -155,6 +161,20 @@ function singleFeeds(Tensor: TensorCtor, inputs: IoSpec[], length: number) {
       state.feeds = decoderFeeds(Tensor, inputs, Array.from(values));
     },
   };
+}
+
+/**
+ * Feeds for `rows`, sequences of one length, stacked along the batch axis ([rows, length] each):
+ * batchFeeds filled once (activation capture's runs; one row is decoderFeeds' feeds).
+ */
+export function stackedFeeds(
+  Tensor: TensorCtor,
+  inputs: IoSpec[],
+  rows: readonly ArrayLike<number>[],
+): Feeds {
+  const fill = batchFeeds(Tensor, inputs, rows.length, rows[0].length);
+  rows.forEach((ids, b) => fill.setRow(b, ids));
+  return fill.feeds;
 }
 
 export function logitsOutputName(outputs: string[]): string {

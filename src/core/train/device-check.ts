@@ -7,7 +7,7 @@
 import { seededUniform } from '../calibrate/generate.ts';
 import { gemmWasm, useGemmDevice, gemmDevice, type GemmDevice, type GemmLayout } from './kernels.ts';
 import { opFor, type NodeContext } from './ops.ts';
-import type { Value } from './tensor.ts';
+import { sizeOf, type Value } from './tensor.ts';
 
 export interface DeviceCheck {
   op: string;
@@ -81,24 +81,9 @@ export function checkDevice(device: GemmDevice, seed = 1): DeviceCheck[] {
   ];
   const before = gemmDevice();
   for (const [name, as, bs] of cases) {
-    const a: Value = {
-      dtype: 'float32',
-      shape: as,
-      data: randoms(
-        as.reduce((p, d) => p * d, 1),
-        uniform,
-      ),
-    };
-    const b: Value = {
-      dtype: 'float32',
-      shape: bs,
-      data: randoms(
-        bs.reduce((p, d) => p * d, 1),
-        uniform,
-      ),
-    };
-    const ys = [...as.slice(0, -1), bs[bs.length - 1]].reduce((p, d) => p * d, 1);
-    const gy = randoms(ys, uniform);
+    const a: Value = { dtype: 'float32', shape: as, data: randoms(sizeOf(as), uniform) };
+    const b: Value = { dtype: 'float32', shape: bs, data: randoms(sizeOf(bs), uniform) };
+    const gy = randoms(sizeOf([...as.slice(0, -1), bs[bs.length - 1]]), uniform);
     let want: Float32Array[];
     let got: Float32Array[];
     try {

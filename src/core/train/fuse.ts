@@ -74,12 +74,7 @@ function maskedSoftmaxOp(divisor: number, fillIsTrue: boolean): OpDef {
       const shape = sv.shape;
       const len = shape[shape.length - 1];
       const mask = x[1]!;
-      const off = shape.length - mask.shape.length;
-      if (off < 0 || mask.shape.some((d, i) => d !== 1 && d !== shape[off + i]))
-        throw new ModelError(
-          'unsupported',
-          `${ctx.where}: a mask of shape [${mask.shape.join(', ')}] over scores [${shape.join(', ')}].`,
-        );
+      checkMaskBroadcast(shape, mask.shape, ctx.where);
       const M = mask.data.length === S.length ? mask.data : expandData(mask, shape);
       // keep[i]: the position takes the score (not the fill)
       const keepWhen = fillIsTrue ? 0 : 1;
@@ -236,14 +231,18 @@ function scaledMaskSoftmaxOp(scale: number): OpDef {
 /** The shape of s + m where m broadcasts onto s (s keeps its shape: the scores are the full tensor). */
 function broadcastLast(s: number[], m: number[], where: string): number[] {
   if (trailingPeriod(m, s) >= 0) return s;
-  const out = [...s];
+  checkMaskBroadcast(s, m, where);
+  return [...s];
+}
+
+/** Throws unless mask shape `m` broadcasts onto scores `s` (numpy rules, m no wider than s). */
+function checkMaskBroadcast(s: readonly number[], m: readonly number[], where: string): void {
   const off = s.length - m.length;
   if (off < 0 || m.some((d, i) => d !== 1 && d !== s[off + i]))
     throw new ModelError(
       'unsupported',
       `${where}: a mask of shape [${m.join(', ')}] over scores [${s.join(', ')}].`,
     );
-  return out;
 }
 
 /**

@@ -20,7 +20,7 @@ import {
   type TensorOutcome,
   type TensorReport,
 } from '../src/core/compress/pipeline.ts';
-import { exportStreaming, isCrossTensor } from '../src/core/compress/stream-export.ts';
+import { exportStreaming, inOrder, isCrossTensor } from '../src/core/compress/stream-export.ts';
 import { folderSink, opfsSpool } from './export-files.ts';
 import { selectWeights, type WeightCandidate } from '../src/core/compress/select.ts';
 import {
@@ -786,17 +786,28 @@ const api = {
         outcomes = full.outcomes;
         result = () => (structured ? { ...full, totals: fromSource(full.totals) } : full);
       } else {
-        // one weight at a time, in the order a full preview returns them (exportModel's order)
+        // one weight at a time, in the order a full preview returns them (exportModel's order); with a
+        // pool, as many weights in flight as it has workers (their kernels there), written in order
         base = current;
         const target = session;
         const stats = calibration;
         const reports: TensorReport[] = [];
         const order = weightsOf(target, all);
+        const width = kernelPool()?.size ?? 1;
+        let abandoned = false;
+        const each = inOrder(
+          order.length,
+          width,
+          (i) => target.run(all, { calibration: stats, only: new Set([order[i]]), isStale: () => abandoned }),
+          () => {
+            abandoned = true;
+          },
+        );
         outcomes = (async function* () {
-          for (let i = 0; i < order.length; i++) {
-            const r = await target.run(all, { calibration: stats, only: new Set([order[i]]) });
+          let done = 0;
+          for await (const r of each) {
             reports.push(...r.reports);
-            onProgress?.(i + 1, order.length);
+            onProgress?.(++done, order.length);
             yield r.outcomes[0];
           }
         })();

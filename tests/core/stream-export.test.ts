@@ -5,10 +5,6 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseModel, bytesSource } from '../../src/core/onnx/model.ts';
-import { concatChunks } from '../../src/core/onnx/write.ts';
-import { compressModel } from '../../src/core/compress/pipeline.ts';
-import { exportCompressed } from '../../src/core/compress/export.ts';
 import { resolveRecipe, type Recipe } from '../../src/core/compress/recipe.ts';
 import {
   exportStreaming,
@@ -19,70 +15,11 @@ import {
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, ort, tempDir } from '../helpers/ort.ts';
 import { runCli } from '../helpers/cli.ts';
+import { inMemory, location, stories, streamed, STREAM_RECIPES } from '../helpers/stream-export.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 
-const location = 'out.onnx_data';
-const stories = () => parseModel(bytesSource('model.onnx', readFileSync(STORIES_MODEL)));
-
-function inMemory(recipe: Recipe) {
-  const model = stories();
-  const steps = resolveRecipe(recipe);
-  const result = compressModel(model, steps);
-  const written = exportCompressed(model, result, { externalData: { location } });
-  return {
-    model: written.model,
-    data: concatChunks(written.externalData!.chunks),
-    result,
-    warnings: written.warnings,
-  };
-}
-
-/** The streaming export into memory, counting how many weights' bytes the spool held at most. */
-async function streamed(recipe: Recipe, spool: Spool = memorySpool()) {
-  const model = stories();
-  const steps = resolveRecipe(recipe);
-  const compression = streamOutcomes(model, steps, { compressAll: (m, s) => compressModel(m, s) });
-  const data: Uint8Array[] = [];
-  let onnx = new Uint8Array(0);
-  const done = await exportStreaming(model, compression.outcomes, {
-    externalData: { location },
-    spool,
-    sink: {
-      writeData: (b) => void data.push(b.slice()),
-      writeModel: (b) => void (onnx = b.slice()),
-    },
-  });
-  return { model: onnx, data: concatChunks(data), result: compression.result(), done };
-}
-
-const RECIPES: [string, Recipe][] = [
-  ['int4 block 32 (MatMulNBits)', { version: 1, steps: [{ method: 'int4', options: { blockSize: 32 } }] }],
-  [
-    'prune on some weights, int8 with the embedding (in-place and appended tensors mixed)',
-    {
-      version: 1,
-      steps: [
-        { method: 'prune', options: { sparsity: 0.3 }, select: { include: ['l*.w1', 'l*.w3'] } },
-        { method: 'int8', select: { exclude: ['/^l0\\./'], embeddings: true } },
-      ],
-    },
-  ],
-  ['k-means 16 palettes', { version: 1, steps: [{ method: 'kmeans', options: { clusters: 16 } }] }],
-  ['fp16', { version: 1, steps: [{ method: 'fp16' }] }],
-  [
-    'global pruning (cross-tensor: compressed as a whole, written as a stream)',
-    {
-      version: 1,
-      steps: [
-        { method: 'prune', options: { sparsity: 0.5, scope: 'global' } },
-        { method: 'int4', options: { blockSize: 64 } },
-      ],
-    },
-  ],
-];
-
 describe('streaming export', () => {
-  it.each(RECIPES)('%s: byte-identical to the in-memory export, same reports', async (_, recipe) => {
+  it.each(STREAM_RECIPES)('%s: byte-identical to the in-memory export, same reports', async (_, recipe) => {
     const a = inMemory(recipe);
     const b = await streamed(recipe);
     expect(b.data.byteLength).toBeGreaterThan(0);

@@ -31,6 +31,8 @@ import {
   type TensorReport,
 } from './pipeline.ts';
 import type { ResolvedStep } from './recipe.ts';
+import { KernelPool, poolable } from './kernel-tasks.ts';
+import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
 import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 /** Bytes written once and read back later by offset (append-only). */
@@ -161,12 +163,52 @@ export function isCrossTensor(step: ResolvedStep): boolean {
   return false;
 }
 
+/**
+ * `work(i)` for i = 0 … count − 1, results handed out in the order of i, with at most `width` of
+ * them started and not yet handed out (the one handed out included): a pool's workers stay busy
+ * while memory holds `width` weights at once, whatever the model's size. When the reader stops early
+ * (an error, a cancel), `abandon` is called and the works still running are left to fail quietly.
+ */
+export async function* inOrder<T>(
+  count: number,
+  width: number,
+  work: (i: number) => Promise<T>,
+  abandon?: () => void,
+): AsyncGenerator<T> {
+  const started = new Map<number, Promise<T>>();
+  let next = 0;
+  let finished = false;
+  try {
+    for (let i = 0; i < count; i++) {
+      while (next < count && next < i + Math.max(1, width)) {
+        const p = work(next++);
+        // a work that fails after the reader has gone must not be an unhandled rejection
+        p.catch(() => {});
+        started.set(next - 1, p);
+      }
+      const value = await started.get(i)!;
+      started.delete(i);
+      yield value;
+    }
+    finished = true;
+  } finally {
+    if (!finished) abandon?.();
+  }
+}
+
 /** The compression of a recipe, produced one weight at a time (see `streamOutcomes`). */
 export interface StreamedCompression {
   /** Each weight's outcome, in `compressModel`'s order (the model's); read it once. */
-  outcomes: Iterable<TensorOutcome>;
+  outcomes: Iterable<TensorOutcome> | AsyncIterable<TensorOutcome>;
   /** Filled as the outcomes are read: complete once they all have been. */
   result(): CompressionResult;
+}
+
+/** One step's kernel over one weight, as the step loop asks for it. */
+interface KernelCall {
+  method: CompressionMethod;
+  options: OptionValues;
+  matrix: WeightMatrix;
 }
 
 /**
@@ -174,6 +216,10 @@ export interface StreamedCompression {
  * bfloat16 widened to float32 for that weight alone), put through every step that selects it, and
  * handed out; only its report stays. Recipes with a cross-tensor step (`isCrossTensor`) run through
  * `compressModel` instead (all weights in memory), and their outcomes are handed out the same way.
+ *
+ * With a `pool`, each weight's kernels run there (calibrated steps here) with `inFlight` weights at
+ * most (default: the pool's size) read and not yet handed out; the outcomes are then an async
+ * sequence, in the same order and bit for bit the same as without a pool.
  */
 export function streamOutcomes(
   model: OnnxModel,
@@ -181,6 +227,8 @@ export function streamOutcomes(
   options: {
     calibration?: CalibrationStats;
     compressAll: (model: OnnxModel, steps: readonly ResolvedStep[]) => CompressionResult;
+    pool?: KernelPool;
+    inFlight?: number;
   },
 ): StreamedCompression {
   for (const step of steps) {
@@ -205,36 +253,79 @@ export function streamOutcomes(
       warnings.push({ step: i, at: -1, text: `Step ${i + 1} (${steps[i].method}) selected no tensors.` });
   });
   const reports: TensorReport[] = [];
-  const outcomes = function* (): Generator<TensorOutcome> {
-    for (const c of order) {
-      let o = initialOutcome(c, readTensorFloat32(model, findWeight(model, c.name).tensor));
-      steps.forEach((step, i) => {
-        const at = pickedAt[i].get(c.name);
-        if (at === undefined) return;
-        const method = getMethod(step.method);
-        const [r] = method.apply(
-          [asMatrix(c, o.values)],
-          step.options,
-          method.needs?.length ? options.calibration : undefined,
-        );
-        if (method.role === 'transform' && o.encoder)
-          warnings.push({
-            step: i,
-            at,
-            text: `${c.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
-          });
-        if (method.role === 'encode' && o.encoder)
-          warnings.push({
-            step: i,
-            at,
-            text: `${c.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
-          });
-        o = nextOutcome(o, method, step.options, r);
-      });
-      reports.push(reportFor(o));
-      yield o;
+  /** The one step loop of a weight, for both drivers: asks for each step's kernel, returns the outcome. */
+  function* tensorSteps(
+    c: WeightCandidate,
+    original: Float32Array,
+  ): Generator<KernelCall, TensorOutcome, KernelResult> {
+    let o = initialOutcome(c, original);
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i];
+      const at = pickedAt[i].get(c.name);
+      if (at === undefined) continue;
+      const method = getMethod(step.method);
+      const r = yield { method, options: step.options, matrix: asMatrix(c, o.values) };
+      if (method.role === 'transform' && o.encoder)
+        warnings.push({
+          step: i,
+          at,
+          text: `${c.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
+        });
+      if (method.role === 'encode' && o.encoder)
+        warnings.push({
+          step: i,
+          at,
+          text: `${c.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
+        });
+      o = nextOutcome(o, method, step.options, r);
     }
-  };
+    return o;
+  }
+  const read = (c: WeightCandidate) => readTensorFloat32(model, findWeight(model, c.name).tensor);
+  const here = (call: KernelCall): KernelResult =>
+    call.method.apply(
+      [call.matrix],
+      call.options,
+      call.method.needs?.length ? options.calibration : undefined,
+    )[0];
+  const pool = options.pool;
+  const outcomes = pool
+    ? (async function* (): AsyncGenerator<TensorOutcome> {
+        const scope = pool.newScope();
+        const compress = async (c: WeightCandidate): Promise<TensorOutcome> => {
+          // in shared memory when the pool can share it: the kernel reads it without a copy
+          const run = tensorSteps(c, pool.share(read(c)));
+          let next = run.next();
+          while (!next.done) {
+            const call = next.value;
+            next = run.next(
+              poolable(call.method)
+                ? (await pool.apply(call.method.id, call.options, [call.matrix], scope))[0]
+                : here(call),
+            );
+          }
+          return next.value;
+        };
+        const width = options.inFlight ?? pool.size;
+        for await (const o of inOrder(
+          order.length,
+          width,
+          (i) => compress(order[i]),
+          () => pool.cancel(scope),
+        )) {
+          reports.push(reportFor(o));
+          yield o;
+        }
+      })()
+    : (function* (): Generator<TensorOutcome> {
+        for (const c of order) {
+          const run = tensorSteps(c, read(c));
+          let next = run.next();
+          while (!next.done) next = run.next(here(next.value));
+          reports.push(reportFor(next.value));
+          yield next.value;
+        }
+      })();
   if (!order.length && !candidates.length)
     throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
   if (!order.length)
@@ -244,7 +335,7 @@ export function streamOutcomes(
         `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
     );
   return {
-    outcomes: outcomes(),
+    outcomes,
     result: () => ({
       outcomes: [],
       reports,

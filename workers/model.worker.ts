@@ -787,13 +787,15 @@ const api = {
         result = () => (structured ? { ...full, totals: fromSource(full.totals) } : full);
       } else {
         // one weight at a time, in the order a full preview returns them (exportModel's order); with a
-        // pool, as many weights in flight as it has workers (their kernels there), written in order
+        // pool, one weight more in flight than it has workers (their kernels there), written in order
         base = current;
         const target = session;
         const stats = calibration;
         const reports: TensorReport[] = [];
         const order = weightsOf(target, all);
-        const width = kernelPool()?.size ?? 1;
+        // one more than the pool's workers: they compute the next weights while this worker writes
+        const pool = kernelPool();
+        const width = pool ? pool.size + 1 : 1;
         let abandoned = false;
         const each = inOrder(
           order.length,

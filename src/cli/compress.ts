@@ -736,7 +736,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     // with external data the export streams: one weight at a time read, compressed, parked in a
     // spool; then the data file written tensor by tensor and the small .onnx last
     if (folderOut) makeFolderOutput(output);
-    // each weight's kernels in the pool, as many weights in flight as it has workers (written in order)
+    // each weight's kernels in the pool, one weight more in flight than it has workers (written in order)
     const pool = steps.length && workers > 1 ? createNodePool(workers) : undefined;
     const spool = fileSpool(output);
     try {

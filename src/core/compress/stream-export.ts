@@ -6,8 +6,12 @@
  * the external-data file is written tensor by tensor in the order and at the offsets the in-memory
  * export (`exportCompressed`) gives, so the two outputs are byte-identical.
  *
- * Peak memory: one source tensor, its compressed form and the graph's metadata, whatever the model's
- * size. The spool costs one more write and read of the compressed weights (not of the weights a
+ * With a kernel pool (`streamOutcomes`' `pool`), the weights' kernels run in its workers, one weight
+ * more in flight than it has workers, and are handed out (and written) in the model's order.
+ *
+ * Peak memory: one source tensor and its compressed form per weight in flight (one without a pool,
+ * the pool's size + 1 with one: the largest weights bound it), and the graph's metadata, whatever
+ * the model's size. The spool costs one more write and read of the compressed weights (not of the weights a
  * recipe leaves alone, which are copied from the source as they are written).
  */
 import { ModelError } from '../errors.ts';
@@ -218,7 +222,7 @@ interface KernelCall {
  * `compressModel` instead (all weights in memory), and their outcomes are handed out the same way.
  *
  * With a `pool`, each weight's kernels run there (calibrated steps here) with `inFlight` weights at
- * most (default: the pool's size) read and not yet handed out; the outcomes are then an async
+ * most (default: one more than the pool's workers) read and not yet handed out; the outcomes are then an async
  * sequence, in the same order and bit for bit the same as without a pool.
  */
 export function streamOutcomes(
@@ -306,7 +310,9 @@ export function streamOutcomes(
           }
           return next.value;
         };
-        const width = options.inFlight ?? pool.size;
+        // one more than the pool has workers: they compute the next weights while this thread
+        // encodes, measures and parks the one handed out
+        const width = options.inFlight ?? pool.size + 1;
         for await (const o of inOrder(
           order.length,
           width,

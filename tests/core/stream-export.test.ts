@@ -6,6 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveRecipe, type Recipe } from '../../src/core/compress/recipe.ts';
+import { compressModel } from '../../src/core/compress/pipeline.ts';
+import { exportCompressed } from '../../src/core/compress/export.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { concatChunks, writeModel } from '../../src/core/onnx/write.ts';
 import {
   exportStreaming,
   memorySpool,
@@ -65,6 +69,62 @@ describe('streaming export', () => {
     expect(new Set(producedAt)).toEqual(new Set(Array.from({ length: 35 }, (_, i) => i + 1)));
     expect(producedAt).toEqual([...producedAt].sort((x, y) => x - y));
     expect(written).toBeGreaterThan(appended.reduce((s, n) => s + n, 0));
+  });
+
+  it('writes a big tensor a bounded part at a time, read in parts from the spool and from the source file: the same bytes', async () => {
+    // stories260K with external data as the source: the tensors a recipe leaves alone are copied
+    // from its data file, the compressed ones from the spool
+    const whole = writeModel(stories(), { externalData: { location: 'src.onnx_data', threshold: 1024 } });
+    const srcData = concatChunks(whole.externalData!.chunks);
+    const reads: number[] = [];
+    const source = () =>
+      parseModel(bytesSource('src.onnx', whole.model), [
+        {
+          name: 'src.onnx_data',
+          size: srcData.byteLength,
+          read: (offset, length) => {
+            reads.push(length);
+            return srcData.subarray(offset, offset + length);
+          },
+        },
+      ]);
+    const recipe = resolveRecipe({
+      version: 1,
+      steps: [{ method: 'int8', select: { include: ['l*.w1', 'l*.w2'] } }],
+    });
+    const model = source();
+    const expected = exportCompressed(model, compressModel(model, recipe), { externalData: { location } });
+    const part = 4096;
+    const writes: number[] = [];
+    const data: Uint8Array[] = [];
+    let onnx = new Uint8Array(0);
+    const streamedModel = source();
+    reads.length = 0;
+    await exportStreaming(
+      streamedModel,
+      streamOutcomes(streamedModel, recipe, { compressAll: compressModel }).outcomes,
+      {
+        externalData: { location },
+        spool: memorySpool(),
+        writePart: part,
+        sink: {
+          writeData: (b) => {
+            writes.push(b.byteLength);
+            data.push(b.slice());
+          },
+          writeModel: (b) => void (onnx = b.slice()),
+        },
+      },
+    );
+    expect(Buffer.from(onnx).equals(Buffer.from(expected.model))).toBe(true);
+    expect(
+      Buffer.from(concatChunks(data)).equals(Buffer.from(concatChunks(expected.externalData!.chunks))),
+    ).toBe(true);
+    // the embedding (512 × 64 float32, 128 KiB) went out in 32 writes, none larger than a part
+    expect(Math.max(...writes)).toBe(part);
+    expect(writes.length).toBeGreaterThan(100);
+    // and was read from the source a part at a time: no read of the source as big as the embedding
+    expect(Math.max(...reads)).toBeLessThan(512 * 64 * 4);
   });
 
   it('compress --external-data streams to files identical to the in-memory export, which onnxruntime-node runs', async () => {

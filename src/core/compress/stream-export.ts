@@ -43,8 +43,15 @@ import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandid
 export interface Spool {
   /** Appends `bytes`; returns the offset they start at. */
   append(bytes: Uint8Array): number;
+  /** Bytes appended before, whole or a part of one append. */
   read(offset: number, length: number): Uint8Array;
 }
+
+/**
+ * The most bytes one write to the data file carries: a tensor is read (from the spool or the source)
+ * and written this much at a time, so a big one (an embedding of 262 MB) costs no copy of its size.
+ */
+export const WRITE_PART_BYTES = 16 * 2 ** 20;
 
 /** A spool in memory: for tests, and for the page where no file system is at hand. */
 export function memorySpool(): Spool {
@@ -61,10 +68,18 @@ export function memorySpool(): Spool {
       return at;
     },
     read(offset, length) {
-      const i = starts.indexOf(offset);
-      if (i < 0 || chunks[i].byteLength !== length)
+      // the last append starting at or before `offset` (starts ascend)
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid] <= offset) lo = mid;
+        else hi = mid - 1;
+      }
+      const from = offset - (starts[lo] ?? 0);
+      if (!chunks.length || from < 0 || from + length > chunks[lo].byteLength)
         throw new ModelError('invalid-argument', `The spool holds no ${length} bytes at ${offset}.`);
-      return chunks[i];
+      return chunks[lo].subarray(from, from + length);
     },
   };
 }
@@ -83,6 +98,8 @@ export interface StreamExportOptions {
   onProgress?: (phase: 'compress' | 'write', done: number, total: number) => void;
   /** Checked between tensors; throws to stop. */
   checkCancelled?: () => void;
+  /** The most bytes of one write (default `WRITE_PART_BYTES`). */
+  writePart?: number;
 }
 
 export interface StreamedExport {
@@ -134,12 +151,19 @@ export async function exportStreaming(
     externalData: options.externalData,
     stored: (t) => {
       const at = parked.get(t);
-      return at && { length: at.length, read: () => spool.read(at.offset, at.length) };
+      return (
+        at && {
+          length: at.length,
+          read: () => spool.read(at.offset, at.length),
+          readPart: (start, n) => spool.read(at.offset + start, n),
+        }
+      );
     },
   });
   const data = planned.externalData!;
   let written = 0;
   let zeros = new Uint8Array(0);
+  const part = options.writePart ?? WRITE_PART_BYTES;
   for (let i = 0; i < data.pieces.length; i++) {
     options.checkCancelled?.();
     const piece = data.pieces[i];
@@ -148,7 +172,8 @@ export async function exportStreaming(
       if (zeros.byteLength < pad) zeros = new Uint8Array(pad);
       await options.sink.writeData(zeros.subarray(0, pad));
     }
-    await options.sink.writeData(piece.read());
+    for (let at = 0; at < piece.length; at += part)
+      await options.sink.writeData(piece.readPart(at, Math.min(part, piece.length - at)));
     written = piece.offset + piece.length;
     options.onProgress?.('write', i + 1, data.pieces.length);
   }

@@ -447,8 +447,10 @@ const api = {
       for (const name of order) {
         if (run !== statisticsRun || model !== current)
           throw new ModelError('cancelled', 'Statistics of a model no longer open.');
+        // float32 goes in shared memory (one copy here) rather than cloned (a copy each side of the
+        // message): a 262 MB embedding then costs one more copy of itself, not two
         const stats = tensorRowStats(model, byName.get(name)!.tensor, (v) =>
-          kernels ? kernels.stats(v) : tensorStats(v),
+          kernels ? kernels.stats(v instanceof Float32Array ? kernels.share(v) : v) : tensorStats(v),
         );
         const job = Promise.resolve(stats).then(
           (row) => {

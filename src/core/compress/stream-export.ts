@@ -11,8 +11,9 @@
  *
  * Peak memory: one source tensor and its compressed form per weight in flight (one without a pool,
  * the pool's size + 1 with one: the largest weights bound it), and the graph's metadata, whatever
- * the model's size. The spool costs one more write and read of the compressed weights (not of the weights a
- * recipe leaves alone, which are copied from the source as they are written).
+ * the model's size. The spool costs one more write and read of the compressed weights (not of the
+ * weights a recipe leaves alone, which are copied from the source as they are written, a part of
+ * `WRITE_PART_BYTES` at a time).
  */
 import { ModelError } from '../errors.ts';
 import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
@@ -247,8 +248,8 @@ interface KernelCall {
  * `compressModel` instead (all weights in memory), and their outcomes are handed out the same way.
  *
  * With a `pool`, each weight's kernels run there (calibrated steps here) with `inFlight` weights at
- * most (default: one more than the pool's workers) read and not yet handed out; the outcomes are then an async
- * sequence, in the same order and bit for bit the same as without a pool.
+ * most (default: one more than the pool's workers) read and not yet handed out; the outcomes are
+ * then an async sequence, in the same order and bit for bit the same as without a pool.
  */
 export function streamOutcomes(
   model: OnnxModel,

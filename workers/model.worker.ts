@@ -20,7 +20,7 @@ import {
   type TensorOutcome,
   type TensorReport,
 } from '../src/core/compress/pipeline.ts';
-import { exportStreaming, isCrossTensor } from '../src/core/compress/stream-export.ts';
+import { exportStreaming, inOrder, isCrossTensor } from '../src/core/compress/stream-export.ts';
 import { folderSink, opfsSpool } from './export-files.ts';
 import { selectWeights, type WeightCandidate } from '../src/core/compress/select.ts';
 import {
@@ -447,8 +447,10 @@ const api = {
       for (const name of order) {
         if (run !== statisticsRun || model !== current)
           throw new ModelError('cancelled', 'Statistics of a model no longer open.');
+        // float32 goes in shared memory (one copy here) rather than cloned (a copy each side of the
+        // message): a 262 MB embedding then costs one more copy of itself, not two
         const stats = tensorRowStats(model, byName.get(name)!.tensor, (v) =>
-          kernels ? kernels.stats(v) : tensorStats(v),
+          kernels ? kernels.stats(v instanceof Float32Array ? kernels.share(v) : v) : tensorStats(v),
         );
         const job = Promise.resolve(stats).then(
           (row) => {
@@ -786,17 +788,30 @@ const api = {
         outcomes = full.outcomes;
         result = () => (structured ? { ...full, totals: fromSource(full.totals) } : full);
       } else {
-        // one weight at a time, in the order a full preview returns them (exportModel's order)
+        // one weight at a time, in the order a full preview returns them (exportModel's order); with a
+        // pool, one weight more in flight than it has workers (their kernels there), written in order
         base = current;
         const target = session;
         const stats = calibration;
         const reports: TensorReport[] = [];
         const order = weightsOf(target, all);
+        // one more than the pool's workers: they compute the next weights while this worker writes
+        const pool = kernelPool();
+        const width = pool ? pool.size + 1 : 1;
+        let abandoned = false;
+        const each = inOrder(
+          order.length,
+          width,
+          (i) => target.run(all, { calibration: stats, only: new Set([order[i]]), isStale: () => abandoned }),
+          () => {
+            abandoned = true;
+          },
+        );
         outcomes = (async function* () {
-          for (let i = 0; i < order.length; i++) {
-            const r = await target.run(all, { calibration: stats, only: new Set([order[i]]) });
+          let done = 0;
+          for await (const r of each) {
             reports.push(...r.reports);
-            onProgress?.(i + 1, order.length);
+            onProgress?.(++done, order.length);
             yield r.outcomes[0];
           }
         })();

@@ -736,17 +736,20 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
     // with external data the export streams: one weight at a time read, compressed, parked in a
     // spool; then the data file written tensor by tensor and the small .onnx last
     if (folderOut) makeFolderOutput(output);
-    const streamed = steps.length
-      ? streamOutcomes(model, steps, {
-          calibration,
-          compressAll: (m, s) => compressModel(m, s, { calibration }),
-        })
-      : {
-          outcomes: [],
-          result: () => ({ outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] }),
-        };
+    // each weight's kernels in the pool, one weight more in flight than it has workers (written in order)
+    const pool = steps.length && workers > 1 ? createNodePool(workers) : undefined;
     const spool = fileSpool(output);
     try {
+      const streamed = steps.length
+        ? streamOutcomes(model, steps, {
+            calibration,
+            compressAll: (m, s) => compressModel(m, s, { calibration }),
+            ...(pool ? { pool } : {}),
+          })
+        : {
+            outcomes: [],
+            result: () => ({ outcomes: [], reports: [], totals: totalsFor(model, []), warnings: [] }),
+          };
       const done = await streamFilesAtomically(output, dataOutput, (sink) =>
         exportStreaming(model, streamed.outcomes, { externalData: { location }, spool, sink }),
       );
@@ -755,6 +758,7 @@ export async function compressCommand(args: ParsedArgs, out: (s: string) => void
       outputBytes = done.modelBytes + done.dataBytes;
     } finally {
       spool.close();
+      pool?.close();
     }
     external = true;
     checkOutputsAreNotInputs(outputs, sources.inputs());

@@ -5,11 +5,11 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseModel, bytesSource } from '../../src/core/onnx/model.ts';
-import { concatChunks } from '../../src/core/onnx/write.ts';
+import { resolveRecipe, type Recipe } from '../../src/core/compress/recipe.ts';
 import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
-import { resolveRecipe, type Recipe } from '../../src/core/compress/recipe.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { concatChunks, writeModel } from '../../src/core/onnx/write.ts';
 import {
   exportStreaming,
   memorySpool,
@@ -19,70 +19,11 @@ import {
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
 import { idsInput, ort, tempDir } from '../helpers/ort.ts';
 import { runCli } from '../helpers/cli.ts';
+import { inMemory, location, stories, streamed, STREAM_RECIPES } from '../helpers/stream-export.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 
-const location = 'out.onnx_data';
-const stories = () => parseModel(bytesSource('model.onnx', readFileSync(STORIES_MODEL)));
-
-function inMemory(recipe: Recipe) {
-  const model = stories();
-  const steps = resolveRecipe(recipe);
-  const result = compressModel(model, steps);
-  const written = exportCompressed(model, result, { externalData: { location } });
-  return {
-    model: written.model,
-    data: concatChunks(written.externalData!.chunks),
-    result,
-    warnings: written.warnings,
-  };
-}
-
-/** The streaming export into memory, counting how many weights' bytes the spool held at most. */
-async function streamed(recipe: Recipe, spool: Spool = memorySpool()) {
-  const model = stories();
-  const steps = resolveRecipe(recipe);
-  const compression = streamOutcomes(model, steps, { compressAll: (m, s) => compressModel(m, s) });
-  const data: Uint8Array[] = [];
-  let onnx = new Uint8Array(0);
-  const done = await exportStreaming(model, compression.outcomes, {
-    externalData: { location },
-    spool,
-    sink: {
-      writeData: (b) => void data.push(b.slice()),
-      writeModel: (b) => void (onnx = b.slice()),
-    },
-  });
-  return { model: onnx, data: concatChunks(data), result: compression.result(), done };
-}
-
-const RECIPES: [string, Recipe][] = [
-  ['int4 block 32 (MatMulNBits)', { version: 1, steps: [{ method: 'int4', options: { blockSize: 32 } }] }],
-  [
-    'prune on some weights, int8 with the embedding (in-place and appended tensors mixed)',
-    {
-      version: 1,
-      steps: [
-        { method: 'prune', options: { sparsity: 0.3 }, select: { include: ['l*.w1', 'l*.w3'] } },
-        { method: 'int8', select: { exclude: ['/^l0\\./'], embeddings: true } },
-      ],
-    },
-  ],
-  ['k-means 16 palettes', { version: 1, steps: [{ method: 'kmeans', options: { clusters: 16 } }] }],
-  ['fp16', { version: 1, steps: [{ method: 'fp16' }] }],
-  [
-    'global pruning (cross-tensor: compressed as a whole, written as a stream)',
-    {
-      version: 1,
-      steps: [
-        { method: 'prune', options: { sparsity: 0.5, scope: 'global' } },
-        { method: 'int4', options: { blockSize: 64 } },
-      ],
-    },
-  ],
-];
-
 describe('streaming export', () => {
-  it.each(RECIPES)('%s: byte-identical to the in-memory export, same reports', async (_, recipe) => {
+  it.each(STREAM_RECIPES)('%s: byte-identical to the in-memory export, same reports', async (_, recipe) => {
     const a = inMemory(recipe);
     const b = await streamed(recipe);
     expect(b.data.byteLength).toBeGreaterThan(0);
@@ -128,6 +69,62 @@ describe('streaming export', () => {
     expect(new Set(producedAt)).toEqual(new Set(Array.from({ length: 35 }, (_, i) => i + 1)));
     expect(producedAt).toEqual([...producedAt].sort((x, y) => x - y));
     expect(written).toBeGreaterThan(appended.reduce((s, n) => s + n, 0));
+  });
+
+  it('writes a big tensor a bounded part at a time, read in parts from the spool and from the source file: the same bytes', async () => {
+    // stories260K with external data as the source: the tensors a recipe leaves alone are copied
+    // from its data file, the compressed ones from the spool
+    const whole = writeModel(stories(), { externalData: { location: 'src.onnx_data', threshold: 1024 } });
+    const srcData = concatChunks(whole.externalData!.chunks);
+    const reads: number[] = [];
+    const source = () =>
+      parseModel(bytesSource('src.onnx', whole.model), [
+        {
+          name: 'src.onnx_data',
+          size: srcData.byteLength,
+          read: (offset, length) => {
+            reads.push(length);
+            return srcData.subarray(offset, offset + length);
+          },
+        },
+      ]);
+    const recipe = resolveRecipe({
+      version: 1,
+      steps: [{ method: 'int8', select: { include: ['l*.w1', 'l*.w2'] } }],
+    });
+    const model = source();
+    const expected = exportCompressed(model, compressModel(model, recipe), { externalData: { location } });
+    const part = 4096;
+    const writes: number[] = [];
+    const data: Uint8Array[] = [];
+    let onnx = new Uint8Array(0);
+    const streamedModel = source();
+    reads.length = 0;
+    await exportStreaming(
+      streamedModel,
+      streamOutcomes(streamedModel, recipe, { compressAll: compressModel }).outcomes,
+      {
+        externalData: { location },
+        spool: memorySpool(),
+        writePart: part,
+        sink: {
+          writeData: (b) => {
+            writes.push(b.byteLength);
+            data.push(b.slice());
+          },
+          writeModel: (b) => void (onnx = b.slice()),
+        },
+      },
+    );
+    expect(Buffer.from(onnx).equals(Buffer.from(expected.model))).toBe(true);
+    expect(
+      Buffer.from(concatChunks(data)).equals(Buffer.from(concatChunks(expected.externalData!.chunks))),
+    ).toBe(true);
+    // the embedding (512 × 64 float32, 128 KiB) went out in 32 writes, none larger than a part
+    expect(Math.max(...writes)).toBe(part);
+    expect(writes.length).toBeGreaterThan(100);
+    // and was read from the source a part at a time: no read of the source as big as the embedding
+    expect(Math.max(...reads)).toBeLessThan(512 * 64 * 4);
   });
 
   it('compress --external-data streams to files identical to the in-memory export, which onnxruntime-node runs', async () => {

@@ -1,6 +1,6 @@
 /** `compress --workers N`: the CLI's kernels on worker_threads write the same file as one thread, and onnxruntime-node runs it. */
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.ts';
@@ -26,6 +26,23 @@ describe('compress --workers', () => {
     // the demo takes its KV cache: fed empty
     const out = await session.run(cacheFeeds(new Uint8Array(readFileSync(two)), [1, 2, 3]));
     expect(out.logits.dims).toEqual([1, 3, 2048]);
+  });
+
+  it('with external data (the streamed export) two workers and one thread write identical files', async () => {
+    const recipe = ['--int4', '--block', '32', '--external-data'];
+    const outs = [];
+    for (const workers of ['1', '2']) {
+      // the same file name in each: the .onnx names its data file
+      mkdirSync(join(dir, `streamed-${workers}`));
+      const out = join(dir, `streamed-${workers}`, 'model.onnx');
+      const r = await runCli(['compress', DEMO, ...recipe, '--workers', workers, '-o', out]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      outs.push({ model: readFileSync(out), data: readFileSync(`${out}_data`) });
+    }
+    expect(outs[1].data.byteLength).toBeGreaterThan(100_000);
+    expect(outs[1].data.equals(outs[0].data)).toBe(true);
+    expect(outs[1].model.equals(outs[0].model)).toBe(true);
   });
 
   it('refuses a worker count that is not a whole number ≥ 1', async () => {

@@ -113,6 +113,13 @@ export class PreviewSession {
     return r;
   }
 
+  /** Bytes of arrays kept between runs: originals, and memoised compressed weights (each ≤ half the budget). */
+  memory(): { originals: number; memoised: number } {
+    let memoised = 0;
+    for (const o of this.cache.values()) memoised += outcomeBytes(o);
+    return { originals: this.originalBytes, memoised };
+  }
+
   /** Forget every memoised result (the next run recomputes everything). */
   clearCache(): void {
     this.cache.clear();
@@ -174,8 +181,11 @@ export class PreviewSession {
       (a, b) => Number(b.name === options.priority) - Number(a.name === options.priority),
     );
     const used = new Map<string, TensorOutcome>();
-    /** Keys memoised before a run of a few weights (`only`), which that run leaves as they are. */
-    const before = only ? new Set(this.cache.keys()) : undefined;
+    /**
+     * Keys this run put into the cache: a run of a few weights (`only`) trims only these at its end,
+     * so runs of other weights going on at the same time (the export's, in the pool) keep theirs.
+     */
+    const added = new Set<string>();
     let usedBytes = 0;
     const keepBytes = this.budget / 2;
     let computed = 0;
@@ -189,7 +199,7 @@ export class PreviewSession {
       outcome: initialOutcome(c, this.original(c.name)),
     });
     // the kernels of one step over `inputs`: in the pool when the method reads only weights, else here
-    const apply = async (i: number, inputs: State[]) => {
+    const apply = async (i: number, inputs: State[]): Promise<TensorOutcome[]> => {
       const step = steps[i];
       const method = getMethod(step.method);
       const matrices = inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values));
@@ -197,12 +207,13 @@ export class PreviewSession {
         pool && poolable(method)
           ? await pool.apply(method.id, step.options, matrices, scope)
           : method.apply(matrices, step.options, method.needs?.length ? calibration : undefined);
-      results.forEach((r, j) => {
-        this.cache.set(
-          `${inputs[j].key}>${stepKeys[i]}`,
-          nextOutcome(inputs[j].outcome, method, step.options, r),
-        );
+      return results.map((r, j) => {
+        const key = `${inputs[j].key}>${stepKeys[i]}`;
+        const outcome = nextOutcome(inputs[j].outcome, method, step.options, r);
+        this.cache.set(key, outcome);
+        added.add(key);
         computed++;
+        return outcome;
       });
     };
     // the state of tensor c after steps[0..i]
@@ -216,17 +227,18 @@ export class PreviewSession {
         const inputs = await Promise.all(group.map((g) => (g === c ? prev : stateAfter(g, i - 1))));
         const done = apply(i, inputs);
         const keys = inputs.map((s) => `${s.key}>${stepKeys[i]}`);
-        for (const k of keys)
+        // the outcomes as computed, not read back from the cache: another run may have trimmed it since
+        keys.forEach((k, j) =>
           computing.set(
             k,
-            done.then(() => this.cache.get(k) as TensorOutcome),
-          );
+            done.then((outs) => outs[j]),
+          ),
+        );
         try {
-          await done;
+          outcome = (await done)[group.indexOf(c)];
         } finally {
           for (const k of keys) computing.delete(k);
         }
-        outcome = this.cache.get(key) as TensorOutcome;
       }
       return { key, outcome };
     };
@@ -303,9 +315,10 @@ export class PreviewSession {
     if (only) {
       // what this run computed went into the cache as it ran: keep it only while the budget allows
       let held = 0;
-      for (const [k, o] of this.cache) if (before?.has(k)) held += outcomeBytes(o);
-      for (const [k, o] of [...this.cache]) {
-        if (before?.has(k)) continue;
+      for (const [k, o] of this.cache) if (!added.has(k)) held += outcomeBytes(o);
+      for (const k of added) {
+        const o = this.cache.get(k);
+        if (!o) continue;
         if (used.has(k) && held + outcomeBytes(o) <= keepBytes) held += outcomeBytes(o);
         else this.cache.delete(k);
       }

@@ -6,9 +6,14 @@
  * the external-data file is written tensor by tensor in the order and at the offsets the in-memory
  * export (`exportCompressed`) gives, so the two outputs are byte-identical.
  *
- * Peak memory: one source tensor, its compressed form and the graph's metadata, whatever the model's
- * size. The spool costs one more write and read of the compressed weights (not of the weights a
- * recipe leaves alone, which are copied from the source as they are written).
+ * With a kernel pool (`streamOutcomes`' `pool`), the weights' kernels run in its workers, one weight
+ * more in flight than it has workers, and are handed out (and written) in the model's order.
+ *
+ * Peak memory: one source tensor and its compressed form per weight in flight (one without a pool,
+ * the pool's size + 1 with one: the largest weights bound it), and the graph's metadata, whatever
+ * the model's size. The spool costs one more write and read of the compressed weights (not of the
+ * weights a recipe leaves alone, which are copied from the source as they are written, a part of
+ * `WRITE_PART_BYTES` at a time).
  */
 import { ModelError } from '../errors.ts';
 import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
@@ -31,14 +36,23 @@ import {
   type TensorReport,
 } from './pipeline.ts';
 import type { ResolvedStep } from './recipe.ts';
+import { KernelPool, poolable } from './kernel-tasks.ts';
+import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
 import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 /** Bytes written once and read back later by offset (append-only). */
 export interface Spool {
   /** Appends `bytes`; returns the offset they start at. */
   append(bytes: Uint8Array): number;
+  /** Bytes appended before, whole or a part of one append. */
   read(offset: number, length: number): Uint8Array;
 }
+
+/**
+ * The most bytes one write to the data file carries: a tensor is read (from the spool or the source)
+ * and written this much at a time, so a big one (an embedding of 262 MB) costs no copy of its size.
+ */
+export const WRITE_PART_BYTES = 16 * 2 ** 20;
 
 /** A spool in memory: for tests, and for the page where no file system is at hand. */
 export function memorySpool(): Spool {
@@ -55,10 +69,18 @@ export function memorySpool(): Spool {
       return at;
     },
     read(offset, length) {
-      const i = starts.indexOf(offset);
-      if (i < 0 || chunks[i].byteLength !== length)
+      // the last append starting at or before `offset` (starts ascend)
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (starts[mid] <= offset) lo = mid;
+        else hi = mid - 1;
+      }
+      const from = offset - (starts[lo] ?? 0);
+      if (!chunks.length || from < 0 || from + length > chunks[lo].byteLength)
         throw new ModelError('invalid-argument', `The spool holds no ${length} bytes at ${offset}.`);
-      return chunks[i];
+      return chunks[lo].subarray(from, from + length);
     },
   };
 }
@@ -77,6 +99,8 @@ export interface StreamExportOptions {
   onProgress?: (phase: 'compress' | 'write', done: number, total: number) => void;
   /** Checked between tensors; throws to stop. */
   checkCancelled?: () => void;
+  /** The most bytes of one write (default `WRITE_PART_BYTES`). */
+  writePart?: number;
 }
 
 export interface StreamedExport {
@@ -128,12 +152,19 @@ export async function exportStreaming(
     externalData: options.externalData,
     stored: (t) => {
       const at = parked.get(t);
-      return at && { length: at.length, read: () => spool.read(at.offset, at.length) };
+      return (
+        at && {
+          length: at.length,
+          read: () => spool.read(at.offset, at.length),
+          readPart: (start, n) => spool.read(at.offset + start, n),
+        }
+      );
     },
   });
   const data = planned.externalData!;
   let written = 0;
   let zeros = new Uint8Array(0);
+  const part = options.writePart ?? WRITE_PART_BYTES;
   for (let i = 0; i < data.pieces.length; i++) {
     options.checkCancelled?.();
     const piece = data.pieces[i];
@@ -142,7 +173,8 @@ export async function exportStreaming(
       if (zeros.byteLength < pad) zeros = new Uint8Array(pad);
       await options.sink.writeData(zeros.subarray(0, pad));
     }
-    await options.sink.writeData(piece.read());
+    for (let at = 0; at < piece.length; at += part)
+      await options.sink.writeData(piece.readPart(at, Math.min(part, piece.length - at)));
     written = piece.offset + piece.length;
     options.onProgress?.('write', i + 1, data.pieces.length);
   }
@@ -161,12 +193,52 @@ export function isCrossTensor(step: ResolvedStep): boolean {
   return false;
 }
 
+/**
+ * `work(i)` for i = 0 … count − 1, results handed out in the order of i, with at most `width` of
+ * them started and not yet handed out (the one handed out included): a pool's workers stay busy
+ * while memory holds `width` weights at once, whatever the model's size. When the reader stops early
+ * (an error, a cancel), `abandon` is called and the works still running are left to fail quietly.
+ */
+export async function* inOrder<T>(
+  count: number,
+  width: number,
+  work: (i: number) => Promise<T>,
+  abandon?: () => void,
+): AsyncGenerator<T> {
+  const started = new Map<number, Promise<T>>();
+  let next = 0;
+  let finished = false;
+  try {
+    for (let i = 0; i < count; i++) {
+      while (next < count && next < i + Math.max(1, width)) {
+        const p = work(next++);
+        // a work that fails after the reader has gone must not be an unhandled rejection
+        p.catch(() => {});
+        started.set(next - 1, p);
+      }
+      const value = await started.get(i)!;
+      started.delete(i);
+      yield value;
+    }
+    finished = true;
+  } finally {
+    if (!finished) abandon?.();
+  }
+}
+
 /** The compression of a recipe, produced one weight at a time (see `streamOutcomes`). */
 export interface StreamedCompression {
   /** Each weight's outcome, in `compressModel`'s order (the model's); read it once. */
-  outcomes: Iterable<TensorOutcome>;
+  outcomes: Iterable<TensorOutcome> | AsyncIterable<TensorOutcome>;
   /** Filled as the outcomes are read: complete once they all have been. */
   result(): CompressionResult;
+}
+
+/** One step's kernel over one weight, as the step loop asks for it. */
+interface KernelCall {
+  method: CompressionMethod;
+  options: OptionValues;
+  matrix: WeightMatrix;
 }
 
 /**
@@ -174,6 +246,10 @@ export interface StreamedCompression {
  * bfloat16 widened to float32 for that weight alone), put through every step that selects it, and
  * handed out; only its report stays. Recipes with a cross-tensor step (`isCrossTensor`) run through
  * `compressModel` instead (all weights in memory), and their outcomes are handed out the same way.
+ *
+ * With a `pool`, each weight's kernels run there (calibrated steps here) with `inFlight` weights at
+ * most (default: one more than the pool's workers) read and not yet handed out; the outcomes are
+ * then an async sequence, in the same order and bit for bit the same as without a pool.
  */
 export function streamOutcomes(
   model: OnnxModel,
@@ -181,6 +257,8 @@ export function streamOutcomes(
   options: {
     calibration?: CalibrationStats;
     compressAll: (model: OnnxModel, steps: readonly ResolvedStep[]) => CompressionResult;
+    pool?: KernelPool;
+    inFlight?: number;
   },
 ): StreamedCompression {
   for (const step of steps) {
@@ -205,36 +283,81 @@ export function streamOutcomes(
       warnings.push({ step: i, at: -1, text: `Step ${i + 1} (${steps[i].method}) selected no tensors.` });
   });
   const reports: TensorReport[] = [];
-  const outcomes = function* (): Generator<TensorOutcome> {
-    for (const c of order) {
-      let o = initialOutcome(c, readTensorFloat32(model, findWeight(model, c.name).tensor));
-      steps.forEach((step, i) => {
-        const at = pickedAt[i].get(c.name);
-        if (at === undefined) return;
-        const method = getMethod(step.method);
-        const [r] = method.apply(
-          [asMatrix(c, o.values)],
-          step.options,
-          method.needs?.length ? options.calibration : undefined,
-        );
-        if (method.role === 'transform' && o.encoder)
-          warnings.push({
-            step: i,
-            at,
-            text: `${c.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
-          });
-        if (method.role === 'encode' && o.encoder)
-          warnings.push({
-            step: i,
-            at,
-            text: `${c.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
-          });
-        o = nextOutcome(o, method, step.options, r);
-      });
-      reports.push(reportFor(o));
-      yield o;
+  /** The one step loop of a weight, for both drivers: asks for each step's kernel, returns the outcome. */
+  function* tensorSteps(
+    c: WeightCandidate,
+    original: Float32Array,
+  ): Generator<KernelCall, TensorOutcome, KernelResult> {
+    let o = initialOutcome(c, original);
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i];
+      const at = pickedAt[i].get(c.name);
+      if (at === undefined) continue;
+      const method = getMethod(step.method);
+      const r = yield { method, options: step.options, matrix: asMatrix(c, o.values) };
+      if (method.role === 'transform' && o.encoder)
+        warnings.push({
+          step: i,
+          at,
+          text: `${c.name}: ${method.id} after ${o.encoder.method} works on the decoded weights and stores them as float32 again.`,
+        });
+      if (method.role === 'encode' && o.encoder)
+        warnings.push({
+          step: i,
+          at,
+          text: `${c.name}: ${method.id} re-encodes weights already encoded by ${o.encoder.method}.`,
+        });
+      o = nextOutcome(o, method, step.options, r);
     }
-  };
+    return o;
+  }
+  const read = (c: WeightCandidate) => readTensorFloat32(model, findWeight(model, c.name).tensor);
+  const here = (call: KernelCall): KernelResult =>
+    call.method.apply(
+      [call.matrix],
+      call.options,
+      call.method.needs?.length ? options.calibration : undefined,
+    )[0];
+  const pool = options.pool;
+  const outcomes = pool
+    ? (async function* (): AsyncGenerator<TensorOutcome> {
+        const scope = pool.newScope();
+        const compress = async (c: WeightCandidate): Promise<TensorOutcome> => {
+          // in shared memory when the pool can share it: the kernel reads it without a copy
+          const run = tensorSteps(c, pool.share(read(c)));
+          let next = run.next();
+          while (!next.done) {
+            const call = next.value;
+            next = run.next(
+              poolable(call.method)
+                ? (await pool.apply(call.method.id, call.options, [call.matrix], scope))[0]
+                : here(call),
+            );
+          }
+          return next.value;
+        };
+        // one more than the pool has workers: they compute the next weights while this thread
+        // encodes, measures and parks the one handed out
+        const width = options.inFlight ?? pool.size + 1;
+        for await (const o of inOrder(
+          order.length,
+          width,
+          (i) => compress(order[i]),
+          () => pool.cancel(scope),
+        )) {
+          reports.push(reportFor(o));
+          yield o;
+        }
+      })()
+    : (function* (): Generator<TensorOutcome> {
+        for (const c of order) {
+          const run = tensorSteps(c, read(c));
+          let next = run.next();
+          while (!next.done) next = run.next(here(next.value));
+          reports.push(reportFor(next.value));
+          yield next.value;
+        }
+      })();
   if (!order.length && !candidates.length)
     throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
   if (!order.length)
@@ -244,7 +367,7 @@ export function streamOutcomes(
         `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
     );
   return {
-    outcomes: outcomes(),
+    outcomes,
     result: () => ({
       outcomes: [],
       reports,

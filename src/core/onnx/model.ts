@@ -406,9 +406,14 @@ export function tensorBytes(model: OnnxModel, t: TensorProto): Uint8Array {
 
 /**
  * The bytes an external tensor stores, read as they are (any dtype whose size is known): its
- * declared `length`, or what its shape needs.
+ * declared `length`, or what its shape needs. `part`: only those bytes of them (a writer copying a
+ * big tensor in bounded pieces), after the same checks of the whole.
  */
-export function externalBytes(model: OnnxModel, t: TensorProto): Uint8Array {
+export function externalBytes(
+  model: OnnxModel,
+  t: TensorProto,
+  part?: { start: number; length: number },
+): Uint8Array {
   const { location, offset, length } = externalInfo(t);
   const need = length ?? rawByteLength(t.data_type, elementCount(t.dims));
   const src = externalFile(model, location);
@@ -425,6 +430,20 @@ export function externalBytes(model: OnnxModel, t: TensorProto): Uint8Array {
       'truncated',
       `${model.name}: tensor '${t.name}' reads bytes ${offset}..${offset + need} of '${location}', which has only ${src.size} bytes.`,
     );
+  }
+  if (part) {
+    if (part.start < 0 || part.length < 0 || part.start + part.length > need)
+      throw new ModelError(
+        'invalid-argument',
+        `${model.name}: bytes ${part.start}..${part.start + part.length} are outside tensor '${t.name}' (${need} bytes).`,
+      );
+    const bytes = src.read(offset + part.start, part.length);
+    if (bytes.byteLength !== part.length)
+      throw new ModelError(
+        'truncated',
+        `${model.name}: only ${bytes.byteLength} of ${part.length} bytes of tensor '${t.name}' could be read from '${location}'.`,
+      );
+    return bytes;
   }
   let bytes: Uint8Array;
   try {

@@ -3,7 +3,14 @@
  * (4 KiB-aligned offsets, as onnxruntime mmaps them). Never mutates the model it is given.
  */
 import { ModelError } from '../errors.ts';
-import { elementCount, isExternal, MAX_PROTOBUF_BYTES, storedBytes, type OnnxModel } from './model.ts';
+import {
+  elementCount,
+  externalBytes,
+  isExternal,
+  MAX_PROTOBUF_BYTES,
+  storedBytes,
+  type OnnxModel,
+} from './model.ts';
 import {
   carryOver,
   DATA_LOCATION_EXTERNAL,
@@ -41,6 +48,11 @@ export interface ExternalPiece {
   offset: number;
   length: number;
   read(): Uint8Array;
+  /**
+   * `length` bytes of the piece from `start`: a tensor copied from the source file (an embedding
+   * of hundreds of MB) is read and written a bounded part at a time, never whole.
+   */
+  readPart(start: number, length: number): Uint8Array;
 }
 
 /** The written model with its external data as a list of pieces to read and write one at a time. */
@@ -50,7 +62,9 @@ export interface PlannedModel {
 }
 
 /** Where a tensor's stored bytes come from when they are not in the source model (a spool, say). */
-export type StoredBytesLookup = (t: TensorProto) => { length: number; read(): Uint8Array } | undefined;
+export type StoredBytesLookup = (
+  t: TensorProto,
+) => { length: number; read(): Uint8Array; readPart?(start: number, length: number): Uint8Array } | undefined;
 
 export interface WriteOptions {
   externalData?: ExternalDataOptions;
@@ -110,7 +124,19 @@ export function planModel(model: OnnxModel, options: WriteOptions = {}): Planned
     }
     const length = held ? held.length : movingLength(t);
     offset += (align - (offset % align)) % align;
-    pieces.push({ name: t.name, offset, length, read: () => checkedLength(t, bytesOf(t), length) });
+    pieces.push({
+      name: t.name,
+      offset,
+      length,
+      read: () => checkedLength(t, bytesOf(t), length),
+      readPart: (start, n) => {
+        if (held?.readPart) return held.readPart(start, n);
+        // the source's external file read a range at a time; bytes in memory are viewed
+        if (!held && isExternal(t) && start + n <= length)
+          return externalBytes(model, t, { start, length: n });
+        return checkedLength(t, bytesOf(t), length).subarray(start, start + n);
+      },
+    });
     const entry: TensorProto = carryOver(t, {
       ...embeddedCopy(t, undefined),
       data_location: DATA_LOCATION_EXTERNAL,

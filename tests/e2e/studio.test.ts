@@ -42,7 +42,7 @@ describe('live studio', () => {
     const statsAt32 = await text('overlay-stats');
     const overlayPaths = () =>
       page
-        .locator('[data-testid=overlay-chart] path.recharts-area-area')
+        .locator('[data-testid=overlay-chart] path.area')
         .evaluateAll((ps) => ps.map((p) => p.getAttribute('d')));
     const pathsAt32 = await overlayPaths();
     expect(pathsAt32).toHaveLength(2); // original and compressed

@@ -13,15 +13,16 @@ export function linearScale(d0: number, d1: number, r0: number, r1: number): (x:
 }
 
 /**
- * A value axis over the data: round ticks (multiples of 1, 2 or 5 × 10^k) from min(0, lo) up to the
- * first tick at or above hi, and that domain. Non-finite values are left out; no data gives [0, 1].
+ * A value axis over the data, zero included: round ticks (multiples of 1, 2 or 5 × 10^k) from the
+ * last tick at or below min(0, lo) to the first at or above max(0, hi), and that domain. Non-finite
+ * values are left out; no data (or only zeros) gives [0, 1].
  */
 export function valueAxis(
   values: ArrayLike<number>[],
   target = 5,
 ): { domain: [number, number]; ticks: number[] } {
   let lo = 0;
-  let hi = -Infinity;
+  let hi = 0;
   for (const v of values)
     for (let i = 0; i < v.length; i++) {
       const x = v[i];
@@ -32,6 +33,7 @@ export function valueAxis(
   if (!(hi > lo)) hi = lo + 1;
   const ticks = niceTicks(lo, hi, target);
   const step = ticks.length > 1 ? ticks[1] - ticks[0] : hi - lo;
+  if (!ticks.length || !(step > 0)) return { domain: [lo, hi], ticks: [lo, hi] };
   // the domain ends on round values that hold every point
   while (ticks[0] > lo) ticks.unshift(Number((ticks[0] - step).toPrecision(12)));
   while (ticks[ticks.length - 1] < hi) ticks.push(Number((ticks[ticks.length - 1] + step).toPrecision(12)));

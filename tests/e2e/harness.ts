@@ -224,8 +224,9 @@ export async function mainThreadTasks(page: Page, action: () => Promise<void>): 
     const last = outer[outer.length - 1];
     if (!last || t.ts >= last.ts + (last.dur ?? 0)) outer.push(t);
   }
-  return outer.map((t) => {
-    if (t.tdur === undefined) throw new Error('the trace has no thread time (tdur) for a task');
-    return { wall: (t.dur ?? 0) / 1000, cpu: t.tdur / 1000 };
-  });
+  // a task can come without its thread time (seen on 1 µs ones): its wall time bounds it
+  const timed = outer.filter((t) => t.tdur !== undefined).length;
+  if (timed < outer.length / 2)
+    throw new Error(`the trace has thread time for ${timed} of ${outer.length} tasks`);
+  return outer.map((t) => ({ wall: (t.dur ?? 0) / 1000, cpu: (t.tdur ?? t.dur ?? 0) / 1000 }));
 }

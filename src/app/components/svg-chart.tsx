@@ -35,6 +35,9 @@ function useWidth(): [React.RefObject<HTMLDivElement | null>, number] {
 
 const FONT = 11;
 const TICK = 5;
+/** Room around each chart's plot for its tick labels, in px. */
+const HISTOGRAM_MARGIN = { left: 60, right: 12, top: 8, bottom: 22 };
+const LINES_MARGIN = { left: 40, right: 40, top: 8, bottom: 8 };
 
 function Legend({ series }: { series: { name: string; color: string }[] }) {
   return (
@@ -108,33 +111,47 @@ export const HistogramChart = memo(function HistogramChart(props: {
   const { edges, series, height, xTicks, formatX, formatY } = props;
   const [ref, width] = useWidth();
   const [hover, setHover] = useState<number>();
-  const margin = { left: 60, right: 12, top: 8, bottom: 22 };
+
   const g = useMemo(() => {
     const n = edges.length - 1;
     const lo = edges[0];
     const hi = edges[n];
-    const x = linearScale(lo, hi, margin.left, Math.max(margin.left + 1, width - margin.right));
+    const x = linearScale(
+      lo,
+      hi,
+      HISTOGRAM_MARGIN.left,
+      Math.max(HISTOGRAM_MARGIN.left + 1, width - HISTOGRAM_MARGIN.right),
+    );
     const yAxis = valueAxis(
       series.map((s) => s.values),
       4,
     );
-    const y = linearScale(yAxis.domain[0], yAxis.domain[1], height - margin.bottom, margin.top);
+    const y = linearScale(
+      yAxis.domain[0],
+      yAxis.domain[1],
+      height - HISTOGRAM_MARGIN.bottom,
+      HISTOGRAM_MARGIN.top,
+    );
     const paths = series.map((s) => stepAreaPath(edges, s.values, x, y));
     const inside = xTicks.filter((t) => t >= lo && t <= hi);
     return { x, y, yTicks: yAxis.ticks, paths, xTicks: inside };
-    // margins are constants of this chart
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [edges, series, width, height, xTicks]);
   const onMove = (e: MouseEvent<SVGSVGElement>) => {
     const px = e.clientX - e.currentTarget.getBoundingClientRect().left;
-    if (px < margin.left || px > width - margin.right) return setHover(undefined);
+    if (px < HISTOGRAM_MARGIN.left || px > width - HISTOGRAM_MARGIN.right) return setHover(undefined);
     const lo = edges[0];
     const hi = edges[edges.length - 1];
     setHover(
-      binAt(edges, lo + ((px - margin.left) / Math.max(1, width - margin.left - margin.right)) * (hi - lo)),
+      binAt(
+        edges,
+        lo +
+          ((px - HISTOGRAM_MARGIN.left) /
+            Math.max(1, width - HISTOGRAM_MARGIN.left - HISTOGRAM_MARGIN.right)) *
+            (hi - lo),
+      ),
     );
   };
-  const bottom = height - margin.bottom;
+  const bottom = height - HISTOGRAM_MARGIN.bottom;
   return (
     <div className="chart svg-chart" data-testid={props.testId} ref={ref}>
       {width > 0 && (
@@ -142,9 +159,9 @@ export const HistogramChart = memo(function HistogramChart(props: {
           <ValueAxis
             ticks={g.yTicks}
             y={g.y}
-            x={margin.left}
-            plotLeft={margin.left}
-            plotRight={width - margin.right}
+            x={HISTOGRAM_MARGIN.left}
+            plotLeft={HISTOGRAM_MARGIN.left}
+            plotRight={width - HISTOGRAM_MARGIN.right}
             side="left"
             format={formatY}
             grid
@@ -152,7 +169,7 @@ export const HistogramChart = memo(function HistogramChart(props: {
           <g className="x-ticks">
             {g.xTicks.map((t) => (
               <g key={t}>
-                <line className="grid" x1={g.x(t)} x2={g.x(t)} y1={margin.top} y2={bottom} />
+                <line className="grid" x1={g.x(t)} x2={g.x(t)} y1={HISTOGRAM_MARGIN.top} y2={bottom} />
                 <text x={g.x(t)} y={bottom + TICK + FONT} textAnchor="middle">
                   {formatX(t)}
                 </text>
@@ -168,20 +185,26 @@ export const HistogramChart = memo(function HistogramChart(props: {
               style={{ fill: series[i].color, stroke: series[i].color }}
             />
           ))}
-          <line className="axis" x1={margin.left} x2={width - margin.right} y1={bottom} y2={bottom} />
+          <line
+            className="axis"
+            x1={HISTOGRAM_MARGIN.left}
+            x2={width - HISTOGRAM_MARGIN.right}
+            y1={bottom}
+            y2={bottom}
+          />
           {hover !== undefined && (
             <rect
               className="hover"
               x={g.x(edges[hover])}
               width={Math.max(1, g.x(edges[hover + 1]) - g.x(edges[hover]))}
-              y={margin.top}
-              height={bottom - margin.top}
+              y={HISTOGRAM_MARGIN.top}
+              height={bottom - HISTOGRAM_MARGIN.top}
             />
           )}
         </svg>
       )}
       {hover !== undefined && (
-        <Tooltip left={Math.min(width - 160, g.x(edges[hover + 1]) + 8)} top={margin.top}>
+        <Tooltip left={Math.min(width - 160, g.x(edges[hover + 1]) + 8)} top={HISTOGRAM_MARGIN.top}>
           <strong>
             {props.formatBin
               ? props.formatBin(edges[hover], edges[hover + 1])
@@ -220,33 +243,35 @@ export const LinesChart = memo(function LinesChart(props: {
   const format = props.formatY ?? ((v: number) => String(v));
   const [ref, width] = useWidth();
   const [hover, setHover] = useState<number>();
-  const margin = { left: 40, right: 40, top: 8, bottom: 8 };
+
   const g = useMemo(() => {
     const n = labels.length;
     const x = linearScale(
       0,
       Math.max(1, n - 1),
-      margin.left,
-      Math.max(margin.left + 1, width - margin.right),
+      LINES_MARGIN.left,
+      Math.max(LINES_MARGIN.left + 1, width - LINES_MARGIN.right),
     );
     const axes = (['left', 'right'] as const).map((side) => {
       const axis = valueAxis(
         series.filter((s) => s.axis === side).map((s) => s.values),
         5,
       );
-      return { ...axis, y: linearScale(axis.domain[0], axis.domain[1], height - margin.bottom, margin.top) };
+      return {
+        ...axis,
+        y: linearScale(axis.domain[0], axis.domain[1], height - LINES_MARGIN.bottom, LINES_MARGIN.top),
+      };
     });
     const paths = series.map((s) => linePath(s.values, x, axes[s.axis === 'left' ? 0 : 1].y));
     return { x, left: axes[0], right: axes[1], paths };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [labels, series, width, height]);
   const indexAt = (e: MouseEvent<SVGSVGElement>) => {
     const px = e.clientX - e.currentTarget.getBoundingClientRect().left;
-    const span = Math.max(1, width - margin.left - margin.right);
-    const i = Math.round(((px - margin.left) / span) * Math.max(1, labels.length - 1));
+    const span = Math.max(1, width - LINES_MARGIN.left - LINES_MARGIN.right);
+    const i = Math.round(((px - LINES_MARGIN.left) / span) * Math.max(1, labels.length - 1));
     return labels.length ? Math.min(labels.length - 1, Math.max(0, i)) : undefined;
   };
-  const bottom = height - margin.bottom;
+  const bottom = height - LINES_MARGIN.bottom;
   return (
     <div className="chart svg-chart" data-testid={props.testId} ref={ref}>
       {width > 0 && (
@@ -264,9 +289,9 @@ export const LinesChart = memo(function LinesChart(props: {
           <ValueAxis
             ticks={g.left.ticks}
             y={g.left.y}
-            x={margin.left}
-            plotLeft={margin.left}
-            plotRight={width - margin.right}
+            x={LINES_MARGIN.left}
+            plotLeft={LINES_MARGIN.left}
+            plotRight={width - LINES_MARGIN.right}
             side="left"
             format={format}
             grid
@@ -274,14 +299,20 @@ export const LinesChart = memo(function LinesChart(props: {
           <ValueAxis
             ticks={g.right.ticks}
             y={g.right.y}
-            x={width - margin.right}
-            plotLeft={margin.left}
-            plotRight={width - margin.right}
+            x={width - LINES_MARGIN.right}
+            plotLeft={LINES_MARGIN.left}
+            plotRight={width - LINES_MARGIN.right}
             side="right"
             format={format}
             grid={false}
           />
-          <line className="axis" x1={margin.left} x2={width - margin.right} y1={bottom} y2={bottom} />
+          <line
+            className="axis"
+            x1={LINES_MARGIN.left}
+            x2={width - LINES_MARGIN.right}
+            y1={bottom}
+            y2={bottom}
+          />
           {g.paths.map((d, i) => (
             <path
               key={series[i].name}
@@ -292,12 +323,12 @@ export const LinesChart = memo(function LinesChart(props: {
             />
           ))}
           {hover !== undefined && (
-            <line className="hover-line" x1={g.x(hover)} x2={g.x(hover)} y1={margin.top} y2={bottom} />
+            <line className="hover-line" x1={g.x(hover)} x2={g.x(hover)} y1={LINES_MARGIN.top} y2={bottom} />
           )}
         </svg>
       )}
       {hover !== undefined && (
-        <Tooltip left={Math.min(width - 220, g.x(hover) + 8)} top={margin.top}>
+        <Tooltip left={Math.min(width - 220, g.x(hover) + 8)} top={LINES_MARGIN.top}>
           <strong>{labels[hover]}</strong>
           {series.map((s) => (
             <div key={s.name} style={{ color: s.color }}>

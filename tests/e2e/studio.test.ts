@@ -102,8 +102,9 @@ describe('live studio', () => {
     expect(tasks.length).toBeGreaterThan(10);
     // The budget: no main-thread task over 50 ms. What the page makes its main thread do is each
     // task's thread (CPU) time: React commits, layout and paint of what the worker sent. Measured
-    // here: 10–16 ms at most (25–41 ms when recharts drew the preview's charts); a render that takes
-    // 150 ms of CPU fails it.
+    // here: the busiest task 10–27 ms (adding a step; a frame that lays out and paints the whole
+    // page), against 14–45 ms when recharts drew the preview's charts; a render that takes 150 ms of
+    // CPU fails it.
     expect(busiest[0]).toBeLessThan(50);
     // Wall-clock long tasks (the Long Tasks API, what a person feels) match the CPU time when the page
     // has a core. On an oversubscribed machine they measure the scheduler instead (this one: 2 cores,

@@ -197,7 +197,7 @@ describe('opening another model, and the rough edges a newcomer hit', () => {
     const [before, after] = (await text(page, 'total-size'))!.split(' → ');
     expect(after).not.toBe(before);
     // the overlay histogram's x axis: round values such as −0.5, 0, 0.5 (two significant digits at most)
-    const tickLabels = page.locator('[data-testid=overlay-chart] .recharts-xAxis-tick-labels text');
+    const tickLabels = page.locator('[data-testid=overlay-chart] .x-ticks text');
     await expect.poll(() => tickLabels.count(), { timeout: 10_000 }).toBeGreaterThan(1);
     const ticks = await tickLabels.allTextContents();
     await page

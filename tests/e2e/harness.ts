@@ -170,3 +170,63 @@ export async function exportAndCollect(page: Page, prefix: string, timeout = 60_
   const report = JSON.parse(readFileSync(downloads.find((d) => d.name.endsWith('.json'))!.path, 'utf8'));
   return { dir, onnxPath, report };
 }
+
+/** One task of the page's main thread: wall-clock and thread (CPU) time, in ms. */
+export interface MainThreadTask {
+  wall: number;
+  cpu: number;
+}
+
+/**
+ * The tasks the page's renderer main thread ran while `action` ran, read from Chromium's trace
+ * (`toplevel` category: each task with its wall duration and its thread time). Thread time is the
+ * work the page asked for; wall time also counts the time the OS gave the thread's core to other
+ * processes, which on a loaded machine is most of it.
+ */
+export async function mainThreadTasks(page: Page, action: () => Promise<void>): Promise<MainThreadTask[]> {
+  type TraceEvent = {
+    name: string;
+    ph: string;
+    pid: number;
+    tid: number;
+    ts: number;
+    dur?: number;
+    tdur?: number;
+    args?: { name?: string };
+  };
+  const cdp = await page.context().newCDPSession(page);
+  const events: TraceEvent[] = [];
+  cdp.on('Tracing.dataCollected', (e) => events.push(...(e.value as unknown as TraceEvent[])));
+  await cdp.send('Tracing.start', { categories: 'toplevel', transferMode: 'ReportEvents' });
+  try {
+    await action();
+  } finally {
+    const complete = new Promise((resolve) => cdp.once('Tracing.tracingComplete', resolve));
+    await cdp.send('Tracing.end');
+    await complete;
+    await cdp.detach();
+  }
+  const isTask = (e: TraceEvent) => e.ph === 'X' && e.name === 'ThreadControllerImpl::RunTask';
+  // the page's main thread: of the renderers' main threads, the one that ran the most tasks
+  const mains = events.filter(
+    (e) => e.ph === 'M' && e.name === 'thread_name' && e.args?.name === 'CrRendererMain',
+  );
+  const count = (m: TraceEvent) =>
+    events.filter((e) => e.pid === m.pid && e.tid === m.tid && isTask(e)).length;
+  const main = mains.sort((a, b) => count(b) - count(a))[0];
+  if (!main) throw new Error('the trace has no renderer main thread');
+  const tasks = events
+    .filter((e) => e.pid === main.pid && e.tid === main.tid && isTask(e))
+    .sort((a, b) => a.ts - b.ts);
+  // a task run inside another (a nested run loop) is part of the outer one
+  const outer: TraceEvent[] = [];
+  for (const t of tasks) {
+    const last = outer[outer.length - 1];
+    if (!last || t.ts >= last.ts + (last.dur ?? 0)) outer.push(t);
+  }
+  // a task can come without its thread time (seen on 1 µs ones): its wall time bounds it
+  const timed = outer.filter((t) => t.tdur !== undefined).length;
+  if (timed < outer.length / 2)
+    throw new Error(`the trace has thread time for ${timed} of ${outer.length} tasks`);
+  return outer.map((t) => ({ wall: (t.dur ?? 0) / 1000, cpu: (t.tdur ?? t.dur ?? 0) / 1000 }));
+}

@@ -6,7 +6,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, launchChromium, exportAndCollect, openStudio, type Studio } from './harness.ts';
+import { availableParallelism, loadavg } from 'node:os';
+import {
+  ARTIFACTS,
+  launchChromium,
+  exportAndCollect,
+  mainThreadTasks,
+  openStudio,
+  type Studio,
+} from './harness.ts';
 import { ort } from '../helpers/ort.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { DEMO_DIR } from '../helpers/fixtures.ts';
@@ -42,7 +50,7 @@ describe('live studio', () => {
     const statsAt32 = await text('overlay-stats');
     const overlayPaths = () =>
       page
-        .locator('[data-testid=overlay-chart] path.recharts-area-area')
+        .locator('[data-testid=overlay-chart] path.area')
         .evaluateAll((ps) => ps.map((p) => p.getAttribute('d')));
     const pathsAt32 = await overlayPaths();
     expect(pathsAt32).toHaveLength(2); // original and compressed
@@ -57,36 +65,52 @@ describe('live studio', () => {
         type: 'longtask',
       });
     });
-    // keyboard on the block-size slider: 32 → 64 (the demo's K = 192 and 768 are whole blocks of 64)
-    await page.locator('[data-testid=opt-0-blockSize]').focus();
-    await page.keyboard.press('ArrowRight');
-    await expect.poll(() => text('opt-0-blockSize-value')).toBe('64');
-    await expect.poll(() => text('recipe-label')).toBe('int4 b64');
-    await settled();
-    expect(Number(await text('total-bits'))).toBeCloseTo(4.5, 2); // 4 bits + one float32 scale per 64
-    expect(Number(bitsAt32)).toBeCloseTo(5, 2);
-    expect(await text('overlay-stats')).not.toBe(statsAt32);
-    const pathsAt64 = await overlayPaths();
-    expect(pathsAt64[1]).not.toBe(pathsAt32[1]); // the compressed histogram moved
+    const loadBefore = loadavg()[0];
+    const tasks = await mainThreadTasks(page, async () => {
+      // keyboard on the block-size slider: 32 → 64 (the demo's K = 192 and 768 are whole blocks of 64)
+      await page.locator('[data-testid=opt-0-blockSize]').focus();
+      await page.keyboard.press('ArrowRight');
+      await expect.poll(() => text('opt-0-blockSize-value')).toBe('64');
+      await expect.poll(() => text('recipe-label')).toBe('int4 b64');
+      await settled();
+      expect(Number(await text('total-bits'))).toBeCloseTo(4.5, 2); // 4 bits + one float32 scale per 64
+      expect(Number(bitsAt32)).toBeCloseTo(5, 2);
+      expect(await text('overlay-stats')).not.toBe(statsAt32);
+      const pathsAt64 = await overlayPaths();
+      expect(pathsAt64[1]).not.toBe(pathsAt32[1]); // the compressed histogram moved
 
-    // a pruning step: a transform, so it goes before the quantization that stores the weights
-    await page.locator('[data-testid=add-step]').selectOption('prune');
-    await expect.poll(() => text('recipe-label')).toBe('prune 50% → int4 b64');
-    await settled();
-    expect(await text('total-sparsity')).toMatch(/^(49|50)\.\d %$/);
-    await page.locator('[data-testid=opt-0-sparsity]').focus();
-    for (let i = 0; i < 10; i++) await page.keyboard.press('ArrowLeft');
-    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
-    await settled();
-    expect(Number((await text('total-sparsity'))!.split(' ')[0])).toBeLessThan(45);
+      // a pruning step: a transform, so it goes before the quantization that stores the weights
+      await page.locator('[data-testid=add-step]').selectOption('prune');
+      await expect.poll(() => text('recipe-label')).toBe('prune 50% → int4 b64');
+      await settled();
+      expect(await text('total-sparsity')).toMatch(/^(49|50)\.\d %$/);
+      await page.locator('[data-testid=opt-0-sparsity]').focus();
+      for (let i = 0; i < 10; i++) await page.keyboard.press('ArrowLeft');
+      await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
+      await settled();
+      expect(Number((await text('total-sparsity'))!.split(' ')[0])).toBeLessThan(45);
+    });
+    const load = Math.max(loadBefore, loadavg()[0]);
+    const cores = availableParallelism();
     const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
-    console.log(`main-thread long tasks during slider moves: ${JSON.stringify(longTasks.map(Math.round))}`);
-    // The budget is 50 ms on a person's machine (the kernels run in the pool, the page only renders
-    // what the worker sends). This one renders SVG in software on 2 cores shared with other jobs (load
-    // 25–30): back to back, the tasks measured [50, 66, 64, 79] ms with the pool and [117, 59, 53, 83,
-    // 70, 112] without, so 50 ms cannot hold here; 150 ms still catches the regressions that matter (a
-    // chart with an element per bin, a panel re-rendering on every store change: 300–700 ms here).
-    expect(Math.max(0, ...longTasks)).toBeLessThan(150);
+    const busiest = tasks.map((t) => t.cpu).sort((a, b) => b - a);
+    console.log(
+      `main thread while sliders move: long tasks (wall) ${JSON.stringify(longTasks.map(Math.round))} ms; ` +
+        `busiest tasks (CPU) ${JSON.stringify(busiest.slice(0, 5).map(Math.round))} ms of ${tasks.length}; ` +
+        `load ${load.toFixed(1)} on ${cores} cores`,
+    );
+    expect(tasks.length).toBeGreaterThan(10);
+    // The budget: no main-thread task over 50 ms. What the page makes its main thread do is each
+    // task's thread (CPU) time: React commits, layout and paint of what the worker sent. Measured
+    // here: the busiest task 10–27 ms (adding a step; a frame that lays out and paints the whole
+    // page), against 14–45 ms when recharts drew the preview's charts; a render that takes 150 ms of
+    // CPU fails it.
+    expect(busiest[0]).toBeLessThan(50);
+    // Wall-clock long tasks (the Long Tasks API, what a person feels) match the CPU time when the page
+    // has a core. On an oversubscribed machine they measure the scheduler instead (this one: 2 cores,
+    // load 3–28 from other jobs, the tests under nice): tasks of 2–10 ms CPU lasted 50–150 ms. So the
+    // wall-clock bound holds the page to 50 ms only when the machine had a core free for it.
+    if (load < cores) expect(Math.max(0, ...longTasks)).toBeLessThan(50);
     await page.screenshot({ path: join(ARTIFACTS, 'studio-sliders.png'), fullPage: true });
     expect(studio.pageErrors).toEqual([]);
   });
@@ -152,12 +176,22 @@ describe('live studio', () => {
     await settled();
     expect(await text('recipe-label')).toBe('prune 40% → int4 b64');
     expect(await page.locator('[data-testid=history] li').count()).toBe(1);
-    // move a slider away, then restore the evaluated recipe from the history
-    await page.locator('[data-testid=opt-1-blockSize]').focus();
-    await page.keyboard.press('ArrowLeft');
-    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b32');
-    await page.locator('[data-testid=history] li button').first().click();
-    await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
+    // move a slider away, then restore the evaluated recipe from the history: with a history chart on
+    // the page, the main thread's budget holds too (the chart redraws when the history changes only)
+    const tasks = await mainThreadTasks(page, async () => {
+      await page.locator('[data-testid=opt-1-blockSize]').focus();
+      await page.keyboard.press('ArrowLeft');
+      await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b32');
+      await settled();
+      await page.locator('[data-testid=history] li button').first().click();
+      await expect.poll(() => text('recipe-label')).toBe('prune 40% → int4 b64');
+      await settled();
+    });
+    const busiest = Math.max(...tasks.map((t) => t.cpu));
+    console.log(
+      `main thread with a history chart: busiest task ${Math.round(busiest)} ms CPU of ${tasks.length}`,
+    );
+    expect(busiest).toBeLessThan(50);
     // a reload right after a change, before the URL and storage writes (they wait for the recipe to
     // rest), keeps the change, and the address bar catches up
     await page.locator('[data-testid=opt-1-blockSize]').focus();

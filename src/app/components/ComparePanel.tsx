@@ -1,5 +1,5 @@
 /** Before/after quality, the history of evaluated recipes as a perplexity-vs-size chart, export and share. */
-import { useMemo, useState } from 'react';
+import { memo, useMemo, useState } from 'react';
 import { formatTick, niceTicks } from './format.ts';
 import { CartesianGrid, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis } from 'recharts';
 import { useShallow } from 'zustand/react/shallow';
@@ -39,16 +39,12 @@ export function ComparePanel() {
   const [withOriginal, setWithOriginal] = useState(false);
   const original = s.evaluation.result;
   const compressed = s.compressedEval;
-  const points = s.history
-    .filter((h) => h.model === s.summary?.name)
-    .map((h) => ({ ...h, mb: h.bytes / 1e6 }));
-  // round sizes on the axis (0, 1, 2, 3, 4 MB), up to the first round value past the largest point
-  const maxMb = Math.max(0, ...points.map((p) => p.mb));
-  const sizeTicks = useMemo(() => {
-    const t = niceTicks(0, maxMb, 4);
-    const step = t.length > 1 ? t[1] - t[0] : maxMb || 1;
-    return t[t.length - 1] < maxMb ? [...t, Number(formatTick(t[t.length - 1] + step))] : t;
-  }, [maxMb]);
+  // memoised on the history: a slider move re-renders this panel (the recipe label), not its chart
+  const modelName = s.summary?.name;
+  const points = useMemo(
+    () => s.history.filter((h) => h.model === modelName).map((h) => ({ ...h, mb: h.bytes / 1e6 })),
+    [s.history, modelName],
+  );
   const copyLink = async () => {
     try {
       const state = useStudio.getState();
@@ -222,56 +218,70 @@ export function ComparePanel() {
           Protocol: {protocolLine(compressed.result.versus.protocol)}
         </p>
       )}
-      {points.length > 0 && (
-        <div className="chart" data-testid="pareto-chart">
-          <ResponsiveContainer width="100%" height={220}>
-            <ScatterChart>
-              <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-              <XAxis
-                type="number"
-                dataKey="mb"
-                name="size"
-                unit=" MB"
-                domain={[0, sizeTicks[sizeTicks.length - 1] ?? 'auto']}
-                ticks={sizeTicks}
-                tickFormatter={formatTick}
-              />
-              <YAxis
-                type="number"
-                dataKey="perplexity"
-                name="perplexity"
-                width={56}
-                domain={['auto', 'auto']}
-              />
-              <Tooltip formatter={(v) => (typeof v === 'number' ? v.toFixed(3) : String(v))} />
-              <Scatter
-                data={points}
-                fill="var(--accent-2)"
-                isAnimationActive={false}
-                onClick={(p) => s.restoreRecipe(p as unknown as HistoryEntry)}
-              />
-            </ScatterChart>
-          </ResponsiveContainer>
-          <ul className="history" data-testid="history">
-            {points.map((h) => (
-              <li key={h.id}>
-                <button type="button" className="link" onClick={() => s.restoreRecipe(h)}>
-                  {h.label}
-                </button>{' '}
-                <span className="muted">
-                  ppl {h.perplexity.toFixed(3)} · {h.mb.toFixed(2)} MB
-                  {h.kl !== undefined && h.sameTop !== undefined && (
-                    <span title={h.protocol ? protocolLine(h.protocol) : undefined}>
-                      {' '}
-                      · KL {h.kl.toFixed(4)} · same top {(h.sameTop * 100).toFixed(1)} %
-                    </span>
-                  )}
-                </span>
-              </li>
-            ))}
-          </ul>
-        </div>
-      )}
+      {points.length > 0 && <ParetoChart points={points} restoreRecipe={s.restoreRecipe} />}
     </section>
   );
 }
+
+type ParetoPoint = HistoryEntry & { mb: number };
+
+/** The evaluated recipes as perplexity against size; a point or a line restores its recipe. */
+const ParetoChart = memo(function ParetoChart({
+  points,
+  restoreRecipe,
+}: {
+  points: ParetoPoint[];
+  restoreRecipe: (entry: HistoryEntry) => void;
+}) {
+  // round sizes on the axis (0, 1, 2, 3, 4 MB), up to the first round value past the largest point
+  const maxMb = Math.max(0, ...points.map((p) => p.mb));
+  const sizeTicks = useMemo(() => {
+    const t = niceTicks(0, maxMb, 4);
+    const step = t.length > 1 ? t[1] - t[0] : maxMb || 1;
+    return t[t.length - 1] < maxMb ? [...t, Number(formatTick(t[t.length - 1] + step))] : t;
+  }, [maxMb]);
+  return (
+    <div className="chart" data-testid="pareto-chart">
+      <ResponsiveContainer width="100%" height={220}>
+        <ScatterChart>
+          <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
+          <XAxis
+            type="number"
+            dataKey="mb"
+            name="size"
+            unit=" MB"
+            domain={[0, sizeTicks[sizeTicks.length - 1] ?? 'auto']}
+            ticks={sizeTicks}
+            tickFormatter={formatTick}
+          />
+          <YAxis type="number" dataKey="perplexity" name="perplexity" width={56} domain={['auto', 'auto']} />
+          <Tooltip formatter={(v) => (typeof v === 'number' ? v.toFixed(3) : String(v))} />
+          <Scatter
+            data={points}
+            fill="var(--accent-2)"
+            isAnimationActive={false}
+            onClick={(p) => restoreRecipe(p as unknown as HistoryEntry)}
+          />
+        </ScatterChart>
+      </ResponsiveContainer>
+      <ul className="history" data-testid="history">
+        {points.map((h) => (
+          <li key={h.id}>
+            <button type="button" className="link" onClick={() => restoreRecipe(h)}>
+              {h.label}
+            </button>{' '}
+            <span className="muted">
+              ppl {h.perplexity.toFixed(3)} · {h.mb.toFixed(2)} MB
+              {h.kl !== undefined && h.sameTop !== undefined && (
+                <span title={h.protocol ? protocolLine(h.protocol) : undefined}>
+                  {' '}
+                  · KL {h.kl.toFixed(4)} · same top {(h.sameTop * 100).toFixed(1)} %
+                </span>
+              )}
+            </span>
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+});

@@ -2,18 +2,7 @@
 import { memo, useCallback, useDeferredValue, useMemo } from 'react';
 import type { Overlay } from '../client.ts';
 import type { TensorReport } from '../../core/compress/pipeline.ts';
-import {
-  Area,
-  AreaChart,
-  CartesianGrid,
-  Legend,
-  Line,
-  LineChart,
-  ResponsiveContainer,
-  Tooltip,
-  XAxis,
-  YAxis,
-} from 'recharts';
+import { HistogramChart, LinesChart, type LineSeries } from './svg-chart.tsx';
 import { useStudio } from '../store.ts';
 import { formatBytes, formatCount, formatNumber, niceTicks, formatTick } from './format.ts';
 import { ProgressBar } from './ProgressBar.tsx';
@@ -24,60 +13,36 @@ const METRICS = {
   sparsity: { label: 'sparsity (%)', f: (x: number) => x * 100 },
 } as const;
 
+const binRange = (a: number, b: number) => `${formatNumber(a)} … ${formatNumber(b)}`;
+
 // Charts are memoised on their data: a store update that leaves the data alone must not redraw them.
 const OverlayChart = memo(function OverlayChart({ overlay }: { overlay: Overlay }) {
-  const hist = useMemo(
-    () =>
-      overlay.original.map((c, i) => ({
-        x: (overlay.edges[i] + overlay.edges[i + 1]) / 2,
-        original: c,
-        compressed: overlay.compressed[i],
-      })),
+  const series = useMemo(
+    () => [
+      { name: 'original', values: overlay.original, color: 'var(--accent)' },
+      { name: 'compressed', values: overlay.compressed, color: 'var(--accent-2)' },
+    ],
     [overlay],
   );
   // the axis spans the bins' edges, labelled at round values
   const lo = overlay.edges[0];
   const hi = overlay.edges[overlay.edges.length - 1];
-  const domain = useMemo((): [number, number] => [lo, hi], [lo, hi]);
   const ticks = useMemo(() => niceTicks(lo, hi), [lo, hi]);
   return (
-    <div className="chart" data-testid="overlay-chart">
-      <ResponsiveContainer width="100%" height={220}>
-        {/* one step path per series, not one element per bin: redrawing stays cheap while sliders move */}
-        <AreaChart data={hist}>
-          <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-          <XAxis
-            dataKey="x"
-            type="number"
-            domain={domain}
-            ticks={ticks}
-            allowDataOverflow
-            tickFormatter={formatTick}
-          />
-          <YAxis width={60} tickFormatter={(v: number) => formatCount(v)} />
-          <Tooltip labelFormatter={(v) => `≈ ${formatNumber(Number(v))}`} />
-          <Legend />
-          <Area
-            type="step"
-            dataKey="original"
-            stroke="var(--accent)"
-            fill="var(--accent)"
-            fillOpacity={0.35}
-            isAnimationActive={false}
-          />
-          <Area
-            type="step"
-            dataKey="compressed"
-            stroke="var(--accent-2)"
-            fill="var(--accent-2)"
-            fillOpacity={0.35}
-            isAnimationActive={false}
-          />
-        </AreaChart>
-      </ResponsiveContainer>
-    </div>
+    <HistogramChart
+      testId="overlay-chart"
+      edges={overlay.edges}
+      series={series}
+      height={220}
+      xTicks={ticks}
+      formatX={formatTick}
+      formatY={formatCount}
+      formatBin={binRange}
+    />
   );
 });
+
+const roundValue = (v: number) => (Number.isFinite(v) ? String(Number(v.toPrecision(4))) : '—');
 
 const LayerChart = memo(function LayerChart({
   reports,
@@ -86,53 +51,38 @@ const LayerChart = memo(function LayerChart({
   reports: TensorReport[];
   onSelect: (name: string) => void;
 }) {
-  const layers = useMemo(
-    () =>
-      reports.map((r) => ({
-        name: r.name,
-        snrDb: METRICS.snrDb.f(r.snrDb),
-        bitsPerWeight: r.bitsPerWeight,
-        sparsity: METRICS.sparsity.f(r.sparsity),
-      })),
-    [reports],
-  );
+  const { labels, series } = useMemo(() => {
+    const series: LineSeries[] = [
+      {
+        name: METRICS.snrDb.label,
+        values: reports.map((r) => METRICS.snrDb.f(r.snrDb)),
+        color: 'var(--accent)',
+        axis: 'left',
+      },
+      {
+        name: METRICS.bitsPerWeight.label,
+        values: reports.map((r) => r.bitsPerWeight),
+        color: 'var(--accent-2)',
+        axis: 'right',
+      },
+      {
+        name: METRICS.sparsity.label,
+        values: reports.map((r) => METRICS.sparsity.f(r.sparsity)),
+        color: '#7a9a5a',
+        axis: 'left',
+      },
+    ];
+    return { labels: reports.map((r) => r.name), series };
+  }, [reports]);
   return (
-    <div className="chart" data-testid="layer-chart">
-      <ResponsiveContainer width="100%" height={250}>
-        <LineChart data={layers} onClick={(e) => e?.activeLabel && onSelect(String(e.activeLabel))}>
-          <CartesianGrid strokeDasharray="3 3" opacity={0.3} />
-          <XAxis dataKey="name" hide />
-          <YAxis yAxisId="l" width={40} />
-          <YAxis yAxisId="r" orientation="right" width={40} />
-          <Tooltip />
-          <Legend />
-          <Line
-            yAxisId="l"
-            dataKey="snrDb"
-            name={METRICS.snrDb.label}
-            stroke="var(--accent)"
-            dot={false}
-            isAnimationActive={false}
-          />
-          <Line
-            yAxisId="r"
-            dataKey="bitsPerWeight"
-            name={METRICS.bitsPerWeight.label}
-            stroke="var(--accent-2)"
-            dot={false}
-            isAnimationActive={false}
-          />
-          <Line
-            yAxisId="l"
-            dataKey="sparsity"
-            name={METRICS.sparsity.label}
-            stroke="#7a9a5a"
-            dot={false}
-            isAnimationActive={false}
-          />
-        </LineChart>
-      </ResponsiveContainer>
-    </div>
+    <LinesChart
+      testId="layer-chart"
+      labels={labels}
+      series={series}
+      height={250}
+      formatY={roundValue}
+      onSelect={onSelect}
+    />
   );
 });
 

@@ -14,7 +14,7 @@ export default defineConfig({
   plugins: [react()],
   worker: { format: 'es' },
   optimizeDeps: {
-    exclude: ['onnxruntime-web'],
+    exclude: ['onnxruntime-web', 'onnxruntime-web/wasm'],
     // Scan the workers too, so the dev server never re-optimizes (and reloads the page) mid-session.
     entries: ['index.html', 'workers/*.worker.ts'],
     include: ['protobufjs/light.js'],

@@ -4,11 +4,11 @@
  *
  * Two builds of onnxruntime-web: CPU sessions run on `onnxruntime-web/wasm` (plain wasm, SIMD and
  * threads, 14 MB), WebGPU sessions on the default build (28 MB: the CPU kernels plus the WebGPU
- * provider's JSEP bridge), imported only when a WebGPU session is asked for. On a machine without a
- * GPU the first evaluation's result came 2× sooner on the small build (fetch, compile, session and
- * first run of the demo model: 11 s against 24 s on a loaded 2-core machine); once warm the two run
- * at the same speed. Both take the same options and compute with the same CPU kernels; tensors of
- * one are feeds of the other (read by type, dims and data).
+ * provider's JSEP bridge), imported only when a WebGPU session is asked for: a visitor without a GPU
+ * downloads and compiles half the wasm. Once warm the two run at the same speed (the start-up gain
+ * was not confirmed by the bench's back-to-back first-evaluation times on a loaded machine). Both
+ * take the same options and compute with the same CPU kernels; tensors of one are feeds of the
+ * other (read by type, dims and data).
  */
 import * as ort from 'onnxruntime-web/wasm';
 

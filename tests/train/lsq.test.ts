@@ -233,6 +233,28 @@ describe('LSQ on stories260K', () => {
   const teacherBytes = new Uint8Array(readFileSync(STORIES_MODEL));
   const model = parseModel(bytesSource('stories260K.onnx', teacherBytes));
 
+  it('a run resumed from its checkpoint ends with the scales and weights of one uninterrupted run', async () => {
+    const resolved = step({ method: 'int4', options: { blockSize: 32 } });
+    const data = [heldOut[2].slice(0, 200)];
+    const opts = { steps: 2, batch: 1, seq: 16, lr: 1e-3, warmup: 1, seed: 3 };
+    const scalesOf = (q: FakeQuantizer) => q.transformParams()!.params;
+    const whole = new FakeQuantizer(model, resolved, { learnScales: true });
+    const once = await qatDistill(model, null, data, whole, opts);
+    const stop = new AbortController();
+    const first = await qatDistill(model, null, data, resolved, {
+      ...opts,
+      learnScales: true,
+      signal: stop.signal,
+      onStep: () => stop.abort(),
+    });
+    expect(first.checkpoint.step).toBe(1);
+    const resumed = new FakeQuantizer(model, resolved, { learnScales: true });
+    const second = await qatDistill(model, null, data, resumed, { ...opts, resume: first.checkpoint });
+    expect(second.weights).toEqual(once.weights);
+    expect(scalesOf(resumed)).toEqual(scalesOf(whole));
+    expect(second.exported).toEqual(once.exported);
+  }, 300_000);
+
   it.each([
     ['int4 block 32 (MatMulNBits)', { method: 'int4', options: { blockSize: 32 } }, 20],
     ['int8 asymmetric per channel', { method: 'int8', options: { symmetric: false } }, 3],

@@ -103,7 +103,7 @@ describe('LSQ gradients', () => {
       offset[i] = Math.round(c) - c;
       // the forward levels are the reference's round(clip(v))
       expect(q[i], `q[${i}]`).toBe(Math.round(c) + 0);
-      if (v <= groups.lo[g] || v >= groups.hi[g]) clipped++;
+      if (v < groups.lo[g] || v > groups.hi[g]) clipped++;
     }
     expect(clipped).toBeGreaterThan(n / 10);
     expect(clipped).toBeLessThan(n);
@@ -141,6 +141,26 @@ describe('LSQ gradients', () => {
     const qp =
       groups.hi[0] - groups.lo[0] === 15 ? (groups.lo[0] === -8 ? 7 : 15) : groups.lo[0] === -128 ? 127 : 255;
     if (Number.isInteger(perScale)) expect(groups.gradScale[0]).toBeCloseTo(1 / Math.sqrt(perScale * qp), 6);
+  });
+});
+
+describe('LSQ at the bounds', () => {
+  it("the kernel's symmetric int4 scale puts a block's largest weight at −8: it keeps its gradient", () => {
+    // one block of 16 (a [16, 1] weight), the largest magnitude 0.8 positive: s = 0.8 / −8 = −0.1
+    const w = Float32Array.from({ length: 16 }, (_, i) => (i === 3 ? 0.8 : 0.03 * (i - 8)));
+    const groups = int4Groups(16, 1, 1, 16, null);
+    const scales = Float32Array.of(-0.1);
+    expect(lsqLevels(w, groups, scales)[3]).toBe(-8);
+    const grad = new Float32Array(16).fill(1);
+    const gradS = lsqBackward(w, groups, scales, grad);
+    expect(grad[3]).toBe(1);
+    // beyond the bound it is clipped: no weight gradient, and it adds Qn (−8) to the scale's instead of round(v) − v = 0
+    const beyond = Float32Array.from(w);
+    beyond[3] = 0.9;
+    const grad2 = new Float32Array(16).fill(1);
+    const gradS2 = lsqBackward(beyond, groups, scales, grad2);
+    expect(grad2[3]).toBe(0);
+    expect((gradS2[0] - gradS[0]) / groups.gradScale[0]).toBeCloseTo(-8, 5);
   });
 });
 

@@ -12,7 +12,7 @@
  * computes it ((code − z) · s in float32), so what trains is what onnxruntime runs.
  *
  * Gradients (LSQ's, with the straight-through estimator on round only):
- * - ∂ŵ/∂s = round(v) − v inside the range (Qn < v < Qp), Qn below it, Qp above it;
+ * - ∂ŵ/∂s = round(v) − v inside the range (Qn ≤ v ≤ Qp), Qn below it, Qp above it;
  * - ∂ŵ/∂w = 1 inside, 0 outside (the clipped STE). Why not pass the gradient through the clip too, as
  *   the fixed-scale quantizer does: with a learned scale the clip is the scale's to move — a weight
  *   beyond it only changes ŵ through s, and a gradient at the float weight would push it further out
@@ -138,10 +138,12 @@ export function lsqBackward(
       continue;
     }
     const v = w[i] / s;
-    if (v <= lo[g]) {
+    // an element exactly at a bound is inside (its ∂ŵ/∂s is then round(v) − v = 0): the kernel's
+    // symmetric int4 scale puts each block's largest weight exactly at −8, which would freeze it
+    if (v < lo[g]) {
       acc[g] += d * lo[g];
       gradOut[i] = 0;
-    } else if (v >= hi[g]) {
+    } else if (v > hi[g]) {
       acc[g] += d * hi[g];
       gradOut[i] = 0;
     } else acc[g] += d * (Math.round(v) - v);

@@ -21,6 +21,9 @@
  *   for int4 symmetric / asymmetric, 127 or 255 for int8), LSQ's balance of the scale's update against
  *   the weights'. AdamW normalises each parameter's step by its own gradient's magnitude, so g matters
  *   little there; it is kept so the gradient itself is LSQ's.
+ * The scales train in their own AdamW group (distill.ts `transformParams`): the weights' schedule
+ * times `scaleLr` (default 1: LSQ trains step sizes at the weights' learning rate), no weight decay
+ * (it would pull every step size toward 0, clipping more and more of each block).
  * Scales keep their sign (the symmetric int4 kernel stores a negative scale when the block's largest
  * magnitude is positive, so that value maps to −8) and their magnitude stays ≥ 1e-3 of the initial
  * one; a scale that starts at 0 (an all-zero block) stays 0 and its weights read 0.

@@ -273,6 +273,7 @@ export const DISTILL: CommandSpec = {
     '        (--train-text FILE --tokenizer DIR_OR_JSON | --train-ids FILE | --train-generate N [--train-bos ID])',
     '        [--eval-text FILE | --eval-ids FILE] [--seed S] [--json]',
     '        [--qat int4 [--block N] [--asym] | --qat int8 [--asym] | --qat kmeans [--k K] [--refit-every N]]',
+    '        [--learn-scales [--scale-lr F]]',
   ],
   positionals: [
     { name: 'TEACHER.onnx', help: 'the original model, whose logits the student learns' },
@@ -355,6 +356,15 @@ export const DISTILL: CommandSpec = {
       value: 'N',
       help: 'with --qat kmeans: re-fit the codebook every N steps (default 0: the codebook stays fixed)',
     },
+    'learn-scales': {
+      type: 'boolean',
+      help: 'with --qat int4 or int8: the scales train too (LSQ, learned step sizes); the output stores them',
+    },
+    'scale-lr': {
+      type: 'string',
+      value: 'F',
+      help: "with --learn-scales: the scales' learning rate as a multiple of --lr (default 1, as LSQ)",
+    },
     json: JSON_FLAG,
     help: HELP_FLAG,
   },
@@ -366,7 +376,9 @@ export const DISTILL: CommandSpec = {
     'With --qat the forward pass reads every linear weight as the method stores it (fake quantization, ' +
       'straight-through gradient; k-means keeps its codebook, or re-fits it every --refit-every steps) and the output is the ' +
       "quantized file (MatMulNBits, DequantizeLinear, palette) of the trained weights; 'before' is the same " +
-      'quantization without training.',
+      "quantization without training. With --learn-scales the int4 / int8 scales start from the step's own " +
+      'and train by the LSQ gradient (Esser et al. 2020; zero points stay), in their own AdamW group ' +
+      '(no weight decay), and the output stores the learned scales with the levels the last forward pass read.',
   ],
 };
 

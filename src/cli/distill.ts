@@ -5,6 +5,8 @@
  * Held-out perplexity is measured by onnxruntime on the student before and on the written file after.
  * `--qat int4|int8|kmeans`: quantization-aware training (src/core/train/qat.ts); the written model is
  * then the quantized export of the trained weights, and 'before' the same quantization untrained.
+ * `--learn-scales` (int4, int8): the scales train too, LSQ-style (src/core/train/lsq.ts), and the
+ * written file stores the learned scales.
  */
 import { dirname, join, resolve } from 'node:path';
 import { ModelError } from '../core/errors.ts';
@@ -119,12 +121,16 @@ function settingsFromArgs(args: ParsedArgs, context: number | undefined): Settin
  * The quantization step --qat trains against (every linear weight, as `compress` selects them) and
  * k-means' re-fit interval, or null without --qat.
  */
-function qatFromArgs(args: ParsedArgs): { step: ResolvedStep; refitEvery: number } | null {
+function qatFromArgs(
+  args: ParsedArgs,
+): { step: ResolvedStep; refitEvery: number; learnScales: boolean; scaleLr?: number } | null {
   const only: Record<string, QatMethod[]> = {
     block: ['int4'],
     asym: ['int4', 'int8'],
     k: ['kmeans'],
     'refit-every': ['kmeans'],
+    'learn-scales': ['int4', 'int8'],
+    'scale-lr': ['int4', 'int8'],
   };
   if (!args.flags.has('qat')) {
     for (const key of Object.keys(only))
@@ -144,9 +150,16 @@ function qatFromArgs(args: ParsedArgs): { step: ResolvedStep; refitEvery: number
     options = { blockSize, symmetric };
   } else if (method === 'int8') options = { symmetric };
   else options = { clusters: integerFlag(args, 'k', 16, 2, 256) };
+  const learnScales = args.flags.has('learn-scales');
+  if (args.flags.has('scale-lr') && !learnScales)
+    throw new UsageError('--scale-lr is only read with --learn-scales.');
   return {
     step: resolveRecipe({ steps: [{ method, options }] })[0],
     refitEvery: integerFlag(args, 'refit-every', 0, 0, 1_000_000),
+    learnScales,
+    ...(learnScales
+      ? { scaleLr: numberFlag(args, 'scale-lr', 1, (n) => n > 0 && n <= 100, 'a number in (0, 100]') }
+      : {}),
   };
 }
 
@@ -328,6 +341,7 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
       const trained = await qatDistill(student, teacher, data.train, qat, {
         ...options,
         refitEvery: qatSettings!.refitEvery,
+        ...(qatSettings!.learnScales ? { learnScales: true, scaleLr: qatSettings!.scaleLr } : {}),
       });
       result = trained;
       written = trained.exported;
@@ -348,7 +362,18 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
     out(
       JSON.stringify({
         ...settings,
-        ...(qat ? { qat: { method: qat.method, options: qat.options, bitsPerWeight } } : {}),
+        ...(qat
+          ? {
+              qat: {
+                method: qat.method,
+                options: qat.options,
+                ...(qat.method !== 'kmeans'
+                  ? { learnScales: qatSettings!.learnScales, scaleLr: qatSettings!.scaleLr }
+                  : {}),
+                bitsPerWeight,
+              },
+            }
+          : {}),
         trainable: result.trainable.length,
         perplexityBefore: before.perplexity,
         perplexityAfter: after.perplexity,
@@ -372,7 +397,9 @@ export async function distillCommand(args: ParsedArgs, out: (s: string) => void)
   const what = qat
     ? `${qat.method} ${Object.entries(qat.options)
         .map(([k, v]) => `${k}=${v}`)
-        .join(' ')}, ${bitsPerWeight!.toFixed(2)} bits/weight`
+        .join(
+          ' ',
+        )}${qatSettings!.learnScales ? ', learned scales' : ''}, ${bitsPerWeight!.toFixed(2)} bits/weight`
     : '';
   out(
     (qat

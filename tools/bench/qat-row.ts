@@ -2,7 +2,8 @@
  * One row of the quantization-aware training section, run alone (so rows can train in parallel
  * processes) and written to BENCH_ROW_CACHE, from which `npm run bench -- --only qat` assembles the
  * section: `BENCH_ROW_CACHE=DIR npx tsx tools/bench/qat-row.ts LABEL-PREFIX [steps=N] [batch=B]
- * [lr=X] [warmup=W] [sequences=S] [checkpoints=a,b]`. The section's settings (batch, sequences) must
+ * [lr=X] [warmup=W] [sequences=S] [checkpoints=a,b] [lsq=1 [scalelr=F]]` (lsq=1: learned scales,
+ * labelled ", learned scales"). The section's settings (batch, sequences) must
  * be the same when it assembles the rows, or they are trained again.
  */
 import { resolve } from 'node:path';
@@ -26,6 +27,13 @@ const run = {
   ...(args.lr ? { lr: Number(args.lr) } : {}),
   ...(args.warmup ? { warmup: Number(args.warmup) } : {}),
   ...(args.checkpoints ? { checkpoints: args.checkpoints.split(',').map(Number) } : {}),
+  ...(args.lsq === '1'
+    ? {
+        label: `${base.label}, learned scales${args.scalelr ? ` (scale lr × ${args.scalelr})` : ''}`,
+        learnScales: true,
+        ...(args.scalelr ? { scaleLr: Number(args.scalelr) } : {}),
+      }
+    : {}),
 };
 const settings: QatSettings = {
   ...QAT_DEFAULTS,

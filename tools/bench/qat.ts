@@ -62,6 +62,9 @@ export interface QatRun {
   batch?: number;
   /** k-means: optimizer steps between codebook re-fits (default 0: the codebook stays fixed). */
   refitEvery?: number;
+  /** int4 / int8: LSQ-style learned scales (src/core/train/lsq.ts), at `scaleLr` × the weights' learning rate (default 1). */
+  learnScales?: boolean;
+  scaleLr?: number;
   /** Peak learning rate (default 1e-3, as the reference). */
   lr?: number;
   /** Linear warm-up steps (default 20, as the reference). */
@@ -169,6 +172,7 @@ function rowCacheFile(run: QatRun, settings: QatSettings): string {
     run.lr ?? 1e-3,
     run.warmup ?? 20,
     run.refitEvery ?? 0,
+    ...(run.learnScales ? ['lsq', run.scaleLr ?? 1] : []),
   ];
   return join(cache, `qat-${key.join('-').replace(/[^\w.-]+/g, '_')}.json`);
 }
@@ -204,7 +208,12 @@ export async function qatRow(
         return { step, ppl: v };
       }),
     );
-  const quantizer = step ? new FakeQuantizer(student, step, { refitEvery: run.refitEvery }) : null;
+  const quantizer = step
+    ? new FakeQuantizer(student, step, {
+        refitEvery: run.refitEvery,
+        ...(run.learnScales ? { learnScales: true, scaleLr: run.scaleLr } : {}),
+      })
+    : null;
   const exportOf = (weights: ReadonlyMap<string, Float32Array>) =>
     quantizer ? quantizer.exportModel(student, weights).exported : withWeights(student, new Map(weights));
   const opts = {

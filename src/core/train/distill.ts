@@ -269,6 +269,25 @@ export interface DistillOptions {
   weightTransform?: ForwardOptions['weightTransform'];
   /** Continue a run from its checkpoint (same data, seed and options): the result equals one uninterrupted run. */
   resume?: DistillCheckpoint;
+  /** QAT with learned scales (LSQ): parameters of the weight transform that train beside the weights. */
+  transformParams?: TransformParams;
+}
+
+/**
+ * Parameters of the weight transform (LSQ's scales), trained by their own AdamW group: the same
+ * schedule times `lrScale`, no weight decay. After each backward pass `backward` turns the gradients
+ * the engine returns (those of what the forward pass read, ∂L/∂transform(w)) into the weights' own, in
+ * place, and returns the parameters' gradients.
+ */
+export interface TransformParams {
+  params: Map<string, Float32Array>;
+  lrScale: number;
+  backward(
+    grads: Map<string, Float32Array>,
+    weights: ReadonlyMap<string, Float32Array>,
+  ): Map<string, Float32Array>;
+  /** After each update (keep scales valid). */
+  afterStep(): void;
 }
 
 /** Everything a run needs to continue: the step reached, the weights and AdamW's moments. */
@@ -276,6 +295,8 @@ export interface DistillCheckpoint {
   step: number;
   weights: Map<string, Float32Array>;
   optimizer: AdamWState;
+  /** The transform's parameters and their optimizer (QAT with learned scales). */
+  transform?: { params: Map<string, Float32Array>; optimizer: AdamWState };
 }
 
 export interface DistillStep {
@@ -364,11 +385,17 @@ export async function distill(
   const masks = opts.keepSparsity === false ? undefined : sparsityMasks(graph.params);
   const sample = windowSampler(data, seq, opts.seed ?? 0);
   const optimizer = new AdamW({ weightDecay: opts.weightDecay });
+  const extra = opts.transformParams;
+  const extraOptimizer = new AdamW({ weightDecay: 0 });
   let first = 0;
   if (opts.resume) {
     first = opts.resume.step;
     for (const [name, w] of opts.resume.weights) graph.params.get(name)?.set(w);
     optimizer.load(opts.resume.optimizer);
+    if (extra && opts.resume.transform) {
+      for (const [name, p] of opts.resume.transform.params) extra.params.get(name)?.set(p);
+      extraOptimizer.load(opts.resume.transform.optimizer);
+    }
     // the windows the first steps drew, drawn again so the run continues on the same data
     for (let i = 0; i < first * batch; i++) sample();
   }
@@ -405,7 +432,12 @@ export async function distill(
       unpinWeights();
     }
     const rate = learningRate(s, schedule);
+    const extraGrads = extra?.backward(r.grads!, graph.params);
     optimizer.step(graph.params, r.grads!, rate, rank, masks);
+    if (extra) {
+      extraOptimizer.step(extra.params, extraGrads!, rate * extra.lrScale, () => 1);
+      extra.afterStep();
+    }
     tokens += batch * seq;
     const step: DistillStep = {
       step: s + 1,
@@ -424,7 +456,19 @@ export async function distill(
   return {
     weights: graph.params,
     cancelled,
-    checkpoint: { step: s, weights: graph.params, optimizer: optimizer.snapshot() },
+    checkpoint: {
+      step: s,
+      weights: graph.params,
+      optimizer: optimizer.snapshot(),
+      ...(extra
+        ? {
+            transform: {
+              params: new Map([...extra.params].map(([k, v]) => [k, Float32Array.from(v)])),
+              optimizer: extraOptimizer.snapshot(),
+            },
+          }
+        : {}),
+    },
     trainable,
     history,
     tokensPerSecond: tokens / Math.max(seconds, 1e-9),

@@ -9,7 +9,9 @@
  *   quantizer IS the method's kernel (`method.apply`: same scales, same rounding, same clamp), and
  *   the export is the ordinary compress export (`exportCompressed` → the method's `rewrite`) of the
  *   encoding that kernel returns for the trained weights. Scales follow the weights (from each block's
- *   or channel's range at every step); learned LSQ-style scales are not done.
+ *   or channel's range at every step), or, with `learnScales`, are trained LSQ-style (lsq.ts): they
+ *   start as the kernel's scales of the initial weights and the export stores the learned scales
+ *   with the levels the forward pass read, through the same method's `rewrite` (its own packing).
  * - k-means (palettes): the codebook starts as the method's own k-means of the initial weights; each
  *   forward pass reads every weight as the nearest centroid of the current codebook (exact zeros keep
  *   their pinned 0 centroid, as the method does with `keepZeros`). The centroids are not learned by
@@ -43,9 +45,13 @@ import {
 } from '../compress/pipeline.ts';
 import { exportCompressed } from '../compress/export.ts';
 import { selectWeights, weightCandidates, type WeightCandidate } from '../compress/select.ts';
+import type { Int4Quantized } from '../../methods/int4/kernel.ts';
+import type { Int8Quantized } from '../../methods/int8/kernel.ts';
+import { LearnedScales } from './lsq.ts';
 import {
   distill,
   trainableWeights,
+  type TransformParams,
   withWeights,
   type DistillOptions,
   type DistillResult,
@@ -60,6 +66,10 @@ export type QatMethod = (typeof QAT_METHODS)[number];
 export interface QatSettings {
   /** k-means: optimizer steps between two Lloyd updates of the codebook (default 0: never, the codebook stays fixed). */
   refitEvery?: number;
+  /** int4 / int8: the scales train LSQ-style (lsq.ts) instead of following each block's or channel's range. */
+  learnScales?: boolean;
+  /** With learnScales: the scales' learning rate over the weights' (default 1, as LSQ). */
+  scaleLr?: number;
 }
 
 /** One k-means codebook state: [books, bookSize] sorted centroids and, per book, the index of its pinned 0 (or −1). */
@@ -78,6 +88,9 @@ interface TargetState {
   /** How many distinct float weight versions were quantized (k-means refits count them). */
   versions: number;
   codebook?: CodebookState;
+  /** learnScales: the trained scales, and those the cached result was computed with. */
+  learned?: LearnedScales;
+  seenScales?: Float32Array;
 }
 
 function sameValues(a: Float32Array, b: Float32Array): boolean {
@@ -165,6 +178,8 @@ export class FakeQuantizer {
   /** The weights the step quantizes (main-graph initializers), by name. */
   readonly targets = new Map<string, TargetState>();
   private readonly refitEvery: number;
+  readonly learnScales: boolean;
+  private readonly scaleLr: number;
 
   constructor(student: OnnxModel, step: ResolvedStep, settings: QatSettings = {}) {
     if (!(QAT_METHODS as readonly string[]).includes(step.method))
@@ -180,6 +195,20 @@ export class FakeQuantizer {
         'invalid-argument',
         `The k-means refit interval must be a whole number ≥ 0 (0: never), got ${settings.refitEvery}.`,
       );
+    this.learnScales = settings.learnScales ?? false;
+    this.scaleLr = settings.scaleLr ?? 1;
+    if (this.learnScales && this.method === 'kmeans')
+      throw new ModelError(
+        'invalid-argument',
+        'Learned scales (LSQ) are for int4 and int8 steps; k-means has a codebook, not scales.',
+      );
+    if (settings.scaleLr !== undefined && (!this.learnScales || !(this.scaleLr > 0 && this.scaleLr <= 100)))
+      throw new ModelError(
+        'invalid-argument',
+        this.learnScales
+          ? `The scales' learning-rate factor must be in (0, 100], got ${settings.scaleLr}.`
+          : "The scales' learning-rate factor is read with learned scales only.",
+      );
     const picked = selectWeights(weightCandidates(student.graph), step.select);
     const nested = picked.filter((c) => c.scope !== '' || c.source !== 'initializer');
     if (nested.length)
@@ -194,6 +223,50 @@ export class FakeQuantizer {
         `The ${this.method} step selects no weight of ${student.name} to train against.`,
       );
     for (const c of picked) this.targets.set(c.name, { candidate: c, seen: null, result: null, versions: 0 });
+    if (this.learnScales)
+      for (const t of this.targets.values()) {
+        const c = t.candidate;
+        const w = readTensorFloat32(student, findWeight(student, c.name).tensor);
+        const [first] = getMethod(this.method).apply([asMatrix(c, w)], this.options);
+        const [rows, cols] = c.shape;
+        t.learned = new LearnedScales(
+          {
+            method: this.method as 'int4' | 'int8',
+            rows,
+            cols,
+            channelAxis: c.channelAxis,
+            blockSize: Number(this.options.blockSize),
+            axis: this.options.granularity === 'per-tensor' ? null : c.channelAxis,
+          },
+          first.encoding as Int4Quantized | Int8Quantized,
+        );
+      }
+  }
+
+  /**
+   * learnScales: the scales as parameters of their own optimizer group (the engine's gradients of
+   * the quantized weights → LSQ's gradients of the weights and the scales); undefined otherwise.
+   */
+  transformParams(): TransformParams | undefined {
+    if (!this.learnScales) return undefined;
+    const params = new Map<string, Float32Array>();
+    for (const [name, t] of this.targets) params.set(name, t.learned!.scales);
+    return {
+      params,
+      lrScale: this.scaleLr,
+      backward: (grads, weights) => {
+        const out = new Map<string, Float32Array>();
+        for (const [name, t] of this.targets) {
+          const g = grads.get(name);
+          const w = weights.get(name);
+          if (g && w) out.set(name, t.learned!.backward(w, g));
+        }
+        return out;
+      },
+      afterStep: () => {
+        for (const t of this.targets.values()) t.learned!.keepValid();
+      },
+    };
   }
 
   /** What the forward pass reads in place of `w` (the quantized-then-decoded weights); other weights pass unchanged. */
@@ -204,13 +277,17 @@ export class FakeQuantizer {
 
   /** The step's kernel result (values, stored bytes, encoding) for these float weights, cached per version. */
   private quantize(t: TargetState, w: Float32Array): KernelResult {
-    if (t.seen && t.result && sameValues(t.seen, w)) return t.result;
+    const scales = t.learned?.scales;
+    if (t.seen && t.result && sameValues(t.seen, w) && (!scales || sameValues(t.seenScales!, scales)))
+      return t.result;
     t.versions++;
-    t.result =
-      this.method === 'kmeans'
+    t.result = t.learned
+      ? t.learned.result(w)
+      : this.method === 'kmeans'
         ? this.palettize(t, w)
         : getMethod(this.method).apply([asMatrix(t.candidate, w)], this.options)[0];
     t.seen = Float32Array.from(w);
+    if (scales) t.seenScales = Float32Array.from(scales);
     return t.result;
   }
 
@@ -331,7 +408,16 @@ export async function qatDistill(
     throw new ModelError('invalid-argument', 'Quantization-aware training sets the weight transform itself.');
   const quantizer = step instanceof FakeQuantizer ? step : new FakeQuantizer(student, step, opts);
   const trained = withFrozenQuantized(student, quantizer, opts.train ?? 'all');
-  const result = await distill(trained, teacher, data, { ...opts, weightTransform: quantizer.transform });
+  if (opts.learnScales !== undefined && opts.learnScales !== quantizer.learnScales)
+    throw new ModelError(
+      'invalid-argument',
+      "learnScales is the quantizer's setting: build the FakeQuantizer with it, or pass the step.",
+    );
+  const result = await distill(trained, teacher, data, {
+    ...opts,
+    weightTransform: quantizer.transform,
+    transformParams: quantizer.transformParams(),
+  });
   // frozen targets export from their original float values (cached: the encoding the forward read)
   const { exported, result: compression } = quantizer.exportModel(student, result.weights);
   return { ...result, exported, compression, quantizer };

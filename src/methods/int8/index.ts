@@ -11,6 +11,11 @@ export interface Int8Options {
   symmetric: boolean;
 }
 
+/** Bytes of the exported tensor: the codes, float32 scales and uint8 zero points. */
+export function int8StoredBytes(q: Int8Quantized): number {
+  return q.q.byteLength + q.scales.byteLength + (q.zeroPoints?.byteLength ?? 0);
+}
+
 export const int8Method: CompressionMethod<Int8Options, Int8Quantized> = {
   id: 'int8',
   label: 'int8 weights',
@@ -41,9 +46,7 @@ export const int8Method: CompressionMethod<Int8Options, Int8Quantized> = {
       const [rows, cols] = t.shape;
       const encoding = quantizeInt8(t.values, rows, cols, axis, options.symmetric);
       const values = dequantizeInt8(encoding, rows, cols, axis);
-      const storedBytes =
-        encoding.q.byteLength + encoding.scales.byteLength + (encoding.zeroPoints?.byteLength ?? 0);
-      return { values, storedBytes, encoding };
+      return { values, storedBytes: int8StoredBytes(encoding), encoding };
     });
   },
   rewrite(t, encoding, editor, options) {

@@ -397,7 +397,10 @@ async function qualityMarkdown(
         `${versusCells(r.versus)} ${Math.round(r.tokensPerSecond)} | ${target(r)} |`,
     ),
     ...(versusProtocol(rows)
-      ? ['', `${versusProtocol(rows)} KL columns: the trained file against the original (not the fine-tuned fp32).`]
+      ? [
+          '',
+          `${versusProtocol(rows)} KL columns: the trained file against the original (not the fine-tuned fp32).`,
+        ]
       : []),
   ].join('\n');
 }

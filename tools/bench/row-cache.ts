@@ -10,10 +10,10 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** Whether the process that wrote `claim` (its pid) still runs. */
+/** Whether another process that still runs wrote `claim` (its pid): this one's own claims are of finished runs. */
 function claimAlive(claim: string): boolean {
   const pid = Number(readFileSync(claim, 'utf8'));
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
   try {
     process.kill(pid, 0);
     return true;

@@ -22,7 +22,14 @@ import { createNodeSession, Tensor } from '../../src/runtime/ort-node.ts';
 import { pruneStructure } from '../../src/core/compress/structure.ts';
 import { distill, sessionTeacher, withWeights } from '../../src/core/train/distill.ts';
 import type { ImportanceKind } from '../../src/core/structure/index.ts';
-import { openReference } from './perplexity.ts';
+import {
+  openReference,
+  versusCells,
+  versusProtocol,
+  VERSUS_HEADER,
+  VERSUS_RULE,
+  type VersusOriginal,
+} from './perplexity.ts';
 import { log } from './log.ts';
 
 export const PRUNE_DISTILL = {
@@ -50,6 +57,9 @@ export interface PruneDistillResult {
   heldOutTokens: number;
   trainTokensPerSecond: number;
   seconds: number;
+  /** The pruned and the distilled file against the original on the same tokens (rows cached before: absent). */
+  prunedVersus?: VersusOriginal;
+  versus?: VersusOriginal;
 }
 
 export async function pruneDistillRow(
@@ -58,9 +68,11 @@ export async function pruneDistillRow(
 ): Promise<PruneDistillResult> {
   const cacheDir = process.env.BENCH_ROW_CACHE;
   const cacheFile = cacheDir ? join(cacheDir, `demo-prune-distill-${importance}.json`) : '';
-  if (cacheFile && existsSync(cacheFile)) return JSON.parse(readFileSync(cacheFile, 'utf8'));
+  // a row cached before the bench measured KL is trained again (its weights are not kept)
+  const cached = cacheFile && existsSync(cacheFile) ? JSON.parse(readFileSync(cacheFile, 'utf8')) : null;
+  if (cached?.versus) return cached;
   // another bench process claimed the row: wait for its result instead of training twice
-  if (cacheFile && existsSync(cacheFile + '.claim')) {
+  if (!cached && cacheFile && existsSync(cacheFile + '.claim')) {
     log(`  prune → distil (${importance}): waiting for the run that claimed ${cacheFile}`);
     while (!existsSync(cacheFile)) await new Promise((r) => setTimeout(r, 10_000));
     return JSON.parse(readFileSync(cacheFile, 'utf8'));
@@ -134,6 +146,8 @@ export async function pruneDistillRow(
       heldOutTokens: distilled.tokens,
       trainTokensPerSecond: result.tokensPerSecond,
       seconds: (performance.now() - t0) / 1000,
+      prunedVersus: pruned.versus,
+      versus: distilled.versus,
     };
     if (cacheFile) writeFileSync(cacheFile, JSON.stringify(row));
     return row;
@@ -155,18 +169,24 @@ export function pruneDistillMarkdown(rows: PruneDistillResult[]): string {
       `(${rows[0]?.heldOutTokens.toLocaleString('en-US') ?? '—'} scored tokens), ctx ${p.ctx}, stride ${p.stride}. ` +
       'Target: within 10 % of fp32.',
     '',
-    '| importance | fp32 | pruned | distilled | Δ vs fp32 | within 10 % | parameters | file size | training tokens/s |',
-    '|---|---:|---:|---:|---:|---|---:|---:|---:|',
+    `| importance | fp32 | pruned | KL pruned | distilled | Δ vs fp32 ${VERSUS_HEADER} within 10 % | parameters | file size | training tokens/s |`,
+    `|---|---:|---:|---:|---:|---:|${VERSUS_RULE}---|---:|---:|---:|`,
   ];
   for (const r of rows) {
     const delta = (r.distilled - r.fp32) / r.fp32;
     lines.push(
-      `| ${r.importance} | ${r.fp32.toFixed(3)} | ${r.pruned.toFixed(3)} | **${r.distilled.toFixed(3)}** | ` +
-        `${(delta * 100).toFixed(1)} % | ${delta <= 0.1 ? 'yes' : 'no'} | ` +
+      `| ${r.importance} | ${r.fp32.toFixed(3)} | ${r.pruned.toFixed(3)} | ${r.prunedVersus ? r.prunedVersus.kl.value.toFixed(5) : '—'} | ` +
+        `**${r.distilled.toFixed(3)}** | ${(delta * 100).toFixed(1)} % |${versusCells(r.versus)} ${delta <= 0.1 ? 'yes' : 'no'} | ` +
         `${r.paramsBefore.toLocaleString('en-US')} → ${r.paramsAfter.toLocaleString('en-US')} | ` +
         `${(r.bytesBefore / 1e6).toFixed(2)} → ${(r.bytesAfter / 1e6).toFixed(2)} MB | ${r.trainTokensPerSecond.toFixed(0)} |`,
     );
   }
+  const protocol = versusProtocol(rows);
+  if (protocol)
+    lines.push(
+      '',
+      `${protocol} KL columns: the distilled file (KL pruned: the pruned file before distillation).`,
+    );
   return lines.join('\n');
 }
 

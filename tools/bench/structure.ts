@@ -43,6 +43,7 @@ import {
   type BenchReference,
   type VersusOriginal,
 } from './perplexity.ts';
+import { cachedRows } from './row-cache.ts';
 import { log } from './log.ts';
 
 const DEMO_TOKENS = 8192;
@@ -196,7 +197,16 @@ async function rowsAgainst(reference: BenchReference, s: Subject, bytes: Uint8Ar
           pruned.model,
           compressModel(pruned.model, resolveRecipe({ steps: [{ method: 'int4' }] })),
         ).model;
-      const result = await reference.measure(out, pruned.model);
+      // BENCH_ROW_CACHE keeps each row's figures (the files are rebuilt: pruning is quick, timing needs them all)
+      const [result] = await cachedRows(
+        `structure-${s.title.split(' ')[0]}`,
+        [{ label: `${r.label} ${kind}` }],
+        async () => {
+          const m = await reference.measure(out, pruned.model);
+          return { perplexity: m.perplexity, versus: m.versus };
+        },
+        (cached) => cached.versus !== undefined,
+      );
       files.push({ bytes: out, model: pruned.model });
       rows.push({
         label: r.label,
@@ -208,7 +218,7 @@ async function rowsAgainst(reference: BenchReference, s: Subject, bytes: Uint8Ar
         versus: result.versus,
       });
       log(
-        `  ${s.title}: ${r.label} (${kind}) ppl ${result.perplexity.toFixed(3)} ${formatBytes(out.byteLength)}`,
+        `  ${s.title}: ${r.label} (${kind}) ppl ${result.perplexity.toFixed(3)} KL ${result.versus.kl.value.toFixed(5)} ${formatBytes(out.byteLength)}`,
       );
     }
   }

@@ -11,23 +11,10 @@ import { resolveRecipe } from '../../src/core/compress/recipe.ts';
 import { DataType } from '../../src/core/onnx/dtypes.ts';
 import { bytesSource, parseModel, readTensor } from '../../src/core/onnx/model.ts';
 import { STORIES_DIR } from '../helpers/fixtures.ts';
-import { runCli as run } from '../helpers/cli.ts';
+import { QUICK_DISTILL_ARGS, runCli as run } from '../helpers/cli.ts';
 import { idsInput, runPath, tempDir } from '../helpers/ort.ts';
 
 const STORIES = join(STORIES_DIR, 'model.onnx');
-const TRAIN = [
-  '--train-generate',
-  '6',
-  '--steps',
-  '3',
-  '--batch',
-  '2',
-  '--seq',
-  '32',
-  '--lr',
-  '3e-4',
-  '--json',
-];
 
 describe('compression-studio distill --learn-scales', () => {
   it('--qat int8 --learn-scales writes the learned scales, and onnxruntime runs the file', async () => {
@@ -41,7 +28,7 @@ describe('compression-studio distill --learn-scales', () => {
       '--qat',
       'int8',
       '--learn-scales',
-      ...TRAIN,
+      ...QUICK_DISTILL_ARGS,
     ]);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);

@@ -7,23 +7,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { STORIES_DIR } from '../helpers/fixtures.ts';
-import { runCli as run } from '../helpers/cli.ts';
+import { QUICK_DISTILL_ARGS, runCli as run } from '../helpers/cli.ts';
 import { idsInput, runPath, tempDir } from '../helpers/ort.ts';
 
 const STORIES = join(STORIES_DIR, 'model.onnx');
-const TRAIN = [
-  '--train-generate',
-  '6',
-  '--steps',
-  '3',
-  '--batch',
-  '2',
-  '--seq',
-  '32',
-  '--lr',
-  '3e-4',
-  '--json',
-];
 
 describe('compression-studio distill --qat', () => {
   it.each([
@@ -39,7 +26,7 @@ describe('compression-studio distill --qat', () => {
     async (method, flags, op, options) => {
       const dir = tempDir();
       const out = join(dir, `${method}.onnx`);
-      const r = await run(['distill', STORIES, STORIES, '-o', out, ...flags, ...TRAIN]);
+      const r = await run(['distill', STORIES, STORIES, '-o', out, ...flags, ...QUICK_DISTILL_ARGS]);
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
       const report = JSON.parse(r.out);

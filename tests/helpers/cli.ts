@@ -31,3 +31,18 @@ export async function runCliCapturingStderr(
     process.stderr.write = write;
   }
 }
+
+/** `distill`'s training flags for a test: 3 steps of 2 × 32 tokens on 6 generated sequences, JSON report. */
+export const QUICK_DISTILL_ARGS = [
+  '--train-generate',
+  '6',
+  '--steps',
+  '3',
+  '--batch',
+  '2',
+  '--seq',
+  '32',
+  '--lr',
+  '3e-4',
+  '--json',
+];

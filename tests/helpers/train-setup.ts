@@ -14,7 +14,8 @@ import { evaluatePerplexity } from '../../src/core/eval/perplexity.ts';
 import { bytesSource, parseModel, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { parseIdsText } from '../../src/core/tokenizer.ts';
-import { sessionTeacher, type Teacher } from '../../src/core/train/distill.ts';
+import { batchLoss, sessionTeacher, trainableWeights, type Teacher } from '../../src/core/train/distill.ts';
+import { TrainGraph, type ForwardOptions } from '../../src/core/train/graph.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { compressBytes } from './compress.ts';
 import { STORIES_DIR, STORIES_MODEL } from './fixtures.ts';
@@ -123,4 +124,26 @@ export async function ortLogits(bytes: Uint8Array, ids: number[]): Promise<Float
   } finally {
     await session.release();
   }
+}
+
+/**
+ * The KD loss (T 2, α 0.5) of `model` on the probe against the teacher's logits, with `weights` set
+ * (null: the model's own) and each weight read through `weightTransform` (fake quantization) when given.
+ */
+export function probeKdLoss(
+  model: OnnxModel,
+  probe: number[][],
+  probeLogits: Float32Array,
+  weightTransform?: ForwardOptions['weightTransform'],
+): (weights: ReadonlyMap<string, Float32Array> | null) => number {
+  return (weights) => {
+    const graph = new TrainGraph(model, trainableWeights(model));
+    if (weights) for (const [name, w] of weights) graph.params.get(name)!.set(w);
+    return batchLoss(graph, probe, probeLogits, {
+      temperature: 2,
+      alpha: 0.5,
+      withGrad: false,
+      ...(weightTransform ? { forward: { weightTransform } } : {}),
+    }).loss;
+  };
 }

@@ -24,13 +24,14 @@ import {
 import { summarizeInputs } from '../../src/core/summary.ts';
 import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { TrainGraph } from '../../src/core/train/graph.ts';
-import { batchLoss, decoderValues, sessionTeacher, trainableWeights } from '../../src/core/train/distill.ts';
+import { decoderValues, sessionTeacher, trainableWeights } from '../../src/core/train/distill.ts';
 import { int4Groups, int8Groups, lsqBackward, lsqLevels, type LsqGroups } from '../../src/core/train/lsq.ts';
 import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
 import { EXACT_WEIGHT_ONLY } from '../../src/runtime/ort-node.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 import { seededFloats } from '../helpers/models.ts';
 import { ort } from '../helpers/ort.ts';
+import { probeKdLoss } from '../helpers/train-setup.ts';
 
 function step(s: RecipeStep) {
   return resolveRecipe({ steps: [s] })[0];
@@ -298,16 +299,7 @@ describe('LSQ on stories260K', () => {
         const initial = new Map(
           [...quantizer.transformParams()!.params].map(([k, v]) => [k, Float32Array.from(v)]),
         );
-        const kdAt = (weights: Map<string, Float32Array> | null) => {
-          const graph = new TrainGraph(model, trainableWeights(model));
-          if (weights) for (const [name, w] of weights) graph.params.get(name)!.set(w);
-          return batchLoss(graph, probe, probeLogits, {
-            temperature: 2,
-            alpha: 0.5,
-            withGrad: false,
-            forward: { weightTransform: quantizer.transform },
-          }).loss;
-        };
+        const kdAt = probeKdLoss(model, probe, probeLogits, quantizer.transform);
         const before = kdAt(null);
         const result = await qatDistill(model, teacher, train, quantizer, {
           steps,

@@ -20,7 +20,7 @@ import {
   type OnnxModel,
 } from '../../src/core/onnx/model.ts';
 import { TrainGraph } from '../../src/core/train/graph.ts';
-import { batchLoss, decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
+import { decoderValues, trainableWeights } from '../../src/core/train/distill.ts';
 import { FakeQuantizer, qatDistill } from '../../src/core/train/qat.ts';
 import type { Palette } from '../../src/methods/kmeans/index.ts';
 import { seededFloats } from '../helpers/models.ts';
@@ -31,6 +31,7 @@ import {
   STORIES_HELD_OUT,
   storiesTeacher,
   withStoriesTeacher,
+  probeKdLoss,
 } from '../helpers/train-setup.ts';
 
 function step(s: RecipeStep) {
@@ -196,16 +197,7 @@ describe('quantization-aware training of stories260K', () => {
         async ({ teacher, train, probe, probeLogits }) => {
           const quantizer = new FakeQuantizer(student, resolved);
           // the KD loss of the fake-quantized student on a probe batch, at the start
-          const kdAt = (weights: Map<string, Float32Array> | null) => {
-            const graph = new TrainGraph(student, trainableWeights(student));
-            if (weights) for (const [name, w] of weights) graph.params.get(name)!.set(w);
-            return batchLoss(graph, probe, probeLogits, {
-              temperature: 2,
-              alpha: 0.5,
-              withGrad: false,
-              forward: { weightTransform: quantizer.transform },
-            }).loss;
-          };
+          const kdAt = probeKdLoss(student, probe, probeLogits, quantizer.transform);
           const before = kdAt(null);
 
           const result = await qatDistill(student, teacher, train, quantizer, {

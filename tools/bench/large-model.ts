@@ -32,14 +32,18 @@ export function largeParams(s: LargeSpec): number {
 /** xorshift32 uniform values in ±scale, written as float32 or float16 bytes. */
 function fillWeights(n: number, seed: number, scale: number, dtype: LargeSpec['dtype']): Uint8Array {
   let s = (seed * 2654435761) >>> 0 || 1;
+  // xorshift32: advances s
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+  };
   if (dtype === 'float32') {
     const out = new Float32Array(n);
     for (let i = 0; i < n; i++) {
-      s ^= s << 13;
-      s >>>= 0;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      s >>>= 0;
+      next();
       out[i] = (s / 4294967296 - 0.5) * 2 * scale;
     }
     return new Uint8Array(out.buffer);
@@ -47,11 +51,7 @@ function fillWeights(n: number, seed: number, scale: number, dtype: LargeSpec['d
   // float16 of a uniform value: a random mantissa under an exponent that keeps |x| ≤ scale (≈ 2^-6)
   const out = new Uint16Array(n);
   for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
+    next();
     const sign = (s & 1) << 15;
     const exponent = 9 + ((s >>> 1) % 4); // 2^-6 … 2^-3 below the bias of 15: |x| < 0.125
     out[i] = sign | (exponent << 10) | ((s >>> 8) & 0x3ff);

@@ -14,7 +14,7 @@ import { errorStats, type ErrorStats } from './metrics.ts';
 import type { ResolvedStep } from './recipe.ts';
 import { KernelPool, poolable, ranksTogether } from './kernel-tasks.ts';
 import {
-  noCandidatesMessage,
+  requireSelection,
   selectWeights,
   weightCandidates,
   type WeightCandidate,
@@ -235,14 +235,7 @@ function finish(
   outcomes: Map<string, TensorOutcome>,
   warnings: string[],
 ): CompressionResult {
-  if (!outcomes.size && !candidates.length)
-    throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
-  if (!outcomes.size)
-    throw new ModelError(
-      'invalid-recipe',
-      `The recipe selected no weights in ${model.name} (it has ${candidates.length} weight matrices; ` +
-        `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
-    );
+  requireSelection(model, candidates.length, outcomes.size);
   // in the model's order, as the page's preview session lists them: a recipe whose steps pick tensors
   // out of order (a per-tensor plan) then exports the same file from the page and the CLI
   const order = new Map(candidates.map((c, i) => [c.name, i]));

@@ -6,6 +6,7 @@
 import { DataType, dtypeName } from '../onnx/dtypes.ts';
 import { graphIndex, type GraphIndex, type Scope } from '../onnx/graphs.ts';
 import type { GraphProto, NodeProto } from '../onnx/proto.ts';
+import { ModelError } from '../errors.ts';
 
 export type WeightRole = 'linear' | 'embedding' | 'lmHead';
 
@@ -207,3 +208,22 @@ export function selectWeights(
 }
 
 export { patternToRegExp };
+
+/**
+ * The typed error of a compression that picked no weight: the model has none the methods can
+ * compress (`unsupported`), or the recipe's selections matched none of them (`invalid-recipe`).
+ */
+export function requireSelection(
+  model: { name: string; graph: GraphProto },
+  candidates: number,
+  selected: number,
+): void {
+  if (!selected && !candidates)
+    throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
+  if (!selected)
+    throw new ModelError(
+      'invalid-recipe',
+      `The recipe selected no weights in ${model.name} (it has ${candidates} weight matrices; ` +
+        `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
+    );
+}

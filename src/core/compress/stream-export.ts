@@ -38,7 +38,7 @@ import {
 import type { ResolvedStep } from './recipe.ts';
 import { KernelPool, poolable } from './kernel-tasks.ts';
 import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
-import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
+import { requireSelection, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
 
 /** Bytes written once and read back later by offset (append-only). */
 export interface Spool {
@@ -358,14 +358,7 @@ export function streamOutcomes(
           yield next.value;
         }
       })();
-  if (!order.length && !candidates.length)
-    throw new ModelError('unsupported', noCandidatesMessage(model.name, model.graph));
-  if (!order.length)
-    throw new ModelError(
-      'invalid-recipe',
-      `The recipe selected no weights in ${model.name} (it has ${candidates.length} weight matrices; ` +
-        `embeddings and the LM head need "embeddings": true / "lmHead": true in a step's select).`,
-    );
+  requireSelection(model, candidates.length, order.length);
   return {
     outcomes,
     result: () => ({

@@ -114,6 +114,8 @@ const sessionOptions = () => ({
   originalsBudget: PREVIEW_ORIGINALS_BUDGET,
 });
 let latestPreview = 0;
+/** The streamed export running now (exportFiles), for cancelExport. */
+let exportController: AbortController | undefined;
 
 /** What the page's Structure section shows: the blocks the model maps to, and their importance. */
 export interface StructureInfo {
@@ -782,6 +784,13 @@ const api = {
   > {
     /** Workers lent to this export (ended when it ends, whatever the outcome). */
     let lent: KernelPool | undefined;
+    // one export at a time: a newer one (or cancelExport) stops this one at its next tensor
+    exportController?.abort();
+    const mine = new AbortController();
+    exportController = mine;
+    const checkCancelled = () => {
+      if (mine.signal.aborted) throw new ModelError('cancelled', 'Export cancelled.');
+    };
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const all = resolveFullRecipe({ steps, ...(structure ? { structure } : {}), distill: {} }).steps;
@@ -823,6 +832,7 @@ const api = {
           externalData: { location: names.data },
           spool,
           sink,
+          checkCancelled,
         });
         await sink.close();
         const r = result();
@@ -838,7 +848,16 @@ const api = {
       } finally {
         await spool.close();
       }
-    }).finally(() => lent?.close());
+    }).finally(() => {
+      // the lent workers end (a kernel still running there stops with them: they hold no model)
+      lent?.close();
+      if (exportController === mine) exportController = undefined;
+    });
+  },
+
+  /** Stops the running streamed export at its next tensor; its files are removed (the sink aborts). */
+  cancelExport(): void {
+    exportController?.abort();
   },
 };
 

@@ -150,7 +150,7 @@ interface ChromiumRun {
   report: { recipe: unknown };
 }
 
-async function chromiumRun(root: string, modelDir: string, outDir: string): Promise<ChromiumRun> {
+export async function chromiumRun(root: string, modelDir: string, outDir: string): Promise<ChromiumRun> {
   const { createServer } = await import('vite');
   const { chromium } = await import('playwright-core');
   const server = await createServer({

@@ -14,6 +14,8 @@ import { WorkerPool } from '../../src/core/pool/worker-pool.ts';
 import type { OnnxModel } from '../../src/core/onnx/model.ts';
 import { createNodePool } from '../../src/runtime/pool-node.ts';
 import { inMemory, location, stories } from '../helpers/stream-export.ts';
+import type { Int4Quantized } from '../../src/methods/int4/kernel.ts';
+import { ModelError } from '../../src/core/errors.ts';
 
 /** The worker pool under `kernels`, counting the tasks it hands to workers (its own `run`, wrapped). */
 function counted(pool: WorkerPool): { runs: () => number } {
@@ -26,7 +28,13 @@ function counted(pool: WorkerPool): { runs: () => number } {
   return { runs: () => runs };
 }
 
-async function exportThrough(session: PreviewSession, model: OnnxModel, recipe: Recipe, pool: KernelPool) {
+async function exportThrough(
+  session: PreviewSession,
+  model: OnnxModel,
+  recipe: Recipe,
+  pool: KernelPool,
+  checkCancelled?: () => void,
+) {
   const streamed = previewOutcomes(session, model, resolveRecipe(recipe), { pool });
   const data: Uint8Array[] = [];
   let onnx = new Uint8Array(0);
@@ -37,6 +45,7 @@ async function exportThrough(session: PreviewSession, model: OnnxModel, recipe: 
       writeData: (b) => void data.push(b.slice()),
       writeModel: (b) => void (onnx = b.slice()),
     },
+    ...(checkCancelled ? { checkCancelled } : {}),
   });
   return { model: onnx, data: concatChunks(data), result: streamed.result() };
 }
@@ -110,6 +119,41 @@ describe("the page's export after a preview", () => {
     expect(Buffer.from(out.model).equals(Buffer.from(reference.model))).toBe(true);
     // the export cached no originals: each weight was read once
     expect(session.memory().originals).toBe(0);
+  });
+
+  it('counts what it really holds: int4 codes and scales after a summary, the decoded values too after a full run', async () => {
+    const recipe = RECIPES[0][1];
+    const steps = resolveRecipe(recipe);
+    const reference = inMemory(recipe).result.outcomes;
+    const encoded = reference.reduce((n, o) => {
+      const q = o.encoder!.encoding as Int4Quantized;
+      return n + q.codes.byteLength + q.scales.byteLength;
+    }, 0);
+    const decoded = reference.reduce((n, o) => n + o.values.byteLength, 0);
+    const summary = new PreviewSession(stories(), { pool: kernels });
+    await summary.run(steps, { keep: 'summary' });
+    expect(summary.memory().memoised).toBe(encoded);
+    const full = new PreviewSession(stories(), { pool: kernels });
+    await full.run(steps);
+    expect(full.memory().memoised).toBe(encoded + decoded);
+  });
+
+  it('a cancelled export stops; the next one writes the same bytes, reusing the preview', async () => {
+    const recipe = RECIPES[0][1];
+    const reference = inMemory(recipe);
+    const model = stories();
+    const session = new PreviewSession(model, { pool: kernels });
+    await session.run(resolveRecipe(recipe), { keep: 'summary' });
+    let checks = 0;
+    const stop = () => {
+      if (++checks > 5) throw new ModelError('cancelled', 'Export cancelled.');
+    };
+    await expect(exportThrough(session, model, recipe, kernels, stop)).rejects.toThrow(/cancelled/);
+    const mark = tasks.runs();
+    const again = await exportThrough(session, model, recipe, kernels);
+    expect(tasks.runs() - mark).toBe(0);
+    expect(Buffer.from(again.data).equals(Buffer.from(reference.data))).toBe(true);
+    expect(Buffer.from(again.model).equals(Buffer.from(reference.model))).toBe(true);
   });
 
   it('a pool widened with lent workers: the same bytes, and closing it ends only the lent ones', async () => {

@@ -13,7 +13,7 @@ import { concatChunks } from '../../src/core/onnx/write.ts';
 import { WorkerPool } from '../../src/core/pool/worker-pool.ts';
 import type { OnnxModel } from '../../src/core/onnx/model.ts';
 import { createNodePool } from '../../src/runtime/pool-node.ts';
-import { inMemory, location, stories } from '../helpers/stream-export.ts';
+import { inMemory, location, stories, STREAM_RECIPES } from '../helpers/stream-export.ts';
 import type { Int4Quantized } from '../../src/methods/int4/kernel.ts';
 import { ModelError } from '../../src/core/errors.ts';
 
@@ -50,8 +50,14 @@ async function exportThrough(
   return { model: onnx, data: concatChunks(data), result: streamed.result() };
 }
 
+/** int4 block 32 as MatMulNBits: the page's default recipe. */
+const INT4 = STREAM_RECIPES[0][1];
+
+/**
+ * Recipes whose encodings are written without their values (int4 both ways, int8 with the
+ * embedding, k-means palettes, fp16), after a transform, and a global pruning.
+ */
 const RECIPES: [string, Recipe][] = [
-  ['int4 block 32', { version: 1, steps: [{ method: 'int4', options: { blockSize: 32 } }] }],
   [
     'prune 50 % → int8',
     {
@@ -59,6 +65,14 @@ const RECIPES: [string, Recipe][] = [
       steps: [{ method: 'prune', options: { sparsity: 0.5 } }, { method: 'int8' }],
     },
   ],
+  [
+    'int4 block 64 as DequantizeLinear, asymmetric',
+    {
+      version: 1,
+      steps: [{ method: 'int4', options: { blockSize: 64, symmetric: false, format: 'dequantize' } }],
+    },
+  ],
+  ...STREAM_RECIPES,
 ];
 
 describe("the page's export after a preview", () => {
@@ -101,7 +115,7 @@ describe("the page's export after a preview", () => {
   );
 
   it('an encoding evicted by the budget is computed again in the pool: the same bytes, a few kernels', async () => {
-    const recipe = RECIPES[0][1];
+    const recipe = INT4;
     const reference = inMemory(recipe);
     const model = stories();
     // the budget keeps about half of the 35 weights' int4 encodings
@@ -122,7 +136,7 @@ describe("the page's export after a preview", () => {
   });
 
   it('counts what it really holds: int4 codes and scales after a summary, the decoded values too after a full run', async () => {
-    const recipe = RECIPES[0][1];
+    const recipe = INT4;
     const steps = resolveRecipe(recipe);
     const reference = inMemory(recipe).result.outcomes;
     const encoded = reference.reduce((n, o) => {
@@ -139,7 +153,7 @@ describe("the page's export after a preview", () => {
   });
 
   it('a cancelled export stops; the next one writes the same bytes, reusing the preview', async () => {
-    const recipe = RECIPES[0][1];
+    const recipe = INT4;
     const reference = inMemory(recipe);
     const model = stories();
     const session = new PreviewSession(model, { pool: kernels });
@@ -157,7 +171,7 @@ describe("the page's export after a preview", () => {
   });
 
   it('a pool widened with lent workers: the same bytes, and closing it ends only the lent ones', async () => {
-    const recipe = RECIPES[0][1];
+    const recipe = INT4;
     const reference = inMemory(recipe);
     const lent = createNodePool(1);
     const lentTasks = counted(lent.pool);

@@ -137,8 +137,6 @@ export class PreviewSession {
   private cache = new Map<string, Memo>();
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
-  /** Kernel results the last run took from the cache as compact encodings (an export after a preview). */
-  lastReused = 0;
 
   private readonly budget: number;
   private readonly originalsBudget: number;
@@ -253,7 +251,6 @@ export class PreviewSession {
     let usedBytes = 0;
     const keepBytes = this.budget === Infinity ? Infinity : this.budget - this.originalsBudget;
     let computed = 0;
-    let reused = 0;
     const states = new Map<string, Promise<State>>();
     /** Outcomes being computed, by cache key and form: a global step's group is computed once for all its tensors. */
     const computing = new Map<string, Promise<State>>();
@@ -325,7 +322,6 @@ export class PreviewSession {
       const key = keyAfter(c, i);
       const memo = this.cache.get(key);
       if (memo && (memo.compact ? !whole && memo.report : true)) {
-        if (memo.compact) reused++;
         // a whole memo gets its original back when its values are wanted or its report is not known yet
         const outcome =
           memo.compact || (!whole && memo.report)
@@ -446,7 +442,6 @@ export class PreviewSession {
       }
     } else this.cache = new Map(keep);
     this.lastComputed = computed;
-    this.lastReused = reused;
     if (summary) {
       const inOrder = this.candidates.filter((c) => measuredReports.has(c.name));
       const list = inOrder.map((c) => measuredReports.get(c.name) as TensorReport);

@@ -10,7 +10,7 @@ import { positionTableContext } from '../src/core/eval/context.ts';
 import { ModelError, serializeError, type SerializedError } from '../src/core/errors.ts';
 import { blobSource } from './blob-source.ts';
 import { PreviewSession, overlayHistogram } from '../src/core/compress/session.ts';
-import { resolveFullRecipe, type RecipeStep, type ResolvedStep } from '../src/core/compress/recipe.ts';
+import { resolveFullRecipe, type RecipeStep } from '../src/core/compress/recipe.ts';
 import { exportCompressed } from '../src/core/compress/export.ts';
 import {
   reportFor,
@@ -20,9 +20,9 @@ import {
   type TensorOutcome,
   type TensorReport,
 } from '../src/core/compress/pipeline.ts';
-import { exportStreaming, inOrder, isCrossTensor } from '../src/core/compress/stream-export.ts';
+import { exportStreaming, isCrossTensor, previewOutcomes } from '../src/core/compress/stream-export.ts';
 import { folderSink, opfsSpool } from './export-files.ts';
-import { selectWeights, type WeightCandidate } from '../src/core/compress/select.ts';
+import type { WeightCandidate } from '../src/core/compress/select.ts';
 import {
   CalibrationCache,
   calibratableWeights,
@@ -43,7 +43,7 @@ import {
 import { summarizeInputs } from '../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
-import { createPagePool } from '../src/runtime/pool-web.ts';
+import { createPagePool, widenForExport } from '../src/runtime/pool-web.ts';
 import type { KernelPool } from '../src/core/compress/kernel-tasks.ts';
 import {
   captureTaylorImportance,
@@ -98,12 +98,24 @@ let lastPreview:
     }
   | undefined;
 /**
- * Bytes of weight arrays a preview session keeps between slider moves (originals and compressed
- * weights, half each): a model larger than this previews one weight at a time and recomputes what
- * it could not keep, instead of holding several copies of itself.
+ * Bytes of weight arrays a preview session keeps between slider moves, counted as the arrays really
+ * held: originals (PREVIEW_ORIGINALS_BUDGET of it) and memoised compressed weights (the rest). A
+ * summary preview memoises encodings, not decoded float32 (int4: 1.1 bytes a weight), so the 768 MiB
+ * for them hold every int4 encoding of a 2.7 GB float32 model (0.62 GB), which the export then writes
+ * without running a kernel again. A model larger than this previews one weight at a time and
+ * recomputes what it could not keep, instead of holding several copies of itself.
  */
-const PREVIEW_MEMORY_BUDGET = 768 * 2 ** 20;
+const PREVIEW_MEMORY_BUDGET = 1024 * 2 ** 20;
+/** Originals help a slider move only when the model's weights fit: a big model reads them again anyway. */
+const PREVIEW_ORIGINALS_BUDGET = 256 * 2 ** 20;
+const sessionOptions = () => ({
+  pool: kernelPool(),
+  memoryBudget: PREVIEW_MEMORY_BUDGET,
+  originalsBudget: PREVIEW_ORIGINALS_BUDGET,
+});
 let latestPreview = 0;
+/** The streamed export running now (exportFiles), for cancelExport. */
+let exportController: AbortController | undefined;
 
 /** What the page's Structure section shows: the blocks the model maps to, and their importance. */
 export interface StructureInfo {
@@ -197,7 +209,7 @@ async function prunedSession(structure: StructureSettings): Promise<NonNullable<
     report: result.report,
     bytes: result.bytes.byteLength,
     model: result.model,
-    session: new PreviewSession(result.model, { pool: kernelPool(), memoryBudget: PREVIEW_MEMORY_BUDGET }),
+    session: new PreviewSession(result.model, sessionOptions()),
   };
   return pruned;
 }
@@ -395,10 +407,7 @@ const api = {
           ...(positions ? { positions } : {}),
         },
       };
-      const nextSession = new PreviewSession(model, {
-        pool: kernelPool(),
-        memoryBudget: PREVIEW_MEMORY_BUDGET,
-      });
+      const nextSession = new PreviewSession(model, sessionOptions());
       current = model;
       session = nextSession;
       lastPreview = undefined;
@@ -621,7 +630,7 @@ const api = {
       trained.set(req.key, {
         model,
         bytes,
-        session: new PreviewSession(model, { pool: kernelPool(), memoryBudget: PREVIEW_MEMORY_BUDGET }),
+        session: new PreviewSession(model, sessionOptions()),
       });
       while (trained.size > KEPT_TRAINED) trained.delete(trained.keys().next().value!);
     });
@@ -743,7 +752,11 @@ const api = {
       const result =
         lastPreview?.key === key && complete(lastPreview.result)
           ? lastPreview.result
-          : await target.run(resolved, { calibration: structured ? undefined : calibration });
+          : // the encodings the preview memoised are written as they are (no kernel runs again for them)
+            await target.run(resolved, {
+              calibration: structured ? undefined : calibration,
+              keep: 'encodings',
+            });
       const written = exportCompressed(structured?.model ?? current, result);
       const totals = structured ? fromSource(result.totals) : result.totals;
       // a format the export fell back from (int4 MatMulNBits → DequantizeLinear) goes into the report
@@ -769,6 +782,15 @@ const api = {
   ): Promise<
     Result<{ modelBytes: number; dataBytes: number; totals: CompressionTotals; warnings: string[] }>
   > {
+    /** Workers lent to this export (ended when it ends, whatever the outcome). */
+    let lent: KernelPool | undefined;
+    // one export at a time: a newer one (or cancelExport) stops this one at its next tensor
+    exportController?.abort();
+    const mine = new AbortController();
+    exportController = mine;
+    const checkCancelled = () => {
+      if (mine.signal.aborted) throw new ModelError('cancelled', 'Export cancelled.');
+    };
     return wrapAsync(async () => {
       if (!session || !current) throw noModel();
       const all = resolveFullRecipe({ steps, ...(structure ? { structure } : {}), distill: {} }).steps;
@@ -788,34 +810,20 @@ const api = {
         outcomes = full.outcomes;
         result = () => (structured ? { ...full, totals: fromSource(full.totals) } : full);
       } else {
-        // one weight at a time, in the order a full preview returns them (exportModel's order); with a
-        // pool, one weight more in flight than it has workers (their kernels there), written in order
+        // one weight at a time, in the order a full preview returns them (exportModel's order),
+        // reusing the encodings the preview memoised; every core while exporting (no slider to keep
+        // smooth): the page's pool and workers lent for it, one weight more in flight than workers
         base = current;
-        const target = session;
-        const stats = calibration;
-        const reports: TensorReport[] = [];
-        const order = weightsOf(target, all);
-        // one more than the pool's workers: they compute the next weights while this worker writes
-        const pool = kernelPool();
-        const width = pool ? pool.size + 1 : 1;
-        let abandoned = false;
-        const each = inOrder(
-          order.length,
-          width,
-          (i) => target.run(all, { calibration: stats, only: new Set([order[i]]), isStale: () => abandoned }),
-          () => {
-            abandoned = true;
-          },
-        );
-        outcomes = (async function* () {
-          let done = 0;
-          for await (const r of each) {
-            reports.push(...r.reports);
-            onProgress?.(++done, order.length);
-            yield r.outcomes[0];
-          }
-        })();
-        result = () => ({ outcomes: [], reports, totals: totalsFor(base, reports), warnings: [] });
+        const own = kernelPool();
+        const pool = own && widenForExport(own);
+        if (pool && pool !== own) lent = pool;
+        const streamed = previewOutcomes(session, current, all, {
+          ...(calibration ? { calibration } : {}),
+          ...(pool ? { pool } : {}),
+          ...(onProgress ? { onProgress } : {}),
+        });
+        outcomes = streamed.outcomes;
+        result = streamed.result;
       }
       const spool = await opfsSpool();
       const sink = await folderSink(dir, names);
@@ -824,6 +832,7 @@ const api = {
           externalData: { location: names.data },
           spool,
           sink,
+          checkCancelled,
         });
         await sink.close();
         const r = result();
@@ -839,15 +848,18 @@ const api = {
       } finally {
         await spool.close();
       }
+    }).finally(() => {
+      // the lent workers end (a kernel still running there stops with them: they hold no model)
+      lent?.close();
+      if (exportController === mine) exportController = undefined;
     });
   },
-};
 
-/** The weights a recipe touches, in a preview's order (names only: nothing is computed). */
-function weightsOf(target: PreviewSession, steps: readonly ResolvedStep[]): string[] {
-  const picks = steps.map((s) => new Set(selectWeights(target.candidates, s.select).map((c) => c.name)));
-  return target.candidates.filter((c) => picks.some((p) => p.has(c.name))).map((c) => c.name);
-}
+  /** Stops the running streamed export at its next tensor; its files are removed (the sink aborts). */
+  cancelExport(): void {
+    exportController?.abort();
+  },
+};
 
 /** The calibration's sequences: generated by the model ('generate', none here), or the user's ids/text. */
 function calibrationData(model: OnnxModel, req: CalibrationRequest): number[][] | undefined {

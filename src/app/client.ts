@@ -125,6 +125,11 @@ export async function exportCompressedFiles(
   return unwrap(await model().exportFiles(steps, structure, trainedKey, dir, names));
 }
 
+/** Stops the model worker's streamed export at its next tensor (its workers lent for it end). */
+export function cancelExportFiles(): void {
+  void model().cancelExport();
+}
+
 export type { StructureInfo } from '../../workers/model.worker.ts';
 /** The open model's blocks, heads and neurons with their importance (or the typed error why it has none). */
 export async function modelStructure() {

@@ -10,6 +10,7 @@ import {
   evaluatePerplexity,
   exportCompressedModel,
   exportCompressedFiles,
+  cancelExportFiles,
   previewOverlay,
   previewRecipe,
   modelStructure,
@@ -565,6 +566,8 @@ export function compressSlice(set: Set, get: Get): CompressState {
 
     cancelExport() {
       exportSeq++;
+      // the worker stops too (not only the page ignoring its answer): its lent kernel workers end
+      cancelExportFiles();
       set({ exporting: false, exportMessage: 'Export cancelled.' });
     },
 

@@ -17,6 +17,22 @@ export function pageWorkerCount(): number {
   return Math.max(1, Math.min(MAX_PAGE_WORKERS, cores - 1));
 }
 
+/** Workers while exporting: one per core (capped), since no slider moves then and nothing needs a core kept free. */
+export function exportWorkerCount(): number {
+  const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
+  return Math.max(1, Math.min(MAX_PAGE_WORKERS, cores));
+}
+
+/**
+ * `pool` with workers lent for an export, up to one per core: close the answer when the export ends
+ * (that ends only the lent workers). `pool` itself when it has that many already.
+ */
+export function widenForExport(pool: KernelPool): KernelPool {
+  const more = exportWorkerCount() - pool.size;
+  const extra = more > 0 ? createPagePool(more) : undefined;
+  return extra ? pool.widened(extra.pool) : pool;
+}
+
 /** A kernel pool, or undefined where this context cannot start workers (then kernels run in place). */
 export function createPagePool(size = pageWorkerCount()): KernelPool | undefined {
   if (typeof Worker === 'undefined') return undefined;

@@ -28,10 +28,13 @@ import {
 } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LARGE_SPEC, largeParams, writeLargeModel } from './large-model.ts';
+import { LARGE_SPEC as DEFAULT_SPEC, largeParams, writeLargeModel } from './large-model.ts';
 import { log } from './log.ts';
 
 const GB = 1e9;
+
+/** The generated model: 11 blocks, or `LARGE_LAYERS` of them for a quicker run while iterating. */
+const LARGE_SPEC = { ...DEFAULT_SPEC, layers: Number(process.env.LARGE_LAYERS) || DEFAULT_SPEC.layers };
 
 interface Measured {
   seconds: number;
@@ -146,11 +149,13 @@ interface ChromiumRun {
   peakByKind: Map<string, number>;
   /** The page's kernel pool: hardwareConcurrency − 1 workers (at most 8), at least one. */
   poolWorkers: number;
+  /** The page's kernel workers while exporting (one per core: no slider to keep smooth then). */
+  exportWorkers: number;
   files: Map<string, string>;
   report: { recipe: unknown };
 }
 
-async function chromiumRun(root: string, modelDir: string, outDir: string): Promise<ChromiumRun> {
+export async function chromiumRun(root: string, modelDir: string, outDir: string): Promise<ChromiumRun> {
   const { createServer } = await import('vite');
   const { chromium } = await import('playwright-core');
   const server = await createServer({
@@ -222,6 +227,9 @@ async function chromiumRun(root: string, modelDir: string, outDir: string): Prom
     const poolWorkers = await page.evaluate(() =>
       Math.max(1, Math.min(8, (navigator.hardwareConcurrency || 1) - 1)),
     );
+    const exportWorkers = await page.evaluate(() =>
+      Math.max(1, Math.min(8, navigator.hardwareConcurrency || 1)),
+    );
     const open = await phase(async () => {
       await page.setInputFiles('[data-testid=file-input]', [
         join(modelDir, 'model.onnx'),
@@ -279,6 +287,7 @@ async function chromiumRun(root: string, modelDir: string, outDir: string): Prom
       peakBytes: overallPeak,
       peakByKind,
       poolWorkers,
+      exportWorkers,
       files,
       report: JSON.parse(readFileSync(reportPath, 'utf8')),
     };
@@ -419,7 +428,7 @@ ${row('Chromium, export: compressed into the origin-private file system', browse
 ${row('Chromium, export: the downloads from there', downloads)}
 | Chromium, open + preview + export | ${total.toFixed(1)} s | ${cpuTotal.toFixed(1)} s | ${gb(browser.peakBytes)} | ${ratio(browser.peakBytes, modelBytes)} |
 
-Above the idle page's own ${gb(browser.baselineBytes)}, Chromium peaks at ${gb(browser.peakBytes - browser.baselineBytes)} (${ratio(browser.peakBytes - browser.baselineBytes, modelBytes)} the model); at its peak: ${byKind}. Load average when the run ended: ${loadavg()[0].toFixed(0)} on 2 cores (other jobs), which is what the times measure as much as the studio. The page's kernel pool had ${browser.poolWorkers} worker(s) (one per core but one), its streamed export ${browser.poolWorkers + 1} weights in flight; the CLI ${workers} workers, ${workers + 1} weights in flight.
+Above the idle page's own ${gb(browser.baselineBytes)}, Chromium peaks at ${gb(browser.peakBytes - browser.baselineBytes)} (${ratio(browser.peakBytes - browser.baselineBytes, modelBytes)} the model); at its peak: ${byKind}. Load average when the run ended: ${loadavg()[0].toFixed(0)} on 2 cores (other jobs), which is what the times measure as much as the studio. The page's kernel pool had ${browser.poolWorkers} worker(s) for the preview (one per core but one) and ${browser.exportWorkers} while exporting (one per core), its streamed export ${browser.exportWorkers + 1} weights in flight, writing the int4 encodings the preview memoised (within its budget) without running their kernels again; the CLI ${workers} workers, ${workers + 1} weights in flight.
 
 Outputs (sha256 of .onnx / .onnx_data): ${Object.entries(hashes)
       .map(([k, v]) => `${k} \`${v}\``)

@@ -10,9 +10,24 @@ import type { TensorValues } from '../onnx/model.ts';
 import { histogram, tensorStats, type Histogram, type TensorStats } from '../stats.ts';
 import { checkCancelled } from '../cancel.ts';
 import type { WorkerPool } from '../pool/worker-pool.ts';
+import { errorStats, type ErrorStats } from './metrics.ts';
+
+/**
+ * A kernel's result without its values: the encoding (what the export writes) and the error of the
+ * values against the tensor's original, measured where the values were made. A preview that shows
+ * only reports, and an export that writes only encodings, then never carry decoded float32 arrays.
+ */
+export type MeasuredResult = Omit<KernelResult, 'values'> & { error: ErrorStats };
 
 export type KernelTask =
-  | { kind: 'apply'; method: string; options: OptionValues; tensors: WeightMatrix[] }
+  | {
+      kind: 'apply';
+      method: string;
+      options: OptionValues;
+      tensors: WeightMatrix[];
+      /** Each tensor's original: the answer is then `MeasuredResult`s (no values). */
+      originals?: Float32Array[];
+    }
   | { kind: 'stats'; values: TensorValues }
   | { kind: 'histogram'; values: Float32Array; bins: number; range?: [number, number] };
 
@@ -20,11 +35,30 @@ export type KernelTask =
 export function runKernelTask(task: KernelTask): { value: unknown; transfer: Transferable[] } {
   checkCancelled();
   if (task.kind === 'apply') {
-    const results = getMethod(task.method).apply(task.tensors, task.options);
+    const method = getMethod(task.method);
+    const results = task.originals
+      ? applyMeasured(method, task.tensors, task.options, task.originals)
+      : method.apply(task.tensors, task.options);
     return { value: results, transfer: buffersOf(results) };
   }
   if (task.kind === 'stats') return { value: tensorStats(task.values), transfer: [] };
   return { value: histogram(task.values, task.bins, task.range), transfer: [] };
+}
+
+/**
+ * A weight-only method's kernel over `tensors`, each result measured against its original
+ * (`originals[j]`, the weight before every step: reportFor's numbers) and its values dropped.
+ */
+export function applyMeasured(
+  method: CompressionMethod,
+  tensors: readonly WeightMatrix[],
+  options: OptionValues,
+  originals: readonly Float32Array[],
+): MeasuredResult[] {
+  return method.apply(tensors, options).map(({ values, ...rest }, j) => ({
+    ...rest,
+    error: errorStats(originals[j], values),
+  }));
 }
 
 /** Every distinct non-shared ArrayBuffer under `x` (typed arrays in results and encodings). */
@@ -63,10 +97,30 @@ function compact<T extends ArrayBufferView>(values: T): T {
  * results come back transferred.
  */
 export class KernelPool {
-  constructor(readonly pool: WorkerPool) {}
+  /**
+   * `extra`: more workers lent for a while (an export's, when no slider needs a core kept free):
+   * tasks go to whichever pool has an idle worker, and `close()` ends only them.
+   */
+  constructor(
+    readonly pool: WorkerPool,
+    private readonly extra?: WorkerPool,
+  ) {}
 
   get size(): number {
-    return this.pool.size;
+    return this.pool.size + (this.extra?.size ?? 0);
+  }
+
+  /** This pool's workers and `extra`'s together (the same cancel scopes reach both). */
+  widened(extra: WorkerPool): KernelPool {
+    return new KernelPool(this.pool, extra);
+  }
+
+  /** The pool with an idle worker (the own one first), else the less loaded one. */
+  private target(): WorkerPool {
+    const { pool, extra } = this;
+    if (!extra || pool.pending < pool.size) return pool;
+    if (extra.pending < extra.size) return extra;
+    return pool.pending / pool.size <= extra.pending / extra.size ? pool : extra;
   }
 
   /** A cancel scope for one run's tasks (`cancel(scope)` stops only them). */
@@ -80,19 +134,40 @@ export class KernelPool {
     tensors: readonly WeightMatrix[],
     scope = 0,
   ): Promise<KernelResult[]> {
-    return this.pool.run<KernelResult[]>(
+    return this.target().run<KernelResult[]>(
       { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
       [],
       scope,
     );
   }
 
+  /** `applyMeasured` in a worker: only the encodings and the error statistics come back. */
+  applyMeasured(
+    method: string,
+    options: OptionValues,
+    tensors: readonly WeightMatrix[],
+    originals: readonly Float32Array[],
+    scope = 0,
+  ): Promise<MeasuredResult[]> {
+    return this.target().run<MeasuredResult[]>(
+      {
+        kind: 'apply',
+        method,
+        options,
+        tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
+        originals: originals.map(compact),
+      },
+      [],
+      scope,
+    );
+  }
+
   stats(values: TensorValues, scope = 0): Promise<TensorStats> {
-    return this.pool.run<TensorStats>({ kind: 'stats', values: compact(values) }, [], scope);
+    return this.target().run<TensorStats>({ kind: 'stats', values: compact(values) }, [], scope);
   }
 
   histogram(values: Float32Array, bins: number, range?: [number, number], scope = 0): Promise<Histogram> {
-    return this.pool.run<Histogram>(
+    return this.target().run<Histogram>(
       { kind: 'histogram', values: compact(values), bins, ...(range ? { range } : {}) },
       [],
       scope,
@@ -109,9 +184,12 @@ export class KernelPool {
 
   cancel(scope?: number): void {
     this.pool.cancel(scope);
+    this.extra?.cancel(scope);
   }
 
+  /** Ends the workers: only the lent ones (`extra`) of a widened pool, the own pool's otherwise. */
   close(): void {
-    this.pool.close();
+    if (this.extra) this.extra.close();
+    else this.pool.close();
   }
 }

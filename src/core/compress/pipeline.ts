@@ -130,8 +130,12 @@ export function nextOutcome(
 }
 
 export function reportFor(o: TensorOutcome): TensorReport {
-  const params = o.original.length;
-  const stats = errorStats(o.original, o.values);
+  return reportWith(o, errorStats(o.original, o.values));
+}
+
+/** The report of an outcome whose error was measured already (where its values were made: a kernel worker). */
+export function reportWith(o: TensorOutcome, stats: ErrorStats): TensorReport {
+  const params = o.candidate.shape[0] * o.candidate.shape[1];
   return {
     name: o.candidate.name,
     shape: o.candidate.shape,

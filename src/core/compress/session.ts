@@ -14,6 +14,7 @@ import {
   initialOutcome,
   nextOutcome,
   reportFor,
+  reportWith,
   totalsFor,
   type CompressionResult,
   type TensorOutcome,
@@ -24,12 +25,36 @@ import { histogram } from '../stats.ts';
 import type { CalibrationStats } from '../calibrate/stats.ts';
 import { missingCalibrationMessage } from '../../methods/calibrated.ts';
 import { rangeAndZeros } from '../simd/index.ts';
-import { KernelPool, poolable, ranksTogether } from './kernel-tasks.ts';
+import { KernelPool, applyMeasured, poolable, ranksTogether } from './kernel-tasks.ts';
+import type { CompressionMethod } from '../../methods/types.ts';
 import { noCandidatesMessage, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
+
+/** An array of no values: a compact outcome's `values` and `original` (see `Memo`). */
+const NO_VALUES = new Float32Array(0);
+
+/**
+ * What the cache keeps of one tensor after a recipe prefix. Never its original (read again, or
+ * found in the originals cache, when needed). `compact`: an encoding a weight-only method made,
+ * kept without its decoded values (int4: a byte of code per weight and the scales, against four
+ * bytes of float32); the export writes it as it is, and a run that needs the values (the viewed
+ * tensor, a later step, a full result) computes them again. Otherwise the outcome is whole.
+ */
+interface Memo {
+  /** `original` is NO_VALUES; so is `values` when compact. */
+  outcome: TensorOutcome;
+  compact: boolean;
+  /** Measured where the values were (known at once when compact). */
+  report?: TensorReport;
+}
 
 interface State {
   key: string;
+  /** Compact (NO_VALUES arrays) or whole, as `memo`. */
   outcome: TensorOutcome;
+  compact: boolean;
+  report?: TensorReport;
+  /** The cache entry it came from or went into (absent for the original weight). */
+  memo?: Memo;
 }
 
 export interface PreviewOptions {
@@ -45,10 +70,17 @@ export interface PreviewOptions {
   only?: ReadonlySet<string>;
   /**
    * 'summary': the result's outcomes hold only the priority weight's (every report is there); each
-   * other weight's arrays are dropped once it is measured, unless the memory budget keeps them for
-   * the next run. A large model then previews in the memory of a few weights. Default 'all'.
+   * other weight is measured where its kernel ran and only its encoding comes back, memoised while
+   * the budget allows. A large model then previews in the memory of a few weights.
+   * 'encodings': every outcome, but an encoded one (a weight-only method's) may come without its
+   * values and original (empty arrays): what an export writes, and all it needs. Reuses what a
+   * summary run memoised. Default 'all': every outcome whole.
    */
-  keep?: 'all' | 'summary';
+  keep?: 'all' | 'summary' | 'encodings';
+  /** Kernel workers for this run instead of the session's (an export's wider pool). */
+  pool?: KernelPool;
+  /** Originals read by this run are not cached (an export reads each weight once). */
+  readOnce?: boolean;
 }
 
 export interface SessionOptions {
@@ -57,16 +89,37 @@ export interface SessionOptions {
    * when evicted) and memoised compressed weights (recomputed when evicted). Default: no bound.
    */
   memoryBudget?: number;
+  /** The part of `memoryBudget` for originals (default: half); the rest is for memoised weights. */
+  originalsBudget?: number;
   /** Kernel workers for the steps whose method reads only weights. */
   pool?: KernelPool;
 }
 
-/** Bytes an outcome's arrays hold beyond its original (decoded values, and the encoding about as big as it stores). */
-function outcomeBytes(o: TensorOutcome): number {
-  return (o.values === o.original ? 0 : o.values.byteLength) + (o.encoder ? o.storedBytes : 0);
+/** Bytes of the distinct buffers of the typed arrays under `x` (an encoding's codes, scales, …). */
+function arrayBytes(x: unknown, seen = new Set<ArrayBufferLike>(), depth = 0): number {
+  if (depth > 4 || x === null || typeof x !== 'object') return 0;
+  if (ArrayBuffer.isView(x)) {
+    if (seen.has(x.buffer)) return 0;
+    seen.add(x.buffer);
+    return x.buffer.byteLength;
+  }
+  let n = 0;
+  for (const v of Array.isArray(x) ? x : Object.values(x)) n += arrayBytes(v, seen, depth + 1);
+  return n;
 }
 
-/** A short id per statistics object, so memoised results of calibrated steps follow the statistics they used. */
+/** Bytes a memo really holds: its encoding's arrays and, when whole, its values. */
+function memoBytes(m: Memo): number {
+  const seen = new Set<ArrayBufferLike>();
+  return arrayBytes(m.outcome.encoder?.encoding, seen) + (m.compact ? 0 : arrayBytes(m.outcome.values, seen));
+}
+
+/** Whether a step's outcome may be kept compact: an encoding made from the weights alone, which the method's rewrite writes. */
+function compactable(method: CompressionMethod): boolean {
+  return method.role === 'encode' && poolable(method);
+}
+
+/** A calibration id per statistics object, so memoised results of calibrated steps follow the statistics they used. */
 const calibrationIds = new WeakMap<CalibrationStats, number>();
 let nextCalibrationId = 1;
 function calibrationId(stats: CalibrationStats): number {
@@ -81,13 +134,12 @@ function calibrationId(stats: CalibrationStats): number {
 export class PreviewSession {
   readonly candidates: WeightCandidate[];
   private readonly originals = new Map<string, Float32Array>();
-  private cache = new Map<string, TensorOutcome>();
-  /** Reports of cached outcomes: a slider move re-measures only the tensors it recomputed. */
-  private readonly reports = new WeakMap<TensorOutcome, TensorReport>();
+  private cache = new Map<string, Memo>();
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
 
   private readonly budget: number;
+  private readonly originalsBudget: number;
   private originalBytes = 0;
   private readonly pool?: KernelPool;
 
@@ -101,22 +153,25 @@ export class PreviewSession {
   ) {
     this.candidates = weightCandidates(model.graph);
     this.budget = options.memoryBudget ?? Infinity;
+    this.originalsBudget = Math.min(this.budget, options.originalsBudget ?? this.budget / 2);
     this.pool = options.pool;
   }
 
-  private reportOf(o: TensorOutcome): TensorReport {
-    let r = this.reports.get(o);
+  /** A state's report: measured when it was made, or now from its values (whole states only). */
+  private reportOf(s: State): TensorReport {
+    let r = s.report ?? s.memo?.report;
     if (!r) {
-      r = reportFor(o);
-      this.reports.set(o, r);
+      r = reportFor(s.outcome);
+      if (s.memo) s.memo.report = r;
     }
+    s.report = r;
     return r;
   }
 
-  /** Bytes of arrays kept between runs: originals, and memoised compressed weights (each ≤ half the budget). */
+  /** Bytes of arrays kept between runs: originals, and memoised compressed weights (each within its part of the budget). */
   memory(): { originals: number; memoised: number } {
     let memoised = 0;
-    for (const o of this.cache.values()) memoised += outcomeBytes(o);
+    for (const m of this.cache.values()) memoised += memoBytes(m);
     return { originals: this.originalBytes, memoised };
   }
 
@@ -125,7 +180,13 @@ export class PreviewSession {
     this.cache.clear();
   }
 
-  original(name: string): Float32Array {
+  /** Forget the cached originals (an export reads each weight once: they would only hold memory). */
+  dropOriginals(): void {
+    this.originals.clear();
+    this.originalBytes = 0;
+  }
+
+  original(name: string, cache = true): Float32Array {
     let v = this.originals.get(name);
     if (v) {
       // most recently used last: eviction takes the oldest first
@@ -136,10 +197,10 @@ export class PreviewSession {
     v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
     // in shared memory when the pool can share it: every later dispatch of it is free
     if (this.pool) v = this.pool.share(v);
-    // half the budget for originals, half for compressed weights; a weight larger than that is read each time
-    if (v.byteLength <= this.budget / 2) {
+    // a weight larger than the originals' part of the budget is read each time
+    if (cache && v.byteLength <= this.originalsBudget) {
       for (const [old, values] of this.originals) {
-        if (this.originalBytes + v.byteLength <= this.budget / 2) break;
+        if (this.originalBytes + v.byteLength <= this.originalsBudget) break;
         this.originals.delete(old);
         this.originalBytes -= values.byteLength;
       }
@@ -166,7 +227,8 @@ export class PreviewSession {
       return ranksTogether(s.method, s.options) ? `${base}@${[...picks[i]].join(',')}` : base;
     });
     const only = options.only;
-    const summary = options.keep === 'summary';
+    const keepMode = options.keep ?? 'all';
+    const summary = keepMode === 'summary';
     const touched = this.candidates.filter(
       (c) => picks.some((p) => p.has(c.name)) && (!only || only.has(c.name)),
     );
@@ -180,79 +242,129 @@ export class PreviewSession {
     const order = [...touched].sort(
       (a, b) => Number(b.name === options.priority) - Number(a.name === options.priority),
     );
-    const used = new Map<string, TensorOutcome>();
+    const used = new Map<string, Memo>();
     /**
      * Keys this run put into the cache: a run of a few weights (`only`) trims only these at its end,
      * so runs of other weights going on at the same time (the export's, in the pool) keep theirs.
      */
     const added = new Set<string>();
     let usedBytes = 0;
-    const keepBytes = this.budget / 2;
+    const keepBytes = this.budget === Infinity ? Infinity : this.budget - this.originalsBudget;
     let computed = 0;
     const states = new Map<string, Promise<State>>();
-    /** Outcomes being computed, by cache key: a global step's group is computed once for all its tensors. */
-    const computing = new Map<string, Promise<TensorOutcome>>();
-    const pool = this.pool;
+    /** Outcomes being computed, by cache key and form: a global step's group is computed once for all its tensors. */
+    const computing = new Map<string, Promise<State>>();
+    const pool = options.pool ?? this.pool;
     const scope = pool?.newScope() ?? 0;
+    const cacheOriginals = !options.readOnce;
     const initial = (c: WeightCandidate): State => ({
       key: c.name,
-      outcome: initialOutcome(c, this.original(c.name)),
+      outcome: initialOutcome(c, this.original(c.name, cacheOriginals)),
+      compact: false,
     });
-    // the kernels of one step over `inputs`: in the pool when the method reads only weights, else here
-    const apply = async (i: number, inputs: State[]): Promise<TensorOutcome[]> => {
+    /** The cache entry of a state just computed: compact in summary and export runs where it can be. */
+    const remember = (
+      key: string,
+      o: TensorOutcome,
+      method: CompressionMethod,
+      report?: TensorReport,
+    ): Memo => {
+      const compact = keepMode !== 'all' && compactable(method);
+      const memo: Memo = {
+        outcome: { ...o, original: NO_VALUES, ...(compact ? { values: NO_VALUES } : {}) },
+        compact,
+        ...(report ? { report } : {}),
+      };
+      this.cache.set(key, memo);
+      added.add(key);
+      computed++;
+      return memo;
+    };
+    // the kernels of one step over `inputs` (whole states): in the pool when the method reads only
+    // weights, else here; `measured`: only the encodings and their error statistics come back
+    const apply = async (i: number, inputs: State[], measured: boolean): Promise<State[]> => {
       const step = steps[i];
       const method = getMethod(step.method);
       const matrices = inputs.map((s) => asMatrix(s.outcome.candidate, s.outcome.values));
+      const keyOf = (j: number) => `${inputs[j].key}>${stepKeys[i]}`;
+      if (measured) {
+        const originals = inputs.map((s) => s.outcome.original);
+        const results =
+          pool && poolable(method)
+            ? await pool.applyMeasured(method.id, step.options, matrices, originals, scope)
+            : applyMeasured(method, matrices, step.options, originals);
+        return results.map((r, j) => {
+          const from = { ...inputs[j].outcome, original: NO_VALUES };
+          const outcome = nextOutcome(from, method, step.options, { ...r, values: NO_VALUES });
+          const report = reportWith(outcome, r.error);
+          const memo = remember(keyOf(j), outcome, method, report);
+          return { key: keyOf(j), outcome, compact: true, report, memo };
+        });
+      }
       const results =
         pool && poolable(method)
           ? await pool.apply(method.id, step.options, matrices, scope)
           : method.apply(matrices, step.options, method.needs?.length ? calibration : undefined);
       return results.map((r, j) => {
-        const key = `${inputs[j].key}>${stepKeys[i]}`;
         const outcome = nextOutcome(inputs[j].outcome, method, step.options, r);
-        this.cache.set(key, outcome);
-        added.add(key);
-        computed++;
-        return outcome;
+        return { key: keyOf(j), outcome, compact: false, memo: remember(keyOf(j), outcome, method) };
       });
     };
-    // the state of tensor c after steps[0..i]
-    const advance = async (c: WeightCandidate, i: number): Promise<State> => {
-      const prev = i === 0 ? initial(c) : await stateAfter(c, i - 1);
-      if (!picks[i].has(c.name)) return prev;
-      const key = `${prev.key}>${stepKeys[i]}`;
-      let outcome = this.cache.get(key) ?? (await computing.get(key));
-      if (!outcome) {
-        const group = stepKeys[i].includes('@') ? this.candidates.filter((x) => picks[i].has(x.name)) : [c];
-        const inputs = await Promise.all(group.map((g) => (g === c ? prev : stateAfter(g, i - 1))));
-        const done = apply(i, inputs);
-        const keys = inputs.map((s) => `${s.key}>${stepKeys[i]}`);
-        // the outcomes as computed, not read back from the cache: another run may have trimmed it since
-        keys.forEach((k, j) =>
-          computing.set(
-            k,
-            done.then((outs) => outs[j]),
-          ),
-        );
-        try {
-          outcome = (await done)[group.indexOf(c)];
-        } finally {
-          for (const k of keys) computing.delete(k);
-        }
-      }
-      return { key, outcome };
+    // the cache key of tensor c after steps[0..i] (the steps that select it)
+    const keyAfter = (c: WeightCandidate, i: number): string => {
+      let key = c.name;
+      for (let k = 0; k <= i; k++) if (picks[k].has(c.name)) key = `${key}>${stepKeys[k]}`;
+      return key;
     };
-    const stateAfter = (c: WeightCandidate, i: number): Promise<State> => {
+    // the state of tensor c after steps[0..i]; `whole`: with its values (else an encoding may do)
+    const advance = async (c: WeightCandidate, i: number, whole: boolean): Promise<State> => {
+      if (!picks[i].has(c.name)) return stateAfter(c, i - 1, whole);
+      const key = keyAfter(c, i);
+      const memo = this.cache.get(key);
+      if (memo && (memo.compact ? !whole && memo.report : true)) {
+        // a whole memo gets its original back when its values are wanted or its report is not known yet
+        const outcome =
+          memo.compact || (!whole && memo.report)
+            ? memo.outcome
+            : { ...memo.outcome, original: this.original(c.name, cacheOriginals) };
+        return { key, outcome, compact: memo.compact, memo, ...(memo.report ? { report: memo.report } : {}) };
+      }
+      const running = computing.get(`${key}#whole`) ?? (whole ? undefined : computing.get(`${key}#any`));
+      if (running) return running;
+      const method = getMethod(steps[i].method);
+      const global = stepKeys[i].includes('@');
+      const measured = !whole && !global && compactable(method);
+      const group = global ? this.candidates.filter((x) => picks[i].has(x.name)) : [c];
+      const inputs = await Promise.all(group.map((g) => stateAfter(g, i - 1, true)));
+      const done = apply(i, inputs, measured);
+      const keys = inputs.map((s) => `${s.key}>${stepKeys[i]}#${measured ? 'any' : 'whole'}`);
+      // the states as computed, not read back from the cache: another run may have trimmed it since
+      keys.forEach((k, j) =>
+        computing.set(
+          k,
+          done.then((outs) => outs[j]),
+        ),
+      );
+      try {
+        return (await done)[group.indexOf(c)];
+      } finally {
+        for (const k of keys) computing.delete(k);
+      }
+    };
+    const stateAfter = (c: WeightCandidate, i: number, whole: boolean): Promise<State> => {
       if (i < 0) return Promise.resolve(initial(c));
-      const id = `${c.name}#${i}`;
+      const id = `${c.name}#${i}#${whole ? 'whole' : 'any'}`;
       let s = states.get(id);
       if (!s) {
-        s = advance(c, i).then((state) => {
+        s = advance(c, i, whole).then((state) => {
           // memoised for the next run while the budget allows
-          const bytes = outcomeBytes(state.outcome);
-          if (!used.has(state.key) && usedBytes + bytes <= keepBytes) {
-            used.set(state.key, state.outcome);
-            usedBytes += bytes;
+          const memo = state.memo;
+          if (memo && !used.has(state.key)) {
+            const bytes = memoBytes(memo);
+            if (usedBytes + bytes <= keepBytes) {
+              used.set(state.key, memo);
+              usedBytes += bytes;
+            }
           }
           return state;
         });
@@ -260,19 +372,23 @@ export class PreviewSession {
       }
       return s;
     };
-    const finals = new Map<string, TensorOutcome>();
-    const measured = new Map<string, TensorReport>();
+    const finals = new Map<string, State>();
+    const measuredReports = new Map<string, TensorReport>();
     let kept: TensorOutcome | undefined;
     /** Summary mode: the weight is measured, then its arrays go (except what the budget keeps). */
     const release = (c: WeightCandidate, final: State) => {
-      measured.set(c.name, this.reportOf(final.outcome));
+      measuredReports.set(c.name, this.reportOf(final));
       if (c.name === options.priority) kept = final.outcome;
-      for (let i = 0; i < steps.length; i++) {
-        const id = `${c.name}#${i}`;
-        const s = states.get(id);
-        if (s) void s.then((st) => !used.has(st.key) && this.cache.delete(st.key));
-        states.delete(id);
-      }
+      for (let i = 0; i < steps.length; i++)
+        for (const form of ['whole', 'any']) {
+          const id = `${c.name}#${i}#${form}`;
+          const s = states.get(id);
+          if (s)
+            void s.then(
+              (st) => !used.has(st.key) && this.cache.get(st.key) === st.memo && this.cache.delete(st.key),
+            );
+          states.delete(id);
+        }
     };
     // with a pool, as many tensors in flight as it has workers (the first is the one on screen);
     // without, one at a time with a turn of the event loop between them
@@ -284,11 +400,13 @@ export class PreviewSession {
       for (let t = 0; t < order.length; t++) {
         if (options.isStale?.()) throw new ModelError('cancelled', 'Preview superseded by a newer recipe.');
         const c = order[t];
-        const job: Promise<void> = stateAfter(c, steps.length - 1).then(
+        // whole where the values are shown or handed out; an encoding is enough for the rest
+        const whole = keepMode === 'all' || (summary && c.name === options.priority);
+        const job: Promise<void> = stateAfter(c, steps.length - 1, whole).then(
           (final) => {
             if (c.name === options.priority) options.onPriority?.(final.outcome);
             if (summary) release(c, final);
-            else finals.set(c.name, final.outcome);
+            else finals.set(c.name, final);
             options.onProgress?.(++finished, order.length);
           },
           (e) => {
@@ -315,18 +433,18 @@ export class PreviewSession {
     if (only) {
       // what this run computed went into the cache as it ran: keep it only while the budget allows
       let held = 0;
-      for (const [k, o] of this.cache) if (!added.has(k)) held += outcomeBytes(o);
+      for (const [k, m] of this.cache) if (!added.has(k)) held += memoBytes(m);
       for (const k of added) {
-        const o = this.cache.get(k);
-        if (!o) continue;
-        if (used.has(k) && held + outcomeBytes(o) <= keepBytes) held += outcomeBytes(o);
+        const m = this.cache.get(k);
+        if (!m) continue;
+        if (used.has(k) && held + memoBytes(m) <= keepBytes) held += memoBytes(m);
         else this.cache.delete(k);
       }
     } else this.cache = new Map(keep);
     this.lastComputed = computed;
     if (summary) {
-      const inOrder = this.candidates.filter((c) => measured.has(c.name));
-      const list = inOrder.map((c) => measured.get(c.name) as TensorReport);
+      const inOrder = this.candidates.filter((c) => measuredReports.has(c.name));
+      const list = inOrder.map((c) => measuredReports.get(c.name) as TensorReport);
       return {
         outcomes: kept ? [kept] : [],
         reports: list,
@@ -334,10 +452,9 @@ export class PreviewSession {
         warnings: [],
       };
     }
-    const outcomes = order
-      .map((c) => finals.get(c.name)!)
-      .sort((a, b) => this.candidates.indexOf(a.candidate) - this.candidates.indexOf(b.candidate));
-    const reports = outcomes.map((o) => this.reportOf(o));
+    const inModelOrder = this.candidates.filter((c) => finals.has(c.name)).map((c) => finals.get(c.name)!);
+    const outcomes = inModelOrder.map((s) => s.outcome);
+    const reports = inModelOrder.map((s) => this.reportOf(s));
     return { outcomes, reports, totals: totalsFor(this.model, reports), warnings: [] };
   }
 }

@@ -39,6 +39,7 @@ import type { ResolvedStep } from './recipe.ts';
 import { KernelPool, poolable } from './kernel-tasks.ts';
 import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
 import { requireSelection, selectWeights, weightCandidates, type WeightCandidate } from './select.ts';
+import type { PreviewSession } from './session.ts';
 
 /** Bytes written once and read back later by offset (append-only). */
 export interface Spool {
@@ -367,5 +368,60 @@ export function streamOutcomes(
       totals: totalsFor(model, reports),
       warnings: warnings.sort((a, b) => a.step - b.step || a.at - b.at).map((w) => w.text),
     }),
+  };
+}
+
+/**
+ * The page's streamed export of a recipe through its preview session: one weight per session run,
+ * in the model's order, with a pool one weight more in flight than it has workers. What the
+ * preview memoised is written as it is (a summary preview keeps the encodings: no kernel runs again
+ * for them); the rest is computed in the pool, which sends back only each weight's encoding and
+ * error statistics. The originals the session cached are dropped first and none are cached while
+ * exporting (each weight is read once). Byte for byte `streamOutcomes`' outcomes.
+ */
+export function previewOutcomes(
+  session: PreviewSession,
+  model: OnnxModel,
+  steps: readonly ResolvedStep[],
+  options: {
+    calibration?: CalibrationStats;
+    /** The export's workers (the page lends it one per core); the session's own pool otherwise. */
+    pool?: KernelPool;
+    onProgress?: (done: number, total: number) => void;
+  } = {},
+): StreamedCompression {
+  const picks = steps.map((s) => new Set(selectWeights(session.candidates, s.select).map((c) => c.name)));
+  const order = session.candidates.filter((c) => picks.some((p) => p.has(c.name))).map((c) => c.name);
+  requireSelection(model, session.candidates.length, order.length);
+  session.dropOriginals();
+  const { pool, calibration } = options;
+  const reports: TensorReport[] = [];
+  let abandoned = false;
+  const each = inOrder(
+    order.length,
+    pool ? pool.size + 1 : 1,
+    (i) =>
+      session.run(steps, {
+        ...(calibration ? { calibration } : {}),
+        only: new Set([order[i]]),
+        isStale: () => abandoned,
+        keep: 'encodings',
+        readOnce: true,
+        ...(pool ? { pool } : {}),
+      }),
+    () => {
+      abandoned = true;
+    },
+  );
+  return {
+    outcomes: (async function* () {
+      let done = 0;
+      for await (const r of each) {
+        reports.push(...r.reports);
+        options.onProgress?.(++done, order.length);
+        yield r.outcomes[0];
+      }
+    })(),
+    result: () => ({ outcomes: [], reports, totals: totalsFor(model, reports), warnings: [] }),
   };
 }

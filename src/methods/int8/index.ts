@@ -2,7 +2,8 @@
 import { DataType } from '../../core/onnx/dtypes.ts';
 import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
-import type { CompressionMethod } from '../types.ts';
+import type { CompressionMethod, KernelSplit } from '../types.ts';
+import { partMatrix, partShape, placePart } from '../split.ts';
 import { dequantizeInt8, quantizeInt8, type Int8Quantized } from './kernel.ts';
 
 export interface Int8Options {
@@ -15,6 +16,35 @@ export interface Int8Options {
 export function int8StoredBytes(q: Int8Quantized): number {
   return q.q.byteLength + q.scales.byteLength + (q.zeroPoints?.byteLength ?? 0);
 }
+
+/**
+ * Per-channel int8 on parts: each part is a range of whole channels (rows of a [C, K] table, columns
+ * of a [K, N] weight), so its scales are the whole tensor's. A per-tensor scale needs every weight.
+ */
+export const int8Split: KernelSplit<Int8Options, Int8Quantized> = {
+  partAxis(t, options) {
+    return options.granularity === 'per-tensor' ? undefined : { axis: t.channelAxis, unit: 1 };
+  },
+  allocate(t, options, _state, alloc) {
+    const n = t.shape[0] * t.shape[1];
+    const channels = t.shape[t.channelAxis];
+    const encoding: Int8Quantized = {
+      q: options.symmetric ? alloc(Int8Array, n) : alloc(Uint8Array, n),
+      scales: alloc(Float32Array, channels),
+      zeroPoints: options.symmetric ? null : alloc(Uint8Array, channels),
+    };
+    return { values: alloc(Float32Array, n), storedBytes: int8StoredBytes(encoding), encoding };
+  },
+  runPart(t, part, options, _state, out) {
+    const [rows, cols] = partShape(t.shape, part);
+    const encoding = quantizeInt8(partMatrix(t, part).values, rows, cols, t.channelAxis, options.symmetric);
+    placePart(dequantizeInt8(encoding, rows, cols, t.channelAxis), out.values, t.shape, part);
+    const whole = out.encoding!;
+    placePart(encoding.q, whole.q, t.shape, part);
+    whole.scales.set(encoding.scales, part.start);
+    if (encoding.zeroPoints) whole.zeroPoints!.set(encoding.zeroPoints, part.start);
+  },
+};
 
 export const int8Method: CompressionMethod<Int8Options, Int8Quantized> = {
   id: 'int8',
@@ -72,4 +102,5 @@ export const int8Method: CompressionMethod<Int8Options, Int8Quantized> = {
       }),
     );
   },
+  split: int8Split,
 };

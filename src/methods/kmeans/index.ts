@@ -6,9 +6,16 @@
 import { DataType } from '../../core/onnx/dtypes.ts';
 import { bytesOf, int64Tensor, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
-import type { CompressionMethod, WeightMatrix } from '../types.ts';
+import type { CompressionMethod, KernelSplit, WeightMatrix } from '../types.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
-import { kmeans1d } from './kernel.ts';
+import {
+  assignByBins,
+  clusteredByHistogram,
+  fitByHistogram,
+  kmeans1d,
+  type BinAssignment,
+  type KMeansOptions,
+} from './kernel.ts';
 
 export interface KMeansMethodOptions {
   [key: string]: string | number | boolean;
@@ -38,10 +45,15 @@ export function paletteBytes(p: Palette, count: number): number {
   return Math.ceil((count * p.bits) / 8) + p.codebook.byteLength + (p.books > 1 ? p.books * 4 : 0);
 }
 
+/** The k-means settings of a tensor's codebook (per-channel books run one restart each). */
+export function paletteKMeansOptions(options: KMeansMethodOptions): KMeansOptions {
+  return { clusters: options.clusters, keepZeros: options.keepZeros, restarts: 3, seed: 1 };
+}
+
 export function buildPalette(t: WeightMatrix, options: KMeansMethodOptions): Palette {
   const [rows, cols] = t.shape;
   const codes = new Uint8Array(rows * cols);
-  const km = { clusters: options.clusters, keepZeros: options.keepZeros, restarts: 3, seed: 1 };
+  const km = paletteKMeansOptions(options);
   if (!options.perChannel) {
     const book = kmeans1d(t.values, codes, km);
     return { codebook: book, books: 1, bookSize: book.length, codes, bits: paletteIndexBits(book.length) };
@@ -143,6 +155,49 @@ function rewritePalette(t: WeightMatrix, p: Palette, editor: GraphEditor): void 
   );
 }
 
+/**
+ * k-means with one codebook per tensor on parts of the tensor: the codebook is fitted once on the
+ * whole tensor (its histogram), then each part of the rows assigns its weights and decodes them, the
+ * bulk of the work; the parts write straight into the whole tensor's codes and values.
+ */
+interface FittedBook {
+  book: Float32Array;
+  assignment: BinAssignment;
+}
+
+export const kmeansSplit: KernelSplit<KMeansMethodOptions, Palette, FittedBook> = {
+  partAxis(t, options) {
+    // per-channel books are sized by the largest book; small tensors cluster their exact values
+    if (options.perChannel || !clusteredByHistogram(t.shape[0] * t.shape[1])) return undefined;
+    return { axis: 0, unit: 1 };
+  },
+  prepare(t, options) {
+    return fitByHistogram(t.values, paletteKMeansOptions(options));
+  },
+  allocate(t, options, { book }, alloc) {
+    const n = t.shape[0] * t.shape[1];
+    const palette: Palette = {
+      codebook: book,
+      books: 1,
+      bookSize: book.length,
+      codes: alloc(Uint8Array, n),
+      bits: paletteIndexBits(book.length),
+    };
+    const storedBytes = options.export === 'dense' ? n * 4 : paletteBytes(palette, n);
+    return { values: alloc(Float32Array, n), storedBytes, encoding: palette };
+  },
+  runPart(t, part, _options, { book, assignment }, out) {
+    // rows only (partAxis): the part is one contiguous run of the tensor
+    const cols = t.shape[1];
+    const from = part.start * cols;
+    const to = part.end * cols;
+    const codes = out.encoding!.codes.subarray(from, to);
+    assignByBins(t.values.subarray(from, to), codes, assignment);
+    const values = out.values;
+    for (let i = from; i < to; i++) values[i] = book[codes[i - from]];
+  },
+};
+
 export const kmeansMethod: CompressionMethod<KMeansMethodOptions, Palette> = {
   id: 'kmeans',
   label: 'k-means weight sharing',
@@ -193,4 +248,5 @@ export const kmeansMethod: CompressionMethod<KMeansMethodOptions, Palette> = {
     }
     rewritePalette(t, palette, editor);
   },
+  split: kmeansSplit,
 };

@@ -278,6 +278,60 @@ function withZero(centroids: Float64Array, hasZeros: boolean): { book: Float32Ar
   return { book, zeroCode };
 }
 
+/** Whether `count` weights are clustered on a histogram (a codebook fit, then an assignment pass per weight). */
+export function clusteredByHistogram(count: number): boolean {
+  return count > EXACT_LIMIT;
+}
+
+/**
+ * How each weight of a histogram-clustered tensor gets its code: the histogram's binning, the bin →
+ * code table (0xffff where a midpoint cuts the bin), the midpoints between centroids and the code of
+ * exact zeros (−1 when zeros are not kept). Elementwise, so any range of weights can be assigned alone.
+ */
+export interface BinAssignment {
+  lo: number;
+  hi: number;
+  scale: number;
+  lut: Uint16Array;
+  mids: Float64Array;
+  zeroCode: number;
+}
+
+/** The codebook of a large tensor (Lloyd on its histogram) and the table that assigns its weights. */
+export function fitByHistogram(
+  values: Float32Array,
+  opts: KMeansOptions,
+): { book: Float32Array; assignment: BinAssignment } {
+  const { points, binning, hasZeros } = histogramPoints(values, opts.keepZeros);
+  let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
+  if (centroids.length === 0) centroids = new Float64Array([0]);
+  const fround = Float64Array.from(centroids, Math.fround).sort();
+  const { book, zeroCode } = withZero(fround, hasZeros);
+  const k = fround.length;
+  const mids = new Float64Array(k);
+  for (let j = 0; j + 1 < k; j++) mids[j] = (fround[j] + fround[j + 1]) / 2;
+  mids[k - 1] = Infinity;
+  // lut[b]: the code of every value in bin b, or 0xffff where a midpoint cuts the bin
+  const lut = new Uint16Array(HISTOGRAM_BINS);
+  const { lo, hi, scale } = binning;
+  const width = scale > 0 ? 1 / scale : 0;
+  for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
+    const left = lo + b * width;
+    const right = lo + (b + 1) * width;
+    while (mids[j] < left) j++;
+    const code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
+    lut[b] = mids[j] >= right ? code : 0xffff;
+  }
+  // exact zeros take their own code: their bin goes to the exact comparison too
+  if (zeroCode >= 0) lut[binOf(binning, 0)] = 0xffff;
+  return { book, assignment: { lo, hi, scale, lut, mids, zeroCode } };
+}
+
+/** codes[i] = the code of values[i] under `a` (any range of the fitted tensor's weights). */
+export function assignByBins(values: Float32Array, codes: Uint8Array, a: BinAssignment): void {
+  assignCodesByBins(values, codes, a.lo, a.hi, a.scale, a.lut, a.mids, a.zeroCode);
+}
+
 /**
  * Cluster the `count` values x[at(0..count−1)] into at most `clusters` centroids. Writes codes
  * (indices into the sorted codebook it returns) at the same positions.
@@ -294,31 +348,10 @@ export function kmeans1d(
   if (values.length > EXACT_LIMIT) {
     // large tensors: Lloyd on the histogram, then one pass that assigns each weight through a
     // bin → code table (only bins a boundary cuts need a comparison)
-    const { points, binning, hasZeros } = histogramPoints(values, opts.keepZeros);
-    let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
-    if (centroids.length === 0) centroids = new Float64Array([0]);
-    const fround = Float64Array.from(centroids, Math.fround).sort();
-    const { book, zeroCode } = withZero(fround, hasZeros);
-    const k = fround.length;
-    const mids = new Float64Array(k);
-    for (let j = 0; j + 1 < k; j++) mids[j] = (fround[j] + fround[j + 1]) / 2;
-    mids[k - 1] = Infinity;
-    // lut[b]: the code of every value in bin b, or 0xffff where a midpoint cuts the bin
-    const lut = new Uint16Array(HISTOGRAM_BINS);
-    const { lo, hi, scale } = binning;
-    const width = scale > 0 ? 1 / scale : 0;
-    for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
-      const left = lo + b * width;
-      const right = lo + (b + 1) * width;
-      while (mids[j] < left) j++;
-      const code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
-      lut[b] = mids[j] >= right ? code : 0xffff;
-    }
-    // exact zeros take their own code: their bin goes to the exact comparison too
-    if (zeroCode >= 0) lut[binOf(binning, 0)] = 0xffff;
+    const { book, assignment } = fitByHistogram(values, opts);
     // codes land in `out` (the caller's array when its layout is ours), zeros on their own code
     const out = identity ? codes : new Uint8Array(count);
-    assignCodesByBins(values, out, lo, hi, scale, lut, mids, zeroCode);
+    assignByBins(values, out, assignment);
     if (!identity) for (let i = 0; i < count; i++) codes[at(i)] = out[i];
     return book;
   }

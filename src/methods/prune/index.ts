@@ -1,5 +1,6 @@
 /** Magnitude (L1) pruning: unstructured per tensor or with one global threshold, or N:M semi-structured. */
-import type { CompressionMethod } from '../types.ts';
+import type { CompressionMethod, KernelSplit } from '../types.ts';
+import { partMatrix, partShape, placePart } from '../split.ts';
 import { pruneMagnitude, pruneMagnitudeGlobal, pruneNM } from './kernel.ts';
 
 export interface PruneOptions {
@@ -13,6 +14,29 @@ export function parseNM(pattern: string): [number, number] | null {
   const m = /^(\d+):(\d+)$/.exec(pattern);
   return m ? [Number(m[1]), Number(m[2])] : null;
 }
+
+/**
+ * N:M pruning on ranges of rows: groups run along the reduction axis, so a part holds whole groups
+ * (rows in multiples of M for a [K, N] weight, any rows for a [N, K] table). Unstructured pruning
+ * ranks the whole tensor (or every tensor) under one threshold and is not split.
+ */
+export const pruneSplit: KernelSplit<PruneOptions> = {
+  partAxis(t, options) {
+    const nm = parseNM(options.pattern);
+    if (!nm) return undefined;
+    return { axis: 0, unit: t.channelAxis === 1 ? nm[1] : 1 };
+  },
+  allocate(t, _options, _state, alloc) {
+    const values = alloc(Float32Array, t.shape[0] * t.shape[1]);
+    return { values, storedBytes: values.byteLength };
+  },
+  runPart(t, part, options, _state, out) {
+    const [n, m] = parseNM(options.pattern)!;
+    const [rows, cols] = partShape(t.shape, part);
+    const pruned = pruneNM(partMatrix(t, part).values, rows, cols, t.channelAxis, n, m);
+    placePart(pruned, out.values, t.shape, part);
+  },
+};
 
 export const pruneMethod: CompressionMethod<PruneOptions> = {
   id: 'prune',
@@ -67,4 +91,5 @@ export const pruneMethod: CompressionMethod<PruneOptions> = {
     }
     return pruned.map((values) => ({ values, storedBytes: values.byteLength }));
   },
+  split: pruneSplit,
 };

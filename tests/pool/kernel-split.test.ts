@@ -1,0 +1,169 @@
+/**
+ * Big tensors split into parts (rows, columns, int4 blocks, N:M groups; k-means after its codebook
+ * fit): the parts, in-process and through a pool of 2 workers, give the whole-tensor kernel's result
+ * bit for bit — values, encodings and stored bytes — for odd shapes whose parts end mid-block, and a
+ * cancel during a split stops its parts without ending the workers.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { getMethod, resolveOptions } from '../../src/methods/registry.ts';
+import { applyInParts, cutParts } from '../../src/methods/split.ts';
+import type { KernelResult, OptionValues, WeightMatrix } from '../../src/methods/types.ts';
+import { MIN_PART_WEIGHTS } from '../../src/core/compress/kernel-tasks.ts';
+import { tensorStats } from '../../src/core/stats.ts';
+import { createNodePool } from '../../src/runtime/pool-node.ts';
+import { seededFloats } from '../helpers/models.ts';
+
+/** Weights with exact zeros every 7th (as after pruning) so k-means' pinned zero code is exercised. */
+function matrix(rows: number, cols: number, channelAxis: 0 | 1, seed: number): WeightMatrix {
+  const values = seededFloats(rows * cols, seed, 0.05);
+  for (let i = 0; i < values.length; i += 7) values[i] = 0;
+  return { name: 'w', shape: [rows, cols], values, channelAxis };
+}
+
+/** Byte-for-byte equality of two kernel results (typed arrays as bytes, wherever their memory lives). */
+function expectSameResult(actual: unknown, expected: unknown, path = 'result'): void {
+  if (ArrayBuffer.isView(expected)) {
+    expect(ArrayBuffer.isView(actual), path).toBe(true);
+    const a = actual as ArrayBufferView;
+    expect(a.constructor.name, path).toBe(expected.constructor.name);
+    const bytes = (v: ArrayBufferView) => Buffer.from(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    expect(bytes(a).equals(bytes(expected)), path).toBe(true);
+    return;
+  }
+  if (expected !== null && typeof expected === 'object') {
+    expect(Object.keys(actual as object).sort(), path).toEqual(Object.keys(expected).sort());
+    for (const [k, v] of Object.entries(expected))
+      expectSameResult((actual as Record<string, unknown>)[k], v, `${path}.${k}`);
+    return;
+  }
+  expect(actual, path).toBe(expected);
+}
+
+const CASES: { label: string; method: string; options: OptionValues }[] = [
+  { label: 'int8 per-channel symmetric', method: 'int8', options: {} },
+  { label: 'int8 per-channel asymmetric', method: 'int8', options: { symmetric: false } },
+  { label: 'int4 block 32', method: 'int4', options: { blockSize: 32 } },
+  { label: 'int4 block 64 asymmetric', method: 'int4', options: { blockSize: 64, symmetric: false } },
+  { label: 'fp16', method: 'fp16', options: {} },
+  { label: 'prune 2:4', method: 'prune', options: { pattern: '2:4' } },
+  { label: 'prune 4:8', method: 'prune', options: { pattern: '4:8' } },
+  { label: 'k-means K=16', method: 'kmeans', options: { clusters: 16 } },
+  { label: 'k-means K=5 without kept zeros', method: 'kmeans', options: { clusters: 5, keepZeros: false } },
+];
+
+describe('kernels split into parts', () => {
+  // odd sizes: rows not a multiple of any block or group, so the last part ends mid-block
+  const shapes: [number, number][] = [
+    [1037, 301],
+    [301, 1037],
+  ];
+
+  describe.each(CASES)('$label', ({ method: id, options: given }) => {
+    const method = getMethod(id);
+    const options = resolveOptions(method, given);
+    it.each([0, 1] as const)(
+      'channel axis %i: 2, 3 and 7 parts in-process equal the whole tensor',
+      (axis) => {
+        for (const [rows, cols] of shapes) {
+          const t = matrix(rows, cols, axis, rows + axis);
+          const whole = method.apply([t], options)[0];
+          const cut = method.split!.partAxis(t, options)!;
+          for (const count of [2, 3, 7]) {
+            const parts = cutParts(t.shape, cut.axis, cut.unit, count);
+            expect(parts.length).toBe(Math.min(count, Math.ceil(t.shape[cut.axis] / cut.unit)));
+            for (const p of parts.slice(0, -1)) expect(p.end % cut.unit).toBe(0);
+            expectSameResult(applyInParts(method, t, options, parts), whole, `${rows}x${cols} in ${count}`);
+          }
+        }
+      },
+    );
+  });
+
+  it('methods whose options need the whole tensor say so and are never split', () => {
+    const t = matrix(64, 64, 1, 1);
+    const whole = (id: string, given: OptionValues) => {
+      const method = getMethod(id);
+      return method.split?.partAxis(t, resolveOptions(method, given));
+    };
+    expect(whole('int8', { granularity: 'per-tensor' })).toBeUndefined();
+    expect(whole('prune', { sparsity: 0.5 })).toBeUndefined();
+    expect(whole('prune', { sparsity: 0.5, scope: 'global' })).toBeUndefined();
+    expect(whole('kmeans', { clusters: 16, perChannel: true })).toBeUndefined();
+    expect(() =>
+      applyInParts(getMethod('int8'), t, { granularity: 'per-tensor', symmetric: true }, []),
+    ).toThrow(/cannot run on parts/);
+  });
+
+  it('cutParts: boundaries on the unit, no empty part, fewer parts than units asked', () => {
+    expect(cutParts([100, 8], 0, 32, 2)).toEqual([
+      { axis: 0, start: 0, end: 64 },
+      { axis: 0, start: 64, end: 100 },
+    ]);
+    expect(cutParts([3, 8], 0, 1, 8).map((p) => p.end)).toEqual([1, 2, 3]);
+    expect(cutParts([8, 10], 1, 1, 3).map((p) => [p.start, p.end])).toEqual([
+      [0, 3],
+      [3, 7],
+      [7, 10],
+    ]);
+  });
+});
+
+describe('split kernels through a pool of 2 workers', () => {
+  const pool = createNodePool(2);
+  afterAll(() => pool.close());
+
+  it.each(CASES)(
+    '$label: parts on the workers equal the whole-tensor kernel',
+    async ({ method: id, options: given }) => {
+      const method = getMethod(id);
+      const options = resolveOptions(method, given);
+      for (const axis of [0, 1] as const) {
+        const t = matrix(1037, 301, axis, 11 + axis);
+        const whole = method.apply([t], options)[0];
+        const cut = method.split!.partAxis(t, options)!;
+        const parts = cutParts(t.shape, cut.axis, cut.unit, 5);
+        const pooled = await pool.applyInParts(id, options, t, parts);
+        // the result's arrays are shared memory the workers wrote in place
+        expect(pooled.values.buffer).toBeInstanceOf(SharedArrayBuffer);
+        expectSameResult(pooled, whole, `axis ${axis}`);
+      }
+    },
+  );
+
+  it('apply splits a tensor of more than two parts’ worth of weights by itself, and not a small one', async () => {
+    const rows = 1031;
+    const cols = Math.ceil((2 * MIN_PART_WEIGHTS + 1000) / rows);
+    const t = matrix(rows, cols, 1, 5);
+    const options = resolveOptions(getMethod('int4'), { blockSize: 32 });
+    const parts = pool.partsOf('int4', options, t)!;
+    expect(parts.length).toBeGreaterThan(1);
+    const before = pool.pool.busyTimes();
+    const [pooled] = await pool.apply('int4', options, [t]);
+    expectSameResult(pooled, getMethod('int4').apply([t], options)[0]);
+    // both workers took parts of the one tensor
+    const after = pool.pool.busyTimes();
+    expect(after.length).toBe(2);
+    after.forEach((s, i) => expect(s).toBeGreaterThan(before[i] ?? 0));
+    expect(pool.partsOf('int4', options, matrix(100, 100, 1, 5))).toBeUndefined();
+    expect(pool.partsOf('prune', resolveOptions(getMethod('prune'), {}), t)).toBeUndefined();
+    expect(createNodePool(1).partsOf('int4', options, t)).toBeUndefined();
+  });
+
+  it('a cancel during a split rejects it and drops its queued parts; the workers take the next job', async () => {
+    const t = matrix(4096, 2048, 1, 9);
+    const options = resolveOptions(getMethod('int4'), { blockSize: 32 });
+    const parts = cutParts(t.shape, 0, 32, 16);
+    const scope = pool.newScope();
+    const outcome = pool.applyInParts('int4', options, t, parts, scope).then(
+      () => 'finished',
+      (e: { code?: string }) => e.code,
+    );
+    // cancel once the first part is back: the others are running or queued
+    while (pool.pool.pending >= parts.length) await new Promise((r) => setImmediate(r));
+    pool.cancel(scope);
+    expect(pool.pool.pending).toBeLessThanOrEqual(2);
+    expect(await outcome).toBe('cancelled');
+    const small = seededFloats(1000, 1);
+    expect(await pool.stats(small)).toEqual(tensorStats(small));
+  });
+});

@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { getMethod, resolveOptions } from '../../src/methods/registry.ts';
 import { applyInParts, cutParts } from '../../src/methods/split.ts';
-import type { KernelResult, OptionValues, WeightMatrix } from '../../src/methods/types.ts';
+import type { OptionValues, WeightMatrix } from '../../src/methods/types.ts';
 import { MIN_PART_WEIGHTS } from '../../src/core/compress/kernel-tasks.ts';
 import { tensorStats } from '../../src/core/stats.ts';
 import { createNodePool } from '../../src/runtime/pool-node.ts';

@@ -100,7 +100,7 @@ function compact<T extends ArrayBufferView>(values: T): T {
  * Tensors below this many weights go whole to one worker: a part smaller than this would cost more in
  * messages and scheduling than it gains. Above it a tensor is split into parts of at least this size.
  */
-export const MIN_PART_WEIGHTS = 1 << 20;
+export const MIN_PART_WEIGHTS = 1 << 22;
 /** Parts per worker at most: enough for the last parts of a step to even out the workers' loads. */
 const PARTS_PER_WORKER = 4;
 

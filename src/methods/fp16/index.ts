@@ -14,10 +14,10 @@ export const fp16Split: KernelSplit<Record<string, never>, Uint16Array> = {
     return { values: alloc(Float32Array, n), storedBytes: n * 2, encoding: alloc(Uint16Array, n) };
   },
   runPart(t, part, _options, _state, out) {
-    const cols = t.shape[1];
-    const half = castFloat32ToFloat16(t.values.subarray(part.start * cols, part.end * cols));
-    out.encoding!.set(half, part.start * cols);
-    out.values.set(castFloat16ToFloat32(half), part.start * cols);
+    const from = part.start * t.shape[1];
+    const to = part.end * t.shape[1];
+    const half = castFloat32ToFloat16(t.values.subarray(from, to), out.encoding!.subarray(from, to));
+    castFloat16ToFloat32(half, out.values.subarray(from, to));
   },
 };
 

@@ -171,8 +171,9 @@ export async function kernelPoolSection(root: string): Promise<string> {
     '',
     'Protocol: every weight-only kernel through the kernel pool (`src/core/pool/`, worker_threads as in ' +
       '`compress --workers N`; the page runs the same pool over Web Workers), all tensors dispatched at once ' +
-      'as the studio does: originals in shared memory (no copy out); a tensor of 8 M weights or more whose ' +
-      `method can split (${MIN_PART_WEIGHTS.toLocaleString('en-US')}-weight parts at least, at most 4 per worker: ` +
+      'as the studio does: originals in shared memory (no copy out); a tensor of ' +
+      `${(2 * MIN_PART_WEIGHTS).toLocaleString('en-US')} weights or more whose method can split ` +
+      `(${MIN_PART_WEIGHTS.toLocaleString('en-US')}-weight parts at least, at most 4 per worker: ` +
       'int8 per channel, int4, fp16, N:M pruning, k-means with one codebook after its fit) goes out as parts ' +
       'that write the result in place in shared memory, every other tensor as one task whose result is ' +
       'transferred back. Pool sizes alternate 1, 2, 1, 2 ' +

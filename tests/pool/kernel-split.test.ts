@@ -11,7 +11,11 @@ import type { OptionValues, WeightMatrix } from '../../src/methods/types.ts';
 import { MIN_PART_WEIGHTS } from '../../src/core/compress/kernel-tasks.ts';
 import { tensorStats } from '../../src/core/stats.ts';
 import { createNodePool } from '../../src/runtime/pool-node.ts';
-import { seededFloats } from '../helpers/models.ts';
+import { mlpModel, seededFloats } from '../helpers/models.ts';
+import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
+import { compressModel, compressModelInPool } from '../../src/core/compress/pipeline.ts';
+import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
+import { exportCompressed } from '../../src/core/compress/export.ts';
 
 /** Weights with exact zeros every 7th (as after pruning) so k-means' pinned zero code is exercised. */
 function matrix(rows: number, cols: number, channelAxis: 0 | 1, seed: number): WeightMatrix {
@@ -148,6 +152,30 @@ describe('split kernels through a pool of 2 workers', () => {
     expect(pool.partsOf('prune', resolveOptions(getMethod('prune'), {}), t)).toBeUndefined();
     expect(createNodePool(1).partsOf('int4', options, t)).toBeUndefined();
   });
+
+  it.each([
+    [[{ method: 'int4', options: { blockSize: 32 } }]],
+    [[{ method: 'int8', options: { symmetric: false } }]],
+    [[{ method: 'prune', options: { pattern: '2:4' } }, { method: 'fp16' }]],
+    [[{ method: 'kmeans', options: { clusters: 16 } }]],
+  ] as RecipeStep[][][])(
+    'a model with a weight big enough to split exports the same bytes through the pool: %j',
+    async (steps) => {
+      // w1 [4096, 2100]: over two parts' worth of weights, so the pool splits it
+      const model = parseModel(bytesSource('mlp.onnx', mlpModel(4096, 2100, 8)));
+      expect(4096 * 2100).toBeGreaterThanOrEqual(2 * MIN_PART_WEIGHTS);
+      const recipe = resolveRecipe({ steps });
+      const alone = compressModel(model, recipe);
+      const pooled = await compressModelInPool(model, recipe, pool);
+      // w1 was split: its result is the shared array the parts wrote
+      const w1 = pooled.outcomes.find((o) => o.candidate.name === 'w1')!;
+      expect(w1.values.buffer).toBeInstanceOf(SharedArrayBuffer);
+      expect(pooled.reports).toEqual(alone.reports);
+      const a = exportCompressed(model, alone).model;
+      const b = exportCompressed(model, pooled).model;
+      expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);
+    },
+  );
 
   it('a cancel during a split rejects it and drops its queued parts; the workers take the next job', async () => {
     const t = matrix(4096, 2048, 1, 9);

@@ -17,10 +17,14 @@ import { compressModel, compressModelInPool } from '../../src/core/compress/pipe
 import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
 
-/** Weights with exact zeros every 7th (as after pruning) so k-means' pinned zero code is exercised. */
-function matrix(rows: number, cols: number, channelAxis: 0 | 1, seed: number): WeightMatrix {
+/**
+ * Weights with exact zeros every 7th (as after pruning) so k-means' pinned zero code is exercised;
+ * `levels`: rounded to a few values (as after quantization), so a magnitude threshold has many ties.
+ */
+function matrix(rows: number, cols: number, channelAxis: 0 | 1, seed: number, levels = false): WeightMatrix {
   const values = seededFloats(rows * cols, seed, 0.05);
   for (let i = 0; i < values.length; i += 7) values[i] = 0;
+  if (levels) for (let i = 0; i < values.length; i++) values[i] = Math.round(values[i] * 60) / 60;
   return { name: 'w', shape: [rows, cols], values, channelAxis };
 }
 
@@ -43,12 +47,20 @@ function expectSameResult(actual: unknown, expected: unknown, path = 'result'): 
   expect(actual, path).toBe(expected);
 }
 
-const CASES: { label: string; method: string; options: OptionValues }[] = [
+const CASES: { label: string; method: string; options: OptionValues; levels?: boolean }[] = [
   { label: 'int8 per-channel symmetric', method: 'int8', options: {} },
   { label: 'int8 per-channel asymmetric', method: 'int8', options: { symmetric: false } },
   { label: 'int4 block 32', method: 'int4', options: { blockSize: 32 } },
   { label: 'int4 block 64 asymmetric', method: 'int4', options: { blockSize: 64, symmetric: false } },
   { label: 'fp16', method: 'fp16', options: {} },
+  { label: 'prune 50 %', method: 'prune', options: { sparsity: 0.5 } },
+  {
+    label: 'prune 45 %, many ties at the threshold',
+    method: 'prune',
+    options: { sparsity: 0.45 },
+    levels: true,
+  },
+  { label: 'prune 0 %', method: 'prune', options: { sparsity: 0 } },
   { label: 'prune 2:4', method: 'prune', options: { pattern: '2:4' } },
   { label: 'prune 4:8', method: 'prune', options: { pattern: '4:8' } },
   { label: 'k-means K=16', method: 'kmeans', options: { clusters: 16 } },
@@ -62,14 +74,14 @@ describe('kernels split into parts', () => {
     [301, 1037],
   ];
 
-  describe.each(CASES)('$label', ({ method: id, options: given }) => {
+  describe.each(CASES)('$label', ({ method: id, options: given, levels }) => {
     const method = getMethod(id);
     const options = resolveOptions(method, given);
     it.each([0, 1] as const)(
       'channel axis %i: 2, 3 and 7 parts in-process equal the whole tensor',
       (axis) => {
         for (const [rows, cols] of shapes) {
-          const t = matrix(rows, cols, axis, rows + axis);
+          const t = matrix(rows, cols, axis, rows + axis, levels);
           const whole = method.apply([t], options)[0];
           const cut = method.split!.partAxis(t, options)!;
           for (const count of [2, 3, 7]) {
@@ -90,7 +102,6 @@ describe('kernels split into parts', () => {
       return method.split?.partAxis(t, resolveOptions(method, given));
     };
     expect(whole('int8', { granularity: 'per-tensor' })).toBeUndefined();
-    expect(whole('prune', { sparsity: 0.5 })).toBeUndefined();
     expect(whole('prune', { sparsity: 0.5, scope: 'global' })).toBeUndefined();
     expect(whole('kmeans', { clusters: 16, perChannel: true })).toBeUndefined();
     expect(() =>
@@ -118,11 +129,11 @@ describe('split kernels through a pool of 2 workers', () => {
 
   it.each(CASES)(
     '$label: parts on the workers equal the whole-tensor kernel',
-    async ({ method: id, options: given }) => {
+    async ({ method: id, options: given, levels }) => {
       const method = getMethod(id);
       const options = resolveOptions(method, given);
       for (const axis of [0, 1] as const) {
-        const t = matrix(1037, 301, axis, 11 + axis);
+        const t = matrix(1037, 301, axis, 11 + axis, levels);
         const whole = method.apply([t], options)[0];
         const cut = method.split!.partAxis(t, options)!;
         const parts = cutParts(t.shape, cut.axis, cut.unit, 5);
@@ -149,7 +160,7 @@ describe('split kernels through a pool of 2 workers', () => {
     expect(after.length).toBe(2);
     after.forEach((s, i) => expect(s).toBeGreaterThan(before[i] ?? 0));
     expect(pool.partsOf('int4', options, matrix(100, 100, 1, 5))).toBeUndefined();
-    expect(pool.partsOf('prune', resolveOptions(getMethod('prune'), {}), t)).toBeUndefined();
+    expect(pool.partsOf('prune', resolveOptions(getMethod('prune'), { scope: 'global' }), t)).toBeUndefined();
     expect(createNodePool(1).partsOf('int4', options, t)).toBeUndefined();
   });
 
@@ -157,6 +168,12 @@ describe('split kernels through a pool of 2 workers', () => {
     [[{ method: 'int4', options: { blockSize: 32 } }]],
     [[{ method: 'int8', options: { symmetric: false } }]],
     [[{ method: 'prune', options: { pattern: '2:4' } }, { method: 'fp16' }]],
+    [
+      [
+        { method: 'prune', options: { sparsity: 0.5 } },
+        { method: 'int4', options: { blockSize: 64 } },
+      ],
+    ],
     [[{ method: 'kmeans', options: { clusters: 16 } }]],
   ] as RecipeStep[][][])(
     'a model with a weight big enough to split exports the same bytes through the pool: %j',

@@ -95,7 +95,12 @@ export function applyInParts(
       'unsupported',
       `${method.label} cannot run on parts of a tensor with these options.`,
     );
-  const state: unknown = split.prepare?.(t, options);
+  let state: unknown;
+  const rounds = split.survey?.rounds(t, options) ?? 0;
+  for (let round = 0; round < rounds; round++) {
+    const answers = parts.map((part) => split.survey!.part(t, part, options, round, state));
+    state = split.survey!.combine(t, parts, options, round, answers, state);
+  }
   const out = split.allocate(t, options, state, alloc);
   for (const part of parts) split.runPart(t, part, options, state, out);
   return out;

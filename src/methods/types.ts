@@ -86,8 +86,25 @@ export interface KernelSplit<O extends OptionValues = OptionValues, E = unknown,
    * or undefined when these options need the whole tensor in one call (one threshold, one scale).
    */
   partAxis(t: Omit<WeightMatrix, 'values'>, options: O): { axis: 0 | 1; unit: number } | undefined;
-  /** Whole-tensor work the parts depend on (a k-means codebook), done once; small and cloneable. */
-  prepare?(t: WeightMatrix, options: O): S;
+  /**
+   * Whole-tensor facts the parts depend on (a threshold, column ranges, a k-means codebook), gathered
+   * in `rounds` passes over the same parts (in parallel in a pool): `part` reads one part given the
+   * state so far and answers something small (counts, ranges), `combine` merges the answers, in part
+   * order, into the next state, exactly (sums of counts, minima and maxima), so the state after the
+   * last round is the whole-tensor kernel's own. No rounds: the state is undefined.
+   */
+  survey?: {
+    rounds(t: Omit<WeightMatrix, 'values'>, options: O): number;
+    part(t: WeightMatrix, part: TensorPart, options: O, round: number, state: S | undefined): unknown;
+    combine(
+      t: Omit<WeightMatrix, 'values'>,
+      parts: readonly TensorPart[],
+      options: O,
+      round: number,
+      answers: unknown[],
+      state: S | undefined,
+    ): S;
+  };
   /** The whole tensor's result with its arrays from `alloc`, zero until the parts fill them. */
   allocate(t: Omit<WeightMatrix, 'values'>, options: O, state: S, alloc: ArrayAllocator): KernelResult<E>;
   /** Runs the kernel on `part` of `t` and writes that part of the result into `out`. */

@@ -28,8 +28,16 @@ export type KernelTask =
   | { kind: 'apply'; method: string; options: OptionValues; tensors: WeightMatrix[] }
   | { kind: 'stats'; values: TensorValues }
   | { kind: 'histogram'; values: Float32Array; bins: number; range?: [number, number] }
-  /** The whole-tensor work a split kernel's parts depend on (method.split.prepare). */
-  | { kind: 'prepare'; method: string; options: OptionValues; tensor: WeightMatrix }
+  /** One part's answer in a round of a split kernel's survey (method.split.survey). */
+  | {
+      kind: 'survey';
+      method: string;
+      options: OptionValues;
+      tensor: WeightMatrix;
+      part: TensorPart;
+      round: number;
+      state: unknown;
+    }
   /** One part of a split kernel, written into `out` (shared memory). */
   | {
       kind: 'part';
@@ -48,9 +56,10 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
     const results = getMethod(task.method).apply(task.tensors, task.options);
     return { value: results, transfer: buffersOf(results) };
   }
-  if (task.kind === 'prepare') {
-    const state = splitOf(task.method).prepare?.(task.tensor, task.options);
-    return { value: state, transfer: buffersOf(state) };
+  if (task.kind === 'survey') {
+    const survey = splitOf(task.method).survey;
+    const answer = survey?.part(task.tensor, task.part, task.options, task.round, task.state);
+    return { value: answer, transfer: buffersOf(answer) };
   }
   if (task.kind === 'part') {
     splitOf(task.method).runPart(task.tensor, task.part, task.options, task.state, task.out);
@@ -156,9 +165,10 @@ export class KernelPool {
   }
 
   /**
-   * `method` over `t` in `parts` on the pool's workers: the whole-tensor preparation first (on one
-   * worker) where the method has one, then every part at once, each writing its slice of the result,
-   * which is allocated here in shared memory. Equal to the whole-tensor kernel bit for bit.
+   * `method` over `t` in `parts` on the pool's workers: the survey's rounds first where the method has
+   * one (every part at once, the answers combined here), then every part at once, each writing its
+   * slice of the result, which is allocated here in shared memory. Equal to the whole-tensor kernel
+   * bit for bit.
    */
   async applyInParts(
     method: string,
@@ -170,9 +180,16 @@ export class KernelPool {
     const split = getMethod(method).split;
     if (!split) throw new ModelError('unsupported', `${method} cannot run on parts of a tensor.`);
     const tensor = { ...t, values: this.share(t.values) };
-    const state = split.prepare
-      ? await this.pool.run<unknown>({ kind: 'prepare', method, options, tensor }, [], scope)
-      : undefined;
+    let state: unknown;
+    const rounds = split.survey?.rounds(tensor, options) ?? 0;
+    for (let round = 0; round < rounds; round++) {
+      const answers = await Promise.all(
+        parts.map((part) =>
+          this.pool.run<unknown>({ kind: 'survey', method, options, tensor, part, round, state }, [], scope),
+        ),
+      );
+      state = split.survey!.combine(tensor, parts, options, round, answers, state);
+    }
     const out = split.allocate(tensor, options, state, sharedArrays);
     await Promise.all(
       parts.map((part) =>

@@ -26,24 +26,37 @@ interface ColumnRanges {
 
 /**
  * Per-channel int8 on parts. A [C, K] table's rows are whole channels: each part is the kernel on its
- * rows. A [K, N] weight's channels are columns that run through every row: the column ranges come
- * first (one pass over the whole tensor), then each part of the rows quantizes and decodes in place
- * with the whole tensor's scales. A per-tensor scale needs every weight and is not split.
+ * rows. A [K, N] weight's channels are columns that run through every row: each part finds its rows'
+ * column ranges first (a survey round; the whole tensor's are their minima and maxima), then each part
+ * quantizes and decodes its rows in place with the whole tensor's scales. A per-tensor scale needs
+ * every weight and is not split.
  */
 export const int8Split: KernelSplit<Int8Options, Int8Quantized, ColumnRanges | undefined> = {
   partAxis(_t, options) {
     return options.granularity === 'per-tensor' ? undefined : { axis: 0, unit: 1 };
   },
-  prepare(t, options) {
-    if (t.channelAxis === 0) return undefined;
-    const [rows, cols] = t.shape;
-    const lo = new Float32Array(cols);
-    const hi = new Float32Array(cols);
-    if (options.symmetric) {
-      updateColumnAbsMax(t.values, 0, rows, cols, hi);
-      for (let c = 0; c < cols; c++) lo[c] = -hi[c];
-    } else updateColumnRanges(t.values, 0, rows, cols, lo, hi);
-    return { lo, hi };
+  survey: {
+    rounds: (t) => (t.channelAxis === 1 ? 1 : 0),
+    part(t, part, options): ColumnRanges {
+      const cols = t.shape[1];
+      const lo = new Float32Array(cols);
+      const hi = new Float32Array(cols);
+      if (options.symmetric) {
+        updateColumnAbsMax(t.values, part.start, part.end, cols, hi);
+        for (let c = 0; c < cols; c++) lo[c] = -hi[c];
+      } else updateColumnRanges(t.values, part.start, part.end, cols, lo, hi);
+      return { lo, hi };
+    },
+    combine(t, _parts, _options, _round, answers) {
+      const whole = answers[0] as ColumnRanges;
+      for (const { lo, hi } of answers.slice(1) as ColumnRanges[])
+        for (let c = 0; c < t.shape[1]; c++) {
+          // Math.min and max order −0 below +0 as the kernel's SIMD min and max do (no NaN: skipped)
+          whole.lo[c] = Math.min(whole.lo[c], lo[c]);
+          whole.hi[c] = Math.max(whole.hi[c], hi[c]);
+        }
+      return whole;
+    },
   },
   allocate(t, options, _state, alloc) {
     const n = t.shape[0] * t.shape[1];

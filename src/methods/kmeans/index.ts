@@ -10,12 +10,17 @@ import type { CompressionMethod, KernelSplit, WeightMatrix } from '../types.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
 import {
   assignByBins,
+  binCounts,
   clusteredByHistogram,
-  fitByHistogram,
+  fitFromHistogram,
+  histogramBinning,
   kmeans1d,
   type BinAssignment,
+  type Binning,
   type KMeansOptions,
+  type ValueRange,
 } from './kernel.ts';
+import { rangeAndZeros } from '../../core/simd/index.ts';
 
 export interface KMeansMethodOptions {
   [key: string]: string | number | boolean;
@@ -156,25 +161,49 @@ function rewritePalette(t: WeightMatrix, p: Palette, editor: GraphEditor): void 
 }
 
 /**
- * k-means with one codebook per tensor on parts of the tensor: the codebook is fitted once on the
- * whole tensor (its histogram), then each part of the rows assigns its weights and decodes them, the
- * bulk of the work; the parts write straight into the whole tensor's codes and values.
+ * k-means with one codebook per tensor on parts of the tensor. The codebook is fitted on the whole
+ * tensor's histogram, which the parts build in two survey rounds: each part's range and exact zeros
+ * (the tensor's: their minimum, maximum and sum), then each part's bin counts over the tensor's bins
+ * (summed). Then each part of the rows assigns its weights and decodes them, the bulk of the work,
+ * straight into the whole tensor's codes and values.
  */
-interface FittedBook {
-  book: Float32Array;
-  assignment: BinAssignment;
-}
+type FittedBook = { book: Float32Array; assignment: BinAssignment };
+/** Round 0 gives the binning, round 1 the codebook. */
+type KMeansSurvey = { binning: Binning; zeros: number } | FittedBook;
 
-export const kmeansSplit: KernelSplit<KMeansMethodOptions, Palette, FittedBook> = {
+export const kmeansSplit: KernelSplit<KMeansMethodOptions, Palette, KMeansSurvey> = {
   partAxis(t, options) {
     // per-channel books are sized by the largest book; small tensors cluster their exact values
     if (options.perChannel || !clusteredByHistogram(t.shape[0] * t.shape[1])) return undefined;
     return { axis: 0, unit: 1 };
   },
-  prepare(t, options) {
-    return fitByHistogram(t.values, paletteKMeansOptions(options));
+  survey: {
+    rounds: () => 2,
+    part(t, part, _options, round, state) {
+      const cols = t.shape[1];
+      const values = t.values.subarray(part.start * cols, part.end * cols);
+      if (round === 0) return rangeAndZeros(values);
+      return binCounts(values, (state as { binning: Binning }).binning);
+    },
+    combine(_t, _parts, options, round, answers, state) {
+      if (round === 0) {
+        const ranges = answers as ValueRange[];
+        const range = ranges.reduce((a, b) => ({
+          lo: Math.min(a.lo, b.lo),
+          hi: Math.max(a.hi, b.hi),
+          zeros: a.zeros + b.zeros,
+        }));
+        return { binning: histogramBinning(range), zeros: range.zeros };
+      }
+      const counts = answers as Int32Array[];
+      const total = counts[0];
+      for (const c of counts.slice(1)) for (let b = 0; b < total.length; b++) total[b] += c[b];
+      const { binning, zeros } = state as { binning: Binning; zeros: number };
+      return fitFromHistogram(total, binning, zeros, paletteKMeansOptions(options));
+    },
   },
-  allocate(t, options, { book }, alloc) {
+  allocate(t, options, fitted, alloc) {
+    const { book } = fitted as FittedBook;
     const n = t.shape[0] * t.shape[1];
     const palette: Palette = {
       codebook: book,
@@ -186,7 +215,8 @@ export const kmeansSplit: KernelSplit<KMeansMethodOptions, Palette, FittedBook> 
     const storedBytes = options.export === 'dense' ? n * 4 : paletteBytes(palette, n);
     return { values: alloc(Float32Array, n), storedBytes, encoding: palette };
   },
-  runPart(t, part, _options, { book, assignment }, out) {
+  runPart(t, part, _options, fitted, out) {
+    const { book, assignment } = fitted as FittedBook;
     // rows only (partAxis): the part is one contiguous run of the tensor
     const cols = t.shape[1];
     const from = part.start * cols;

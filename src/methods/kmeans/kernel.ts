@@ -71,7 +71,7 @@ function exactPoints(x: Float32Array, skipZeros: boolean): Points {
   return withPrefixSums(Float64Array.from(v), Float64Array.from(w));
 }
 
-interface Binning {
+export interface Binning {
   lo: number;
   hi: number;
   /** bins per unit of value */
@@ -83,21 +83,37 @@ function binOf({ lo, scale }: Binning, v: number): number {
   return Math.max(0, Math.min(HISTOGRAM_BINS - 1, Math.trunc((v - lo) * scale)));
 }
 
-/**
- * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
- * far finer than any cluster, and counting alone keeps the pass cache-resident.
- */
-function histogramPoints(
-  x: Float32Array,
-  keepZeros: boolean,
-): { points: Points; binning: Binning; hasZeros: boolean } {
-  const range = rangeAndZeros(x);
-  // all NaN (or empty): one bin at 0
+/** Values' range and exact zeros (lo > hi when there is no number), as rangeAndZeros gives them. */
+export interface ValueRange {
+  lo: number;
+  hi: number;
+  zeros: number;
+}
+
+/** The fine histogram's bins over a range; all NaN (or empty): one bin at 0. */
+export function histogramBinning(range: ValueRange): Binning {
   const lo = range.lo <= range.hi ? range.lo : 0;
   const hi = range.lo <= range.hi ? range.hi : 0;
-  const zeros = range.zeros;
-  const scale = hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0;
-  const count = histogramCounts(x, lo, hi, scale, HISTOGRAM_BINS);
+  return { lo, hi, scale: hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0 };
+}
+
+/** How many of x fall in each bin (counts of parts of a tensor add up to the tensor's). */
+export function binCounts(x: Float32Array, { lo, hi, scale }: Binning): Int32Array {
+  return histogramCounts(x, lo, hi, scale, HISTOGRAM_BINS);
+}
+
+/**
+ * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
+ * far finer than any cluster, and counting alone keeps the pass cache-resident. `count` loses the
+ * exact zeros when they keep a centroid of their own.
+ */
+function histogramPoints(
+  count: Int32Array,
+  binning: Binning,
+  zeros: number,
+  keepZeros: boolean,
+): { points: Points; binning: Binning; hasZeros: boolean } {
+  const { lo, hi, scale } = binning;
   const hasZeros = keepZeros && zeros > 0;
   // exact zeros have a centroid of their own: take them out of the clustering
   if (hasZeros) count[binOf({ lo, hi, scale }, 0)] -= zeros;
@@ -302,7 +318,19 @@ export function fitByHistogram(
   values: Float32Array,
   opts: KMeansOptions,
 ): { book: Float32Array; assignment: BinAssignment } {
-  const { points, binning, hasZeros } = histogramPoints(values, opts.keepZeros);
+  const range = rangeAndZeros(values);
+  const binning = histogramBinning(range);
+  return fitFromHistogram(binCounts(values, binning), binning, range.zeros, opts);
+}
+
+/** fitByHistogram from the tensor's bin counts (taken over, zeros removed), binning and exact zeros. */
+export function fitFromHistogram(
+  count: Int32Array,
+  bins: Binning,
+  zeros: number,
+  opts: KMeansOptions,
+): { book: Float32Array; assignment: BinAssignment } {
+  const { points, binning, hasZeros } = histogramPoints(count, bins, zeros, opts.keepZeros);
   let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
   if (centroids.length === 0) centroids = new Float64Array([0]);
   const fround = Float64Array.from(centroids, Math.fround).sort();

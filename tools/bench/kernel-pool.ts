@@ -181,8 +181,8 @@ export async function kernelPoolSection(root: string): Promise<string> {
       'as the studio does: originals in shared memory (no copy out); a tensor of ' +
       `${(2 * MIN_PART_WEIGHTS).toLocaleString('en-US')} weights or more whose method can split ` +
       `(${MIN_PART_WEIGHTS.toLocaleString('en-US')}-weight parts at least, at most 4 per worker: ` +
-      'int8 per channel, int4, fp16, pruning per tensor (N:M, or magnitude after its threshold), k-means ' +
-      'with one codebook after its fit) goes out as parts ' +
+      'int8 per channel, int4, fp16, pruning per tensor, k-means with one codebook; ranges, histograms and ' +
+      'the codebook fit gathered from the parts first) goes out as parts ' +
       'that write the result in place in shared memory, every other tensor as one task whose result is ' +
       'transferred back. Pool sizes alternate 1, 2, 1, 2 ' +
       `(${ROUNDS} rounds). Wall and CPU s columns: the pass of least wall time; CPU s is the process's user + ` +

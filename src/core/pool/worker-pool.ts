@@ -96,7 +96,8 @@ export class WorkerPool {
   /**
    * Seconds each worker (in the order they started) spent running tasks, as the workers measure it:
    * their thread's CPU time where the runtime exposes it (Linux worker_threads), else wall time while
-   * busy. Load-independent on Linux: total / busiest is the speed-up the pool reaches with free cores.
+   * busy. Not stretched by waiting for a core (Linux): total / busiest bounds the speed-up the pool
+   * reaches with free cores (tick-granular: meaningful for tasks of tens of ms).
    */
   busyTimes(): number[] {
     return [...this.busy];

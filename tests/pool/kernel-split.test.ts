@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { getMethod, resolveOptions } from '../../src/methods/registry.ts';
-import { applyInParts, cutParts } from '../../src/methods/split.ts';
+import { applyInParts, cutParts, partMatrix, placePart } from '../../src/methods/split.ts';
 import type { OptionValues, WeightMatrix } from '../../src/methods/types.ts';
 import { MIN_PART_WEIGHTS } from '../../src/core/compress/kernel-tasks.ts';
 import { tensorStats } from '../../src/core/stats.ts';
@@ -107,6 +107,26 @@ describe('kernels split into parts', () => {
     expect(() =>
       applyInParts(getMethod('int8'), t, { granularity: 'per-tensor', symmetric: true }, []),
     ).toThrow(/cannot run on parts/);
+  });
+
+  it('a part of rows is a view, a part of columns a gathered copy; placing the parts rebuilds the matrix', () => {
+    const t = matrix(37, 29, 1, 4);
+    const rows = partMatrix(t, { axis: 0, start: 5, end: 9 });
+    expect(rows.shape).toEqual([4, 29]);
+    expect(rows.values.buffer).toBe(t.values.buffer);
+    for (const axis of [0, 1] as const) {
+      const rebuilt = new Float32Array(t.values.length);
+      for (const part of cutParts(t.shape, axis, 1, 4)) {
+        const m = partMatrix(t, part);
+        // element (r, c) of the part is element (r, c + start) or (r + start, c) of the whole
+        const [, width] = m.shape;
+        const at = (r: number, c: number) =>
+          axis === 0 ? (r + part.start) * 29 + c : r * 29 + c + part.start;
+        expect(m.values[2 * width + 1]).toBe(t.values[at(2, 1)]);
+        placePart(m.values, rebuilt, t.shape, part);
+      }
+      expect(Buffer.from(rebuilt.buffer).equals(Buffer.from(t.values.buffer))).toBe(true);
+    }
   });
 
   it('cutParts: boundaries on the unit, no empty part, fewer parts than units asked', () => {

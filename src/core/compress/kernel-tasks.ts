@@ -5,8 +5,9 @@
  * Calibrated methods (those that declare `needs`) stay in the thread that holds the statistics.
  *
  * A big tensor of a method with a `split` (src/methods/split.ts) goes out as several part tasks, so
- * every worker shares it: the tensor and the whole result's arrays live in shared memory, each part
- * writes its rows (or columns) of the result in place and answers nothing but its busy time.
+ * every worker shares it: the tensor and the whole result's arrays live in shared memory; survey tasks
+ * answer what the parts need from the whole tensor (counts, ranges), then each part task writes its
+ * rows of the result in place and answers nothing.
  */
 import { getMethod } from '../../methods/registry.ts';
 import type {
@@ -106,8 +107,9 @@ function compact<T extends ArrayBufferView>(values: T): T {
 }
 
 /**
- * Tensors below this many weights go whole to one worker: a part smaller than this would cost more in
- * messages and scheduling than it gains. Above it a tensor is split into parts of at least this size.
+ * The least weights in a part: a tensor under twice this goes whole to one worker (smaller parts cost
+ * more in messages, scheduling and copies than they gain), a bigger one is split into parts this big
+ * or bigger.
  */
 export const MIN_PART_WEIGHTS = 1 << 22;
 /** Parts per worker at most: enough for the last parts of a step to even out the workers' loads. */
@@ -179,6 +181,8 @@ export class KernelPool {
   ): Promise<KernelResult> {
     const split = getMethod(method).split;
     if (!split) throw new ModelError('unsupported', `${method} cannot run on parts of a tensor.`);
+    // the parts write into shared memory: without it the tensor goes whole
+    if (!this.pool.shared) return (await this.apply(method, options, [t], scope))[0];
     const tensor = { ...t, values: this.share(t.values) };
     let state: unknown;
     const rounds = split.survey?.rounds(tensor, options) ?? 0;

@@ -62,6 +62,55 @@ export interface KernelResult<E = unknown> {
   outlierChannels?: number[];
 }
 
+/** Rows (axis 0) or columns (axis 1) [start, end) of a weight matrix: one part of a split kernel. */
+export interface TensorPart {
+  axis: 0 | 1;
+  start: number;
+  end: number;
+}
+
+/** Typed arrays a split kernel's whole-tensor result is made of (shared memory when parts run in a pool). */
+export type ArrayAllocator = <A extends Float32Array | Uint16Array | Uint8Array | Int8Array>(
+  kind: { new (length: number): A; new (buffer: SharedArrayBuffer): A; readonly BYTES_PER_ELEMENT: number },
+  length: number,
+) => A;
+
+/**
+ * How a method's kernel runs on parts of one tensor, so a pool spreads one big tensor over its
+ * workers: each part writes its slice of the whole-tensor result, and the parts together equal the
+ * whole-tensor kernel bit for bit (the split tests check it for every method that has one).
+ */
+export interface KernelSplit<O extends OptionValues = OptionValues, E = unknown, S = unknown> {
+  /**
+   * The axis parts cut and the unit their boundaries fall on (whole int4 blocks, whole N:M groups),
+   * or undefined when these options need the whole tensor in one call (one threshold, one scale).
+   */
+  partAxis(t: Omit<WeightMatrix, 'values'>, options: O): { axis: 0 | 1; unit: number } | undefined;
+  /**
+   * Whole-tensor facts the parts depend on (a threshold, column ranges, a k-means codebook), gathered
+   * in `rounds` passes over the same parts (in parallel in a pool): `part` reads one part given the
+   * state so far and answers something small (counts, ranges), `combine` merges the answers, in part
+   * order, into the next state, exactly (sums of counts, minima and maxima), so the state after the
+   * last round is the whole-tensor kernel's own. No rounds: the state is undefined.
+   */
+  survey?: {
+    rounds(t: Omit<WeightMatrix, 'values'>, options: O): number;
+    part(t: WeightMatrix, part: TensorPart, options: O, round: number, state: S | undefined): unknown;
+    combine(
+      t: Omit<WeightMatrix, 'values'>,
+      parts: readonly TensorPart[],
+      options: O,
+      round: number,
+      answers: unknown[],
+      state: S | undefined,
+    ): S;
+  };
+  /** The whole tensor's result with its arrays from `alloc`, zero until the parts fill them. */
+  allocate(t: Omit<WeightMatrix, 'values'>, options: O, state: S, alloc: ArrayAllocator): KernelResult<E>;
+  /** Runs the kernel on `part` of `t` and writes that part of the result into `out`. */
+  runPart(t: WeightMatrix, part: TensorPart, options: O, state: S, out: KernelResult<E>): void;
+}
+
 export interface CompressionMethod<O extends OptionValues = OptionValues, E = unknown> {
   id: string;
   label: string;
@@ -86,4 +135,7 @@ export interface CompressionMethod<O extends OptionValues = OptionValues, E = un
   apply(tensors: readonly WeightMatrix[], options: O, calibration?: CalibrationStats): KernelResult<E>[];
   /** Replace the initializer `tensor.name` by nodes that produce the encoded weight (encode methods). */
   rewrite?(tensor: WeightMatrix, encoding: E, editor: GraphEditor, options: O): void;
+  /** How `apply` runs on parts of one tensor (methods whose result is independent per row, column or block). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each method's own split state
+  split?: KernelSplit<O, E, any>;
 }

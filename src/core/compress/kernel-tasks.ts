@@ -3,12 +3,26 @@
  * one or more weight matrices, a tensor's summary statistics, a histogram. The same functions run
  * in-process when there is no pool, so a pooled result is the single-thread result, bit for bit.
  * Calibrated methods (those that declare `needs`) stay in the thread that holds the statistics.
+ *
+ * A big tensor of a method with a `split` (src/methods/split.ts) goes out as several part tasks, so
+ * every worker shares it: the tensor and the whole result's arrays live in shared memory; survey tasks
+ * answer what the parts need from the whole tensor (counts, ranges), then each part task writes its
+ * rows of the result in place and answers nothing.
  */
 import { getMethod } from '../../methods/registry.ts';
-import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
+import type {
+  ArrayAllocator,
+  CompressionMethod,
+  KernelResult,
+  OptionValues,
+  TensorPart,
+  WeightMatrix,
+} from '../../methods/types.ts';
+import { cutParts } from '../../methods/split.ts';
 import type { TensorValues } from '../onnx/model.ts';
 import { histogram, tensorStats, type Histogram, type TensorStats } from '../stats.ts';
 import { checkCancelled } from '../cancel.ts';
+import { ModelError } from '../errors.ts';
 import type { WorkerPool } from '../pool/worker-pool.ts';
 import { errorStats, type ErrorStats } from './metrics.ts';
 
@@ -29,7 +43,27 @@ export type KernelTask =
       originals?: Float32Array[];
     }
   | { kind: 'stats'; values: TensorValues }
-  | { kind: 'histogram'; values: Float32Array; bins: number; range?: [number, number] };
+  | { kind: 'histogram'; values: Float32Array; bins: number; range?: [number, number] }
+  /** One part's answer in a round of a split kernel's survey (method.split.survey). */
+  | {
+      kind: 'survey';
+      method: string;
+      options: OptionValues;
+      tensor: WeightMatrix;
+      part: TensorPart;
+      round: number;
+      state: unknown;
+    }
+  /** One part of a split kernel, written into `out` (shared memory). */
+  | {
+      kind: 'part';
+      method: string;
+      options: OptionValues;
+      tensor: WeightMatrix;
+      part: TensorPart;
+      state: unknown;
+      out: KernelResult;
+    };
 
 /** Runs one task; returns its value and the buffers it may hand back without a copy. */
 export function runKernelTask(task: KernelTask): { value: unknown; transfer: Transferable[] } {
@@ -40,6 +74,15 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
       ? applyMeasured(method, task.tensors, task.options, task.originals)
       : method.apply(task.tensors, task.options);
     return { value: results, transfer: buffersOf(results) };
+  }
+  if (task.kind === 'survey') {
+    const survey = splitOf(task.method).survey;
+    const answer = survey?.part(task.tensor, task.part, task.options, task.round, task.state);
+    return { value: answer, transfer: buffersOf(answer) };
+  }
+  if (task.kind === 'part') {
+    splitOf(task.method).runPart(task.tensor, task.part, task.options, task.state, task.out);
+    return { value: null, transfer: [] };
   }
   if (task.kind === 'stats') return { value: tensorStats(task.values), transfer: [] };
   return { value: histogram(task.values, task.bins, task.range), transfer: [] };
@@ -59,6 +102,12 @@ export function applyMeasured(
     ...rest,
     error: errorStats(originals[j], values),
   }));
+}
+
+function splitOf(method: string) {
+  const split = getMethod(method).split;
+  if (!split) throw new ModelError('unsupported', `${method} cannot run on parts of a tensor.`);
+  return split;
 }
 
 /** Every distinct non-shared ArrayBuffer under `x` (typed arrays in results and encodings). */
@@ -92,9 +141,23 @@ function compact<T extends ArrayBufferView>(values: T): T {
 }
 
 /**
+ * The least weights in a part: a tensor under twice this goes whole to one worker (smaller parts cost
+ * more in messages, scheduling and copies than they gain), a bigger one is split into parts this big
+ * or bigger.
+ */
+export const MIN_PART_WEIGHTS = 1 << 22;
+/** Parts per worker at most: enough for the last parts of a step to even out the workers' loads. */
+const PARTS_PER_WORKER = 4;
+
+/** Arrays in shared memory: what the parts of a split kernel write into, in place. */
+const sharedArrays: ArrayAllocator = (kind, length) =>
+  new kind(new SharedArrayBuffer(length * kind.BYTES_PER_ELEMENT));
+
+/**
  * The studio's side of a kernel pool: tensors go out as shared views (no copy) when their memory
  * is a SharedArrayBuffer, as clones otherwise (the caller keeps them: they are memoised), and
- * results come back transferred.
+ * results come back transferred. A big tensor whose method can split goes out in parts (see above)
+ * when the pool has more than one worker and shares memory.
  */
 export class KernelPool {
   /**
@@ -134,6 +197,8 @@ export class KernelPool {
     tensors: readonly WeightMatrix[],
     scope = 0,
   ): Promise<KernelResult[]> {
+    const parts = tensors.length === 1 ? this.partsOf(method, options, tensors[0]) : undefined;
+    if (parts) return this.applyInParts(method, options, tensors[0], parts, scope).then((r) => [r]);
     return this.target().run<KernelResult[]>(
       { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
       [],
@@ -160,6 +225,61 @@ export class KernelPool {
       [],
       scope,
     );
+  }
+
+  /**
+   * The parts `t` runs in on this pool, or undefined when it goes whole: one worker, no shared memory,
+   * a tensor under two parts' worth of weights, or a method (with these options) that needs it whole.
+   */
+  partsOf(method: string, options: OptionValues, t: WeightMatrix): TensorPart[] | undefined {
+    const n = t.values.length;
+    if (this.size < 2 || !this.pool.shared || n < 2 * MIN_PART_WEIGHTS) return undefined;
+    const cut = getMethod(method).split?.partAxis(t, options);
+    if (!cut) return undefined;
+    const count = Math.min(Math.floor(n / MIN_PART_WEIGHTS), PARTS_PER_WORKER * this.size);
+    const parts = cutParts(t.shape, cut.axis, cut.unit, count);
+    return parts.length > 1 ? parts : undefined;
+  }
+
+  /**
+   * `method` over `t` in `parts` on the pool's workers: the survey's rounds first where the method has
+   * one (every part at once, the answers combined here), then every part at once, each writing its
+   * slice of the result, which is allocated here in shared memory. Equal to the whole-tensor kernel
+   * bit for bit.
+   */
+  async applyInParts(
+    method: string,
+    options: OptionValues,
+    t: WeightMatrix,
+    parts: readonly TensorPart[],
+    scope = 0,
+  ): Promise<KernelResult> {
+    const split = getMethod(method).split;
+    if (!split) throw new ModelError('unsupported', `${method} cannot run on parts of a tensor.`);
+    // the parts write into shared memory: without it the tensor goes whole
+    if (!this.pool.shared) return (await this.apply(method, options, [t], scope))[0];
+    const tensor = { ...t, values: this.share(t.values) };
+    let state: unknown;
+    const rounds = split.survey?.rounds(tensor, options) ?? 0;
+    for (let round = 0; round < rounds; round++) {
+      const answers = await Promise.all(
+        parts.map((part) =>
+          this.target().run<unknown>(
+            { kind: 'survey', method, options, tensor, part, round, state },
+            [],
+            scope,
+          ),
+        ),
+      );
+      state = split.survey!.combine(tensor, parts, options, round, answers, state);
+    }
+    const out = split.allocate(tensor, options, state, sharedArrays);
+    await Promise.all(
+      parts.map((part) =>
+        this.target().run<null>({ kind: 'part', method, options, tensor, part, state, out }, [], scope),
+      ),
+    );
+    return out;
   }
 
   stats(values: TensorValues, scope = 0): Promise<TensorStats> {

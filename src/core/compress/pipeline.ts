@@ -290,14 +290,29 @@ export async function compressModelInPool(
   try {
     while (!next.done) {
       const { method, inputs, options: stepOptions } = next.value;
-      const matrices = inputs.map((o) => asMatrix(o.candidate, o.values));
       let results: KernelResult[];
-      if (!poolable(method)) results = method.apply(matrices, stepOptions, options.calibration);
+      if (!poolable(method))
+        results = method.apply(
+          inputs.map((o) => asMatrix(o.candidate, o.values)),
+          stepOptions,
+          options.calibration,
+        );
+      // the pool's inputs in shared memory: one copy here instead of a clone per task (a copy on each
+      // side of the message); a tensor split into parts must be shared anyway
       else if (ranksTogether(method.id, stepOptions))
-        results = await pool.apply(method.id, stepOptions, matrices, scope);
+        results = await pool.apply(
+          method.id,
+          stepOptions,
+          inputs.map((o) => asMatrix(o.candidate, pool.share(o.values))),
+          scope,
+        );
       else
         results = (
-          await Promise.all(matrices.map((m) => pool.apply(method.id, stepOptions, [m], scope)))
+          await Promise.all(
+            inputs.map((o) =>
+              pool.apply(method.id, stepOptions, [asMatrix(o.candidate, pool.share(o.values))], scope),
+            ),
+          )
         ).flat();
       next = run.next(results);
     }

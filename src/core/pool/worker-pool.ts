@@ -24,9 +24,10 @@ export type ToWorker =
   | { type: 'init'; cancel?: SharedArrayBuffer }
   | { type: 'task'; id: number; scope: number; generation: number; payload: unknown };
 
-/** What a worker answers. */
+/** What a worker answers; `busy`: seconds the task took on the worker's own clock (its thread's CPU time where it can read it). */
 export type FromWorker =
-  { type: 'result'; id: number; value: unknown } | { type: 'error'; id: number; error: SerializedError };
+  | { type: 'result'; id: number; value: unknown; busy?: number }
+  | { type: 'error'; id: number; error: SerializedError; busy?: number };
 
 interface Job {
   id: number;
@@ -41,6 +42,8 @@ interface Job {
 interface Slot {
   port: PoolPort;
   job?: Job;
+  /** Index into the pool's busy times (one per worker started). */
+  index: number;
 }
 
 export interface PoolOptions {
@@ -69,6 +72,8 @@ export class WorkerPool {
    * when memory can be shared: cancelling one run leaves the others' jobs alone.
    */
   private readonly generations: Int32Array;
+  /** Seconds each worker started so far spent on tasks, by the worker's clock (see busyTimes). */
+  private readonly busy: number[] = [];
   private nextId = 1;
   private nextScope = 0;
   private closed = false;
@@ -86,6 +91,16 @@ export class WorkerPool {
     this.shared = options.shared && sharedMemoryAvailable();
     const bytes = CANCEL_SCOPES * 4;
     this.generations = new Int32Array(this.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+  }
+
+  /**
+   * Seconds each worker (in the order they started) spent running tasks, as the workers measure it:
+   * their thread's CPU time where the runtime exposes it (Linux worker_threads), else wall time while
+   * busy. Not stretched by waiting for a core (Linux): total / busiest bounds the speed-up the pool
+   * reaches with free cores (tick-granular: meaningful for tasks of tens of ms).
+   */
+  busyTimes(): number[] {
+    return [...this.busy];
   }
 
   /** Jobs queued or running. */
@@ -170,11 +185,13 @@ export class WorkerPool {
 
   private start(): Slot {
     const port = this.spawn();
-    const slot: Slot = { port };
+    const slot: Slot = { port, index: this.busy.length };
+    this.busy.push(0);
     port.onMessage((raw) => {
       const m = raw as FromWorker;
       const job = slot.job;
       if (!job || job.id !== m.id) return;
+      this.busy[slot.index] += m.busy ?? 0;
       slot.job = undefined;
       port.setBusy?.(false);
       // a job cancelled while it ran (no shared flag to stop it) answers late: its result is stale
@@ -209,14 +226,20 @@ function reviveError(e: SerializedError): Error {
   return error;
 }
 
+/** Seconds on a monotonic wall clock: a worker's busy time where its thread's CPU time cannot be read. */
+export const wallSeconds = (): number => performance.now() / 1000;
+
 /**
  * The worker side: answers tasks with `handle`, which returns the value and the buffers to transfer
  * back. The cancel scope is installed per task so kernels' checkCancelled() sees this task's generation.
+ * `clock` (seconds) times each task for the pool's busy times: the thread's CPU time where the runtime
+ * can read it, else wall time.
  */
 export function serveTasks(
   port: { post(message: FromWorker, transfer: Transferable[]): void },
   handle: (payload: unknown) => { value: unknown; transfer: Transferable[] },
   setScope: (shared: Int32Array | undefined, scope: number, generation: number) => void,
+  clock: () => number = wallSeconds,
 ): (message: unknown) => void {
   let cancel: Int32Array | undefined;
   return (raw) => {
@@ -226,11 +249,12 @@ export function serveTasks(
       return;
     }
     setScope(cancel, m.scope, m.generation);
+    const start = clock();
     try {
       const { value, transfer } = handle(m.payload);
-      port.post({ type: 'result', id: m.id, value }, transfer);
+      port.post({ type: 'result', id: m.id, value, busy: clock() - start }, transfer);
     } catch (e) {
-      port.post({ type: 'error', id: m.id, error: serializeError(e) }, []);
+      port.post({ type: 'error', id: m.id, error: serializeError(e), busy: clock() - start }, []);
     } finally {
       setScope(undefined, 0, 0);
     }

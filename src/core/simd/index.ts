@@ -432,16 +432,23 @@ function castInChunks(
   }
 }
 
-/** IEEE half bits of each float, round to nearest even; NaN stays NaN (quiet, sign kept). */
-export function castFloat32ToFloat16(x: Float32Array): Uint16Array {
-  const out = new Uint16Array(x.length);
+/**
+ * IEEE half bits of each float, round to nearest even; NaN stays NaN (quiet, sign kept). `out`: where
+ * to write them (x.length halves; a split kernel's slice of the whole result), a new array by default.
+ */
+export function castFloat32ToFloat16(
+  x: Float32Array,
+  out: Uint16Array = new Uint16Array(x.length),
+): Uint16Array {
   castInChunks(x, out, 'float32_to_float16');
   return out;
 }
 
-/** Floats of IEEE half bits (exact: every half is a float). */
-export function castFloat16ToFloat32(h: Uint16Array): Float32Array {
-  const out = new Float32Array(h.length);
+/** Floats of IEEE half bits (exact: every half is a float), into `out` (h.length floats) when given. */
+export function castFloat16ToFloat32(
+  h: Uint16Array,
+  out: Float32Array = new Float32Array(h.length),
+): Float32Array {
   castInChunks(h, out, 'float16_to_float32');
   return out;
 }

@@ -2,7 +2,24 @@
 import { DataType, castFloat16ToFloat32, castFloat32ToFloat16 } from '../../core/onnx/dtypes.ts';
 import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
-import type { CompressionMethod } from '../types.ts';
+import type { CompressionMethod, KernelSplit } from '../types.ts';
+
+/** float16 on ranges of rows: elementwise, written straight into the whole tensor's arrays. */
+export const fp16Split: KernelSplit<Record<string, never>, Uint16Array> = {
+  partAxis() {
+    return { axis: 0, unit: 1 };
+  },
+  allocate(t, _options, _state, alloc) {
+    const n = t.shape[0] * t.shape[1];
+    return { values: alloc(Float32Array, n), storedBytes: n * 2, encoding: alloc(Uint16Array, n) };
+  },
+  runPart(t, part, _options, _state, out) {
+    const from = part.start * t.shape[1];
+    const to = part.end * t.shape[1];
+    const half = castFloat32ToFloat16(t.values.subarray(from, to), out.encoding!.subarray(from, to));
+    castFloat16ToFloat32(half, out.values.subarray(from, to));
+  },
+};
 
 export const fp16Method: CompressionMethod<Record<string, never>, Uint16Array> = {
   id: 'fp16',
@@ -30,4 +47,5 @@ export const fp16Method: CompressionMethod<Record<string, never>, Uint16Array> =
       ),
     );
   },
+  split: fp16Split,
 };

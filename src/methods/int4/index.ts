@@ -7,7 +7,8 @@ import { DataType } from '../../core/onnx/dtypes.ts';
 import { bytesOf, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
-import type { CompressionMethod, WeightMatrix } from '../types.ts';
+import type { CompressionMethod, KernelSplit, WeightMatrix } from '../types.ts';
+import { partMatrix, partShape, placePart } from '../split.ts';
 import type { NodeProto } from '../../core/onnx/proto.ts';
 import {
   blockedScaleLayout,
@@ -212,6 +213,62 @@ function matMulNBitsProblem(t: WeightMatrix, editor: GraphEditor): string | unde
   return undefined;
 }
 
+/**
+ * int4 on ranges of rows: a [C, K] table's rows are whole channels; a [K, N] weight's blocks run down
+ * its rows, so its parts are whole blocks of rows. Either way each part's scales are the whole
+ * tensor's, written into their place in the [channels, blocks] layout.
+ */
+export const int4Split: KernelSplit<Int4Options, Int4Quantized> = {
+  partAxis(t, options) {
+    return { axis: 0, unit: t.channelAxis === 1 ? options.blockSize : 1 };
+  },
+  allocate(t, options, _state, alloc) {
+    const [rows, cols] = t.shape;
+    const channels = t.channelAxis === 1 ? cols : rows;
+    const k = t.channelAxis === 1 ? rows : cols;
+    const blocks = Math.ceil(k / options.blockSize);
+    const encoding: Int4Quantized = {
+      channels,
+      k,
+      blockSize: options.blockSize,
+      blocksPerChannel: blocks,
+      codes: alloc(Uint8Array, rows * cols),
+      scales: alloc(Float32Array, channels * blocks),
+      zeroPoints: options.symmetric ? null : alloc(Uint8Array, channels * blocks),
+    };
+    return { values: alloc(Float32Array, rows * cols), storedBytes: int4StoredBytes(encoding), encoding };
+  },
+  runPart(t, part, options, _state, out) {
+    const [rows, cols] = partShape(t.shape, part);
+    const q = quantizeInt4Blockwise(
+      partMatrix(t, part).values,
+      rows,
+      cols,
+      t.channelAxis,
+      options.blockSize,
+      options.symmetric,
+    );
+    placePart(dequantizeInt4Blockwise(q, rows, cols, t.channelAxis), out.values, t.shape, part);
+    const whole = out.encoding!;
+    placePart(q.codes, whole.codes, t.shape, part);
+    const place = (from: Float32Array | Uint8Array, to: Float32Array | Uint8Array) => {
+      if (t.channelAxis === 0) {
+        to.set(from, part.start * whole.blocksPerChannel); // [rows = channels, blocks]
+        return;
+      }
+      // [channels, blocks]: this part's blocks b0.. of every channel
+      const b0 = part.start / options.blockSize;
+      for (let c = 0; c < q.channels; c++)
+        to.set(
+          from.subarray(c * q.blocksPerChannel, (c + 1) * q.blocksPerChannel),
+          c * whole.blocksPerChannel + b0,
+        );
+    };
+    place(q.scales, whole.scales);
+    if (q.zeroPoints) place(q.zeroPoints, whole.zeroPoints!);
+  },
+};
+
 export const int4Method: CompressionMethod<Int4Options, Int4Quantized> = {
   id: 'int4',
   label: 'int4 block-wise',
@@ -271,4 +328,5 @@ export const int4Method: CompressionMethod<Int4Options, Int4Quantized> = {
     );
     rewriteBlockedDequantize(t, encoding, editor);
   },
+  split: int4Split,
 };

@@ -6,9 +6,21 @@
 import { DataType } from '../../core/onnx/dtypes.ts';
 import { bytesOf, int64Tensor, makeNode } from '../../core/onnx/build.ts';
 import { rawTensor } from '../../core/onnx/write.ts';
-import type { CompressionMethod, WeightMatrix } from '../types.ts';
+import type { CompressionMethod, KernelSplit, WeightMatrix } from '../types.ts';
 import type { GraphEditor } from '../../core/compress/graph-editor.ts';
-import { kmeans1d } from './kernel.ts';
+import {
+  assignByBins,
+  binCounts,
+  clusteredByHistogram,
+  fitFromHistogram,
+  histogramBinning,
+  kmeans1d,
+  type BinAssignment,
+  type Binning,
+  type KMeansOptions,
+  type ValueRange,
+} from './kernel.ts';
+import { rangeAndZeros } from '../../core/simd/index.ts';
 
 export interface KMeansMethodOptions {
   [key: string]: string | number | boolean;
@@ -38,10 +50,15 @@ export function paletteBytes(p: Palette, count: number): number {
   return Math.ceil((count * p.bits) / 8) + p.codebook.byteLength + (p.books > 1 ? p.books * 4 : 0);
 }
 
+/** The k-means settings of a tensor's codebook (per-channel books run one restart each). */
+export function paletteKMeansOptions(options: KMeansMethodOptions): KMeansOptions {
+  return { clusters: options.clusters, keepZeros: options.keepZeros, restarts: 3, seed: 1 };
+}
+
 export function buildPalette(t: WeightMatrix, options: KMeansMethodOptions): Palette {
   const [rows, cols] = t.shape;
   const codes = new Uint8Array(rows * cols);
-  const km = { clusters: options.clusters, keepZeros: options.keepZeros, restarts: 3, seed: 1 };
+  const km = paletteKMeansOptions(options);
   if (!options.perChannel) {
     const book = kmeans1d(t.values, codes, km);
     return { codebook: book, books: 1, bookSize: book.length, codes, bits: paletteIndexBits(book.length) };
@@ -143,6 +160,74 @@ function rewritePalette(t: WeightMatrix, p: Palette, editor: GraphEditor): void 
   );
 }
 
+/**
+ * k-means with one codebook per tensor on parts of the tensor. The codebook is fitted on the whole
+ * tensor's histogram, which the parts build in two survey rounds: each part's range and exact zeros
+ * (the tensor's: their minimum, maximum and sum), then each part's bin counts over the tensor's bins
+ * (summed). Then each part of the rows assigns its weights and decodes them, the bulk of the work,
+ * straight into the whole tensor's codes and values.
+ */
+type FittedBook = { book: Float32Array; assignment: BinAssignment };
+/** Round 0 gives the binning, round 1 the codebook. */
+type KMeansSurvey = { binning: Binning; zeros: number } | FittedBook;
+
+export const kmeansSplit: KernelSplit<KMeansMethodOptions, Palette, KMeansSurvey> = {
+  partAxis(t, options) {
+    // per-channel books are sized by the largest book; small tensors cluster their exact values
+    if (options.perChannel || !clusteredByHistogram(t.shape[0] * t.shape[1])) return undefined;
+    return { axis: 0, unit: 1 };
+  },
+  survey: {
+    rounds: () => 2,
+    part(t, part, _options, round, state) {
+      const cols = t.shape[1];
+      const values = t.values.subarray(part.start * cols, part.end * cols);
+      if (round === 0) return rangeAndZeros(values);
+      return binCounts(values, (state as { binning: Binning }).binning);
+    },
+    combine(_t, _parts, options, round, answers, state) {
+      if (round === 0) {
+        const ranges = answers as ValueRange[];
+        const range = ranges.reduce((a, b) => ({
+          lo: Math.min(a.lo, b.lo),
+          hi: Math.max(a.hi, b.hi),
+          zeros: a.zeros + b.zeros,
+        }));
+        return { binning: histogramBinning(range), zeros: range.zeros };
+      }
+      const counts = answers as Int32Array[];
+      const total = counts[0];
+      for (const c of counts.slice(1)) for (let b = 0; b < total.length; b++) total[b] += c[b];
+      const { binning, zeros } = state as { binning: Binning; zeros: number };
+      return fitFromHistogram(total, binning, zeros, paletteKMeansOptions(options));
+    },
+  },
+  allocate(t, options, fitted, alloc) {
+    const { book } = fitted as FittedBook;
+    const n = t.shape[0] * t.shape[1];
+    const palette: Palette = {
+      codebook: book,
+      books: 1,
+      bookSize: book.length,
+      codes: alloc(Uint8Array, n),
+      bits: paletteIndexBits(book.length),
+    };
+    const storedBytes = options.export === 'dense' ? n * 4 : paletteBytes(palette, n);
+    return { values: alloc(Float32Array, n), storedBytes, encoding: palette };
+  },
+  runPart(t, part, _options, fitted, out) {
+    const { book, assignment } = fitted as FittedBook;
+    // rows only (partAxis): the part is one contiguous run of the tensor
+    const cols = t.shape[1];
+    const from = part.start * cols;
+    const to = part.end * cols;
+    const codes = out.encoding!.codes.subarray(from, to);
+    assignByBins(t.values.subarray(from, to), codes, assignment);
+    const values = out.values;
+    for (let i = from; i < to; i++) values[i] = book[codes[i - from]];
+  },
+};
+
 export const kmeansMethod: CompressionMethod<KMeansMethodOptions, Palette> = {
   id: 'kmeans',
   label: 'k-means weight sharing',
@@ -193,4 +278,5 @@ export const kmeansMethod: CompressionMethod<KMeansMethodOptions, Palette> = {
     }
     rewritePalette(t, palette, editor);
   },
+  split: kmeansSplit,
 };

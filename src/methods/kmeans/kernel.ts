@@ -71,7 +71,7 @@ function exactPoints(x: Float32Array, skipZeros: boolean): Points {
   return withPrefixSums(Float64Array.from(v), Float64Array.from(w));
 }
 
-interface Binning {
+export interface Binning {
   lo: number;
   hi: number;
   /** bins per unit of value */
@@ -83,21 +83,37 @@ function binOf({ lo, scale }: Binning, v: number): number {
   return Math.max(0, Math.min(HISTOGRAM_BINS - 1, Math.trunc((v - lo) * scale)));
 }
 
-/**
- * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
- * far finer than any cluster, and counting alone keeps the pass cache-resident.
- */
-function histogramPoints(
-  x: Float32Array,
-  keepZeros: boolean,
-): { points: Points; binning: Binning; hasZeros: boolean } {
-  const range = rangeAndZeros(x);
-  // all NaN (or empty): one bin at 0
+/** Values' range and exact zeros (lo > hi when there is no number), as rangeAndZeros gives them. */
+export interface ValueRange {
+  lo: number;
+  hi: number;
+  zeros: number;
+}
+
+/** The fine histogram's bins over a range; all NaN (or empty): one bin at 0. */
+export function histogramBinning(range: ValueRange): Binning {
   const lo = range.lo <= range.hi ? range.lo : 0;
   const hi = range.lo <= range.hi ? range.hi : 0;
-  const zeros = range.zeros;
-  const scale = hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0;
-  const count = histogramCounts(x, lo, hi, scale, HISTOGRAM_BINS);
+  return { lo, hi, scale: hi > lo ? HISTOGRAM_BINS / (hi - lo) : 0 };
+}
+
+/** How many of x fall in each bin (counts of parts of a tensor add up to the tensor's). */
+export function binCounts(x: Float32Array, { lo, hi, scale }: Binning): Int32Array {
+  return histogramCounts(x, lo, hi, scale, HISTOGRAM_BINS);
+}
+
+/**
+ * One point per non-empty bin of a fine histogram, at the bin's centre: a bin is 1/16384 of the range,
+ * far finer than any cluster, and counting alone keeps the pass cache-resident. `count` loses the
+ * exact zeros when they keep a centroid of their own.
+ */
+function histogramPoints(
+  count: Int32Array,
+  binning: Binning,
+  zeros: number,
+  keepZeros: boolean,
+): { points: Points; binning: Binning; hasZeros: boolean } {
+  const { lo, hi, scale } = binning;
   const hasZeros = keepZeros && zeros > 0;
   // exact zeros have a centroid of their own: take them out of the clustering
   if (hasZeros) count[binOf({ lo, hi, scale }, 0)] -= zeros;
@@ -278,6 +294,72 @@ function withZero(centroids: Float64Array, hasZeros: boolean): { book: Float32Ar
   return { book, zeroCode };
 }
 
+/** Whether `count` weights are clustered on a histogram (a codebook fit, then an assignment pass per weight). */
+export function clusteredByHistogram(count: number): boolean {
+  return count > EXACT_LIMIT;
+}
+
+/**
+ * How each weight of a histogram-clustered tensor gets its code: the histogram's binning, the bin →
+ * code table (0xffff where a midpoint cuts the bin), the midpoints between centroids and the code of
+ * exact zeros (−1 when zeros are not kept). Elementwise, so any range of weights can be assigned alone.
+ */
+export interface BinAssignment {
+  lo: number;
+  hi: number;
+  scale: number;
+  lut: Uint16Array;
+  mids: Float64Array;
+  zeroCode: number;
+}
+
+/** The codebook of a large tensor (Lloyd on its histogram) and the table that assigns its weights. */
+export function fitByHistogram(
+  values: Float32Array,
+  opts: KMeansOptions,
+): { book: Float32Array; assignment: BinAssignment } {
+  const range = rangeAndZeros(values);
+  const binning = histogramBinning(range);
+  return fitFromHistogram(binCounts(values, binning), binning, range.zeros, opts);
+}
+
+/** fitByHistogram from the tensor's bin counts (taken over, zeros removed), binning and exact zeros. */
+export function fitFromHistogram(
+  count: Int32Array,
+  bins: Binning,
+  zeros: number,
+  opts: KMeansOptions,
+): { book: Float32Array; assignment: BinAssignment } {
+  const { points, binning, hasZeros } = histogramPoints(count, bins, zeros, opts.keepZeros);
+  let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
+  if (centroids.length === 0) centroids = new Float64Array([0]);
+  const fround = Float64Array.from(centroids, Math.fround).sort();
+  const { book, zeroCode } = withZero(fround, hasZeros);
+  const k = fround.length;
+  const mids = new Float64Array(k);
+  for (let j = 0; j + 1 < k; j++) mids[j] = (fround[j] + fround[j + 1]) / 2;
+  mids[k - 1] = Infinity;
+  // lut[b]: the code of every value in bin b, or 0xffff where a midpoint cuts the bin
+  const lut = new Uint16Array(HISTOGRAM_BINS);
+  const { lo, hi, scale } = binning;
+  const width = scale > 0 ? 1 / scale : 0;
+  for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
+    const left = lo + b * width;
+    const right = lo + (b + 1) * width;
+    while (mids[j] < left) j++;
+    const code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
+    lut[b] = mids[j] >= right ? code : 0xffff;
+  }
+  // exact zeros take their own code: their bin goes to the exact comparison too
+  if (zeroCode >= 0) lut[binOf(binning, 0)] = 0xffff;
+  return { book, assignment: { lo, hi, scale, lut, mids, zeroCode } };
+}
+
+/** codes[i] = the code of values[i] under `a` (any range of the fitted tensor's weights). */
+export function assignByBins(values: Float32Array, codes: Uint8Array, a: BinAssignment): void {
+  assignCodesByBins(values, codes, a.lo, a.hi, a.scale, a.lut, a.mids, a.zeroCode);
+}
+
 /**
  * Cluster the `count` values x[at(0..count−1)] into at most `clusters` centroids. Writes codes
  * (indices into the sorted codebook it returns) at the same positions.
@@ -294,31 +376,10 @@ export function kmeans1d(
   if (values.length > EXACT_LIMIT) {
     // large tensors: Lloyd on the histogram, then one pass that assigns each weight through a
     // bin → code table (only bins a boundary cuts need a comparison)
-    const { points, binning, hasZeros } = histogramPoints(values, opts.keepZeros);
-    let centroids = bestLloyd(points, hasZeros ? opts.clusters - 1 : opts.clusters, opts);
-    if (centroids.length === 0) centroids = new Float64Array([0]);
-    const fround = Float64Array.from(centroids, Math.fround).sort();
-    const { book, zeroCode } = withZero(fround, hasZeros);
-    const k = fround.length;
-    const mids = new Float64Array(k);
-    for (let j = 0; j + 1 < k; j++) mids[j] = (fround[j] + fround[j + 1]) / 2;
-    mids[k - 1] = Infinity;
-    // lut[b]: the code of every value in bin b, or 0xffff where a midpoint cuts the bin
-    const lut = new Uint16Array(HISTOGRAM_BINS);
-    const { lo, hi, scale } = binning;
-    const width = scale > 0 ? 1 / scale : 0;
-    for (let b = 0, j = 0; b < HISTOGRAM_BINS; b++) {
-      const left = lo + b * width;
-      const right = lo + (b + 1) * width;
-      while (mids[j] < left) j++;
-      const code = j + (zeroCode >= 0 && j >= zeroCode ? 1 : 0);
-      lut[b] = mids[j] >= right ? code : 0xffff;
-    }
-    // exact zeros take their own code: their bin goes to the exact comparison too
-    if (zeroCode >= 0) lut[binOf(binning, 0)] = 0xffff;
+    const { book, assignment } = fitByHistogram(values, opts);
     // codes land in `out` (the caller's array when its layout is ours), zeros on their own code
     const out = identity ? codes : new Uint8Array(count);
-    assignCodesByBins(values, out, lo, hi, scale, lut, mids, zeroCode);
+    assignByBins(values, out, assignment);
     if (!identity) for (let i = 0; i < count; i++) codes[at(i)] = out[i];
     return book;
   }

@@ -17,15 +17,20 @@ export function magnitudeThreshold(
 ): { bits: number; ties: number } {
   if (count <= 0) return { bits: 0, ties: 0 };
   // pass 1: histogram of the high 16 bits of |w|
-  const high = absBitsHistogram(tensors);
-  let below = 0;
-  let hb = 0;
-  while (below + high[hb] < count) below += high[hb++];
+  const [hb, belowHigh] = binReaching(absBitsHistogram(tensors), count, 0);
   // pass 2: histogram of the low 16 bits inside that high bin
-  const low = absBitsHistogram(tensors, hb);
-  let lb = 0;
-  while (below + low[lb] < count) below += low[lb++];
+  const [lb, below] = binReaching(absBitsHistogram(tensors, hb), count, belowHigh);
   return { bits: ((hb << 16) | lb) >>> 0, ties: count - below };
+}
+
+/**
+ * The bin where `below` plus the running count of `histogram` reaches `count`, and the count before
+ * it: one pass of the radix select (histograms of parts of a tensor add up to the tensor's).
+ */
+export function binReaching(histogram: Uint32Array, count: number, below: number): [number, number] {
+  let b = 0;
+  while (below + histogram[b] < count) below += histogram[b++];
+  return [b, below];
 }
 
 /** w = 0 where |w| < threshold, and for the first `ties` with |w| = threshold; returns ties left over. */

@@ -3,16 +3,21 @@
  * processes) and written to BENCH_ROW_CACHE, from which `npm run bench -- --only qat` assembles the
  * section: `BENCH_ROW_CACHE=DIR npx tsx tools/bench/qat-row.ts LABEL-PREFIX [steps=N] [batch=B]
  * [lr=X] [warmup=W] [sequences=S] [checkpoints=a,b] [lsq=1 [scalelr=F]]` (lsq=1: learned scales,
- * labelled ", learned scales"). The section's settings (batch, sequences) must
+ * labelled ", learned scales"). `qat-row.ts data chunk=K` only generates chunk K of the training
+ * sequences (seed K; run several in parallel before a row that needs more than one chunk). The section's settings (batch, sequences) must
  * be the same when it assembles the rows, or they are trained again.
  */
 import { resolve } from 'node:path';
-import { QAT_DEFAULTS, QAT_RUNS, qatRows, qatTrainingData, type QatSettings } from './qat.ts';
+import { QAT_DEFAULTS, QAT_RUNS, qatDataChunk, qatRows, qatTrainingData, type QatSettings } from './qat.ts';
 import { log } from './log.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const [prefix, ...rest] = process.argv.slice(2);
 const args = Object.fromEntries(rest.map((a) => a.split('=') as [string, string]));
+if (prefix === 'data' && args.chunk !== undefined && process.env.BENCH_ROW_CACHE) {
+  await qatDataChunk(ROOT, QAT_DEFAULTS, Number(args.chunk));
+  process.exit(0);
+}
 const base = QAT_RUNS.find((r) => r.label.startsWith(prefix ?? ''));
 if (!prefix || !base || !process.env.BENCH_ROW_CACHE) {
   log(

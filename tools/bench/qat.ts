@@ -128,24 +128,50 @@ export interface QatRow {
   versus?: VersusOriginal;
 }
 
-/** The training sequences: `settings.sequences` of seq + 1 tokens the fp32 model samples from BOS (seed 0). */
+/**
+ * Sequences per generated chunk. Generation reruns the prefix for every token (the graph has no KV
+ * cache): about 1.6 CPU-seconds a 256-token sequence of stories260K, so more data than one chunk is
+ * generated in chunks of their own seeds, which processes in parallel can make (`qat-row.ts chunk=K`).
+ */
+export const QAT_DATA_CHUNK = 256;
+
+/**
+ * The training sequences: `settings.sequences` of seq + 1 tokens the fp32 model samples from BOS —
+ * seed 0 up to `QAT_DATA_CHUNK` sequences; beyond that, chunk k of `QAT_DATA_CHUNK` has seed k (chunk 0
+ * is the same 256 sequences either way).
+ */
 export async function qatTrainingData(
   root: string,
   settings: QatSettings = QAT_DEFAULTS,
 ): Promise<number[][]> {
+  if (settings.sequences <= QAT_DATA_CHUNK) return qatDataChunk(root, settings, 0, settings.sequences);
+  const out: number[][] = [];
+  for (let k = 0; out.length < settings.sequences; k++)
+    out.push(
+      ...(await qatDataChunk(root, settings, k, Math.min(QAT_DATA_CHUNK, settings.sequences - out.length))),
+    );
+  return out;
+}
+
+/** `count` sequences of seed `seed` (cached under BENCH_ROW_CACHE, shared by rows and parallel processes). */
+export async function qatDataChunk(
+  root: string,
+  settings: QatSettings,
+  seed: number,
+  count = QAT_DATA_CHUNK,
+): Promise<number[][]> {
   const bytes = new Uint8Array(readFileSync(join(root, 'tests/fixtures/stories260K/model.onnx')));
   const model = parseModel(bytesSource('stories260K.onnx', bytes));
-  // BENCH_ROW_CACHE: generated once, shared by the rows (and by runs in parallel processes)
   const cache = process.env.BENCH_ROW_CACHE;
-  const file = cache ? join(cache, `qat-data-${settings.sequences}-${settings.seq + 1}-seed0.json`) : '';
+  const file = cache ? join(cache, `qat-data-${count}-${settings.seq + 1}-seed${seed}.json`) : '';
   if (file && existsSync(file)) return JSON.parse(readFileSync(file, 'utf8'));
   const session = await oneThreadSession(bytes);
   try {
-    log(`qat: generating ${settings.sequences} sequences of ${settings.seq + 1} tokens`);
+    log(`qat: generating ${count} sequences of ${settings.seq + 1} tokens (seed ${seed})`);
     const data = await generateCalibrationSequences(session, Tensor, summarizeInputs(model.graph), {
-      count: settings.sequences,
+      count,
       length: settings.seq + 1,
-      seed: 0,
+      seed,
       bos: 1,
     });
     if (file) {

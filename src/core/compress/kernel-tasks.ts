@@ -9,6 +9,7 @@ import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from
 import type { TensorValues } from '../onnx/model.ts';
 import { histogram, tensorStats, type Histogram, type TensorStats } from '../stats.ts';
 import { checkCancelled } from '../cancel.ts';
+import { withLazyValues, withoutPendingValues } from '../../methods/lazy-values.ts';
 import type { WorkerPool } from '../pool/worker-pool.ts';
 
 export type KernelTask =
@@ -20,7 +21,8 @@ export type KernelTask =
 export function runKernelTask(task: KernelTask): { value: unknown; transfer: Transferable[] } {
   checkCancelled();
   if (task.kind === 'apply') {
-    const results = getMethod(task.method).apply(task.tensors, task.options);
+    // values still to be decoded stay behind: KernelPool.apply decodes them where they are read
+    const results = getMethod(task.method).apply(task.tensors, task.options).map(withoutPendingValues);
     return { value: results, transfer: buffersOf(results) };
   }
   if (task.kind === 'stats') return { value: tensorStats(task.values), transfer: [] };
@@ -74,17 +76,25 @@ export class KernelPool {
     return this.pool.newScope();
   }
 
-  apply(
+  async apply(
     method: string,
     options: OptionValues,
     tensors: readonly WeightMatrix[],
     scope = 0,
   ): Promise<KernelResult[]> {
-    return this.pool.run<KernelResult[]>(
+    const results = await this.pool.run<Partial<KernelResult>[]>(
       { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
       [],
       scope,
     );
+    const { decode } = getMethod(method);
+    // a result sent without values (runKernelTask) decodes them from its encoding when they are read
+    return results.map((r, i) => {
+      if (r.values || !decode) return r as KernelResult;
+      // the shape alone: the closure must not keep the input's values alive
+      const shape = { shape: tensors[i].shape, channelAxis: tensors[i].channelAxis };
+      return withLazyValues(r, () => decode(r.encoding, shape, options)) as KernelResult;
+    });
   }
 
   stats(values: TensorValues, scope = 0): Promise<TensorStats> {

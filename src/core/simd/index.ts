@@ -9,6 +9,7 @@
  */
 
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
+import { ERRORS_WASM_BASE64 } from './errors-wasm.ts';
 import { instantiateBase64 } from './instantiate.ts';
 
 interface Kernels {
@@ -69,7 +70,22 @@ interface Kernels {
 /** Floats staged per kernel call: 256 KiB, inside a core's L2 next to the outputs. */
 const CHUNK_FLOATS = 1 << 16;
 
+/** errors.wat: reads the kernels' memory (rows and codes a staging left there). */
+interface ErrorKernels {
+  column_code_errors(
+    x: number,
+    q: number,
+    rows: number,
+    cols: number,
+    scale: number,
+    zero: number,
+    qxor: number,
+    res: number,
+  ): void;
+}
+
 let kernels: Kernels | null = null;
+let errorKernels: ErrorKernels | null = null;
 /** Bumped by every call that lays out scratch memory, so a stale StagedColumnBlock is caught rather than read. */
 let generation = 0;
 
@@ -80,6 +96,37 @@ function instance(): Kernels {
     kernels = instantiateBase64<Kernels>(KERNELS_WASM_BASE64);
   }
   return kernels;
+}
+
+function errorInstance(): ErrorKernels {
+  if (!errorKernels)
+    errorKernels = instantiateBase64<ErrorKernels>(ERRORS_WASM_BASE64, {
+      env: { memory: instance().memory },
+    });
+  return errorKernels;
+}
+
+/**
+ * What a tensor's error statistics are made of (see errorSums): Σ x², Σ (x − x')², max |x − x'| (NaN
+ * ignored) and the count of exact zeros in x', accumulated in float64. The quantizers produce them
+ * while encoding, so a report needs no decoded copy of the tensor.
+ */
+export interface ErrorSums {
+  signal: number;
+  noise: number;
+  maxAbs: number;
+  zeros: number;
+}
+
+export const noErrorSums = (): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0, zeros: 0 });
+
+/** Adds the float64[4] sums at wasm byte offset `at` into `sums` (max taken, NaN ignored as pmax does). */
+function addWasmSums(k: Kernels, at: number, sums: ErrorSums): void {
+  const [signal, noise, maxAbs, zeros] = new Float64Array(k.memory.buffer, at, 4);
+  sums.signal += signal;
+  sums.noise += noise;
+  if (sums.maxAbs < maxAbs) sums.maxAbs = maxAbs;
+  sums.zeros += zeros;
 }
 
 /** Byte offsets (16-aligned, from 0) for scratch regions of the given sizes, growing memory to fit. */
@@ -162,19 +209,50 @@ export function quantizeColumns(
   offset: Float32Array,
   max: number,
   bias: number,
+  error?: CodeErrors,
 ): void {
   const k = instance();
   const chunkRows = Math.min(r1 - r0, rowsPerChunk(cols));
-  const [at, outAt, invAt, offAt] = reserve(k, chunkRows * cols * 4, chunkRows * cols, cols * 4, cols * 4);
+  const [at, outAt, invAt, offAt, scaleAt, zeroAt, resAt] = reserve(
+    k,
+    chunkRows * cols * 4,
+    chunkRows * cols,
+    cols * 4,
+    cols * 4,
+    error ? cols * 4 : 0,
+    error ? cols * 4 : 0,
+    32,
+  );
   f32(k, invAt, cols).set(inv.subarray(0, cols));
   f32(k, offAt, cols).set(offset.subarray(0, cols));
+  if (error) {
+    f32(k, scaleAt, cols).set(error.scale.subarray(0, cols));
+    f32(k, zeroAt, cols).set(error.zero.subarray(0, cols));
+  }
   const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length);
   for (let r = r0, step = rowsPerChunk(cols); r < r1; r += step) {
     const rows = Math.min(step, r1 - r);
     f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
     k.quantize_columns(at, outAt, rows, cols, invAt, offAt, max, bias);
     bytes.set(u8(k, outAt, rows * cols), r * cols);
+    if (error) {
+      new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+      errorInstance().column_code_errors(at, outAt, rows, cols, scaleAt, zeroAt, error.qxor, resAt);
+      addWasmSums(k, resAt, error.sums);
+    }
   }
+}
+
+/**
+ * The error of codes against the values they encode, accumulated into `sums` while quantizing: the
+ * decoded value is ((code xor qxor) − zero[c]) · scale[c] in float32, as the method's decode computes it.
+ */
+export interface CodeErrors {
+  scale: Float32Array;
+  zero: Float32Array;
+  /** 128 for int8 two's complement codes (stored as code − 128), else 0. */
+  qxor: number;
+  sums: ErrorSums;
 }
 
 /**
@@ -190,19 +268,23 @@ export interface StagedColumnBlock {
   hi: Float32Array;
   inv: Float32Array;
   offset: Float32Array;
-  /** wasm byte offsets: staged rows, codes, inv, offset */
-  at: [number, number, number, number];
+  /** Per-column scale and zero point of the decode, for `stagedBlockErrors` (the caller fills them in). */
+  scale: Float32Array;
+  zero: Float32Array;
+  /** wasm byte offsets: staged rows, codes, inv, offset, scale, zero, error sums */
+  at: [number, number, number, number, number, number, number];
   generation: number;
 }
 
 export function stageColumnBlock(x: Float32Array, r0: number, r1: number, cols: number): StagedColumnBlock {
   const k = instance();
   const rows = r1 - r0;
-  const [at, outAt, loAt, hiAt, invAt, offAt] = reserve(
+  const [at, outAt, loAt, hiAt, invAt, offAt, scaleAt, zeroAt, resAt] = reserve(
     k,
     rows * cols * 4,
     rows * cols,
-    ...Array<number>(4).fill(cols * 4),
+    ...Array<number>(6).fill(cols * 4),
+    32,
   );
   f32(k, at, rows * cols).set(x.subarray(r0 * cols, r1 * cols));
   const lo = f32(k, loAt, cols).fill(0);
@@ -210,7 +292,21 @@ export function stageColumnBlock(x: Float32Array, r0: number, r1: number, cols: 
   k.column_ranges(at, rows, cols, loAt, hiAt);
   const inv = f32(k, invAt, cols);
   const offset = f32(k, offAt, cols);
-  return { r0, rows, cols, lo, hi, inv, offset, at: [at, outAt, invAt, offAt], generation };
+  const scale = f32(k, scaleAt, cols);
+  const zero = f32(k, zeroAt, cols);
+  return {
+    r0,
+    rows,
+    cols,
+    lo,
+    hi,
+    inv,
+    offset,
+    scale,
+    zero,
+    at: [at, outAt, invAt, offAt, scaleAt, zeroAt, resAt],
+    generation,
+  };
 }
 
 /** quantizeColumns on a staged block (with the inv/offset its caller filled in), into out's rows r0… */
@@ -226,6 +322,19 @@ export function quantizeStagedBlock(
   const n = block.rows * block.cols;
   k.quantize_columns(at, outAt, block.rows, block.cols, invAt, offAt, max, bias);
   new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, n), block.r0 * block.cols);
+}
+
+/**
+ * Adds to `sums` the error of a quantized staged block (after quantizeStagedBlock) against its rows:
+ * decoded values ((code xor qxor) − zero[c]) · scale[c] in float32, with the block's `scale` and `zero`.
+ */
+export function stagedBlockErrors(block: StagedColumnBlock, sums: ErrorSums, qxor = 0): void {
+  if (block.generation !== generation) throw new Error('staged block was overwritten by a later staging');
+  const k = instance();
+  const [at, outAt, , , scaleAt, zeroAt, resAt] = block.at;
+  new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+  errorInstance().column_code_errors(at, outAt, block.rows, block.cols, scaleAt, zeroAt, qxor, resAt);
+  addWasmSums(k, resAt, sums);
 }
 
 /** Stages x[start..start+n) at byte offset `at`; returns n, clipped to x's end and one chunk. */
@@ -308,10 +417,7 @@ export function assignCodesByBins(
  * Σ x², Σ (x − y)², max |x − y| (NaN ignored) and the count of exact zeros in y, accumulated in
  * float64: everything the preview's error statistics need, in one sweep over both arrays.
  */
-export function errorSums(
-  x: Float32Array,
-  y: Float32Array,
-): { signal: number; noise: number; maxAbs: number; zeros: number } {
+export function errorSums(x: Float32Array, y: Float32Array): ErrorSums {
   const k = instance();
   const chunk = padded(Math.min(x.length, CHUNK_FLOATS));
   const [resAt, xAt, yAt] = reserve(k, 32, chunk * 4, chunk * 4);

@@ -3,7 +3,13 @@
  * Codes are kept unpacked, channel-major and zero-padded to whole blocks: codes[c * kPad + k] in 0..15.
  */
 
-import { quantizeStagedBlock, stageColumnBlock, type StagedColumnBlock } from '../../core/simd/index.ts';
+import {
+  quantizeStagedBlock,
+  stageColumnBlock,
+  stagedBlockErrors,
+  type ErrorSums,
+  type StagedColumnBlock,
+} from '../../core/simd/index.ts';
 import { checkCancelled } from '../../core/cancel.ts';
 
 export interface Int4Quantized {
@@ -50,11 +56,42 @@ function blockScales(
   scales: Float32Array,
   zeroPoints: Uint8Array | null,
 ): void {
-  const { lo, hi, inv, offset, cols } = block;
+  const { lo, hi, inv, offset, scale, zero, cols } = block;
   for (let c = 0, at = b; c < cols; c++, at += blocks) {
     inv[c] = blockScale(lo[c], hi[c], at, scales, zeroPoints);
-    offset[c] = (zeroPoints ? zeroPoints[at] : 8) + 0.5;
+    zero[c] = zeroPoints ? zeroPoints[at] : 8;
+    offset[c] = zero[c] + 0.5;
+    scale[c] = scales[at];
   }
+}
+
+/**
+ * Adds the error of codes[start..end) (one block of a row, scale s, zero point z) against x to `sums`,
+ * each decoded as dequantizeInt4Blockwise does: fround((code − z) · s), the sums in float64.
+ */
+function rowBlockErrors(
+  x: Float32Array,
+  codes: Uint8Array,
+  start: number,
+  end: number,
+  s: number,
+  z: number,
+  sums: ErrorSums,
+): void {
+  let { signal, noise, maxAbs, zeros } = sums;
+  for (let i = start; i < end; i++) {
+    const v = x[i];
+    const d = Math.fround((codes[i] - z) * s);
+    const e = Math.abs(v - d);
+    signal += v * v;
+    noise += e * e;
+    if (maxAbs < e) maxAbs = e;
+    if (d === 0) zeros++;
+  }
+  sums.signal = signal;
+  sums.noise = noise;
+  sums.maxAbs = maxAbs;
+  sums.zeros = zeros;
 }
 
 /**
@@ -62,6 +99,8 @@ function blockScales(
  * Asymmetric: s = (max − min) / 15 with 0 inside [min, max], z = round(−min / s), code = clamp(round(x / s) + z, 0, 15).
  * Blocks run along the reduction axis: down the columns of a [K, N] MatMul weight (channelAxis 1),
  * along the rows of a [C, K] table (channelAxis 0).
+ * With `error`, the error of the codes against x (what dequantizeInt4Blockwise would decode) is added
+ * to it in the same pass, while each block is still in cache: a report then needs no decoded copy.
  */
 export function quantizeInt4Blockwise(
   x: Float32Array,
@@ -70,6 +109,7 @@ export function quantizeInt4Blockwise(
   channelAxis: 0 | 1,
   blockSize: number,
   symmetric: boolean,
+  error?: ErrorSums,
 ): Int4Quantized {
   const channels = channelAxis === 1 ? cols : rows;
   const k = channelAxis === 1 ? rows : cols;
@@ -96,6 +136,7 @@ export function quantizeInt4Blockwise(
           const q = Math.round(x[i] * inv) + z;
           codes[i] = q > 15 ? 15 : q < 0 ? 0 : q;
         }
+        if (error) rowBlockErrors(x, codes, start, end, scales[c * blocks + b], z, error);
       }
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
@@ -105,6 +146,7 @@ export function quantizeInt4Blockwise(
     const block = stageColumnBlock(x, b * blockSize, Math.min(k, (b + 1) * blockSize), cols);
     blockScales(block, b, blocks, scales, zeroPoints);
     quantizeStagedBlock(block, codes, 15, 0);
+    if (error) stagedBlockErrors(block, error);
   }
   return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
 }
@@ -148,30 +190,93 @@ export function dequantizeInt4Blockwise(
   return out;
 }
 
-/** Codes of channel c in reduction order, zero-padded (code z) to whole blocks: [channels, blocks · blockSize]. */
-function channelMajorCodes(quant: Int4Quantized, rows: number, cols: number, channelAxis: 0 | 1): Uint8Array {
-  const { channels, k, blockSize, blocksPerChannel: blocks, codes } = quant;
-  const kPad = blocks * blockSize;
-  const out = new Uint8Array(channels * kPad).fill(quant.zeroPoints ? 0 : 8);
-  if (channelAxis === 0) {
-    for (let c = 0; c < channels; c++) out.set(codes.subarray(c * cols, c * cols + k), c * kPad);
-  } else {
-    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * kPad + r] = codes[r * cols + c];
-  }
-  return out;
-}
+/** Whether this platform's typed arrays are little-endian (every engine the studio runs on). */
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
 
-/** MatMulNBits' B: [N, blocks, blockSize / 2] bytes, the first of each pair of codes in the low nibble. */
+/**
+ * MatMulNBits' B: [N, blocks, blockSize / 2] bytes, the first of each pair of codes in the low nibble;
+ * channel c's codes run along the reduction axis, zero-padded (code z: 8 symmetric, 0 asymmetric, as
+ * onnxruntime's quantizer pads) to whole blocks. Packed straight from the codes' own layout in one
+ * pass, with no channel-major copy of the codes (tests/methods/int4-fused.test.ts checks it against that
+ * two-pass definition byte for byte).
+ */
 export function packMatMulNBits(
   quant: Int4Quantized,
   rows: number,
   cols: number,
   channelAxis: 0 | 1,
 ): Uint8Array {
-  const codes = channelMajorCodes(quant, rows, cols, channelAxis);
-  const out = new Uint8Array(codes.length >> 1);
-  for (let i = 0; i < out.length; i++) out[i] = codes[2 * i] | (codes[2 * i + 1] << 4);
+  const { channels, blockSize, blocksPerChannel: blocks, codes } = quant;
+  const k = channelAxis === 1 ? rows : cols;
+  const pad = quant.zeroPoints ? 0 : 8;
+  const rowBytes = (blocks * blockSize) / 2;
+  const out = new Uint8Array(channels * rowBytes);
+  if (channelAxis === 0) {
+    // codes are channel-major already: pair them up along each row, the last pair padded
+    for (let c = 0; c < channels; c++) {
+      const from = c * cols;
+      const to = c * rowBytes;
+      const pairs = k >> 1;
+      for (let j = 0; j < pairs; j++) out[to + j] = codes[from + 2 * j] | (codes[from + 2 * j + 1] << 4);
+      if (k & 1) out[to + pairs] = codes[from + k - 1] | (pad << 4);
+      out.fill(pad | (pad << 4), to + ((k + 1) >> 1), to + rowBytes);
+    }
+    return out;
+  }
+  // [K, N] codes: column c of each row pair (2j, 2j + 1) gives out[c][j]
+  const fullRows = k - (k % 8);
+  let c0 = 0;
+  if (LITTLE_ENDIAN && cols % 4 === 0 && rowBytes % 4 === 0 && codes.byteOffset % 4 === 0)
+    c0 = packColumnsByWords(codes, cols, fullRows, rowBytes, out);
+  // what the word loop left: columns past the last multiple of 4 (c ≥ c0), and rows past fullRows
+  for (let c = 0; c < cols; c++) {
+    const to = c * rowBytes;
+    for (let r = c < c0 ? fullRows : 0; r < k; r += 2) {
+      const hi = r + 1 < k ? codes[(r + 1) * cols + c] : pad;
+      out[to + (r >> 1)] = codes[r * cols + c] | (hi << 4);
+    }
+    out.fill(pad | (pad << 4), to + ((k + 1) >> 1), to + rowBytes);
+  }
   return out;
+}
+
+/**
+ * The bulk of packMatMulNBits for [K, N] codes (N a multiple of 4): rows 0..fullRows−1 (a multiple of 8)
+ * of every column, four columns and eight rows at a time through 32-bit words. A word of row r holds
+ * four columns' codes; (row 2j) | (row 2j+1) << 4 packs four columns' byte j at once (codes are ≤ 15),
+ * and four such words j..j+3 transposed as a 4 × 4 byte matrix give each column's bytes j..j+3 as one
+ * word. Returns the columns done (all of them).
+ */
+function packColumnsByWords(
+  codes: Uint8Array,
+  cols: number,
+  fullRows: number,
+  rowBytes: number,
+  out: Uint8Array,
+): number {
+  const words = new Uint32Array(codes.buffer, codes.byteOffset, codes.length >> 2);
+  const out32 = new Uint32Array(out.buffer, out.byteOffset, out.length >> 2);
+  const stride = cols >> 2; // words per row
+  const outStride = rowBytes >> 2; // words per channel
+  for (let w = 0; w < stride; w++) {
+    // columns 4w..4w+3: their outputs start at word (4w + t) · outStride
+    const o0 = 4 * w * outStride;
+    for (let r = 0, i = w, o = o0; r < fullRows; r += 8, i += 8 * stride, o++) {
+      const p0 = words[i] | (words[i + stride] << 4);
+      const p1 = words[i + 2 * stride] | (words[i + 3 * stride] << 4);
+      const p2 = words[i + 4 * stride] | (words[i + 5 * stride] << 4);
+      const p3 = words[i + 6 * stride] | (words[i + 7 * stride] << 4);
+      // byte t of p_j is column t's byte j: transpose
+      out32[o] = (p0 & 0xff) | ((p1 & 0xff) << 8) | ((p2 & 0xff) << 16) | (p3 << 24);
+      out32[o + outStride] =
+        ((p0 >>> 8) & 0xff) | (p1 & 0xff00) | ((p2 & 0xff00) << 8) | ((p3 & 0xff00) << 16);
+      out32[o + 2 * outStride] =
+        ((p0 >>> 16) & 0xff) | ((p1 >>> 8) & 0xff00) | (p2 & 0xff0000) | ((p3 & 0xff0000) << 8);
+      out32[o + 3 * outStride] =
+        (p0 >>> 24) | ((p1 >>> 16) & 0xff00) | ((p2 >>> 8) & 0xff0000) | (p3 & 0xff000000);
+    }
+  }
+  return cols;
 }
 
 /** MatMulNBits' zero points: per channel, ceil(blocks / 2) bytes, two 4-bit zero points per byte. */

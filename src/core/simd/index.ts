@@ -120,6 +120,36 @@ export interface ErrorSums {
 
 export const noErrorSums = (): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0, zeros: 0 });
 
+/**
+ * Adds the error of codes[start..end) against x[start..end) to `sums`, each decoded with one scale
+ * and zero point as the methods' decodes do: fround((code − zero) · scale), the sums in float64. The
+ * scalar counterpart of the column kernels, for runs along a row (one scale per row or block).
+ */
+export function addCodeErrors(
+  x: Float32Array,
+  codes: Uint8Array | Int8Array,
+  start: number,
+  end: number,
+  scale: number,
+  zero: number,
+  sums: ErrorSums,
+): void {
+  let { signal, noise, maxAbs, zeros } = sums;
+  for (let i = start; i < end; i++) {
+    const v = x[i];
+    const d = Math.fround((codes[i] - zero) * scale);
+    const e = Math.abs(v - d);
+    signal += v * v;
+    noise += e * e;
+    if (maxAbs < e) maxAbs = e;
+    if (d === 0) zeros++;
+  }
+  sums.signal = signal;
+  sums.noise = noise;
+  sums.maxAbs = maxAbs;
+  sums.zeros = zeros;
+}
+
 /** Adds the float64[4] sums at wasm byte offset `at` into `sums` (max taken, NaN ignored as pmax does). */
 function addWasmSums(k: Kernels, at: number, sums: ErrorSums): void {
   const [signal, noise, maxAbs, zeros] = new Float64Array(k.memory.buffer, at, 4);

@@ -4,6 +4,7 @@
  */
 
 import {
+  addCodeErrors,
   quantizeStagedBlock,
   stageColumnBlock,
   stagedBlockErrors,
@@ -66,35 +67,6 @@ function blockScales(
 }
 
 /**
- * Adds the error of codes[start..end) (one block of a row, scale s, zero point z) against x to `sums`,
- * each decoded as dequantizeInt4Blockwise does: fround((code − z) · s), the sums in float64.
- */
-function rowBlockErrors(
-  x: Float32Array,
-  codes: Uint8Array,
-  start: number,
-  end: number,
-  s: number,
-  z: number,
-  sums: ErrorSums,
-): void {
-  let { signal, noise, maxAbs, zeros } = sums;
-  for (let i = start; i < end; i++) {
-    const v = x[i];
-    const d = Math.fround((codes[i] - z) * s);
-    const e = Math.abs(v - d);
-    signal += v * v;
-    noise += e * e;
-    if (maxAbs < e) maxAbs = e;
-    if (d === 0) zeros++;
-  }
-  sums.signal = signal;
-  sums.noise = noise;
-  sums.maxAbs = maxAbs;
-  sums.zeros = zeros;
-}
-
-/**
  * Symmetric: s = m / −8 where m is the block's value of largest magnitude, code = min(round(x / s), 7) + 8.
  * Asymmetric: s = (max − min) / 15 with 0 inside [min, max], z = round(−min / s), code = clamp(round(x / s) + z, 0, 15).
  * Blocks run along the reduction axis: down the columns of a [K, N] MatMul weight (channelAxis 1),
@@ -136,7 +108,7 @@ export function quantizeInt4Blockwise(
           const q = Math.round(x[i] * inv) + z;
           codes[i] = q > 15 ? 15 : q < 0 ? 0 : q;
         }
-        if (error) rowBlockErrors(x, codes, start, end, scales[c * blocks + b], z, error);
+        if (error) addCodeErrors(x, codes, start, end, scales[c * blocks + b], z, error);
       }
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };

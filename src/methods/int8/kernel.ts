@@ -3,7 +3,13 @@
  * where the channels run so the inner loop is a straight walk through memory.
  */
 
-import { quantizeColumns, updateColumnAbsMax, updateColumnRanges } from '../../core/simd/index.ts';
+import {
+  addCodeErrors,
+  quantizeColumns,
+  updateColumnAbsMax,
+  updateColumnRanges,
+  type ErrorSums,
+} from '../../core/simd/index.ts';
 
 export interface Int8Quantized {
   /** Same layout as the input; int8 when symmetric, uint8 with zero points otherwise. */
@@ -51,6 +57,8 @@ function channelRanges(
 /**
  * Symmetric: q = round(x / s), s = max|x| / 127, so |q| ≤ 127.
  * Asymmetric: q = clamp(round(x / s) + z, 0, 255), s = (max − min) / 255 with 0 inside [min, max].
+ * With `error`, the error of q against x (what dequantizeInt8 would decode) is added to it in the
+ * same pass: a report then needs no decoded copy.
  */
 export function quantizeInt8(
   x: Float32Array,
@@ -58,6 +66,7 @@ export function quantizeInt8(
   cols: number,
   channelAxis: 0 | 1 | null,
   symmetric: boolean,
+  error?: ErrorSums,
 ): Int8Quantized {
   const { lo, hi } = channelRanges(x, rows, cols, channelAxis, symmetric);
   const channels = lo.length;
@@ -79,7 +88,14 @@ export function quantizeInt8(
   if (channelAxis === 1) {
     // round(x / s) as floor(x / s + z + 0.5): symmetric codes are shifted by 128 into the unsigned range
     const offset = symmetric ? new Float32Array(channels).fill(128.5) : zp.map((z) => z + 0.5);
-    quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0);
+    // the error kernel reads a symmetric code's byte xor 128 (code + 128), so its zero point is 128
+    const errors = error && {
+      scale: scales,
+      zero: symmetric ? new Float32Array(channels).fill(128) : zp,
+      qxor: symmetric ? 128 : 0,
+      sums: error,
+    };
+    quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0, errors);
     return { q, scales, zeroPoints };
   }
   // one scale per row (axis 0) or for the whole tensor
@@ -94,6 +110,7 @@ export function quantizeInt8(
         const v = Math.round(x[i] * s) + z;
         q[i] = v > 255 ? 255 : v < 0 ? 0 : v;
       }
+    if (error) addCodeErrors(x, q, ch * run, end, scales[ch], z, error);
   }
   return { q, scales, zeroPoints };
 }

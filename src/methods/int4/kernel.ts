@@ -230,25 +230,45 @@ function packColumnsByWords(
   const out32 = new Uint32Array(out.buffer, out.byteOffset, out.length >> 2);
   const stride = cols >> 2; // words per row
   const outStride = rowBytes >> 2; // words per channel
-  for (let w = 0; w < stride; w++) {
-    // columns 4w..4w+3: their outputs start at word (4w + t) · outStride
-    const o0 = 4 * w * outStride;
-    for (let r = 0, i = w, o = o0; r < fullRows; r += 8, i += 8 * stride, o++) {
-      const p0 = words[i] | (words[i + stride] << 4);
-      const p1 = words[i + 2 * stride] | (words[i + 3 * stride] << 4);
-      const p2 = words[i + 4 * stride] | (words[i + 5 * stride] << 4);
-      const p3 = words[i + 6 * stride] | (words[i + 7 * stride] << 4);
-      // byte t of p_j is column t's byte j: transpose
-      out32[o] = (p0 & 0xff) | ((p1 & 0xff) << 8) | ((p2 & 0xff) << 16) | (p3 << 24);
-      out32[o + outStride] =
-        ((p0 >>> 8) & 0xff) | (p1 & 0xff00) | ((p2 & 0xff00) << 8) | ((p3 & 0xff00) << 16);
-      out32[o + 2 * outStride] =
-        ((p0 >>> 16) & 0xff) | ((p1 >>> 8) & 0xff00) | (p2 & 0xff0000) | ((p3 & 0xff0000) << 8);
-      out32[o + 3 * outStride] =
-        (p0 >>> 24) | ((p1 >>> 16) & 0xff00) | ((p2 >>> 8) & 0xff0000) | (p3 & 0xff000000);
-    }
+  // tiles of 128 rows, every column of one before the next: the tile's rows are read in order while
+  // they stay in cache, and each column gets a whole 64-byte line of output per tile (a column at a
+  // time down all rows read one line of every row per column: 1.8–3× the CPU time)
+  for (let r0 = 0; r0 < fullRows; r0 += PACK_TILE_ROWS) {
+    const r1 = Math.min(fullRows, r0 + PACK_TILE_ROWS);
+    for (let w = 0; w < stride; w++) packWordColumns(words, out32, stride, outStride, w, r0, r1);
   }
   return cols;
+}
+
+const PACK_TILE_ROWS = 128;
+
+/** Rows r0..r1−1 (multiples of 8) of columns 4w..4w+3, into words (4w + t) · outStride + r / 8 of out32. */
+function packWordColumns(
+  words: Uint32Array,
+  out32: Uint32Array,
+  stride: number,
+  outStride: number,
+  w: number,
+  r0: number,
+  r1: number,
+): void {
+  for (
+    let r = r0, i = r0 * stride + w, o = 4 * w * outStride + (r0 >> 3);
+    r < r1;
+    r += 8, i += 8 * stride, o++
+  ) {
+    const p0 = words[i] | (words[i + stride] << 4);
+    const p1 = words[i + 2 * stride] | (words[i + 3 * stride] << 4);
+    const p2 = words[i + 4 * stride] | (words[i + 5 * stride] << 4);
+    const p3 = words[i + 6 * stride] | (words[i + 7 * stride] << 4);
+    // byte t of p_j is column t's byte j: transpose
+    out32[o] = (p0 & 0xff) | ((p1 & 0xff) << 8) | ((p2 & 0xff) << 16) | (p3 << 24);
+    out32[o + outStride] = ((p0 >>> 8) & 0xff) | (p1 & 0xff00) | ((p2 & 0xff00) << 8) | ((p3 & 0xff00) << 16);
+    out32[o + 2 * outStride] =
+      ((p0 >>> 16) & 0xff) | ((p1 >>> 8) & 0xff00) | (p2 & 0xff0000) | ((p3 & 0xff0000) << 8);
+    out32[o + 3 * outStride] =
+      (p0 >>> 24) | ((p1 >>> 16) & 0xff00) | ((p2 >>> 8) & 0xff0000) | (p3 & 0xff000000);
+  }
 }
 
 /** MatMulNBits' zero points: per channel, ceil(blocks / 2) bytes, two 4-bit zero points per byte. */

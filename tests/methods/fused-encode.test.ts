@@ -24,7 +24,7 @@ import { compressModel } from '../../src/core/compress/pipeline.ts';
 import { errorStats } from '../../src/core/compress/metrics.ts';
 import { seededFloats } from '../helpers/models.ts';
 import { STORIES_MODEL } from '../helpers/fixtures.ts';
-import { ERRORS_WASM_BASE64 } from '../../src/core/simd/errors-wasm.ts';
+import { SUMS_WASM_BASE64 } from '../../src/core/simd/sums-wasm.ts';
 // @ts-expect-error: a plain .mjs build script without type declarations
 import { assembleKernels } from '../../tools/build-wasm.mjs';
 
@@ -74,9 +74,9 @@ function expectSums(got: ErrorSums, x: Float32Array, decoded: Float32Array): voi
 }
 
 describe('int4 error sums measured while quantizing', () => {
-  it('the embedded module is the assembled errors.wat (run `npm run build:wasm` after editing it)', async () => {
-    const bytes: Uint8Array = await assembleKernels('src/core/simd/errors.wat');
-    expect(Buffer.from(bytes).toString('base64')).toBe(ERRORS_WASM_BASE64);
+  it('the embedded module is the assembled sums.wat (run `npm run build:wasm` after editing it)', async () => {
+    const bytes: Uint8Array = await assembleKernels('src/core/simd/sums.wat');
+    expect(Buffer.from(bytes).toString('base64')).toBe(SUMS_WASM_BASE64);
     expect(bytes.length).toBeLessThan(4096); // compiled synchronously, as kernels.wat
   });
 

@@ -9,7 +9,7 @@
  */
 
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
-import { ERRORS_WASM_BASE64 } from './errors-wasm.ts';
+import { SUMS_WASM_BASE64 } from './sums-wasm.ts';
 import { instantiateBase64 } from './instantiate.ts';
 
 interface Kernels {
@@ -70,8 +70,8 @@ interface Kernels {
 /** Floats staged per kernel call: 256 KiB, inside a core's L2 next to the outputs. */
 const CHUNK_FLOATS = 1 << 16;
 
-/** errors.wat: reads the kernels' memory (rows and codes a staging left there). */
-interface ErrorKernels {
+/** sums.wat: reads the kernels' memory (rows, codes or chunks a staging left there). */
+interface SumKernels {
   column_code_errors(
     x: number,
     q: number,
@@ -82,10 +82,11 @@ interface ErrorKernels {
     qxor: number,
     res: number,
   ): void;
+  moments(x: number, n: number, res: number): void;
 }
 
 let kernels: Kernels | null = null;
-let errorKernels: ErrorKernels | null = null;
+let sumKernels: SumKernels | null = null;
 /** Bumped by every call that lays out scratch memory, so a stale StagedColumnBlock is caught rather than read. */
 let generation = 0;
 
@@ -98,12 +99,10 @@ function instance(): Kernels {
   return kernels;
 }
 
-function errorInstance(): ErrorKernels {
-  if (!errorKernels)
-    errorKernels = instantiateBase64<ErrorKernels>(ERRORS_WASM_BASE64, {
-      env: { memory: instance().memory },
-    });
-  return errorKernels;
+function sumInstance(): SumKernels {
+  if (!sumKernels)
+    sumKernels = instantiateBase64<SumKernels>(SUMS_WASM_BASE64, { env: { memory: instance().memory } });
+  return sumKernels;
 }
 
 /**
@@ -267,7 +266,7 @@ export function quantizeColumns(
     bytes.set(u8(k, outAt, rows * cols), r * cols);
     if (error) {
       new Float64Array(k.memory.buffer, resAt, 4).fill(0);
-      errorInstance().column_code_errors(at, outAt, rows, cols, scaleAt, zeroAt, error.qxor, resAt);
+      sumInstance().column_code_errors(at, outAt, rows, cols, scaleAt, zeroAt, error.qxor, resAt);
       addWasmSums(k, resAt, error.sums);
     }
   }
@@ -363,7 +362,7 @@ export function stagedBlockErrors(block: StagedColumnBlock, sums: ErrorSums, qxo
   const k = instance();
   const [at, outAt, , , scaleAt, zeroAt, resAt] = block.at;
   new Float64Array(k.memory.buffer, resAt, 4).fill(0);
-  errorInstance().column_code_errors(at, outAt, block.rows, block.cols, scaleAt, zeroAt, qxor, resAt);
+  sumInstance().column_code_errors(at, outAt, block.rows, block.cols, scaleAt, zeroAt, qxor, resAt);
   addWasmSums(k, resAt, sums);
 }
 
@@ -441,6 +440,45 @@ export function assignCodesByBins(
     k.assign_codes(at, n, outAt, lo, hi, scale, lutAt, bins, midsAt, zeroCode, scratchAt);
     codes.set(u8(k, outAt, n), s);
   }
+}
+
+/**
+ * Smallest and largest value (NaN ignored; +∞/−∞ when x is empty or all NaN), count of exact zeros,
+ * mean and Σ (x − mean)² of x, in float64, in one staging of each chunk: two sweeps over the chunk
+ * while it is in cache (its sum, then its squares about its own mean), the chunks merged by Chan et
+ * al.'s pairwise update, as stable as Welford's one-value-at-a-time update and a fraction of its cost.
+ */
+export function moments(x: Float32Array): {
+  lo: number;
+  hi: number;
+  zeros: number;
+  mean: number;
+  m2: number;
+} {
+  const k = instance();
+  const sums = sumInstance();
+  const [resAt, at] = reserve(k, 40, Math.min(x.length, CHUNK_FLOATS) * 4);
+  let lo = Infinity;
+  let hi = -Infinity;
+  let zeros = 0;
+  let count = 0;
+  let mean = 0;
+  let m2 = 0;
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = stageChunk(k, x, s, at);
+    sums.moments(at, n, resAt);
+    const [cLo, cHi, cZeros, cSum, cM2] = new Float64Array(k.memory.buffer, resAt, 5);
+    if (cLo < lo) lo = cLo;
+    if (cHi > hi) hi = cHi;
+    zeros += cZeros;
+    const cMean = cSum / n;
+    const total = count + n;
+    const delta = cMean - mean;
+    mean += (delta * n) / total;
+    m2 += cM2 + ((delta * delta * count) / total) * n;
+    count = total;
+  }
+  return { lo, hi, zeros, mean, m2 };
 }
 
 /**

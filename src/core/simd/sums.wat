@@ -1,10 +1,11 @@
-;; The quantizers' error statistics, fused into the encode: the error of each code against the value
-;; it came from, without decoding a whole tensor back to float32. Source of truth for errors-wasm.ts
+;; Float64 sums over float32 tensors: the quantizers' error statistics, fused into the encode (the
+;; error of each code against the value it came from, without decoding a whole tensor back to
+;; float32), and a tensor's moments for its summary statistics. Source of truth for sums-wasm.ts
 ;; (regenerate with `npm run build:wasm`; a test checks the two agree).
 ;;
 ;; A module of its own because kernels.wat stays under the 4 KB that old Chrome compiled synchronously
 ;; on the main thread; it imports kernels.wat's memory, so it reads the rows and codes a staged block
-;; (./index.ts, stageColumnBlock and quantizeStagedBlock) left there, with no copy.
+;; (./index.ts, stageColumnBlock and quantizeStagedBlock) or a staged chunk left there, with no copy.
 (module
   (import "env" "memory" (memory 1))
 
@@ -92,4 +93,83 @@
       (f64.convert_i32_s (i32.add (local.get $s_zeros) (i32.add
         (i32.add (i32x4.extract_lane 0 (local.get $zeros)) (i32x4.extract_lane 1 (local.get $zeros)))
         (i32.add (i32x4.extract_lane 2 (local.get $zeros)) (i32x4.extract_lane 3 (local.get $zeros)))))))))
+
+  ;; res (float64[5]) = [min, max (NaN ignored), #{x = 0}, Σ x, Σ (x − mean)²] of x[0..n), n ≥ 1, where
+  ;; mean = Σ x / n: two sweeps over a chunk that stays in cache, so the squares are taken about the
+  ;; chunk's own mean (no cancellation); the caller merges chunks (Chan et al.'s pairwise update)
+  (func (export "moments") (param $x i32) (param $n i32) (param $res i32)
+    (local $p i32) (local $end i32) (local $vec_end i32) (local $v v128) (local $lo v128) (local $hi v128)
+    (local $zeros v128) (local $sum v128) (local $m2 v128) (local $meanv v128) (local $a v128) (local $b v128)
+    (local $s f32) (local $slo f32) (local $shi f32) (local $ssum f64) (local $sm2 f64) (local $szeros i32)
+    (local $mean f64) (local $d f64)
+    (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $vec_end (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $lo (v128.const f32x4 inf inf inf inf))
+    (local.set $hi (v128.const f32x4 -inf -inf -inf -inf))
+    (local.set $p (local.get $x))
+    (block $vec_done
+      (loop $vec_loop
+        (br_if $vec_done (i32.ge_u (local.get $p) (local.get $vec_end)))
+        (local.set $v (v128.load (local.get $p)))
+        (local.set $lo (f32x4.pmin (local.get $lo) (local.get $v)))
+        (local.set $hi (f32x4.pmax (local.get $hi) (local.get $v)))
+        (local.set $zeros (i32x4.sub (local.get $zeros) (f32x4.eq (local.get $v) (v128.const f32x4 0 0 0 0))))
+        (local.set $sum (f64x2.add (local.get $sum) (f64x2.add (f64x2.promote_low_f32x4 (local.get $v))
+          (f64x2.promote_low_f32x4
+            (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (br $vec_loop)))
+    (local.set $slo (call $pmin
+      (call $pmin (f32x4.extract_lane 0 (local.get $lo)) (f32x4.extract_lane 1 (local.get $lo)))
+      (call $pmin (f32x4.extract_lane 2 (local.get $lo)) (f32x4.extract_lane 3 (local.get $lo)))))
+    (local.set $shi (call $pmax
+      (call $pmax (f32x4.extract_lane 0 (local.get $hi)) (f32x4.extract_lane 1 (local.get $hi)))
+      (call $pmax (f32x4.extract_lane 2 (local.get $hi)) (f32x4.extract_lane 3 (local.get $hi)))))
+    (local.set $szeros (i32.add
+      (i32.add (i32x4.extract_lane 0 (local.get $zeros)) (i32x4.extract_lane 1 (local.get $zeros)))
+      (i32.add (i32x4.extract_lane 2 (local.get $zeros)) (i32x4.extract_lane 3 (local.get $zeros)))))
+    (local.set $ssum (f64.add (f64x2.extract_lane 0 (local.get $sum)) (f64x2.extract_lane 1 (local.get $sum))))
+    (block $tail_done
+      (loop $tail_loop
+        (br_if $tail_done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $s (f32.load (local.get $p)))
+        (local.set $slo (call $pmin (local.get $slo) (local.get $s)))
+        (local.set $shi (call $pmax (local.get $shi) (local.get $s)))
+        (local.set $szeros (i32.add (local.get $szeros) (f32.eq (local.get $s) (f32.const 0))))
+        (local.set $ssum (f64.add (local.get $ssum) (f64.promote_f32 (local.get $s))))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (br $tail_loop)))
+    (local.set $mean (f64.div (local.get $ssum) (f64.convert_i32_u (local.get $n))))
+    (local.set $meanv (f64x2.splat (local.get $mean)))
+    (local.set $p (local.get $x))
+    (block $vec2_done
+      (loop $vec2_loop
+        (br_if $vec2_done (i32.ge_u (local.get $p) (local.get $vec_end)))
+        (local.set $v (v128.load (local.get $p)))
+        (local.set $a (f64x2.sub (f64x2.promote_low_f32x4 (local.get $v)) (local.get $meanv)))
+        (local.set $b (f64x2.sub (f64x2.promote_low_f32x4
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v))) (local.get $meanv)))
+        (local.set $m2 (f64x2.add (local.get $m2)
+          (f64x2.add (f64x2.mul (local.get $a) (local.get $a)) (f64x2.mul (local.get $b) (local.get $b)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (br $vec2_loop)))
+    (local.set $sm2 (f64.add (f64x2.extract_lane 0 (local.get $m2)) (f64x2.extract_lane 1 (local.get $m2))))
+    (block $tail2_done
+      (loop $tail2_loop
+        (br_if $tail2_done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $d (f64.sub (f64.promote_f32 (f32.load (local.get $p))) (local.get $mean)))
+        (local.set $sm2 (f64.add (local.get $sm2) (f64.mul (local.get $d) (local.get $d))))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (br $tail2_loop)))
+    (f64.store (local.get $res) (f64.promote_f32 (local.get $slo)))
+    (f64.store offset=8 (local.get $res) (f64.promote_f32 (local.get $shi)))
+    (f64.store offset=16 (local.get $res) (f64.convert_i32_u (local.get $szeros)))
+    (f64.store offset=24 (local.get $res) (local.get $ssum))
+    (f64.store offset=32 (local.get $res) (local.get $sm2)))
+
+  (func $pmin (param $a f32) (param $b f32) (result f32)
+    (select (local.get $b) (local.get $a) (f32.lt (local.get $b) (local.get $a))))
+
+  (func $pmax (param $a f32) (param $b f32) (result f32)
+    (select (local.get $b) (local.get $a) (f32.lt (local.get $a) (local.get $b))))
 )

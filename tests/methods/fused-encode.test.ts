@@ -147,6 +147,34 @@ describe('MatMulNBits packing in one pass', () => {
   });
 });
 
+/** Bit patterns, so −0 and NaN payloads count too. */
+const bitsOf = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+
+describe('decodes of [K, N] weights (WebAssembly SIMD)', () => {
+  it('are fround((code − z) · s) bit for bit, int4 and int8, symmetric and not', () => {
+    for (const [rows, cols] of [...SHAPES, [70_000, 3] as [number, number]])
+      for (const symmetric of [true, false]) {
+        const x = weights(rows, cols, rows * 3 + cols);
+        const q4 = quantizeInt4Blockwise(x, rows, cols, 1, 16, symmetric);
+        const want4 = new Float32Array(rows * cols);
+        for (let r = 0; r < rows; r++)
+          for (let c = 0; c < cols; c++) {
+            const at = c * q4.blocksPerChannel + Math.floor(r / 16);
+            const z = q4.zeroPoints ? q4.zeroPoints[at] : 8;
+            want4[r * cols + c] = Math.fround((q4.codes[r * cols + c] - z) * q4.scales[at]);
+          }
+        expect(bitsOf(dequantizeInt4Blockwise(q4, rows, cols, 1)).equals(bitsOf(want4))).toBe(true);
+        const q8 = quantizeInt8(x, rows, cols, 1, symmetric);
+        const want8 = new Float32Array(rows * cols);
+        for (let i = 0; i < want8.length; i++) {
+          const c = i % cols;
+          want8[i] = Math.fround((q8.q[i] - (q8.zeroPoints ? q8.zeroPoints[c] : 0)) * q8.scales[c]);
+        }
+        expect(bitsOf(dequantizeInt8(q8, rows, cols, 1)).equals(bitsOf(want8))).toBe(true);
+      }
+  });
+});
+
 describe('values decoded when read', () => {
   it('int4 and int8 results hold their error sums and decode their values once, on first read', () => {
     const x = weights(96, 20, 4);

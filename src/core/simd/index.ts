@@ -26,6 +26,15 @@ interface Kernels {
     max: number,
     bias: number,
   ): void;
+  decode_columns(
+    q: number,
+    out: number,
+    rows: number,
+    cols: number,
+    scale: number,
+    zero: number,
+    qxor: number,
+  ): void;
   flat_range(x: number, n: number, res: number): void;
   histogram(
     x: number,
@@ -269,6 +278,43 @@ export function quantizeColumns(
       sumInstance().column_code_errors(at, outAt, rows, cols, scaleAt, zeroAt, error.qxor, resAt);
       addWasmSums(k, resAt, error.sums);
     }
+  }
+}
+
+/**
+ * out[r][c] = ((q[r][c] xor qxor) − zero[c]) · scale[c] in float32 for rows r0..r1−1 of a [·, cols]
+ * matrix of byte codes: the int4 / int8 decodes (a small integer times a float32 rounds once, so this
+ * is the scalar fround((code − z) · s) bit for bit). An Int8Array's two's complement is read with
+ * qxor 128, as code + 128.
+ */
+export function decodeColumns(
+  q: Uint8Array | Int8Array,
+  out: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  scale: Float32Array,
+  zero: Float32Array,
+  qxor: number,
+): void {
+  const k = instance();
+  const step = rowsPerChunk(cols);
+  const chunkRows = Math.min(r1 - r0, step);
+  const [qAt, outAt, scaleAt, zeroAt] = reserve(
+    k,
+    chunkRows * cols,
+    chunkRows * cols * 4,
+    cols * 4,
+    cols * 4,
+  );
+  f32(k, scaleAt, cols).set(scale.subarray(0, cols));
+  f32(k, zeroAt, cols).set(zero.subarray(0, cols));
+  const bytes = new Uint8Array(q.buffer, q.byteOffset, q.length);
+  for (let r = r0; r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
+    u8(k, qAt, rows * cols).set(bytes.subarray(r * cols, (r + rows) * cols));
+    k.decode_columns(qAt, outAt, rows, cols, scaleAt, zeroAt, qxor);
+    out.set(f32(k, outAt, rows * cols), r * cols);
   }
 }
 

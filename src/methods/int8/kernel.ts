@@ -5,6 +5,7 @@
 
 import {
   addCodeErrors,
+  decodeColumns,
   quantizeColumns,
   updateColumnAbsMax,
   updateColumnRanges,
@@ -127,8 +128,10 @@ export function dequantizeInt8(
   // zero points as floats, one per column or per run, so the inner loops are one multiply-subtract
   const zp = Float32Array.from(quant.zeroPoints ?? new Uint8Array(scales.length));
   if (channelAxis === 1) {
-    for (let r = 0; r < rows; r++)
-      for (let c = 0, i = r * cols; c < cols; c++, i++) out[i] = (q[i] - zp[c]) * scales[c];
+    // WebAssembly SIMD, the same float32 products: int8 two's complement is read as code + 128
+    const signed = q instanceof Int8Array;
+    if (signed) for (let c = 0; c < zp.length; c++) zp[c] += 128;
+    decodeColumns(q, out, 0, rows, cols, scales, zp, signed ? 128 : 0);
     return out;
   }
   // one scale per row (axis 0) or for the whole tensor

@@ -21,8 +21,11 @@ export type KernelTask =
 export function runKernelTask(task: KernelTask): { value: unknown; transfer: Transferable[] } {
   checkCancelled();
   if (task.kind === 'apply') {
-    // values still to be decoded stay behind: KernelPool.apply decodes them where they are read
-    const results = getMethod(task.method).apply(task.tensors, task.options).map(withoutPendingValues);
+    // values still to be decoded stay behind (for a method that can decode them again): KernelPool.apply
+    // decodes them where they are read
+    const method = getMethod(task.method);
+    const computed = method.apply(task.tensors, task.options);
+    const results = method.decode ? computed.map(withoutPendingValues) : computed;
     return { value: results, transfer: buffersOf(results) };
   }
   if (task.kind === 'stats') return { value: tensorStats(task.values), transfer: [] };

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import {
   dequantizeInt4Blockwise,
   packMatMulNBits,
+  packNibbles,
   quantizeInt4Blockwise,
   type Int4Quantized,
 } from '../../src/methods/int4/kernel.ts';
@@ -149,6 +150,20 @@ describe('MatMulNBits packing in one pass', () => {
 
 /** Bit patterns, so −0 and NaN payloads count too. */
 const bitsOf = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+
+describe('nibble packing in the weight’s own layout (DequantizeLinear int4 / uint4)', () => {
+  it('is the flat pairing, first value in the low nibble, for every length and alignment', () => {
+    for (const n of [0, 1, 7, 8, 9, 16, 31, 64, 1001])
+      for (const xor of [0, 8])
+        for (const offset of [0, 1, 4]) {
+          const values = new Uint8Array(n + offset).subarray(offset);
+          for (let i = 0; i < n; i++) values[i] = (i * 7 + n) % 16;
+          const want = Buffer.alloc((n + 1) >> 1);
+          for (let i = 0; i < n; i++) want[i >> 1] |= ((values[i] ^ xor) & 15) << ((i & 1) * 4);
+          expect(Buffer.from(packNibbles(values, xor)).equals(want)).toBe(true);
+        }
+  });
+});
 
 describe('decodes of [K, N] weights (WebAssembly SIMD)', () => {
   it('are fround((code − z) · s) bit for bit, int4 and int8, symmetric and not', () => {

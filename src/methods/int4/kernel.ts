@@ -200,7 +200,7 @@ export function packMatMulNBits(
   let c0 = 0;
   if (LITTLE_ENDIAN && cols % 4 === 0 && rowBytes % 4 === 0 && codes.byteOffset % 4 === 0)
     c0 = packColumnsByWords(codes, cols, fullRows, rowBytes, out);
-  // what the word loop left: columns past the last multiple of 4 (c ≥ c0), and rows past fullRows
+  // what the word loop left: every row of every column when it could not run (c0 = 0), else the rows past fullRows
   for (let c = 0; c < cols; c++) {
     const to = c * rowBytes;
     for (let r = c < c0 ? fullRows : 0; r < k; r += 2) {

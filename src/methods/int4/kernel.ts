@@ -46,25 +46,55 @@ function blockScale(
 }
 
 /**
- * Scales (and zero points) of block b for every column, and the 1/scale and offset the code loop
- * takes: code = floor(x / s + z + 0.5), where x / s + z ≥ −0.5 by construction, so only the top needs
- * a clamp. A function of its own, called per block, so V8 keeps it optimised: as a loop inside the
- * per-tensor function it ran 5× slower whenever a garbage collection had dropped its on-stack-replaced code.
+ * Scales (and zero points) of a staged block for every column, into the block's own `scale` and
+ * `zero` (contiguous: the caller moves them to their [channels, blocks] places a tile at a time), and
+ * the 1/scale and offset the code loop takes: code = floor(x / s + z + 0.5), where x / s + z ≥ −0.5 by
+ * construction, so only the top needs a clamp. The same float arithmetic as blockScale. A function of
+ * its own, called per block, so V8 keeps it optimised: as a loop inside the per-tensor function it ran
+ * 5× slower whenever a garbage collection had dropped its on-stack-replaced code.
  */
-function blockScales(
-  block: StagedColumnBlock,
-  b: number,
+function blockScales(block: StagedColumnBlock, symmetric: boolean): void {
+  const { lo, hi, inv, offset, scale, zero, cols } = block;
+  for (let c = 0; c < cols; c++) {
+    const l = lo[c];
+    const h = hi[c];
+    let s: number;
+    let z = 8;
+    if (symmetric) s = Math.fround((-l > h ? l : h) / -8);
+    else {
+      s = Math.fround((h - l) / 15);
+      if (s !== 0) z = Math.min(15, Math.max(0, Math.round(-l / s)));
+    }
+    scale[c] = s;
+    zero[c] = z;
+    inv[c] = s !== 0 ? 1 / s : 0;
+    offset[c] = z + 0.5;
+  }
+}
+
+/** Blocks whose per-column scales are gathered before they go to their strided [channels, blocks] places. */
+const SCALE_TILE_BLOCKS = 16;
+
+/**
+ * Scales (and zero points) of blocks b0..b0+n−1, gathered as rows [n, cols], into [channels, blocks]:
+ * n consecutive values per column. Written straight from each block, every column's scale went to a
+ * different cache line (a stride of `blocks` floats): the quantizer took 3–13 % longer that way.
+ */
+function scatterScaleTile(
+  tileScales: Float32Array,
+  tileZeros: Uint8Array | null,
+  b0: number,
+  n: number,
+  cols: number,
   blocks: number,
   scales: Float32Array,
   zeroPoints: Uint8Array | null,
 ): void {
-  const { lo, hi, inv, offset, scale, zero, cols } = block;
-  for (let c = 0, at = b; c < cols; c++, at += blocks) {
-    inv[c] = blockScale(lo[c], hi[c], at, scales, zeroPoints);
-    zero[c] = zeroPoints ? zeroPoints[at] : 8;
-    offset[c] = zero[c] + 0.5;
-    scale[c] = scales[at];
-  }
+  for (let c = 0; c < cols; c++)
+    for (let j = 0, at = c * blocks + b0; j < n; j++, at++) scales[at] = tileScales[j * cols + c];
+  if (tileZeros && zeroPoints)
+    for (let c = 0; c < cols; c++)
+      for (let j = 0, at = c * blocks + b0; j < n; j++, at++) zeroPoints[at] = tileZeros[j * cols + c];
 }
 
 /**
@@ -114,12 +144,19 @@ export function quantizeInt4Blockwise(
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
   }
+  const tileScales = new Float32Array(Math.min(blocks, SCALE_TILE_BLOCKS) * cols);
+  const tileZeros = zeroPoints && new Uint8Array(tileScales.length);
   for (let b = 0; b < blocks; b++) {
     checkCancelled();
     const block = stageColumnBlock(x, b * blockSize, Math.min(k, (b + 1) * blockSize), cols);
-    blockScales(block, b, blocks, scales, zeroPoints);
+    blockScales(block, symmetric);
+    const row = b % SCALE_TILE_BLOCKS;
+    tileScales.set(block.scale, row * cols);
+    tileZeros?.set(block.zero, row * cols);
     quantizeStagedBlock(block, codes, 15, 0);
     if (error) stagedBlockErrors(block, error);
+    if (row === SCALE_TILE_BLOCKS - 1 || b === blocks - 1)
+      scatterScaleTile(tileScales, tileZeros, b - row, row + 1, cols, blocks, scales, zeroPoints);
   }
   return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
 }

@@ -1,5 +1,6 @@
 // Assembles src/core/simd/kernels.wat (and the training engine's src/core/train/matmul.wat, and the
-// calibrated methods' dense product src/core/simd/dense.wat) with
+// calibrated methods' dense product src/core/simd/dense.wat, and the float64 sums of the quantizers'
+// errors and the tensors' statistics src/core/simd/sums.wat) with
 // wabt and writes the bytes, base64, into kernels-wasm.ts (matmul-wasm.ts), so workers, Node and the CLI load the same module without a fetch or a
 // bundler plug-in. Run after editing the .wat: `npm run build:wasm` (a test fails when they differ).
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -40,4 +41,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     kernelsModuleSource(dense, 'dense.wat', 'DENSE_WASM_BASE64'),
   );
   console.log(`dense.wasm: ${dense.length} bytes`);
+  const sums = await assembleKernels('src/core/simd/sums.wat');
+  writeFileSync(
+    new URL('../src/core/simd/sums-wasm.ts', import.meta.url),
+    kernelsModuleSource(sums, 'sums.wat', 'SUMS_WASM_BASE64'),
+  );
+  console.log(`sums.wasm: ${sums.length} bytes`);
 }

@@ -6,6 +6,7 @@
  */
 import type { GraphEditor } from '../core/compress/graph-editor.ts';
 import type { CalibrationStats } from '../core/calibrate/stats.ts';
+import type { ErrorSums } from '../core/simd/index.ts';
 
 /**
  * 'hessian': XᵀX per weight (k² doubles); 'inputNorms': Σx² per input feature; 'inputRange': the
@@ -60,6 +61,12 @@ export interface KernelResult<E = unknown> {
   encoding?: E;
   /** Input features the method left unquantized because their activations are outliers (llm-int8). */
   outlierChannels?: number[];
+  /**
+   * The error sums of `values` against the kernel's input, measured while encoding (int4, int8): a
+   * report built from them needs no decoded copy, and `values` may then be decoded only when read
+   * (see lazy-values.ts). Equal, to float64 rounding, to errorSums(input, values).
+   */
+  error?: ErrorSums;
 }
 
 /** Rows (axis 0) or columns (axis 1) [start, end) of a weight matrix: one part of a split kernel. */
@@ -133,6 +140,12 @@ export interface CompressionMethod<O extends OptionValues = OptionValues, E = un
    * is given to methods that declare `needs`.
    */
   apply(tensors: readonly WeightMatrix[], options: O, calibration?: CalibrationStats): KernelResult<E>[];
+  /**
+   * The dense float32 weights an encoding stands for, as `apply` gave them in `values` (encode methods
+   * whose results decode lazily: a pool worker sends the encoding alone, and the values are decoded
+   * where and when they are read).
+   */
+  decode?(encoding: E, tensor: Pick<WeightMatrix, 'shape' | 'channelAxis'>, options: O): Float32Array;
   /** Replace the initializer `tensor.name` by nodes that produce the encoded weight (encode methods). */
   rewrite?(tensor: WeightMatrix, encoding: E, editor: GraphEditor, options: O): void;
   /** How `apply` runs on parts of one tensor (methods whose result is independent per row, column or block). */

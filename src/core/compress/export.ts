@@ -13,7 +13,8 @@ import { getMethod } from '../../methods/registry.ts';
 import { bytesOf, makeNode } from '../onnx/build.ts';
 import { castFloat32ToFloat16 } from '../onnx/dtypes.ts';
 import { GraphEditor } from './graph-editor.ts';
-import { asMatrix, type CompressionResult, type TensorOutcome } from './pipeline.ts';
+import type { CompressionResult, TensorOutcome } from './pipeline.ts';
+import type { WeightMatrix } from '../../methods/types.ts';
 
 export interface ExportOptions {
   externalData?: ExternalDataOptions;
@@ -47,7 +48,16 @@ export function rewriteOutcome(model: OnnxModel, root: GraphEditor, o: TensorOut
   const weight = findWeight(model, o.candidate.name);
   const editor = root.editorFor(weight.scope.graph);
   if (weight.source === 'constant') editor.constantToInitializer(weight.tensorName);
-  const matrix = { ...asMatrix(o.candidate, o.values), name: weight.tensorName };
+  // values read only where they are written (a dense weight): an encoding's rewrite needs its codes alone
+  const matrixNamed = (name: string): WeightMatrix => ({
+    name,
+    shape: o.candidate.shape,
+    channelAxis: o.candidate.channelAxis,
+    get values() {
+      return o.values;
+    },
+  });
+  const matrix = matrixNamed(weight.tensorName);
   const half = o.candidate.dataType;
   if (!o.encoder) {
     // dense weights go back in the source's type: exact for what a transform keeps (a float16
@@ -77,7 +87,7 @@ export function rewriteOutcome(model: OnnxModel, root: GraphEditor, o: TensorOut
     { name: editor.uniqueName(`${wide}_Cast`) },
   );
   editor.addDecodeNodes(cast);
-  method.rewrite?.({ ...matrix, name: wide }, o.encoder.encoding, editor, o.encoder.options);
+  method.rewrite?.(matrixNamed(wide), o.encoder.encoding, editor, o.encoder.options);
   // the cast reads what the method's decode nodes write: it runs after them
   editor.moveDecodeNodeLast(cast);
   if (editor.hasInitializer(wide) && !editor.getInitializer(wide).raw_data)

@@ -23,15 +23,16 @@ import type { TensorValues } from '../onnx/model.ts';
 import { histogram, tensorStats, type Histogram, type TensorStats } from '../stats.ts';
 import { checkCancelled } from '../cancel.ts';
 import { ModelError } from '../errors.ts';
+import { withLazyValues, withoutPendingValues } from '../../methods/lazy-values.ts';
 import type { WorkerPool } from '../pool/worker-pool.ts';
-import { errorStats, type ErrorStats } from './metrics.ts';
+import { errorStats, errorStatsFromSums, type ErrorStats } from './metrics.ts';
 
 /**
  * A kernel's result without its values: the encoding (what the export writes) and the error of the
  * values against the tensor's original, measured where the values were made. A preview that shows
  * only reports, and an export that writes only encodings, then never carry decoded float32 arrays.
  */
-export type MeasuredResult = Omit<KernelResult, 'values'> & { error: ErrorStats };
+export type MeasuredResult = Omit<KernelResult, 'values' | 'error'> & { error: ErrorStats };
 
 export type KernelTask =
   | {
@@ -70,9 +71,13 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
   checkCancelled();
   if (task.kind === 'apply') {
     const method = getMethod(task.method);
+    // values still to be decoded stay behind (for a method that can decode them again): KernelPool.apply
+    // decodes them where they are read
     const results = task.originals
       ? applyMeasured(method, task.tensors, task.options, task.originals)
-      : method.apply(task.tensors, task.options);
+      : method.decode
+        ? method.apply(task.tensors, task.options).map(withoutPendingValues)
+        : method.apply(task.tensors, task.options);
     return { value: results, transfer: buffersOf(results) };
   }
   if (task.kind === 'survey') {
@@ -98,10 +103,15 @@ export function applyMeasured(
   options: OptionValues,
   originals: readonly Float32Array[],
 ): MeasuredResult[] {
-  return method.apply(tensors, options).map(({ values, ...rest }, j) => ({
-    ...rest,
-    error: errorStats(originals[j], values),
-  }));
+  return method.apply(tensors, options).map((r, j) => {
+    // the kernel's own error sums when its input was the original (no decode), else measured on its values
+    const error =
+      r.error && tensors[j].values === originals[j]
+        ? errorStatsFromSums(r.error, originals[j].length)
+        : errorStats(originals[j], r.values);
+    const { encoding, storedBytes, outlierChannels } = r;
+    return { encoding, storedBytes, ...(outlierChannels ? { outlierChannels } : {}), error };
+  });
 }
 
 function splitOf(method: string) {
@@ -191,19 +201,27 @@ export class KernelPool {
     return this.pool.newScope();
   }
 
-  apply(
+  async apply(
     method: string,
     options: OptionValues,
     tensors: readonly WeightMatrix[],
     scope = 0,
   ): Promise<KernelResult[]> {
     const parts = tensors.length === 1 ? this.partsOf(method, options, tensors[0]) : undefined;
-    if (parts) return this.applyInParts(method, options, tensors[0], parts, scope).then((r) => [r]);
-    return this.target().run<KernelResult[]>(
+    if (parts) return [await this.applyInParts(method, options, tensors[0], parts, scope)];
+    const results = await this.target().run<Partial<KernelResult>[]>(
       { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
       [],
       scope,
     );
+    const { decode } = getMethod(method);
+    // a result sent without values (runKernelTask) decodes them from its encoding when they are read
+    return results.map((r, i) => {
+      if (r.values || !decode) return r as KernelResult;
+      // the shape alone: the closure must not keep the input's values alive
+      const shape = { shape: tensors[i].shape, channelAxis: tensors[i].channelAxis };
+      return withLazyValues(r, () => decode(r.encoding, shape, options)) as KernelResult;
+    });
   }
 
   /** `applyMeasured` in a worker: only the encodings and the error statistics come back. */

@@ -1,4 +1,4 @@
-import { errorSums } from '../simd/index.ts';
+import { errorSums, type ErrorSums } from '../simd/index.ts';
 
 /** Error of a compressed tensor against its original (float64 accumulators). */
 export interface ErrorStats {
@@ -11,8 +11,13 @@ export interface ErrorStats {
 }
 
 export function errorStats(original: Float32Array, compressed: Float32Array): ErrorStats {
-  const { signal, noise, maxAbs, zeros } = errorSums(original, compressed);
-  const n = original.length || 1;
+  return errorStatsFromSums(errorSums(original, compressed), original.length);
+}
+
+/** ErrorStats of a tensor of `length` values from its error sums (errorSums, or a quantizer's own). */
+export function errorStatsFromSums(sums: ErrorSums, length: number): ErrorStats {
+  const { signal, noise, maxAbs, zeros } = sums;
+  const n = length || 1;
   return {
     mse: noise / n,
     snrDb: noise === 0 ? Infinity : signal === 0 ? -Infinity : 10 * Math.log10(signal / noise),

@@ -10,7 +10,9 @@ import { getMethod } from '../../methods/registry.ts';
 import type { CompressionMethod, KernelResult, OptionValues, WeightMatrix } from '../../methods/types.ts';
 import type { CalibrationStats } from '../calibrate/stats.ts';
 import { missingCalibrationMessage } from '../../methods/calibrated.ts';
-import { errorStats, type ErrorStats } from './metrics.ts';
+import { errorStats, errorStatsFromSums, type ErrorStats } from './metrics.ts';
+import type { ErrorSums } from '../simd/index.ts';
+import { valuesPending, withLazyValues } from '../../methods/lazy-values.ts';
 import type { ResolvedStep } from './recipe.ts';
 import { KernelPool, poolable, ranksTogether } from './kernel-tasks.ts';
 import {
@@ -32,6 +34,12 @@ export interface TensorOutcome {
   storedBytes: number;
   /** Outlier input features the last encode step kept in float (llm-int8), for the report. */
   outlierChannels?: number[];
+  /**
+   * Error sums of `values` against `original`, when the kernel that made them measured them on the
+   * original (a first step that encodes): the report then reads no decoded values, and `values` may
+   * be decoded only when read (lazy-values.ts).
+   */
+  error?: ErrorSums;
 }
 
 export interface TensorReport extends ErrorStats {
@@ -114,10 +122,11 @@ export function nextOutcome(
   options: OptionValues,
   r: KernelResult,
 ): TensorOutcome {
-  return {
+  // the kernel's error sums are against its input: the original's only when the input was it
+  const onOriginal = !valuesPending(from) && from.values === from.original;
+  const next: Omit<TensorOutcome, 'values'> = {
     candidate: from.candidate,
     original: from.original,
-    values: r.values,
     methods: [...from.methods, method.id],
     encoder: method.role === 'encode' ? { method: method.id, options, encoding: r.encoding } : null,
     // a transform's dense result is stored in the source's type (float16 stays float16)
@@ -126,11 +135,15 @@ export function nextOutcome(
         ? (r.storedBytes / 4) * sourceBytesPerWeight(from.candidate)
         : r.storedBytes,
     ...(r.outlierChannels ? { outlierChannels: r.outlierChannels } : {}),
+    ...(r.error && onOriginal ? { error: r.error } : {}),
   };
+  // values still to be decoded stay so: read through the result, which decodes them once
+  return valuesPending(r) ? withLazyValues(next, () => r.values) : { ...next, values: r.values };
 }
 
 export function reportFor(o: TensorOutcome): TensorReport {
-  return reportWith(o, errorStats(o.original, o.values));
+  const stats = o.error ? errorStatsFromSums(o.error, o.original.length) : errorStats(o.original, o.values);
+  return reportWith(o, stats);
 }
 
 /** The report of an outcome whose error was measured already (where its values were made: a kernel worker). */

@@ -8,6 +8,7 @@ import { ModelError } from '../errors.ts';
 import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
 import { findWeight } from '../onnx/graphs.ts';
 import { getMethod } from '../../methods/registry.ts';
+import { valuesPending } from '../../methods/lazy-values.ts';
 import { yieldToEventLoop } from '../eval/yield.ts';
 import {
   asMatrix,
@@ -111,7 +112,9 @@ function arrayBytes(x: unknown, seen = new Set<ArrayBufferLike>(), depth = 0): n
 /** Bytes a memo really holds: its encoding's arrays and, when whole, its values. */
 function memoBytes(m: Memo): number {
   const seen = new Set<ArrayBufferLike>();
-  return arrayBytes(m.outcome.encoder?.encoding, seen) + (m.compact ? 0 : arrayBytes(m.outcome.values, seen));
+  // values not yet decoded hold no memory (reading them here would decode them)
+  const held = m.compact || valuesPending(m.outcome) ? 0 : arrayBytes(m.outcome.values, seen);
+  return arrayBytes(m.outcome.encoder?.encoding, seen) + held;
 }
 
 /** Whether a step's outcome may be kept compact: an encoding made from the weights alone, which the method's rewrite writes. */
@@ -295,8 +298,9 @@ export class PreviewSession {
             : applyMeasured(method, matrices, step.options, originals);
         return results.map((r, j) => {
           const from = { ...inputs[j].outcome, original: NO_VALUES };
-          const outcome = nextOutcome(from, method, step.options, { ...r, values: NO_VALUES });
-          const report = reportWith(outcome, r.error);
+          const { error, ...encoded } = r;
+          const outcome = nextOutcome(from, method, step.options, { ...encoded, values: NO_VALUES });
+          const report = reportWith(outcome, error);
           const memo = remember(keyOf(j), outcome, method, report);
           return { key: keyOf(j), outcome, compact: true, report, memo };
         });

@@ -9,6 +9,7 @@
  */
 
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
+import { SUMS_WASM_BASE64 } from './sums-wasm.ts';
 import { instantiateBase64 } from './instantiate.ts';
 
 interface Kernels {
@@ -24,6 +25,15 @@ interface Kernels {
     offset: number,
     max: number,
     bias: number,
+  ): void;
+  decode_columns(
+    q: number,
+    out: number,
+    rows: number,
+    cols: number,
+    scale: number,
+    zero: number,
+    qxor: number,
   ): void;
   flat_range(x: number, n: number, res: number): void;
   histogram(
@@ -69,7 +79,23 @@ interface Kernels {
 /** Floats staged per kernel call: 256 KiB, inside a core's L2 next to the outputs. */
 const CHUNK_FLOATS = 1 << 16;
 
+/** sums.wat: reads the kernels' memory (rows, codes or chunks a staging left there). */
+interface SumKernels {
+  column_code_errors(
+    x: number,
+    q: number,
+    rows: number,
+    cols: number,
+    scale: number,
+    zero: number,
+    qxor: number,
+    res: number,
+  ): void;
+  moments(x: number, n: number, res: number): void;
+}
+
 let kernels: Kernels | null = null;
+let sumKernels: SumKernels | null = null;
 /** Bumped by every call that lays out scratch memory, so a stale StagedColumnBlock is caught rather than read. */
 let generation = 0;
 
@@ -80,6 +106,65 @@ function instance(): Kernels {
     kernels = instantiateBase64<Kernels>(KERNELS_WASM_BASE64);
   }
   return kernels;
+}
+
+function sumInstance(): SumKernels {
+  if (!sumKernels)
+    sumKernels = instantiateBase64<SumKernels>(SUMS_WASM_BASE64, { env: { memory: instance().memory } });
+  return sumKernels;
+}
+
+/**
+ * What a tensor's error statistics are made of (see errorSums): Σ x², Σ (x − x')², max |x − x'| (NaN
+ * ignored) and the count of exact zeros in x', accumulated in float64. The quantizers produce them
+ * while encoding, so a report needs no decoded copy of the tensor.
+ */
+export interface ErrorSums {
+  signal: number;
+  noise: number;
+  maxAbs: number;
+  zeros: number;
+}
+
+export const noErrorSums = (): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0, zeros: 0 });
+
+/**
+ * Adds the error of codes[start..end) against x[start..end) to `sums`, each decoded with one scale
+ * and zero point as the methods' decodes do: fround((code − zero) · scale), the sums in float64. The
+ * scalar counterpart of the column kernels, for runs along a row (one scale per row or block).
+ */
+export function addCodeErrors(
+  x: Float32Array,
+  codes: Uint8Array | Int8Array,
+  start: number,
+  end: number,
+  scale: number,
+  zero: number,
+  sums: ErrorSums,
+): void {
+  let { signal, noise, maxAbs, zeros } = sums;
+  for (let i = start; i < end; i++) {
+    const v = x[i];
+    const d = Math.fround((codes[i] - zero) * scale);
+    const e = Math.abs(v - d);
+    signal += v * v;
+    noise += e * e;
+    if (maxAbs < e) maxAbs = e;
+    if (d === 0) zeros++;
+  }
+  sums.signal = signal;
+  sums.noise = noise;
+  sums.maxAbs = maxAbs;
+  sums.zeros = zeros;
+}
+
+/** Adds the float64[4] sums at wasm byte offset `at` into `sums` (max taken, NaN ignored as pmax does). */
+function addWasmSums(k: Kernels, at: number, sums: ErrorSums): void {
+  const [signal, noise, maxAbs, zeros] = new Float64Array(k.memory.buffer, at, 4);
+  sums.signal += signal;
+  sums.noise += noise;
+  if (sums.maxAbs < maxAbs) sums.maxAbs = maxAbs;
+  sums.zeros += zeros;
 }
 
 /** Byte offsets (16-aligned, from 0) for scratch regions of the given sizes, growing memory to fit. */
@@ -162,19 +247,87 @@ export function quantizeColumns(
   offset: Float32Array,
   max: number,
   bias: number,
+  error?: CodeErrors,
 ): void {
   const k = instance();
   const chunkRows = Math.min(r1 - r0, rowsPerChunk(cols));
-  const [at, outAt, invAt, offAt] = reserve(k, chunkRows * cols * 4, chunkRows * cols, cols * 4, cols * 4);
+  const [at, outAt, invAt, offAt, scaleAt, zeroAt, resAt] = reserve(
+    k,
+    chunkRows * cols * 4,
+    chunkRows * cols,
+    cols * 4,
+    cols * 4,
+    error ? cols * 4 : 0,
+    error ? cols * 4 : 0,
+    32,
+  );
   f32(k, invAt, cols).set(inv.subarray(0, cols));
   f32(k, offAt, cols).set(offset.subarray(0, cols));
+  if (error) {
+    f32(k, scaleAt, cols).set(error.scale.subarray(0, cols));
+    f32(k, zeroAt, cols).set(error.zero.subarray(0, cols));
+  }
   const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length);
   for (let r = r0, step = rowsPerChunk(cols); r < r1; r += step) {
     const rows = Math.min(step, r1 - r);
     f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
     k.quantize_columns(at, outAt, rows, cols, invAt, offAt, max, bias);
     bytes.set(u8(k, outAt, rows * cols), r * cols);
+    if (error) {
+      new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+      sumInstance().column_code_errors(at, outAt, rows, cols, scaleAt, zeroAt, error.qxor, resAt);
+      addWasmSums(k, resAt, error.sums);
+    }
   }
+}
+
+/**
+ * out[r][c] = ((q[r][c] xor qxor) − zero[c]) · scale[c] in float32 for rows r0..r1−1 of a [·, cols]
+ * matrix of byte codes: the int4 / int8 decodes (a small integer times a float32 rounds once, so this
+ * is the scalar fround((code − z) · s) bit for bit). An Int8Array's two's complement is read with
+ * qxor 128, as code + 128.
+ */
+export function decodeColumns(
+  q: Uint8Array | Int8Array,
+  out: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  scale: Float32Array,
+  zero: Float32Array,
+  qxor: number,
+): void {
+  const k = instance();
+  const step = rowsPerChunk(cols);
+  const chunkRows = Math.min(r1 - r0, step);
+  const [qAt, outAt, scaleAt, zeroAt] = reserve(
+    k,
+    chunkRows * cols,
+    chunkRows * cols * 4,
+    cols * 4,
+    cols * 4,
+  );
+  f32(k, scaleAt, cols).set(scale.subarray(0, cols));
+  f32(k, zeroAt, cols).set(zero.subarray(0, cols));
+  const bytes = new Uint8Array(q.buffer, q.byteOffset, q.length);
+  for (let r = r0; r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
+    u8(k, qAt, rows * cols).set(bytes.subarray(r * cols, (r + rows) * cols));
+    k.decode_columns(qAt, outAt, rows, cols, scaleAt, zeroAt, qxor);
+    out.set(f32(k, outAt, rows * cols), r * cols);
+  }
+}
+
+/**
+ * The error of codes against the values they encode, accumulated into `sums` while quantizing: the
+ * decoded value is ((code xor qxor) − zero[c]) · scale[c] in float32, as the method's decode computes it.
+ */
+export interface CodeErrors {
+  scale: Float32Array;
+  zero: Float32Array;
+  /** 128 for int8 two's complement codes (stored as code − 128), else 0. */
+  qxor: number;
+  sums: ErrorSums;
 }
 
 /**
@@ -190,19 +343,23 @@ export interface StagedColumnBlock {
   hi: Float32Array;
   inv: Float32Array;
   offset: Float32Array;
-  /** wasm byte offsets: staged rows, codes, inv, offset */
-  at: [number, number, number, number];
+  /** Per-column scale and zero point of the decode, for `stagedBlockErrors` (the caller fills them in). */
+  scale: Float32Array;
+  zero: Float32Array;
+  /** wasm byte offsets: staged rows, codes, inv, offset, scale, zero, error sums */
+  at: [number, number, number, number, number, number, number];
   generation: number;
 }
 
 export function stageColumnBlock(x: Float32Array, r0: number, r1: number, cols: number): StagedColumnBlock {
   const k = instance();
   const rows = r1 - r0;
-  const [at, outAt, loAt, hiAt, invAt, offAt] = reserve(
+  const [at, outAt, loAt, hiAt, invAt, offAt, scaleAt, zeroAt, resAt] = reserve(
     k,
     rows * cols * 4,
     rows * cols,
-    ...Array<number>(4).fill(cols * 4),
+    ...Array<number>(6).fill(cols * 4),
+    32,
   );
   f32(k, at, rows * cols).set(x.subarray(r0 * cols, r1 * cols));
   const lo = f32(k, loAt, cols).fill(0);
@@ -210,7 +367,21 @@ export function stageColumnBlock(x: Float32Array, r0: number, r1: number, cols: 
   k.column_ranges(at, rows, cols, loAt, hiAt);
   const inv = f32(k, invAt, cols);
   const offset = f32(k, offAt, cols);
-  return { r0, rows, cols, lo, hi, inv, offset, at: [at, outAt, invAt, offAt], generation };
+  const scale = f32(k, scaleAt, cols);
+  const zero = f32(k, zeroAt, cols);
+  return {
+    r0,
+    rows,
+    cols,
+    lo,
+    hi,
+    inv,
+    offset,
+    scale,
+    zero,
+    at: [at, outAt, invAt, offAt, scaleAt, zeroAt, resAt],
+    generation,
+  };
 }
 
 /** quantizeColumns on a staged block (with the inv/offset its caller filled in), into out's rows r0… */
@@ -226,6 +397,19 @@ export function quantizeStagedBlock(
   const n = block.rows * block.cols;
   k.quantize_columns(at, outAt, block.rows, block.cols, invAt, offAt, max, bias);
   new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, n), block.r0 * block.cols);
+}
+
+/**
+ * Adds to `sums` the error of a quantized staged block (after quantizeStagedBlock) against its rows:
+ * decoded values ((code xor qxor) − zero[c]) · scale[c] in float32, with the block's `scale` and `zero`.
+ */
+export function stagedBlockErrors(block: StagedColumnBlock, sums: ErrorSums, qxor = 0): void {
+  if (block.generation !== generation) throw new Error('staged block was overwritten by a later staging');
+  const k = instance();
+  const [at, outAt, , , scaleAt, zeroAt, resAt] = block.at;
+  new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+  sumInstance().column_code_errors(at, outAt, block.rows, block.cols, scaleAt, zeroAt, qxor, resAt);
+  addWasmSums(k, resAt, sums);
 }
 
 /** Stages x[start..start+n) at byte offset `at`; returns n, clipped to x's end and one chunk. */
@@ -305,13 +489,49 @@ export function assignCodesByBins(
 }
 
 /**
+ * Smallest and largest value (NaN ignored; +∞/−∞ when x is empty or all NaN), count of exact zeros,
+ * mean and Σ (x − mean)² of x, in float64, in one staging of each chunk: two sweeps over the chunk
+ * while it is in cache (its sum, then its squares about its own mean), the chunks merged by Chan et
+ * al.'s pairwise update, as stable as Welford's one-value-at-a-time update and a fraction of its cost.
+ */
+export function moments(x: Float32Array): {
+  lo: number;
+  hi: number;
+  zeros: number;
+  mean: number;
+  m2: number;
+} {
+  const k = instance();
+  const sums = sumInstance();
+  const [resAt, at] = reserve(k, 40, Math.min(x.length, CHUNK_FLOATS) * 4);
+  let lo = Infinity;
+  let hi = -Infinity;
+  let zeros = 0;
+  let count = 0;
+  let mean = 0;
+  let m2 = 0;
+  for (let s = 0; s < x.length; s += CHUNK_FLOATS) {
+    const n = stageChunk(k, x, s, at);
+    sums.moments(at, n, resAt);
+    const [cLo, cHi, cZeros, cSum, cM2] = new Float64Array(k.memory.buffer, resAt, 5);
+    if (cLo < lo) lo = cLo;
+    if (cHi > hi) hi = cHi;
+    zeros += cZeros;
+    const cMean = cSum / n;
+    const total = count + n;
+    const delta = cMean - mean;
+    mean += (delta * n) / total;
+    m2 += cM2 + ((delta * delta * count) / total) * n;
+    count = total;
+  }
+  return { lo, hi, zeros, mean, m2 };
+}
+
+/**
  * Σ x², Σ (x − y)², max |x − y| (NaN ignored) and the count of exact zeros in y, accumulated in
  * float64: everything the preview's error statistics need, in one sweep over both arrays.
  */
-export function errorSums(
-  x: Float32Array,
-  y: Float32Array,
-): { signal: number; noise: number; maxAbs: number; zeros: number } {
+export function errorSums(x: Float32Array, y: Float32Array): ErrorSums {
   const k = instance();
   const chunk = padded(Math.min(x.length, CHUNK_FLOATS));
   const [resAt, xAt, yAt] = reserve(k, 32, chunk * 4, chunk * 4);

@@ -128,6 +128,49 @@
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $rows_loop))))
 
+  ;; out[r][c] = ((q[r][c] xor qxor) − zero[c]) · scale[c] in float32 (the int4/int8 decodes: a small
+  ;; integer times a float32 rounds once); q are bytes, qxor = 128 reads int8 two's complement as code + 128
+  (func (export "decode_columns")
+    (param $q i32) (param $out i32) (param $rows i32) (param $cols i32) (param $scale i32) (param $zero i32)
+    (param $qxor i32)
+    (local $r i32) (local $c i32) (local $p i32) (local $vec_end i32) (local $xorv v128)
+    (local.set $vec_end (i32.and (local.get $cols) (i32.const -4)))
+    (local.set $xorv (i32x4.splat (local.get $qxor)))
+    (block $rows_done
+      (loop $rows_loop
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $c (i32.const 0))
+        (block $vec_done
+          (loop $vec_loop
+            (br_if $vec_done (i32.ge_u (local.get $c) (local.get $vec_end)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (v128.store (i32.add (local.get $out) (local.get $p))
+              (f32x4.mul
+                (f32x4.sub
+                  (f32x4.convert_i32x4_s (v128.xor (local.get $xorv)
+                    (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u
+                      (v128.load32_zero (i32.add (local.get $q) (local.get $c)))))))
+                  (v128.load (i32.add (local.get $zero) (local.get $p))))
+                (v128.load (i32.add (local.get $scale) (local.get $p)))))
+            (local.set $c (i32.add (local.get $c) (i32.const 4)))
+            (br $vec_loop)))
+        (block $tail_done
+          (loop $tail_loop
+            (br_if $tail_done (i32.ge_u (local.get $c) (local.get $cols)))
+            (local.set $p (i32.shl (local.get $c) (i32.const 2)))
+            (f32.store (i32.add (local.get $out) (local.get $p))
+              (f32.mul
+                (f32.sub
+                  (f32.convert_i32_s (i32.xor (local.get $qxor) (i32.load8_u (i32.add (local.get $q) (local.get $c)))))
+                  (f32.load (i32.add (local.get $zero) (local.get $p))))
+                (f32.load (i32.add (local.get $scale) (local.get $p)))))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $tail_loop)))
+        (local.set $q (i32.add (local.get $q) (local.get $cols)))
+        (local.set $out (i32.add (local.get $out) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows_loop))))
+
   ;; res = [lo f32, hi f32, zeros i32] updated with min, max and the count of exact zeros of x[0..n)
   (func (export "flat_range") (param $x i32) (param $n i32) (param $res i32)
     (local $end i32) (local $vec_end i32) (local $lo v128) (local $hi v128) (local $zeros v128) (local $v v128)

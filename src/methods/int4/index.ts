@@ -10,6 +10,8 @@ import type { GraphEditor } from '../../core/compress/graph-editor.ts';
 import type { CompressionMethod, KernelSplit, WeightMatrix } from '../types.ts';
 import { partMatrix, partShape, placePart } from '../split.ts';
 import type { NodeProto } from '../../core/onnx/proto.ts';
+import { noErrorSums } from '../../core/simd/index.ts';
+import { withLazyValues } from '../lazy-values.ts';
 import {
   blockedScaleLayout,
   dequantizeInt4Blockwise,
@@ -307,6 +309,9 @@ export const int4Method: CompressionMethod<Int4Options, Int4Quantized> = {
   apply(tensors, options) {
     return tensors.map((t) => {
       const [rows, cols] = t.shape;
+      const axis = t.channelAxis; // the decode closure must not keep t (and its values) alive
+      // the error against the input measured while encoding: the decode waits until values are read
+      const error = noErrorSums();
       const encoding = quantizeInt4Blockwise(
         t.values,
         rows,
@@ -314,10 +319,15 @@ export const int4Method: CompressionMethod<Int4Options, Int4Quantized> = {
         t.channelAxis,
         options.blockSize,
         options.symmetric,
+        error,
       );
-      const values = dequantizeInt4Blockwise(encoding, rows, cols, t.channelAxis);
-      return { values, storedBytes: int4StoredBytes(encoding), encoding };
+      return withLazyValues({ storedBytes: int4StoredBytes(encoding), encoding, error }, () =>
+        dequantizeInt4Blockwise(encoding, rows, cols, axis),
+      );
     });
+  },
+  decode(encoding, t) {
+    return dequantizeInt4Blockwise(encoding, t.shape[0], t.shape[1], t.channelAxis);
   },
   rewrite(t, encoding, editor, options) {
     if (options.format !== 'matmulnbits') return rewriteBlockedDequantize(t, encoding, editor);

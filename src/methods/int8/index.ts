@@ -5,7 +5,13 @@ import { rawTensor } from '../../core/onnx/write.ts';
 import type { CompressionMethod, KernelSplit } from '../types.ts';
 import { partMatrix, partShape, placePart } from '../split.ts';
 import { dequantizeInt8, quantizeInt8, type Int8Quantized } from './kernel.ts';
-import { quantizeColumns, updateColumnAbsMax, updateColumnRanges } from '../../core/simd/index.ts';
+import {
+  noErrorSums,
+  quantizeColumns,
+  updateColumnAbsMax,
+  updateColumnRanges,
+} from '../../core/simd/index.ts';
+import { withLazyValues } from '../lazy-values.ts';
 
 export interface Int8Options {
   [key: string]: string | boolean;
@@ -128,10 +134,17 @@ export const int8Method: CompressionMethod<Int8Options, Int8Quantized> = {
     return tensors.map((t) => {
       const axis = options.granularity === 'per-tensor' ? null : t.channelAxis;
       const [rows, cols] = t.shape;
-      const encoding = quantizeInt8(t.values, rows, cols, axis, options.symmetric);
-      const values = dequantizeInt8(encoding, rows, cols, axis);
-      return { values, storedBytes: int8StoredBytes(encoding), encoding };
+      // the error against the input measured while encoding: the decode waits until values are read
+      const error = noErrorSums();
+      const encoding = quantizeInt8(t.values, rows, cols, axis, options.symmetric, error);
+      return withLazyValues({ storedBytes: int8StoredBytes(encoding), encoding, error }, () =>
+        dequantizeInt8(encoding, rows, cols, axis),
+      );
     });
+  },
+  decode(encoding, t, options) {
+    const axis = options.granularity === 'per-tensor' ? null : t.channelAxis;
+    return dequantizeInt8(encoding, t.shape[0], t.shape[1], axis);
   },
   rewrite(t, encoding, editor, options) {
     const perTensor = options.granularity === 'per-tensor';

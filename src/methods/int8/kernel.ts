@@ -3,7 +3,14 @@
  * where the channels run so the inner loop is a straight walk through memory.
  */
 
-import { quantizeColumns, updateColumnAbsMax, updateColumnRanges } from '../../core/simd/index.ts';
+import {
+  addCodeErrors,
+  decodeColumns,
+  quantizeColumns,
+  updateColumnAbsMax,
+  updateColumnRanges,
+  type ErrorSums,
+} from '../../core/simd/index.ts';
 
 export interface Int8Quantized {
   /** Same layout as the input; int8 when symmetric, uint8 with zero points otherwise. */
@@ -51,6 +58,8 @@ function channelRanges(
 /**
  * Symmetric: q = round(x / s), s = max|x| / 127, so |q| ≤ 127.
  * Asymmetric: q = clamp(round(x / s) + z, 0, 255), s = (max − min) / 255 with 0 inside [min, max].
+ * With `error`, the error of q against x (what dequantizeInt8 would decode) is added to it in the
+ * same pass: a report then needs no decoded copy.
  */
 export function quantizeInt8(
   x: Float32Array,
@@ -58,6 +67,7 @@ export function quantizeInt8(
   cols: number,
   channelAxis: 0 | 1 | null,
   symmetric: boolean,
+  error?: ErrorSums,
 ): Int8Quantized {
   const { lo, hi } = channelRanges(x, rows, cols, channelAxis, symmetric);
   const channels = lo.length;
@@ -79,7 +89,14 @@ export function quantizeInt8(
   if (channelAxis === 1) {
     // round(x / s) as floor(x / s + z + 0.5): symmetric codes are shifted by 128 into the unsigned range
     const offset = symmetric ? new Float32Array(channels).fill(128.5) : zp.map((z) => z + 0.5);
-    quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0);
+    // the error kernel reads a symmetric code's byte xor 128 (code + 128), so its zero point is 128
+    const errors = error && {
+      scale: scales,
+      zero: symmetric ? new Float32Array(channels).fill(128) : zp,
+      qxor: symmetric ? 128 : 0,
+      sums: error,
+    };
+    quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0, errors);
     return { q, scales, zeroPoints };
   }
   // one scale per row (axis 0) or for the whole tensor
@@ -94,6 +111,7 @@ export function quantizeInt8(
         const v = Math.round(x[i] * s) + z;
         q[i] = v > 255 ? 255 : v < 0 ? 0 : v;
       }
+    if (error) addCodeErrors(x, q, ch * run, end, scales[ch], z, error);
   }
   return { q, scales, zeroPoints };
 }
@@ -110,8 +128,10 @@ export function dequantizeInt8(
   // zero points as floats, one per column or per run, so the inner loops are one multiply-subtract
   const zp = Float32Array.from(quant.zeroPoints ?? new Uint8Array(scales.length));
   if (channelAxis === 1) {
-    for (let r = 0; r < rows; r++)
-      for (let c = 0, i = r * cols; c < cols; c++, i++) out[i] = (q[i] - zp[c]) * scales[c];
+    // WebAssembly SIMD, the same float32 products: int8 two's complement is read as code + 128
+    const signed = q instanceof Int8Array;
+    if (signed) for (let c = 0; c < zp.length; c++) zp[c] += 128;
+    decodeColumns(q, out, 0, rows, cols, scales, zp, signed ? 128 : 0);
     return out;
   }
   // one scale per row (axis 0) or for the whole tensor

@@ -34,6 +34,7 @@ Usage (one thread, offline baseline only: never imported by the app or its tests
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -371,7 +372,9 @@ def generate(args):
             seqs = torch.cat([seqs, nxt], 1)
         out += seqs.tolist()
         print(f"  generated {len(out)}/{args.count}", file=sys.stderr, flush=True)
-    json.dump(out, open(args.out, "w"))
+        # written after every chunk: a run can start on the first sequences while the rest generate
+        json.dump(out, open(args.out + ".tmp", "w"))
+        os.replace(args.out + ".tmp", args.out)
 
 
 def check(_args):

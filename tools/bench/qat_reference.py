@@ -26,7 +26,7 @@ Usage (one thread, offline baseline only: never imported by the app or its tests
   nice -n 10 /usr/bin/python3 tools/bench/qat_reference.py check
   nice -n 10 /usr/bin/python3 tools/bench/qat_reference.py train --method prune24 \
       --data /tmp/benchcache-qat/qat-data-256-256-seed0.json [--steps 300] [--lr 1e-3] [--warmup 20] \
-      [--checkpoints 100,200,300] [--tied] [--stop-at N]
+      [--checkpoints 100,200,300] [--tied] [--stop-at N] [--sampler window|sequential]
   nice -n 10 /usr/bin/python3 tools/bench/qat_reference.py generate --count 4800 --out FILE.json [--seed 1]
   (method: prune24 | int4 | none; --data: a JSON array of token-id arrays, e.g. the bench's cache or
   `generate`'s output). Prints one JSON line per checkpoint and the first step's loss (KL, CE).
@@ -182,6 +182,24 @@ def window_sampler(data, seq, seed):
     return sample
 
 
+def sequential_sampler(data, seq, path=None):
+    """Fresh data: the i-th row is the first `seq` tokens of sequence i, each sequence used once. When
+    the rows run past the data, the file is read again (`generate` appends chunks while a run goes on)."""
+    at = 0
+
+    def sample():
+        nonlocal at, data
+        while at >= len(data):
+            if not path:
+                raise SystemExit(f"sequential sampler: the {len(data)} sequences are used up")
+            time.sleep(10)
+            data = json.load(open(path))
+        at += 1
+        return data[at - 1][:seq]
+
+    return sample
+
+
 def kd_loss(zs, zt, ids, T=2.0, alpha=0.5):
     """loss.ts: KL mean over every position, CE mean over positions with a next token; float64."""
     zs64 = zs.double()
@@ -273,7 +291,8 @@ def optimizer_for(student, lr, wd):
 def run_steps(student, teacher, masks, data, args, stop):
     """distill.ts's loop: yields (step, loss, kl, ce, tokens per CPU second) after each update."""
     opt = optimizer_for(student, args.lr, args.wd)
-    sample = window_sampler(data, args.seq, args.seed)
+    sample = (sequential_sampler(data, args.seq, getattr(args, "data", None)) if getattr(args, "sampler", "") == "sequential"
+              else window_sampler(data, args.seq, args.seed))
     cpu0 = time.process_time()
     tokens = 0
     # the teacher's logits per window, kept when the data has few distinct windows (the bench's 256
@@ -414,6 +433,8 @@ def main():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tied", action="store_true")
     t.add_argument("--checkpoints", default="100,200,300")
+    t.add_argument("--sampler", choices=["window", "sequential"], default="window",
+                   help="window: the engine's seeded windowSampler; sequential: each sequence once, in order")
     gnr = sub.add_parser("generate")
     gnr.add_argument("--count", type=int, default=4800)
     gnr.add_argument("--length", type=int, default=256)

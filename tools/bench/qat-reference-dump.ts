@@ -23,7 +23,9 @@ import { log } from './log.ts';
 const ROOT = resolve(import.meta.dirname, '../..');
 const [method, dataFile, outDir, ...rest] = process.argv.slice(2);
 if (!['prune24', 'int4'].includes(method) || !dataFile || !outDir) {
-  log('usage: qat-reference-dump.ts prune24|int4 DATA.json OUT_DIR [stop=3] [steps=300] [lr=1e-3] [warmup=20]');
+  log(
+    'usage: qat-reference-dump.ts prune24|int4 DATA.json OUT_DIR [stop=3] [steps=300] [lr=1e-3] [warmup=20]',
+  );
   process.exit(2);
 }
 const args = Object.fromEntries(rest.map((a) => a.split('=') as [string, string]));

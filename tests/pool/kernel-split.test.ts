@@ -39,9 +39,17 @@ function expectSameResult(actual: unknown, expected: unknown, path = 'result'): 
     return;
   }
   if (expected !== null && typeof expected === 'object') {
-    expect(Object.keys(actual as object).sort(), path).toEqual(Object.keys(expected).sort());
-    for (const [k, v] of Object.entries(expected))
-      expectSameResult((actual as Record<string, unknown>)[k], v, `${path}.${k}`);
+    // `error`: the error sums a whole-tensor int4/int8 kernel measures while encoding; parts do not
+    // (the report then measures the values), so only the rest must match byte for byte
+    const top = !path.includes('.');
+    const keys = (x: object) => Object.keys(x).filter((k) => !top || k !== 'error');
+    expect(keys(actual as object).sort(), path).toEqual(keys(expected).sort());
+    for (const k of keys(expected))
+      expectSameResult(
+        (actual as Record<string, unknown>)[k],
+        (expected as Record<string, unknown>)[k],
+        `${path}.${k}`,
+      );
     return;
   }
   expect(actual, path).toBe(expected);
@@ -207,7 +215,11 @@ describe('split kernels through a pool of 2 workers', () => {
       // w1 was split: its result is the shared array the parts wrote
       const w1 = pooled.outcomes.find((o) => o.candidate.name === 'w1')!;
       expect(w1.values.buffer).toBeInstanceOf(SharedArrayBuffer);
-      expect(pooled.reports).toEqual(alone.reports);
+      // the same reports; the error figures to float64 rounding (the whole-tensor kernel sums while
+      // encoding, the split one's report sums over the decoded values)
+      const rounded = (rs: typeof alone.reports) =>
+        rs.map((r) => ({ ...r, mse: Number(r.mse.toPrecision(12)), snrDb: Number(r.snrDb.toPrecision(12)) }));
+      expect(rounded(pooled.reports)).toEqual(rounded(alone.reports));
       const a = exportCompressed(model, alone).model;
       const b = exportCompressed(model, pooled).model;
       expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);

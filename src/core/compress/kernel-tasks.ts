@@ -232,13 +232,16 @@ export class KernelPool {
     originals: readonly Float32Array[],
     scope = 0,
   ): Promise<MeasuredResult[]> {
+    // a tensor that is its own original goes once (one copy, and the worker then knows the kernel's
+    // error sums are against the original)
+    const sent = tensors.map((t) => compact(t.values));
     return this.target().run<MeasuredResult[]>(
       {
         kind: 'apply',
         method,
         options,
-        tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
-        originals: originals.map(compact),
+        tensors: tensors.map((t, j) => ({ ...t, values: sent[j] })),
+        originals: originals.map((o, j) => (o === tensors[j].values ? sent[j] : compact(o))),
       },
       [],
       scope,

@@ -16,6 +16,7 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { compressModel, compressModelInPool } from '../../src/core/compress/pipeline.ts';
 import { resolveRecipe, type RecipeStep } from '../../src/core/compress/recipe.ts';
 import { exportCompressed } from '../../src/core/compress/export.ts';
+import { expectSameReports } from '../helpers/reports.ts';
 
 /**
  * Weights with exact zeros every 7th (as after pruning) so k-means' pinned zero code is exercised;
@@ -215,11 +216,8 @@ describe('split kernels through a pool of 2 workers', () => {
       // w1 was split: its result is the shared array the parts wrote
       const w1 = pooled.outcomes.find((o) => o.candidate.name === 'w1')!;
       expect(w1.values.buffer).toBeInstanceOf(SharedArrayBuffer);
-      // the same reports; the error figures to float64 rounding (the whole-tensor kernel sums while
-      // encoding, the split one's report sums over the decoded values)
-      const rounded = (rs: typeof alone.reports) =>
-        rs.map((r) => ({ ...r, mse: Number(r.mse.toPrecision(12)), snrDb: Number(r.snrDb.toPrecision(12)) }));
-      expect(rounded(pooled.reports)).toEqual(rounded(alone.reports));
+      // the same reports, the error figures to float64 rounding (whole-tensor kernels sum while encoding)
+      expectSameReports(pooled.reports, alone.reports);
       const a = exportCompressed(model, alone).model;
       const b = exportCompressed(model, pooled).model;
       expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);

@@ -198,14 +198,10 @@ export class PreviewSession {
       return v;
     }
     v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
+    // in shared memory when the pool can share it: every later dispatch of it is free
+    if (this.pool) v = this.pool.share(v);
     // a weight larger than the originals' part of the budget is read each time
-    const kept = cache && v.byteLength <= this.originalsBudget;
-    // a kept one in shared memory when the pool can share it: every later dispatch of it is free. One
-    // read for a single dispatch goes as a clone instead: a kernel worker that allocates little collects
-    // garbage rarely, and its dead views would keep shared buffers (freed only when every thread has
-    // let go) alive weight after weight (measured: Chromium's peak 2.6× the model instead of 1×)
-    if (this.pool && kept) v = this.pool.share(v);
-    if (kept) {
+    if (cache && v.byteLength <= this.originalsBudget) {
       for (const [old, values] of this.originals) {
         if (this.originalBytes + v.byteLength <= this.originalsBudget) break;
         this.originals.delete(old);

@@ -272,8 +272,7 @@ export class KernelPool {
     parts: readonly TensorPart[],
     scope = 0,
   ): Promise<KernelResult> {
-    const split = getMethod(method).split;
-    if (!split) throw new ModelError('unsupported', `${method} cannot run on parts of a tensor.`);
+    const split = splitOf(method);
     // the parts write into shared memory: without it the tensor goes whole
     if (!this.pool.shared) return (await this.apply(method, options, [t], scope))[0];
     const tensor = { ...t, values: this.share(t.values) };

@@ -306,6 +306,12 @@ export const DISTILL: CommandSpec = {
       value: 'W',
       help: "AdamW's decoupled weight decay on matrices (default 0.01)",
     },
+    beta2: { type: 'string', value: 'B', help: "AdamW's second-moment decay (default 0.999; llama2.c uses 0.95)" },
+    'grad-clip': {
+      type: 'string',
+      value: 'N',
+      help: 'clip the gradients to this global L2 norm before each update (default: no clipping)',
+    },
     train: {
       type: 'string',
       value: 'WHICH',

@@ -74,6 +74,8 @@ interface Settings {
   schedule: Schedule;
   warmup?: number;
   weightDecay: number;
+  beta2: number;
+  gradClip?: number;
   train: TrainSelection;
   seed: number;
 }
@@ -112,6 +114,10 @@ function settingsFromArgs(args: ParsedArgs, context: number | undefined): Settin
     schedule: choice(args, 'schedule', SCHEDULES, 'cosine'),
     warmup: warmupGiven,
     weightDecay: numberFlag(args, 'weight-decay', 0.01, (n) => n >= 0 && n < 1, 'a number in [0, 1)'),
+    beta2: numberFlag(args, 'beta2', 0.999, (n) => n > 0 && n < 1, 'a number in (0, 1)'),
+    ...(args.flags.has('grad-clip')
+      ? { gradClip: numberFlag(args, 'grad-clip', 1, (n) => n > 0, 'a positive number') }
+      : {}),
     train: choice(args, 'train', TRAIN_SELECTIONS, 'all'),
     seed: integerFlag(args, 'seed', 0, 0, 2 ** 32 - 1),
   };

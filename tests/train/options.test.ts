@@ -9,7 +9,7 @@ import { bytesSource, parseModel } from '../../src/core/onnx/model.ts';
 import { parseIdsText } from '../../src/core/tokenizer.ts';
 import { TrainGraph } from '../../src/core/train/graph.ts';
 import { batchLoss, distill, trainableWeights, windowSampler } from '../../src/core/train/distill.ts';
-import { learningRate } from '../../src/core/train/optim.ts';
+import { clipGradNorm, learningRate } from '../../src/core/train/optim.ts';
 import { STORIES_DIR, STORIES_MODEL } from '../helpers/fixtures.ts';
 
 const model = parseModel(bytesSource('stories260K.onnx', new Uint8Array(readFileSync(STORIES_MODEL))));
@@ -62,6 +62,35 @@ describe('distillation options', () => {
     expect(rest.history.map((h) => h.step)).toEqual([3, 4]);
     expect(rest.history.map((h) => h.loss)).toEqual(whole.history.slice(2).map((h) => h.loss));
     for (const [name, w] of whole.weights) expect(rest.weights.get(name), name).toEqual(w);
+  });
+
+  it('gradient clipping scales all gradients to one global norm, as torch.nn.utils.clip_grad_norm_', async () => {
+    const grads = () =>
+      new Map([
+        ['a', Float32Array.from([3, -4])],
+        ['b', Float32Array.from([12, 0, 0])],
+      ]);
+    // ‖g‖ = sqrt(9 + 16 + 144) = 13: a bound above leaves them, a bound below scales them by 6.5 / (13 + 1e-6)
+    const loose = grads();
+    expect(clipGradNorm(loose, 20)).toBeCloseTo(13, 12);
+    expect([...loose.get('a')!, ...loose.get('b')!]).toEqual([3, -4, 12, 0, 0]);
+    const tight = grads();
+    expect(clipGradNorm(tight, 6.5)).toBeCloseTo(13, 12);
+    const scale = 6.5 / (13 + 1e-6);
+    [...tight.get('a')!, ...tight.get('b')!].forEach((g, i) =>
+      expect(g).toBeCloseTo([3, -4, 12, 0, 0][i] * scale, 6),
+    );
+    // in the loop: a bound no gradient reaches changes nothing; a tight one changes the path (Adam's
+    // first step is the gradients' sign whatever their scale: the difference shows from the second)
+    const opts = { steps: 3, batch: 1, seq: 8, lr: 1e-2, warmup: 1, seed: 1 };
+    const plain = await distill(model, null, data, opts);
+    const roomy = await distill(model, null, data, { ...opts, gradClip: 1e9 });
+    const clipped = await distill(model, null, data, { ...opts, gradClip: 1e-3 });
+    expect(roomy.history.map((h) => h.loss)).toEqual(plain.history.map((h) => h.loss));
+    expect(clipped.history[0].loss).toBe(plain.history[0].loss);
+    expect(clipped.history[2].loss).not.toBe(plain.history[2].loss);
+    const beta = await distill(model, null, data, { ...opts, beta2: 0.95 });
+    expect(beta.history[2].loss).not.toBe(plain.history[2].loss);
   });
 
   it('warm-up, then cosine or linear decay to zero, or constant', () => {

@@ -2,7 +2,7 @@
  * One row of the quantization-aware training section, run alone (so rows can train in parallel
  * processes) and written to BENCH_ROW_CACHE, from which `npm run bench -- --only qat` assembles the
  * section: `BENCH_ROW_CACHE=DIR npx tsx tools/bench/qat-row.ts LABEL-PREFIX [steps=N] [batch=B]
- * [lr=X] [warmup=W] [sequences=S] [checkpoints=a,b] [lsq=1 [scalelr=F]]` (lsq=1: learned scales,
+ * [lr=X] [warmup=W] [beta2=B2] [wd=λ] [clip=C] [sequences=S] [checkpoints=a,b] [lsq=1 [scalelr=F]]` (lsq=1: learned scales,
  * labelled ", learned scales"). `qat-row.ts data chunk=K` only generates chunk K of the training
  * sequences (seed K; run several in parallel before a row that needs more than one chunk). The section's settings (batch, sequences) must
  * be the same when it assembles the rows, or they are trained again.
@@ -31,6 +31,12 @@ const run = {
   ...(args.batch ? { batch: Number(args.batch) } : {}),
   ...(args.lr ? { lr: Number(args.lr) } : {}),
   ...(args.warmup ? { warmup: Number(args.warmup) } : {}),
+  ...(args.beta2 ? { beta2: Number(args.beta2) } : {}),
+  ...(args.wd ? { weightDecay: Number(args.wd) } : {}),
+  ...(args.clip ? { gradClip: Number(args.clip) } : {}),
+  ...(args.beta2 || args.wd || args.clip
+    ? { label: `${base.label}, AdamW β2 ${args.beta2 ?? 0.999}, λ ${args.wd ?? 0.01}, clip ${args.clip ?? 'none'}` }
+    : {}),
   ...(args.checkpoints ? { checkpoints: args.checkpoints.split(',').map(Number) } : {}),
   ...(args.lsq === '1'
     ? {

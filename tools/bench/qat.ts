@@ -69,6 +69,10 @@ export interface QatRun {
   lr?: number;
   /** Linear warm-up steps (default 20, as the reference). */
   warmup?: number;
+  /** AdamW: second-moment decay (default 0.999), weight decay (default 0.01), gradient clip norm (default none). */
+  beta2?: number;
+  weightDecay?: number;
+  gradClip?: number;
   /** Perplexity is also measured at these steps (the exported file of the weights then). */
   checkpoints: number[];
   /** Perplexity the issue asks the run to reach, and what the PyTorch reference reached. */
@@ -199,6 +203,9 @@ function rowCacheFile(run: QatRun, settings: QatSettings): string {
     run.warmup ?? 20,
     run.refitEvery ?? 0,
     ...(run.learnScales ? ['lsq', run.scaleLr ?? 1] : []),
+    ...(run.beta2 !== undefined || run.weightDecay !== undefined || run.gradClip !== undefined
+      ? ['adamw', run.beta2 ?? 0.999, run.weightDecay ?? 0.01, run.gradClip ?? 0]
+      : []),
   ];
   return join(cache, `qat-${key.join('-').replace(/[^\w.-]+/g, '_')}.json`);
 }
@@ -248,6 +255,9 @@ export async function qatRow(
     seq: settings.seq,
     lr: run.lr ?? 1e-3,
     warmup: run.warmup ?? 20,
+    ...(run.beta2 !== undefined ? { beta2: run.beta2 } : {}),
+    ...(run.weightDecay !== undefined ? { weightDecay: run.weightDecay } : {}),
+    ...(run.gradClip !== undefined ? { gradClip: run.gradClip } : {}),
     schedule: 'cosine' as const,
     temperature: 2,
     alpha: 0.5,

@@ -280,17 +280,17 @@ def build(method, tied):
     return student, teacher, masks
 
 
-def optimizer_for(student, lr, wd):
+def optimizer_for(student, lr, wd, beta2=0.999):
     """AdamW as optim.ts: decay on tensors of rank >= 2 only."""
     params = list(student.p.values())
     return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": wd},
                               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.999), eps=1e-8)
+                             lr=lr, betas=(0.9, beta2), eps=1e-8)
 
 
 def run_steps(student, teacher, masks, data, args, stop):
     """distill.ts's loop: yields (step, loss, kl, ce, tokens per CPU second) after each update."""
-    opt = optimizer_for(student, args.lr, args.wd)
+    opt = optimizer_for(student, args.lr, args.wd, getattr(args, "beta2", 0.999))
     sample = (sequential_sampler(data, args.seq, getattr(args, "data", None)) if getattr(args, "sampler", "") == "sequential"
               else window_sampler(data, args.seq, args.seed))
     cpu0 = time.process_time()
@@ -314,6 +314,8 @@ def run_steps(student, teacher, masks, data, args, stop):
         loss, kl, ce = kd_loss(student(rows), zt, rows, args.T, args.alpha)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if getattr(args, "clip", 0) > 0:
+            torch.nn.utils.clip_grad_norm_(list(student.p.values()), args.clip)
         for g in opt.param_groups:
             g["lr"] = learning_rate(s, args.lr, args.steps, args.warmup)
         opt.step()
@@ -428,6 +430,8 @@ def main():
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--warmup", type=int, default=20)
     t.add_argument("--wd", type=float, default=0.01)
+    t.add_argument("--beta2", type=float, default=0.999)
+    t.add_argument("--clip", type=float, default=0.0, help="clip the gradient's global norm (0: off)")
     t.add_argument("--T", type=float, default=2.0)
     t.add_argument("--alpha", type=float, default=0.5)
     t.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,10 @@ export interface DistillSettings {
   alpha: number;
   train: TrainSelection;
   weightDecay: number;
+  /** AdamW's second-moment decay (PyTorch's 0.999 by default; llama2.c and nanoGPT use 0.95). */
+  beta2: number;
+  /** Clip the gradients to this global L2 norm before each update (0: no clipping). */
+  gradClip: number;
   /** Held-out perplexity every this many steps (and at the end). */
   evalEvery: number;
   /**
@@ -52,6 +56,8 @@ export const DISTILL_DEFAULTS: DistillSettings = {
   alpha: 0.5,
   train: 'all',
   weightDecay: 0.01,
+  beta2: 0.999,
+  gradClip: 0,
   evalEvery: 10,
   qat: false,
 };
@@ -109,6 +115,8 @@ export function resolveDistillSettings(value: unknown): DistillSettings {
     alpha: real('alpha', (n) => n >= 0 && n <= 1, 'a number from 0 to 1'),
     train: oneOf('train', TRAIN_SELECTIONS),
     weightDecay: real('weightDecay', (n) => n >= 0 && n < 1, 'a number in [0, 1)'),
+    beta2: real('beta2', (n) => n > 0 && n < 1, 'a number in (0, 1)'),
+    gradClip: real('gradClip', (n) => n >= 0, 'a number ≥ 0 (0: no clipping)'),
     evalEvery: whole('evalEvery', 1, 1_000_000),
     qat: flag('qat'),
   };

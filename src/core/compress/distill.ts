@@ -181,6 +181,8 @@ export async function trainStudent(
         alpha: settings.alpha,
         schedule: settings.schedule,
         weightDecay: settings.weightDecay,
+        beta2: settings.beta2,
+        gradClip: settings.gradClip,
         train: settings.train,
         seed: settings.seed,
         signal: chunk.signal,

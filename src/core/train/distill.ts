@@ -30,7 +30,7 @@ import { rawTensor, writeModel } from '../onnx/write.ts';
 import { TrainGraph, type ForwardOptions } from './graph.ts';
 import { kdLoss, type KdLoss } from './loss.ts';
 import { pinWeights, unpinWeights } from './kernels.ts';
-import { AdamW, learningRate, type AdamWState, type Schedule } from './optim.ts';
+import { AdamW, clipGradNorm, learningRate, type AdamWState, type Schedule } from './optim.ts';
 import type { Value } from './tensor.ts';
 
 /** Which weights train: every float weight, all but embedding tables, or only norms and biases (1-D). */
@@ -257,6 +257,13 @@ export interface DistillOptions {
   /** Warm-up steps (default min(20, steps/10)). */
   warmup?: number;
   weightDecay?: number;
+  /** AdamW's second-moment decay (default 0.999, PyTorch's; llama2.c and nanoGPT train with 0.95). */
+  beta2?: number;
+  /**
+   * Clip the weights' gradients to this global L2 norm before each update, as torch.nn.utils.clip_grad_norm_
+   * (0 or absent: no clipping; llama2.c and nanoGPT use 1).
+   */
+  gradClip?: number;
   train?: TrainSelection;
   /** Seeds the choice of training windows. */
   seed?: number;
@@ -384,7 +391,7 @@ export async function distill(
   const graph = new TrainGraph(student, trainable);
   const masks = opts.keepSparsity === false ? undefined : sparsityMasks(graph.params);
   const sample = windowSampler(data, seq, opts.seed ?? 0);
-  const optimizer = new AdamW({ weightDecay: opts.weightDecay });
+  const optimizer = new AdamW({ weightDecay: opts.weightDecay, beta2: opts.beta2 });
   const extra = opts.transformParams;
   const extraOptimizer = new AdamW({ weightDecay: 0 });
   let first = 0;
@@ -433,6 +440,7 @@ export async function distill(
     }
     const rate = learningRate(s, schedule);
     const extraGrads = extra?.backward(r.grads!, graph.params);
+    if (opts.gradClip) clipGradNorm(r.grads!, opts.gradClip);
     optimizer.step(graph.params, r.grads!, rate, rank, masks);
     if (extra) {
       extraOptimizer.step(extra.params, extraGrads!, rate * extra.lrScale, () => 1);

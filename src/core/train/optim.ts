@@ -96,3 +96,17 @@ export class AdamW {
     }
   }
 }
+
+/**
+ * Scales every gradient by min(1, maxNorm / (‖g‖ + 1e-6)), ‖g‖ the L2 norm of all of them together, as
+ * torch.nn.utils.clip_grad_norm_ does; returns ‖g‖ before clipping. A few steps with outsized gradients
+ * (the first steps after pruning half of every weight) then move the weights no further than the rest.
+ */
+export function clipGradNorm(grads: Map<string, Float32Array>, maxNorm: number): number {
+  let sq = 0;
+  for (const g of grads.values()) for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
+  const norm = Math.sqrt(sq);
+  const scale = maxNorm / (norm + 1e-6);
+  if (scale < 1) for (const g of grads.values()) for (let i = 0; i < g.length; i++) g[i] *= scale;
+  return norm;
+}

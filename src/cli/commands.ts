@@ -306,7 +306,11 @@ export const DISTILL: CommandSpec = {
       value: 'W',
       help: "AdamW's decoupled weight decay on matrices (default 0.01)",
     },
-    beta2: { type: 'string', value: 'B', help: "AdamW's second-moment decay (default 0.999; llama2.c uses 0.95)" },
+    beta2: {
+      type: 'string',
+      value: 'B',
+      help: "AdamW's second-moment decay (default 0.999; llama2.c uses 0.95)",
+    },
     'grad-clip': {
       type: 'string',
       value: 'N',

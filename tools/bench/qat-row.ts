@@ -35,7 +35,9 @@ const run = {
   ...(args.wd ? { weightDecay: Number(args.wd) } : {}),
   ...(args.clip ? { gradClip: Number(args.clip) } : {}),
   ...(args.beta2 || args.wd || args.clip
-    ? { label: `${base.label}, AdamW β2 ${args.beta2 ?? 0.999}, λ ${args.wd ?? 0.01}, clip ${args.clip ?? 'none'}` }
+    ? {
+        label: `${base.label}, AdamW β2 ${args.beta2 ?? 0.999}, λ ${args.wd ?? 0.01}, clip ${args.clip ?? 'none'}`,
+      }
     : {}),
   ...(args.checkpoints ? { checkpoints: args.checkpoints.split(',').map(Number) } : {}),
   ...(args.lsq === '1'

@@ -222,7 +222,7 @@ export class WorkerPool {
       if (!slot && this.slots.length < this.size) slot = this.start();
       if (!slot && this.queue[0].cost < AHEAD_COST) slot = this.leastAhead();
       if (!slot) return;
-      const batch = this.takeBatch();
+      const batch = this.takeBatch(slot);
       if (!slot.batches.length) slot.port.setBusy?.(true);
       slot.batches.push(batch);
       const tasks: TaskMessage[] = batch.map((j) => ({
@@ -245,26 +245,27 @@ export class WorkerPool {
     }
   }
 
-  /** The busy worker with room for another batch whose batches in flight cost least, if any. */
+  /** The busy worker with room for another batch that holds the least, if any. */
   private leastAhead(): Slot | undefined {
     let best: Slot | undefined;
     let bestCost = Infinity;
     for (const s of this.slots) {
       if (s.batches.length >= BATCHES_PER_WORKER) continue;
-      const cost = s.batches.reduce((c, b) => c + b.reduce((d, j) => d + j.cost, 0), 0);
+      const cost = heldCost(s);
       if (cost < bestCost) [best, bestCost] = [s, cost];
     }
     return best;
   }
 
   /**
-   * The head of the queue and the jobs after it while their cost stays under GROUP_COST and under one
-   * share of what is queued (guided scheduling: batches shrink as the queue empties, so the workers
-   * finish together).
+   * The head of the queue, and the jobs after it while what `slot` holds stays under GROUP_COST and
+   * under one share of what is queued (guided scheduling: the shares shrink as the queue empties, so
+   * the workers finish together, and a worker that gets no core for a while holds little that another
+   * could have run).
    */
-  private takeBatch(): Job[] {
+  private takeBatch(slot: Slot): Job[] {
     const queued = this.queue.reduce((c, j) => c + j.cost, 0);
-    const limit = Math.min(GROUP_COST, queued / (this.size * GUIDED_SHARES));
+    const limit = Math.min(GROUP_COST, queued / (this.size * GUIDED_SHARES)) - heldCost(slot);
     const batch = [this.queue.shift()!];
     let cost = batch[0].cost;
     while (this.queue.length && cost + this.queue[0].cost <= limit) {
@@ -316,6 +317,11 @@ export class WorkerPool {
     this.slots.push(slot);
     return slot;
   }
+}
+
+/** What `slot`'s worker holds: the cost of its batches not answered yet. */
+function heldCost(slot: Slot): number {
+  return slot.batches.reduce((c, b) => c + b.reduce((d, j) => d + j.cost, 0), 0);
 }
 
 function reviveError(e: SerializedError): Error {

@@ -128,6 +128,24 @@ describe('kernel pool batches', () => {
     expect((reason as Error).message).toMatch(/no-such-method/);
   });
 
+  it('a job that cannot be posted fails alone; the others of its batch go one to a message', async () => {
+    const values = (seed: number) => seededFloats(1000, seed);
+    const sent = one.batches[0]?.length ?? 0;
+    const jobs = [
+      one.pool.pool.run({ kind: 'stats', values: values(1) }),
+      // a function cannot be cloned: postMessage throws for the whole message
+      one.pool.pool.run({ kind: 'stats', values: values(2), unpostable: () => 0 }),
+      one.pool.pool.run({ kind: 'stats', values: values(3) }),
+      one.pool.pool.run({ kind: 'stats', values: values(4) }),
+    ];
+    const settled = await Promise.allSettled(jobs);
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((settled[1] as PromiseRejectedResult).reason).toMatchObject({ name: 'DataCloneError' });
+    expect((settled[0] as PromiseFulfilledResult<unknown>).value).toEqual(tensorStats(values(1)));
+    // the first message failed with two jobs, which then went one to a message
+    expect(one.batches[0].slice(sent).slice(0, 3)).toEqual([2, 1, 1]);
+  });
+
   /** 24 small k-means jobs of one scope, queued at once; cancelled once the first batches went out. */
   async function cancelAfterDispatch(kernels: KernelPool) {
     const options = resolveOptions(getMethod('kmeans'), { clusters: 16, perChannel: true });

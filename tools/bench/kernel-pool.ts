@@ -3,9 +3,9 @@
  * workers (worker_threads, the CLI's pool; the page's is the same code over Web Workers) on the demo
  * model's weights and the 124 M-parameter synthetic set. Tensors are dispatched as the studio does:
  * originals in shared memory, big tensors split into parts that write the result in place, other
- * results transferred back. Pool sizes alternate (1, 2, 1, 2…) so both see the same machine load;
- * wall time, the process's CPU time (every thread) and each worker's busy time (its thread's CPU time
- * over its tasks, load-independent) are reported.
+ * results transferred back (small tasks several to a message). Pool sizes alternate (1, 2, 1, 2…) so
+ * both see the same machine load; wall time, the process's CPU time (every thread) and each worker
+ * thread's CPU time over the pass (load-independent) are reported.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -235,7 +235,9 @@ export async function kernelPoolSection(root: string): Promise<string> {
       'int8 per channel, int4, fp16, pruning per tensor, k-means with one codebook; ranges, histograms and ' +
       'the codebook fit gathered from the parts first) goes out as parts ' +
       'that write the result in place in shared memory, every other tensor as one task whose result is ' +
-      'transferred back. Pool sizes alternate 1, 2, 1, 2 ' +
+      'transferred back; tasks queued together go to the workers in batches (several small tensors to a ' +
+      'message each way, a worker holding at most 2^20 weights and one share, 1 / (2 × workers), of the ' +
+      'queue) and a busy worker is sent its next small batch before it answers. Pool sizes alternate 1, 2, 1, 2 ' +
       `(${ROUNDS} rounds). Wall and CPU s columns: the pass of least wall time; CPU s is the process's user + ` +
       "system time over the pass (every thread). Busy s: each worker thread's CPU time over the pass " +
       '(`/proc/self/task/<tid>/schedstat`, read before and after the pass while the workers sleep: exact, ' +
@@ -243,7 +245,9 @@ export async function kernelPoolSection(root: string): Promise<string> {
       "and not stretched by waiting for a core, though contention for caches and the host's cores still " +
       'inflates it), from the pass whose busiest worker was least busy; ' +
       'bound: total busy / busiest worker (how evenly the work spreads); free-core speed-up: 1 ' +
-      "worker's busy time / the busiest of 2 workers, what the pool gives when both cores are its own (the " +
+      "worker's busy time / the busiest of 2 workers, what the pool gives when both cores are its own (a " +
+      'lower bound on a loaded machine: a worker that gets less of a core hands work to the other, which is ' +
+      'then the busiest; the ' +
       'main thread, which dispatches and allocates the split results, runs beside them: its CPU time is in ' +
       'the last column). The machine has 2 cores shared with other jobs: the wall-time speed-up is bounded ' +
       `by the cores actually free during the pass (load average ${loadBefore.toFixed(0)} before the run, ` +

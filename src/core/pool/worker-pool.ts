@@ -222,26 +222,32 @@ export class WorkerPool {
       if (!slot && this.slots.length < this.size) slot = this.start();
       if (!slot && this.queue[0].cost < AHEAD_COST) slot = this.leastAhead();
       if (!slot) return;
-      const batch = this.takeBatch(slot);
-      if (!slot.batches.length) slot.port.setBusy?.(true);
-      slot.batches.push(batch);
-      const tasks: TaskMessage[] = batch.map((j) => ({
-        id: j.id,
-        scope: j.scope,
-        generation: j.generation,
-        payload: j.payload,
-      }));
-      const message: ToWorker = { type: 'tasks', tasks };
-      try {
-        slot.port.postMessage(
-          message,
-          batch.length === 1 ? batch[0].transfer : batch.flatMap((j) => j.transfer),
-        );
-      } catch (e) {
-        slot.batches.splice(slot.batches.indexOf(batch), 1);
-        if (!slot.batches.length) slot.port.setBusy?.(false);
-        for (const job of batch) job.reject(e);
-      }
+      this.send(slot, this.takeBatch(slot));
+    }
+  }
+
+  /** Posts `batch` to `slot`'s worker, which holds it until it answers. */
+  private send(slot: Slot, batch: Job[]): void {
+    if (!slot.batches.length) slot.port.setBusy?.(true);
+    slot.batches.push(batch);
+    const tasks: TaskMessage[] = batch.map((j) => ({
+      id: j.id,
+      scope: j.scope,
+      generation: j.generation,
+      payload: j.payload,
+    }));
+    const message: ToWorker = { type: 'tasks', tasks };
+    try {
+      slot.port.postMessage(
+        message,
+        batch.length === 1 ? batch[0].transfer : batch.flatMap((j) => j.transfer),
+      );
+    } catch (e) {
+      slot.batches.splice(slot.batches.indexOf(batch), 1);
+      if (!slot.batches.length) slot.port.setBusy?.(false);
+      // a payload that cannot be posted fails alone: the others of its batch go one to a message
+      if (batch.length > 1) for (const job of batch) this.send(slot, [job]);
+      else batch[0].reject(e);
     }
   }
 

@@ -11,18 +11,20 @@ export function defaultWorkerCount(): number {
   return Math.max(1, availableParallelism());
 }
 
-export function createNodePool(size = defaultWorkerCount()): KernelPool {
-  const spawn = (): PoolPort => {
-    const worker = new Worker(new URL('./kernel-worker-node.mjs', import.meta.url));
-    // an idle pool must not keep the CLI alive; a busy one must
-    worker.unref();
-    return {
-      postMessage: (m, transfer) => worker.postMessage(m, (transfer ?? []) as never),
-      onMessage: (h) => worker.on('message', h),
-      onError: (h) => worker.on('error', h),
-      terminate: () => void worker.terminate(),
-      setBusy: (busy) => (busy ? worker.ref() : worker.unref()),
-    };
+/** One kernel worker thread, as a pool drives it. */
+export function spawnNodeWorker(): PoolPort {
+  const worker = new Worker(new URL('./kernel-worker-node.mjs', import.meta.url));
+  // an idle pool must not keep the CLI alive; a busy one must
+  worker.unref();
+  return {
+    postMessage: (m, transfer) => worker.postMessage(m, (transfer ?? []) as never),
+    onMessage: (h) => worker.on('message', h),
+    onError: (h) => worker.on('error', h),
+    terminate: () => void worker.terminate(),
+    setBusy: (busy) => (busy ? worker.ref() : worker.unref()),
   };
-  return new KernelPool(new WorkerPool(spawn, { size, shared: true }));
+}
+
+export function createNodePool(size = defaultWorkerCount()): KernelPool {
+  return new KernelPool(new WorkerPool(spawnNodeWorker, { size, shared: true }));
 }

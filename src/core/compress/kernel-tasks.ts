@@ -159,6 +159,14 @@ export const MIN_PART_WEIGHTS = 1 << 22;
 /** Parts per worker at most: enough for the last parts of a step to even out the workers' loads. */
 const PARTS_PER_WORKER = 4;
 
+/** A task's cost for the pool's batching (WorkerPool.run): the weights its kernel reads. */
+const weightsIn = (tensors: readonly WeightMatrix[]): number =>
+  tensors.reduce((n, t) => n + t.values.length, 0);
+
+/** The weights in `part` of `t`. */
+const weightsOf = (t: WeightMatrix, part: TensorPart): number =>
+  (part.end - part.start) * t.shape[part.axis === 0 ? 1 : 0];
+
 /** Arrays in shared memory: what the parts of a split kernel write into, in place. */
 const sharedArrays: ArrayAllocator = (kind, length) =>
   new kind(new SharedArrayBuffer(length * kind.BYTES_PER_ELEMENT));
@@ -213,6 +221,7 @@ export class KernelPool {
       { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
       [],
       scope,
+      weightsIn(tensors),
     );
     const { decode } = getMethod(method);
     // a result sent without values (runKernelTask) decodes them from its encoding when they are read
@@ -242,6 +251,7 @@ export class KernelPool {
       },
       [],
       scope,
+      weightsIn(tensors),
     );
   }
 
@@ -285,6 +295,7 @@ export class KernelPool {
             { kind: 'survey', method, options, tensor, part, round, state },
             [],
             scope,
+            weightsOf(tensor, part),
           ),
         ),
       );
@@ -293,14 +304,24 @@ export class KernelPool {
     const out = split.allocate(tensor, options, state, sharedArrays);
     await Promise.all(
       parts.map((part) =>
-        this.target().run<null>({ kind: 'part', method, options, tensor, part, state, out }, [], scope),
+        this.target().run<null>(
+          { kind: 'part', method, options, tensor, part, state, out },
+          [],
+          scope,
+          weightsOf(tensor, part),
+        ),
       ),
     );
     return out;
   }
 
   stats(values: TensorValues, scope = 0): Promise<TensorStats> {
-    return this.target().run<TensorStats>({ kind: 'stats', values: compact(values) }, [], scope);
+    return this.target().run<TensorStats>(
+      { kind: 'stats', values: compact(values) },
+      [],
+      scope,
+      values.length,
+    );
   }
 
   histogram(values: Float32Array, bins: number, range?: [number, number], scope = 0): Promise<Histogram> {
@@ -308,6 +329,7 @@ export class KernelPool {
       { kind: 'histogram', values: compact(values), bins, ...(range ? { range } : {}) },
       [],
       scope,
+      values.length,
     );
   }
 

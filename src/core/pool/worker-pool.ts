@@ -19,15 +19,25 @@ export interface PoolPort {
   setBusy?(busy: boolean): void;
 }
 
-/** What the pool sends a worker. */
-export type ToWorker =
-  | { type: 'init'; cancel?: SharedArrayBuffer }
-  | { type: 'task'; id: number; scope: number; generation: number; payload: unknown };
+/** One job as a worker receives it: `generation` is its cancel scope's generation when it was queued. */
+export interface TaskMessage {
+  id: number;
+  scope: number;
+  generation: number;
+  payload: unknown;
+}
 
-/** What a worker answers; `busy`: seconds the task took on the worker's own clock (its thread's CPU time where it can read it). */
-export type FromWorker =
-  | { type: 'result'; id: number; value: unknown; busy?: number }
-  | { type: 'error'; id: number; error: SerializedError; busy?: number };
+/** What the pool sends a worker: a batch of one or more jobs, run in order, answered in one message. */
+export type ToWorker = { type: 'init'; cancel?: SharedArrayBuffer } | { type: 'tasks'; tasks: TaskMessage[] };
+
+/** One job's answer: its value, or the error it threw. */
+export type TaskAnswer = { id: number; value: unknown } | { id: number; error: SerializedError };
+
+/**
+ * What a worker answers for a batch, every job's answer in the batch's order; `busy`: seconds the batch
+ * took on the worker's own clock (its thread's CPU time where it can read it).
+ */
+export type FromWorker = { type: 'answers'; answers: TaskAnswer[]; busy?: number };
 
 interface Job {
   id: number;
@@ -35,13 +45,16 @@ interface Job {
   transfer: Transferable[];
   scope: number;
   generation: number;
+  /** What the job weighs against others (the kernel pool's unit: weights read): see GROUP_COST. */
+  cost: number;
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
 
 interface Slot {
   port: PoolPort;
-  job?: Job;
+  /** Batches sent and not answered yet, oldest first (the worker answers them in order). */
+  batches: Job[][];
   /** Index into the pool's busy times (one per worker started). */
   index: number;
 }
@@ -62,6 +75,25 @@ export function sharedMemoryAvailable(): boolean {
 /** Cancel scopes: cells of the shared generation array. */
 const CANCEL_SCOPES = 64;
 
+/**
+ * Jobs queued together go to a worker as one message while their cost stays under this (and under
+ * their share of the queue, see takeBatch): a tensor of the demo model is well under a millisecond of
+ * kernel, and a message each way per tensor cost as much again in round trips. In the kernel pool's
+ * unit, 2^20 weights: 4 MB of float32, a few ms of kernel.
+ */
+export const GROUP_COST = 1 << 20;
+/**
+ * A busy worker is sent its next batch before it answers the one it runs (so it never waits for this
+ * thread between them) only when that batch costs less than this: a bigger job waits for the first
+ * free worker, since a wrong guess then costs more than a round trip saves. 2^22 weights, the kernel
+ * pool's least split part.
+ */
+export const AHEAD_COST = 1 << 22;
+/** Batches a worker holds at most: the one it runs and the next. */
+const BATCHES_PER_WORKER = 2;
+/** The share of the queued cost one batch takes at most: 1 / (workers × this), so the last batches are small. */
+const GUIDED_SHARES = 2;
+
 export class WorkerPool {
   readonly size: number;
   readonly shared: boolean;
@@ -77,6 +109,7 @@ export class WorkerPool {
   private nextId = 1;
   private nextScope = 0;
   private closed = false;
+  private pumpQueued = false;
 
   constructor(
     private readonly spawn: () => PoolPort,
@@ -97,28 +130,38 @@ export class WorkerPool {
    * Seconds each worker (in the order they started) spent running tasks, as the workers measure it:
    * their thread's CPU time where the runtime exposes it (Linux worker_threads), else wall time while
    * busy. Not stretched by waiting for a core (Linux): total / busiest bounds the speed-up the pool
-   * reaches with free cores (tick-granular: meaningful for tasks of tens of ms).
+   * reaches with free cores (tick-granular: meaningful for batches of tens of ms).
    */
   busyTimes(): number[] {
     return [...this.busy];
   }
 
-  /** Jobs queued or running. */
+  /** Jobs queued or sent to a worker and not answered yet. */
   get pending(): number {
-    return this.queue.length + this.slots.filter((s) => s.job).length;
+    return (
+      this.queue.length + this.slots.reduce((n, s) => n + s.batches.reduce((m, b) => m + b.length, 0), 0)
+    );
   }
 
-  /**
-   * Runs `payload` on a worker. `transfer`: buffers the caller gives up (moved, not copied). A job
-   * cancelled before it ends rejects with a 'cancelled' ModelError.
-   */
+  /** Jobs not handed to a worker yet (what a cancel drops at once). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
   /** A cancel scope for one run's jobs (scopes are reused round-robin; a run rarely outlives 63 others). */
   newScope(): number {
     this.nextScope = (this.nextScope % (CANCEL_SCOPES - 1)) + 1;
     return this.nextScope;
   }
 
-  run<T>(payload: unknown, transfer: Transferable[] = [], scope = 0): Promise<T> {
+  /**
+   * Runs `payload` on a worker. `transfer`: buffers the caller gives up (moved, not copied). `cost`:
+   * what the job weighs against the others (the kernel pool's unit: weights read), which decides what
+   * goes out together (see GROUP_COST, AHEAD_COST). A job cancelled before it ends rejects with a
+   * 'cancelled' ModelError. Jobs queued in the same turn of the event loop go out together: the queue is
+   * handed to the workers in a microtask.
+   */
+  run<T>(payload: unknown, transfer: Transferable[] = [], scope = 0, cost = 1): Promise<T> {
     if (this.closed) return Promise.reject(new ModelError('cancelled', 'The kernel pool was closed.'));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({
@@ -127,10 +170,17 @@ export class WorkerPool {
         transfer,
         scope,
         generation: Atomics.load(this.generations, scope),
+        cost,
         resolve: resolve as (v: unknown) => void,
         reject,
       });
-      this.pump();
+      if (!this.pumpQueued) {
+        this.pumpQueued = true;
+        queueMicrotask(() => {
+          this.pumpQueued = false;
+          this.pump();
+        });
+      }
     });
   }
 
@@ -145,7 +195,8 @@ export class WorkerPool {
     for (let i = this.queue.length - 1; i >= 0; i--)
       if (dropped.includes(this.queue[i])) this.queue.splice(i, 1);
     for (const job of dropped) job.reject(new ModelError('cancelled', 'Kernel cancelled before it started.'));
-    // without shared memory the running kernels finish; their results are dropped as stale
+    // jobs sent to a worker answer 'cancelled' at their first check (shared memory), or finish and are
+    // dropped as stale when their batch answers (without it)
   }
 
   /** Ends the workers (the pool's own, disposable); pending jobs reject. */
@@ -153,60 +204,115 @@ export class WorkerPool {
     this.closed = true;
     this.cancel();
     for (const s of this.slots) {
-      s.job?.reject(new ModelError('cancelled', 'The kernel pool was closed.'));
+      for (const job of s.batches.flat())
+        job.reject(new ModelError('cancelled', 'The kernel pool was closed.'));
+      s.batches.length = 0;
       s.port.terminate();
     }
     this.slots.length = 0;
   }
 
+  /**
+   * Hands queued jobs to workers: an idle worker first, then a new one (up to `size`), then a busy one
+   * with room for its next batch when the next job is small (AHEAD_COST).
+   */
   private pump(): void {
     while (this.queue.length) {
-      let slot = this.slots.find((s) => !s.job);
+      let slot = this.slots.find((s) => !s.batches.length);
       if (!slot && this.slots.length < this.size) slot = this.start();
+      if (!slot && this.queue[0].cost < AHEAD_COST) slot = this.leastAhead();
       if (!slot) return;
-      const job = this.queue.shift()!;
-      slot.job = job;
-      slot.port.setBusy?.(true);
-      const message: ToWorker = {
-        type: 'task',
-        id: job.id,
-        scope: job.scope,
-        generation: job.generation,
-        payload: job.payload,
-      };
-      try {
-        slot.port.postMessage(message, job.transfer);
-      } catch (e) {
-        slot.job = undefined;
-        job.reject(e);
-      }
+      this.send(slot, this.takeBatch(slot));
     }
+  }
+
+  /** Posts `batch` to `slot`'s worker, which holds it until it answers. */
+  private send(slot: Slot, batch: Job[]): void {
+    if (!slot.batches.length) slot.port.setBusy?.(true);
+    slot.batches.push(batch);
+    const tasks: TaskMessage[] = batch.map((j) => ({
+      id: j.id,
+      scope: j.scope,
+      generation: j.generation,
+      payload: j.payload,
+    }));
+    const message: ToWorker = { type: 'tasks', tasks };
+    try {
+      slot.port.postMessage(
+        message,
+        batch.length === 1 ? batch[0].transfer : batch.flatMap((j) => j.transfer),
+      );
+    } catch (e) {
+      slot.batches.splice(slot.batches.indexOf(batch), 1);
+      if (!slot.batches.length) slot.port.setBusy?.(false);
+      // a payload that cannot be posted fails alone: the others of its batch go one to a message
+      if (batch.length > 1) for (const job of batch) this.send(slot, [job]);
+      else batch[0].reject(e);
+    }
+  }
+
+  /** The busy worker with room for another batch that holds the least, if any. */
+  private leastAhead(): Slot | undefined {
+    let best: Slot | undefined;
+    let bestCost = Infinity;
+    for (const s of this.slots) {
+      if (s.batches.length >= BATCHES_PER_WORKER) continue;
+      const cost = heldCost(s);
+      if (cost < bestCost) [best, bestCost] = [s, cost];
+    }
+    return best;
+  }
+
+  /**
+   * The head of the queue, and the jobs after it while what `slot` holds stays under GROUP_COST and
+   * under one share of what is queued (guided scheduling: the shares shrink as the queue empties, so
+   * the workers finish together, and a worker that gets no core for a while holds little that another
+   * could have run).
+   */
+  private takeBatch(slot: Slot): Job[] {
+    const queued = this.queue.reduce((c, j) => c + j.cost, 0);
+    const limit = Math.min(GROUP_COST, queued / (this.size * GUIDED_SHARES)) - heldCost(slot);
+    const batch = [this.queue.shift()!];
+    let cost = batch[0].cost;
+    while (this.queue.length && cost + this.queue[0].cost <= limit) {
+      const job = this.queue.shift()!;
+      cost += job.cost;
+      batch.push(job);
+    }
+    return batch;
   }
 
   private start(): Slot {
     const port = this.spawn();
-    const slot: Slot = { port, index: this.busy.length };
+    const slot: Slot = { port, batches: [], index: this.busy.length };
     this.busy.push(0);
     port.onMessage((raw) => {
       const m = raw as FromWorker;
-      const job = slot.job;
-      if (!job || job.id !== m.id) return;
+      const batch = slot.batches[0];
+      if (m.type !== 'answers' || !batch || batch[0].id !== m.answers[0]?.id) return;
+      slot.batches.shift();
+      if (!slot.batches.length) port.setBusy?.(false);
       this.busy[slot.index] += m.busy ?? 0;
-      slot.job = undefined;
-      port.setBusy?.(false);
-      // a job cancelled while it ran (no shared flag to stop it) answers late: its result is stale
-      if (job.generation !== Atomics.load(this.generations, job.scope))
-        job.reject(new ModelError('cancelled', 'Kernel cancelled while it ran.'));
-      else if (m.type === 'result') job.resolve(m.value);
-      else job.reject(reviveError(m.error));
+      batch.forEach((job, i) => {
+        const answer = m.answers[i];
+        // a job cancelled while it ran (no shared flag to stop it) answers late: its result is stale
+        if (job.generation !== Atomics.load(this.generations, job.scope))
+          job.reject(new ModelError('cancelled', 'Kernel cancelled while it ran.'));
+        else if (answer?.id !== job.id)
+          job.reject(new ModelError('unsupported', 'A kernel worker answered out of order.'));
+        else if ('error' in answer) job.reject(reviveError(answer.error));
+        else job.resolve(answer.value);
+      });
       this.pump();
     });
     port.onError((e) => {
-      // a worker that died (out of memory, a failed import) takes its job with it; a fresh one replaces it
-      const job = slot.job;
+      // a worker that died (out of memory, a failed import) takes its jobs with it; a fresh one replaces it
+      const jobs = slot.batches.flat();
+      slot.batches.length = 0;
       this.slots.splice(this.slots.indexOf(slot), 1);
       port.terminate();
-      job?.reject(new ModelError('unsupported', `A kernel worker failed: ${e.message}`));
+      for (const job of jobs)
+        job.reject(new ModelError('unsupported', `A kernel worker failed: ${e.message}`));
       this.pump();
     });
     const init: ToWorker = {
@@ -217,6 +323,11 @@ export class WorkerPool {
     this.slots.push(slot);
     return slot;
   }
+}
+
+/** What `slot`'s worker holds: the cost of its batches not answered yet. */
+function heldCost(slot: Slot): number {
+  return slot.batches.reduce((c, b) => c + b.reduce((d, j) => d + j.cost, 0), 0);
 }
 
 function reviveError(e: SerializedError): Error {
@@ -230,10 +341,10 @@ function reviveError(e: SerializedError): Error {
 export const wallSeconds = (): number => performance.now() / 1000;
 
 /**
- * The worker side: answers tasks with `handle`, which returns the value and the buffers to transfer
- * back. The cancel scope is installed per task so kernels' checkCancelled() sees this task's generation.
- * `clock` (seconds) times each task for the pool's busy times: the thread's CPU time where the runtime
- * can read it, else wall time.
+ * The worker side: answers each batch of tasks with `handle`, which returns a task's value and the
+ * buffers to transfer back; the batch's answers go back in one message. The cancel scope is installed
+ * per task so kernels' checkCancelled() sees that task's generation. `clock` (seconds) times each
+ * batch for the pool's busy times: the thread's CPU time where the runtime can read it, else wall time.
  */
 export function serveTasks(
   port: { post(message: FromWorker, transfer: Transferable[]): void },
@@ -248,15 +359,29 @@ export function serveTasks(
       cancel = m.cancel ? new Int32Array(m.cancel) : undefined;
       return;
     }
-    setScope(cancel, m.scope, m.generation);
     const start = clock();
+    const answers: TaskAnswer[] = [];
+    // a buffer named twice in a transfer list fails the whole message
+    const transfer = new Set<Transferable>();
+    for (const task of m.tasks) {
+      setScope(cancel, task.scope, task.generation);
+      try {
+        const done = handle(task.payload);
+        answers.push({ id: task.id, value: done.value });
+        for (const b of done.transfer) transfer.add(b);
+      } catch (e) {
+        answers.push({ id: task.id, error: serializeError(e) });
+      } finally {
+        setScope(undefined, 0, 0);
+      }
+    }
+    const busy = clock() - start;
     try {
-      const { value, transfer } = handle(m.payload);
-      port.post({ type: 'result', id: m.id, value, busy: clock() - start }, transfer);
+      port.post({ type: 'answers', answers, busy }, [...transfer]);
     } catch (e) {
-      port.post({ type: 'error', id: m.id, error: serializeError(e), busy: clock() - start }, []);
-    } finally {
-      setScope(undefined, 0, 0);
+      // a value that cannot be posted: every task of the batch answers the error instead of none
+      const error = serializeError(e);
+      port.post({ type: 'answers', answers: answers.map(({ id }) => ({ id, error })), busy }, []);
     }
   };
 }

@@ -456,10 +456,10 @@ const api = {
       for (const name of order) {
         if (run !== statisticsRun || model !== current)
           throw new ModelError('cancelled', 'Statistics of a model no longer open.');
-        // float32 goes in shared memory (one copy here) rather than cloned (a copy each side of the
-        // message): a 262 MB embedding then costs one more copy of itself, not two
-        const stats = tensorRowStats(model, byName.get(name)!.tensor, (v) =>
-          kernels ? kernels.stats(v instanceof Float32Array ? kernels.share(v) : v) : tensorStats(v),
+        // values read into a buffer of their own are handed over (moved, no copy; freed in the kernel
+        // worker when summed); a view on the model's bytes goes as a copy of its own
+        const stats = tensorRowStats(model, byName.get(name)!.tensor, (v, owned) =>
+          kernels ? kernels.stats(v, 0, owned) : tensorStats(v),
         );
         const job = Promise.resolve(stats).then(
           (row) => {

@@ -25,7 +25,7 @@ import { checkCancelled } from '../cancel.ts';
 import { ModelError } from '../errors.ts';
 import { withLazyValues, withoutPendingValues } from '../../methods/lazy-values.ts';
 import type { WorkerPool } from '../pool/worker-pool.ts';
-import { errorStats, type ErrorStats } from './metrics.ts';
+import { errorStats, errorStatsFromSums, type ErrorStats } from './metrics.ts';
 
 /**
  * A kernel's result without its values: the encoding (what the export writes) and the error of the
@@ -42,8 +42,13 @@ export type KernelTask =
       tensors: WeightMatrix[];
       /** Each tensor's original: the answer is then `MeasuredResult`s (no values). */
       originals?: Float32Array[];
+      /**
+       * The task's non-shared input buffers are its own (posted to a worker: cloned or handed over),
+       * so they are freed when it ends (`freeBuffers`). Never set for arrays a caller keeps.
+       */
+      given?: boolean;
     }
-  | { kind: 'stats'; values: TensorValues }
+  | { kind: 'stats'; values: TensorValues; given?: boolean }
   | { kind: 'histogram'; values: Float32Array; bins: number; range?: [number, number] }
   /** One part's answer in a round of a split kernel's survey (method.split.survey). */
   | {
@@ -78,7 +83,9 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
       : method.decode
         ? method.apply(task.tensors, task.options).map(withoutPendingValues)
         : method.apply(task.tensors, task.options);
-    return { value: results, transfer: buffersOf(results) };
+    const transfer = buffersOf(results);
+    if (task.given) freeBuffers([...task.tensors.map((t) => t.values), ...(task.originals ?? [])], transfer);
+    return { value: results, transfer };
   }
   if (task.kind === 'survey') {
     const survey = splitOf(task.method).survey;
@@ -89,7 +96,11 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
     splitOf(task.method).runPart(task.tensor, task.part, task.options, task.state, task.out);
     return { value: null, transfer: [] };
   }
-  if (task.kind === 'stats') return { value: tensorStats(task.values), transfer: [] };
+  if (task.kind === 'stats') {
+    const stats = tensorStats(task.values);
+    if (task.given) freeBuffers([task.values], []);
+    return { value: stats, transfer: [] };
+  }
   return { value: histogram(task.values, task.bins, task.range), transfer: [] };
 }
 
@@ -104,11 +115,14 @@ export function applyMeasured(
   originals: readonly Float32Array[],
 ): MeasuredResult[] {
   return method.apply(tensors, options).map((r, j) => {
-    // measured on the decoded values, even where the kernel summed its error while encoding: in a
-    // page's kernel worker that otherwise allocates almost nothing, garbage collection then comes too
-    // rarely, and the shared originals of past tasks stay alive (Chromium's preview of a 1.1 GB model
-    // peaked at 3.2 GB with the sums, 2.5 GB this way). Equal to the sums' figures to float64 rounding.
-    const error = errorStats(originals[j], r.values);
+    // the kernel's error sums are against its input: the original's when the input is the original
+    // (no decoded copy, no second pass); else measured on the decoded values. Equal to float64 rounding.
+    // (Memory: originals handed over to a worker are freed there when the task ends, `freeBuffers`;
+    // shared ones are the session's cached few: see PreviewSession.original.)
+    const error =
+      r.error && tensors[j].values === originals[j]
+        ? errorStatsFromSums(r.error, originals[j].length)
+        : errorStats(originals[j], r.values);
     const { encoding, storedBytes, outlierChannels } = r;
     return { encoding, storedBytes, ...(outlierChannels ? { outlierChannels } : {}), error };
   });
@@ -128,6 +142,52 @@ function buffersOf(x: unknown, out = new Set<ArrayBuffer>(), depth = 0): Transfe
   } else if (Array.isArray(x)) for (const v of x) buffersOf(v, out, depth + 1);
   else for (const v of Object.values(x)) buffersOf(v, out, depth + 1);
   return [...out];
+}
+
+/**
+ * Frees the buffers of `arrays` that were handed over for one task (transferred, not shared) and do
+ * not travel back in `keep`: at once, instead of when this worker next collects garbage. A kernel
+ * worker allocates little of its own, so garbage collection comes rarely there, and a big model's
+ * weights, one after another, would otherwise pile up in it. Where `ArrayBuffer.prototype.transfer`
+ * is missing (Node 20) the collector frees them as before.
+ */
+export function freeBuffers(arrays: readonly ArrayBufferView[], keep: readonly Transferable[]): void {
+  for (const a of arrays) {
+    const b = a.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+    if (!(b instanceof ArrayBuffer) || keep.includes(b) || b.byteLength === 0) continue;
+    b.transfer?.(0);
+  }
+}
+
+/**
+ * Where a task's input goes: shared memory as it is (no copy); a window on a bigger buffer as a copy of
+ * its own bytes, handed over (the copy is the task's alone); a whole buffer the caller `gives` up,
+ * handed over (moved, no copy); otherwise cloned (the caller keeps it). Adds what moves to `transfer`.
+ */
+class Outgoing {
+  readonly transfer = new Set<ArrayBuffer>();
+  /** One copy of a window however often the message names it (a tensor that is its own original). */
+  private readonly copies = new Map<ArrayBufferView, ArrayBufferView>();
+  constructor(private readonly give: boolean) {}
+
+  of<T extends ArrayBufferView>(values: T): T {
+    if (values.buffer instanceof SharedArrayBuffer) return values;
+    if (values.byteOffset === 0 && values.byteLength === values.buffer.byteLength) {
+      if (this.give) this.transfer.add(values.buffer as ArrayBuffer);
+      return values;
+    }
+    let own = this.copies.get(values) as T | undefined;
+    if (!own) {
+      own = (values as unknown as { slice(): T }).slice();
+      this.copies.set(values, own);
+      this.transfer.add(own.buffer as ArrayBuffer);
+    }
+    return own;
+  }
+
+  get list(): Transferable[] {
+    return [...this.transfer];
+  }
 }
 
 /** A step whose kernel ranks every selected tensor together (one global threshold): one task for all of them. */
@@ -210,7 +270,13 @@ export class KernelPool {
     const parts = tensors.length === 1 ? this.partsOf(method, options, tensors[0]) : undefined;
     if (parts) return [await this.applyInParts(method, options, tensors[0], parts, scope)];
     const results = await this.target().run<Partial<KernelResult>[]>(
-      { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
+      {
+        kind: 'apply',
+        method,
+        options,
+        tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
+        given: true,
+      },
       [],
       scope,
     );
@@ -224,25 +290,29 @@ export class KernelPool {
     });
   }
 
-  /** `applyMeasured` in a worker: only the encodings and the error statistics come back. */
+  /**
+   * `applyMeasured` in a worker: only the encodings and the error statistics come back. `give`: the
+   * caller gives up the arrays (read for this task alone): their buffers move to the worker (no copy)
+   * and are freed there when it ends; the caller's views are left empty.
+   */
   applyMeasured(
     method: string,
     options: OptionValues,
     tensors: readonly WeightMatrix[],
     originals: readonly Float32Array[],
     scope = 0,
+    give = false,
   ): Promise<MeasuredResult[]> {
-    return this.target().run<MeasuredResult[]>(
-      {
-        kind: 'apply',
-        method,
-        options,
-        tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
-        originals: originals.map(compact),
-      },
-      [],
-      scope,
-    );
+    const out = new Outgoing(give);
+    const task: KernelTask = {
+      kind: 'apply',
+      method,
+      options,
+      tensors: tensors.map((t) => ({ ...t, values: out.of(t.values) })),
+      originals: originals.map((o) => out.of(o)),
+      given: true,
+    };
+    return this.target().run<MeasuredResult[]>(task, out.list, scope);
   }
 
   /**
@@ -299,8 +369,11 @@ export class KernelPool {
     return out;
   }
 
-  stats(values: TensorValues, scope = 0): Promise<TensorStats> {
-    return this.target().run<TensorStats>({ kind: 'stats', values: compact(values) }, [], scope);
+  /** `give`: as applyMeasured's (the caller read `values` for this alone). */
+  stats(values: TensorValues, scope = 0, give = false): Promise<TensorStats> {
+    const out = new Outgoing(give);
+    const task: KernelTask = { kind: 'stats', values: out.of(values), given: true };
+    return this.target().run<TensorStats>(task, out.list, scope);
   }
 
   histogram(values: Float32Array, bins: number, range?: [number, number], scope = 0): Promise<Histogram> {

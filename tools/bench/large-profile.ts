@@ -1,0 +1,178 @@
+/**
+ * Where the page's preview of a big model spends its CPU: opens a generated model (tools/bench/large-model.ts,
+ * `LARGE_LAYERS` blocks, 3 by default: 1.13 GB) in Chromium, waits for the first preview, and prints the
+ * CPU seconds of every Chromium thread over the open and the preview (from /proc/PID/task/TID/stat: the
+ * work, whatever the machine's load), grouped by process kind and thread name. Not part of `npm test`
+ * or `npm run bench`: a tool for iterating on issue 14.
+ *
+ *   LARGE_LAYERS=3 node --import tsx tools/bench/large-profile.ts [model dir, kept between runs]
+ */
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LARGE_SPEC, writeLargeModel } from './large-model.ts';
+
+const ROOT = join(import.meta.dirname, '../..');
+const spec = { ...LARGE_SPEC, layers: Number(process.env.LARGE_LAYERS) || 3 };
+const modelDir = process.argv[2] ?? join(tmpdir(), `cs-large-profile-${spec.layers}`);
+
+function children(): Map<number, number> {
+  const parent = new Map<number, number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const s = readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(Number(e), Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // exited
+    }
+  }
+  return parent;
+}
+
+function descendants(root: number): number[] {
+  const parent = children();
+  const out = [root];
+  for (let i = 0; i < out.length; i++) for (const [p, pp] of parent) if (pp === out[i]) out.push(p);
+  return out;
+}
+
+function kindOf(pid: number): string {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    const type = /--type=([a-z-]+)/.exec(cmd)?.[1];
+    return type ?? 'browser';
+  } catch {
+    return 'gone';
+  }
+}
+
+/** CPU seconds by "kind/thread name/tid" of every thread of `pids`. */
+function threadCpu(pids: number[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of pids) {
+    const kind = kindOf(pid);
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const name = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));
+        const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+        out.set(`${kind}/${name}/${tid}`, (Number(f[11]) + Number(f[12])) / 100);
+      } catch {
+        // exited
+      }
+    }
+  }
+  return out;
+}
+
+function rss(pids: number[]): number {
+  let n = 0;
+  for (const p of pids) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      n += m ? Number(m[1]) * 1024 : 0;
+    } catch {
+      // exited
+    }
+  }
+  return n;
+}
+
+function browserPid(profile: string): number {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (cmd.includes(`--user-data-dir=${profile}`) && !cmd.includes('--type=')) return Number(e);
+    } catch {
+      // exited
+    }
+  }
+  throw new Error(`no browser process for ${profile}`);
+}
+
+function diff(after: Map<string, number>, before: Map<string, number>): [string, number][] {
+  return [...after]
+    .map(([k, v]) => [k, v - (before.get(k) ?? 0)] as [string, number])
+    .filter(([, v]) => v >= 0.05)
+    .sort((a, b) => b[1] - a[1]);
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(join(modelDir, 'model.onnx_data'))) {
+    mkdirSync(modelDir, { recursive: true });
+    const { bytes } = writeLargeModel(modelDir, spec);
+    console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB to ${modelDir}`);
+  }
+  const { createServer } = await import('vite');
+  const { chromium } = await import('playwright-core');
+  const server = await createServer({
+    root: ROOT,
+    configFile: join(ROOT, 'vite.config.ts'),
+    server: { port: 0, host: '127.0.0.1' },
+    logLevel: 'error',
+  });
+  await server.listen();
+  const address = server.httpServer!.address();
+  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/?demo=0`;
+  const profile = mkdtempSync(join(tmpdir(), 'cs-large-profile-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1400, height: 900 },
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on('console', (m) => {
+      if (m.text().startsWith('[profile]')) console.log(m.text());
+    });
+    await page.goto(url);
+    await page.waitForSelector('[data-testid=dropzone]');
+    const pid = browserPid(profile);
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, rss(descendants(pid)))), 200);
+    const t0 = performance.now();
+    const c0 = threadCpu(descendants(pid));
+    await page.setInputFiles('[data-testid=file-input]', [
+      join(modelDir, 'model.onnx'),
+      join(modelDir, 'model.onnx_data'),
+    ]);
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid=summary] h2')?.textContent === 'model.onnx',
+      undefined,
+      { timeout: 600_000, polling: 200 },
+    );
+    const t1 = performance.now();
+    const c1 = threadCpu(descendants(pid));
+    await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
+      timeout: 600_000,
+    });
+    const t2 = performance.now();
+    const c2 = threadCpu(descendants(pid));
+    clearInterval(sampler);
+    const sum = (d: [string, number][]) => d.reduce((s, [, v]) => s + v, 0);
+    const open = diff(c1, c0);
+    const preview = diff(c2, c1);
+    console.log(`open: ${((t1 - t0) / 1000).toFixed(1)} s wall, ${sum(open).toFixed(2)} CPU s`);
+    for (const [k, v] of open.slice(0, 8)) console.log(`  ${v.toFixed(2)}  ${k}`);
+    console.log(`preview: ${((t2 - t1) / 1000).toFixed(1)} s wall, ${sum(preview).toFixed(2)} CPU s`);
+    for (const [k, v] of preview.slice(0, 12)) console.log(`  ${v.toFixed(2)}  ${k}`);
+    console.log(`peak resident ${(peak / 1e9).toFixed(2)} GB`);
+    const totals = await page.locator('[data-testid=preview-totals]').textContent();
+    console.log(`totals: ${totals}`);
+  } finally {
+    await context.close();
+    await server.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+await main();

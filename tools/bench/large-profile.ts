@@ -138,7 +138,20 @@ async function main(): Promise<void> {
     await page.waitForSelector('[data-testid=dropzone]');
     const pid = browserPid(profile);
     let peak = 0;
-    const sampler = setInterval(() => (peak = Math.max(peak, rss(descendants(pid)))), 200);
+    const timeline: string[] = [];
+    let tick = 0;
+    const sampler = setInterval(() => {
+      const ps = descendants(pid);
+      const now = rss(ps);
+      peak = Math.max(peak, now);
+      if (tick++ % 5 === 0 && process.env.PROFILE_TIMELINE)
+        timeline.push(
+          `${(now / 1e9).toFixed(2)}(${ps
+            .filter((p) => kindOf(p) === 'renderer')
+            .map((p) => (rss([p]) / 1e9).toFixed(2))
+            .join('+')})`,
+        );
+    }, 200);
     const t0 = performance.now();
     const c0 = threadCpu(descendants(pid));
     await page.setInputFiles('[data-testid=file-input]', [
@@ -166,6 +179,7 @@ async function main(): Promise<void> {
     console.log(`preview: ${((t2 - t1) / 1000).toFixed(1)} s wall, ${sum(preview).toFixed(2)} CPU s`);
     for (const [k, v] of preview.slice(0, 12)) console.log(`  ${v.toFixed(2)}  ${k}`);
     console.log(`peak resident ${(peak / 1e9).toFixed(2)} GB`);
+    if (timeline.length) console.log(`resident each second, GB (renderers): ${timeline.join(' ')}`);
     const totals = await page.locator('[data-testid=preview-totals]').textContent();
     console.log(`totals: ${totals}`);
   } finally {

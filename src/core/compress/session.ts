@@ -94,6 +94,11 @@ export interface SessionOptions {
   originalsBudget?: number;
   /** Kernel workers for the steps whose method reads only weights. */
   pool?: KernelPool;
+  /**
+   * Told of each original read from the model, before a kernel has it (it may be handed over to a
+   * worker afterwards): the page sums up the statistics of the weights a first preview reads anyway.
+   */
+  onRead?: (name: string, values: Float32Array) => void;
 }
 
 /** Bytes of the distinct buffers of the typed arrays under `x` (an encoding's codes, scales, …). */
@@ -150,6 +155,7 @@ export class PreviewSession {
   private readonly originalsBudget: number;
   private originalBytes = 0;
   private readonly pool?: KernelPool;
+  private readonly onRead?: (name: string, values: Float32Array) => void;
 
   /**
    * `pool`: kernel workers for the steps whose method reads only weights (the page's and the CLI's
@@ -163,6 +169,7 @@ export class PreviewSession {
     this.budget = options.memoryBudget ?? Infinity;
     this.originalsBudget = Math.min(this.budget, options.originalsBudget ?? this.budget / 2);
     this.pool = options.pool;
+    this.onRead = options.onRead;
   }
 
   /** A state's report: measured when it was made, or now from its values (whole states only). */
@@ -204,6 +211,7 @@ export class PreviewSession {
     }
     const read = readTensorFloat32Owned(this.model, findWeight(this.model, name).tensor);
     v = read.values;
+    this.onRead?.(name, v);
     // a weight larger than the originals' part of the budget is read each time
     const kept = cache && v.byteLength <= this.originalsBudget;
     // a kept one in shared memory when the pool can share it: every later dispatch of it is free; one

@@ -511,7 +511,6 @@ const api = {
       await readAll(order, true);
       await Promise.all(fromPreview);
       await readAll(missed, false);
-      console.log(`[profile] statistics: ${fromPreview.length} from the preview, ${missed.length} missed, ${order.length} rows`);
       send();
       return order.length;
     }).finally(() => {

@@ -72,6 +72,21 @@ function threadCpu(pids: number[]): Map<string, number> {
   return out;
 }
 
+/** CPU seconds of whole processes (threads that ended included, as /proc/PID/stat counts them), by pid. */
+function processCpu(pids: number[], into: Map<number, number>): Map<number, number> {
+  for (const pid of pids) {
+    try {
+      const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      into.set(pid, Math.max(into.get(pid) ?? 0, (Number(f[11]) + Number(f[12])) / 100));
+    } catch {
+      // exited: its last reading stays
+    }
+  }
+  return into;
+}
+const total = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+
 function rss(pids: number[]): number {
   let n = 0;
   for (const p of pids) {
@@ -154,6 +169,8 @@ async function main(): Promise<void> {
     }, 200);
     const t0 = performance.now();
     const c0 = threadCpu(descendants(pid));
+    const seen = new Map<number, number>();
+    const p0 = total(processCpu(descendants(pid), seen));
     await page.setInputFiles('[data-testid=file-input]', [
       join(modelDir, 'model.onnx'),
       join(modelDir, 'model.onnx_data'),
@@ -165,18 +182,64 @@ async function main(): Promise<void> {
     );
     const t1 = performance.now();
     const c1 = threadCpu(descendants(pid));
+    const p1 = total(processCpu(descendants(pid), seen));
+    // PROFILE_MAIN=1: the page's main thread sampled by V8's profiler over the preview
+    const cdp = process.env.PROFILE_MAIN ? await context.newCDPSession(page) : undefined;
+    if (cdp) {
+      await cdp.send('Profiler.enable');
+      await cdp.send('Profiler.setSamplingInterval', { interval: 1000 });
+      await cdp.send('Profiler.start');
+    }
     await page.waitForSelector('[data-testid=preview][aria-busy=false] [data-testid=preview-totals]', {
       timeout: 600_000,
     });
     const t2 = performance.now();
     const c2 = threadCpu(descendants(pid));
+    const p2 = total(processCpu(descendants(pid), seen));
     clearInterval(sampler);
     const sum = (d: [string, number][]) => d.reduce((s, [, v]) => s + v, 0);
+    if (cdp) {
+      const { profile: prof } = await cdp.send('Profiler.stop');
+      const dt = new Map<number, number>();
+      prof.samples?.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (prof.timeDeltas?.[i] ?? 0)));
+      const self = new Map<string, number>();
+      for (const n of prof.nodes) {
+        const f = n.callFrame;
+        const key = `${f.functionName || '(anon)'} ${f.url.split('/').pop()}:${f.lineNumber}`;
+        self.set(key, (self.get(key) ?? 0) + (dt.get(n.id) ?? 0) / 1e6);
+      }
+      // each sample's time also to the deepest frame of the studio's own code on its stack
+      const parent = new Map<number, number>();
+      for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+      const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+      const ours = new Map<string, number>();
+      for (const [id, t] of dt) {
+        let at: number | undefined = id;
+        let key = '(not ours)';
+        while (at !== undefined) {
+          const f = byId.get(at)!.callFrame;
+          if (/\/src\/|\/workers\//.test(f.url)) {
+            key = `${f.functionName || '(anon)'} ${f.url.split('/').pop()}:${f.lineNumber}`;
+            break;
+          }
+          at = parent.get(at);
+        }
+        ours.set(key, (ours.get(key) ?? 0) + t / 1e6);
+      }
+      console.log('main thread, by the deepest frame of our code, seconds:');
+      for (const [k, v] of [...ours].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${v.toFixed(3)}  ${k}`);
+      console.log('main thread, self seconds:');
+      for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${v.toFixed(3)}  ${k}`);
+    }
     const open = diff(c1, c0);
     const preview = diff(c2, c1);
-    console.log(`open: ${((t1 - t0) / 1000).toFixed(1)} s wall, ${sum(open).toFixed(2)} CPU s`);
+    console.log(
+      `open: ${((t1 - t0) / 1000).toFixed(1)} s wall, ${(p1 - p0).toFixed(2)} CPU s (threads alive at the end: ${sum(open).toFixed(2)})`,
+    );
     for (const [k, v] of open.slice(0, 8)) console.log(`  ${v.toFixed(2)}  ${k}`);
-    console.log(`preview: ${((t2 - t1) / 1000).toFixed(1)} s wall, ${sum(preview).toFixed(2)} CPU s`);
+    console.log(
+      `preview: ${((t2 - t1) / 1000).toFixed(1)} s wall, ${(p2 - p1).toFixed(2)} CPU s (threads alive at the end: ${sum(preview).toFixed(2)})`,
+    );
     for (const [k, v] of preview.slice(0, 12)) console.log(`  ${v.toFixed(2)}  ${k}`);
     console.log(`peak resident ${(peak / 1e9).toFixed(2)} GB`);
     if (timeline.length) console.log(`resident each second, GB (renderers): ${timeline.join(' ')}`);

@@ -52,7 +52,7 @@ function threadCpu(pids: number[]): Map<string, number> {
   const out = new Map<string, number>();
   for (const pid of pids) {
     const kind = kindOf(pid);
-    let tids: string[] = [];
+    let tids: string[];
     try {
       tids = readdirSync(`/proc/${pid}/task`);
     } catch {
@@ -227,9 +227,11 @@ async function main(): Promise<void> {
         ours.set(key, (ours.get(key) ?? 0) + t / 1e6);
       }
       console.log('main thread, by the deepest frame of our code, seconds:');
-      for (const [k, v] of [...ours].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${v.toFixed(3)}  ${k}`);
+      for (const [k, v] of [...ours].sort((a, b) => b[1] - a[1]).slice(0, 15))
+        console.log(`  ${v.toFixed(3)}  ${k}`);
       console.log('main thread, self seconds:');
-      for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${v.toFixed(3)}  ${k}`);
+      for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25))
+        console.log(`  ${v.toFixed(3)}  ${k}`);
     }
     const open = diff(c1, c0);
     const preview = diff(c2, c1);

@@ -621,7 +621,10 @@ export function readTensorOwned(model: OnnxModel, t: TensorProto): { values: Ten
 }
 
 /** readTensorFloat32 with readTensorOwned's `owned` (values converted to float32 are always the caller's). */
-export function readTensorFloat32Owned(model: OnnxModel, t: TensorProto): { values: Float32Array; owned: boolean } {
+export function readTensorFloat32Owned(
+  model: OnnxModel,
+  t: TensorProto,
+): { values: Float32Array; owned: boolean } {
   const { values: v, owned } = readTensorOwned(model, t);
   if (v instanceof Float32Array) return { values: v, owned };
   const out = new Float32Array(v.length);

@@ -153,21 +153,26 @@ async function main(): Promise<void> {
     await page.waitForSelector('[data-testid=dropzone]');
     const pid = browserPid(profile);
     let peak = 0;
+    let peakAt = '';
+    let t0 = performance.now();
     const timeline: string[] = [];
     let tick = 0;
     const sampler = setInterval(() => {
       const ps = descendants(pid);
       const now = rss(ps);
-      peak = Math.max(peak, now);
-      if (tick++ % 5 === 0 && process.env.PROFILE_TIMELINE)
+      if (now > peak) {
+        peak = now;
+        peakAt = `${((performance.now() - t0) / 1000).toFixed(2)} s: ${ps.map((p) => `${kindOf(p)} ${(rss([p]) / 1e9).toFixed(2)}`).join(', ')}`;
+      }
+      if (process.env.PROFILE_TIMELINE === 'all' || (tick++ % 5 === 0 && process.env.PROFILE_TIMELINE))
         timeline.push(
-          `${(now / 1e9).toFixed(2)}(${ps
+          `${((performance.now() - t0) / 1000).toFixed(2)}:${(now / 1e9).toFixed(2)}(${ps
             .filter((p) => kindOf(p) === 'renderer')
             .map((p) => (rss([p]) / 1e9).toFixed(2))
             .join('+')})`,
         );
-    }, 200);
-    const t0 = performance.now();
+    }, Number(process.env.PROFILE_SAMPLE_MS) || 200);
+    t0 = performance.now();
     const c0 = threadCpu(descendants(pid));
     const seen = new Map<number, number>();
     const p0 = total(processCpu(descendants(pid), seen));
@@ -243,7 +248,7 @@ async function main(): Promise<void> {
       `preview: ${((t2 - t1) / 1000).toFixed(1)} s wall, ${(p2 - p1).toFixed(2)} CPU s (threads alive at the end: ${sum(preview).toFixed(2)})`,
     );
     for (const [k, v] of preview.slice(0, 12)) console.log(`  ${v.toFixed(2)}  ${k}`);
-    console.log(`peak resident ${(peak / 1e9).toFixed(2)} GB`);
+    console.log(`peak resident ${(peak / 1e9).toFixed(2)} GB at ${peakAt}`);
     if (timeline.length) console.log(`resident each second, GB (renderers): ${timeline.join(' ')}`);
     const totals = await page.locator('[data-testid=preview-totals]').textContent();
     console.log(`totals: ${totals}`);

@@ -42,13 +42,8 @@ export type KernelTask =
       tensors: WeightMatrix[];
       /** Each tensor's original: the answer is then `MeasuredResult`s (no values). */
       originals?: Float32Array[];
-      /**
-       * The task's non-shared input buffers are its own (posted to a worker: cloned or handed over),
-       * so they are freed when it ends (`freeBuffers`). Never set for arrays a caller keeps.
-       */
-      given?: boolean;
     }
-  | { kind: 'stats'; values: TensorValues; given?: boolean }
+  | { kind: 'stats'; values: TensorValues }
   | { kind: 'histogram'; values: Float32Array; bins: number; range?: [number, number] }
   /** One part's answer in a round of a split kernel's survey (method.split.survey). */
   | {
@@ -83,9 +78,7 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
       : method.decode
         ? method.apply(task.tensors, task.options).map(withoutPendingValues)
         : method.apply(task.tensors, task.options);
-    const transfer = buffersOf(results);
-    if (task.given) freeBuffers([...task.tensors.map((t) => t.values), ...(task.originals ?? [])], transfer);
-    return { value: results, transfer };
+    return { value: results, transfer: buffersOf(results) };
   }
   if (task.kind === 'survey') {
     const survey = splitOf(task.method).survey;
@@ -96,11 +89,7 @@ export function runKernelTask(task: KernelTask): { value: unknown; transfer: Tra
     splitOf(task.method).runPart(task.tensor, task.part, task.options, task.state, task.out);
     return { value: null, transfer: [] };
   }
-  if (task.kind === 'stats') {
-    const stats = tensorStats(task.values);
-    if (task.given) freeBuffers([task.values], []);
-    return { value: stats, transfer: [] };
-  }
+  if (task.kind === 'stats') return { value: tensorStats(task.values), transfer: [] };
   return { value: histogram(task.values, task.bins, task.range), transfer: [] };
 }
 
@@ -117,8 +106,9 @@ export function applyMeasured(
   return method.apply(tensors, options).map((r, j) => {
     // the kernel's error sums are against its input: the original's when the input is the original
     // (no decoded copy, no second pass); else measured on the decoded values. Equal to float64 rounding.
-    // (Memory: originals handed over to a worker are freed there when the task ends, `freeBuffers`;
-    // shared ones are the session's cached few: see PreviewSession.original.)
+    // (Memory: the originals are handed over, not shared, unless the session caches them, see
+    // PreviewSession.original: a handed-over buffer counts as this worker's external memory, so its
+    // garbage collector frees it in time; dead views of shared originals did not make it collect.)
     const error =
       r.error && tensors[j].values === originals[j]
         ? errorStatsFromSums(r.error, originals[j].length)
@@ -142,21 +132,6 @@ function buffersOf(x: unknown, out = new Set<ArrayBuffer>(), depth = 0): Transfe
   } else if (Array.isArray(x)) for (const v of x) buffersOf(v, out, depth + 1);
   else for (const v of Object.values(x)) buffersOf(v, out, depth + 1);
   return [...out];
-}
-
-/**
- * Frees the buffers of `arrays` that were handed over for one task (transferred, not shared) and do
- * not travel back in `keep`: at once, instead of when this worker next collects garbage. A kernel
- * worker allocates little of its own, so garbage collection comes rarely there, and a big model's
- * weights, one after another, would otherwise pile up in it. Where `ArrayBuffer.prototype.transfer`
- * is missing (Node 20) the collector frees them as before.
- */
-export function freeBuffers(arrays: readonly ArrayBufferView[], keep: readonly Transferable[]): void {
-  for (const a of arrays) {
-    const b = a.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-    if (!(b instanceof ArrayBuffer) || keep.includes(b) || b.byteLength === 0) continue;
-    b.transfer?.(0);
-  }
 }
 
 /**
@@ -275,7 +250,6 @@ export class KernelPool {
         method,
         options,
         tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
-        given: true,
       },
       [],
       scope,
@@ -292,8 +266,10 @@ export class KernelPool {
 
   /**
    * `applyMeasured` in a worker: only the encodings and the error statistics come back. `give`: the
-   * caller gives up the arrays (read for this task alone): their buffers move to the worker (no copy)
-   * and are freed there when it ends; the caller's views are left empty.
+   * caller gives up the arrays (read for this task alone): their buffers move to the worker (no copy;
+   * the caller's views are left empty) and die there with the task. Not freed by hand
+   * (`ArrayBuffer.prototype.transfer(0)`): in Chromium that hid them from the worker's garbage
+   * collector while the page still held their memory (a 2.7 GB model's preview peaked at 4.6 GB).
    */
   applyMeasured(
     method: string,
@@ -310,7 +286,6 @@ export class KernelPool {
       options,
       tensors: tensors.map((t) => ({ ...t, values: out.of(t.values) })),
       originals: originals.map((o) => out.of(o)),
-      given: true,
     };
     return this.target().run<MeasuredResult[]>(task, out.list, scope);
   }
@@ -372,7 +347,7 @@ export class KernelPool {
   /** `give`: as applyMeasured's (the caller read `values` for this alone). */
   stats(values: TensorValues, scope = 0, give = false): Promise<TensorStats> {
     const out = new Outgoing(give);
-    const task: KernelTask = { kind: 'stats', values: out.of(values), given: true };
+    const task: KernelTask = { kind: 'stats', values: out.of(values) };
     return this.target().run<TensorStats>(task, out.list, scope);
   }
 

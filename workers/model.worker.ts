@@ -22,7 +22,7 @@ import {
 } from '../src/core/compress/pipeline.ts';
 import { exportStreaming, isCrossTensor, previewOutcomes } from '../src/core/compress/stream-export.ts';
 import { folderSink, opfsSpool } from './export-files.ts';
-import type { WeightCandidate } from '../src/core/compress/select.ts';
+import { selectWeights, type WeightCandidate } from '../src/core/compress/select.ts';
 import {
   CalibrationCache,
   calibratableWeights,
@@ -572,7 +572,9 @@ const api = {
       const hub =
         !lastPreview && target === session && statisticsBusy
           ? new StatsHub(
-              session.candidates
+              // the weights the recipe selects (others the statistics run reads at once, not after the preview)
+              resolved
+                .flatMap((step) => selectWeights(target.candidates, step.select))
                 .filter((c) => FLOAT_STORED.has(findWeight(current!, c.name).tensor.data_type))
                 .map((c) => c.name),
             )

@@ -157,21 +157,24 @@ async function main(): Promise<void> {
     let t0 = performance.now();
     const timeline: string[] = [];
     let tick = 0;
-    const sampler = setInterval(() => {
-      const ps = descendants(pid);
-      const now = rss(ps);
-      if (now > peak) {
-        peak = now;
-        peakAt = `${((performance.now() - t0) / 1000).toFixed(2)} s: ${ps.map((p) => `${kindOf(p)} ${(rss([p]) / 1e9).toFixed(2)}`).join(', ')}`;
-      }
-      if (process.env.PROFILE_TIMELINE === 'all' || (tick++ % 5 === 0 && process.env.PROFILE_TIMELINE))
-        timeline.push(
-          `${((performance.now() - t0) / 1000).toFixed(2)}:${(now / 1e9).toFixed(2)}(${ps
-            .filter((p) => kindOf(p) === 'renderer')
-            .map((p) => (rss([p]) / 1e9).toFixed(2))
-            .join('+')})`,
-        );
-    }, Number(process.env.PROFILE_SAMPLE_MS) || 200);
+    const sampler = setInterval(
+      () => {
+        const ps = descendants(pid);
+        const now = rss(ps);
+        if (now > peak) {
+          peak = now;
+          peakAt = `${((performance.now() - t0) / 1000).toFixed(2)} s: ${ps.map((p) => `${kindOf(p)} ${(rss([p]) / 1e9).toFixed(2)}`).join(', ')}`;
+        }
+        if (process.env.PROFILE_TIMELINE === 'all' || (tick++ % 5 === 0 && process.env.PROFILE_TIMELINE))
+          timeline.push(
+            `${((performance.now() - t0) / 1000).toFixed(2)}:${(now / 1e9).toFixed(2)}(${ps
+              .filter((p) => kindOf(p) === 'renderer')
+              .map((p) => (rss([p]) / 1e9).toFixed(2))
+              .join('+')})`,
+          );
+      },
+      Number(process.env.PROFILE_SAMPLE_MS) || 200,
+    );
     t0 = performance.now();
     const c0 = threadCpu(descendants(pid));
     const seen = new Map<number, number>();

@@ -255,6 +255,39 @@ async function main(): Promise<void> {
     if (timeline.length) console.log(`resident each second, GB (renderers): ${timeline.join(' ')}`);
     const totals = await page.locator('[data-testid=preview-totals]').textContent();
     console.log(`totals: ${totals}`);
+    // PROFILE_CHECK=1: every row's min/max/mean/std as the table shows them, against the core's
+    // statistics of the tensor read here (those of the weights the preview read came from its reads)
+    if (process.env.PROFILE_CHECK) {
+      const { parseModel, readTensor } = await import('../../src/core/onnx/model.ts');
+      const { fileSource } = await import('../../src/cli/files.ts');
+      const { tensorStats } = await import('../../src/core/stats.ts');
+      const { formatNumber } = await import('../../src/app/components/format.ts');
+      const model = parseModel(fileSource(join(modelDir, 'model.onnx')), (location: string) =>
+        fileSource(join(modelDir, location)),
+      );
+      const shown = async () =>
+        page
+          .locator('[data-testid=tensor-table] tbody tr')
+          .evaluateAll((trs) =>
+            trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? '')),
+          );
+      let rows = await shown();
+      for (let i = 0; i < 600 && rows.some((r) => r[7] === '—'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        rows = await shown();
+      }
+      let bad = 0;
+      for (const r of rows) {
+        const t = model.graph.initializer.find((x) => x.name === r[0])!;
+        const st = tensorStats(readTensor(model, t));
+        const want = [st.min, st.max, st.mean, st.std].map(formatNumber);
+        if (want.join('|') !== r.slice(4, 8).join('|')) {
+          bad++;
+          console.log(`row ${r[0]}: table ${r.slice(4, 8).join(' ')}, core ${want.join(' ')}`);
+        }
+      }
+      console.log(`check: ${rows.length - bad} of ${rows.length} rows as the core computes them`);
+    }
   } finally {
     await context.close();
     await server.close();

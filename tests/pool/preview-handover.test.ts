@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseModel, readTensorOwned, type OnnxModel } from '../../src/core/onnx/model.ts';
+import { bytesSource, parseModel, readTensorOwned, type OnnxModel } from '../../src/core/onnx/model.ts';
 import { writeModel, concatChunks } from '../../src/core/onnx/write.ts';
 import { findWeight } from '../../src/core/onnx/graphs.ts';
 import { modelSources } from '../../src/cli/files.ts';
@@ -24,6 +24,7 @@ import { StatsHub } from '../../src/core/stats-hub.ts';
 import { createNodePool } from '../../src/runtime/pool-node.ts';
 import { expectSameReports } from '../helpers/reports.ts';
 import { stories } from '../helpers/stream-export.ts';
+import { float16Model } from '../helpers/models.ts';
 
 const INT4 = resolveRecipe({ steps: [{ method: 'int4', options: { blockSize: 32 } }] });
 
@@ -58,6 +59,12 @@ describe('reading a weight for one use', () => {
     expect(fromFile.owned).toBe(true);
     expect(fromBytes.owned).toBe(false);
     expect(fromFile.values).toEqual(fromBytes.values);
+    // float16 stored in the model's bytes is widened into an array of its own
+    const half = parseModel(bytesSource('half.onnx', float16Model()));
+    const widened = readTensorOwned(half, findWeight(half, 'w16').tensor);
+    expect(widened.owned).toBe(true);
+    expect(widened.values).toBeInstanceOf(Float32Array);
+    expect(widened.values.buffer).not.toBe(half.graph.initializer[0].raw_data!.buffer);
   });
 });
 

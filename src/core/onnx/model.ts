@@ -617,7 +617,9 @@ export function readTensorOwned(model: OnnxModel, t: TensorProto): { values: Ten
   const v = readTensor(model, t);
   const stored = isExternal(t) ? externalFile(model, externalInfo(t).location) : undefined;
   const whole = v.byteOffset === 0 && v.byteLength === v.buffer.byteLength && v.buffer instanceof ArrayBuffer;
-  return { values: v, owned: whole && stored?.fresh === true };
+  // half precision is widened into a fresh float32 array wherever it is stored
+  const widened = t.data_type === DataType.FLOAT16 || t.data_type === DataType.BFLOAT16;
+  return { values: v, owned: whole && (widened || stored?.fresh === true) };
 }
 
 /** readTensorFloat32 with readTensorOwned's `owned` (values converted to float32 are always the caller's). */

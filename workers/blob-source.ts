@@ -18,6 +18,8 @@ export function blobSource(
   return {
     name,
     size: blob.size,
+    // FileReaderSync answers a buffer of its own; chunked reads fill one allocated here
+    fresh: true,
     read(offset, length) {
       if (!onProgress && length <= ONE_PIECE) {
         try {

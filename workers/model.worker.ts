@@ -22,7 +22,7 @@ import {
 } from '../src/core/compress/pipeline.ts';
 import { exportStreaming, isCrossTensor, previewOutcomes } from '../src/core/compress/stream-export.ts';
 import { folderSink, opfsSpool } from './export-files.ts';
-import type { WeightCandidate } from '../src/core/compress/select.ts';
+import { selectWeights, type WeightCandidate } from '../src/core/compress/select.ts';
 import {
   CalibrationCache,
   calibratableWeights,
@@ -44,6 +44,8 @@ import { summarizeInputs } from '../src/core/summary.ts';
 import { loadTokenizer, parseIdsText } from '../src/core/tokenizer.ts';
 import { createSession, Tensor } from '../src/runtime/ort-web.ts';
 import { createPagePool, widenForExport } from '../src/runtime/pool-web.ts';
+import { StatsHub } from '../src/core/stats-hub.ts';
+import { DataType } from '../src/core/onnx/dtypes.ts';
 import type { KernelPool } from '../src/core/compress/kernel-tasks.ts';
 import {
   captureTaylorImportance,
@@ -88,6 +90,15 @@ function kernelPool(): KernelPool | undefined {
 
 let current: OnnxModel | undefined;
 let statisticsRun = 0;
+/** A statistics run (statistics()) is going on. */
+let statisticsBusy = false;
+/**
+ * The weights the first preview after opening reads, offered to the statistics run going on at the
+ * same time (each weight read once, not twice): set while that preview runs.
+ */
+let statsHub: StatsHub | undefined;
+/** Stored types whose tensorStats(readTensor) equals tensorStats of the float32 a preview reads. */
+const FLOAT_STORED = new Set<number>([DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16]);
 let session: PreviewSession | undefined;
 let lastPreview:
   | {
@@ -407,7 +418,13 @@ const api = {
           ...(positions ? { positions } : {}),
         },
       };
-      const nextSession = new PreviewSession(model, sessionOptions());
+      const nextSession = new PreviewSession(model, {
+        ...sessionOptions(),
+        // only this model's session: the pruned and trained ones read other values under the same names
+        onRead: (name, values) => {
+          if (current === model) statsHub?.offer(name, values);
+        },
+      });
       current = model;
       session = nextSession;
       lastPreview = undefined;
@@ -436,6 +453,7 @@ const api = {
    */
   async statistics(priority: string[], onRows: (rows: StatisticsRow[]) => void): Promise<Result<number>> {
     const run = ++statisticsRun;
+    statisticsBusy = true;
     return wrapAsync(async () => {
       const model = current;
       if (!model) throw noModel();
@@ -452,32 +470,51 @@ const api = {
         batch = [];
         sentAt = performance.now();
       };
+      const push = (row: StatisticsRow) => {
+        batch.push(row);
+        // the rows on screen in one batch as soon as they are all known, then a few updates a second
+        if (early.delete(row.name) && !early.size) send();
+        else if (batch.length >= 256 || performance.now() - sentAt > 250) send();
+      };
       const running = new Set<Promise<void>>();
-      for (const name of order) {
-        if (run !== statisticsRun || model !== current)
-          throw new ModelError('cancelled', 'Statistics of a model no longer open.');
-        // float32 goes in shared memory (one copy here) rather than cloned (a copy each side of the
-        // message): a 262 MB embedding then costs one more copy of itself, not two
-        const stats = tensorRowStats(model, byName.get(name)!.tensor, (v) =>
-          kernels ? kernels.stats(v instanceof Float32Array ? kernels.share(v) : v) : tensorStats(v),
-        );
-        const job = Promise.resolve(stats).then(
-          (row) => {
-            batch.push({ name, ...row });
-            // the rows on screen in one batch as soon as they are all known, then a few updates a second
-            if (early.delete(name) && !early.size) send();
-            else if (batch.length >= 256 || performance.now() - sentAt > 250) send();
-          },
-          (e: Error) => void batch.push({ name, error: e.message }),
-        );
-        running.add(job);
-        void job.finally(() => running.delete(job));
-        if (running.size >= (kernels?.size ?? 1) * 2) await Promise.race(running);
-        if (!kernels) await yieldToEventLoop();
-      }
-      await Promise.all(running);
+      // the weights a running first preview reads anyway come from its reads (statsHub), as it goes;
+      // the others are read here (and those the preview ended without reading, afterwards)
+      const fromPreview: Promise<void>[] = [];
+      const missed: string[] = [];
+      const readAll = async (names: string[], share: boolean) => {
+        for (const name of names) {
+          if (run !== statisticsRun || model !== current)
+            throw new ModelError('cancelled', 'Statistics of a model no longer open.');
+          const hub = share && model === current ? statsHub : undefined;
+          if (hub?.covers(name)) {
+            const row = hub.when(name).then((st) => (st ? push({ name, ...st }) : void missed.push(name)));
+            fromPreview.push(row);
+            continue;
+          }
+          hub?.drop(name);
+          // values read into a buffer of their own are handed over (moved, no copy; freed in the kernel
+          // worker when summed); a view on the model's bytes goes as a copy of its own
+          const stats = tensorRowStats(model, byName.get(name)!.tensor, (v, owned) =>
+            kernels ? kernels.stats(v, 0, owned) : tensorStats(v),
+          );
+          const job = Promise.resolve(stats).then(
+            (row) => push({ name, ...row }),
+            (e: Error) => void batch.push({ name, error: e.message }),
+          );
+          running.add(job);
+          void job.finally(() => running.delete(job));
+          if (running.size >= (kernels?.size ?? 1) * 2) await Promise.race(running);
+          if (!kernels) await yieldToEventLoop();
+        }
+        await Promise.all(running);
+      };
+      await readAll(order, true);
+      await Promise.all(fromPreview);
+      await readAll(missed, false);
       send();
       return order.length;
+    }).finally(() => {
+      if (run === statisticsRun) statisticsBusy = false;
     });
   },
 
@@ -525,6 +562,24 @@ const api = {
         generation: calibrationGeneration,
       };
       const target = taught?.session ?? structured?.session ?? session;
+      // the first preview after opening computes every weight and no slider moves yet: a worker per
+      // core for it (the page's pool and workers lent for this run, ended after it), as an export has;
+      // later runs (slider moves) keep a core free for rendering
+      const own = kernelPool();
+      const widened = own && !lastPreview && target === session ? widenForExport(own) : undefined;
+      const lent = widened !== own ? widened : undefined;
+      // the statistics run still going after opening takes the weights this preview reads from it
+      const hub =
+        !lastPreview && target === session && statisticsBusy
+          ? new StatsHub(
+              // the weights the recipe selects (others the statistics run reads at once, not after the preview)
+              resolved
+                .flatMap((step) => selectWeights(target.candidates, step.select))
+                .filter((c) => FLOAT_STORED.has(findWeight(current!, c.name).tensor.data_type))
+                .map((c) => c.name),
+            )
+          : undefined;
+      if (hub) statsHub = hub;
       let early: Overlay | undefined;
       const run = async () => {
         if (taught && !resolved.length) {
@@ -550,9 +605,17 @@ const api = {
           },
           // reports of every weight, arrays of the viewed one (and what the memory budget keeps)
           keep: 'summary',
+          ...(lent ? { pool: lent } : {}),
         });
       };
-      const result = await run();
+      let result: CompressionResult;
+      try {
+        result = await run();
+      } finally {
+        lent?.close();
+        hub?.end();
+        if (statsHub === hub) statsHub = undefined;
+      }
       lastPreview = {
         key: `${JSON.stringify(resolved)}#${JSON.stringify(structure)}#${withStats.generation}#${trainedKey ?? ''}`,
         result,

@@ -49,6 +49,7 @@ export function fileSource(path: string, options: { name?: string; pieceBytes?: 
   return {
     name,
     size: st.size,
+    fresh: true,
     read(offset, length) {
       const out = allocateRead(name, offset, length);
       const fd = openSync(path, 'r');

@@ -1,6 +1,6 @@
 /** What the studio shows about a model: totals, dtype mix, op types and a row per weight tensor. */
 import { dtypeName, rawByteLength } from './onnx/dtypes.ts';
-import { elementCount, readTensor, type OnnxModel, type TensorValues } from './onnx/model.ts';
+import { elementCount, readTensorOwned, type OnnxModel, type TensorValues } from './onnx/model.ts';
 import type { GraphProto, TensorProto, TensorShapeDimension } from './onnx/proto.ts';
 import { graphIndex } from './onnx/graphs.ts';
 import { isModelError } from './errors.ts';
@@ -146,10 +146,12 @@ export function summarizeModel(
 export function tensorRowStats<T extends TensorStats | Promise<TensorStats>>(
   model: OnnxModel,
   tensor: TensorProto,
-  stats: (values: TensorValues) => T,
+  stats: (values: TensorValues, owned: boolean) => T,
 ): T | { error: string } {
   try {
-    return stats(readTensor(model, tensor));
+    // `owned`: the values' buffer is the callee's alone to give away (readTensorOwned)
+    const { values, owned } = readTensorOwned(model, tensor);
+    return stats(values, owned);
   } catch (e) {
     if (!isModelError(e)) throw e;
     return { error: e.message };

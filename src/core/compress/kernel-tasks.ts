@@ -25,7 +25,7 @@ import { checkCancelled } from '../cancel.ts';
 import { ModelError } from '../errors.ts';
 import { withLazyValues, withoutPendingValues } from '../../methods/lazy-values.ts';
 import type { WorkerPool } from '../pool/worker-pool.ts';
-import { errorStats, type ErrorStats } from './metrics.ts';
+import { errorStats, errorStatsFromSums, type ErrorStats } from './metrics.ts';
 
 /**
  * A kernel's result without its values: the encoding (what the export writes) and the error of the
@@ -104,11 +104,15 @@ export function applyMeasured(
   originals: readonly Float32Array[],
 ): MeasuredResult[] {
   return method.apply(tensors, options).map((r, j) => {
-    // measured on the decoded values, even where the kernel summed its error while encoding: in a
-    // page's kernel worker that otherwise allocates almost nothing, garbage collection then comes too
-    // rarely, and the shared originals of past tasks stay alive (Chromium's preview of a 1.1 GB model
-    // peaked at 3.2 GB with the sums, 2.5 GB this way). Equal to the sums' figures to float64 rounding.
-    const error = errorStats(originals[j], r.values);
+    // the kernel's error sums are against its input: the original's when the input is the original
+    // (no decoded copy, no second pass); else measured on the decoded values. Equal to float64 rounding.
+    // (Memory: the originals are handed over, not shared, unless the session caches them, see
+    // PreviewSession.original: a handed-over buffer counts as this worker's external memory, so its
+    // garbage collector frees it in time; dead views of shared originals did not make it collect.)
+    const error =
+      r.error && tensors[j].values === originals[j]
+        ? errorStatsFromSums(r.error, originals[j].length)
+        : errorStats(originals[j], r.values);
     const { encoding, storedBytes, outlierChannels } = r;
     return { encoding, storedBytes, ...(outlierChannels ? { outlierChannels } : {}), error };
   });
@@ -128,6 +132,37 @@ function buffersOf(x: unknown, out = new Set<ArrayBuffer>(), depth = 0): Transfe
   } else if (Array.isArray(x)) for (const v of x) buffersOf(v, out, depth + 1);
   else for (const v of Object.values(x)) buffersOf(v, out, depth + 1);
   return [...out];
+}
+
+/**
+ * Where a task's input goes: shared memory as it is (no copy); a window on a bigger buffer as a copy of
+ * its own bytes, handed over (the copy is the task's alone); a whole buffer the caller `gives` up,
+ * handed over (moved, no copy); otherwise cloned (the caller keeps it). Adds what moves to `transfer`.
+ */
+class Outgoing {
+  readonly transfer = new Set<ArrayBuffer>();
+  /** One copy of a window however often the message names it (a tensor that is its own original). */
+  private readonly copies = new Map<ArrayBufferView, ArrayBufferView>();
+  constructor(private readonly give: boolean) {}
+
+  of<T extends ArrayBufferView>(values: T): T {
+    if (values.buffer instanceof SharedArrayBuffer) return values;
+    if (values.byteOffset === 0 && values.byteLength === values.buffer.byteLength) {
+      if (this.give) this.transfer.add(values.buffer as ArrayBuffer);
+      return values;
+    }
+    let own = this.copies.get(values) as T | undefined;
+    if (!own) {
+      own = (values as unknown as { slice(): T }).slice();
+      this.copies.set(values, own);
+      this.transfer.add(own.buffer as ArrayBuffer);
+    }
+    return own;
+  }
+
+  get list(): Transferable[] {
+    return [...this.transfer];
+  }
 }
 
 /** A step whose kernel ranks every selected tensor together (one global threshold): one task for all of them. */
@@ -218,7 +253,12 @@ export class KernelPool {
     const parts = tensors.length === 1 ? this.partsOf(method, options, tensors[0]) : undefined;
     if (parts) return [await this.applyInParts(method, options, tensors[0], parts, scope)];
     const results = await this.target().run<Partial<KernelResult>[]>(
-      { kind: 'apply', method, options, tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })) },
+      {
+        kind: 'apply',
+        method,
+        options,
+        tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
+      },
       [],
       scope,
       weightsIn(tensors),
@@ -233,26 +273,30 @@ export class KernelPool {
     });
   }
 
-  /** `applyMeasured` in a worker: only the encodings and the error statistics come back. */
+  /**
+   * `applyMeasured` in a worker: only the encodings and the error statistics come back. `give`: the
+   * caller gives up the arrays (read for this task alone): their buffers move to the worker (no copy;
+   * the caller's views are left empty) and die there with the task. Not freed by hand
+   * (`ArrayBuffer.prototype.transfer(0)`): in Chromium that hid them from the worker's garbage
+   * collector while the page still held their memory (a 2.7 GB model's preview peaked at 4.6 GB).
+   */
   applyMeasured(
     method: string,
     options: OptionValues,
     tensors: readonly WeightMatrix[],
     originals: readonly Float32Array[],
     scope = 0,
+    give = false,
   ): Promise<MeasuredResult[]> {
-    return this.target().run<MeasuredResult[]>(
-      {
-        kind: 'apply',
-        method,
-        options,
-        tensors: tensors.map((t) => ({ ...t, values: compact(t.values) })),
-        originals: originals.map(compact),
-      },
-      [],
-      scope,
-      weightsIn(tensors),
-    );
+    const out = new Outgoing(give);
+    const task: KernelTask = {
+      kind: 'apply',
+      method,
+      options,
+      tensors: tensors.map((t) => ({ ...t, values: out.of(t.values) })),
+      originals: originals.map((o) => out.of(o)),
+    };
+    return this.target().run<MeasuredResult[]>(task, out.list, scope, weightsIn(tensors));
   }
 
   /**
@@ -315,13 +359,11 @@ export class KernelPool {
     return out;
   }
 
-  stats(values: TensorValues, scope = 0): Promise<TensorStats> {
-    return this.target().run<TensorStats>(
-      { kind: 'stats', values: compact(values) },
-      [],
-      scope,
-      values.length,
-    );
+  /** `give`: as applyMeasured's (the caller read `values` for this alone). */
+  stats(values: TensorValues, scope = 0, give = false): Promise<TensorStats> {
+    const out = new Outgoing(give);
+    const task: KernelTask = { kind: 'stats', values: out.of(values) };
+    return this.target().run<TensorStats>(task, out.list, scope, values.length);
   }
 
   histogram(values: Float32Array, bins: number, range?: [number, number], scope = 0): Promise<Histogram> {

@@ -5,7 +5,7 @@
  * the event loop between tensors so a newer request can cancel it.
  */
 import { ModelError } from '../errors.ts';
-import { readTensorFloat32, type OnnxModel } from '../onnx/model.ts';
+import { readTensorFloat32Owned, type OnnxModel } from '../onnx/model.ts';
 import { findWeight } from '../onnx/graphs.ts';
 import { getMethod } from '../../methods/registry.ts';
 import { valuesPending } from '../../methods/lazy-values.ts';
@@ -94,6 +94,11 @@ export interface SessionOptions {
   originalsBudget?: number;
   /** Kernel workers for the steps whose method reads only weights. */
   pool?: KernelPool;
+  /**
+   * Told of each original read from the model, before a kernel has it (it may be handed over to a
+   * worker afterwards): the page sums up the statistics of the weights a first preview reads anyway.
+   */
+  onRead?: (name: string, values: Float32Array) => void;
 }
 
 /** Bytes of the distinct buffers of the typed arrays under `x` (an encoding's codes, scales, …). */
@@ -137,6 +142,11 @@ function calibrationId(stats: CalibrationStats): number {
 export class PreviewSession {
   readonly candidates: WeightCandidate[];
   private readonly originals = new Map<string, Float32Array>();
+  /**
+   * Originals read into buffers of their own and not cached: each belongs to the one state it was
+   * read for, which may give it away (see `apply`).
+   */
+  private readonly unkept = new WeakSet<Float32Array>();
   private cache = new Map<string, Memo>();
   /** How many tensors the last run computed (the rest came from the cache): for tests and the UI. */
   lastComputed = 0;
@@ -145,6 +155,7 @@ export class PreviewSession {
   private readonly originalsBudget: number;
   private originalBytes = 0;
   private readonly pool?: KernelPool;
+  private readonly onRead?: (name: string, values: Float32Array) => void;
 
   /**
    * `pool`: kernel workers for the steps whose method reads only weights (the page's and the CLI's
@@ -158,6 +169,7 @@ export class PreviewSession {
     this.budget = options.memoryBudget ?? Infinity;
     this.originalsBudget = Math.min(this.budget, options.originalsBudget ?? this.budget / 2);
     this.pool = options.pool;
+    this.onRead = options.onRead;
   }
 
   /** A state's report: measured when it was made, or now from its values (whole states only). */
@@ -197,11 +209,16 @@ export class PreviewSession {
       this.originals.set(name, v);
       return v;
     }
-    v = readTensorFloat32(this.model, findWeight(this.model, name).tensor);
-    // in shared memory when the pool can share it: every later dispatch of it is free
-    if (this.pool) v = this.pool.share(v);
+    const read = readTensorFloat32Owned(this.model, findWeight(this.model, name).tensor);
+    v = read.values;
+    this.onRead?.(name, v);
     // a weight larger than the originals' part of the budget is read each time
-    if (cache && v.byteLength <= this.originalsBudget) {
+    const kept = cache && v.byteLength <= this.originalsBudget;
+    // a kept one in shared memory when the pool can share it: every later dispatch of it is free; one
+    // read for a single use into a buffer of its own may be handed over to a worker (no copy)
+    if (this.pool && kept) v = this.pool.share(v);
+    else if (!kept && read.owned) this.unkept.add(v);
+    if (kept) {
       for (const [old, values] of this.originals) {
         if (this.originalBytes + v.byteLength <= this.originalsBudget) break;
         this.originals.delete(old);
@@ -259,10 +276,17 @@ export class PreviewSession {
     const computing = new Map<string, Promise<State>>();
     const pool = options.pool ?? this.pool;
     const scope = pool?.newScope() ?? 0;
-    const cacheOriginals = !options.readOnce;
+    // a full run reads the weights in the same order each time: when they do not fit in the originals'
+    // budget, least-recently-used caching never hits (each is evicted before it is read again), and
+    // only costs a copy into shared memory. The viewed weight is still cached (a slider moves it next).
+    let touchedBytes = 0;
+    for (const c of touched) touchedBytes += c.shape[0] * c.shape[1] * 4;
+    const cycles = !only && touchedBytes > this.originalsBudget;
+    const cacheOriginals = (c: WeightCandidate) =>
+      !options.readOnce && (!cycles || c.name === options.priority);
     const initial = (c: WeightCandidate): State => ({
       key: c.name,
-      outcome: initialOutcome(c, this.original(c.name, cacheOriginals)),
+      outcome: initialOutcome(c, this.original(c.name, cacheOriginals(c))),
       compact: false,
     });
     /** The cache entry of a state just computed: compact in summary and export runs where it can be. */
@@ -292,9 +316,14 @@ export class PreviewSession {
       const keyOf = (j: number) => `${inputs[j].key}>${stepKeys[i]}`;
       if (measured) {
         const originals = inputs.map((s) => s.outcome.original);
+        // originals read for these states alone (not cached), which are their values (the first
+        // step): handed over to the worker, no copy; the states are not read again
+        const give = inputs.every(
+          (s) => s.outcome.values === s.outcome.original && this.unkept.has(s.outcome.original),
+        );
         const results =
           pool && poolable(method)
-            ? await pool.applyMeasured(method.id, step.options, matrices, originals, scope)
+            ? await pool.applyMeasured(method.id, step.options, matrices, originals, scope, give)
             : applyMeasured(method, matrices, step.options, originals);
         return results.map((r, j) => {
           const from = { ...inputs[j].outcome, original: NO_VALUES };
@@ -330,7 +359,7 @@ export class PreviewSession {
         const outcome =
           memo.compact || (!whole && memo.report)
             ? memo.outcome
-            : { ...memo.outcome, original: this.original(c.name, cacheOriginals) };
+            : { ...memo.outcome, original: this.original(c.name, cacheOriginals(c)) };
         return { key, outcome, compact: memo.compact, memo, ...(memo.report ? { report: memo.report } : {}) };
       }
       const running = computing.get(`${key}#whole`) ?? (whole ? undefined : computing.get(`${key}#any`));

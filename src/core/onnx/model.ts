@@ -27,6 +27,12 @@ export interface ByteSource {
   name: string;
   size: number;
   read(offset: number, length: number): Uint8Array;
+  /**
+   * Each read answers bytes in a buffer of their own, which nothing else holds (a file read into a
+   * fresh buffer), so the reader may give it away (transfer it to a worker). Absent: a read may be a
+   * view on memory others use (an in-memory model's bytes).
+   */
+  fresh?: boolean;
 }
 
 /**
@@ -598,11 +604,34 @@ function decodeTensor(model: OnnxModel, t: TensorProto): TensorValues {
 
 /** Any numeric tensor as float32 (copies unless it already is float32). */
 export function readTensorFloat32(model: OnnxModel, t: TensorProto): Float32Array {
+  return readTensorFloat32Owned(model, t).values;
+}
+
+/**
+ * readTensor, and whether the answer's buffer is the caller's alone (`owned`: nothing in the model or
+ * its sources holds it, so it may be given away, e.g. transferred to a worker): values read from an
+ * external file whose source reads into fresh buffers, or converted from the stored type. A tensor
+ * stored in the model's bytes (raw_data) is a view on them: not owned.
+ */
+export function readTensorOwned(model: OnnxModel, t: TensorProto): { values: TensorValues; owned: boolean } {
   const v = readTensor(model, t);
-  if (v instanceof Float32Array) return v;
+  const stored = isExternal(t) ? externalFile(model, externalInfo(t).location) : undefined;
+  const whole = v.byteOffset === 0 && v.byteLength === v.buffer.byteLength && v.buffer instanceof ArrayBuffer;
+  // half precision is widened into a fresh float32 array wherever it is stored
+  const widened = t.data_type === DataType.FLOAT16 || t.data_type === DataType.BFLOAT16;
+  return { values: v, owned: whole && (widened || stored?.fresh === true) };
+}
+
+/** readTensorFloat32 with readTensorOwned's `owned` (values converted to float32 are always the caller's). */
+export function readTensorFloat32Owned(
+  model: OnnxModel,
+  t: TensorProto,
+): { values: Float32Array; owned: boolean } {
+  const { values: v, owned } = readTensorOwned(model, t);
+  if (v instanceof Float32Array) return { values: v, owned };
   const out = new Float32Array(v.length);
   for (let i = 0; i < v.length; i++) out[i] = Number(v[i]);
-  return out;
+  return { values: out, owned: true };
 }
 
 export function findInitializer(model: OnnxModel, name: string): TensorProto {

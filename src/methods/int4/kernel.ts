@@ -4,11 +4,12 @@
  */
 
 import {
-  addCodeErrors,
   decodeColumns,
+  quantizeRowBlocks,
   quantizeStagedBlock,
   stageColumnBlock,
   stagedBlockErrors,
+  updateRowBlockRanges,
   type ErrorSums,
   type StagedColumnBlock,
 } from '../../core/simd/index.ts';
@@ -72,6 +73,9 @@ function blockScales(block: StagedColumnBlock, symmetric: boolean): void {
   }
 }
 
+/** Floats of a [C, K] table quantized per step along its rows: a chunk the kernels stage in one go. */
+const ROW_CHUNK_FLOATS = 1 << 16;
+
 /** Blocks whose per-column scales are gathered before they go to their strided [channels, blocks] places. */
 const SCALE_TILE_BLOCKS = 16;
 
@@ -121,26 +125,23 @@ export function quantizeInt4Blockwise(
   const scales = new Float32Array(channels * blocks);
   const zeroPoints = symmetric ? null : new Uint8Array(channels * blocks);
   if (channelAxis === 0) {
-    for (let c = 0; c < channels; c++) {
+    // blocks along the rows: ranges, then codes (WebAssembly SIMD, the scalar rounding bit for bit),
+    // a chunk of rows at a time so each is still in cache for its codes and a cancel is seen between
+    const lo = new Float32Array(channels * blocks);
+    const hi = new Float32Array(channels * blocks);
+    const inv = new Float64Array(channels * blocks);
+    const zero = new Float64Array(channels * blocks).fill(8);
+    const errors = error && { scale: scales, sums: error };
+    const step = Math.max(1, Math.floor(ROW_CHUNK_FLOATS / Math.max(1, cols)));
+    for (let r0 = 0; r0 < rows; r0 += step) {
       checkCancelled();
-      for (let b = 0; b < blocks; b++) {
-        const start = c * cols + b * blockSize;
-        const end = c * cols + Math.min(k, (b + 1) * blockSize);
-        let lo = 0;
-        let hi = 0;
-        for (let i = start; i < end; i++) {
-          const v = x[i];
-          if (v < lo) lo = v;
-          else if (v > hi) hi = v;
-        }
-        const inv = blockScale(lo, hi, c * blocks + b, scales, zeroPoints);
-        const z = zeroPoints ? zeroPoints[c * blocks + b] : 8;
-        for (let i = start; i < end; i++) {
-          const q = Math.round(x[i] * inv) + z;
-          codes[i] = q > 15 ? 15 : q < 0 ? 0 : q;
-        }
-        if (error) addCodeErrors(x, codes, start, end, scales[c * blocks + b], z, error);
+      const r1 = Math.min(rows, r0 + step);
+      updateRowBlockRanges(x, r0, r1, cols, blockSize, lo, hi);
+      for (let at = r0 * blocks; at < r1 * blocks; at++) {
+        inv[at] = blockScale(lo[at], hi[at], at, scales, zeroPoints);
+        if (zeroPoints) zero[at] = zeroPoints[at];
       }
+      quantizeRowBlocks(x, codes, r0, r1, cols, blockSize, inv, zero, 0, 15, errors);
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
   }

@@ -4,11 +4,12 @@
  */
 
 import {
-  addCodeErrors,
   decodeColumns,
   quantizeColumns,
+  quantizeRowBlocks,
   updateColumnAbsMax,
   updateColumnRanges,
+  updateRowBlockRanges,
   type ErrorSums,
 } from '../../core/simd/index.ts';
 
@@ -19,6 +20,9 @@ export interface Int8Quantized {
   scales: Float32Array;
   zeroPoints: Uint8Array | null;
 }
+
+/** Floats per call when a whole tensor has one scale: a chunk the kernels stage in one go. */
+const FLAT_CHUNK = 1 << 16;
 
 /** lo[ch], hi[ch] = min, max over each channel; channels are columns (axis 1), rows (axis 0) or one (null). */
 function channelRanges(
@@ -37,19 +41,14 @@ function channelRanges(
     for (let c = 0; c < cols; c++) lo[c] = -hi[c];
   } else if (channelAxis === 1) {
     updateColumnRanges(x, 0, rows, cols, lo, hi);
+  } else if (channelAxis === 0) {
+    // WebAssembly SIMD along each row, one block per row
+    updateRowBlockRanges(x, 0, rows, cols, cols, lo, hi);
   } else {
-    const groups = channelAxis === 0 ? rows : 1;
-    const len = channelAxis === 0 ? cols : rows * cols;
-    for (let g = 0; g < groups; g++) {
-      let a = 0;
-      let b = 0;
-      for (let i = g * len, end = i + len; i < end; i++) {
-        const v = x[i];
-        if (v < a) a = v;
-        else if (v > b) b = v;
-      }
-      lo[g] = a;
-      hi[g] = b;
+    // one range for the tensor: the flat array a chunk at a time, each chunk one block of one row
+    for (let s = 0, n = rows * cols; s < n; s += FLAT_CHUNK) {
+      const m = Math.min(FLAT_CHUNK, n - s);
+      updateRowBlockRanges(x.subarray(s, s + m), 0, 1, m, m, lo, hi);
     }
   }
   return { lo, hi }; // both start at 0, so the range always holds zero
@@ -99,20 +98,20 @@ export function quantizeInt8(
     quantizeColumns(x, q, 0, rows, cols, inv, offset, 255, symmetric ? 128 : 0, errors);
     return { q, scales, zeroPoints };
   }
-  // one scale per row (axis 0) or for the whole tensor
-  const run = channelAxis === 0 ? cols : n;
-  for (let ch = 0; ch * run < n; ch++) {
-    const s = inv[ch];
-    const z = zp[ch];
-    const end = (ch + 1) * run;
-    if (symmetric) for (let i = ch * run; i < end; i++) q[i] = Math.round(x[i] * s);
-    else
-      for (let i = ch * run; i < end; i++) {
-        const v = Math.round(x[i] * s) + z;
-        q[i] = v > 255 ? 255 : v < 0 ? 0 : v;
-      }
-    if (error) addCodeErrors(x, q, ch * run, end, scales[ch], z, error);
-  }
+  // one scale per row (axis 0) or for the whole tensor: WebAssembly SIMD along the rows with the
+  // scalar rounding (round(x · inv) in float64, ties up, + z), so codes stay what they always were;
+  // a symmetric code is stored unclamped, as an Int8Array store of Math.round(x / s) was
+  const invs = new Float64Array(inv);
+  const zeros = new Float64Array(zp);
+  const [clampLo, clampHi] = symmetric ? [-Infinity, Infinity] : [0, 255];
+  const errors = error && { scale: scales, sums: error };
+  if (channelAxis === 0) quantizeRowBlocks(x, q, 0, rows, cols, cols, invs, zeros, clampLo, clampHi, errors);
+  else
+    for (let s = 0; s < n; s += FLAT_CHUNK) {
+      const m = Math.min(FLAT_CHUNK, n - s);
+      const part = [x.subarray(s, s + m), q.subarray(s, s + m)] as const;
+      quantizeRowBlocks(part[0], part[1], 0, 1, m, m, invs, zeros, clampLo, clampHi, errors);
+    }
   return { q, scales, zeroPoints };
 }
 

@@ -211,7 +211,9 @@ describe('row-wise quantizers in WebAssembly SIMD (rows.wat)', () => {
     updateRowBlockRanges(x, 2, 4, cols, block, lo, hi);
     for (let r = 0; r < rows; r++)
       for (let b = 0; b < per; b++) {
-        const values = Array.from(x.subarray(r * cols + b * block, r * cols + Math.min(cols, (b + 1) * block)));
+        const values = Array.from(
+          x.subarray(r * cols + b * block, r * cols + Math.min(cols, (b + 1) * block)),
+        );
         const inside = r >= 2 && r < 4;
         // a range starts from what lo / hi held: -100 stays the minimum, the maximum is the block's
         expect(lo[r * per + b]).toBe(-100);

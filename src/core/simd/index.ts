@@ -787,8 +787,114 @@ export function quantizeRowBlocks(
       f32(k, scaleAt, n).set(error.scale.subarray(r * per, r * per + n));
       new Float64Array(k.memory.buffer, resAt, 4).fill(0);
     }
-    rk.row_block_quantize(at, outAt, rows, cols, block, invAt, zeroAt, scaleAt, lo, hi, signed, error ? resAt : 0);
+    rk.row_block_quantize(
+      at,
+      outAt,
+      rows,
+      cols,
+      block,
+      invAt,
+      zeroAt,
+      scaleAt,
+      lo,
+      hi,
+      signed,
+      error ? resAt : 0,
+    );
     bytes.set(u8(k, outAt, rows * cols), r * cols);
     if (error) addWasmSums(k, resAt, error.sums);
   }
+}
+
+/**
+ * Rows r0..r1−1 of a row-major [·, cols] matrix staged in wasm memory once for both row kernels: their
+ * block ranges (from 0, so they hold zero; [rows, B] as updateRowBlockRanges) and room for the
+ * caller's per-block 1/scale, zero point and scale, which quantizeStagedRows then reads where they
+ * are. One staging instead of two (ranges, then codes) and no copies of the per-block arrays. The
+ * arrays are views into wasm memory: valid until the next call into this module, which
+ * quantizeStagedRows checks.
+ */
+export interface StagedRows {
+  r0: number;
+  rows: number;
+  cols: number;
+  block: number;
+  lo: Float32Array;
+  hi: Float32Array;
+  inv: Float64Array;
+  zero: Float64Array;
+  scale: Float32Array;
+  /** wasm byte offsets: staged rows, codes, inv, zero, scale, error sums */
+  at: [number, number, number, number, number, number];
+  generation: number;
+}
+
+export function stageRows(x: Float32Array, r0: number, r1: number, cols: number, block: number): StagedRows {
+  const k = instance();
+  const rows = r1 - r0;
+  const n = rows * blocksPerRow(cols, block);
+  const [invAt, zeroAt, at, outAt, loAt, hiAt, scaleAt, resAt] = reserve(
+    k,
+    n * 8,
+    n * 8,
+    rows * cols * 4,
+    rows * cols,
+    n * 4,
+    n * 4,
+    n * 4,
+    32,
+  );
+  f32(k, at, rows * cols).set(x.subarray(r0 * cols, r1 * cols));
+  const lo = f32(k, loAt, n).fill(0);
+  const hi = f32(k, hiAt, n).fill(0);
+  if (rows > 0 && cols > 0) rowInstance().row_block_ranges(at, rows, cols, block, loAt, hiAt);
+  return {
+    r0,
+    rows,
+    cols,
+    block,
+    lo,
+    hi,
+    inv: new Float64Array(k.memory.buffer, invAt, n),
+    zero: new Float64Array(k.memory.buffer, zeroAt, n),
+    scale: f32(k, scaleAt, n),
+    at: [at, outAt, invAt, zeroAt, scaleAt, resAt],
+    generation,
+  };
+}
+
+/**
+ * quantizeRowBlocks on staged rows, with the inv, zero (and, for `sums`, scale) their caller filled
+ * in, into out's rows r0…; the error sums added to `sums` when given.
+ */
+export function quantizeStagedRows(
+  staged: StagedRows,
+  out: Uint8Array | Int8Array,
+  lo: number,
+  hi: number,
+  sums?: ErrorSums,
+): void {
+  if (staged.generation !== generation) throw new Error('staged rows were overwritten by a later staging');
+  const { rows, cols, block, r0 } = staged;
+  if (rows === 0 || cols === 0) return;
+  const k = instance();
+  const [at, outAt, invAt, zeroAt, scaleAt, resAt] = staged.at;
+  if (sums) new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+  const signed = out instanceof Int8Array ? 1 : 0;
+  rowInstance().row_block_quantize(
+    at,
+    outAt,
+    rows,
+    cols,
+    block,
+    invAt,
+    zeroAt,
+    scaleAt,
+    lo,
+    hi,
+    signed,
+    sums ? resAt : 0,
+  );
+  new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, rows * cols), r0 * cols);
+  if (sums) addWasmSums(k, resAt, sums);
 }

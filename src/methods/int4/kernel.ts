@@ -5,13 +5,14 @@
 
 import {
   decodeColumns,
-  quantizeRowBlocks,
   quantizeStagedBlock,
+  quantizeStagedRows,
   stageColumnBlock,
   stagedBlockErrors,
-  updateRowBlockRanges,
+  stageRows,
   type ErrorSums,
   type StagedColumnBlock,
+  type StagedRows,
 } from '../../core/simd/index.ts';
 import { checkCancelled } from '../../core/cancel.ts';
 
@@ -73,6 +74,25 @@ function blockScales(block: StagedColumnBlock, symmetric: boolean): void {
   }
 }
 
+/**
+ * blockScale for every block of staged rows: scales (and zero points) into their places from `at` on,
+ * 1/scale, zero point and scale into the staging for the code kernel. A function of its own, called per
+ * chunk, so V8 keeps it optimised (see blockScales).
+ */
+function rowBlockScales(
+  staged: StagedRows,
+  at: number,
+  scales: Float32Array,
+  zeroPoints: Uint8Array | null,
+): void {
+  const { lo, hi, inv, zero, scale } = staged;
+  for (let j = 0; j < lo.length; j++) {
+    inv[j] = blockScale(lo[j], hi[j], at + j, scales, zeroPoints);
+    zero[j] = zeroPoints ? zeroPoints[at + j] : 8;
+    scale[j] = scales[at + j];
+  }
+}
+
 /** Floats of a [C, K] table quantized per step along its rows: a chunk the kernels stage in one go. */
 const ROW_CHUNK_FLOATS = 1 << 16;
 
@@ -125,23 +145,14 @@ export function quantizeInt4Blockwise(
   const scales = new Float32Array(channels * blocks);
   const zeroPoints = symmetric ? null : new Uint8Array(channels * blocks);
   if (channelAxis === 0) {
-    // blocks along the rows: ranges, then codes (WebAssembly SIMD, the scalar rounding bit for bit),
-    // a chunk of rows at a time so each is still in cache for its codes and a cancel is seen between
-    const lo = new Float32Array(channels * blocks);
-    const hi = new Float32Array(channels * blocks);
-    const inv = new Float64Array(channels * blocks);
-    const zero = new Float64Array(channels * blocks).fill(8);
-    const errors = error && { scale: scales, sums: error };
+    // blocks along the rows, a chunk of rows at a time staged once (WebAssembly SIMD): their ranges,
+    // the scales here, then the codes with the scalar rounding bit for bit; a cancel is seen between
     const step = Math.max(1, Math.floor(ROW_CHUNK_FLOATS / Math.max(1, cols)));
     for (let r0 = 0; r0 < rows; r0 += step) {
       checkCancelled();
-      const r1 = Math.min(rows, r0 + step);
-      updateRowBlockRanges(x, r0, r1, cols, blockSize, lo, hi);
-      for (let at = r0 * blocks; at < r1 * blocks; at++) {
-        inv[at] = blockScale(lo[at], hi[at], at, scales, zeroPoints);
-        if (zeroPoints) zero[at] = zeroPoints[at];
-      }
-      quantizeRowBlocks(x, codes, r0, r1, cols, blockSize, inv, zero, 0, 15, errors);
+      const staged = stageRows(x, r0, Math.min(rows, r0 + step), cols, blockSize);
+      rowBlockScales(staged, r0 * blocks, scales, zeroPoints);
+      quantizeStagedRows(staged, codes, 0, 15, error);
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
   }

@@ -1,14 +1,14 @@
 /**
  * The row path of int8 (one scale per row, or per tensor) and int4 (blocks along the rows of a [C, K]
  * table) in WebAssembly SIMD (src/core/simd/rows.wat) against the scalar loops it replaced, written
- * out here as the reference: codes, scales and zero points byte for byte, error sums against the
- * scalar addCodeErrors. Shapes whose rows are not a multiple of 4 (the SIMD tails) and blocks with a
+ * out here as the reference: codes, scales, zero points and decoded values byte for byte, error sums
+ * against the scalar addCodeErrors. Shapes whose rows are not a multiple of 4 (the SIMD tails) and blocks with a
  * remainder, all-zero rows, exact .5 ties of both signs, NaN, tiny rows whose 1/scale overflows
  * float32 to ∞, and tensors staged in more than one chunk.
  */
 import { describe, expect, it } from 'vitest';
-import { quantizeInt8 } from '../../src/methods/int8/kernel.ts';
-import { quantizeInt4Blockwise } from '../../src/methods/int4/kernel.ts';
+import { dequantizeInt8, quantizeInt8 } from '../../src/methods/int8/kernel.ts';
+import { dequantizeInt4Blockwise, quantizeInt4Blockwise } from '../../src/methods/int4/kernel.ts';
 import {
   addCodeErrors,
   noErrorSums,
@@ -88,7 +88,35 @@ function int4Reference(x: Float32Array, rows: number, cols: number, blockSize: n
   return { codes, scales, zeroPoints, sums };
 }
 
+/** The scalar decode of codes in runs of `run` along the flat array, run j with scale[j] and zero point z[j]. */
+function decodeReference(
+  codes: Uint8Array | Int8Array,
+  run: number,
+  perRow: number,
+  cols: number,
+  scales: Float32Array,
+  zeroPoints: Uint8Array | null,
+  implicitZero: number,
+): Float32Array {
+  const out = new Float32Array(codes.length);
+  for (let i = 0; i < codes.length; i++) {
+    const j = Math.floor(i / cols) * perRow + Math.floor((i % cols) / run);
+    out[i] = (codes[i] - (zeroPoints ? zeroPoints[j] : implicitZero)) * scales[j];
+  }
+  return out;
+}
+
 const bytes = (a: ArrayBufferView | null) => a && Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** Byte-for-byte equality, as the first differing byte (−1: none), so a failure says where. */
+function firstDifference(a: ArrayBufferView | null, b: ArrayBufferView | null): number {
+  const [x, y] = [bytes(a), bytes(b)];
+  if (!x || !y) return x === y ? -1 : 0;
+  if (x.equals(y)) return -1;
+  let i = 0;
+  while (i < x.length && x[i] === y[i]) i++;
+  return i;
+}
 
 /** Same max and zeros (NaN as NaN), Σ x² and Σ e² to float64 rounding: only the order of the sums differs. */
 function expectSums(got: ErrorSums, want: ErrorSums): void {
@@ -137,7 +165,7 @@ describe('row-wise quantizers in WebAssembly SIMD (rows.wat)', () => {
     expect(assembled.length).toBeLessThan(4096); // compiled synchronously, as kernels.wat
   });
 
-  it('int8 per row and per tensor: the scalar codes, scales and zero points byte for byte', () => {
+  it('int8 per row and per tensor: the scalar codes, scales, zero points and decodes byte for byte', () => {
     let ties = 0;
     for (const [rows, cols] of SHAPES)
       for (const kind of KINDS)
@@ -147,10 +175,13 @@ describe('row-wise quantizers in WebAssembly SIMD (rows.wat)', () => {
             const want = int8Reference(x, rows, cols, axis, symmetric);
             const sums = noErrorSums();
             const got = quantizeInt8(x, rows, cols, axis, symmetric, sums);
-            expect(bytes(got.q)).toEqual(bytes(want.q));
-            expect(bytes(got.scales)).toEqual(bytes(want.scales));
-            expect(bytes(got.zeroPoints)).toEqual(bytes(want.zeroPoints));
+            expect(firstDifference(got.q, want.q)).toBe(-1);
+            expect(firstDifference(got.scales, want.scales)).toBe(-1);
+            expect(firstDifference(got.zeroPoints, want.zeroPoints)).toBe(-1);
             expectSums(sums, want.sums);
+            const [run, width] = axis === 0 ? [cols, cols] : [rows * cols, rows * cols];
+            const decoded = decodeReference(want.q, run, 1, width, want.scales, want.zeroPoints, 0);
+            expect(firstDifference(dequantizeInt8(got, rows, cols, axis), decoded)).toBe(-1);
             if (kind === 'ties' && symmetric && axis === 0) {
               expect(Array.from(want.scales)).toEqual(Array(rows).fill(1));
               for (const v of x) if (Math.abs(v % 1) === 0.5) ties++;
@@ -159,7 +190,7 @@ describe('row-wise quantizers in WebAssembly SIMD (rows.wat)', () => {
     expect(ties).toBeGreaterThan(0); // the tie case did produce exact .5 products
   });
 
-  it('int4 blocks along the rows: the scalar codes, scales and zero points byte for byte', () => {
+  it('int4 blocks along the rows: the scalar codes, scales, zero points and decodes byte for byte', () => {
     let ties = 0;
     for (const [rows, cols] of SHAPES)
       for (const kind of KINDS)
@@ -169,10 +200,21 @@ describe('row-wise quantizers in WebAssembly SIMD (rows.wat)', () => {
             const want = int4Reference(x, rows, cols, blockSize, symmetric);
             const sums = noErrorSums();
             const got = quantizeInt4Blockwise(x, rows, cols, 0, blockSize, symmetric, sums);
-            expect(bytes(got.codes)).toEqual(bytes(want.codes));
-            expect(bytes(got.scales)).toEqual(bytes(want.scales));
-            expect(bytes(got.zeroPoints)).toEqual(bytes(want.zeroPoints));
+            expect(firstDifference(got.codes, want.codes)).toBe(-1);
+            expect(firstDifference(got.scales, want.scales)).toBe(-1);
+            expect(firstDifference(got.zeroPoints, want.zeroPoints)).toBe(-1);
             expectSums(sums, want.sums);
+            const perRow = Math.ceil(cols / blockSize);
+            const decoded = decodeReference(
+              want.codes,
+              blockSize,
+              perRow,
+              cols,
+              want.scales,
+              want.zeroPoints,
+              8,
+            );
+            expect(firstDifference(dequantizeInt4Blockwise(got, rows, cols, 0), decoded)).toBe(-1);
             if (kind === 'ties' && symmetric) {
               expect(Array.from(want.scales, Math.abs)).toEqual(Array(want.scales.length).fill(1));
               for (const v of x) if (Math.abs(v % 1) === 0.5) ties++;
@@ -186,18 +228,25 @@ describe('row-wise quantizers in WebAssembly SIMD (rows.wat)', () => {
     for (const symmetric of [true, false]) {
       const want8 = int8Reference(x, 700, 193, 0, symmetric);
       const sums8 = noErrorSums();
-      expect(bytes(quantizeInt8(x, 700, 193, 0, symmetric, sums8).q)).toEqual(bytes(want8.q));
+      const got8 = quantizeInt8(x, 700, 193, 0, symmetric, sums8);
+      expect(firstDifference(got8.q, want8.q)).toBe(-1);
       expectSums(sums8, want8.sums);
+      const decoded8 = decodeReference(want8.q, 193, 1, 193, want8.scales, want8.zeroPoints, 0);
+      expect(firstDifference(dequantizeInt8(got8, 700, 193, 0), decoded8)).toBe(-1);
       const want4 = int4Reference(x, 700, 193, 32, symmetric);
       const sums4 = noErrorSums();
       const got4 = quantizeInt4Blockwise(x, 700, 193, 0, 32, symmetric, sums4);
-      expect(bytes(got4.codes)).toEqual(bytes(want4.codes));
-      expect(bytes(got4.scales)).toEqual(bytes(want4.scales));
+      expect(firstDifference(got4.codes, want4.codes)).toBe(-1);
+      expect(firstDifference(got4.scales, want4.scales)).toBe(-1);
       expectSums(sums4, want4.sums);
+      const decoded4 = decodeReference(want4.codes, 32, 7, 193, want4.scales, want4.zeroPoints, 8);
+      expect(firstDifference(dequantizeInt4Blockwise(got4, 700, 193, 0), decoded4)).toBe(-1);
       const flat = matrix(1, 200_000, 'seeded', 6);
       const wantFlat = int8Reference(flat, 1, 200_000, null, symmetric);
       const sumsFlat = noErrorSums();
-      expect(bytes(quantizeInt8(flat, 1, 200_000, null, symmetric, sumsFlat).q)).toEqual(bytes(wantFlat.q));
+      expect(firstDifference(quantizeInt8(flat, 1, 200_000, null, symmetric, sumsFlat).q, wantFlat.q)).toBe(
+        -1,
+      );
       expectSums(sumsFlat, wantFlat.sums);
     }
   });

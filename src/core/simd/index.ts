@@ -112,6 +112,16 @@ interface RowKernels {
     signed: number,
     res: number,
   ): void;
+  row_block_decode(
+    q: number,
+    out: number,
+    rows: number,
+    cols: number,
+    block: number,
+    scale: number,
+    zero: number,
+    qxor: number,
+  ): void;
 }
 
 let kernels: Kernels | null = null;
@@ -897,4 +907,46 @@ export function quantizeStagedRows(
   );
   new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, rows * cols), r0 * cols);
   if (sums) addWasmSums(k, resAt, sums);
+}
+
+/**
+ * out = ((q xor qxor) − zero[j]) · scale[j] in float32 for rows r0..r1−1 of a [·, cols] matrix of
+ * byte codes in blocks of `block` along each row, block j = r·B + b as updateRowBlockRanges: the row
+ * path's decodes, bit for bit the scalar fround((code − z) · s) (see decodeColumns; an Int8Array's
+ * two's complement is read with qxor 128 and zero[j] + 128).
+ */
+export function decodeRowBlocks(
+  q: Uint8Array | Int8Array,
+  out: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  block: number,
+  scale: Float32Array,
+  zero: Float32Array,
+  qxor: number,
+): void {
+  if (r1 <= r0 || cols === 0) return;
+  const k = instance();
+  const rk = rowInstance();
+  const per = blocksPerRow(cols, block);
+  const step = rowsPerChunk(cols);
+  const chunkRows = Math.min(r1 - r0, step);
+  const [qAt, outAt, scaleAt, zeroAt] = reserve(
+    k,
+    chunkRows * cols,
+    chunkRows * cols * 4,
+    chunkRows * per * 4,
+    chunkRows * per * 4,
+  );
+  const bytes = new Uint8Array(q.buffer, q.byteOffset, q.length);
+  for (let r = r0; r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
+    const n = rows * per;
+    u8(k, qAt, rows * cols).set(bytes.subarray(r * cols, (r + rows) * cols));
+    f32(k, scaleAt, n).set(scale.subarray(r * per, r * per + n));
+    f32(k, zeroAt, n).set(zero.subarray(r * per, r * per + n));
+    rk.row_block_decode(qAt, outAt, rows, cols, block, scaleAt, zeroAt, qxor);
+    out.set(f32(k, outAt, rows * cols), r * cols);
+  }
 }

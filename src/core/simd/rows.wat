@@ -210,7 +210,64 @@
             (i32.add (i32x4.extract_lane 0 (local.get $zeros)) (i32x4.extract_lane 1 (local.get $zeros)))
             (i32.add (i32x4.extract_lane 2 (local.get $zeros)) (i32x4.extract_lane 3 (local.get $zeros)))))))))))
 
-  ;; One code in the low 32 bits of lane 0's float64 (as the vector loop computes it):
+  ;; out = ((q xor qxor) − zero[j]) · scale[j] in float32 over a row-major [rows, cols] matrix of byte
+  ;; codes in blocks of `block` along each row, block j = r · B + b: the int8 / int4 decodes of the row
+  ;; path (a small integer times a float32 rounds once, so this is fround((code − z) · s) bit for bit);
+  ;; qxor = 128 reads int8 two's complement as code + 128, with zero[j] raised by 128 to match
+  (func (export "row_block_decode")
+    (param $q i32) (param $out i32) (param $rows i32) (param $cols i32) (param $block i32) (param $scale i32)
+    (param $zero i32) (param $qxor i32)
+    (local $r i32) (local $c i32) (local $end i32) (local $vec_end i32) (local $xorv v128) (local $sv v128)
+    (local $zv v128) (local $ss f32) (local $sz f32)
+    (local.set $xorv (i32x4.splat (local.get $qxor)))
+    (block $rows_done
+      (loop $rows_loop
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $c (i32.const 0))
+        (block $blocks_done
+          (loop $blocks_loop
+            (br_if $blocks_done (i32.ge_u (local.get $c) (local.get $cols)))
+            (local.set $end (i32.add (local.get $c) (local.get $block)))
+            (if (i32.gt_u (local.get $end) (local.get $cols)) (then (local.set $end (local.get $cols))))
+            (local.set $vec_end (i32.sub (local.get $end) (i32.and (i32.sub (local.get $end) (local.get $c)) (i32.const 3))))
+            (local.set $ss (f32.load (local.get $scale)))
+            (local.set $sz (f32.load (local.get $zero)))
+            (local.set $sv (f32x4.splat (local.get $ss)))
+            (local.set $zv (f32x4.splat (local.get $sz)))
+            (block $vec_done
+              (loop $vec_loop
+                (br_if $vec_done (i32.ge_u (local.get $c) (local.get $vec_end)))
+                (v128.store (i32.add (local.get $out) (i32.shl (local.get $c) (i32.const 2)))
+                  (f32x4.mul
+                    (f32x4.sub
+                      (f32x4.convert_i32x4_s
+                        (v128.xor (local.get $xorv)
+                          (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u
+                            (v128.load32_zero (i32.add (local.get $q) (local.get $c)))))))
+                      (local.get $zv))
+                    (local.get $sv)))
+                (local.set $c (i32.add (local.get $c) (i32.const 4)))
+                (br $vec_loop)))
+            (block $tail_done
+              (loop $tail_loop
+                (br_if $tail_done (i32.ge_u (local.get $c) (local.get $end)))
+                (f32.store (i32.add (local.get $out) (i32.shl (local.get $c) (i32.const 2)))
+                  (f32.mul
+                    (f32.sub
+                      (f32.convert_i32_s (i32.xor (local.get $qxor) (i32.load8_u (i32.add (local.get $q) (local.get $c)))))
+                      (local.get $sz))
+                    (local.get $ss)))
+                (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                (br $tail_loop)))
+            (local.set $scale (i32.add (local.get $scale) (i32.const 4)))
+            (local.set $zero (i32.add (local.get $zero) (i32.const 4)))
+            (br $blocks_loop)))
+        (local.set $q (i32.add (local.get $q) (local.get $cols)))
+        (local.set $out (i32.add (local.get $out) (i32.shl (local.get $cols) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows_loop))))
+
+    ;; One code in the low 32 bits of lane 0's float64 (as the vector loop computes it):
   ;; w = clamp(Math.round(x · inv) + z, lo, hi) with Math.round(y) = floor(y) + (y − floor(y) ≥ 0.5)
   ;; (exact: y − floor(y) has no rounding error), clamped by pmin / pmax (one instruction each, and a
   ;; NaN stays NaN), then + 1.5 · 2^52, which puts an integer |w| < 2^51 in the low bits of the float64

@@ -5,6 +5,7 @@
 
 import {
   decodeColumns,
+  decodeRowBlocks,
   quantizeColumns,
   quantizeRowBlocks,
   quantizeStagedRows,
@@ -171,21 +172,19 @@ export function dequantizeInt8(
 ): Float32Array {
   const out = new Float32Array(rows * cols);
   const { q, scales } = quant;
-  // zero points as floats, one per column or per run, so the inner loops are one multiply-subtract
-  const zp = Float32Array.from(quant.zeroPoints ?? new Uint8Array(scales.length));
-  if (channelAxis === 1) {
-    // WebAssembly SIMD, the same float32 products: int8 two's complement is read as code + 128
-    const signed = q instanceof Int8Array;
-    if (signed) for (let c = 0; c < zp.length; c++) zp[c] += 128;
-    decodeColumns(q, out, 0, rows, cols, scales, zp, signed ? 128 : 0);
-    return out;
-  }
-  // one scale per row (axis 0) or for the whole tensor
-  const run = channelAxis === 0 ? cols : rows * cols;
-  for (let ch = 0; ch * run < out.length; ch++) {
-    const s = scales[ch];
-    const z = zp[ch];
-    for (let i = ch * run, end = i + run; i < end; i++) out[i] = (q[i] - z) * s;
-  }
+  // zero points as floats, one per channel, as the decode kernels take them
+  const zp = quant.zeroPoints ? new Float32Array(quant.zeroPoints) : new Float32Array(scales.length);
+  // WebAssembly SIMD, the same float32 products: int8 two's complement is read as code + 128
+  const signed = q instanceof Int8Array;
+  if (signed) for (let c = 0; c < zp.length; c++) zp[c] += 128;
+  const qxor = signed ? 128 : 0;
+  if (channelAxis === 1) decodeColumns(q, out, 0, rows, cols, scales, zp, qxor);
+  else if (channelAxis === 0) decodeRowBlocks(q, out, 0, rows, cols, cols, scales, zp, qxor);
+  else
+    // one scale for the whole tensor: a chunk at a time, each one block of one row
+    for (let s = 0; s < out.length; s += FLAT_CHUNK) {
+      const m = Math.min(FLAT_CHUNK, out.length - s);
+      decodeRowBlocks(q.subarray(s, s + m), out.subarray(s, s + m), 0, 1, m, m, scales, zp, qxor);
+    }
   return out;
 }

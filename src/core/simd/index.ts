@@ -168,7 +168,8 @@ export const noErrorSums = (): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0, z
 /**
  * Adds the error of codes[start..end) against x[start..end) to `sums`, each decoded with one scale
  * and zero point as the methods' decodes do: fround((code − zero) · scale), the sums in float64. The
- * scalar counterpart of the column kernels, for runs along a row (one scale per row or block).
+ * scalar form of the error sums the kernels fuse into their encodes (sums.wat for columns, rows.wat
+ * for rows), kept as the reference the tests hold them to.
  */
 export function addCodeErrors(
   x: Float32Array,

@@ -1,6 +1,7 @@
 // Assembles src/core/simd/kernels.wat (and the training engine's src/core/train/matmul.wat, and the
 // calibrated methods' dense product src/core/simd/dense.wat, and the float64 sums of the quantizers'
-// errors and the tensors' statistics src/core/simd/sums.wat) with
+// errors and the tensors' statistics src/core/simd/sums.wat, and the row-wise quantizers
+// src/core/simd/rows.wat) with
 // wabt and writes the bytes, base64, into kernels-wasm.ts (matmul-wasm.ts), so workers, Node and the CLI load the same module without a fetch or a
 // bundler plug-in. Run after editing the .wat: `npm run build:wasm` (a test fails when they differ).
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -47,4 +48,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     kernelsModuleSource(sums, 'sums.wat', 'SUMS_WASM_BASE64'),
   );
   console.log(`sums.wasm: ${sums.length} bytes`);
+  const rows = await assembleKernels('src/core/simd/rows.wat');
+  writeFileSync(
+    new URL('../src/core/simd/rows-wasm.ts', import.meta.url),
+    kernelsModuleSource(rows, 'rows.wat', 'ROWS_WASM_BASE64'),
+  );
+  console.log(`rows.wasm: ${rows.length} bytes`);
 }

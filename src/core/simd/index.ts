@@ -10,6 +10,7 @@
 
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.ts';
 import { SUMS_WASM_BASE64 } from './sums-wasm.ts';
+import { ROWS_WASM_BASE64 } from './rows-wasm.ts';
 import { instantiateBase64 } from './instantiate.ts';
 
 interface Kernels {
@@ -94,8 +95,38 @@ interface SumKernels {
   moments(x: number, n: number, res: number): void;
 }
 
+/** rows.wat: the row-wise quantizers (channels along the rows), on the kernels' memory. */
+interface RowKernels {
+  row_block_ranges(x: number, rows: number, cols: number, block: number, lo: number, hi: number): void;
+  row_block_quantize(
+    x: number,
+    out: number,
+    rows: number,
+    cols: number,
+    block: number,
+    inv: number,
+    zero: number,
+    scale: number,
+    lo: number,
+    hi: number,
+    signed: number,
+    res: number,
+  ): void;
+  row_block_decode(
+    q: number,
+    out: number,
+    rows: number,
+    cols: number,
+    block: number,
+    scale: number,
+    zero: number,
+    qxor: number,
+  ): void;
+}
+
 let kernels: Kernels | null = null;
 let sumKernels: SumKernels | null = null;
+let rowKernels: RowKernels | null = null;
 /** Bumped by every call that lays out scratch memory, so a stale StagedColumnBlock is caught rather than read. */
 let generation = 0;
 
@@ -112,6 +143,12 @@ function sumInstance(): SumKernels {
   if (!sumKernels)
     sumKernels = instantiateBase64<SumKernels>(SUMS_WASM_BASE64, { env: { memory: instance().memory } });
   return sumKernels;
+}
+
+function rowInstance(): RowKernels {
+  if (!rowKernels)
+    rowKernels = instantiateBase64<RowKernels>(ROWS_WASM_BASE64, { env: { memory: instance().memory } });
+  return rowKernels;
 }
 
 /**
@@ -131,7 +168,8 @@ export const noErrorSums = (): ErrorSums => ({ signal: 0, noise: 0, maxAbs: 0, z
 /**
  * Adds the error of codes[start..end) against x[start..end) to `sums`, each decoded with one scale
  * and zero point as the methods' decodes do: fround((code − zero) · scale), the sums in float64. The
- * scalar counterpart of the column kernels, for runs along a row (one scale per row or block).
+ * scalar form of the error sums the kernels fuse into their encodes (sums.wat for columns, rows.wat
+ * for rows), kept as the reference the tests hold them to.
  */
 export function addCodeErrors(
   x: Float32Array,
@@ -671,4 +709,245 @@ export function castFloat16ToFloat32(
 ): Float32Array {
   castInChunks(h, out, 'float16_to_float32');
   return out;
+}
+
+/** Blocks along a row of `cols` columns cut into blocks of `block` (the last one shorter). */
+const blocksPerRow = (cols: number, block: number) => Math.ceil(cols / block);
+
+/**
+ * For rows r0..r1−1 of a row-major [·, cols] matrix cut along each row into blocks of `block` columns
+ * (the last of a row shorter; B = ceil(cols / block) per row): lo[r·B + b] = min(lo[r·B + b], x in
+ * block b of row r), hi likewise with max, NaN ignored and a value replacing only a strictly smaller
+ * (larger) one, as the scalar `if (v < lo) lo = v; else if (v > hi) hi = v` does. WebAssembly SIMD
+ * along the row (rows.wat): the channels-on-rows counterpart of updateColumnRanges.
+ */
+export function updateRowBlockRanges(
+  x: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  block: number,
+  lo: Float32Array,
+  hi: Float32Array,
+): void {
+  if (r1 <= r0 || cols === 0) return;
+  const k = instance();
+  const rk = rowInstance();
+  const per = blocksPerRow(cols, block);
+  const step = rowsPerChunk(cols);
+  const chunkRows = Math.min(r1 - r0, step);
+  const [at, loAt, hiAt] = reserve(k, chunkRows * cols * 4, chunkRows * per * 4, chunkRows * per * 4);
+  for (let r = r0; r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
+    const n = rows * per;
+    f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
+    f32(k, loAt, n).set(lo.subarray(r * per, r * per + n));
+    f32(k, hiAt, n).set(hi.subarray(r * per, r * per + n));
+    rk.row_block_ranges(at, rows, cols, block, loAt, hiAt);
+    lo.set(f32(k, loAt, n), r * per);
+    hi.set(f32(k, hiAt, n), r * per);
+  }
+}
+
+/**
+ * Codes of rows r0..r1−1 of a row-major [·, cols] matrix in blocks of `block` along each row, block j
+ * (r·B + b, as updateRowBlockRanges) with float64 1/scale inv[j] and zero point zero[j]:
+ * code = clamp(Math.round(x · inv) + z, lo, hi), x · inv in float64, written as bytes (the low 8 bits,
+ * as an Int8Array store of an unclamped signed code is: lo = −∞, hi = +∞), NaN and ±∞ as 0. The scalar
+ * row loops' arithmetic bit for bit, in WebAssembly SIMD (rows.wat). With `error`, the error of each
+ * code against x, decoded as fround((code − zero[j]) · scale[j]) with the code read back signed when
+ * `signed`, is added to error.sums in the same pass.
+ */
+export function quantizeRowBlocks(
+  x: Float32Array,
+  out: Uint8Array | Int8Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  block: number,
+  inv: Float64Array,
+  zero: Float64Array,
+  lo: number,
+  hi: number,
+  error?: { scale: Float32Array; sums: ErrorSums },
+): void {
+  if (r1 <= r0 || cols === 0) return;
+  const k = instance();
+  const rk = rowInstance();
+  const per = blocksPerRow(cols, block);
+  const step = rowsPerChunk(cols);
+  const chunkRows = Math.min(r1 - r0, step);
+  const [invAt, zeroAt, at, outAt, scaleAt, resAt] = reserve(
+    k,
+    chunkRows * per * 8,
+    chunkRows * per * 8,
+    chunkRows * cols * 4,
+    chunkRows * cols,
+    error ? chunkRows * per * 4 : 0,
+    32,
+  );
+  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length);
+  const signed = out instanceof Int8Array ? 1 : 0;
+  for (let r = r0; r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
+    const n = rows * per;
+    f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
+    new Float64Array(k.memory.buffer, invAt, n).set(inv.subarray(r * per, r * per + n));
+    new Float64Array(k.memory.buffer, zeroAt, n).set(zero.subarray(r * per, r * per + n));
+    if (error) {
+      f32(k, scaleAt, n).set(error.scale.subarray(r * per, r * per + n));
+      new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+    }
+    rk.row_block_quantize(
+      at,
+      outAt,
+      rows,
+      cols,
+      block,
+      invAt,
+      zeroAt,
+      scaleAt,
+      lo,
+      hi,
+      signed,
+      error ? resAt : 0,
+    );
+    bytes.set(u8(k, outAt, rows * cols), r * cols);
+    if (error) addWasmSums(k, resAt, error.sums);
+  }
+}
+
+/**
+ * Rows r0..r1−1 of a row-major [·, cols] matrix staged in wasm memory once for both row kernels: their
+ * block ranges (from 0, so they hold zero; [rows, B] as updateRowBlockRanges) and room for the
+ * caller's per-block 1/scale, zero point and scale, which quantizeStagedRows then reads where they
+ * are. One staging instead of two (ranges, then codes) and no copies of the per-block arrays. The
+ * arrays are views into wasm memory: valid until the next call into this module, which
+ * quantizeStagedRows checks.
+ */
+export interface StagedRows {
+  r0: number;
+  rows: number;
+  cols: number;
+  block: number;
+  lo: Float32Array;
+  hi: Float32Array;
+  inv: Float64Array;
+  zero: Float64Array;
+  scale: Float32Array;
+  /** wasm byte offsets: staged rows, codes, inv, zero, scale, error sums */
+  at: [number, number, number, number, number, number];
+  generation: number;
+}
+
+export function stageRows(x: Float32Array, r0: number, r1: number, cols: number, block: number): StagedRows {
+  const k = instance();
+  const rows = r1 - r0;
+  const n = rows * blocksPerRow(cols, block);
+  const [invAt, zeroAt, at, outAt, loAt, hiAt, scaleAt, resAt] = reserve(
+    k,
+    n * 8,
+    n * 8,
+    rows * cols * 4,
+    rows * cols,
+    n * 4,
+    n * 4,
+    n * 4,
+    32,
+  );
+  f32(k, at, rows * cols).set(x.subarray(r0 * cols, r1 * cols));
+  const lo = f32(k, loAt, n).fill(0);
+  const hi = f32(k, hiAt, n).fill(0);
+  if (rows > 0 && cols > 0) rowInstance().row_block_ranges(at, rows, cols, block, loAt, hiAt);
+  return {
+    r0,
+    rows,
+    cols,
+    block,
+    lo,
+    hi,
+    inv: new Float64Array(k.memory.buffer, invAt, n),
+    zero: new Float64Array(k.memory.buffer, zeroAt, n),
+    scale: f32(k, scaleAt, n),
+    at: [at, outAt, invAt, zeroAt, scaleAt, resAt],
+    generation,
+  };
+}
+
+/**
+ * quantizeRowBlocks on staged rows, with the inv, zero (and, for `sums`, scale) their caller filled
+ * in, into out's rows r0…; the error sums added to `sums` when given.
+ */
+export function quantizeStagedRows(
+  staged: StagedRows,
+  out: Uint8Array | Int8Array,
+  lo: number,
+  hi: number,
+  sums?: ErrorSums,
+): void {
+  if (staged.generation !== generation) throw new Error('staged rows were overwritten by a later staging');
+  const { rows, cols, block, r0 } = staged;
+  if (rows === 0 || cols === 0) return;
+  const k = instance();
+  const [at, outAt, invAt, zeroAt, scaleAt, resAt] = staged.at;
+  if (sums) new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+  const signed = out instanceof Int8Array ? 1 : 0;
+  rowInstance().row_block_quantize(
+    at,
+    outAt,
+    rows,
+    cols,
+    block,
+    invAt,
+    zeroAt,
+    scaleAt,
+    lo,
+    hi,
+    signed,
+    sums ? resAt : 0,
+  );
+  new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, rows * cols), r0 * cols);
+  if (sums) addWasmSums(k, resAt, sums);
+}
+
+/**
+ * out = ((q xor qxor) − zero[j]) · scale[j] in float32 for rows r0..r1−1 of a [·, cols] matrix of
+ * byte codes in blocks of `block` along each row, block j = r·B + b as updateRowBlockRanges: the row
+ * path's decodes, bit for bit the scalar fround((code − z) · s) (see decodeColumns; an Int8Array's
+ * two's complement is read with qxor 128 and zero[j] + 128).
+ */
+export function decodeRowBlocks(
+  q: Uint8Array | Int8Array,
+  out: Float32Array,
+  r0: number,
+  r1: number,
+  cols: number,
+  block: number,
+  scale: Float32Array,
+  zero: Float32Array,
+  qxor: number,
+): void {
+  if (r1 <= r0 || cols === 0) return;
+  const k = instance();
+  const rk = rowInstance();
+  const per = blocksPerRow(cols, block);
+  const step = rowsPerChunk(cols);
+  const chunkRows = Math.min(r1 - r0, step);
+  const [qAt, outAt, scaleAt, zeroAt] = reserve(
+    k,
+    chunkRows * cols,
+    chunkRows * cols * 4,
+    chunkRows * per * 4,
+    chunkRows * per * 4,
+  );
+  const bytes = new Uint8Array(q.buffer, q.byteOffset, q.length);
+  for (let r = r0; r < r1; r += step) {
+    const rows = Math.min(step, r1 - r);
+    const n = rows * per;
+    u8(k, qAt, rows * cols).set(bytes.subarray(r * cols, (r + rows) * cols));
+    f32(k, scaleAt, n).set(scale.subarray(r * per, r * per + n));
+    f32(k, zeroAt, n).set(zero.subarray(r * per, r * per + n));
+    rk.row_block_decode(qAt, outAt, rows, cols, block, scaleAt, zeroAt, qxor);
+    out.set(f32(k, outAt, rows * cols), r * cols);
+  }
 }

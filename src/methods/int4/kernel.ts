@@ -4,13 +4,16 @@
  */
 
 import {
-  addCodeErrors,
   decodeColumns,
+  decodeRowBlocks,
   quantizeStagedBlock,
+  quantizeStagedRows,
   stageColumnBlock,
   stagedBlockErrors,
+  stageRows,
   type ErrorSums,
   type StagedColumnBlock,
+  type StagedRows,
 } from '../../core/simd/index.ts';
 import { checkCancelled } from '../../core/cancel.ts';
 
@@ -72,6 +75,28 @@ function blockScales(block: StagedColumnBlock, symmetric: boolean): void {
   }
 }
 
+/**
+ * blockScale for every block of staged rows: scales (and zero points) into their places from `at` on,
+ * 1/scale, zero point and scale into the staging for the code kernel. A function of its own, called per
+ * chunk, so V8 keeps it optimised (see blockScales).
+ */
+function rowBlockScales(
+  staged: StagedRows,
+  at: number,
+  scales: Float32Array,
+  zeroPoints: Uint8Array | null,
+): void {
+  const { lo, hi, inv, zero, scale } = staged;
+  for (let j = 0; j < lo.length; j++) {
+    inv[j] = blockScale(lo[j], hi[j], at + j, scales, zeroPoints);
+    zero[j] = zeroPoints ? zeroPoints[at + j] : 8;
+    scale[j] = scales[at + j];
+  }
+}
+
+/** Floats of a [C, K] table quantized per step along its rows: a chunk the kernels stage in one go. */
+const ROW_CHUNK_FLOATS = 1 << 16;
+
 /** Blocks whose per-column scales are gathered before they go to their strided [channels, blocks] places. */
 const SCALE_TILE_BLOCKS = 16;
 
@@ -121,26 +146,14 @@ export function quantizeInt4Blockwise(
   const scales = new Float32Array(channels * blocks);
   const zeroPoints = symmetric ? null : new Uint8Array(channels * blocks);
   if (channelAxis === 0) {
-    for (let c = 0; c < channels; c++) {
+    // blocks along the rows, a chunk of rows at a time staged once (WebAssembly SIMD): their ranges,
+    // the scales here, then the codes with the scalar rounding bit for bit; a cancel is seen between
+    const step = Math.max(1, Math.floor(ROW_CHUNK_FLOATS / Math.max(1, cols)));
+    for (let r0 = 0; r0 < rows; r0 += step) {
       checkCancelled();
-      for (let b = 0; b < blocks; b++) {
-        const start = c * cols + b * blockSize;
-        const end = c * cols + Math.min(k, (b + 1) * blockSize);
-        let lo = 0;
-        let hi = 0;
-        for (let i = start; i < end; i++) {
-          const v = x[i];
-          if (v < lo) lo = v;
-          else if (v > hi) hi = v;
-        }
-        const inv = blockScale(lo, hi, c * blocks + b, scales, zeroPoints);
-        const z = zeroPoints ? zeroPoints[c * blocks + b] : 8;
-        for (let i = start; i < end; i++) {
-          const q = Math.round(x[i] * inv) + z;
-          codes[i] = q > 15 ? 15 : q < 0 ? 0 : q;
-        }
-        if (error) addCodeErrors(x, codes, start, end, scales[c * blocks + b], z, error);
-      }
+      const staged = stageRows(x, r0, Math.min(rows, r0 + step), cols, blockSize);
+      rowBlockScales(staged, r0 * blocks, scales, zeroPoints);
+      quantizeStagedRows(staged, codes, 0, 15, error);
     }
     return { channels, k, blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints };
   }
@@ -171,18 +184,9 @@ export function dequantizeInt4Blockwise(
   const { blockSize, blocksPerChannel: blocks, codes, scales, zeroPoints } = quant;
   const out = new Float32Array(rows * cols);
   if (channelAxis === 0) {
-    for (let r = 0; r < rows; r++)
-      for (let b = 0; b < blocks; b++) {
-        const at = r * blocks + b;
-        const s = scales[at];
-        const z = zeroPoints ? zeroPoints[at] : 8;
-        for (
-          let i = r * cols + b * blockSize, end = r * cols + Math.min(cols, (b + 1) * blockSize);
-          i < end;
-          i++
-        )
-          out[i] = (codes[i] - z) * s;
-      }
+    // blocks along the rows: WebAssembly SIMD, the same float32 products
+    const zero = zeroPoints ? new Float32Array(zeroPoints) : new Float32Array(scales.length).fill(8);
+    decodeRowBlocks(codes, out, 0, rows, cols, blockSize, scales, zero, 0);
     return out;
   }
   // blocks run down the columns: each block's per-column scale and zero point gathered once, then

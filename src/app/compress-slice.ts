@@ -400,8 +400,15 @@ export function compressSlice(set: Set, get: Get): CompressState {
 
     async showOverlay(name) {
       set({ overlayName: name });
-      const overlay = await previewOverlay(name, get().histogramBins);
-      if (get().overlayName === name && overlay) set({ overlay });
+      try {
+        const overlay = await previewOverlay(name, get().histogramBins);
+        if (get().overlayName === name && overlay) set({ overlay });
+      } catch (e) {
+        // a newer preview stopped this weight's kernel (its own overlay follows), or another weight is
+        // shown by now: nothing to say; anything else is said, and the other panels keep working
+        if ((e as { code?: string }).code === 'cancelled' || get().overlayName !== name) return;
+        set({ overlay: undefined, error: (e as Error).message });
+      }
     },
 
     async evaluateCompressed() {

@@ -372,12 +372,13 @@ export class PreviewSession {
       const done = apply(i, inputs, measured);
       const keys = inputs.map((s) => `${s.key}>${stepKeys[i]}#${measured ? 'any' : 'whole'}`);
       // the states as computed, not read back from the cache: another run may have trimmed it since
-      keys.forEach((k, j) =>
-        computing.set(
-          k,
-          done.then((outs) => outs[j]),
-        ),
-      );
+      keys.forEach((k, j) => {
+        const state = done.then((outs) => outs[j]);
+        // read only by another weight's advance that finds it computing: when none does, a failed or
+        // cancelled kernel must not surface as an unhandled rejection (the caller awaits `done`)
+        state.catch(() => undefined);
+        computing.set(k, state);
+      });
       try {
         return (await done)[group.indexOf(c)];
       } finally {

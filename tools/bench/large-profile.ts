@@ -11,41 +11,13 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LARGE_SPEC, writeLargeModel } from './large-model.ts';
+import { browserPid, descendants, kindOf, rssOf } from './chromium-proc.ts';
+
+const rss = (pids: number[]): number => pids.reduce((n, p) => n + rssOf(p), 0);
 
 const ROOT = join(import.meta.dirname, '../..');
 const spec = { ...LARGE_SPEC, layers: Number(process.env.LARGE_LAYERS) || 3 };
 const modelDir = process.argv[2] ?? join(tmpdir(), `cs-large-profile-${spec.layers}`);
-
-function children(): Map<number, number> {
-  const parent = new Map<number, number>();
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const s = readFileSync(`/proc/${e}/stat`, 'utf8');
-      parent.set(Number(e), Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      // exited
-    }
-  }
-  return parent;
-}
-
-function descendants(root: number): number[] {
-  const parent = children();
-  const out = [root];
-  for (let i = 0; i < out.length; i++) for (const [p, pp] of parent) if (pp === out[i]) out.push(p);
-  return out;
-}
-
-function kindOf(pid: number): string {
-  try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    const type = /--type=([a-z-]+)/.exec(cmd)?.[1];
-    return type ?? 'browser';
-  } catch {
-    return 'gone';
-  }
-}
 
 /** CPU seconds by "kind/thread name/tid" of every thread of `pids`. */
 function threadCpu(pids: number[]): Map<string, number> {
@@ -86,32 +58,6 @@ function processCpu(pids: number[], into: Map<number, number>): Map<number, numb
   return into;
 }
 const total = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
-
-function rss(pids: number[]): number {
-  let n = 0;
-  for (const p of pids) {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-      n += m ? Number(m[1]) * 1024 : 0;
-    } catch {
-      // exited
-    }
-  }
-  return n;
-}
-
-function browserPid(profile: string): number {
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
-      if (cmd.includes(`--user-data-dir=${profile}`) && !cmd.includes('--type=')) return Number(e);
-    } catch {
-      // exited
-    }
-  }
-  throw new Error(`no browser process for ${profile}`);
-}
 
 function diff(after: Map<string, number>, before: Map<string, number>): [string, number][] {
   return [...after]

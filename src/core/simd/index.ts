@@ -773,7 +773,6 @@ export function quantizeRowBlocks(
 ): void {
   if (r1 <= r0 || cols === 0) return;
   const k = instance();
-  const rk = rowInstance();
   const per = blocksPerRow(cols, block);
   const step = rowsPerChunk(cols);
   const chunkRows = Math.min(r1 - r0, step);
@@ -786,35 +785,62 @@ export function quantizeRowBlocks(
     error ? chunkRows * per * 4 : 0,
     32,
   );
-  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.length);
-  const signed = out instanceof Int8Array ? 1 : 0;
   for (let r = r0; r < r1; r += step) {
     const rows = Math.min(step, r1 - r);
     const n = rows * per;
     f32(k, at, rows * cols).set(x.subarray(r * cols, (r + rows) * cols));
     new Float64Array(k.memory.buffer, invAt, n).set(inv.subarray(r * per, r * per + n));
     new Float64Array(k.memory.buffer, zeroAt, n).set(zero.subarray(r * per, r * per + n));
-    if (error) {
-      f32(k, scaleAt, n).set(error.scale.subarray(r * per, r * per + n));
-      new Float64Array(k.memory.buffer, resAt, 4).fill(0);
-    }
-    rk.row_block_quantize(
-      at,
-      outAt,
+    if (error) f32(k, scaleAt, n).set(error.scale.subarray(r * per, r * per + n));
+    quantizeRowsAt(
+      k,
+      [at, outAt, invAt, zeroAt, scaleAt, resAt],
       rows,
       cols,
       block,
-      invAt,
-      zeroAt,
-      scaleAt,
       lo,
       hi,
-      signed,
-      error ? resAt : 0,
+      out,
+      r,
+      error?.sums,
     );
-    bytes.set(u8(k, outAt, rows * cols), r * cols);
-    if (error) addWasmSums(k, resAt, error.sums);
   }
+}
+
+/**
+ * rows.wat's row_block_quantize over rows staged at `at` (offsets: rows, codes, inv, zero, scale,
+ * error sums), its codes copied into out's rows from `outRow` on, its error sums added to `sums`.
+ */
+function quantizeRowsAt(
+  k: Kernels,
+  [at, outAt, invAt, zeroAt, scaleAt, resAt]: readonly number[],
+  rows: number,
+  cols: number,
+  block: number,
+  lo: number,
+  hi: number,
+  out: Uint8Array | Int8Array,
+  outRow: number,
+  sums?: ErrorSums,
+): void {
+  if (sums) new Float64Array(k.memory.buffer, resAt, 4).fill(0);
+  const signed = out instanceof Int8Array ? 1 : 0;
+  rowInstance().row_block_quantize(
+    at,
+    outAt,
+    rows,
+    cols,
+    block,
+    invAt,
+    zeroAt,
+    scaleAt,
+    lo,
+    hi,
+    signed,
+    sums ? resAt : 0,
+  );
+  new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, rows * cols), outRow * cols);
+  if (sums) addWasmSums(k, resAt, sums);
 }
 
 /**
@@ -888,26 +914,7 @@ export function quantizeStagedRows(
   if (staged.generation !== generation) throw new Error('staged rows were overwritten by a later staging');
   const { rows, cols, block, r0 } = staged;
   if (rows === 0 || cols === 0) return;
-  const k = instance();
-  const [at, outAt, invAt, zeroAt, scaleAt, resAt] = staged.at;
-  if (sums) new Float64Array(k.memory.buffer, resAt, 4).fill(0);
-  const signed = out instanceof Int8Array ? 1 : 0;
-  rowInstance().row_block_quantize(
-    at,
-    outAt,
-    rows,
-    cols,
-    block,
-    invAt,
-    zeroAt,
-    scaleAt,
-    lo,
-    hi,
-    signed,
-    sums ? resAt : 0,
-  );
-  new Uint8Array(out.buffer, out.byteOffset, out.length).set(u8(k, outAt, rows * cols), r0 * cols);
-  if (sums) addWasmSums(k, resAt, sums);
+  quantizeRowsAt(instance(), staged.at, rows, cols, block, lo, hi, out, r0, sums);
 }
 
 /**
